@@ -1,0 +1,232 @@
+package policies
+
+import (
+	"sync"
+	"testing"
+	"time"
+)
+
+// TestCacheNeverStale changes each kind of input after a decision was cached
+// and checks the very next decision sees the change.
+func TestCacheNeverStale(t *testing.T) {
+	doctor := UserPrincipal("doctor")
+	const topic = "things/watch-1/data/location"
+	allowDoctor := Policy{ID: "doc", Priority: 1, Effect: "allow", Subjects: []string{"role:doctor"},
+		Resources: []string{topic}, Actions: []Action{ActRead}}
+	tests := []struct {
+		name   string
+		before bool // allowed before the change
+		change func(e *Engine, c *fakeClock)
+	}{
+		{"policy deleted", true, func(e *Engine, _ *fakeClock) { e.DeletePolicy("an", "doc") }},
+		{"policy replaced by deny", true, func(e *Engine, _ *fakeClock) {
+			p := allowDoctor
+			p.Effect = "deny"
+			_ = e.PutPolicy("an", p)
+		}},
+		{"higher-priority deny added", true, func(e *Engine, _ *fakeClock) {
+			_ = e.PutPolicy("an", Policy{ID: "stop", Priority: 0, Effect: "deny", Subjects: []string{"*"}, Resources: []string{"#"}, Actions: []Action{ActRead}})
+		}},
+		{"requester attribute changed", true, func(e *Engine, _ *fakeClock) { _ = e.PutUser(User{Name: "doctor", Attributes: Attributes{"role": "retired"}}) }},
+		{"requester deleted", true, func(e *Engine, _ *fakeClock) { e.DeleteUser("doctor") }},
+		{"thing changes owner", true, func(e *Engine, _ *fakeClock) { _ = e.PutThing(Thing{ID: "watch-1", Owner: "peter"}) }},
+		{"policy added", false, func(e *Engine, _ *fakeClock) {
+			_ = e.PutPolicy("an", Policy{ID: "all", Priority: 0, Effect: "allow", Subjects: []string{"user:stranger"}, Resources: []string{"#"}, Actions: []Action{ActRead}})
+		}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			clock := newFakeClock(t0)
+			e := household(t, clock)
+			_ = e.PutPolicy("an", allowDoctor)
+			who := doctor
+			if !tc.before {
+				who = UserPrincipal("stranger")
+			}
+			for range 3 { // warm the cache
+				if got := decide(e, who, topic, ActRead, "").Allowed(); got != tc.before {
+					t.Fatalf("before: allowed = %v", got)
+				}
+			}
+			tc.change(e, clock)
+			if got := decide(e, who, topic, ActRead, "").Allowed(); got == tc.before {
+				t.Fatalf("after change: still allowed = %v (stale cache)", got)
+			}
+		})
+	}
+}
+
+func TestCacheRelationChanges(t *testing.T) {
+	clock := newFakeClock(t0)
+	e := household(t, clock)
+	ruth, peter := UserPrincipal("ruth"), UserPrincipal("peter")
+	cmd := "things/lock-1/cmd/unlock"
+	if !decide(e, ruth, cmd, ActCommand, "").Allowed() || !decide(e, peter, cmd, ActCommand, "").Allowed() {
+		t.Fatal("setup: ruth and peter should be allowed")
+	}
+	// Revoke the visitor relation on the thing and the co-owner relation on the place.
+	_ = e.PutRelationship(Relationship{Thing: "lock-1", User: "ruth", Relation: RelVisitor, Status: StatusRevoked})
+	e.DeleteRelationship("", "home-an", "peter", RelCoOwner)
+	if d := decide(e, ruth, cmd, ActCommand, ""); d.Allowed() {
+		t.Fatalf("revoked visitor still allowed: %s", d.Reason())
+	}
+	if d := decide(e, peter, cmd, ActCommand, ""); d.Allowed() {
+		t.Fatalf("removed co-owner still allowed: %s", d.Reason())
+	}
+	// Membership changes reach userset subjects.
+	_ = e.PutPolicy("an", Policy{ID: "acme", Effect: "allow", Subjects: []string{"org:acme#member"}, Resources: []string{"#"}, Actions: []Action{ActRead}})
+	topic := "things/thermo-1/data/temperature"
+	if decide(e, UserPrincipal("stranger"), topic, ActRead, "").Allowed() {
+		t.Fatal("stranger allowed before joining")
+	}
+	_ = e.PutMembership(Membership{Group: "org:acme", Relation: "member", Member: "user:stranger"})
+	if !decide(e, UserPrincipal("stranger"), topic, ActRead, "").Allowed() {
+		t.Fatal("stale deny after joining acme")
+	}
+	e.DeleteMembership(Membership{Group: "org:acme", Relation: "member", Member: "user:stranger"})
+	if decide(e, UserPrincipal("stranger"), topic, ActRead, "").Allowed() {
+		t.Fatal("stale allow after leaving acme")
+	}
+}
+
+func TestCacheWindowBoundary(t *testing.T) {
+	clock := newFakeClock(windowUntil.Add(-time.Second))
+	e := household(t, clock)
+	ruth := UserPrincipal("ruth")
+	for range 3 {
+		if !decide(e, ruth, "things/lock-1/state", ActRead, "").Allowed() {
+			t.Fatal("ruth should read inside her window")
+		}
+	}
+	clock.Add(time.Second + time.Nanosecond)
+	if decide(e, ruth, "things/lock-1/state", ActRead, "").Allowed() {
+		t.Fatal("cached allow survived the end of the window")
+	}
+	// env.hour conditions expire at the next hour.
+	_ = e.PutPolicy("an", Policy{ID: "evening", Effect: "allow", Subjects: []string{"user:stranger"}, Resources: []string{"#"},
+		Actions: []Action{ActRead}, When: &Condition{Attr: "env.hour", Op: OpEq, Value: 22.0}})
+	clock.Set(time.Date(2026, 11, 25, 22, 59, 59, 0, time.UTC))
+	if !decide(e, UserPrincipal("stranger"), "things/lock-1/state", ActRead, "").Allowed() {
+		t.Fatal("evening policy should allow at 22:59")
+	}
+	clock.Set(time.Date(2026, 11, 25, 23, 0, 0, 0, time.UTC))
+	if decide(e, UserPrincipal("stranger"), "things/lock-1/state", ActRead, "").Allowed() {
+		t.Fatal("cached allow survived the hour boundary")
+	}
+}
+
+func TestDynamicDecisionsAreNotCached(t *testing.T) {
+	live := &mutableValues{v: 150}
+	e := NewEngine(Options{Clock: newFakeClock(t0), Context: live})
+	_ = e.PutUser(User{Name: "an"})
+	_ = e.PutUser(User{Name: "doctor"})
+	_ = e.PutThing(Thing{ID: "watch-1", Owner: "an"})
+	_ = e.PutPolicy("an", Policy{ID: "p", Effect: "allow", Subjects: []string{"user:doctor"}, Resources: []string{"#"},
+		Actions: []Action{ActRead}, When: &Condition{Attr: "data.watch-1.heart_rate.bpm", Op: OpGt, Value: 140.0}})
+	req := Request{Principal: UserPrincipal("doctor"), Topic: "things/watch-1/data/location", Action: ActRead}
+	if d := e.Decide(req); !d.Allowed() || !d.Dynamic {
+		t.Fatalf("high heart rate: %s dynamic=%v", d.Reason(), d.Dynamic)
+	}
+	live.set(80)
+	if d := e.Decide(req); d.Allowed() {
+		t.Fatal("dynamic decision served from cache after the value dropped")
+	}
+}
+
+type mutableValues struct {
+	mu sync.Mutex
+	v  float64
+}
+
+func (m *mutableValues) set(v float64) { m.mu.Lock(); m.v = v; m.mu.Unlock() }
+func (m *mutableValues) Value(_, _, _ string) (any, bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.v, true
+}
+
+// TestCacheConcurrentChanges races decisions against revocations (run with
+// -race): after a revocation returns, no decision may allow.
+func TestCacheConcurrentChanges(t *testing.T) {
+	e := household(t, newFakeClock(t0))
+	p := Policy{ID: "doc", Effect: "allow", Subjects: []string{"role:doctor"}, Resources: []string{"#"}, Actions: []Action{ActRead}}
+	req := Request{Principal: UserPrincipal("doctor"), Topic: "things/watch-1/data/location", Action: ActRead}
+	for range 200 {
+		_ = e.PutPolicy("an", p)
+		var wg sync.WaitGroup
+		for range 4 {
+			wg.Go(func() {
+				for range 20 {
+					e.Decide(req)
+				}
+			})
+		}
+		e.DeletePolicy("an", "doc")
+		if e.Decide(req).Allowed() {
+			t.Fatal("allowed right after the policy was deleted")
+		}
+		wg.Wait()
+		if e.Decide(req).Allowed() {
+			t.Fatal("allowed after the racing readers finished")
+		}
+	}
+}
+
+func TestMaySubscribe(t *testing.T) {
+	clock := newFakeClock(t0)
+	e := household(t, clock)
+	_ = e.PutPolicy("an", Policy{ID: "doctor-location", Effect: "allow", Subjects: []string{"role:doctor"},
+		Resources: []string{"things/watch-1/data/location"}, Actions: []Action{ActRead}, Purposes: []string{"diagnosis"},
+		When: &Condition{Attr: "env.hour", Op: OpBetween, Value: []any{8.0, 18.0}}})
+	tests := []struct {
+		who     Principal
+		filter  string
+		purpose string
+		want    string
+	}{
+		{UserPrincipal("an"), "things/watch-1/data/#", "", "rule:owner"},
+		{UserPrincipal("stranger"), "things/watch-1/data/location", "", "deny:default"},
+		{UserPrincipal("stranger"), "things/watch-1/#", "", "deny:default"},
+		{UserPrincipal("stranger"), "#", "", "rule:wildcard"},
+		{UserPrincipal("stranger"), "+/+/data/#", "", "rule:wildcard"},
+		{UserPrincipal("stranger"), "things/+/data/#", "", "rule:wildcard"},
+		{UserPrincipal("stranger"), "foo/#", "", "deny:unknown-topic"},
+		{UserPrincipal("stranger"), "things/nope/#", "", "deny:unknown-thing"},
+		{UserPrincipal("stranger"), "things/a#", "", "deny:invalid-filter"},
+		{UserPrincipal("doctor"), "things/watch-1/data/location", "diagnosis", "policy:doctor-location"}, // outside hours: still subscribable
+		{UserPrincipal("doctor"), "things/watch-1/data/+", "diagnosis", "policy:doctor-location"},
+		{UserPrincipal("doctor"), "things/watch-1/data/heart_rate", "diagnosis", "deny:default"},
+		{UserPrincipal("doctor"), "things/watch-1/data/location", "", "deny:default"},
+		{UserPrincipal("ruth"), "things/lock-1/state", "", "rule:visitor"},
+		{UserPrincipal("peter"), "things/lock-1/#", "", "rule:co_owner"},
+		{ThingPrincipal("lock-1"), "things/lock-1/cmd/#", "", "rule:self"},
+		{ThingPrincipal("lock-1"), "things/watch-1/data/#", "", "deny:default"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.who.String()+" "+tc.filter, func(t *testing.T) {
+			if got := e.MaySubscribe(tc.who, tc.filter, tc.purpose).Reason(); got != tc.want {
+				t.Fatalf("got %s, want %s", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestDerivationWarnings(t *testing.T) {
+	e := household(t, newFakeClock(t0))
+	share := func(id string, resources ...string) Policy {
+		return Policy{ID: id, Effect: "allow", Subjects: []string{"user:stranger"}, Resources: resources, Actions: []Action{ActRead}}
+	}
+	got := e.Warnings("an", share("power", "things/thermo-1/data/power"))
+	if len(got) != 1 || got[0] != "sharing power lets the recipient infer occupancy, which you do not share" {
+		t.Fatalf("warnings = %q", got)
+	}
+	if got := e.Warnings("an", share("loc", "stream:location")); len(got) != 2 {
+		t.Fatalf("location warnings = %q", got)
+	}
+	if got := e.Warnings("an", share("hr", "things/watch-1/data/heart_rate")); len(got) != 1 {
+		t.Fatalf("heart rate warnings = %q", got)
+	}
+	if got := e.Warnings("an", Policy{ID: "d", Effect: "deny", Resources: []string{"#"}}); got != nil {
+		t.Fatalf("deny policies warn nothing, got %q", got)
+	}
+}

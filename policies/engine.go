@@ -1,0 +1,874 @@
+package policies
+
+import (
+	"crypto/hmac"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Options configure an Engine. The zero value is usable: wall clock, UTC,
+// no live-data context, a random-free all-zero pseudonymisation secret
+// (set Secret in production), the default derivation table.
+type Options struct {
+	Clock    Clock
+	Location *time.Location  // time zone of env.* conditions
+	Context  ContextProvider // live values for data.* conditions
+	// Secret keys pseudonymisation: each owner's key is HMAC(Secret, owner).
+	Secret []byte
+	// Derivations says what can be inferred from which stream; nil uses DefaultDerivations.
+	Derivations Derivations
+	// CacheEntries bounds the decision cache (per shard it is CacheEntries/shards); 0 means 1<<20.
+	CacheEntries int
+}
+
+// maxPlaceDepth bounds place containment chains (and so cycles).
+const maxPlaceDepth = 16
+
+// maxUsersetDepth bounds userset resolution.
+const maxUsersetDepth = 16
+
+// Engine holds the metadata and answers access questions. It is safe for
+// concurrent use: decisions run under a read lock, changes under a write
+// lock, and every change invalidates exactly the cached decisions it may
+// affect (by bumping a generation the cache entries recorded).
+type Engine struct {
+	clock   Clock
+	loc     *time.Location
+	context ContextProvider
+	secret  []byte
+	derive  Derivations
+
+	mu       sync.RWMutex
+	users    map[string]*User
+	things   map[string]*Thing
+	places   map[string]*Place
+	thingRel map[string]*relIndex // thing id → relationships on it
+	placeRel map[string]*relIndex // place id → relationships on it
+	memberOf map[string][]string  // "user:ruth" or "org:x#member" → usersets it belongs to
+	policies map[string][]*compiled
+	gens     map[string]*generation // "o:"+owner, "p:"+principal
+
+	global generation // memberships, places, things
+	cache  *decisionCache
+}
+
+type relIndex struct {
+	byUser map[string][]*Relationship
+	owners []*Relationship // owner relationships, any status: hand-over checks
+	n      int
+}
+
+type generation struct{ n atomic.Uint64 }
+
+func (g *generation) bump() { g.n.Add(1) }
+
+// NewEngine returns an empty engine.
+func NewEngine(o Options) *Engine {
+	if o.Clock == nil {
+		o.Clock = SystemClock{}
+	}
+	if o.Location == nil {
+		o.Location = time.UTC
+	}
+	if o.Derivations == nil {
+		o.Derivations = DefaultDerivations
+	}
+	e := &Engine{
+		clock: o.Clock, loc: o.Location, context: o.Context, secret: o.Secret, derive: o.Derivations,
+		users: map[string]*User{}, things: map[string]*Thing{}, places: map[string]*Place{},
+		thingRel: map[string]*relIndex{}, placeRel: map[string]*relIndex{},
+		memberOf: map[string][]string{}, policies: map[string][]*compiled{},
+		gens: map[string]*generation{},
+	}
+	e.cache = newDecisionCache(o.CacheEntries, &e.global)
+	return e
+}
+
+// gen returns the generation for key, creating it. Callers hold e.mu for writing.
+func (e *Engine) gen(key string) *generation {
+	g := e.gens[key]
+	if g == nil {
+		g = &generation{}
+		e.gens[key] = g
+	}
+	return g
+}
+
+func ownerKey(owner string) string       { return "o:" + owner }
+func principalKey(p Principal) string    { return "p:" + p.String() }
+func (e *Engine) bumpOwner(owner string) { e.gen(ownerKey(owner)).bump() }
+
+// ---- changes ----
+
+// PutUser adds or replaces a user.
+func (e *Engine) PutUser(u User) error {
+	attrs, err := u.Attributes.Normalize()
+	if err != nil {
+		return err
+	}
+	if u.Name == "" {
+		return errors.New("user name must not be empty")
+	}
+	u.Attributes = attrs
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.putUser(u)
+	return nil
+}
+
+func (e *Engine) putUser(u User) {
+	e.users[u.Name] = &u
+	e.gen(principalKey(UserPrincipal(u.Name))).bump()
+	e.gen(ownerKey(u.Name))
+}
+
+// DeleteUser removes a user; its relationships and policies stay until removed.
+func (e *Engine) DeleteUser(name string) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	delete(e.users, name)
+	e.gen(principalKey(UserPrincipal(name))).bump()
+}
+
+// PutThing adds or replaces a thing.
+func (e *Engine) PutThing(t Thing) error {
+	attrs, err := t.Attributes.Normalize()
+	if err != nil {
+		return err
+	}
+	if t.ID == "" || strings.ContainsAny(t.ID, "/+#\x00") {
+		return fmt.Errorf("thing id %q: must be a non-empty MQTT topic level", t.ID)
+	}
+	t.Attributes = attrs
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.putThing(t)
+	return nil
+}
+
+func (e *Engine) putThing(t Thing) {
+	e.things[t.ID] = &t
+	e.gen(ownerKey(t.Owner))
+	e.gen(principalKey(ThingPrincipal(t.ID))).bump()
+	e.global.bump()
+}
+
+// DeleteThing removes a thing.
+func (e *Engine) DeleteThing(id string) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	delete(e.things, id)
+	e.gen(principalKey(ThingPrincipal(id))).bump()
+	e.global.bump()
+}
+
+// PutPlace adds or replaces a place.
+func (e *Engine) PutPlace(p Place) error {
+	attrs, err := p.Attributes.Normalize()
+	if err != nil {
+		return err
+	}
+	if p.ID == "" {
+		return errors.New("place id must not be empty")
+	}
+	p.Attributes = attrs
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.places[p.ID] = &p
+	e.global.bump()
+	return nil
+}
+
+// DeletePlace removes a place.
+func (e *Engine) DeletePlace(id string) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	delete(e.places, id)
+	e.global.bump()
+}
+
+// PutRelationship adds or replaces the relationship identified by its
+// object, user and relation.
+func (e *Engine) PutRelationship(r Relationship) error {
+	if err := r.Validate(); err != nil {
+		return err
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.putRelationship(r)
+	return nil
+}
+
+func (e *Engine) relIndexFor(r *Relationship, create bool) *relIndex {
+	m, id := e.thingRel, r.Thing
+	if r.Place != "" {
+		m, id = e.placeRel, r.Place
+	}
+	ix := m[id]
+	if ix == nil && create {
+		ix = &relIndex{byUser: map[string][]*Relationship{}}
+		m[id] = ix
+	}
+	return ix
+}
+
+func (e *Engine) putRelationship(r Relationship) {
+	ix := e.relIndexFor(&r, true)
+	e.removeRel(ix, r.User, r.Relation)
+	rp := &r
+	ix.byUser[r.User] = append(ix.byUser[r.User], rp)
+	if r.Relation == RelOwner {
+		ix.owners = append(ix.owners, rp)
+	}
+	ix.n++
+	e.invalidateObject(&r)
+}
+
+// invalidateObject bumps what a relationship change may affect.
+func (e *Engine) invalidateObject(r *Relationship) {
+	if r.Place != "" {
+		e.global.bump()
+		return
+	}
+	owner := ""
+	if t := e.things[r.Thing]; t != nil {
+		owner = t.Owner
+	}
+	e.bumpOwner(owner)
+}
+
+func (e *Engine) removeRel(ix *relIndex, user string, rel Relation) bool {
+	list := ix.byUser[user]
+	i := slices.IndexFunc(list, func(x *Relationship) bool { return x.Relation == rel })
+	if i < 0 {
+		return false
+	}
+	old := list[i]
+	list = slices.Delete(list, i, i+1)
+	if len(list) == 0 {
+		delete(ix.byUser, user)
+	} else {
+		ix.byUser[user] = list
+	}
+	if rel == RelOwner {
+		ix.owners = slices.DeleteFunc(ix.owners, func(x *Relationship) bool { return x == old })
+	}
+	ix.n--
+	return true
+}
+
+// DeleteRelationship removes the relationship of user on the thing or place
+// (exactly one of thing, place set) with that relation.
+func (e *Engine) DeleteRelationship(thing, place, user string, rel Relation) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	r := Relationship{Thing: thing, Place: place, User: user, Relation: rel}
+	if ix := e.relIndexFor(&r, false); ix != nil && e.removeRel(ix, user, rel) {
+		e.invalidateObject(&r)
+	}
+}
+
+// PutMembership adds a member to a userset.
+func (e *Engine) PutMembership(m Membership) error {
+	if m.Group == "" || m.Relation == "" || m.Member == "" {
+		return errors.New("membership needs group, relation and member")
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.putMembership(m)
+	return nil
+}
+
+func (e *Engine) putMembership(m Membership) {
+	us := m.Userset()
+	if !slices.Contains(e.memberOf[m.Member], us) {
+		e.memberOf[m.Member] = append(e.memberOf[m.Member], us)
+	}
+	e.global.bump()
+}
+
+// DeleteMembership removes a member from a userset.
+func (e *Engine) DeleteMembership(m Membership) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	us := m.Userset()
+	list := slices.DeleteFunc(e.memberOf[m.Member], func(s string) bool { return s == us })
+	if len(list) == 0 {
+		delete(e.memberOf, m.Member)
+	} else {
+		e.memberOf[m.Member] = list
+	}
+	e.global.bump()
+}
+
+// PutPolicy adds or replaces owner's policy p.ID. p must come from
+// ParsePolicy (or pass it); an error leaves the previous policy in force.
+func (e *Engine) PutPolicy(owner string, p Policy) error {
+	if owner == "" {
+		return errors.New("policy owner must not be empty")
+	}
+	c, err := compilePolicy(owner, p, e.ownerSecret(owner))
+	if err != nil {
+		return err
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.putCompiled(c)
+	return nil
+}
+
+func (e *Engine) putCompiled(c *compiled) {
+	list := slices.DeleteFunc(e.policies[c.owner], func(x *compiled) bool { return x.p.ID == c.p.ID })
+	i, _ := slices.BinarySearchFunc(list, c, comparePolicies)
+	e.policies[c.owner] = slices.Insert(list, i, c)
+	e.bumpOwner(c.owner)
+}
+
+// DeletePolicy removes owner's policy id; it reports whether it existed.
+func (e *Engine) DeletePolicy(owner, id string) bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	list := e.policies[owner]
+	n := len(list)
+	list = slices.DeleteFunc(list, func(x *compiled) bool { return x.p.ID == id })
+	if len(list) == n {
+		return false
+	}
+	if len(list) == 0 {
+		delete(e.policies, owner)
+	} else {
+		e.policies[owner] = list
+	}
+	e.bumpOwner(owner)
+	return true
+}
+
+// ownerSecret is the owner's pseudonymisation key.
+func (e *Engine) ownerSecret(owner string) []byte {
+	m := hmac.New(sha256.New, e.secret)
+	m.Write([]byte(owner))
+	return m.Sum(nil)
+}
+
+// Load replaces the whole state with a snapshot. Every item is checked
+// first; on any error nothing changes and all problems are reported.
+func (e *Engine) Load(s Snapshot) error {
+	var errs []error
+	users := make([]User, 0, len(s.Users))
+	for i, u := range s.Users {
+		a, err := u.Attributes.Normalize()
+		if err != nil || u.Name == "" {
+			errs = append(errs, fmt.Errorf("users[%d]: %v", i, errOr(err, "name must not be empty")))
+			continue
+		}
+		u.Attributes = a
+		users = append(users, u)
+	}
+	things := make([]Thing, 0, len(s.Things))
+	for i, t := range s.Things {
+		a, err := t.Attributes.Normalize()
+		if err != nil || t.ID == "" {
+			errs = append(errs, fmt.Errorf("things[%d]: %v", i, errOr(err, "id must not be empty")))
+			continue
+		}
+		t.Attributes = a
+		things = append(things, t)
+	}
+	for i, r := range s.Relationships {
+		if err := r.Validate(); err != nil {
+			errs = append(errs, fmt.Errorf("relationships[%d]: %v", i, err))
+		}
+	}
+	compiledPolicies := make([]*compiled, 0, len(s.Policies))
+	secrets := map[string][]byte{}
+	for i, op := range s.Policies {
+		key, ok := secrets[op.Owner]
+		if !ok {
+			key = e.ownerSecret(op.Owner)
+			secrets[op.Owner] = key
+		}
+		c, err := compilePolicy(op.Owner, op.Policy, key)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("policies[%d] (%s/%s): %v", i, op.Owner, op.Policy.ID, err))
+			continue
+		}
+		compiledPolicies = append(compiledPolicies, c)
+	}
+	if len(errs) > 0 {
+		return errors.Join(errs...)
+	}
+
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.users = make(map[string]*User, len(users))
+	e.things = make(map[string]*Thing, len(things))
+	e.places = make(map[string]*Place, len(s.Places))
+	e.thingRel = map[string]*relIndex{}
+	e.placeRel = map[string]*relIndex{}
+	e.memberOf = map[string][]string{}
+	e.policies = map[string][]*compiled{}
+	for _, g := range e.gens {
+		g.bump() // entries cached before the load are stale
+	}
+	for _, u := range users {
+		e.putUser(u)
+	}
+	for _, t := range things {
+		e.putThing(t)
+	}
+	for _, p := range s.Places {
+		e.places[p.ID] = &p
+	}
+	for _, r := range s.Relationships {
+		e.putRelationship(r)
+	}
+	for _, m := range s.Memberships {
+		e.putMembership(m)
+	}
+	for _, c := range compiledPolicies {
+		e.policies[c.owner] = append(e.policies[c.owner], c)
+		e.gen(ownerKey(c.owner))
+	}
+	for _, list := range e.policies {
+		slices.SortFunc(list, comparePolicies)
+	}
+	e.global.bump()
+	return nil
+}
+
+func errOr(err error, msg string) any {
+	if err != nil {
+		return err
+	}
+	return msg
+}
+
+// ---- lookups for the control plane ----
+
+// User returns a copy of the named user.
+func (e *Engine) User(name string) (User, bool) {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	u := e.users[name]
+	if u == nil {
+		return User{}, false
+	}
+	return *u, true
+}
+
+// Thing returns a copy of the thing.
+func (e *Engine) Thing(id string) (Thing, bool) {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	t := e.things[id]
+	if t == nil {
+		return Thing{}, false
+	}
+	return *t, true
+}
+
+// Place returns a copy of the place.
+func (e *Engine) Place(id string) (Place, bool) {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	p := e.places[id]
+	if p == nil {
+		return Place{}, false
+	}
+	return *p, true
+}
+
+// Policies returns owner's policies in evaluation order.
+func (e *Engine) Policies(owner string) []Policy {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	out := make([]Policy, len(e.policies[owner]))
+	for i, c := range e.policies[owner] {
+		out[i] = c.p
+	}
+	return out
+}
+
+// Relationships returns the relationships directly on a thing or place
+// (exactly one of thing, place set), ordered by user and relation.
+func (e *Engine) Relationships(thing, place string) []Relationship {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	r := Relationship{Thing: thing, Place: place}
+	ix := e.relIndexFor(&r, false)
+	if ix == nil {
+		return nil
+	}
+	out := make([]Relationship, 0, ix.n)
+	for _, list := range ix.byUser {
+		for _, x := range list {
+			out = append(out, *x)
+		}
+	}
+	slices.SortFunc(out, func(a, b Relationship) int {
+		if c := strings.Compare(a.User, b.User); c != 0 {
+			return c
+		}
+		return strings.Compare(string(a.Relation), string(b.Relation))
+	})
+	return out
+}
+
+// ---- evaluation ----
+
+// evalCtx carries one evaluation: what it looked at decides how long its
+// answer may be cached.
+type evalCtx struct {
+	e              *Engine
+	req            *Request
+	res            Resource
+	thing          *Thing
+	user           *User
+	requesterThing *Thing
+	now            time.Time
+	localNow       time.Time
+	hasLocal       bool
+	expires        time.Time
+	dynamic        bool
+	deps           [maxDeps]depRef
+	ndeps          int
+	uncacheable    bool
+}
+
+func (x *evalCtx) local() time.Time {
+	if !x.hasLocal {
+		x.localNow, x.hasLocal = x.now.In(x.e.loc), true
+	}
+	return x.localNow
+}
+
+// expireAt records that the answer may change at t.
+func (x *evalCtx) expireAt(t time.Time) {
+	if !t.After(x.now) {
+		return
+	}
+	if x.expires.IsZero() || t.Before(x.expires) {
+		x.expires = t
+	}
+}
+
+// depend records a generation the answer depends on.
+func (x *evalCtx) depend(key string) {
+	g := x.e.gens[key]
+	if g == nil || x.ndeps == maxDeps {
+		x.uncacheable = true
+		return
+	}
+	for i := 0; i < x.ndeps; i++ {
+		if x.deps[i].g == g {
+			return
+		}
+	}
+	x.deps[x.ndeps] = depRef{g: g, n: g.n.Load()}
+	x.ndeps++
+}
+
+// inWindow checks a relationship's window at now and records its next boundary.
+func (x *evalCtx) inWindow(r *Relationship) bool {
+	if !r.ValidFrom.IsZero() && x.now.Before(r.ValidFrom) {
+		x.expireAt(r.ValidFrom)
+		return false
+	}
+	if !r.ValidUntil.IsZero() {
+		if x.now.After(r.ValidUntil) {
+			return false
+		}
+		x.expireAt(r.ValidUntil.Add(time.Nanosecond))
+	}
+	return true
+}
+
+// Decide answers one request, from the cache when it can.
+func (e *Engine) Decide(req Request) Decision {
+	k := cacheKey{p: req.Principal, topic: req.Topic, action: req.Action, purpose: req.Purpose}
+	if d, ok := e.cache.get(&k, e.clock); ok {
+		return d
+	}
+	e.mu.RLock()
+	x := evalCtx{e: e, req: &req, now: e.clock.Now()}
+	d := e.evaluate(&x)
+	gl := e.global.n.Load()
+	e.mu.RUnlock()
+	d.Expires = x.expires
+	d.Dynamic = x.dynamic
+	if !x.dynamic && !x.uncacheable {
+		e.cache.put(&k, d, gl, x.deps[:x.ndeps])
+	}
+	return d
+}
+
+// DecideUncached evaluates without the cache (benchmarks, audits).
+func (e *Engine) DecideUncached(req Request) Decision {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	x := evalCtx{e: e, req: &req, now: e.clock.Now()}
+	d := e.evaluate(&x)
+	d.Expires = x.expires
+	d.Dynamic = x.dynamic
+	return d
+}
+
+func deny(rule string) Decision { return Decision{Effect: Deny, Rule: rule} }
+
+// evaluate runs the built-in rules, then the policies. Callers hold e.mu.
+func (e *Engine) evaluate(x *evalCtx) Decision {
+	req := x.req
+	res, ok := ParseTopic(req.Topic)
+	if !ok || !req.Action.Valid() {
+		x.uncacheable = true
+		return deny("unknown-topic")
+	}
+	x.res = res
+	x.thing = e.things[res.Thing]
+	if x.thing == nil {
+		x.uncacheable = true
+		return deny("unknown-thing")
+	}
+	switch req.Principal.Kind {
+	case KindUser:
+		x.user = e.users[req.Principal.ID]
+		if x.user == nil {
+			x.uncacheable = true
+			return deny("unknown-principal")
+		}
+	case KindThing:
+		x.requesterThing = e.things[req.Principal.ID]
+		if x.requesterThing == nil {
+			x.uncacheable = true
+			return deny("unknown-principal")
+		}
+	default:
+		return deny("unknown-principal")
+	}
+	x.depend(principalKey(req.Principal))
+	x.depend(ownerKey(x.thing.Owner))
+	base := Decision{Owner: x.thing.Owner, Thing: res.Thing}
+	if res.Kind == ResData {
+		base.Stream = res.Name
+	}
+
+	if rule := e.builtin(x); rule != "" {
+		base.Effect, base.Rule = Allow, rule
+		return base
+	}
+
+	owners := e.policyOwners(x)
+	for _, c := range e.candidates(owners) {
+		x.depend(ownerKey(c.owner))
+		if !c.applies(req, res) || !e.subjectMatches(x, c) {
+			continue
+		}
+		if c.when != nil && !c.when.eval(x) {
+			continue
+		}
+		base.Rule, base.PolicyID, base.PolicyOwner = "policy", c.p.ID, c.owner
+		if c.allow {
+			base.Effect = Allow
+			base.View = c.view
+		}
+		return base
+	}
+	base.Rule = "default"
+	return base
+}
+
+// builtin applies the relation rules; it returns the granting rule or "".
+func (e *Engine) builtin(x *evalCtx) string {
+	res, act := x.res, x.req.Action
+	if t := x.requesterThing; t != nil {
+		if t.ID != res.Thing {
+			return ""
+		}
+		switch {
+		case act == ActPublish && res.Kind == ResState,
+			act == ActPublish && res.Kind == ResData && (len(t.Streams) == 0 || slices.Contains(t.Streams, res.Name)),
+			act == ActRead && (res.Kind == ResCommand || res.Kind == ResState):
+			return "self"
+		}
+		return ""
+	}
+	name := x.user.Name
+	if x.thing.Owner == name {
+		return "owner"
+	}
+	var owner, coOwner, installer, visitor bool
+	e.eachObject(x.thing, func(ix *relIndex) bool {
+		for _, r := range ix.byUser[name] {
+			if r.Status != StatusActive || !x.inWindow(r) {
+				continue
+			}
+			switch r.Relation {
+			case RelOwner:
+				owner = true
+			case RelCoOwner:
+				coOwner = true
+			case RelInstaller:
+				installer = true
+			case RelVisitor:
+				visitor = true
+			}
+		}
+		return true
+	})
+	switch {
+	case owner:
+		return "owner"
+	case coOwner:
+		return "co_owner"
+	case installer && x.thing.Owner == "" && !e.ownerInForce(x) &&
+		(act == ActRead && res.Kind == ResState || act == ActCommand && res.Kind == ResCommand || act == ActConfigure && res.Kind == ResDocument):
+		return "installer"
+	case visitor && (act == ActRead && res.Kind == ResState || act == ActCommand && res.Kind == ResCommand):
+		return "visitor"
+	}
+	return ""
+}
+
+// ownerInForce reports whether any owner relationship is active on the
+// thing or a place containing it: the installer's hand-over is complete.
+func (e *Engine) ownerInForce(x *evalCtx) bool {
+	found := false
+	e.eachObject(x.thing, func(ix *relIndex) bool {
+		for _, r := range ix.owners {
+			if r.Status == StatusActive && x.inWindow(r) {
+				found = true
+				return false
+			}
+		}
+		return true
+	})
+	return found
+}
+
+// eachObject visits the relationship indexes of the thing and of every
+// place containing it, nearest first, until fn returns false. Place
+// relations depend on the global generation, which every cache entry checks.
+func (e *Engine) eachObject(t *Thing, fn func(*relIndex) bool) {
+	if ix := e.thingRel[t.ID]; ix != nil && !fn(ix) {
+		return
+	}
+	place := t.Place
+	for depth := 0; place != "" && depth < maxPlaceDepth; depth++ {
+		if ix := e.placeRel[place]; ix != nil && !fn(ix) {
+			return
+		}
+		p := e.places[place]
+		if p == nil {
+			return
+		}
+		place = p.Parent
+	}
+}
+
+// policyOwners are the users whose policies govern the thing: its owner of
+// record, and every active owner or co-owner.
+func (e *Engine) policyOwners(x *evalCtx) []string {
+	owners := make([]string, 0, 2)
+	if x.thing.Owner != "" {
+		owners = append(owners, x.thing.Owner)
+	}
+	e.eachObject(x.thing, func(ix *relIndex) bool {
+		for user, list := range ix.byUser {
+			for _, r := range list {
+				if (r.Relation == RelOwner || r.Relation == RelCoOwner) && r.Status == StatusActive &&
+					x.inWindow(r) && !slices.Contains(owners, user) {
+					owners = append(owners, user)
+				}
+			}
+		}
+		return true
+	})
+	return owners
+}
+
+// candidates merges the owners' policy lists in evaluation order.
+func (e *Engine) candidates(owners []string) []*compiled {
+	switch len(owners) {
+	case 0:
+		return nil
+	case 1:
+		return e.policies[owners[0]]
+	}
+	var all []*compiled
+	for _, o := range owners {
+		all = append(all, e.policies[o]...)
+	}
+	slices.SortStableFunc(all, comparePolicies)
+	return all
+}
+
+// subjectMatches reports whether the policy names the requester.
+func (e *Engine) subjectMatches(x *evalCtx, c *compiled) bool {
+	for _, s := range c.subjects {
+		if e.subjectMatch(x, s) {
+			return true
+		}
+	}
+	return false
+}
+
+func (e *Engine) subjectMatch(x *evalCtx, s subject) bool {
+	p := x.req.Principal
+	switch s.kind {
+	case subjAny:
+		return true
+	case subjUser:
+		return p.Kind == KindUser && p.ID == s.value
+	case subjThing:
+		return p.Kind == KindThing && p.ID == s.value
+	case subjRole:
+		v, ok := x.requesterAttr("role")
+		return ok && v == s.value
+	case subjRelation:
+		if x.user == nil {
+			return false
+		}
+		held := false
+		e.eachObject(x.thing, func(ix *relIndex) bool {
+			for _, r := range ix.byUser[x.user.Name] {
+				if string(r.Relation) == s.value && r.Status == StatusActive && x.inWindow(r) {
+					held = true
+					return false
+				}
+			}
+			return true
+		})
+		return held
+	case subjUserset:
+		return e.inUserset(p.String(), s.value)
+	}
+	return false
+}
+
+// inUserset resolves membership transitively (breadth first, bounded).
+func (e *Engine) inUserset(member, userset string) bool {
+	frontier := []string{member}
+	seen := map[string]bool{member: true}
+	for depth := 0; len(frontier) > 0 && depth < maxUsersetDepth; depth++ {
+		var next []string
+		for _, m := range frontier {
+			for _, us := range e.memberOf[m] {
+				if us == userset {
+					return true
+				}
+				if !seen[us] {
+					seen[us] = true
+					next = append(next, us)
+				}
+			}
+		}
+		frontier = next
+	}
+	return false
+}

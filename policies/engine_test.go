@@ -1,0 +1,354 @@
+package policies
+
+import (
+	"sync/atomic"
+	"testing"
+	"time"
+	_ "time/tzdata" // env.* tests load a zone on machines without zoneinfo
+)
+
+// fakeClock is a settable clock for window and env.* tests.
+type fakeClock struct{ ns atomic.Int64 }
+
+func newFakeClock(t time.Time) *fakeClock {
+	c := &fakeClock{}
+	c.Set(t)
+	return c
+}
+func (c *fakeClock) Now() time.Time      { return time.Unix(0, c.ns.Load()).UTC() }
+func (c *fakeClock) Set(t time.Time)     { c.ns.Store(t.UnixNano()) }
+func (c *fakeClock) Add(d time.Duration) { c.ns.Add(int64(d)) }
+
+var (
+	t0          = time.Date(2026, 11, 25, 20, 0, 0, 0, time.UTC)
+	windowFrom  = time.Date(2026, 11, 25, 18, 0, 0, 0, time.UTC)
+	windowUntil = time.Date(2026, 11, 25, 23, 0, 0, 0, time.UTC)
+)
+
+// household builds the smartlock story: an owns lock-1 and watch-1 in her
+// home; patrick installed lock-2 (not yet handed over); peter co-owns the
+// home; ruth visits lock-1 tonight; a doctor and a stranger.
+func household(t testing.TB, clock Clock) *Engine {
+	t.Helper()
+	e := NewEngine(Options{Clock: clock, Secret: []byte("test-secret")})
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, u := range []User{
+		{Name: "an"}, {Name: "patrick", Attributes: Attributes{"certified_installer": true}},
+		{Name: "peter"}, {Name: "ruth"}, {Name: "stranger"},
+		{Name: "doctor", Attributes: Attributes{"role": "doctor", "level": 3}},
+		{Name: "nurse", Attributes: Attributes{"role": "nurse", "level": 1}},
+	} {
+		must(e.PutUser(u))
+	}
+	must(e.PutPlace(Place{ID: "home-an", Owner: "an"}))
+	must(e.PutPlace(Place{ID: "hall", Owner: "an", Parent: "home-an"}))
+	for _, th := range []Thing{
+		{ID: "lock-1", Owner: "an", Kind: "actuator", Place: "hall"},
+		{ID: "watch-1", Owner: "an", Kind: "sensor", Streams: []string{"location", "heart_rate"}},
+		{ID: "thermo-1", Owner: "an", Kind: "sensor", Streams: []string{"temperature", "power"}, Place: "home-an"},
+		{ID: "lock-2", Kind: "actuator"},
+	} {
+		must(e.PutThing(th))
+	}
+	for _, r := range []Relationship{
+		{Place: "home-an", User: "peter", Relation: RelCoOwner, Status: StatusActive},
+		{Thing: "lock-1", User: "ruth", Relation: RelVisitor, Status: StatusActive, ValidFrom: windowFrom, ValidUntil: windowUntil},
+		{Thing: "lock-2", User: "patrick", Relation: RelInstaller, Status: StatusActive},
+		{Thing: "lock-2", User: "an", Relation: RelOwner, Status: StatusPending},
+	} {
+		must(e.PutRelationship(r))
+	}
+	return e
+}
+
+func decide(e *Engine, who Principal, topic string, act Action, purpose string) Decision {
+	return e.Decide(Request{Principal: who, Topic: topic, Action: act, Purpose: purpose})
+}
+
+func TestBuiltinRules(t *testing.T) {
+	clock := newFakeClock(t0)
+	e := household(t, clock)
+	u := UserPrincipal
+	tests := []struct {
+		name  string
+		who   Principal
+		topic string
+		act   Action
+		want  string // Reason()
+	}{
+		{"owner reads data", u("an"), "things/watch-1/data/location", ActRead, "rule:owner"},
+		{"owner commands", u("an"), "things/lock-1/cmd/unlock", ActCommand, "rule:owner"},
+		{"owner configures", u("an"), "things/lock-1", ActConfigure, "rule:owner"},
+		{"co-owner via place chain", u("peter"), "things/lock-1/cmd/unlock", ActCommand, "rule:co_owner"},
+		{"co-owner via place reads data", u("peter"), "things/thermo-1/data/temperature", ActRead, "rule:co_owner"},
+		{"co-owner not on things outside the place", u("peter"), "things/watch-1/data/location", ActRead, "deny:default"},
+		{"visitor commands in window", u("ruth"), "things/lock-1/cmd/unlock", ActCommand, "rule:visitor"},
+		{"visitor reads state in window", u("ruth"), "things/lock-1/state", ActRead, "rule:visitor"},
+		{"visitor may not configure", u("ruth"), "things/lock-1", ActConfigure, "deny:default"},
+		{"visitor sees no data", u("ruth"), "things/thermo-1/data/temperature", ActRead, "deny:default"},
+		{"installer commands before hand-over", u("patrick"), "things/lock-2/cmd/unlock", ActCommand, "rule:installer"},
+		{"installer reads state before hand-over", u("patrick"), "things/lock-2/state", ActRead, "rule:installer"},
+		{"installer configures before hand-over", u("patrick"), "things/lock-2", ActConfigure, "rule:installer"},
+		{"installer reads no data", u("patrick"), "things/lock-2/data/battery", ActRead, "deny:default"},
+		{"pending invitation grants nothing", u("an"), "things/lock-2/cmd/unlock", ActCommand, "deny:default"},
+		{"stranger nothing", u("stranger"), "things/lock-1/state", ActRead, "deny:default"},
+		{"thing publishes own data", ThingPrincipal("watch-1"), "things/watch-1/data/location", ActPublish, "rule:self"},
+		{"thing publishes only declared streams", ThingPrincipal("watch-1"), "things/watch-1/data/secret", ActPublish, "deny:default"},
+		{"thing publishes own state", ThingPrincipal("lock-1"), "things/lock-1/state", ActPublish, "rule:self"},
+		{"thing receives own commands", ThingPrincipal("lock-1"), "things/lock-1/cmd/unlock", ActRead, "rule:self"},
+		{"thing may not publish for another", ThingPrincipal("watch-1"), "things/thermo-1/data/temperature", ActPublish, "deny:default"},
+		{"unknown thing", u("an"), "things/nope/state", ActRead, "deny:unknown-thing"},
+		{"unknown user", u("mallory"), "things/lock-1/state", ActRead, "deny:unknown-principal"},
+		{"topic outside the namespace", u("an"), "foo/bar", ActRead, "deny:unknown-topic"},
+		{"malformed data topic", u("an"), "things/watch-1/data/a/b", ActRead, "deny:unknown-topic"},
+		{"unknown action", u("an"), "things/watch-1/data/location", Action("write"), "deny:unknown-topic"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := decide(e, tc.who, tc.topic, tc.act, "").Reason(); got != tc.want {
+				t.Fatalf("got %s, want %s", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestHandOverEndsInstallerAccess(t *testing.T) {
+	clock := newFakeClock(t0)
+	e := household(t, clock)
+	patrick := UserPrincipal("patrick")
+	if d := decide(e, patrick, "things/lock-2/cmd/unlock", ActCommand, ""); !d.Allowed() {
+		t.Fatalf("before hand-over: %s", d.Reason())
+	}
+	// An accepts the invitation: the owner relation becomes active.
+	if err := e.PutRelationship(Relationship{Thing: "lock-2", User: "an", Relation: RelOwner, Status: StatusActive}); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		topic string
+		act   Action
+	}{{"things/lock-2/cmd/unlock", ActCommand}, {"things/lock-2/state", ActRead}, {"things/lock-2", ActConfigure}} {
+		if d := decide(e, patrick, c.topic, c.act, ""); d.Allowed() {
+			t.Fatalf("after hand-over %s %s still allowed: %s", c.act, c.topic, d.Reason())
+		}
+	}
+	if d := decide(e, UserPrincipal("an"), "things/lock-2/cmd/unlock", ActCommand, ""); d.Reason() != "rule:owner" {
+		t.Fatalf("an after accepting: %s", d.Reason())
+	}
+}
+
+func TestVisitorWindowBoundaries(t *testing.T) {
+	clock := newFakeClock(windowFrom.Add(-time.Nanosecond))
+	e := household(t, clock)
+	ruth := UserPrincipal("ruth")
+	cmd := func() Decision { return decide(e, ruth, "things/lock-1/cmd/unlock", ActCommand, "") }
+	if d := cmd(); d.Allowed() {
+		t.Fatal("allowed 1ns before valid_from")
+	} else if !d.Expires.Equal(windowFrom) {
+		t.Fatalf("denial should expire at valid_from, expires %v", d.Expires)
+	}
+	clock.Set(windowFrom)
+	if d := cmd(); !d.Allowed() {
+		t.Fatalf("denied at valid_from: %s", d.Reason())
+	} else if !d.Expires.Equal(windowUntil.Add(time.Nanosecond)) {
+		t.Fatalf("allow should expire 1ns after valid_until, expires %v", d.Expires)
+	}
+	clock.Set(windowUntil)
+	if d := cmd(); !d.Allowed() {
+		t.Fatal("denied at valid_until")
+	}
+	clock.Set(windowUntil.Add(time.Nanosecond))
+	if d := cmd(); d.Allowed() {
+		t.Fatal("allowed 1ns after valid_until")
+	}
+}
+
+func TestPolicyEvaluation(t *testing.T) {
+	clock := newFakeClock(t0) // 20:00 UTC, a Wednesday
+	e := household(t, clock)
+	must := func(owner string, p Policy) {
+		t.Helper()
+		if err := e.PutPolicy(owner, p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	must("an", Policy{ID: "doctor-location", Priority: 10, Effect: "allow", Subjects: []string{"role:doctor"},
+		Resources: []string{"things/watch-1/data/location"}, Actions: []Action{ActRead, ActHistory}, Purposes: []string{"diagnosis"}})
+	must("an", Policy{ID: "no-nights", Priority: 5, Effect: "deny", Subjects: []string{"*"},
+		Resources: []string{"things/watch-1/data/heart_rate"}, Actions: []Action{ActRead},
+		When: &Condition{Attr: "env.hour", Op: OpGe, Value: 22.0}})
+	must("an", Policy{ID: "heart-rate", Priority: 20, Effect: "allow", Subjects: []string{"role:doctor", "user:ruth"},
+		Resources: []string{"stream:heart_rate"}, Actions: []Action{ActRead}})
+	must("an", Policy{ID: "acme", Priority: 30, Effect: "allow", Subjects: []string{"org:acme#member"},
+		Resources: []string{"things/thermo-1/data/#"}, Actions: []Action{ActRead}})
+	must("an", Policy{ID: "visitors-temp", Priority: 40, Effect: "allow", Subjects: []string{"relation:visitor"},
+		Resources: []string{"things/+/data/temperature"}, Actions: []Action{ActRead}})
+	must("peter", Policy{ID: "peter-shares", Priority: 1, Effect: "allow", Subjects: []string{"user:stranger"},
+		Resources: []string{"things/thermo-1/data/power"}, Actions: []Action{ActRead}})
+	if err := e.PutMembership(Membership{Group: "team:night", Relation: "member", Member: "user:nurse"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.PutMembership(Membership{Group: "org:acme", Relation: "member", Member: "team:night#member"}); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name    string
+		who     string
+		topic   string
+		act     Action
+		purpose string
+		want    string
+	}{
+		{"purpose matches", "doctor", "things/watch-1/data/location", ActRead, "diagnosis", "policy:doctor-location"},
+		{"history action", "doctor", "things/watch-1/data/location", ActHistory, "diagnosis", "policy:doctor-location"},
+		{"no purpose declared", "doctor", "things/watch-1/data/location", ActRead, "", "deny:default"},
+		{"other purpose", "doctor", "things/watch-1/data/location", ActRead, "marketing", "deny:default"},
+		{"action not listed", "doctor", "things/watch-1/data/location", ActCommand, "diagnosis", "deny:default"},
+		{"subject not listed", "nurse", "things/watch-1/data/location", ActRead, "diagnosis", "deny:default"},
+		{"stream resource, user subject", "ruth", "things/watch-1/data/heart_rate", ActRead, "", "policy:heart-rate"},
+		{"userset resolved transitively", "nurse", "things/thermo-1/data/temperature", ActRead, "", "policy:acme"},
+		{"userset non-member", "stranger", "things/thermo-1/data/temperature", ActRead, "", "deny:default"},
+		{"relation subject", "ruth", "things/lock-1/data/temperature", ActRead, "", "policy:visitors-temp"},
+		{"co-owner's policy applies", "stranger", "things/thermo-1/data/power", ActRead, "", "policy:peter-shares"},
+		{"co-owner's policy not on other things", "stranger", "things/watch-1/data/power", ActRead, "", "deny:default"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := decide(e, UserPrincipal(tc.who), tc.topic, tc.act, tc.purpose).Reason(); got != tc.want {
+				t.Fatalf("got %s, want %s", got, tc.want)
+			}
+		})
+	}
+
+	// Deny with a higher priority (lower number) overrides the allow at night.
+	clock.Set(time.Date(2026, 11, 25, 22, 30, 0, 0, time.UTC))
+	if got := decide(e, UserPrincipal("ruth"), "things/watch-1/data/heart_rate", ActRead, "").Reason(); got != "policy:no-nights" {
+		t.Fatalf("at 22:30 got %s, want policy:no-nights", got)
+	}
+	clock.Set(time.Date(2026, 11, 26, 0, 0, 0, 0, time.UTC))
+	if got := decide(e, UserPrincipal("ruth"), "things/watch-1/data/heart_rate", ActRead, "").Reason(); got != "policy:heart-rate" {
+		t.Fatalf("at midnight got %s, want policy:heart-rate", got)
+	}
+}
+
+func TestPriorityTiesBreakByID(t *testing.T) {
+	e := household(t, newFakeClock(t0))
+	for _, p := range []Policy{
+		{ID: "b-allow", Priority: 1, Effect: "allow", Subjects: []string{"*"}, Resources: []string{"#"}, Actions: []Action{ActRead}},
+		{ID: "a-deny", Priority: 1, Effect: "deny", Subjects: []string{"*"}, Resources: []string{"#"}, Actions: []Action{ActRead}},
+		{ID: "c-allow", Priority: 0, Effect: "allow", Subjects: []string{"user:doctor"}, Resources: []string{"#"}, Actions: []Action{ActRead}},
+	} {
+		if err := e.PutPolicy("an", p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := decide(e, UserPrincipal("stranger"), "things/thermo-1/data/temperature", ActRead, "").Reason(); got != "policy:a-deny" {
+		t.Fatalf("got %s, want policy:a-deny", got)
+	}
+	if got := decide(e, UserPrincipal("doctor"), "things/thermo-1/data/temperature", ActRead, "").Reason(); got != "policy:c-allow" {
+		t.Fatalf("got %s, want policy:c-allow", got)
+	}
+}
+
+type liveValues map[string]any
+
+func (l liveValues) Value(thing, stream, field string) (any, bool) {
+	v, ok := l[thing+"."+stream+"."+field]
+	return v, ok
+}
+
+func TestConditionOperators(t *testing.T) {
+	clock := newFakeClock(t0) // Wednesday 20:00 UTC
+	live := liveValues{"watch-1.heart_rate.bpm": 150, "thermo-1.temperature.celsius": 21.5}
+	e := NewEngine(Options{Clock: clock, Context: live})
+	_ = e.PutUser(User{Name: "an"})
+	_ = e.PutUser(User{Name: "doctor", Attributes: Attributes{"role": "doctor", "level": 3, "org": "acme-clinic", "home": "an", "on_call": true}})
+	_ = e.PutThing(Thing{ID: "watch-1", Owner: "an", Attributes: Attributes{"room": "bedroom", "max_level": 2}})
+	c := func(attr string, op Op, v any) *Condition { return &Condition{Attr: attr, Op: op, Value: v} }
+	ref := func(attr string, op Op, r string) *Condition { return &Condition{Attr: attr, Op: op, Ref: r} }
+	tests := []struct {
+		name    string
+		when    *Condition
+		want    bool
+		dynamic bool
+		expires time.Time
+	}{
+		{"eq string", c("requester.role", OpEq, "doctor"), true, false, time.Time{}},
+		{"eq mismatch", c("requester.role", OpEq, "nurse"), false, false, time.Time{}},
+		{"eq bool", c("requester.on_call", OpEq, true), true, false, time.Time{}},
+		{"eq number vs string", c("requester.level", OpEq, "3"), false, false, time.Time{}},
+		{"ne", c("requester.role", OpNe, "nurse"), true, false, time.Time{}},
+		{"ne on missing attribute is false", c("requester.missing", OpNe, "x"), false, false, time.Time{}},
+		{"lt", c("requester.level", OpLt, 4), true, false, time.Time{}},
+		{"lt equal", c("requester.level", OpLt, 3), false, false, time.Time{}},
+		{"le", c("requester.level", OpLe, 3), true, false, time.Time{}},
+		{"gt", c("requester.level", OpGt, 2), true, false, time.Time{}},
+		{"ge", c("requester.level", OpGe, 4), false, false, time.Time{}},
+		{"gt string", c("requester.role", OpGt, "a"), true, false, time.Time{}},
+		{"in", c("requester.role", OpIn, []any{"nurse", "doctor"}), true, false, time.Time{}},
+		{"in miss", c("requester.role", OpIn, []any{"nurse"}), false, false, time.Time{}},
+		{"between", c("requester.level", OpBetween, []any{1, 3}), true, false, time.Time{}},
+		{"between outside", c("requester.level", OpBetween, []any{4, 5}), false, false, time.Time{}},
+		{"prefix", c("requester.org", OpPrefix, "acme"), true, false, time.Time{}},
+		{"contains", c("requester.org", OpContains, "clinic"), true, false, time.Time{}},
+		{"contains miss", c("requester.org", OpContains, "hospital"), false, false, time.Time{}},
+		{"thing attribute", c("thing.room", OpEq, "bedroom"), true, false, time.Time{}},
+		{"thing owner", c("thing.owner", OpEq, "an"), true, false, time.Time{}},
+		{"ref right side", ref("requester.home", OpEq, "thing.owner"), true, false, time.Time{}},
+		{"ref numeric", ref("requester.level", OpGt, "thing.max_level"), true, false, time.Time{}},
+		{"ref missing", ref("requester.level", OpGt, "thing.nope"), false, false, time.Time{}},
+		{"live data", c("data.watch-1.heart_rate.bpm", OpGt, 140), true, true, time.Time{}},
+		{"live data missing", c("data.watch-1.heart_rate.spo2", OpGt, 90), false, true, time.Time{}},
+		{"env hour", c("env.hour", OpBetween, []any{18, 21}), true, false, t0.Add(time.Hour)},
+		{"env weekday", c("env.weekday", OpEq, "wednesday"), true, false, time.Date(2026, 11, 26, 0, 0, 0, 0, time.UTC)},
+		{"env time", c("env.time", OpGe, "19:30"), true, false, t0.Add(time.Minute)},
+		{"purpose", c("request.purpose", OpEq, "diagnosis"), true, false, time.Time{}},
+		{"action", c("request.action", OpEq, "read"), true, false, time.Time{}},
+		{"all", &Condition{All: []Condition{*c("requester.role", OpEq, "doctor"), *c("requester.level", OpGe, 3)}}, true, false, time.Time{}},
+		{"all one false", &Condition{All: []Condition{*c("requester.role", OpEq, "doctor"), *c("requester.level", OpGe, 4)}}, false, false, time.Time{}},
+		{"any", &Condition{Any: []Condition{*c("requester.role", OpEq, "nurse"), *c("requester.level", OpGe, 3)}}, true, false, time.Time{}},
+		{"any none", &Condition{Any: []Condition{*c("requester.role", OpEq, "nurse"), *c("requester.level", OpGe, 4)}}, false, false, time.Time{}},
+		{"not", &Condition{Not: c("requester.role", OpEq, "nurse")}, true, false, time.Time{}},
+		{"not of true", &Condition{Not: c("requester.role", OpEq, "doctor")}, false, false, time.Time{}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			p := Policy{ID: "p", Effect: "allow", Subjects: []string{"*"}, Resources: []string{"things/watch-1/data/#"},
+				Actions: []Action{ActRead}, When: tc.when}
+			if err := e.PutPolicy("an", p); err != nil {
+				t.Fatal(err)
+			}
+			d := decide(e, UserPrincipal("doctor"), "things/watch-1/data/heart_rate", ActRead, "diagnosis")
+			if d.Allowed() != tc.want {
+				t.Fatalf("allowed = %v, want %v (%s)", d.Allowed(), tc.want, d.Reason())
+			}
+			if d.Dynamic != tc.dynamic {
+				t.Fatalf("dynamic = %v, want %v", d.Dynamic, tc.dynamic)
+			}
+			if !d.Expires.Equal(tc.expires) {
+				t.Fatalf("expires = %v, want %v", d.Expires, tc.expires)
+			}
+		})
+	}
+}
+
+func TestEnvUsesConfiguredTimeZone(t *testing.T) {
+	berlin, err := time.LoadLocation("Europe/Berlin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	clock := newFakeClock(t0) // 20:00 UTC = 21:00 in Berlin
+	e := NewEngine(Options{Clock: clock, Location: berlin})
+	_ = e.PutUser(User{Name: "an"})
+	_ = e.PutUser(User{Name: "x"})
+	_ = e.PutThing(Thing{ID: "w", Owner: "an"})
+	_ = e.PutPolicy("an", Policy{ID: "p", Effect: "allow", Subjects: []string{"*"}, Resources: []string{"#"},
+		Actions: []Action{ActRead}, When: &Condition{Attr: "env.hour", Op: OpEq, Value: 21.0}})
+	if d := decide(e, UserPrincipal("x"), "things/w/state", ActRead, ""); !d.Allowed() {
+		t.Fatalf("env.hour should be 21 in Berlin: %s", d.Reason())
+	}
+}

@@ -1,0 +1,94 @@
+package policies
+
+import (
+	"slices"
+	"strings"
+)
+
+// MaySubscribe decides a SUBSCRIBE filter (without any $share/{group}/
+// prefix). A filter naming one thing is refused unless the principal could
+// ever receive something under it: it is the thing itself, holds an active
+// relationship, or some allow policy of the thing's owners names it (when-
+// conditions aside, since they may hold later). A filter with a wildcard in
+// place of the thing is accepted: it can match many owners' things, and
+// every single delivery under it is decided on its own by Decide.
+func (e *Engine) MaySubscribe(p Principal, filter, purpose string) Decision {
+	if !ValidFilter(filter) {
+		return deny("invalid-filter")
+	}
+	first, rest, _ := strings.Cut(filter, "/")
+	switch first {
+	case "+", "#":
+		return Decision{Effect: Allow, Rule: "wildcard"}
+	case "things":
+	default:
+		return deny("unknown-topic")
+	}
+	thing, _, _ := strings.Cut(rest, "/")
+	if thing == "" {
+		return deny("unknown-topic")
+	}
+	if thing == "+" || thing == "#" {
+		return Decision{Effect: Allow, Rule: "wildcard"}
+	}
+
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	x := evalCtx{e: e, req: &Request{Principal: p, Topic: filter, Action: ActRead, Purpose: purpose}, now: e.clock.Now()}
+	x.thing = e.things[thing]
+	if x.thing == nil {
+		return deny("unknown-thing")
+	}
+	base := Decision{Owner: x.thing.Owner, Thing: thing}
+	switch p.Kind {
+	case KindThing:
+		if p.ID == thing {
+			base.Effect, base.Rule = Allow, "self"
+			return base
+		}
+		if x.requesterThing = e.things[p.ID]; x.requesterThing == nil {
+			return deny("unknown-principal")
+		}
+	case KindUser:
+		if x.user = e.users[p.ID]; x.user == nil {
+			return deny("unknown-principal")
+		}
+		if x.thing.Owner == p.ID {
+			base.Effect, base.Rule = Allow, "owner"
+			return base
+		}
+		var rel string
+		e.eachObject(x.thing, func(ix *relIndex) bool {
+			for _, r := range ix.byUser[p.ID] {
+				// A visitor may subscribe before its window opens; deliveries
+				// are decided per message.
+				if r.Status == StatusActive {
+					rel = string(r.Relation)
+					return false
+				}
+			}
+			return true
+		})
+		if rel != "" {
+			base.Effect, base.Rule = Allow, rel
+			return base
+		}
+	default:
+		return deny("unknown-principal")
+	}
+	for _, c := range e.candidates(e.policyOwners(&x)) {
+		if !c.allow || c.actions&actionBit(ActRead) == 0 ||
+			(len(c.purposes) > 0 && !slices.Contains(c.purposes, purpose)) ||
+			!e.subjectMatches(&x, c) {
+			continue
+		}
+		for _, r := range c.resources {
+			if r.overlaps(filter) {
+				base.Effect, base.Rule, base.PolicyID, base.PolicyOwner = Allow, "policy", c.p.ID, c.owner
+				return base
+			}
+		}
+	}
+	base.Rule = "default"
+	return base
+}
