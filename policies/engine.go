@@ -52,7 +52,8 @@ type Engine struct {
 	placeRel map[string]*relIndex // place id → relationships on it
 	memberOf map[string][]string  // "user:ruth" or "org:x#member" → usersets it belongs to
 	policies map[string][]*compiled
-	gens     map[string]*generation // "o:"+owner, "p:"+principal
+	owners   map[string]*generation    // per owner: their policies and their things' relationships
+	subjects map[Principal]*generation // per principal: its attributes
 
 	global generation // memberships, places, things
 	cache  *decisionCache
@@ -84,25 +85,25 @@ func NewEngine(o Options) *Engine {
 		users: map[string]*User{}, things: map[string]*Thing{}, places: map[string]*Place{},
 		thingRel: map[string]*relIndex{}, placeRel: map[string]*relIndex{},
 		memberOf: map[string][]string{}, policies: map[string][]*compiled{},
-		gens: map[string]*generation{},
+		owners: map[string]*generation{}, subjects: map[Principal]*generation{},
 	}
 	e.cache = newDecisionCache(o.CacheEntries, &e.global)
 	return e
 }
 
-// gen returns the generation for key, creating it. Callers hold e.mu for writing.
-func (e *Engine) gen(key string) *generation {
-	g := e.gens[key]
+// genFor returns the generation for key, creating it. Callers hold e.mu for writing.
+func genFor[K comparable](m map[K]*generation, key K) *generation {
+	g := m[key]
 	if g == nil {
 		g = &generation{}
-		e.gens[key] = g
+		m[key] = g
 	}
 	return g
 }
 
-func ownerKey(owner string) string       { return "o:" + owner }
-func principalKey(p Principal) string    { return "p:" + p.String() }
-func (e *Engine) bumpOwner(owner string) { e.gen(ownerKey(owner)).bump() }
+func (e *Engine) bumpOwner(owner string)   { genFor(e.owners, owner).bump() }
+func (e *Engine) bumpSubject(p Principal)  { genFor(e.subjects, p).bump() }
+func (e *Engine) ensureOwner(owner string) { genFor(e.owners, owner) }
 
 // ---- changes ----
 
@@ -124,8 +125,8 @@ func (e *Engine) PutUser(u User) error {
 
 func (e *Engine) putUser(u User) {
 	e.users[u.Name] = &u
-	e.gen(principalKey(UserPrincipal(u.Name))).bump()
-	e.gen(ownerKey(u.Name))
+	e.bumpSubject(UserPrincipal(u.Name))
+	e.ensureOwner(u.Name)
 }
 
 // DeleteUser removes a user; its relationships and policies stay until removed.
@@ -133,7 +134,7 @@ func (e *Engine) DeleteUser(name string) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	delete(e.users, name)
-	e.gen(principalKey(UserPrincipal(name))).bump()
+	e.bumpSubject(UserPrincipal(name))
 }
 
 // PutThing adds or replaces a thing.
@@ -154,8 +155,8 @@ func (e *Engine) PutThing(t Thing) error {
 
 func (e *Engine) putThing(t Thing) {
 	e.things[t.ID] = &t
-	e.gen(ownerKey(t.Owner))
-	e.gen(principalKey(ThingPrincipal(t.ID))).bump()
+	e.ensureOwner(t.Owner)
+	e.bumpSubject(ThingPrincipal(t.ID))
 	e.global.bump()
 }
 
@@ -164,7 +165,7 @@ func (e *Engine) DeleteThing(id string) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	delete(e.things, id)
-	e.gen(principalKey(ThingPrincipal(id))).bump()
+	e.bumpSubject(ThingPrincipal(id))
 	e.global.bump()
 }
 
@@ -413,9 +414,8 @@ func (e *Engine) Load(s Snapshot) error {
 	e.placeRel = map[string]*relIndex{}
 	e.memberOf = map[string][]string{}
 	e.policies = map[string][]*compiled{}
-	for _, g := range e.gens {
-		g.bump() // entries cached before the load are stale
-	}
+	// Entries cached before the load are stale: the global generation
+	// moves below, and every cache entry checks it.
 	for _, u := range users {
 		e.putUser(u)
 	}
@@ -433,7 +433,7 @@ func (e *Engine) Load(s Snapshot) error {
 	}
 	for _, c := range compiledPolicies {
 		e.policies[c.owner] = append(e.policies[c.owner], c)
-		e.gen(ownerKey(c.owner))
+		e.ensureOwner(c.owner)
 	}
 	for _, list := range e.policies {
 		slices.SortFunc(list, comparePolicies)
@@ -526,7 +526,8 @@ func (e *Engine) Relationships(thing, place string) []Relationship {
 // answer may be cached.
 type evalCtx struct {
 	e              *Engine
-	req            *Request
+	req            Request
+	ownersBuf      [4]string
 	res            Resource
 	thing          *Thing
 	user           *User
@@ -558,9 +559,11 @@ func (x *evalCtx) expireAt(t time.Time) {
 	}
 }
 
-// depend records a generation the answer depends on.
-func (x *evalCtx) depend(key string) {
-	g := x.e.gens[key]
+// dependOwner and dependSubject record a generation the answer depends on.
+func (x *evalCtx) dependOwner(owner string)  { x.depend(x.e.owners[owner]) }
+func (x *evalCtx) dependSubject(p Principal) { x.depend(x.e.subjects[p]) }
+
+func (x *evalCtx) depend(g *generation) {
 	if g == nil || x.ndeps == maxDeps {
 		x.uncacheable = true
 		return
@@ -596,7 +599,7 @@ func (e *Engine) Decide(req Request) Decision {
 		return d
 	}
 	e.mu.RLock()
-	x := evalCtx{e: e, req: &req, now: e.clock.Now()}
+	x := evalCtx{e: e, req: req, now: e.clock.Now()}
 	d := e.evaluate(&x)
 	gl := e.global.n.Load()
 	e.mu.RUnlock()
@@ -612,7 +615,7 @@ func (e *Engine) Decide(req Request) Decision {
 func (e *Engine) DecideUncached(req Request) Decision {
 	e.mu.RLock()
 	defer e.mu.RUnlock()
-	x := evalCtx{e: e, req: &req, now: e.clock.Now()}
+	x := evalCtx{e: e, req: req, now: e.clock.Now()}
 	d := e.evaluate(&x)
 	d.Expires = x.expires
 	d.Dynamic = x.dynamic
@@ -623,7 +626,7 @@ func deny(rule string) Decision { return Decision{Effect: Deny, Rule: rule} }
 
 // evaluate runs the built-in rules, then the policies. Callers hold e.mu.
 func (e *Engine) evaluate(x *evalCtx) Decision {
-	req := x.req
+	req := &x.req
 	res, ok := ParseTopic(req.Topic)
 	if !ok || !req.Action.Valid() {
 		x.uncacheable = true
@@ -651,8 +654,8 @@ func (e *Engine) evaluate(x *evalCtx) Decision {
 	default:
 		return deny("unknown-principal")
 	}
-	x.depend(principalKey(req.Principal))
-	x.depend(ownerKey(x.thing.Owner))
+	x.dependSubject(req.Principal)
+	x.dependOwner(x.thing.Owner)
 	base := Decision{Owner: x.thing.Owner, Thing: res.Thing}
 	if res.Kind == ResData {
 		base.Stream = res.Name
@@ -665,7 +668,7 @@ func (e *Engine) evaluate(x *evalCtx) Decision {
 
 	owners := e.policyOwners(x)
 	for _, c := range e.candidates(owners) {
-		x.depend(ownerKey(c.owner))
+		x.dependOwner(c.owner)
 		if !c.applies(req, res) || !e.subjectMatches(x, c) {
 			continue
 		}
@@ -774,7 +777,7 @@ func (e *Engine) eachObject(t *Thing, fn func(*relIndex) bool) {
 // policyOwners are the users whose policies govern the thing: its owner of
 // record, and every active owner or co-owner.
 func (e *Engine) policyOwners(x *evalCtx) []string {
-	owners := make([]string, 0, 2)
+	owners := x.ownersBuf[:0]
 	if x.thing.Owner != "" {
 		owners = append(owners, x.thing.Owner)
 	}

@@ -34,7 +34,7 @@ func (e *Engine) MaySubscribe(p Principal, filter, purpose string) Decision {
 
 	e.mu.RLock()
 	defer e.mu.RUnlock()
-	x := evalCtx{e: e, req: &Request{Principal: p, Topic: filter, Action: ActRead, Purpose: purpose}, now: e.clock.Now()}
+	x := evalCtx{e: e, req: Request{Principal: p, Topic: filter, Action: ActRead, Purpose: purpose}, now: e.clock.Now()}
 	x.thing = e.things[thing]
 	if x.thing == nil {
 		return deny("unknown-thing")
