@@ -1,37 +1,1438 @@
 package policies
 
 import (
+	"bytes"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
+	"fmt"
+	"hash"
+	"math"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
 	"time"
+	"unicode/utf8"
 )
 
 // ErrWithheld is wrapped by every error View.Apply returns: the message must
 // not reach this requester at all (not empty, not raw).
 var ErrWithheld = errors.New("withheld")
 
+// Limits and constants of the rewrite. The step, geo and pseudonym ones are
+// part of the output format: changing one changes what subscribers receive.
+const (
+	// maxDepth bounds the nesting of a payload. Readings are flat; the bound
+	// keeps a hostile "[[[[…" from growing the parser's stack.
+	maxDepth = 64
+	// maxStepDecimals bounds the decimals an accuracy step may have; a
+	// finer step is not a coarsening but a typo (or a float artefact like
+	// 0.30000000000000004), and NewView rejects it.
+	maxStepDecimals = 15
+	// metersPerDegree is the length of one degree of latitude (and of
+	// longitude at the equator), the figure geo grids are built on.
+	metersPerDegree = 111320.0
+	// geoDecimals is how many decimals a coarsened coordinate keeps at most
+	// (about 0.1 m): finer than any sensible grid, so snapping decides the
+	// precision, not the formatting.
+	geoDecimals = 6
+	// pseudonymBytes is how much of the HMAC a pseudonym keeps: 96 bits make
+	// accidental collisions negligible while keeping the value short.
+	pseudonymBytes = 12
+	// linearDupLimit is how many keys an object may have before duplicate
+	// detection switches from comparing pairs to a map.
+	linearDupLimit = 16
+	// maxPooledBytes and maxPooledItems keep the pooled parser state from
+	// pinning the buffers of an exceptionally large payload.
+	maxPooledBytes = 64 << 10
+	maxPooledItems = 4 << 10
+)
+
 // View is a compiled, immutable set of constraints: what one class of
 // requesters sees of a payload. Requesters whose decisions share a View
 // (equal Key) receive the same bytes, so a fan-out rewrites once per view.
+//
+// Apply works on a JSON object and fails closed. Field names are dotted
+// paths into nested objects ("position.lat"); the names a fields{keep|drop}
+// constraint lists are top-level keys only, and NewView rejects dotted ones
+// there rather than guess (a drop that silently missed a nested key would
+// leak it). Paths and keep/drop match decoded key names, so "\u006cat"
+// is "lat": escaping a key cannot smuggle a value past a constraint.
+//
+// A View is safe for concurrent use.
 type View struct {
-	key  string
-	rate time.Duration
+	key      string
+	rate     time.Duration
+	ops      []viewOp
+	rewrites bool
+	// hmacs pools HMAC-SHA256 states keyed with the owner's key; nil unless
+	// a pseudonymize constraint is present.
+	hmacs *sync.Pool
+}
+
+// opKind is a constraint compiled for Apply.
+type opKind uint8
+
+const (
+	opAccuracy opKind = iota + 1
+	opGeo
+	opRange
+	opKeep
+	opDrop
+	opPseudonymize
+)
+
+// viewOp is one compiled constraint. Which fields matter depends on kind.
+type viewOp struct {
+	kind     opKind
+	field    string   // accuracy, range, pseudonymize: the path as written; geo: lat
+	path     []string // field split at dots
+	field2   string   // geo: lon
+	path2    []string
+	step     float64  // accuracy
+	decimals int      // accuracy: decimals the step has
+	units    int64    // accuracy: step·10^decimals when that is an exact integer, else 0
+	meters   float64  // geo
+	min, max float64  // range: ±Inf when absent
+	names    []string // keep, drop: sorted, without duplicates
+	prefix   []byte   // pseudonymize: field + "\x00", the start of the HMAC input
+	rate     time.Duration
 }
 
 // NewView compiles validated constraints. key is the owner's
 // pseudonymisation key (HMAC key); it only matters for pseudonymize.
+//
+// The decoder has validated cs already; NewView still rejects an unknown
+// kind or a value it cannot apply (a step that is not a positive finite
+// number, a min above max, an empty path, an empty key for pseudonymize)
+// with an error naming the constraint, so that a bad document cannot crash
+// or quietly weaken enforcement.
 func NewView(key []byte, cs []Constraint) (*View, error) {
-	return nil, errors.New("not implemented")
+	v := &View{}
+	var kb strings.Builder
+	pseudo := false
+	for i, c := range cs {
+		op, err := compileConstraint(c)
+		if err != nil {
+			return nil, fmt.Errorf("constraints[%d]: %w", i, err)
+		}
+		if i > 0 {
+			kb.WriteByte(';')
+		}
+		writeConstraintKey(&kb, c, op)
+		switch op.kind {
+		case 0: // rate; with several (the decoder allows one) the strictest holds
+			v.rate = max(v.rate, op.rate)
+			continue
+		case opPseudonymize:
+			if len(key) == 0 {
+				return nil, fmt.Errorf("constraints[%d]: pseudonymize needs the owner's key", i)
+			}
+			pseudo = true
+		}
+		v.ops = append(v.ops, op)
+	}
+	v.rewrites = len(v.ops) > 0
+	if pseudo {
+		// The key itself must never appear in the view key (it is logged
+		// and compared); a short fingerprint keeps views of different
+		// owners apart, since their pseudonyms differ.
+		fp := sha256.Sum256(key)
+		kb.WriteString("|key=")
+		kb.WriteString(hex.EncodeToString(fp[:8]))
+		k := bytes.Clone(key)
+		v.hmacs = &sync.Pool{New: func() any { return hmac.New(sha256.New, k) }}
+	}
+	v.key = kb.String()
+	return v, nil
+}
+
+// compileConstraint checks one constraint and turns it into a viewOp. Rate
+// yields a zero op: it does not touch payloads.
+func compileConstraint(c Constraint) (viewOp, error) {
+	var op viewOp
+	var err error
+	switch c.Kind {
+	case ConstraintAccuracy:
+		op.kind = opAccuracy
+		if op.path, err = splitPath("field", c.Field); err != nil {
+			return op, err
+		}
+		op.field = c.Field
+		if !(c.Step > 0) || math.IsInf(c.Step, 0) {
+			return op, errors.New("step: must be a positive number")
+		}
+		op.step = c.Step
+		op.decimals = decimalsOf(c.Step)
+		if op.decimals > maxStepDecimals {
+			return op, fmt.Errorf("step: more than %d decimals", maxStepDecimals)
+		}
+		scale := math.Pow10(op.decimals)
+		if u := math.Round(c.Step * scale); u < 1<<53 && u/scale == c.Step {
+			op.units = int64(u)
+		}
+	case ConstraintGeo:
+		op.kind = opGeo
+		if op.path, err = splitPath("lat", c.Lat); err != nil {
+			return op, err
+		}
+		if op.path2, err = splitPath("lon", c.Lon); err != nil {
+			return op, err
+		}
+		if c.Lat == c.Lon {
+			return op, errors.New("lon: must differ from lat")
+		}
+		op.field, op.field2 = c.Lat, c.Lon
+		if !(c.Meters > 0) || math.IsInf(c.Meters, 0) {
+			return op, errors.New("meters: must be a positive number")
+		}
+		op.meters = c.Meters
+	case ConstraintRange:
+		op.kind = opRange
+		if op.path, err = splitPath("field", c.Field); err != nil {
+			return op, err
+		}
+		op.field = c.Field
+		if c.Min == nil && c.Max == nil {
+			return op, errors.New("range: needs min or max")
+		}
+		op.min, op.max = math.Inf(-1), math.Inf(1)
+		if c.Min != nil {
+			if math.IsNaN(*c.Min) || math.IsInf(*c.Min, 0) {
+				return op, errors.New("min: must be a finite number")
+			}
+			op.min = *c.Min
+		}
+		if c.Max != nil {
+			if math.IsNaN(*c.Max) || math.IsInf(*c.Max, 0) {
+				return op, errors.New("max: must be a finite number")
+			}
+			op.max = *c.Max
+		}
+		if op.min > op.max {
+			return op, errors.New("max: must not be below min")
+		}
+	case ConstraintFields:
+		switch {
+		case len(c.Keep) > 0 && len(c.Drop) > 0:
+			return op, errors.New("fields: keep and drop are exclusive")
+		case len(c.Keep) > 0:
+			op.kind = opKeep
+			op.names, err = fieldSet("keep", c.Keep)
+		case len(c.Drop) > 0:
+			op.kind = opDrop
+			op.names, err = fieldSet("drop", c.Drop)
+		default:
+			return op, errors.New("fields: needs keep or drop")
+		}
+		if err != nil {
+			return op, err
+		}
+	case ConstraintPseudonymize:
+		op.kind = opPseudonymize
+		if op.path, err = splitPath("field", c.Field); err != nil {
+			return op, err
+		}
+		op.field = c.Field
+		op.prefix = append([]byte(c.Field), 0)
+	case ConstraintRate:
+		if op.rate, err = rateDuration(c.Seconds); err != nil {
+			return op, err
+		}
+	default:
+		return op, fmt.Errorf("kind: unknown constraint kind %q", c.Kind)
+	}
+	return op, nil
+}
+
+// splitPath splits a dotted field path, refusing empty segments.
+func splitPath(what, p string) ([]string, error) {
+	if p == "" {
+		return nil, fmt.Errorf("%s: must not be empty", what)
+	}
+	segs := strings.Split(p, ".")
+	if slices.Contains(segs, "") {
+		return nil, fmt.Errorf("%s: %q has an empty path segment", what, p)
+	}
+	return segs, nil
+}
+
+// fieldSet returns keep or drop names sorted and deduplicated: they are a
+// set, and a canonical order lets equal sets share a view key.
+func fieldSet(what string, names []string) ([]string, error) {
+	for _, n := range names {
+		if n == "" {
+			return nil, fmt.Errorf("%s: names must not be empty", what)
+		}
+		if strings.Contains(n, ".") {
+			return nil, fmt.Errorf("%s: %q: fields acts on top-level keys only, not dotted paths", what, n)
+		}
+	}
+	s := slices.Clone(names)
+	slices.Sort(s)
+	return slices.Compact(s), nil
+}
+
+// rateDuration converts rate seconds, refusing what no Duration can hold.
+func rateDuration(sec float64) (time.Duration, error) {
+	if !(sec > 0) || sec > float64(math.MaxInt64)/float64(time.Second) {
+		return 0, errors.New("seconds: must be a positive number")
+	}
+	d := time.Duration(math.Round(sec * float64(time.Second)))
+	if d <= 0 {
+		return 0, errors.New("seconds: must be a positive number")
+	}
+	return d, nil
+}
+
+// decimalsOf counts the decimals of the shortest text that reads back as
+// step: 0.1 → 1, 10 → 0, 0.25 → 2.
+func decimalsOf(step float64) int {
+	s := strconv.FormatFloat(step, 'f', -1, 64)
+	if i := strings.IndexByte(s, '.'); i >= 0 {
+		return len(s) - i - 1
+	}
+	return 0
+}
+
+// writeConstraintKey appends the canonical text of one constraint to a view
+// key. Strings are quoted and numbers written in their shortest exact form,
+// so distinct constraints never render alike.
+func writeConstraintKey(b *strings.Builder, c Constraint, op viewOp) {
+	num := func(f float64) { b.WriteString(strconv.FormatFloat(f, 'g', -1, 64)) }
+	b.WriteString(c.Kind)
+	b.WriteByte('(')
+	switch c.Kind {
+	case ConstraintAccuracy:
+		b.WriteString(strconv.Quote(c.Field))
+		b.WriteByte(',')
+		num(c.Step)
+	case ConstraintGeo:
+		b.WriteString(strconv.Quote(c.Lat))
+		b.WriteByte(',')
+		b.WriteString(strconv.Quote(c.Lon))
+		b.WriteByte(',')
+		num(c.Meters)
+	case ConstraintRange:
+		b.WriteString(strconv.Quote(c.Field))
+		if c.Min != nil {
+			b.WriteString(",min=")
+			num(*c.Min)
+		}
+		if c.Max != nil {
+			b.WriteString(",max=")
+			num(*c.Max)
+		}
+	case ConstraintFields:
+		if op.kind == opKeep {
+			b.WriteString("keep=")
+		} else {
+			b.WriteString("drop=")
+		}
+		for i, n := range op.names {
+			if i > 0 {
+				b.WriteByte(',')
+			}
+			b.WriteString(strconv.Quote(n))
+		}
+	case ConstraintPseudonymize:
+		b.WriteString(strconv.Quote(c.Field))
+	case ConstraintRate:
+		num(c.Seconds)
+	}
+	b.WriteByte(')')
 }
 
 // Key identifies the view: equal keys rewrite equal payloads to equal bytes.
+// It is the constraints' canonical text in order (rate included, so a key
+// also fixes Rate), plus, when a pseudonymize constraint is present, a
+// fingerprint of the owner's key (never the key).
 func (v *View) Key() string { return v.key }
 
 // Rate is the minimum period between two messages to one requester; zero
-// when unlimited. The caller enforces it per subscriber.
+// when unlimited. The caller enforces it per subscriber. With several rate
+// constraints the longest period holds.
 func (v *View) Rate() time.Duration { return v.rate }
+
+// Rewrites reports whether Apply changes payloads at all. It is false when
+// the view only rate-limits; callers may then skip Apply and forward the
+// payload as it is.
+func (v *View) Rewrites() bool { return v.rewrites }
 
 // Apply rewrites payload into a fresh slice, or returns an error wrapping
 // ErrWithheld saying why the requester gets nothing.
+//
+// The constraints act in order, each on the result of the ones before (an
+// accuracy on a field a previous fields{keep} removed finds it missing).
+// Apply fails closed: a payload that is not exactly one valid JSON object
+// (strict RFC 8259, valid UTF-8, no lone surrogate escapes), that has a
+// duplicate key in any object (parsers disagree on which duplicate wins, so
+// one could carry a raw value past a rewrite), that nests deeper than 64,
+// or where a constrained field is missing or of the wrong type, is
+// withheld. The reason names the field, never a value.
+//
+// The output is compact JSON in the payload's key order; every scalar no
+// constraint touched keeps its exact original text (1e3 stays 1e3), only
+// whitespace between tokens is dropped. A view that only rate-limits
+// returns a copy of payload without looking at it.
 func (v *View) Apply(payload []byte) ([]byte, error) {
-	return nil, ErrWithheld
+	if !v.rewrites {
+		return append([]byte{}, payload...), nil
+	}
+	st := statePool.Get().(*applyState)
+	defer st.release()
+	st.reset(payload)
+	if err := st.parse(); err != nil {
+		return nil, err
+	}
+	for i := range v.ops {
+		if err := st.apply(v, &v.ops[i]); err != nil {
+			return nil, err
+		}
+	}
+	return st.emit(), nil
+}
+
+// withheld builds the error Apply returns: "withheld: lat: field missing".
+func withheld(field, reason string) error {
+	return fmt.Errorf("%w: %s: %s", ErrWithheld, field, reason)
+}
+
+// payloadError reports a structural problem of the payload at an offset.
+func payloadError(reason string, off int) error {
+	return fmt.Errorf("%w: payload: %s at offset %d", ErrWithheld, reason, off)
+}
+
+// member is one top-level key/value pair of the payload; its decoded key is
+// the keyRef at the same index (top-level keys stay at the bottom of the
+// stack of keys).
+type member struct {
+	keyStart, keyEnd int // the raw key token, quotes included
+	valStart, valEnd int // the raw value
+	dropped          bool
+}
+
+// edit replaces the value at src[start:end] with repl[off:end2].
+type edit struct {
+	start, end int
+	off, end2  int
+}
+
+// applyState is the scratch of one Apply, pooled so that a rewrite costs
+// one allocation (its output) in the common case.
+type applyState struct {
+	src     []byte
+	hasWS   bool     // whitespace between tokens: copies must compact
+	keys    []byte   // decoded escaped keys: top level, then a stack of open objects
+	refs    []keyRef // every key: top level, then a stack of open objects
+	members []member // top-level members in payload order
+	edits   []edit   // replaced values, non-overlapping
+	repl    []byte   // replacement texts
+	tmp     []byte   // scratch: decoded nested keys
+	tmp2    []byte   // scratch: canonical text for pseudonyms
+	sum     [sha256.Size]byte
+}
+
+// keyRef locates a decoded key: in the payload when it has no escapes (the
+// common case, no copy), else in applyState.keys.
+type keyRef struct {
+	off, end int
+	sig      uint64 // one bit from length and end bytes: a cheap inequality test
+	decoded  bool
+}
+
+// keySig picks the bit of a key's signature. Keys with different bits
+// differ, so duplicate detection compares bytes only when bits collide.
+func keySig(k []byte) uint64 {
+	h := uint(len(k))
+	if len(k) > 0 {
+		h = h*31 + uint(k[0])
+		h = h*31 + uint(k[len(k)-1])
+	}
+	return 1 << (h & 63)
+}
+
+// key returns the decoded bytes of r.
+func (st *applyState) key(r keyRef) []byte {
+	if r.decoded {
+		return st.keys[r.off:r.end]
+	}
+	return st.src[r.off:r.end]
+}
+
+var statePool = sync.Pool{New: func() any { return new(applyState) }}
+
+func (st *applyState) reset(src []byte) {
+	st.src = src
+	st.hasWS = false
+	st.keys = st.keys[:0]
+	st.refs = st.refs[:0]
+	st.members = st.members[:0]
+	st.edits = st.edits[:0]
+	st.repl = st.repl[:0]
+	st.tmp = st.tmp[:0]
+	st.tmp2 = st.tmp2[:0]
+}
+
+// release returns the state to the pool unless a huge payload grew it.
+func (st *applyState) release() {
+	st.src = nil // do not pin the caller's payload
+	if cap(st.keys) > maxPooledBytes || cap(st.repl) > maxPooledBytes ||
+		cap(st.tmp) > maxPooledBytes || cap(st.tmp2) > maxPooledBytes ||
+		cap(st.refs) > maxPooledItems || cap(st.members) > maxPooledItems || cap(st.edits) > maxPooledItems {
+		return
+	}
+	statePool.Put(st)
+}
+
+// ---------------------------------------------------------------------------
+// Parsing: one strict pass that validates the whole payload, rejects
+// duplicate keys in every object and records the top-level members.
+
+// plain marks the bytes a JSON string may hold unescaped and undecoded:
+// printable ASCII except the quote and the backslash.
+var plain = func() (t [256]bool) {
+	for c := 0x20; c < 0x80; c++ {
+		t[c] = c != '"' && c != '\\'
+	}
+	return t
+}()
+
+func isWS(c byte) bool { return c == ' ' || c == '\t' || c == '\n' || c == '\r' }
+
+// ws skips whitespace, noting that the payload has some.
+func (st *applyState) ws(i int) int {
+	b := st.src
+	for i < len(b) && isWS(b[i]) {
+		i++
+		st.hasWS = true
+	}
+	return i
+}
+
+func (st *applyState) parse() error {
+	b := st.src
+	i := st.ws(0)
+	if i >= len(b) || b[i] != '{' {
+		return fmt.Errorf("%w: payload: not a JSON object", ErrWithheld)
+	}
+	i, err := st.parseObject(i, 1, true)
+	if err != nil {
+		return err
+	}
+	if i = st.ws(i); i != len(b) {
+		return payloadError("data after the object", i)
+	}
+	return nil
+}
+
+func (st *applyState) parseValue(i, depth int) (int, error) {
+	b := st.src
+	if i >= len(b) {
+		return i, payloadError("unexpected end", i)
+	}
+	switch c := b[i]; {
+	case c == '{':
+		return st.parseObject(i, depth+1, false)
+	case c == '[':
+		return st.parseArray(i, depth+1)
+	case c == '"':
+		j, _, _, err := scanString(b, i, nil, false)
+		return j, err
+	case c == '-' || c >= '0' && c <= '9':
+		return scanNumber(b, i)
+	case c == 't':
+		return literal(b, i, "true")
+	case c == 'f':
+		return literal(b, i, "false")
+	case c == 'n':
+		return literal(b, i, "null")
+	}
+	return i, payloadError("invalid JSON", i)
+}
+
+func literal(b []byte, i int, lit string) (int, error) {
+	if len(b)-i >= len(lit) && string(b[i:i+len(lit)]) == lit {
+		return i + len(lit), nil
+	}
+	return i, payloadError("invalid JSON", i)
+}
+
+func (st *applyState) parseArray(i, depth int) (int, error) {
+	if depth > maxDepth {
+		return i, payloadError("nesting too deep", i)
+	}
+	b := st.src
+	i = st.ws(i + 1)
+	if i < len(b) && b[i] == ']' {
+		return i + 1, nil
+	}
+	for {
+		var err error
+		if i, err = st.parseValue(i, depth); err != nil {
+			return i, err
+		}
+		i = st.ws(i)
+		if i >= len(b) {
+			return i, payloadError("unexpected end", i)
+		}
+		switch b[i] {
+		case ',':
+			i = st.ws(i + 1)
+		case ']':
+			return i + 1, nil
+		default:
+			return i, payloadError("invalid JSON", i)
+		}
+	}
+}
+
+// parseObject parses the object at b[i] and rejects duplicate keys, compared
+// decoded. The top-level object's keys and members stay recorded; a nested
+// object's keys are popped when it closes.
+func (st *applyState) parseObject(i, depth int, top bool) (int, error) {
+	if depth > maxDepth {
+		return i, payloadError("nesting too deep", i)
+	}
+	b := st.src
+	base, kbase := len(st.refs), len(st.keys)
+	var seen map[string]struct{}
+	var sigs uint64 // union of the signatures of this object's keys
+	i = st.ws(i + 1)
+	if i < len(b) && b[i] == '}' {
+		return i + 1, nil
+	}
+	for {
+		if i >= len(b) || b[i] != '"' {
+			return i, payloadError("invalid JSON", i)
+		}
+		ks, off := i, len(st.keys)
+		var err error
+		var esc bool
+		if i, st.keys, esc, err = scanString(b, i, st.keys, true); err != nil {
+			return i, err
+		}
+		ke := i
+		ref := keyRef{off: ks + 1, end: ke - 1}
+		if esc {
+			ref = keyRef{off: off, end: len(st.keys), decoded: true}
+		}
+		name := st.key(ref)
+		ref.sig = keySig(name)
+		if seen != nil {
+			if _, dup := seen[string(name)]; dup {
+				return ks, payloadError("duplicate key", ks)
+			}
+			seen[string(name)] = struct{}{}
+		} else {
+			if sigs&ref.sig != 0 {
+				for _, r := range st.refs[base:] {
+					if r.sig == ref.sig && bytes.Equal(st.key(r), name) {
+						return ks, payloadError("duplicate key", ks)
+					}
+				}
+			}
+			sigs |= ref.sig
+			if len(st.refs)-base >= linearDupLimit {
+				seen = make(map[string]struct{}, 2*linearDupLimit)
+				for _, r := range st.refs[base:] {
+					seen[string(st.key(r))] = struct{}{}
+				}
+				seen[string(name)] = struct{}{}
+			}
+		}
+		st.refs = append(st.refs, ref)
+		i = st.ws(i)
+		if i >= len(b) || b[i] != ':' {
+			return i, payloadError("invalid JSON", i)
+		}
+		i = st.ws(i + 1)
+		vs := i
+		if i, err = st.parseValue(i, depth); err != nil {
+			return i, err
+		}
+		if top {
+			st.members = append(st.members, member{
+				keyStart: ks, keyEnd: ke, valStart: vs, valEnd: i,
+			})
+		}
+		i = st.ws(i)
+		if i >= len(b) {
+			return i, payloadError("unexpected end", i)
+		}
+		switch b[i] {
+		case ',':
+			i = st.ws(i + 1)
+		case '}':
+			if !top {
+				st.refs, st.keys = st.refs[:base], st.keys[:kbase]
+			}
+			return i + 1, nil
+		default:
+			return i, payloadError("invalid JSON", i)
+		}
+	}
+}
+
+// scanString validates the JSON string at b[i] (the opening quote) and
+// returns the index after its closing quote, and whether the string has
+// escapes. With decode it appends the decoded bytes to dst, but only when
+// there are escapes: otherwise the raw bytes between the quotes are the
+// decoded ones. It requires valid UTF-8 and rejects escapes of lone
+// surrogates, which decoders turn into different things.
+func scanString(b []byte, i int, dst []byte, decode bool) (next int, _ []byte, escaped bool, err error) {
+	i++
+	start := i
+	for {
+		for i < len(b) && plain[b[i]] {
+			i++
+		}
+		if i >= len(b) {
+			return i, dst, escaped, payloadError("unterminated string", i)
+		}
+		switch c := b[i]; {
+		case c == '"':
+			if decode && escaped {
+				dst = append(dst, b[start:i]...)
+			}
+			return i + 1, dst, escaped, nil
+		case c == '\\':
+			escaped = true
+			if decode {
+				dst = append(dst, b[start:i]...)
+			}
+			var r rune
+			n := 2
+			if i+1 >= len(b) {
+				return i, dst, escaped, payloadError("unterminated string", i)
+			}
+			switch b[i+1] {
+			case '"', '\\', '/':
+				r = rune(b[i+1])
+			case 'b':
+				r = '\b'
+			case 'f':
+				r = '\f'
+			case 'n':
+				r = '\n'
+			case 'r':
+				r = '\r'
+			case 't':
+				r = '\t'
+			case 'u':
+				r = hex4(b, i+2)
+				n = 6
+				switch {
+				case r < 0:
+					return i, dst, escaped, payloadError("invalid escape", i)
+				case r >= 0xDC00 && r <= 0xDFFF:
+					return i, dst, escaped, payloadError("lone surrogate", i)
+				case r >= 0xD800 && r <= 0xDBFF:
+					lo := rune(-1)
+					if i+7 < len(b) && b[i+6] == '\\' && b[i+7] == 'u' {
+						lo = hex4(b, i+8)
+					}
+					if lo < 0xDC00 || lo > 0xDFFF {
+						return i, dst, escaped, payloadError("lone surrogate", i)
+					}
+					r = utf16Decode(r, lo)
+					n = 12
+				}
+			default:
+				return i, dst, escaped, payloadError("invalid escape", i)
+			}
+			if decode {
+				dst = utf8.AppendRune(dst, r)
+			}
+			i += n
+			start = i
+		case c < 0x20:
+			return i, dst, escaped, payloadError("control character in string", i)
+		default:
+			r, size := utf8.DecodeRune(b[i:])
+			if r == utf8.RuneError && size <= 1 {
+				return i, dst, escaped, payloadError("invalid UTF-8", i)
+			}
+			i += size
+		}
+	}
+}
+
+// hex4 reads four hex digits at b[i:], or returns -1.
+func hex4(b []byte, i int) rune {
+	if len(b)-i < 4 {
+		return -1
+	}
+	var r rune
+	for _, c := range b[i : i+4] {
+		switch {
+		case c >= '0' && c <= '9':
+			c -= '0'
+		case c >= 'a' && c <= 'f':
+			c -= 'a' - 10
+		case c >= 'A' && c <= 'F':
+			c -= 'A' - 10
+		default:
+			return -1
+		}
+		r = r<<4 | rune(c)
+	}
+	return r
+}
+
+func utf16Decode(hi, lo rune) rune { return (hi-0xD800)<<10 | (lo - 0xDC00) + 0x10000 }
+
+// scanNumber validates the number at b[i]:
+// -?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?
+func scanNumber(b []byte, i int) (int, error) {
+	start := i
+	if b[i] == '-' {
+		i++
+	}
+	switch {
+	case i < len(b) && b[i] == '0':
+		i++
+	case i < len(b) && b[i] >= '1' && b[i] <= '9':
+		i = digits(b, i)
+	default:
+		return i, payloadError("invalid number", start)
+	}
+	if i < len(b) && b[i] == '.' {
+		j := digits(b, i+1)
+		if j == i+1 {
+			return i, payloadError("invalid number", start)
+		}
+		i = j
+	}
+	if i < len(b) && (b[i] == 'e' || b[i] == 'E') {
+		i++
+		if i < len(b) && (b[i] == '+' || b[i] == '-') {
+			i++
+		}
+		j := digits(b, i)
+		if j == i {
+			return i, payloadError("invalid number", start)
+		}
+		i = j
+	}
+	return i, nil
+}
+
+func digits(b []byte, i int) int {
+	for i < len(b) && b[i] >= '0' && b[i] <= '9' {
+		i++
+	}
+	return i
+}
+
+// ---------------------------------------------------------------------------
+// Navigation over the validated payload and the edits made so far.
+
+// skipValue returns the end of the (valid) value at b[i].
+func skipValue(b []byte, i int) int {
+	switch b[i] {
+	case '"':
+		return skipString(b, i)
+	case '{', '[':
+		depth := 0
+		for {
+			switch b[i] {
+			case '"':
+				i = skipString(b, i)
+				continue
+			case '{', '[':
+				depth++
+			case '}', ']':
+				depth--
+				if depth == 0 {
+					return i + 1
+				}
+			}
+			i++
+		}
+	}
+	for i < len(b) {
+		switch b[i] {
+		case ',', '}', ']', ' ', '\t', '\n', '\r':
+			return i
+		}
+		i++
+	}
+	return i
+}
+
+// skipString returns the end of the (valid) string at b[i].
+func skipString(b []byte, i int) int {
+	for i++; ; i++ {
+		switch b[i] {
+		case '\\':
+			i++
+		case '"':
+			return i + 1
+		}
+	}
+}
+
+func skipWS(b []byte, i int) int {
+	for i < len(b) && isWS(b[i]) {
+		i++
+	}
+	return i
+}
+
+// findMember looks up a decoded key in the valid object at src[i] and returns
+// its value's span.
+func (st *applyState) findMember(i int, name string) (vs, ve int, ok bool) {
+	b := st.src
+	i = skipWS(b, i+1)
+	if b[i] == '}' {
+		return 0, 0, false
+	}
+	for {
+		ks := i
+		var esc bool
+		i, st.tmp, esc, _ = scanString(b, ks, st.tmp[:0], true)
+		eq := esc && string(st.tmp) == name || !esc && string(b[ks+1:i-1]) == name
+		i = skipWS(b, i)
+		i = skipWS(b, i+1) // ':'
+		vs = i
+		ve = skipValue(b, i)
+		if eq {
+			return vs, ve, true
+		}
+		i = skipWS(b, ve)
+		if b[i] == '}' {
+			return 0, 0, false
+		}
+		i = skipWS(b, i+1) // ','
+	}
+}
+
+// editAt returns the index of the edit replacing exactly src[vs:ve], or -1.
+func (st *applyState) editAt(vs, ve int) int {
+	for k, e := range st.edits {
+		if e.start == vs && e.end == ve {
+			return k
+		}
+	}
+	return -1
+}
+
+// resolve finds the current value at a dotted path: the span it occupies in
+// the payload and its text, which is an earlier rewrite's when one replaced
+// it. reason is non-empty when the path does not lead to a value.
+func (st *applyState) resolve(path []string) (vs, ve int, text []byte, reason string) {
+	found := false
+	for k := range st.members {
+		m := &st.members[k]
+		if !m.dropped && string(st.key(st.refs[k])) == path[0] {
+			vs, ve, found = m.valStart, m.valEnd, true
+			break
+		}
+	}
+	if !found {
+		return 0, 0, nil, "field missing"
+	}
+	for _, seg := range path[1:] {
+		// Rewrites yield scalars, so a replaced value has no members.
+		if st.src[vs] != '{' || st.editAt(vs, ve) >= 0 {
+			return 0, 0, nil, "field missing (parent is not an object)"
+		}
+		if vs, ve, found = st.findMember(vs, seg); !found {
+			return 0, 0, nil, "field missing"
+		}
+	}
+	if k := st.editAt(vs, ve); k >= 0 {
+		e := st.edits[k]
+		return vs, ve, st.repl[e.off:e.end2], ""
+	}
+	return vs, ve, st.src[vs:ve], ""
+}
+
+// setEdit makes src[vs:ve] read as the text appended to repl since off,
+// dropping edits inside the span, which the new text supersedes.
+func (st *applyState) setEdit(vs, ve, off int) {
+	if k := st.editAt(vs, ve); k >= 0 {
+		st.edits[k].off, st.edits[k].end2 = off, len(st.repl)
+		return
+	}
+	st.edits = slices.DeleteFunc(st.edits, func(e edit) bool { return e.start >= vs && e.end <= ve })
+	st.edits = append(st.edits, edit{start: vs, end: ve, off: off, end2: len(st.repl)})
+}
+
+// isNumber reports whether text (a valid JSON value) is a number.
+func isNumber(text []byte) bool { return text[0] == '-' || text[0] >= '0' && text[0] <= '9' }
+
+// number parses a JSON number; overflow yields ±Inf, which callers treat as
+// out of range.
+func number(text []byte) float64 {
+	f, _ := strconv.ParseFloat(string(text), 64)
+	return f
+}
+
+// ---------------------------------------------------------------------------
+// Constraints.
+
+func (st *applyState) apply(v *View, op *viewOp) error {
+	switch op.kind {
+	case opAccuracy:
+		return st.accuracy(op)
+	case opGeo:
+		return st.geo(op)
+	case opRange:
+		_, _, text, reason := st.resolve(op.path)
+		if reason != "" {
+			return withheld(op.field, reason)
+		}
+		if !isNumber(text) {
+			return withheld(op.field, "not a number")
+		}
+		if f := number(text); f < op.min || f > op.max {
+			return withheld(op.field, "outside the allowed range")
+		}
+	case opKeep, opDrop:
+		for k := range st.members {
+			m := &st.members[k]
+			if listed(op.names, st.key(st.refs[k])) == (op.kind == opDrop) {
+				m.dropped = true
+			}
+		}
+	case opPseudonymize:
+		return st.pseudonymize(v, op)
+	}
+	return nil
+}
+
+// listed reports whether name is one of names (a handful: a loop beats a
+// map and does not allocate).
+func listed(names []string, name []byte) bool {
+	for _, n := range names {
+		if n == string(name) {
+			return true
+		}
+	}
+	return false
+}
+
+// accuracy rounds a number to the nearest multiple of step, written with the
+// step's decimals so that float noise (21.400000000000002) cannot appear.
+func (st *applyState) accuracy(op *viewOp) error {
+	vs, ve, text, reason := st.resolve(op.path)
+	if reason != "" {
+		return withheld(op.field, reason)
+	}
+	if !isNumber(text) {
+		return withheld(op.field, "not a number")
+	}
+	q := math.Round(number(text) / op.step)
+	off := len(st.repl)
+	if op.units > 0 && math.Abs(q) < float64(1<<53/op.units) {
+		// Exact: q·step is the integer q·units shifted by the decimals.
+		st.repl = appendFixed(st.repl, int64(q)*op.units, op.decimals)
+	} else {
+		r := q * op.step
+		if math.IsInf(r, 0) || math.IsNaN(r) {
+			return withheld(op.field, "number out of range")
+		}
+		if r == 0 {
+			r = 0 // no "-0.0"
+		}
+		st.repl = strconv.AppendFloat(st.repl, r, 'f', op.decimals, 64)
+	}
+	st.setEdit(vs, ve, off)
+	return nil
+}
+
+// appendFixed writes n·10^-d with exactly d decimals: 214, 1 → "21.4".
+func appendFixed(dst []byte, n int64, d int) []byte {
+	if n < 0 {
+		dst = append(dst, '-')
+		n = -n
+	}
+	var buf [20]byte
+	digs := strconv.AppendInt(buf[:0], n, 10)
+	if d == 0 {
+		return append(dst, digs...)
+	}
+	if len(digs) <= d {
+		dst = append(dst, '0', '.')
+		for range d - len(digs) {
+			dst = append(dst, '0')
+		}
+		return append(dst, digs...)
+	}
+	dst = append(dst, digs[:len(digs)-d]...)
+	dst = append(dst, '.')
+	return append(dst, digs[len(digs)-d:]...)
+}
+
+// geo snaps a position to a grid of about op.meters. The longitude step is
+// derived from the coarsened latitude so that it reveals nothing the
+// coarsened latitude does not.
+func (st *applyState) geo(op *viewOp) error {
+	las, lae, lat, reason := st.resolve(op.path)
+	if reason != "" {
+		return withheld(op.field, reason)
+	}
+	los, loe, lon, reason := st.resolve(op.path2)
+	if reason != "" {
+		return withheld(op.field2, reason)
+	}
+	if !isNumber(lat) {
+		return withheld(op.field, "not a number")
+	}
+	if !isNumber(lon) {
+		return withheld(op.field2, "not a number")
+	}
+	la, lo := number(lat), number(lon)
+	if la < -90 || la > 90 {
+		return withheld(op.field, "latitude out of range")
+	}
+	if lo < -180 || lo > 180 {
+		return withheld(op.field2, "longitude out of range")
+	}
+	step := op.meters / metersPerDegree
+	la = snap(la, step, 90)
+	// Near a pole a cell spans every longitude: they all snap to 0.
+	lo2 := 0.0
+	if c := math.Cos(la * math.Pi / 180); c > 1e-9 {
+		if lstep := op.meters / (metersPerDegree * c); lstep < 360 {
+			lo2 = snap(lo, lstep, 180)
+		}
+	}
+	off := len(st.repl)
+	st.repl = appendCoord(st.repl, la)
+	st.setEdit(las, lae, off)
+	off = len(st.repl)
+	st.repl = appendCoord(st.repl, lo2)
+	st.setEdit(los, loe, off)
+	return nil
+}
+
+// snap rounds x to the nearest multiple of step within ±limit, at geo
+// precision. A step that does not divide the limit could overshoot it; the
+// limit itself is then the coarse value.
+func snap(x, step, limit float64) float64 {
+	r := math.Round(x/step) * step
+	r = math.Max(-limit, math.Min(limit, r))
+	r = math.Round(r*1e6) / 1e6
+	if r == 0 {
+		r = 0
+	}
+	return r
+}
+
+// appendCoord writes a coordinate with at most six decimals, trailing zeros
+// trimmed.
+func appendCoord(dst []byte, x float64) []byte {
+	// 'f' always writes a '.' here, so trimming zeros stops there.
+	dst = strconv.AppendFloat(dst, x, 'f', geoDecimals, 64)
+	dst = bytes.TrimRight(dst, "0")
+	return bytes.TrimSuffix(dst, []byte("."))
+}
+
+// pseudonymize replaces a value by "p_" + hex of the first 12 bytes of
+// HMAC-SHA256(key, field + "\x00" + canonical text of the value).
+func (st *applyState) pseudonymize(v *View, op *viewOp) error {
+	vs, ve, text, reason := st.resolve(op.path)
+	if reason != "" {
+		return withheld(op.field, reason)
+	}
+	if c := text[0]; (c == '{' || c == '[') && st.hasEditInside(vs, ve) {
+		// A container with rewritten members: hash what the requester
+		// would otherwise have seen, so pseudonyms follow the same order
+		// of constraints as everything else.
+		st.tmp = st.render(st.tmp[:0], vs, ve)
+		text = st.tmp
+	}
+	canon, _, err := appendCanonical(st.tmp2[:0], text, 0)
+	st.tmp2 = canon
+	if err != nil {
+		return withheld(op.field, err.Error())
+	}
+	h := v.hmacs.Get().(hash.Hash)
+	h.Reset()
+	h.Write(op.prefix)
+	h.Write(canon)
+	sum := h.Sum(st.sum[:0])
+	v.hmacs.Put(h)
+	off := len(st.repl)
+	st.repl = append(st.repl, `"p_`...)
+	st.repl = hex.AppendEncode(st.repl, sum[:pseudonymBytes])
+	st.repl = append(st.repl, '"')
+	st.setEdit(vs, ve, off)
+	return nil
+}
+
+func (st *applyState) hasEditInside(vs, ve int) bool {
+	for _, e := range st.edits {
+		if e.start >= vs && e.end <= ve {
+			return true
+		}
+	}
+	return false
+}
+
+// ---------------------------------------------------------------------------
+// Output.
+
+// sortEdits orders edits by position; there are few, so insertion sort.
+func (st *applyState) sortEdits() {
+	e := st.edits
+	for i := 1; i < len(e); i++ {
+		for j := i; j > 0 && e[j].start < e[j-1].start; j-- {
+			e[j], e[j-1] = e[j-1], e[j]
+		}
+	}
+}
+
+// emit writes the rewritten object into a fresh slice sized so that it
+// never grows: the output is at most the payload plus the replacements.
+func (st *applyState) emit() []byte {
+	st.sortEdits()
+	out := make([]byte, 0, len(st.src)+len(st.repl)+2)
+	if !st.hasWS && !slices.ContainsFunc(st.members, func(m member) bool { return m.dropped }) {
+		// Already compact and nothing removed: the payload is exactly the
+		// object, so splice the edits into it in one pass.
+		out, _ = st.appendSpan(out, 0, len(st.src), 0)
+		return out
+	}
+	out = append(out, '{')
+	first := true
+	k := 0
+	for i := range st.members {
+		m := &st.members[i]
+		if m.dropped {
+			continue
+		}
+		if !first {
+			out = append(out, ',')
+		}
+		first = false
+		out = append(out, st.src[m.keyStart:m.keyEnd]...)
+		out = append(out, ':')
+		out, k = st.appendSpan(out, m.valStart, m.valEnd, k)
+	}
+	return append(out, '}')
+}
+
+// render writes the current text of src[vs:ve], edits applied, compact.
+func (st *applyState) render(dst []byte, vs, ve int) []byte {
+	st.sortEdits()
+	dst, _ = st.appendSpan(dst, vs, ve, 0)
+	return dst
+}
+
+// appendSpan copies src[vs:ve] with the edits inside it applied, starting
+// the search at edit k (edits sorted); it returns the next edit index.
+func (st *applyState) appendSpan(dst []byte, vs, ve, k int) ([]byte, int) {
+	for k < len(st.edits) && st.edits[k].start < vs {
+		k++
+	}
+	p := vs
+	for ; k < len(st.edits) && st.edits[k].start < ve; k++ {
+		e := st.edits[k]
+		dst = st.appendCompact(dst, p, e.start)
+		dst = append(dst, st.repl[e.off:e.end2]...)
+		p = e.end
+	}
+	return st.appendCompact(dst, p, ve), k
+}
+
+// appendCompact copies src[a:b], which starts and ends outside any string,
+// without the whitespace between tokens.
+func (st *applyState) appendCompact(dst []byte, a, b int) []byte {
+	src := st.src[a:b]
+	if !st.hasWS {
+		return append(dst, src...)
+	}
+	for i := 0; i < len(src); {
+		c := src[i]
+		if c == '"' {
+			j := skipString(src, i)
+			dst = append(dst, src[i:j]...)
+			i = j
+			continue
+		}
+		if !isWS(c) {
+			dst = append(dst, c)
+		}
+		i++
+	}
+	return dst
+}
+
+// ---------------------------------------------------------------------------
+// Canonical text, the input of pseudonyms. It is part of the output format:
+// equal JSON values must hash alike however a device happens to write them.
+//
+//   - strings: decoded and re-encoded with only '"', '\\' and control
+//     characters escaped (\b \f \n \r \t, others \u00xx), UTF-8 as is;
+//   - numbers: the exact decimal value as [-]digits[e<exp>], with no leading
+//     or trailing zeros in digits: 1000, 1e3 and 1000.0 all read "1e3",
+//     40.20 reads "402e-1", -0 and 0.0 read "0";
+//   - true, false, null as they are;
+//   - arrays: elements in order; objects: members sorted by the bytes of
+//     their decoded keys; both compact.
+
+// appendCanonical appends the canonical text of the valid value at b[i] and
+// returns the index after it.
+func appendCanonical(dst, b []byte, i int) ([]byte, int, error) {
+	i = skipWS(b, i)
+	switch c := b[i]; {
+	case c == '"':
+		j := skipString(b, i)
+		return appendCanonicalString(dst, b[i:j]), j, nil
+	case c == '[':
+		dst = append(dst, '[')
+		i = skipWS(b, i+1)
+		for n := 0; b[i] != ']'; n++ {
+			if n > 0 {
+				dst = append(dst, ',')
+				i = skipWS(b, i+1) // ','
+			}
+			var err error
+			if dst, i, err = appendCanonical(dst, b, i); err != nil {
+				return dst, i, err
+			}
+			i = skipWS(b, i)
+		}
+		return append(dst, ']'), i + 1, nil
+	case c == '{':
+		type kv struct {
+			key []byte
+			val int
+		}
+		var kvs []kv
+		i = skipWS(b, i+1)
+		for b[i] != '}' {
+			if b[i] == ',' {
+				i = skipWS(b, i+1)
+			}
+			j, key, esc, _ := scanString(b, i, nil, true)
+			if !esc {
+				key = b[i+1 : j-1]
+			}
+			i = skipWS(b, j)
+			i = skipWS(b, i+1) // ':'
+			kvs = append(kvs, kv{key, i})
+			i = skipWS(b, skipValue(b, i))
+		}
+		end := i + 1
+		slices.SortFunc(kvs, func(x, y kv) int { return bytes.Compare(x.key, y.key) })
+		dst = append(dst, '{')
+		for n, m := range kvs {
+			if n > 0 {
+				dst = append(dst, ',')
+			}
+			dst = appendCanonicalKey(dst, m.key)
+			dst = append(dst, ':')
+			var err error
+			if dst, _, err = appendCanonical(dst, b, m.val); err != nil {
+				return dst, end, err
+			}
+		}
+		return append(dst, '}'), end, nil
+	case c == '-' || c >= '0' && c <= '9':
+		j := skipValue(b, i)
+		dst, err := appendCanonicalNumber(dst, b[i:j])
+		return dst, j, err
+	}
+	j := skipValue(b, i) // true, false, null
+	return append(dst, b[i:j]...), j, nil
+}
+
+// appendCanonicalString re-encodes the valid string token s.
+func appendCanonicalString(dst, s []byte) []byte {
+	if bytes.IndexByte(s, '\\') < 0 {
+		return append(dst, s...) // nothing to decode, nothing to escape
+	}
+	_, dec, _, _ := scanString(s, 0, nil, true)
+	return appendCanonicalKey(dst, dec)
+}
+
+// appendCanonicalKey encodes decoded string bytes canonically.
+func appendCanonicalKey(dst, s []byte) []byte {
+	const hexDigits = "0123456789abcdef"
+	dst = append(dst, '"')
+	for _, c := range s {
+		switch {
+		case c == '"' || c == '\\':
+			dst = append(dst, '\\', c)
+		case c == '\b':
+			dst = append(dst, '\\', 'b')
+		case c == '\f':
+			dst = append(dst, '\\', 'f')
+		case c == '\n':
+			dst = append(dst, '\\', 'n')
+		case c == '\r':
+			dst = append(dst, '\\', 'r')
+		case c == '\t':
+			dst = append(dst, '\\', 't')
+		case c < 0x20:
+			dst = append(dst, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&15])
+		default:
+			dst = append(dst, c)
+		}
+	}
+	return append(dst, '"')
+}
+
+// appendCanonicalNumber writes the exact decimal value of the valid number
+// token s as [-]digits[e<exp>]. An exponent beyond ±10^15 is refused rather
+// than computed in big integers: no reading carries one.
+func appendCanonicalNumber(dst, s []byte) ([]byte, error) {
+	neg := s[0] == '-'
+	if neg {
+		s = s[1:]
+	}
+	mant := s
+	var exp int64
+	if k := bytes.IndexAny(s, "eE"); k >= 0 {
+		mant = s[:k]
+		e := s[k+1:]
+		eneg := e[0] == '-'
+		if e[0] == '-' || e[0] == '+' {
+			e = e[1:]
+		}
+		e = bytes.TrimLeft(e, "0")
+		if len(e) > 15 {
+			return dst, errors.New("number out of range")
+		}
+		for _, c := range e {
+			exp = exp*10 + int64(c-'0')
+		}
+		if eneg {
+			exp = -exp
+		}
+	}
+	intPart, frac := mant, []byte(nil)
+	if k := bytes.IndexByte(mant, '.'); k >= 0 {
+		intPart, frac = mant[:k], mant[k+1:]
+	}
+	exp -= int64(len(frac))
+	// The significant digits: integer and fraction digits together, without
+	// leading zeros, trailing zeros moved into the exponent.
+	start := len(dst)
+	if neg {
+		dst = append(dst, '-')
+	}
+	ds := len(dst)
+	dst = append(dst, intPart...)
+	dst = append(dst, frac...)
+	digs := bytes.TrimLeft(dst[ds:], "0")
+	n := len(digs)
+	digs = bytes.TrimRight(digs, "0")
+	exp += int64(n - len(digs))
+	if len(digs) == 0 {
+		return append(dst[:start], '0'), nil
+	}
+	dst = append(dst[:ds], digs...) // moves left within dst: append copies like memmove
+	if exp != 0 {
+		dst = append(dst, 'e')
+		dst = strconv.AppendInt(dst, exp, 10)
+	}
+	return dst, nil
 }
