@@ -1,0 +1,289 @@
+package hooks
+
+import (
+	"bytes"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"net"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/alexedwards/argon2id"
+	"github.com/golang-jwt/jwt/v5"
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/packets"
+	"github.com/rs/zerolog"
+	"github.com/veil-iot/veil/policies"
+)
+
+// Credentials holds the argon2id hashes of users' passwords and things'
+// secrets, keyed "user:{name}" and "thing:{id}". It remembers successful
+// verifications by a keyed digest (never the secret itself) so reconnect
+// storms do not pay argon2id every time.
+type Credentials struct {
+	mu       sync.RWMutex
+	hashes   map[string]string
+	verified map[[32]byte]string // digest(key, secret) → hash it matched
+	key      [32]byte
+}
+
+// NewCredentials returns an empty store.
+func NewCredentials() *Credentials {
+	c := &Credentials{hashes: map[string]string{}, verified: map[[32]byte]string{}}
+	_, _ = rand.Read(c.key[:])
+	return c
+}
+
+// Set stores principal's hash (a PHC argon2id string).
+func (c *Credentials) Set(principal, hash string) {
+	c.mu.Lock()
+	c.hashes[principal] = hash
+	c.mu.Unlock()
+}
+
+// Delete forgets principal's hash.
+func (c *Credentials) Delete(principal string) {
+	c.mu.Lock()
+	delete(c.hashes, principal)
+	c.mu.Unlock()
+}
+
+// Load replaces all hashes.
+func (c *Credentials) Load(hashes map[string]string) {
+	c.mu.Lock()
+	c.hashes = make(map[string]string, len(hashes))
+	for k, v := range hashes {
+		c.hashes[k] = v
+	}
+	c.verified = map[[32]byte]string{}
+	c.mu.Unlock()
+}
+
+func (c *Credentials) digest(principal string, secret []byte) [32]byte {
+	m := hmac.New(sha256.New, c.key[:])
+	m.Write([]byte(principal))
+	m.Write([]byte{0})
+	m.Write(secret)
+	var d [32]byte
+	copy(d[:], m.Sum(nil))
+	return d
+}
+
+// Verify reports whether secret matches principal's stored hash.
+func (c *Credentials) Verify(principal string, secret []byte) bool {
+	c.mu.RLock()
+	hash, ok := c.hashes[principal]
+	c.mu.RUnlock()
+	if !ok || len(secret) == 0 {
+		return false
+	}
+	d := c.digest(principal, secret)
+	c.mu.RLock()
+	seen, hit := c.verified[d]
+	c.mu.RUnlock()
+	if hit && seen == hash {
+		return true
+	}
+	match, err := argon2id.ComparePasswordAndHash(string(secret), hash)
+	if err != nil || !match {
+		return false
+	}
+	c.mu.Lock()
+	if len(c.verified) > 100_000 {
+		c.verified = map[[32]byte]string{}
+	}
+	c.verified[d] = hash
+	c.mu.Unlock()
+	return true
+}
+
+// FailureLimiter refuses logins from a remote address after too many
+// failures in a window, without even checking the credentials.
+type FailureLimiter struct {
+	Max    int
+	Window time.Duration
+	clock  policies.Clock
+
+	mu    sync.Mutex
+	fails map[string][]time.Time
+}
+
+// NewFailureLimiter allows max failures per address within window.
+func NewFailureLimiter(max int, window time.Duration, clock policies.Clock) *FailureLimiter {
+	if clock == nil {
+		clock = policies.SystemClock{}
+	}
+	return &FailureLimiter{Max: max, Window: window, clock: clock, fails: map[string][]time.Time{}}
+}
+
+func (l *FailureLimiter) recent(addr string, now time.Time) []time.Time {
+	list := l.fails[addr]
+	i := 0
+	for i < len(list) && now.Sub(list[i]) > l.Window {
+		i++
+	}
+	return list[i:]
+}
+
+// Blocked reports whether addr has used up its failures.
+func (l *FailureLimiter) Blocked(addr string) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	now := l.clock.Now()
+	list := l.recent(addr, now)
+	if len(list) == 0 {
+		delete(l.fails, addr)
+	} else {
+		l.fails[addr] = list
+	}
+	return len(list) >= l.Max
+}
+
+// Fail records a failure from addr.
+func (l *FailureLimiter) Fail(addr string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	now := l.clock.Now()
+	l.fails[addr] = append(l.recent(addr, now), now)
+	if len(l.fails) > 100_000 { // a flood of addresses: start over rather than grow without bound
+		l.fails = map[string][]time.Time{addr: {now}}
+	}
+}
+
+// JWTConfig verifies bearer tokens sent as the password: signed by Key
+// (an HMAC secret []byte, or a crypto.PublicKey), issued by Issuer, subject
+// equal to the username, not expired.
+type JWTConfig struct {
+	Issuer string
+	Key    any
+}
+
+// Authenticator is the authentication hook.
+type Authenticator struct {
+	mqtt.HookBase
+	engine   *policies.Engine
+	creds    *Credentials
+	sessions *Sessions
+	server   *mqtt.Server
+	limiter  *FailureLimiter
+	jwt      *JWTConfig
+	log      zerolog.Logger
+	metrics  *Metrics
+}
+
+// AuthConfig wires an Authenticator.
+type AuthConfig struct {
+	Engine      *policies.Engine
+	Credentials *Credentials
+	Sessions    *Sessions
+	Server      *mqtt.Server
+	Limiter     *FailureLimiter // nil: 10 failures per minute per address
+	JWT         *JWTConfig      // nil: no bearer tokens
+	Log         zerolog.Logger
+	Metrics     *Metrics
+}
+
+// NewAuthenticator returns the hook.
+func NewAuthenticator(c AuthConfig) *Authenticator {
+	if c.Limiter == nil {
+		c.Limiter = NewFailureLimiter(10, time.Minute, nil)
+	}
+	return &Authenticator{engine: c.Engine, creds: c.Credentials, sessions: c.Sessions, server: c.Server,
+		limiter: c.Limiter, jwt: c.JWT, log: c.Log, metrics: c.Metrics}
+}
+
+// ID names the hook.
+func (a *Authenticator) ID() string { return "veil-auth" }
+
+// Provides lists the events handled.
+func (a *Authenticator) Provides(b byte) bool { return b == mqtt.OnConnectAuthenticate }
+
+// OnConnectAuthenticate checks the credentials and binds the connection to
+// its principal. The log names the client and the reason, never a secret.
+func (a *Authenticator) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
+	addr := remoteHost(cl.Net.Remote)
+	p, admin, reason := a.authenticate(cl, pk, addr)
+	if reason != "" {
+		if reason != "rate-limited" {
+			a.limiter.Fail(addr)
+		}
+		a.log.Info().Str("client", cl.ID).Str("user", string(pk.Connect.Username)).Str("remote", cl.Net.Remote).
+			Str("reason", reason).Msg("connection refused")
+		if a.metrics != nil {
+			a.metrics.count("auth_refused")
+		}
+		return false
+	}
+	a.sessions.put(cl, newSession(p, admin, userProperty(pk.Properties.User, PurposeProperty)))
+	a.log.Debug().Str("client", cl.ID).Str("principal", p.String()).Msg("connected")
+	return true
+}
+
+func (a *Authenticator) authenticate(cl *mqtt.Client, pk packets.Packet, addr string) (policies.Principal, bool, string) {
+	name := string(pk.Connect.Username)
+	if name == "" {
+		return policies.Principal{}, false, "anonymous"
+	}
+	if a.limiter.Blocked(addr) {
+		return policies.Principal{}, false, "rate-limited"
+	}
+	if cl.Net.Inline {
+		return policies.Principal{}, false, "inline"
+	}
+	// A thing connects with client id = username = its id.
+	if _, isThing := a.engine.Thing(name); isThing {
+		if cl.ID != name {
+			return policies.Principal{}, false, "thing-client-id-mismatch"
+		}
+		if !a.creds.Verify("thing:"+name, pk.Connect.Password) {
+			return policies.Principal{}, false, "bad-secret"
+		}
+		return policies.ThingPrincipal(name), false, ""
+	}
+	// Nobody else may take a thing's client id (it would take over its session).
+	if _, ok := a.engine.Thing(cl.ID); ok {
+		return policies.Principal{}, false, "client-id-is-a-thing"
+	}
+	u, ok := a.engine.User(name)
+	if !ok {
+		return policies.Principal{}, false, "unknown-user"
+	}
+	if !a.userSecretOK(name, pk.Connect.Password) {
+		return policies.Principal{}, false, "bad-password"
+	}
+	// A client id belongs to one principal while its session exists.
+	if a.server != nil {
+		if existing, ok := a.server.Clients.Get(cl.ID); ok && !bytes.Equal(existing.Properties.Username, pk.Connect.Username) {
+			return policies.Principal{}, false, "client-id-owned-by-another-user"
+		}
+	}
+	return policies.UserPrincipal(name), u.Admin, ""
+}
+
+func (a *Authenticator) userSecretOK(name string, password []byte) bool {
+	if a.jwt != nil && looksLikeJWT(password) {
+		return a.verifyJWT(name, string(password))
+	}
+	return a.creds.Verify("user:"+name, password)
+}
+
+func looksLikeJWT(b []byte) bool {
+	return bytes.HasPrefix(b, []byte("eyJ")) && bytes.Count(b, []byte(".")) == 2
+}
+
+func (a *Authenticator) verifyJWT(name, token string) bool {
+	claims := jwt.RegisteredClaims{}
+	_, err := jwt.ParseWithClaims(token, &claims, func(t *jwt.Token) (any, error) { return a.jwt.Key, nil },
+		jwt.WithIssuer(a.jwt.Issuer), jwt.WithSubject(name), jwt.WithExpirationRequired(),
+		jwt.WithValidMethods([]string{"HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "ES256", "ES384", "ES512", "EdDSA"}))
+	return err == nil
+}
+
+func remoteHost(remote string) string {
+	if h, _, err := net.SplitHostPort(remote); err == nil {
+		return h
+	}
+	return strings.TrimSpace(remote)
+}

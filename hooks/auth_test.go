@@ -1,0 +1,133 @@
+package hooks_test
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/eclipse/paho.golang/paho"
+	"github.com/golang-jwt/jwt/v5"
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/listeners"
+	"github.com/rs/zerolog"
+
+	"github.com/veil-iot/veil/hooks"
+)
+
+type stepClock struct{ ns atomic.Int64 }
+
+func (c *stepClock) Now() time.Time      { return time.Unix(0, c.ns.Load()) }
+func (c *stepClock) Add(d time.Duration) { c.ns.Add(int64(d)) }
+
+func TestFailureLimiter(t *testing.T) {
+	clock := &stepClock{}
+	clock.ns.Store(time.Date(2026, 11, 25, 20, 0, 0, 0, time.UTC).UnixNano())
+	l := hooks.NewFailureLimiter(3, time.Minute, clock)
+	for i := range 3 {
+		if l.Blocked("10.0.0.1") {
+			t.Fatalf("blocked after %d failures", i)
+		}
+		l.Fail("10.0.0.1")
+	}
+	if !l.Blocked("10.0.0.1") {
+		t.Fatal("not blocked after 3 failures")
+	}
+	if l.Blocked("10.0.0.2") {
+		t.Fatal("another address is blocked")
+	}
+	clock.Add(time.Minute + time.Second)
+	if l.Blocked("10.0.0.1") {
+		t.Fatal("still blocked after the window")
+	}
+}
+
+func TestCredentialsVerify(t *testing.T) {
+	_, creds := household(t)
+	tests := []struct {
+		principal, secret string
+		want              bool
+	}{
+		{"user:an", "an", true},
+		{"user:an", "an", true}, // second time from the verified cache
+		{"user:an", "AN", false},
+		{"user:an", "", false},
+		{"user:nobody", "an", false},
+		{"thing:thermo-1", "thermo-1", true},
+		{"thing:thermo-1", "an", false},
+	}
+	for _, tc := range tests {
+		if got := creds.Verify(tc.principal, []byte(tc.secret)); got != tc.want {
+			t.Fatalf("Verify(%s, %q) = %v", tc.principal, tc.secret, got)
+		}
+	}
+	// A changed hash invalidates the remembered verification.
+	creds.Set("user:an", "$argon2id$v=19$m=8192,t=1,p=1$c2FsdHNhbHRzYWx0$aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaGhhc2g")
+	if creds.Verify("user:an", []byte("an")) {
+		t.Fatal("old password accepted after the hash changed")
+	}
+}
+
+func TestJWTBearerTokens(t *testing.T) {
+	pub, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, creds := household(t)
+	srv := mqtt.New(&mqtt.Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	sessions := &hooks.Sessions{}
+	must(t, srv.AddHook(hooks.NewAuthenticator(hooks.AuthConfig{Engine: e, Credentials: creds, Sessions: sessions, Server: srv,
+		JWT: &hooks.JWTConfig{Issuer: "https://id.example", Key: pub}, Log: zerolog.Nop(),
+		Limiter: hooks.NewFailureLimiter(1000, time.Minute, nil)}), nil))
+	l := listeners.NewTCP(listeners.Config{ID: "t", Address: "127.0.0.1:0"})
+	must(t, srv.AddListener(l))
+	must(t, srv.Serve())
+	t.Cleanup(func() { _ = srv.Close() })
+
+	sign := func(claims jwt.RegisteredClaims, key any, method jwt.SigningMethod) string {
+		s, err := jwt.NewWithClaims(method, claims).SignedString(key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	valid := jwt.RegisteredClaims{Issuer: "https://id.example", Subject: "doctor", ExpiresAt: jwt.NewNumericDate(time.Now().Add(time.Hour))}
+	_, otherPriv, _ := ed25519.GenerateKey(rand.Reader)
+	tests := []struct {
+		name  string
+		user  string
+		token string
+		ok    bool
+	}{
+		{"valid", "doctor", sign(valid, priv, jwt.SigningMethodEdDSA), true},
+		{"other subject", "an", sign(valid, priv, jwt.SigningMethodEdDSA), false},
+		{"wrong issuer", "doctor", sign(jwt.RegisteredClaims{Issuer: "evil", Subject: "doctor", ExpiresAt: valid.ExpiresAt}, priv, jwt.SigningMethodEdDSA), false},
+		{"expired", "doctor", sign(jwt.RegisteredClaims{Issuer: valid.Issuer, Subject: "doctor", ExpiresAt: jwt.NewNumericDate(time.Now().Add(-time.Minute))}, priv, jwt.SigningMethodEdDSA), false},
+		{"no expiry", "doctor", sign(jwt.RegisteredClaims{Issuer: valid.Issuer, Subject: "doctor"}, priv, jwt.SigningMethodEdDSA), false},
+		{"other key", "doctor", sign(valid, otherPriv, jwt.SigningMethodEdDSA), false},
+		{"hmac with the public key (alg confusion)", "doctor", sign(valid, []byte(pub), jwt.SigningMethodHS256), false},
+	}
+	for i, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			conn, err := net.Dial("tcp", l.Address())
+			must(t, err)
+			pc := paho.NewClient(paho.ClientConfig{Conn: conn})
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			_, err = pc.Connect(ctx, &paho.Connect{ClientID: fmt.Sprintf("jwt-%d", i), Username: tc.user, UsernameFlag: true,
+				Password: []byte(tc.token), PasswordFlag: true, CleanStart: true})
+			if (err == nil) != tc.ok {
+				t.Fatalf("connect err = %v, want ok=%v", err, tc.ok)
+			}
+			if err == nil {
+				_ = pc.Disconnect(&paho.Disconnect{})
+			}
+		})
+	}
+}

@@ -1,0 +1,453 @@
+package hooks
+
+import (
+	"bytes"
+	"errors"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/packets"
+	"github.com/rs/zerolog"
+	"github.com/veil-iot/veil/policies"
+)
+
+// PurposeProperty is the MQTT v5 user property a subscriber declares its
+// purpose with, on SUBSCRIBE or CONNECT.
+const PurposeProperty = "purpose"
+
+// droppedWillTopic is where a will goes whose publish right was revoked
+// after CONNECT: no principal may subscribe under $veil/, so it reaches nobody.
+const droppedWillTopic = "$veil/dropped-will"
+
+// Enforcer is the authorisation hook: every publish, subscribe filter and
+// delivery is decided by the policy engine, and every delivered payload is
+// rewritten for its subscriber.
+type Enforcer struct {
+	mqtt.HookBase
+	engine   *policies.Engine
+	sessions *Sessions
+	server   *mqtt.Server
+	clock    policies.Clock
+	live     *LiveValues
+	views    *renderings
+	log      zerolog.Logger
+	metrics  *Metrics
+
+	fanouts sync.Map // topic → *fanout: the message being fanned out right now
+}
+
+// fanout is a message during its synchronous fan-out in the publisher's goroutine.
+type fanout struct {
+	payload []byte
+}
+
+// EnforcerConfig wires an Enforcer.
+type EnforcerConfig struct {
+	Engine   *policies.Engine
+	Sessions *Sessions
+	Server   *mqtt.Server
+	Clock    policies.Clock // nil: wall clock
+	Live     *LiveValues    // nil: no live-data context is recorded
+	Log      zerolog.Logger
+	Metrics  *Metrics // nil: not counted
+}
+
+// NewEnforcer returns the hook; add it to the server after the authenticator.
+func NewEnforcer(c EnforcerConfig) *Enforcer {
+	if c.Clock == nil {
+		c.Clock = policies.SystemClock{}
+	}
+	return &Enforcer{engine: c.Engine, sessions: c.Sessions, server: c.Server, clock: c.Clock, live: c.Live,
+		views: newRenderings(4096), log: c.Log, metrics: c.Metrics}
+}
+
+// ID names the hook.
+func (h *Enforcer) ID() string { return "veil-enforcer" }
+
+// Provides lists the events the enforcer handles.
+func (h *Enforcer) Provides(b byte) bool {
+	return bytes.Contains([]byte{
+		mqtt.OnConnect, mqtt.OnACLCheck, mqtt.OnSubscribe, mqtt.OnSubscribed, mqtt.OnUnsubscribed,
+		mqtt.OnPublish, mqtt.OnPublished, mqtt.OnPacketEncode, mqtt.OnSessionEstablish,
+		mqtt.OnDisconnect, mqtt.OnClientExpired, mqtt.OnWill,
+	}, []byte{b})
+}
+
+// session returns the client's session; a session restored from storage
+// after a restart (authenticated before it) is re-created from its username.
+func (h *Enforcer) session(cl *mqtt.Client) *session {
+	if s := h.sessions.get(cl); s != nil {
+		return s
+	}
+	if cl.Net.Inline || len(cl.Properties.Username) == 0 {
+		return nil
+	}
+	name := string(cl.Properties.Username)
+	var s *session
+	if _, ok := h.engine.Thing(name); ok && cl.ID == name {
+		s = newSession(policies.ThingPrincipal(name), false, "")
+	} else if u, ok := h.engine.User(name); ok {
+		s = newSession(policies.UserPrincipal(name), u.Admin, "")
+	} else {
+		return nil
+	}
+	h.sessions.put(cl, s)
+	return s
+}
+
+// OnConnect refuses a will the client may not publish, and switches off
+// outbound topic aliases so every delivery carries its topic.
+func (h *Enforcer) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
+	cl.Properties.Props.TopicAliasMaximum = 0
+	if pk.Connect.WillFlag {
+		p, ok := claimedPrincipal(h.engine, cl, pk)
+		if !ok || !h.mayWrite(p, pk.Connect.WillTopic) {
+			h.count("will_refused")
+			_ = h.server.SendConnack(cl, packets.ErrNotAuthorized, false, nil)
+			return packets.ErrNotAuthorized
+		}
+	}
+	return nil
+}
+
+// OnWill re-checks the will when it is sent: rights may have been revoked
+// since CONNECT. A refused will is sent where nobody can receive it (mochi
+// offers no way to cancel it here).
+func (h *Enforcer) OnWill(cl *mqtt.Client, will mqtt.Will) (mqtt.Will, error) {
+	s := h.session(cl)
+	if s == nil || !h.mayWrite(s.principal, will.TopicName) {
+		h.count("will_refused")
+		will.TopicName, will.Retain, will.Payload = droppedWillTopic, false, nil
+	}
+	return will, nil
+}
+
+// claimedPrincipal is who a CONNECT says it is (authentication follows).
+func claimedPrincipal(e *policies.Engine, cl *mqtt.Client, pk packets.Packet) (policies.Principal, bool) {
+	name := string(pk.Connect.Username)
+	if name == "" {
+		return policies.Principal{}, false
+	}
+	if _, ok := e.Thing(name); ok && cl.ID == name {
+		return policies.ThingPrincipal(name), true
+	}
+	return policies.UserPrincipal(name), true
+}
+
+// mayWrite decides a publish by p to topic.
+func (h *Enforcer) mayWrite(p policies.Principal, topic string) bool {
+	res, ok := policies.ParseTopic(topic)
+	if !ok {
+		return false
+	}
+	act := policies.ActPublish
+	if res.Kind == policies.ResCommand {
+		act = policies.ActCommand
+	}
+	return h.engine.Decide(policies.Request{Principal: p, Topic: topic, Action: act}).Allowed()
+}
+
+// OnACLCheck decides publishes (write), subscribe filters and deliveries.
+func (h *Enforcer) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
+	if cl.Net.Inline {
+		return write // the broker's own publishes; inline subscriptions are never used for data
+	}
+	s := h.session(cl)
+	if s == nil {
+		return false
+	}
+	if write {
+		ok := h.mayWrite(s.principal, topic)
+		if !ok {
+			h.count("publish_denied")
+		}
+		return ok
+	}
+	if purpose, ok := s.subscribing(topic); ok {
+		return h.maySubscribe(cl, s, topic, purpose)
+	}
+	return h.mayDeliver(cl, s, topic)
+}
+
+// maySubscribe decides one SUBSCRIBE filter.
+func (h *Enforcer) maySubscribe(cl *mqtt.Client, s *session, filter, purpose string) bool {
+	f, shared := stripShare(filter)
+	if f == "" {
+		return false
+	}
+	switch {
+	case strings.HasPrefix(f, "$SYS"):
+		return s.admin && !shared
+	case strings.HasPrefix(f, "$config/replies/"):
+		own := "$config/replies/" + cl.ID
+		return f == own || strings.HasPrefix(f, own+"/")
+	case strings.HasPrefix(f, "$"):
+		return false
+	}
+	if purpose == "" {
+		purpose = s.purpose
+	}
+	d := h.engine.MaySubscribe(s.principal, f, purpose)
+	if !d.Allowed() {
+		h.count("subscribe_denied")
+	}
+	return d.Allowed()
+}
+
+// decideRead finds the decision for a delivery to s on topic, trying each
+// purpose the client declared for it.
+func (h *Enforcer) decideRead(s *session, topic string) policies.Decision {
+	var buf [4]string
+	var d policies.Decision
+	for _, purpose := range s.purposes(topic, buf[:0]) {
+		d = h.engine.Decide(policies.Request{Principal: s.principal, Topic: topic, Action: policies.ActRead, Purpose: purpose})
+		if d.Allowed() {
+			return d
+		}
+	}
+	return d
+}
+
+// mayDeliver decides one delivery, including the verdicts that depend on
+// the payload (withheld by a constraint) and the subscriber's rate.
+func (h *Enforcer) mayDeliver(cl *mqtt.Client, s *session, topic string) bool {
+	if strings.HasPrefix(topic, "$") {
+		switch {
+		case strings.HasPrefix(topic, "$SYS"):
+			return s.admin
+		case strings.HasPrefix(topic, "$config/replies/"):
+			rest := topic[len("$config/replies/"):]
+			return rest == cl.ID || strings.HasPrefix(rest, cl.ID+"/")
+		}
+		return false
+	}
+	d := h.decideRead(s, topic)
+	if !d.Allowed() {
+		h.count("delivery_denied")
+		return false
+	}
+	if d.View == nil {
+		return true
+	}
+	// Without the payload at hand, OnPacketEncode judges the real one.
+	if payload, ok := h.currentPayload(topic); ok {
+		if _, err := h.views.render(d.View, topic, payload); err != nil {
+			h.count("delivery_withheld")
+			return false
+		}
+	}
+	if r := d.View.Rate(); r > 0 && !s.allowRate(topic, r, h.clock.Now()) {
+		h.count("delivery_rate_limited")
+		return false
+	}
+	return true
+}
+
+// currentPayload is the message being fanned out on topic (set in OnPublish),
+// or else the retained message a new subscription is being sent.
+func (h *Enforcer) currentPayload(topic string) ([]byte, bool) {
+	if f, ok := h.fanouts.Load(topic); ok {
+		return f.(*fanout).payload, true
+	}
+	if h.server == nil {
+		return nil, false
+	}
+	if pk, ok := h.server.Topics.Retained.Get(topic); ok {
+		return pk.Payload, true
+	}
+	return nil, false
+}
+
+// OnSubscribe notes the filters being subscribed and their purposes, so
+// that OnACLCheck can tell a filter check from a delivery.
+func (h *Enforcer) OnSubscribe(cl *mqtt.Client, pk packets.Packet) packets.Packet {
+	s := h.session(cl)
+	if s == nil {
+		return pk
+	}
+	purpose := userProperty(pk.Properties.User, PurposeProperty)
+	s.mu.Lock()
+	s.pending = make(map[string]string, len(pk.Filters))
+	for _, f := range pk.Filters {
+		s.pending[f.Filter] = purpose
+	}
+	s.mu.Unlock()
+	return pk
+}
+
+// OnSubscribed records the granted filters with their purposes.
+func (h *Enforcer) OnSubscribed(cl *mqtt.Client, pk packets.Packet, codes []byte) {
+	s := h.session(cl)
+	if s == nil {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for i, f := range pk.Filters {
+		if i < len(codes) && codes[i] <= packets.CodeGrantedQos2.Code {
+			filter, _ := stripShare(f.Filter)
+			s.subs[filter] = s.pending[f.Filter]
+		}
+	}
+	s.pending = nil
+}
+
+// OnUnsubscribed forgets the filters.
+func (h *Enforcer) OnUnsubscribed(cl *mqtt.Client, pk packets.Packet) {
+	s := h.session(cl)
+	if s == nil {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, f := range pk.Filters {
+		filter, _ := stripShare(f.Filter)
+		delete(s.subs, filter)
+	}
+}
+
+// OnPublish re-checks the topic after inbound alias resolution (mochi checks
+// the ACL before it resolves an alias) and keeps the message for the
+// per-recipient decisions of its fan-out.
+func (h *Enforcer) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
+	if cl.Net.Inline {
+		return pk, nil
+	}
+	if pk.Properties.TopicAliasFlag {
+		s := h.session(cl)
+		if s == nil || !h.mayWrite(s.principal, pk.TopicName) {
+			h.count("publish_denied")
+			return pk, packets.ErrRejectPacket
+		}
+	}
+	if res, ok := policies.ParseTopic(pk.TopicName); ok && res.Kind == policies.ResData && h.live != nil {
+		h.live.Observe(res.Thing, res.Name, pk.Payload)
+	}
+	h.fanouts.Store(pk.TopicName, &fanout{payload: pk.Payload})
+	return pk, nil
+}
+
+// OnPublished ends the fan-out.
+func (h *Enforcer) OnPublished(cl *mqtt.Client, pk packets.Packet) {
+	h.fanouts.Delete(pk.TopicName)
+}
+
+// errDropped marks a packet OnPacketEncode refused to write.
+var errDropped = errors.New("veil: delivery refused at encode")
+
+// OnPacketEncode rewrites each outgoing PUBLISH for its subscriber into a
+// fresh slice, and refuses (as an unencodable packet, so nothing is
+// written) one whose decision is now deny or whose payload is withheld.
+func (h *Enforcer) OnPacketEncode(cl *mqtt.Client, pk packets.Packet) packets.Packet {
+	if pk.FixedHeader.Type != packets.Publish || cl.Net.Inline || strings.HasPrefix(pk.TopicName, "$") {
+		return pk
+	}
+	s := h.session(cl)
+	if s == nil {
+		return h.drop(cl, pk)
+	}
+	d := h.decideRead(s, pk.TopicName)
+	if !d.Allowed() {
+		return h.drop(cl, pk)
+	}
+	if d.View == nil || !d.View.Rewrites() {
+		return pk
+	}
+	out, err := h.views.render(d.View, pk.TopicName, pk.Payload)
+	if err != nil {
+		return h.drop(cl, pk)
+	}
+	pk.Payload = out
+	return pk
+}
+
+// drop turns pk into a packet mochi cannot encode, so WritePacket writes
+// nothing, and forgets it as inflight so it is never resent.
+func (h *Enforcer) drop(cl *mqtt.Client, pk packets.Packet) packets.Packet {
+	h.count("encode_dropped")
+	if pk.FixedHeader.Qos > 0 {
+		cl.State.Inflight.Delete(pk.PacketID)
+	}
+	pk.FixedHeader.Type = packets.Reserved
+	pk.Payload = nil
+	return pk
+}
+
+// OnSessionEstablish prunes what a taken-over session would resend: inflight
+// messages the (possibly changed) rights no longer allow.
+func (h *Enforcer) OnSessionEstablish(cl *mqtt.Client, pk packets.Packet) {
+	if h.server == nil {
+		return
+	}
+	existing, ok := h.server.Clients.Get(cl.ID)
+	if !ok || existing == cl {
+		return
+	}
+	s := h.session(cl)
+	old := h.sessions.get(existing)
+	for _, m := range existing.State.Inflight.GetAll(false) {
+		if m.FixedHeader.Type != packets.Publish {
+			continue
+		}
+		if s == nil || !h.decideRead(s, m.TopicName).Allowed() {
+			existing.State.Inflight.Delete(m.PacketID)
+			h.count("inflight_pruned")
+		}
+	}
+	if old != nil && s != nil && !pk.Connect.Clean {
+		old.mu.Lock()
+		for f, p := range old.subs {
+			s.subs[f] = p
+		}
+		old.mu.Unlock()
+	}
+}
+
+// OnDisconnect forgets a session that ends with its connection.
+func (h *Enforcer) OnDisconnect(cl *mqtt.Client, err error, expire bool) {
+	if expire {
+		h.sessions.drop(cl)
+	}
+}
+
+// OnClientExpired forgets an expired persistent session.
+func (h *Enforcer) OnClientExpired(cl *mqtt.Client) { h.sessions.drop(cl) }
+
+func (h *Enforcer) count(what string) {
+	if h.metrics != nil {
+		h.metrics.count(what)
+	}
+}
+
+// Metrics counts enforcement outcomes (exported by the broker to Prometheus).
+type Metrics struct {
+	mu     sync.Mutex
+	counts map[string]*atomic.Int64
+}
+
+// NewMetrics returns empty counters.
+func NewMetrics() *Metrics { return &Metrics{counts: map[string]*atomic.Int64{}} }
+
+func (m *Metrics) count(what string) {
+	m.mu.Lock()
+	c := m.counts[what]
+	if c == nil {
+		c = &atomic.Int64{}
+		m.counts[what] = c
+	}
+	m.mu.Unlock()
+	c.Add(1)
+}
+
+// Snapshot returns the current counts.
+func (m *Metrics) Snapshot() map[string]int64 {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := make(map[string]int64, len(m.counts))
+	for k, c := range m.counts {
+		out[k] = c.Load()
+	}
+	return out
+}
