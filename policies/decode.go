@@ -979,10 +979,13 @@ func (w *walker) constraint(path string, v any) (Constraint, bool) {
 		return c, false
 	}
 
+	// field is a dotted path into the payload (lat, lon and field).
 	field := func(key string) string {
 		if x, ok := w.required(path, o, key); ok {
-			s, _ := w.nonEmptyStr(keyPath(path, key), x)
-			return s
+			if s, ok := w.nonEmptyStr(keyPath(path, key), x); ok {
+				w.fieldPath(keyPath(path, key), s)
+				return s
+			}
 		}
 		return ""
 	}
@@ -1006,9 +1009,17 @@ func (w *walker) constraint(path string, v any) (Constraint, bool) {
 	case ConstraintAccuracy:
 		c.Field = field("field")
 		c.Step = positive("step")
+		// NewView's rule: a finer step is a typo or a float artefact
+		// (0.1+0.2 = 0.30000000000000004), not a coarsening.
+		if d := decimalsOf(c.Step); c.Step > 0 && d > maxStepDecimals {
+			w.add(keyPath(path, "step"), fmt.Sprintf("must have at most %d decimals (has %d)", maxStepDecimals, d))
+		}
 	case ConstraintGeo:
 		c.Lat = field("lat")
 		c.Lon = field("lon")
+		if c.Lat != "" && c.Lat == c.Lon {
+			w.add(keyPath(path, "lon"), "must differ from lat")
+		}
 		c.Meters = positive("meters")
 	case ConstraintRange:
 		c.Field = field("field")
@@ -1029,15 +1040,55 @@ func (w *walker) constraint(path string, v any) (Constraint, bool) {
 			w.add(path, "one of keep or drop is required")
 		}
 		if hasKeep {
-			c.Keep = w.names(keyPath(path, "keep"), keep)
+			c.Keep = w.fieldNames(keyPath(path, "keep"), keep)
 		}
 		if hasDrop {
-			c.Drop = w.names(keyPath(path, "drop"), drop)
+			c.Drop = w.fieldNames(keyPath(path, "drop"), drop)
 		}
 	case ConstraintPseudonymize:
 		c.Field = field("field")
 	case ConstraintRate:
 		c.Seconds = positive("seconds")
+		if _, err := rateDuration(c.Seconds); c.Seconds > 0 && err != nil {
+			if c.Seconds < 1 {
+				w.add(keyPath(path, "seconds"), "too short: rounds to zero nanoseconds")
+			} else {
+				w.add(keyPath(path, "seconds"), "too long: must be below about 292 years (9.2e9 seconds)")
+			}
+		}
 	}
 	return c, len(w.probs) == n
+}
+
+// fieldPath checks a dotted path into a payload ("position.lat") as NewView
+// splits it: no segment may be empty.
+func (w *walker) fieldPath(path, s string) {
+	if _, err := splitPath("", s); err != nil {
+		w.add(path, fmt.Sprintf("invalid field path %q: empty segment (want names joined by single dots, like position.lat)", s))
+	}
+}
+
+// fieldNames is the keep or drop list of a fields constraint: names (a
+// non-empty array of non-empty strings) that are top-level keys, since
+// fields does not reach into nested objects and NewView refuses a dotted
+// name rather than let a drop silently miss.
+func (w *walker) fieldNames(path string, v any) []string {
+	list, ok := w.nonEmptyArray(path, v)
+	if !ok {
+		return nil
+	}
+	out := make([]string, 0, len(list))
+	for i, x := range list {
+		ip := indexPath(path, i)
+		s, ok := w.nonEmptyStr(ip, x)
+		if !ok {
+			continue
+		}
+		if strings.Contains(s, ".") {
+			w.add(ip, "must be a top-level field name (no dots)")
+			continue
+		}
+		out = append(out, s)
+	}
+	return out
 }

@@ -110,17 +110,22 @@ func roundTrip(t *testing.T, p Policy) {
 	}
 }
 
-func TestParsePolicyValid(t *testing.T) {
+// validCase is a document ParsePolicy must accept, and what it decodes to.
+type validCase struct {
+	name string
+	doc  string
+	want Policy
+}
+
+// validPolicyCases are the accepted documents of TestParsePolicyValid; the
+// compile test runs them through NewView as well.
+func validPolicyCases() []validCase {
 	with := func(f func(*Policy)) Policy {
 		p := base()
 		f(&p)
 		return p
 	}
-	tests := []struct {
-		name string
-		doc  string
-		want Policy
-	}{
+	return []validCase{
 		{"design example", designExample, Policy{
 			ID:          "doctor-location",
 			Description: "Doctors see my location to about 1 km; precisely when my heart rate is above 140",
@@ -240,8 +245,32 @@ func TestParsePolicyValid(t *testing.T) {
 		{"id of 128 characters", doc("id", `"`+strings.Repeat("é", 128)+`"`),
 			with(func(p *Policy) { p.ID = strings.Repeat("é", 128) })},
 		{"trailing whitespace", doc() + " \n\t", base()},
+		{"constraint values at the limits", doc("constraints", `[
+				{"kind": "accuracy", "field": "position.fix.hdop", "step": 1e-15},
+				{"kind": "accuracy", "field": "t", "step": 0.30000000000000001},
+				{"kind": "geo", "lat": "pos.lat", "lon": "pos.lon", "meters": 1e-3},
+				{"kind": "range", "field": "a.b", "min": -1e308},
+				{"kind": "fields", "drop": ["a-b", "a b", "_"]},
+				{"kind": "pseudonymize", "field": "meta.user.id"},
+				{"kind": "rate", "seconds": 9e9}]`),
+			with(func(p *Policy) {
+				p.Constraints = []Constraint{
+					{Kind: ConstraintAccuracy, Field: "position.fix.hdop", Step: 1e-15},
+					{Kind: ConstraintAccuracy, Field: "t", Step: 0.3},
+					{Kind: ConstraintGeo, Lat: "pos.lat", Lon: "pos.lon", Meters: 1e-3},
+					{Kind: ConstraintRange, Field: "a.b", Min: ptr(-1e308)},
+					{Kind: ConstraintFields, Drop: []string{"a-b", "a b", "_"}},
+					{Kind: ConstraintPseudonymize, Field: "meta.user.id"},
+					{Kind: ConstraintRate, Seconds: 9e9},
+				}
+			})},
+		{"shortest rate", doc("constraints", `[{"kind": "rate", "seconds": 1e-9}]`),
+			with(func(p *Policy) { p.Constraints = []Constraint{{Kind: ConstraintRate, Seconds: 1e-9}} })},
 	}
-	for _, tt := range tests {
+}
+
+func TestParsePolicyValid(t *testing.T) {
+	for _, tt := range validPolicyCases() {
 		t.Run(tt.name, func(t *testing.T) {
 			got, err := ParsePolicy([]byte(tt.doc))
 			if err != nil {
@@ -468,6 +497,32 @@ func TestParsePolicyErrors(t *testing.T) {
 		{"fields drop empty name", cons(`{"kind": "fields", "drop": ["a", ""]}`), []string{"constraints[0].drop[1]: must not be empty"}},
 		{"fields keep not strings", cons(`{"kind": "fields", "keep": [1]}`), []string{"constraints[0].keep[0]: must be a string"}},
 		{"pseudonymize field missing", cons(`{"kind": "pseudonymize"}`), []string{"constraints[0].field: is required"}},
+
+		// constraints: what NewView would refuse to compile
+		{"keep dotted name", cons(`{"kind": "fields", "keep": ["temperature", "position.lat"]}`),
+			[]string{"constraints[0].keep[1]: must be a top-level field name (no dots)"}},
+		{"drop dotted names", cons(`{"kind": "fields", "drop": [".a", "b", "c."]}`),
+			[]string{"constraints[0].drop[0]: must be a top-level field name (no dots)", "constraints[0].drop[2]: must be a top-level field name (no dots)"}},
+		{"accuracy empty segment", cons(`{"kind": "accuracy", "field": "a..b", "step": 1}`),
+			[]string{`constraints[0].field: invalid field path "a..b": empty segment (want names joined by single dots, like position.lat)`}},
+		{"geo leading dot", cons(`{"kind": "geo", "lat": ".a", "lon": "lon", "meters": 10}`),
+			[]string{`constraints[0].lat: invalid field path ".a": empty segment (want names joined by single dots, like position.lat)`}},
+		{"geo trailing dot", cons(`{"kind": "geo", "lat": "lat", "lon": "pos.", "meters": 10}`),
+			[]string{`constraints[0].lon: invalid field path "pos.": empty segment (want names joined by single dots, like position.lat)`}},
+		{"range only a dot", cons(`{"kind": "range", "field": ".", "max": 1}`),
+			[]string{`constraints[0].field: invalid field path ".": empty segment (want names joined by single dots, like position.lat)`}},
+		{"pseudonymize empty segment", cons(`{"kind": "pseudonymize", "field": "meta..user"}`),
+			[]string{`constraints[0].field: invalid field path "meta..user": empty segment (want names joined by single dots, like position.lat)`}},
+		{"accuracy float artefact step", cons(`{"kind": "accuracy", "field": "t", "step": 0.30000000000000004}`),
+			[]string{"constraints[0].step: must have at most 15 decimals (has 17)"}},
+		{"accuracy step too fine", cons(`{"kind": "accuracy", "field": "t", "step": 1e-16}`),
+			[]string{"constraints[0].step: must have at most 15 decimals (has 16)"}},
+		{"geo lat equals lon", cons(`{"kind": "geo", "lat": "pos", "lon": "pos", "meters": 10}`),
+			[]string{"constraints[0].lon: must differ from lat"}},
+		{"rate below a nanosecond", cons(`{"kind": "rate", "seconds": 1e-12}`),
+			[]string{"constraints[0].seconds: too short: rounds to zero nanoseconds"}},
+		{"rate beyond a Duration", cons(`{"kind": "rate", "seconds": 1e10}`),
+			[]string{"constraints[0].seconds: too long: must be below about 292 years (9.2e9 seconds)"}},
 		{"rate seconds zero", cons(`{"kind": "rate", "seconds": 0}`), []string{"constraints[0].seconds: must be > 0"}},
 		{"two rates", cons(`{"kind": "rate", "seconds": 1}, {"kind": "pseudonymize", "field": "p"}, {"kind": "rate", "seconds": 2}`),
 			[]string{"constraints[2]: at most one rate constraint is allowed"}},
@@ -625,4 +680,87 @@ func TestParseTime(t *testing.T) {
 			t.Errorf("ParseTime(%q) error = %v, want \"not an RFC 3339 time\"", s, err)
 		}
 	}
+}
+
+// TestDecodedConstraintsCompile keeps the decoder and NewView from drifting
+// apart: whatever constraints ParsePolicy accepts, in the valid fixtures
+// and in every valid row above, NewView must compile.
+func TestDecodedConstraintsCompile(t *testing.T) {
+	docs := map[string]string{}
+	fixtures, _ := filepath.Glob("testdata/policies/valid/*.json")
+	if len(fixtures) == 0 {
+		t.Fatal("no fixtures found")
+	}
+	for _, path := range fixtures {
+		data, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		docs[filepath.Base(path)] = string(data)
+	}
+	for _, c := range validPolicyCases() {
+		docs[c.name] = c.doc
+	}
+	compiled := 0
+	for name, d := range docs {
+		p, err := ParsePolicy([]byte(d))
+		if err != nil {
+			t.Errorf("%s: ParsePolicy: %v", name, err)
+			continue
+		}
+		if len(p.Constraints) == 0 {
+			continue
+		}
+		if _, err := NewView(testKey, p.Constraints); err != nil {
+			t.Errorf("%s: ParsePolicy accepts constraints NewView refuses: %v", name, err)
+		}
+		compiled++
+	}
+	if compiled < 4 {
+		t.Errorf("only %d documents with constraints", compiled)
+	}
+}
+
+// FuzzDecodedConstraintCompiles searches for constraint values ParsePolicy
+// accepts and NewView refuses. Each input becomes one constraint of kind
+// with a, b as its names, x, y as its numbers and names split at commas as
+// its keep (or drop, when b is non-empty) list.
+func FuzzDecodedConstraintCompiles(f *testing.F) {
+	for _, kind := range []string{ConstraintAccuracy, ConstraintGeo, ConstraintRange, ConstraintFields, ConstraintPseudonymize, ConstraintRate} {
+		f.Add(kind, "pos.lat", "pos.lon", 0.01, 40.0, "a,b")
+	}
+	f.Add(ConstraintAccuracy, "a..b", "", 0.30000000000000004, 0.0, "")
+	f.Add(ConstraintRate, "", "", 1e-12, 0.0, "")
+	f.Fuzz(func(t *testing.T, kind, a, b string, x, y float64, names string) {
+		c := map[string]any{"kind": kind}
+		switch kind {
+		case ConstraintAccuracy:
+			c["field"], c["step"] = a, x
+		case ConstraintGeo:
+			c["lat"], c["lon"], c["meters"] = a, b, x
+		case ConstraintRange:
+			c["field"], c["min"], c["max"] = a, x, y
+		case ConstraintFields:
+			if b == "" {
+				c["keep"] = strings.Split(names, ",")
+			} else {
+				c["drop"] = strings.Split(names, ",")
+			}
+		case ConstraintPseudonymize:
+			c["field"] = a
+		case ConstraintRate:
+			c["seconds"] = x
+		}
+		raw, err := json.Marshal(c)
+		if err != nil {
+			return // NaN or ±Inf: not JSON
+		}
+		p, err := ParsePolicy([]byte(doc("constraints", "["+string(raw)+"]")))
+		if err != nil {
+			return
+		}
+		if _, err := NewView(testKey, p.Constraints); err != nil {
+			t.Fatalf("ParsePolicy accepts %s, NewView refuses: %v", raw, err)
+		}
+	})
 }

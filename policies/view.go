@@ -17,8 +17,9 @@ import (
 	"unicode/utf8"
 )
 
-// ErrWithheld is wrapped by every error View.Apply returns: the message must
-// not reach this requester at all (not empty, not raw).
+// ErrWithheld is wrapped by every error View.Apply, View.Render and
+// ParsePayload return: the message must not reach this requester at all
+// (not empty, not raw).
 var ErrWithheld = errors.New("withheld")
 
 // Limits and constants of the rewrite. The step, geo and pseudonym ones are
@@ -52,14 +53,17 @@ const (
 
 // View is a compiled, immutable set of constraints: what one class of
 // requesters sees of a payload. Requesters whose decisions share a View
-// (equal Key) receive the same bytes, so a fan-out rewrites once per view.
+// (equal Key) receive the same bytes, so a fan-out rewrites once per view:
+// ParsePayload once per message, then Render once per view (Apply does
+// both for a single view).
 //
-// Apply works on a JSON object and fails closed. Field names are dotted
-// paths into nested objects ("position.lat"); the names a fields{keep|drop}
-// constraint lists are top-level keys only, and NewView rejects dotted ones
-// there rather than guess (a drop that silently missed a nested key would
-// leak it). Paths and keep/drop match decoded key names, so "\u006cat"
-// is "lat": escaping a key cannot smuggle a value past a constraint.
+// Apply and Render work on a JSON object and fail closed. Field names are
+// dotted paths into nested objects ("position.lat"); the names a
+// fields{keep|drop} constraint lists are top-level keys only, and NewView
+// rejects dotted ones there rather than guess (a drop that silently missed
+// a nested key would leak it). Paths and keep/drop match decoded key names,
+// so "\u006cat" is "lat": escaping a key cannot smuggle a value past a
+// constraint.
 //
 // A View is safe for concurrent use.
 type View struct {
@@ -72,7 +76,7 @@ type View struct {
 	hmacs *sync.Pool
 }
 
-// opKind is a constraint compiled for Apply.
+// opKind is a constraint compiled for Render.
 type opKind uint8
 
 const (
@@ -275,16 +279,16 @@ func fieldSet(what string, names []string) ([]string, error) {
 	return slices.Compact(s), nil
 }
 
-// rateDuration converts rate seconds, refusing what no Duration can hold.
+// rateDuration converts rate seconds, refusing what no Duration can hold:
+// less than a nanosecond, or 2^63 ns (about 292 years) and more. The bound
+// is on the rounded float, so that no platform-dependent conversion of an
+// out-of-range float decides. ParsePolicy applies the same rule.
 func rateDuration(sec float64) (time.Duration, error) {
-	if !(sec > 0) || sec > float64(math.MaxInt64)/float64(time.Second) {
+	ns := math.Round(sec * float64(time.Second))
+	if !(sec > 0) || !(ns >= 1 && ns < 1<<63) {
 		return 0, errors.New("seconds: must be a positive number")
 	}
-	d := time.Duration(math.Round(sec * float64(time.Second)))
-	if d <= 0 {
-		return 0, errors.New("seconds: must be a positive number")
-	}
-	return d, nil
+	return time.Duration(ns), nil
 }
 
 // decimalsOf counts the decimals of the shortest text that reads back as
@@ -356,13 +360,127 @@ func (v *View) Key() string { return v.key }
 // constraints the longest period holds.
 func (v *View) Rate() time.Duration { return v.rate }
 
-// Rewrites reports whether Apply changes payloads at all. It is false when
-// the view only rate-limits; callers may then skip Apply and forward the
-// payload as it is.
+// Rewrites reports whether Apply and Render change payloads at all. It is
+// false when the view only rate-limits; callers may then skip them (and
+// ParsePayload) and forward the payload as it is.
 func (v *View) Rewrites() bool { return v.rewrites }
 
+// ---------------------------------------------------------------------------
+// Parse once, render per view.
+
+// Payload is a parsed, validated payload: exactly one strict JSON object
+// (Apply says what is refused), together with where every member of every
+// addressable object lies. Addressable are the top-level object and, in
+// turn, the objects that are member values of addressable ones: what a
+// dotted path can reach (no path leads into an array). Render looks
+// members up in this index instead of scanning the payload again. A payload
+// with whitespace between tokens is compacted here, once, so that no Render
+// has to.
+//
+// A Payload is immutable and safe for concurrent use: any number of
+// goroutines may Render the same Payload, under the same or different
+// views. It may keep a reference to the bytes it was parsed from; the
+// caller must not modify them while the Payload is in use.
+type Payload struct {
+	raw    []byte     // the bytes as given: what a non-rewriting view forwards
+	src    []byte     // the compact text: raw itself when raw has no whitespace
+	keys   []byte     // decoded keys that had escapes
+	fields []field    // members of the addressable objects, object by object
+	objs   []objSpan  // addressable objects in document order; objs[0] is the top level
+	top    [1]objSpan // backs objs when the top-level object is the only one
+}
+
+// field is one member of an addressable object. Offsets are into src.
+type field struct {
+	keyStart, keyEnd int // the key token, quotes included
+	valStart, valEnd int // the value
+	nameOff, nameEnd int // the decoded key: in keys when escaped, else in src
+	escaped          bool
+	child            int // the value's index in objs when it is an object, else -1
+}
+
+// objSpan locates the members of an object: fields[first:first+n].
+type objSpan struct{ first, n int }
+
+// name returns the decoded key of f.
+func (p *Payload) name(f *field) []byte {
+	if f.escaped {
+		return p.keys[f.nameOff:f.nameEnd]
+	}
+	return p.src[f.nameOff:f.nameEnd]
+}
+
+// members returns the members of objs[o], in payload order.
+func (p *Payload) members(o int) []field {
+	s := p.objs[o]
+	return p.fields[s.first : s.first+s.n]
+}
+
+// clone copies a Payload parsed into pooled scratch into exactly sized
+// slices of its own; only raw, the caller's bytes, is shared.
+func (p *Payload) clone() *Payload {
+	q := &Payload{raw: p.raw, src: p.raw}
+	if len(p.src) != len(p.raw) { // compacted into scratch
+		q.src = bytes.Clone(p.src)
+	}
+	if len(p.keys) > 0 {
+		q.keys = bytes.Clone(p.keys)
+	}
+	if len(p.fields) > 0 {
+		q.fields = slices.Clone(p.fields)
+	}
+	if len(p.objs) == 1 {
+		q.top[0] = p.objs[0]
+		q.objs = q.top[:]
+	} else {
+		q.objs = slices.Clone(p.objs)
+	}
+	return q
+}
+
+// ParsePayload parses and validates b once, for any number of Render calls
+// (a message fanned out to many subscribers in a few views is parsed once
+// and rendered once per view). It fails, with an error wrapping ErrWithheld,
+// exactly where Apply would fail for an invalid payload, with the same
+// reason.
+//
+// The Payload may keep a reference to b: the caller must not modify b
+// afterwards, as long as the Payload or a Render of it is in use.
+func ParsePayload(b []byte) (*Payload, error) {
+	st := getScratch()
+	defer st.release()
+	if err := st.parse(b); err != nil {
+		return nil, err
+	}
+	return st.pl.clone(), nil
+}
+
+// Render rewrites a parsed payload into a fresh slice, or returns an error
+// wrapping ErrWithheld saying why the requester gets nothing. For every b,
+// Render(ParsePayload(b)) gives what Apply(b) gives, byte for byte and
+// error for error; see Apply for the rules. Render does not modify p and is
+// safe for concurrent use on the same Payload.
+//
+// A view that does not rewrite (Rewrites is false) returns a copy of the
+// bytes p was parsed from; callers may skip ParsePayload for such views
+// and forward the payload as it is, which Apply also does. A nil or zero
+// Payload is withheld.
+func (v *View) Render(p *Payload) ([]byte, error) {
+	if p == nil || len(p.objs) == 0 {
+		return nil, fmt.Errorf("%w: payload: not parsed", ErrWithheld)
+	}
+	if !v.rewrites {
+		return append([]byte{}, p.raw...), nil
+	}
+	st := getScratch()
+	defer st.release()
+	return st.render(v, p)
+}
+
 // Apply rewrites payload into a fresh slice, or returns an error wrapping
-// ErrWithheld saying why the requester gets nothing.
+// ErrWithheld saying why the requester gets nothing. It is ParsePayload
+// followed by Render, without keeping the parse: when several views apply
+// to one message, parse it once with ParsePayload and Render it per view.
 //
 // The constraints act in order, each on the result of the ones before (an
 // accuracy on a field a previous fields{keep} removed finds it missing).
@@ -381,21 +499,15 @@ func (v *View) Apply(payload []byte) ([]byte, error) {
 	if !v.rewrites {
 		return append([]byte{}, payload...), nil
 	}
-	st := statePool.Get().(*applyState)
+	st := getScratch()
 	defer st.release()
-	st.reset(payload)
-	if err := st.parse(); err != nil {
+	if err := st.parse(payload); err != nil {
 		return nil, err
 	}
-	for i := range v.ops {
-		if err := st.apply(v, &v.ops[i]); err != nil {
-			return nil, err
-		}
-	}
-	return st.emit(), nil
+	return st.render(v, &st.pl)
 }
 
-// withheld builds the error Apply returns: "withheld: lat: field missing".
+// withheld builds the error Render returns: "withheld: lat: field missing".
 func withheld(field, reason string) error {
 	return fmt.Errorf("%w: %s: %s", ErrWithheld, field, reason)
 }
@@ -405,42 +517,38 @@ func payloadError(reason string, off int) error {
 	return fmt.Errorf("%w: payload: %s at offset %d", ErrWithheld, reason, off)
 }
 
-// member is one top-level key/value pair of the payload; its decoded key is
-// the keyRef at the same index (top-level keys stay at the bottom of the
-// stack of keys).
-type member struct {
-	keyStart, keyEnd int // the raw key token, quotes included
-	valStart, valEnd int // the raw value
-	dropped          bool
-}
-
 // edit replaces the value at src[start:end] with repl[off:end2].
 type edit struct {
 	start, end int
 	off, end2  int
 }
 
-// applyState is the scratch of one Apply, pooled so that a rewrite costs
-// one allocation (its output) in the common case.
-type applyState struct {
-	src     []byte
-	hasWS   bool     // whitespace between tokens: copies must compact
-	keys    []byte   // decoded escaped keys: top level, then a stack of open objects
-	refs    []keyRef // every key: top level, then a stack of open objects
-	members []member // top-level members in payload order
-	edits   []edit   // replaced values, non-overlapping
-	repl    []byte   // replacement texts
-	tmp     []byte   // scratch: decoded nested keys
-	tmp2    []byte   // scratch: canonical text for pseudonyms
+// scratch is the working memory of one ParsePayload, Render or Apply,
+// pooled so that Apply and Render cost one allocation (their output) in the
+// common case.
+type scratch struct {
+	// Parsing: the Payload is built here, in reused slices.
+	pl    Payload
+	open  []openKey // keys of the objects being parsed, innermost last
+	shift int       // whitespace bytes skipped so far
+	cbuf  []byte    // backs pl.src when the payload has whitespace
+
+	// Rendering: everything a view changes lives here, never in the Payload.
+	p       *Payload
+	dropped []bool // top-level members removed, by index in p.members(0)
+	edits   []edit // replaced values, non-overlapping
+	repl    []byte // replacement texts
+	tmp     []byte // scratch: a container rendered for its pseudonym
+	tmp2    []byte // scratch: canonical text for pseudonyms
 	sum     [sha256.Size]byte
 }
 
-// keyRef locates a decoded key: in the payload when it has no escapes (the
-// common case, no copy), else in applyState.keys.
-type keyRef struct {
-	off, end int
-	sig      uint64 // one bit from length and end bytes: a cheap inequality test
-	decoded  bool
+// openKey is a key of an object being parsed: its field, with offsets into
+// the compact text, and where to find its name before there is one.
+type openKey struct {
+	f              field
+	rawOff, rawEnd int    // the key between its quotes in raw, when not escaped
+	sig            uint64 // one bit from length and end bytes: a cheap inequality test
 }
 
 // keySig picks the bit of a key's signature. Keys with different bits
@@ -454,42 +562,48 @@ func keySig(k []byte) uint64 {
 	return 1 << (h & 63)
 }
 
-// key returns the decoded bytes of r.
-func (st *applyState) key(r keyRef) []byte {
-	if r.decoded {
-		return st.keys[r.off:r.end]
+// openName returns the decoded name of a key being parsed.
+func (st *scratch) openName(k *openKey) []byte {
+	if k.f.escaped {
+		return st.pl.keys[k.f.nameOff:k.f.nameEnd]
 	}
-	return st.src[r.off:r.end]
+	return st.pl.raw[k.rawOff:k.rawEnd]
 }
 
-var statePool = sync.Pool{New: func() any { return new(applyState) }}
+var scratchPool = sync.Pool{New: func() any { return new(scratch) }}
 
-func (st *applyState) reset(src []byte) {
-	st.src = src
-	st.hasWS = false
-	st.keys = st.keys[:0]
-	st.refs = st.refs[:0]
-	st.members = st.members[:0]
+func getScratch() *scratch {
+	st := scratchPool.Get().(*scratch)
+	st.pl.keys = st.pl.keys[:0]
+	st.pl.fields = st.pl.fields[:0]
+	st.pl.objs = st.pl.objs[:0]
+	st.open = st.open[:0]
+	st.shift = 0
+	st.cbuf = st.cbuf[:0]
+	st.dropped = st.dropped[:0]
 	st.edits = st.edits[:0]
 	st.repl = st.repl[:0]
 	st.tmp = st.tmp[:0]
 	st.tmp2 = st.tmp2[:0]
+	return st
 }
 
-// release returns the state to the pool unless a huge payload grew it.
-func (st *applyState) release() {
-	st.src = nil // do not pin the caller's payload
-	if cap(st.keys) > maxPooledBytes || cap(st.repl) > maxPooledBytes ||
+// release returns the scratch to the pool unless a huge payload grew it.
+func (st *scratch) release() {
+	st.pl.raw, st.pl.src, st.p = nil, nil, nil // do not pin the caller's bytes
+	if cap(st.pl.keys) > maxPooledBytes || cap(st.cbuf) > maxPooledBytes || cap(st.repl) > maxPooledBytes ||
 		cap(st.tmp) > maxPooledBytes || cap(st.tmp2) > maxPooledBytes ||
-		cap(st.refs) > maxPooledItems || cap(st.members) > maxPooledItems || cap(st.edits) > maxPooledItems {
+		cap(st.pl.fields) > maxPooledItems || cap(st.pl.objs) > maxPooledItems || cap(st.open) > maxPooledItems ||
+		cap(st.dropped) > maxPooledItems || cap(st.edits) > maxPooledItems {
 		return
 	}
-	statePool.Put(st)
+	scratchPool.Put(st)
 }
 
 // ---------------------------------------------------------------------------
 // Parsing: one strict pass that validates the whole payload, rejects
-// duplicate keys in every object and records the top-level members.
+// duplicate keys in every object and records the members of the
+// addressable objects, with their offsets in the compact text.
 
 // plain marks the bytes a JSON string may hold unescaped and undecoded:
 // printable ASCII except the quote and the backslash.
@@ -502,18 +616,21 @@ var plain = func() (t [256]bool) {
 
 func isWS(c byte) bool { return c == ' ' || c == '\t' || c == '\n' || c == '\r' }
 
-// ws skips whitespace, noting that the payload has some.
-func (st *applyState) ws(i int) int {
-	b := st.src
-	for i < len(b) && isWS(b[i]) {
-		i++
-		st.hasWS = true
+// ws skips whitespace, counting it: an offset i of raw is i-shift in the
+// compact text, since all whitespace before it went through ws.
+func (st *scratch) ws(i int) int {
+	b := st.pl.raw
+	j := i
+	for j < len(b) && isWS(b[j]) {
+		j++
 	}
-	return i
+	st.shift += j - i
+	return j
 }
 
-func (st *applyState) parse() error {
-	b := st.src
+// parse validates b into st.pl. Error offsets are offsets into b.
+func (st *scratch) parse(b []byte) error {
+	st.pl.raw = b
 	i := st.ws(0)
 	if i >= len(b) || b[i] != '{' {
 		return fmt.Errorf("%w: payload: not a JSON object", ErrWithheld)
@@ -525,17 +642,24 @@ func (st *applyState) parse() error {
 	if i = st.ws(i); i != len(b) {
 		return payloadError("data after the object", i)
 	}
+	st.pl.src = b
+	if st.shift > 0 {
+		st.cbuf = appendCompact(st.cbuf[:0], b)
+		st.pl.src = st.cbuf
+	}
 	return nil
 }
 
-func (st *applyState) parseValue(i, depth int) (int, error) {
-	b := st.src
+// parseValue parses the value at b[i]; record says whether an object there
+// is addressable.
+func (st *scratch) parseValue(i, depth int, record bool) (int, error) {
+	b := st.pl.raw
 	if i >= len(b) {
 		return i, payloadError("unexpected end", i)
 	}
 	switch c := b[i]; {
 	case c == '{':
-		return st.parseObject(i, depth+1, false)
+		return st.parseObject(i, depth+1, record)
 	case c == '[':
 		return st.parseArray(i, depth+1)
 	case c == '"':
@@ -560,18 +684,18 @@ func literal(b []byte, i int, lit string) (int, error) {
 	return i, payloadError("invalid JSON", i)
 }
 
-func (st *applyState) parseArray(i, depth int) (int, error) {
+func (st *scratch) parseArray(i, depth int) (int, error) {
 	if depth > maxDepth {
 		return i, payloadError("nesting too deep", i)
 	}
-	b := st.src
+	b := st.pl.raw
 	i = st.ws(i + 1)
 	if i < len(b) && b[i] == ']' {
 		return i + 1, nil
 	}
 	for {
 		var err error
-		if i, err = st.parseValue(i, depth); err != nil {
+		if i, err = st.parseValue(i, depth, false); err != nil {
 			return i, err
 		}
 		i = st.ws(i)
@@ -590,14 +714,21 @@ func (st *applyState) parseArray(i, depth int) (int, error) {
 }
 
 // parseObject parses the object at b[i] and rejects duplicate keys, compared
-// decoded. The top-level object's keys and members stay recorded; a nested
-// object's keys are popped when it closes.
-func (st *applyState) parseObject(i, depth int, top bool) (int, error) {
+// decoded. An addressable object (record) gets the next slot of pl.objs,
+// taken when it opens so that the slots follow the document order, and its
+// members move to pl.fields when it closes. The keys of any other object
+// are dropped when it closes: no path can reach them.
+func (st *scratch) parseObject(i, depth int, record bool) (int, error) {
 	if depth > maxDepth {
 		return i, payloadError("nesting too deep", i)
 	}
-	b := st.src
-	base, kbase := len(st.refs), len(st.keys)
+	b := st.pl.raw
+	base, kbase := len(st.open), len(st.pl.keys)
+	slot := -1
+	if record {
+		slot = len(st.pl.objs)
+		st.pl.objs = append(st.pl.objs, objSpan{first: len(st.pl.fields)})
+	}
 	var seen map[string]struct{}
 	var sigs uint64 // union of the signatures of this object's keys
 	i = st.ws(i + 1)
@@ -608,56 +739,60 @@ func (st *applyState) parseObject(i, depth int, top bool) (int, error) {
 		if i >= len(b) || b[i] != '"' {
 			return i, payloadError("invalid JSON", i)
 		}
-		ks, off := i, len(st.keys)
+		ks, off := i, len(st.pl.keys)
 		var err error
 		var esc bool
-		if i, st.keys, esc, err = scanString(b, i, st.keys, true); err != nil {
+		if i, st.pl.keys, esc, err = scanString(b, i, st.pl.keys, true); err != nil {
 			return i, err
 		}
-		ke := i
-		ref := keyRef{off: ks + 1, end: ke - 1}
-		if esc {
-			ref = keyRef{off: off, end: len(st.keys), decoded: true}
+		k := openKey{
+			f:      field{keyStart: ks - st.shift, keyEnd: i - st.shift, child: -1},
+			rawOff: ks + 1, rawEnd: i - 1,
 		}
-		name := st.key(ref)
-		ref.sig = keySig(name)
+		if esc {
+			k.f.escaped, k.f.nameOff, k.f.nameEnd = true, off, len(st.pl.keys)
+		}
+		name := st.openName(&k)
+		k.sig = keySig(name)
 		if seen != nil {
 			if _, dup := seen[string(name)]; dup {
 				return ks, payloadError("duplicate key", ks)
 			}
 			seen[string(name)] = struct{}{}
 		} else {
-			if sigs&ref.sig != 0 {
-				for _, r := range st.refs[base:] {
-					if r.sig == ref.sig && bytes.Equal(st.key(r), name) {
+			if sigs&k.sig != 0 {
+				for j := range st.open[base:] {
+					r := &st.open[base+j]
+					if r.sig == k.sig && bytes.Equal(st.openName(r), name) {
 						return ks, payloadError("duplicate key", ks)
 					}
 				}
 			}
-			sigs |= ref.sig
-			if len(st.refs)-base >= linearDupLimit {
+			sigs |= k.sig
+			if len(st.open)-base >= linearDupLimit {
 				seen = make(map[string]struct{}, 2*linearDupLimit)
-				for _, r := range st.refs[base:] {
-					seen[string(st.key(r))] = struct{}{}
+				for j := range st.open[base:] {
+					seen[string(st.openName(&st.open[base+j]))] = struct{}{}
 				}
 				seen[string(name)] = struct{}{}
 			}
 		}
-		st.refs = append(st.refs, ref)
+		at := len(st.open)
+		st.open = append(st.open, k)
 		i = st.ws(i)
 		if i >= len(b) || b[i] != ':' {
 			return i, payloadError("invalid JSON", i)
 		}
 		i = st.ws(i + 1)
-		vs := i
-		if i, err = st.parseValue(i, depth); err != nil {
+		vs, child := i-st.shift, -1
+		if record && i < len(b) && b[i] == '{' {
+			child = len(st.pl.objs) // the slot the object takes when it opens
+		}
+		if i, err = st.parseValue(i, depth, record); err != nil {
 			return i, err
 		}
-		if top {
-			st.members = append(st.members, member{
-				keyStart: ks, keyEnd: ke, valStart: vs, valEnd: i,
-			})
-		}
+		f := &st.open[at].f
+		f.valStart, f.valEnd, f.child = vs, i-st.shift, child
 		i = st.ws(i)
 		if i >= len(b) {
 			return i, payloadError("unexpected end", i)
@@ -666,14 +801,47 @@ func (st *applyState) parseObject(i, depth int, top bool) (int, error) {
 		case ',':
 			i = st.ws(i + 1)
 		case '}':
-			if !top {
-				st.refs, st.keys = st.refs[:base], st.keys[:kbase]
+			if record {
+				for _, r := range st.open[base:] {
+					if !r.f.escaped {
+						// The name lies between the quotes of the key.
+						r.f.nameOff, r.f.nameEnd = r.f.keyStart+1, r.f.keyEnd-1
+					}
+					st.pl.fields = append(st.pl.fields, r.f)
+				}
+				st.pl.objs[slot] = objSpan{first: len(st.pl.fields) - (len(st.open) - base), n: len(st.open) - base}
+				st.open = st.open[:base]
+			} else {
+				st.open, st.pl.keys = st.open[:base], st.pl.keys[:kbase]
 			}
 			return i + 1, nil
 		default:
 			return i, payloadError("invalid JSON", i)
 		}
 	}
+}
+
+// appendCompact appends b, valid JSON, without the whitespace between
+// tokens.
+func appendCompact(dst, b []byte) []byte {
+	for i := 0; i < len(b); {
+		switch c := b[i]; {
+		case c == '"':
+			j := skipString(b, i)
+			dst = append(dst, b[i:j]...)
+			i = j
+		case isWS(c):
+			i++
+		default:
+			j := i + 1
+			for j < len(b) && b[j] != '"' && !isWS(b[j]) {
+				j++
+			}
+			dst = append(dst, b[i:j]...)
+			i = j
+		}
+	}
+	return dst
 }
 
 // scanString validates the JSON string at b[i] (the opening quote) and
@@ -882,36 +1050,32 @@ func skipWS(b []byte, i int) int {
 	return i
 }
 
-// findMember looks up a decoded key in the valid object at src[i] and returns
-// its value's span.
-func (st *applyState) findMember(i int, name string) (vs, ve int, ok bool) {
-	b := st.src
-	i = skipWS(b, i+1)
-	if b[i] == '}' {
-		return 0, 0, false
-	}
-	for {
-		ks := i
-		var esc bool
-		i, st.tmp, esc, _ = scanString(b, ks, st.tmp[:0], true)
-		eq := esc && string(st.tmp) == name || !esc && string(b[ks+1:i-1]) == name
-		i = skipWS(b, i)
-		i = skipWS(b, i+1) // ':'
-		vs = i
-		ve = skipValue(b, i)
-		if eq {
-			return vs, ve, true
+// render prepares a rewrite of p under v and writes it into a fresh slice.
+func (st *scratch) render(v *View, p *Payload) ([]byte, error) {
+	st.p = p
+	n := p.objs[0].n
+	st.dropped = slices.Grow(st.dropped[:0], n)[:n]
+	clear(st.dropped)
+	for i := range v.ops {
+		if err := st.apply(v, &v.ops[i]); err != nil {
+			return nil, err
 		}
-		i = skipWS(b, ve)
-		if b[i] == '}' {
-			return 0, 0, false
-		}
-		i = skipWS(b, i+1) // ','
 	}
+	return st.emit(), nil
+}
+
+// lookup finds the member called name among ms, or returns nil.
+func (st *scratch) lookup(ms []field, name string) *field {
+	for k := range ms {
+		if string(st.p.name(&ms[k])) == name {
+			return &ms[k]
+		}
+	}
+	return nil
 }
 
 // editAt returns the index of the edit replacing exactly src[vs:ve], or -1.
-func (st *applyState) editAt(vs, ve int) int {
+func (st *scratch) editAt(vs, ve int) int {
 	for k, e := range st.edits {
 		if e.start == vs && e.end == ve {
 			return k
@@ -923,37 +1087,39 @@ func (st *applyState) editAt(vs, ve int) int {
 // resolve finds the current value at a dotted path: the span it occupies in
 // the payload and its text, which is an earlier rewrite's when one replaced
 // it. reason is non-empty when the path does not lead to a value.
-func (st *applyState) resolve(path []string) (vs, ve int, text []byte, reason string) {
-	found := false
-	for k := range st.members {
-		m := &st.members[k]
-		if !m.dropped && string(st.key(st.refs[k])) == path[0] {
-			vs, ve, found = m.valStart, m.valEnd, true
+func (st *scratch) resolve(path []string) (vs, ve int, text []byte, reason string) {
+	p := st.p
+	var f *field
+	top := p.members(0)
+	for k := range top {
+		if !st.dropped[k] && string(p.name(&top[k])) == path[0] {
+			f = &top[k]
 			break
 		}
 	}
-	if !found {
+	if f == nil {
 		return 0, 0, nil, "field missing"
 	}
 	for _, seg := range path[1:] {
 		// Rewrites yield scalars, so a replaced value has no members.
-		if st.src[vs] != '{' || st.editAt(vs, ve) >= 0 {
+		if f.child < 0 || st.editAt(f.valStart, f.valEnd) >= 0 {
 			return 0, 0, nil, "field missing (parent is not an object)"
 		}
-		if vs, ve, found = st.findMember(vs, seg); !found {
+		if f = st.lookup(p.members(f.child), seg); f == nil {
 			return 0, 0, nil, "field missing"
 		}
 	}
+	vs, ve = f.valStart, f.valEnd
 	if k := st.editAt(vs, ve); k >= 0 {
 		e := st.edits[k]
 		return vs, ve, st.repl[e.off:e.end2], ""
 	}
-	return vs, ve, st.src[vs:ve], ""
+	return vs, ve, p.src[vs:ve], ""
 }
 
 // setEdit makes src[vs:ve] read as the text appended to repl since off,
 // dropping edits inside the span, which the new text supersedes.
-func (st *applyState) setEdit(vs, ve, off int) {
+func (st *scratch) setEdit(vs, ve, off int) {
 	if k := st.editAt(vs, ve); k >= 0 {
 		st.edits[k].off, st.edits[k].end2 = off, len(st.repl)
 		return
@@ -975,7 +1141,7 @@ func number(text []byte) float64 {
 // ---------------------------------------------------------------------------
 // Constraints.
 
-func (st *applyState) apply(v *View, op *viewOp) error {
+func (st *scratch) apply(v *View, op *viewOp) error {
 	switch op.kind {
 	case opAccuracy:
 		return st.accuracy(op)
@@ -993,10 +1159,10 @@ func (st *applyState) apply(v *View, op *viewOp) error {
 			return withheld(op.field, "outside the allowed range")
 		}
 	case opKeep, opDrop:
-		for k := range st.members {
-			m := &st.members[k]
-			if listed(op.names, st.key(st.refs[k])) == (op.kind == opDrop) {
-				m.dropped = true
+		top := st.p.members(0)
+		for k := range top {
+			if listed(op.names, st.p.name(&top[k])) == (op.kind == opDrop) {
+				st.dropped[k] = true
 			}
 		}
 	case opPseudonymize:
@@ -1018,7 +1184,7 @@ func listed(names []string, name []byte) bool {
 
 // accuracy rounds a number to the nearest multiple of step, written with the
 // step's decimals so that float noise (21.400000000000002) cannot appear.
-func (st *applyState) accuracy(op *viewOp) error {
+func (st *scratch) accuracy(op *viewOp) error {
 	vs, ve, text, reason := st.resolve(op.path)
 	if reason != "" {
 		return withheld(op.field, reason)
@@ -1071,7 +1237,7 @@ func appendFixed(dst []byte, n int64, d int) []byte {
 // geo snaps a position to a grid of about op.meters. The longitude step is
 // derived from the coarsened latitude so that it reveals nothing the
 // coarsened latitude does not.
-func (st *applyState) geo(op *viewOp) error {
+func (st *scratch) geo(op *viewOp) error {
 	las, lae, lat, reason := st.resolve(op.path)
 	if reason != "" {
 		return withheld(op.field, reason)
@@ -1135,7 +1301,7 @@ func appendCoord(dst []byte, x float64) []byte {
 
 // pseudonymize replaces a value by "p_" + hex of the first 12 bytes of
 // HMAC-SHA256(key, field + "\x00" + canonical text of the value).
-func (st *applyState) pseudonymize(v *View, op *viewOp) error {
+func (st *scratch) pseudonymize(v *View, op *viewOp) error {
 	vs, ve, text, reason := st.resolve(op.path)
 	if reason != "" {
 		return withheld(op.field, reason)
@@ -1144,7 +1310,7 @@ func (st *applyState) pseudonymize(v *View, op *viewOp) error {
 		// A container with rewritten members: hash what the requester
 		// would otherwise have seen, so pseudonyms follow the same order
 		// of constraints as everything else.
-		st.tmp = st.render(st.tmp[:0], vs, ve)
+		st.tmp = st.renderSpan(st.tmp[:0], vs, ve)
 		text = st.tmp
 	}
 	canon, _, err := appendCanonical(st.tmp2[:0], text, 0)
@@ -1166,7 +1332,7 @@ func (st *applyState) pseudonymize(v *View, op *viewOp) error {
 	return nil
 }
 
-func (st *applyState) hasEditInside(vs, ve int) bool {
+func (st *scratch) hasEditInside(vs, ve int) bool {
 	for _, e := range st.edits {
 		if e.start >= vs && e.end <= ve {
 			return true
@@ -1179,7 +1345,7 @@ func (st *applyState) hasEditInside(vs, ve int) bool {
 // Output.
 
 // sortEdits orders edits by position; there are few, so insertion sort.
-func (st *applyState) sortEdits() {
+func (st *scratch) sortEdits() {
 	e := st.edits
 	for i := 1; i < len(e); i++ {
 		for j := i; j > 0 && e[j].start < e[j-1].start; j-- {
@@ -1189,37 +1355,37 @@ func (st *applyState) sortEdits() {
 }
 
 // emit writes the rewritten object into a fresh slice sized so that it
-// never grows: the output is at most the payload plus the replacements.
-func (st *applyState) emit() []byte {
+// never grows: the output is at most the compact text plus the
+// replacements.
+func (st *scratch) emit() []byte {
 	st.sortEdits()
-	out := make([]byte, 0, len(st.src)+len(st.repl)+2)
-	if !st.hasWS && !slices.ContainsFunc(st.members, func(m member) bool { return m.dropped }) {
-		// Already compact and nothing removed: the payload is exactly the
-		// object, so splice the edits into it in one pass.
-		out, _ = st.appendSpan(out, 0, len(st.src), 0)
+	src := st.p.src
+	out := make([]byte, 0, len(src)+len(st.repl)+2)
+	if !slices.Contains(st.dropped, true) {
+		// Nothing removed: the compact text is exactly the object, so
+		// splice the edits into it in one pass.
+		out, _ = st.appendSpan(out, 0, len(src), 0)
 		return out
 	}
 	out = append(out, '{')
 	first := true
 	k := 0
-	for i := range st.members {
-		m := &st.members[i]
-		if m.dropped {
+	for i, m := range st.p.members(0) {
+		if st.dropped[i] {
 			continue
 		}
 		if !first {
 			out = append(out, ',')
 		}
 		first = false
-		out = append(out, st.src[m.keyStart:m.keyEnd]...)
-		out = append(out, ':')
+		out = append(out, src[m.keyStart:m.valStart]...) // the key and its ':'
 		out, k = st.appendSpan(out, m.valStart, m.valEnd, k)
 	}
 	return append(out, '}')
 }
 
-// render writes the current text of src[vs:ve], edits applied, compact.
-func (st *applyState) render(dst []byte, vs, ve int) []byte {
+// renderSpan writes the current text of src[vs:ve], edits applied.
+func (st *scratch) renderSpan(dst []byte, vs, ve int) []byte {
 	st.sortEdits()
 	dst, _ = st.appendSpan(dst, vs, ve, 0)
 	return dst
@@ -1227,41 +1393,19 @@ func (st *applyState) render(dst []byte, vs, ve int) []byte {
 
 // appendSpan copies src[vs:ve] with the edits inside it applied, starting
 // the search at edit k (edits sorted); it returns the next edit index.
-func (st *applyState) appendSpan(dst []byte, vs, ve, k int) ([]byte, int) {
+func (st *scratch) appendSpan(dst []byte, vs, ve, k int) ([]byte, int) {
+	src := st.p.src
 	for k < len(st.edits) && st.edits[k].start < vs {
 		k++
 	}
 	p := vs
 	for ; k < len(st.edits) && st.edits[k].start < ve; k++ {
 		e := st.edits[k]
-		dst = st.appendCompact(dst, p, e.start)
+		dst = append(dst, src[p:e.start]...)
 		dst = append(dst, st.repl[e.off:e.end2]...)
 		p = e.end
 	}
-	return st.appendCompact(dst, p, ve), k
-}
-
-// appendCompact copies src[a:b], which starts and ends outside any string,
-// without the whitespace between tokens.
-func (st *applyState) appendCompact(dst []byte, a, b int) []byte {
-	src := st.src[a:b]
-	if !st.hasWS {
-		return append(dst, src...)
-	}
-	for i := 0; i < len(src); {
-		c := src[i]
-		if c == '"' {
-			j := skipString(src, i)
-			dst = append(dst, src[i:j]...)
-			i = j
-			continue
-		}
-		if !isWS(c) {
-			dst = append(dst, c)
-		}
-		i++
-	}
-	return dst
+	return append(dst, src[p:ve]...), k
 }
 
 // ---------------------------------------------------------------------------

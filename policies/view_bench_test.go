@@ -22,6 +22,35 @@ func BenchmarkViewApply(b *testing.B) {
 	}
 }
 
+// BenchmarkParsePayload measures the once-per-message half of a fan-out:
+// parsing and validating the same reading into a Payload.
+func BenchmarkParsePayload(b *testing.B) {
+	b.ReportAllocs()
+	b.SetBytes(int64(len(benchReading)))
+	for b.Loop() {
+		if _, err := ParsePayload(benchReading); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkViewRender measures the once-per-view half: rendering the parsed
+// reading under the two accuracy constraints of BenchmarkViewApply.
+func BenchmarkViewRender(b *testing.B) {
+	v := mustView(b, testKey, accuracy("temperature", 0.5), accuracy("humidity", 1))
+	p, err := ParsePayload(benchReading)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	b.SetBytes(int64(len(benchReading)))
+	for b.Loop() {
+		if _, err := v.Render(p); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
 // BenchmarkViewApplyAllKinds adds geo, pseudonymize and drop, to show what
 // the heavier constraints (an HMAC per message) cost.
 func BenchmarkViewApplyAllKinds(b *testing.B) {

@@ -5,9 +5,11 @@ import (
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -68,6 +70,7 @@ func runApplyCases(t *testing.T, cases []applyCase) {
 		t.Run(c.name, func(t *testing.T) {
 			v := mustView(t, testKey, c.cs...)
 			out, err := v.Apply([]byte(c.in))
+			checkTwoPhase(t, v, []byte(c.in), out, err)
 			if c.err != "" {
 				if err == nil {
 					t.Fatalf("Apply(%s) = %s, want withheld %q", c.in, out, c.err)
@@ -606,5 +609,273 @@ func TestViewDuplicateInLargeNestedObject(t *testing.T) {
 	out, err := v.Apply([]byte(`{"t":1,"n":[` + manyKeys(30, false) + `,` + manyKeys(30, false) + `]}`))
 	if err != nil {
 		t.Fatalf("equal sibling objects refused: %v (%s)", err, out)
+	}
+}
+
+// checkTwoPhase checks that Render(ParsePayload(in)) gives what Apply(in)
+// gave (out, err): the same bytes, or the same error. A view that does not
+// rewrite forwards even what does not parse, so only rewriting views must
+// agree on parse errors.
+func checkTwoPhase(t testing.TB, v *View, in, out []byte, err error) {
+	t.Helper()
+	orig := bytes.Clone(in)
+	p, perr := ParsePayload(in)
+	if perr != nil {
+		if p != nil {
+			t.Fatalf("ParsePayload(%q) returned a Payload with error %v", in, perr)
+		}
+		if !errors.Is(perr, ErrWithheld) {
+			t.Fatalf("ParsePayload(%q) error %v does not wrap ErrWithheld", in, perr)
+		}
+		if !v.Rewrites() {
+			return
+		}
+		if err == nil || err.Error() != perr.Error() {
+			t.Fatalf("ParsePayload(%q) error %v, Apply error %v", in, perr, err)
+		}
+		return
+	}
+	checkPayload(t, p)
+	got, rerr := v.Render(p)
+	if (rerr == nil) != (err == nil) || rerr != nil && rerr.Error() != err.Error() {
+		t.Fatalf("Render(%q) error %v, Apply error %v", in, rerr, err)
+	}
+	if !bytes.Equal(got, out) || (got == nil) != (out == nil) {
+		t.Fatalf("Render(%q) = %q, Apply = %q", in, got, out)
+	}
+	if again, _ := v.Render(p); !bytes.Equal(again, got) {
+		t.Fatalf("second Render(%q) = %q, first %q", in, again, got)
+	}
+	if !bytes.Equal(in, orig) {
+		t.Fatalf("ParsePayload or Render modified the input")
+	}
+}
+
+// checkPayload checks the index of p against encoding/json: the compact
+// text is json.Compact of the input; every recorded member's key and value
+// are where the index says, with the decoded name; and exactly the object
+// values of recorded members are recorded objects.
+func checkPayload(t testing.TB, p *Payload) {
+	t.Helper()
+	var compact bytes.Buffer
+	if err := json.Compact(&compact, p.raw); err != nil {
+		t.Fatalf("ParsePayload accepted what encoding/json rejects: %q: %v", p.raw, err)
+	}
+	if !bytes.Equal(p.src, compact.Bytes()) {
+		t.Fatalf("compact text %q, want %q", p.src, compact.Bytes())
+	}
+	seen := make([]bool, len(p.objs))
+	var walk func(o int, text []byte)
+	walk = func(o int, text []byte) {
+		if seen[o] {
+			t.Fatalf("object %d reached twice", o)
+		}
+		seen[o] = true
+		var obj map[string]json.RawMessage
+		if err := json.Unmarshal(text, &obj); err != nil {
+			t.Fatalf("object %d: %q is not an object: %v", o, text, err)
+		}
+		ms := p.members(o)
+		if len(ms) != len(obj) {
+			t.Fatalf("object %d %q: %d members recorded, %d in the text", o, text, len(ms), len(obj))
+		}
+		for _, f := range ms {
+			var name string
+			if err := json.Unmarshal(p.src[f.keyStart:f.keyEnd], &name); err != nil {
+				t.Fatalf("key %q: %v", p.src[f.keyStart:f.keyEnd], err)
+			}
+			if string(p.name(&f)) != name || p.src[f.keyEnd] != ':' || f.valStart != f.keyEnd+1 {
+				t.Fatalf("member %q: name %q, %q follows the key", name, p.name(&f), p.src[f.keyEnd])
+			}
+			val := p.src[f.valStart:f.valEnd]
+			if !bytes.Equal(val, obj[name]) {
+				t.Fatalf("member %q: value %q, want %q", name, val, obj[name])
+			}
+			if (f.child >= 0) != (val[0] == '{') {
+				t.Fatalf("member %q: child %d for value %q", name, f.child, val)
+			}
+			if f.child >= 0 {
+				walk(f.child, val)
+			}
+		}
+	}
+	walk(0, p.src)
+	if i := slices.Index(seen, false); i >= 0 {
+		t.Fatalf("object %d is recorded but unreachable", i)
+	}
+}
+
+// TestPayloadRenderUnderViews renders each of several payloads under
+// several views from one parse, against Apply.
+func TestPayloadRenderUnderViews(t *testing.T) {
+	views := []*View{
+		mustView(t, testKey, accuracy("temperature", 0.5), drop("secret")),
+		mustView(t, testKey, geo("pos.lat", "pos.lon", 1000), pseudo("user")),
+		mustView(t, testKey, keep("user", "pos"), accuracy("pos.alt", 10)),
+		mustView(t, testKey, rangeC("temperature", f64(-20), f64(20))),
+		mustView(t, testKey, rate(5)),
+	}
+	inputs := []string{
+		`{"user":"alice","temperature":21.37,"pos":{"lat":48.7758,"lon":9.1829,"alt":312.4},"secret":"s"}`,
+		" {\n \"us\\u0065r\" : { \"id\" : 7 , \"n\" : [ 1 , { \"a\" : \"x y\" } ] } ,\n \"temperature\" : -3.2e1 ,\n" +
+			" \"pos\" : { \"lon\" : 151.2093 , \"lat\" : -33.8688 , \"alt\" : 5 } }\t",
+		`{"user":null,"temperature":12,"pos":{"lat":0,"lon":0}}`, // no alt: the third view withholds
+	}
+	for _, in := range inputs {
+		p, err := ParsePayload([]byte(in))
+		if err != nil {
+			t.Fatalf("ParsePayload(%q): %v", in, err)
+		}
+		checkPayload(t, p)
+		for _, v := range views {
+			want, werr := v.Apply([]byte(in))
+			got, gerr := v.Render(p)
+			if fmt.Sprint(gerr) != fmt.Sprint(werr) || !bytes.Equal(got, want) {
+				t.Errorf("%s on %q:\nRender %q, %v\n Apply %q, %v", v.Key(), in, got, gerr, want, werr)
+			}
+		}
+	}
+	// The views do see different things of the first payload.
+	p, _ := ParsePayload([]byte(inputs[0]))
+	outs := map[string]bool{}
+	for _, v := range views[:3] {
+		out, err := v.Render(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		outs[string(out)] = true
+	}
+	if len(outs) != 3 {
+		t.Errorf("three views render %d distinct outputs", len(outs))
+	}
+}
+
+func TestPayloadRawForNonRewritingView(t *testing.T) {
+	in := " {\"t\" : 21.37} "
+	p, err := ParsePayload([]byte(in))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range []*View{mustView(t, testKey, rate(1)), mustView(t, testKey)} {
+		if out, err := v.Render(p); err != nil || string(out) != in {
+			t.Errorf("%q: Render = %q, %v; want the payload as it was", v.Key(), out, err)
+		}
+	}
+	if out, err := mustView(t, testKey, accuracy("t", 1)).Render(p); err != nil || string(out) != `{"t":21}` {
+		t.Errorf("Render = %q, %v", out, err)
+	}
+}
+
+func TestRenderUnparsed(t *testing.T) {
+	for _, v := range []*View{mustView(t, testKey, accuracy("t", 1)), mustView(t, testKey, rate(1))} {
+		for _, p := range []*Payload{nil, {}} {
+			out, err := v.Render(p)
+			if !errors.Is(err, ErrWithheld) || out != nil || err.Error() != "withheld: payload: not parsed" {
+				t.Errorf("Render(%#v) = %q, %v", p, out, err)
+			}
+		}
+	}
+}
+
+func TestParsePayloadErrors(t *testing.T) {
+	tooDeep := strings.Repeat(`{"a":`, 65) + "1" + strings.Repeat("}", 65)
+	for in, want := range map[string]string{
+		``:                           "withheld: payload: not a JSON object",
+		`[1]`:                        "withheld: payload: not a JSON object",
+		`{"t":21.37`:                 "withheld: payload: unexpected end at offset 10",
+		`{"t":21.37} x`:              "withheld: payload: data after the object at offset 12",
+		`{"t":01}`:                   "withheld: payload: invalid JSON at offset 6",
+		`{"t":1.}`:                   "withheld: payload: invalid number at offset 5",
+		"{\"x\":\"\xff\"}":           "withheld: payload: invalid UTF-8 at offset 6",
+		`{"x":"\ud800"}`:             "withheld: payload: lone surrogate at offset 6",
+		`{"t":1,"\u0074":2}`:         "withheld: payload: duplicate key at offset 7",
+		`{"o":{"a":1,"a":2}}`:        "withheld: payload: duplicate key at offset 12",
+		`{"l":[{"b":1,"b":2}]}`:      "withheld: payload: duplicate key at offset 13",
+		tooDeep:                      "withheld: payload: nesting too deep at offset 320",
+		`{"l":[[[` + "\x00" + `]]]}`: "withheld: payload: invalid JSON at offset 8",
+	} {
+		p, err := ParsePayload([]byte(in))
+		if err == nil || p != nil {
+			t.Errorf("ParsePayload(%q) = %v, %v; want %q", in, p, err, want)
+			continue
+		}
+		if !errors.Is(err, ErrWithheld) || err.Error() != want {
+			t.Errorf("ParsePayload(%q) error %q, want %q wrapping ErrWithheld", in, err, want)
+		}
+		_, aerr := mustView(t, testKey, accuracy("t", 1)).Apply([]byte(in))
+		if aerr == nil || aerr.Error() != err.Error() {
+			t.Errorf("ParsePayload(%q) error %q, Apply %v", in, err, aerr)
+		}
+	}
+}
+
+// TestPayloadConcurrentRender renders one Payload under several views
+// from many goroutines (run with -race) and checks it is left unchanged.
+func TestPayloadConcurrentRender(t *testing.T) {
+	in := []byte(" { \"user\" : \"alice\", \"temperature\" : 21.37 , \"pos\" : { \"lat\" : 48.7758, \"lon\" : 9.1829, " +
+		"\"meta\" : { \"id\" : [1, {\"k\": 2}] } }, \"secr\\u0065t\" : 1 }")
+	views := []*View{
+		mustView(t, testKey, accuracy("temperature", 0.5), drop("secret")),
+		mustView(t, testKey, geo("pos.lat", "pos.lon", 1000), pseudo("user"), pseudo("pos.meta")),
+		mustView(t, testKey, keep("pos"), accuracy("pos.lat", 0.1), pseudo("pos")),
+		mustView(t, testKey, accuracy("missing", 1)),
+	}
+	p, err := ParsePayload(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := *p
+	before.src, before.keys = bytes.Clone(p.src), bytes.Clone(p.keys)
+	before.fields, before.objs = slices.Clone(p.fields), slices.Clone(p.objs)
+	want := make([]string, len(views))
+	for i, v := range views {
+		out, err := v.Apply(in)
+		want[i] = fmt.Sprintf("%s %v", out, err)
+	}
+	var wg sync.WaitGroup
+	errs := make(chan string, 64)
+	for g := range 32 {
+		wg.Go(func() {
+			for n := range 200 {
+				i := (g + n) % len(views)
+				out, err := views[i].Render(p)
+				if got := fmt.Sprintf("%s %v", out, err); got != want[i] {
+					select {
+					case errs <- fmt.Sprintf("Render under %s = %s; want %s", views[i].Key(), got, want[i]):
+					default:
+					}
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for e := range errs {
+		t.Error(e)
+	}
+	if !bytes.Equal(p.src, before.src) || !bytes.Equal(p.keys, before.keys) ||
+		!slices.Equal(p.fields, before.fields) || !slices.Equal(p.objs, before.objs) || !bytes.Equal(p.raw, in) {
+		t.Error("Render changed the Payload")
+	}
+}
+
+// TestParsePayloadIndex checks the recorded structure on payloads with
+// nesting, arrays of objects, escaped keys and whitespace.
+func TestParsePayloadIndex(t *testing.T) {
+	for _, in := range []string{
+		`{}`,
+		` { } `,
+		`{"a":{}}`,
+		`{"a":{"b":{"c":{"d":1}},"e":[{"f":{"g":1}}]},"h":{"i":2}}`,
+		"{\n\t\"\\u0061\" : { \"\\n\" : { } , \"b\" : [ { \"c\" : 1 } , { \"c\" : 2 } ] } , \"z\" : \"a \\\" b\" }",
+		manyKeys(40, false),
+		`{"n":` + manyKeys(40, false) + `}`,
+	} {
+		p, err := ParsePayload([]byte(in))
+		if err != nil {
+			t.Fatalf("ParsePayload(%q): %v", in, err)
+		}
+		checkPayload(t, p)
 	}
 }

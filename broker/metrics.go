@@ -1,0 +1,56 @@
+package broker
+
+import (
+	"sync/atomic"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// collector exposes mochi's counters and Veil's enforcement outcomes.
+type collector struct {
+	b           *Broker
+	enforcement *prometheus.Desc
+	gauges      []gauge
+}
+
+type gauge struct {
+	desc *prometheus.Desc
+	kind prometheus.ValueType
+	read func() int64
+}
+
+func newCollector(b *Broker) *collector {
+	info := b.MQTT.Info
+	g := func(name, help string, kind prometheus.ValueType, v *int64) gauge {
+		return gauge{prometheus.NewDesc(name, help, nil, nil), kind, func() int64 { return atomic.LoadInt64(v) }}
+	}
+	return &collector{
+		b:           b,
+		enforcement: prometheus.NewDesc("veil_enforcement_total", "Enforcement outcomes by kind.", []string{"outcome"}, nil),
+		gauges: []gauge{
+			g("veil_clients_connected", "Connected MQTT clients.", prometheus.GaugeValue, &info.ClientsConnected),
+			g("veil_messages_received_total", "PUBLISH packets received.", prometheus.CounterValue, &info.MessagesReceived),
+			g("veil_messages_sent_total", "PUBLISH packets sent.", prometheus.CounterValue, &info.MessagesSent),
+			g("veil_messages_dropped_total", "PUBLISH packets dropped for full client queues.", prometheus.CounterValue, &info.MessagesDropped),
+			g("veil_retained_messages", "Retained messages.", prometheus.GaugeValue, &info.Retained),
+			g("veil_inflight_messages", "QoS 1/2 messages in flight.", prometheus.GaugeValue, &info.Inflight),
+			g("veil_subscriptions", "Subscriptions.", prometheus.GaugeValue, &info.Subscriptions),
+		},
+	}
+}
+
+func (c *collector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- c.enforcement
+	for _, g := range c.gauges {
+		ch <- g.desc
+	}
+}
+
+func (c *collector) Collect(ch chan<- prometheus.Metric) {
+	for _, g := range c.gauges {
+		ch <- prometheus.MustNewConstMetric(g.desc, g.kind, float64(g.read()))
+	}
+	for outcome, n := range c.b.Metrics.Snapshot() {
+		ch <- prometheus.MustNewConstMetric(c.enforcement, prometheus.CounterValue, float64(n), outcome)
+	}
+}

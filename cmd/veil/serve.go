@@ -1,0 +1,117 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/rs/zerolog"
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+	"gopkg.in/yaml.v3"
+
+	"github.com/veil-iot/veil/broker"
+)
+
+func serveCmd() *cobra.Command {
+	cfg := broker.Defaults()
+	var configFile string
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "Run the broker",
+		Long: `Run the broker. Every flag can also be set by the environment variable
+VEIL_<FLAG> (upper case, '-' as '_', e.g. VEIL_MONGO_URI) or by a key of the
+same name in the YAML file given by --config. Flags win over the environment,
+which wins over the file.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := applyEnvAndFile(cmd.Flags(), configFile); err != nil {
+				return usageError{err}
+			}
+			if err := cfg.Validate(); err != nil {
+				return usageError{fmt.Errorf("%s", strings.ReplaceAll(err.Error(), "\n", "; "))}
+			}
+			return serve(cfg)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&configFile, "config", "", "YAML config file")
+	f.StringVar(&cfg.MQTT, "mqtt", cfg.MQTT, "MQTT TCP listener address (empty: off)")
+	f.StringVar(&cfg.WS, "ws", cfg.WS, "MQTT over WebSocket listener address (empty: off)")
+	f.StringVar(&cfg.MQTTS, "mqtts", cfg.MQTTS, "MQTT over TLS listener address (needs --tls-cert, --tls-key)")
+	f.StringVar(&cfg.HTTP, "http", cfg.HTTP, "HTTP address for /healthz, /readyz, /metrics (empty: off)")
+	f.StringVar(&cfg.TLSCert, "tls-cert", cfg.TLSCert, "PEM certificate for --mqtts and --ws")
+	f.StringVar(&cfg.TLSKey, "tls-key", cfg.TLSKey, "PEM private key for --mqtts and --ws")
+	f.StringVar(&cfg.DataDir, "data-dir", cfg.DataDir, "directory for broker state and the embedded metadata store")
+	f.StringVar(&cfg.MongoURI, "mongo-uri", cfg.MongoURI, "MongoDB URI (empty: embedded FerretDB under --data-dir)")
+	f.StringVar(&cfg.Database, "database", cfg.Database, "MongoDB database name")
+	f.StringVar(&cfg.Bootstrap, "bootstrap", cfg.Bootstrap, "YAML file of users, things, places, relations and policies applied at start")
+	f.StringVar(&cfg.LogLevel, "log-level", cfg.LogLevel, "log level: debug, info, warn, error")
+	f.StringVar(&cfg.TimeZone, "time-zone", cfg.TimeZone, "time zone of env.* policy conditions")
+	f.StringVar(&cfg.JWTIssuer, "jwt-issuer", cfg.JWTIssuer, "accepted issuer of JWT bearer tokens")
+	f.StringVar(&cfg.JWTKey, "jwt-key", cfg.JWTKey, "PEM public key or HMAC secret file verifying JWT bearer tokens")
+	f.Uint32Var(&cfg.MaxPacketSize, "max-packet-size", cfg.MaxPacketSize, "largest MQTT packet accepted, in bytes")
+	f.BoolVar(&cfg.NoEnforcement, "bench-no-enforcement", false, "benchmark baseline only: plain mochi, no authentication or authorisation")
+	_ = f.MarkHidden("bench-no-enforcement")
+	return cmd
+}
+
+// applyEnvAndFile fills every flag not given on the command line from
+// VEIL_… or, failing that, from the config file.
+func applyEnvAndFile(fs *pflag.FlagSet, file string) error {
+	fileValues := map[string]any{}
+	if file != "" {
+		data, err := os.ReadFile(file)
+		if err != nil {
+			return fmt.Errorf("--config: %w", err)
+		}
+		if err := yaml.Unmarshal(data, &fileValues); err != nil {
+			return fmt.Errorf("--config %s: %w", file, err)
+		}
+		for k := range fileValues {
+			if k == "config" || fs.Lookup(k) == nil {
+				return fmt.Errorf("--config %s: unknown key %q", file, k)
+			}
+		}
+	}
+	var errs []string
+	fs.VisitAll(func(fl *pflag.Flag) {
+		if fl.Changed || fl.Name == "config" {
+			return
+		}
+		env := "VEIL_" + strings.ToUpper(strings.ReplaceAll(fl.Name, "-", "_"))
+		if v, ok := os.LookupEnv(env); ok {
+			if err := fs.Set(fl.Name, v); err != nil {
+				errs = append(errs, fmt.Sprintf("%s: %v", env, err))
+			}
+			return
+		}
+		if v, ok := fileValues[fl.Name]; ok {
+			if err := fs.Set(fl.Name, fmt.Sprint(v)); err != nil {
+				errs = append(errs, fmt.Sprintf("--config %s: %s: %v", file, fl.Name, err))
+			}
+		}
+	})
+	if len(errs) > 0 {
+		return fmt.Errorf("%s", strings.Join(errs, "; "))
+	}
+	return nil
+}
+
+func serve(cfg broker.Config) error {
+	level, _ := zerolog.ParseLevel(cfg.LogLevel)
+	log := zerolog.New(os.Stderr).Level(level).With().Timestamp().Logger()
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	b, err := broker.Start(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	<-ctx.Done()
+	log.Info().Msg("shutting down")
+	b.Close()
+	return nil
+}
