@@ -16,7 +16,9 @@ type slogToZerolog struct {
 	attrs []slog.Attr
 }
 
-func (h slogToZerolog) Enabled(_ context.Context, l slog.Level) bool { return l >= min(h.min, slog.LevelError) }
+func (h slogToZerolog) Enabled(_ context.Context, l slog.Level) bool {
+	return l >= min(h.min, slog.LevelError)
+}
 
 func (h slogToZerolog) Handle(_ context.Context, r slog.Record) error {
 	var ev *zerolog.Event

@@ -27,7 +27,9 @@ func TestCacheNeverStale(t *testing.T) {
 		{"higher-priority deny added", true, func(e *Engine, _ *fakeClock) {
 			_ = e.PutPolicy("an", Policy{ID: "stop", Priority: 0, Effect: "deny", Subjects: []string{"*"}, Resources: []string{"#"}, Actions: []Action{ActRead}})
 		}},
-		{"requester attribute changed", true, func(e *Engine, _ *fakeClock) { _ = e.PutUser(User{Name: "doctor", Attributes: Attributes{"role": "retired"}}) }},
+		{"requester attribute changed", true, func(e *Engine, _ *fakeClock) {
+			_ = e.PutUser(User{Name: "doctor", Attributes: Attributes{"role": "retired"}})
+		}},
 		{"requester deleted", true, func(e *Engine, _ *fakeClock) { e.DeleteUser("doctor") }},
 		{"thing changes owner", true, func(e *Engine, _ *fakeClock) { _ = e.PutThing(Thing{ID: "watch-1", Owner: "peter"}) }},
 		{"policy added", false, func(e *Engine, _ *fakeClock) {

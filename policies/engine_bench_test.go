@@ -43,7 +43,7 @@ func bigSnapshot() Snapshot {
 				Subjects:  []string{fmt.Sprintf("user:guest-%d", (o*7+p)%benchGuests), "role:nurse"},
 				Resources: []string{fmt.Sprintf("things/t-%d-%d/data/#", o, p)},
 				Actions:   []Action{ActRead, ActHistory}, Purposes: []string{"care"},
-				When:      &Condition{Attr: "requester.level", Op: OpGe, Value: 1.0}}
+				When: &Condition{Attr: "requester.level", Op: OpGe, Value: 1.0}}
 			if p == benchPoliciesPerUser-1 {
 				pol.Subjects = []string{"role:doctor"}
 				pol.When = nil
