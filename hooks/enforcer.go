@@ -35,13 +35,10 @@ type Enforcer struct {
 	log      zerolog.Logger
 	metrics  *Metrics
 
-	fanouts sync.Map // topic → *fanout: the message being fanned out right now
+	fanouts sync.Map // topic → *message: the message being fanned out right now
+	parses  atomic.Int64
 }
 
-// fanout is a message during its synchronous fan-out in the publisher's goroutine.
-type fanout struct {
-	payload []byte
-}
 
 // EnforcerConfig wires an Enforcer.
 type EnforcerConfig struct {
@@ -232,8 +229,8 @@ func (h *Enforcer) mayDeliver(cl *mqtt.Client, s *session, topic string) bool {
 		return true
 	}
 	// Without the payload at hand, OnPacketEncode judges the real one.
-	if payload, ok := h.currentPayload(topic); ok {
-		if _, err := h.views.render(d.View, topic, payload); err != nil {
+	if m := h.currentMessage(topic); m != nil {
+		if _, err := h.views.render(d.View, topic, m); err != nil {
 			h.count("delivery_withheld")
 			return false
 		}
@@ -245,20 +242,24 @@ func (h *Enforcer) mayDeliver(cl *mqtt.Client, s *session, topic string) bool {
 	return true
 }
 
-// currentPayload is the message being fanned out on topic (set in OnPublish),
+// currentMessage is the message being fanned out on topic (set in OnPublish),
 // or else the retained message a new subscription is being sent.
-func (h *Enforcer) currentPayload(topic string) ([]byte, bool) {
-	if f, ok := h.fanouts.Load(topic); ok {
-		return f.(*fanout).payload, true
+func (h *Enforcer) currentMessage(topic string) *message {
+	if m, ok := h.fanouts.Load(topic); ok {
+		return m.(*message)
 	}
 	if h.server == nil {
-		return nil, false
+		return nil
 	}
 	if pk, ok := h.server.Topics.Retained.Get(topic); ok {
-		return pk.Payload, true
+		return newMessage(pk.Payload, &h.parses)
 	}
-	return nil, false
+	return nil
 }
+
+// Stats counts payload parses and view renders since start: a fan-out to
+// many subscribers in few views parses once and renders once per view.
+func (h *Enforcer) Stats() (parses, renders int64) { return h.parses.Load(), h.views.renders.Load() }
 
 // OnSubscribe notes the filters being subscribed and their purposes, so
 // that OnACLCheck can tell a filter check from a delivery.
@@ -325,7 +326,7 @@ func (h *Enforcer) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet
 	if res, ok := policies.ParseTopic(pk.TopicName); ok && res.Kind == policies.ResData && h.live != nil {
 		h.live.Observe(res.Thing, res.Name, pk.Payload)
 	}
-	h.fanouts.Store(pk.TopicName, &fanout{payload: pk.Payload})
+	h.fanouts.Store(pk.TopicName, newMessage(pk.Payload, &h.parses))
 	return pk, nil
 }
 
@@ -355,7 +356,7 @@ func (h *Enforcer) OnPacketEncode(cl *mqtt.Client, pk packets.Packet) packets.Pa
 	if d.View == nil || !d.View.Rewrites() {
 		return pk
 	}
-	out, err := h.views.render(d.View, pk.TopicName, pk.Payload)
+	out, err := h.views.render(d.View, pk.TopicName, newMessage(pk.Payload, &h.parses))
 	if err != nil {
 		return h.drop(cl, pk)
 	}

@@ -35,6 +35,11 @@ func TestFanoutThreeViews(t *testing.T) {
 			t.Fatalf("stranger received %d messages", n)
 		}
 	}
+	// 20 messages to 100 subscribers in 3 views: each parsed once, rendered
+	// once for the one rewriting view (raw needs no rendering, denied none).
+	if parses, renders := f.enforcer.Stats(); parses != 20 || renders != 20 {
+		t.Fatalf("parses = %d, renders = %d; want 20 and 20", parses, renders)
+	}
 }
 
 // BenchmarkFanout publishes to 100 subscribers in three views through Veil's

@@ -59,15 +59,17 @@ func household(t testing.TB) (*policies.Engine, *hooks.Credentials) {
 
 // startServer runs mochi on a loopback port with Veil's hooks, or with
 // mochi's allow-all hook when enforce is false.
-func startServer(t testing.TB, enforce bool) (*mqtt.Server, string) {
+func startServer(t testing.TB, enforce bool) (*mqtt.Server, string, *hooks.Enforcer) {
 	t.Helper()
 	srv := mqtt.New(&mqtt.Options{InlineClient: true, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	var enf *hooks.Enforcer
 	if enforce {
 		e, creds := household(t)
 		sessions := &hooks.Sessions{}
 		log := zerolog.Nop()
 		must(t, srv.AddHook(hooks.NewAuthenticator(hooks.AuthConfig{Engine: e, Credentials: creds, Sessions: sessions, Server: srv, Log: log}), nil))
-		must(t, srv.AddHook(hooks.NewEnforcer(hooks.EnforcerConfig{Engine: e, Sessions: sessions, Server: srv, Log: log}), nil))
+		enf = hooks.NewEnforcer(hooks.EnforcerConfig{Engine: e, Sessions: sessions, Server: srv, Log: log})
+		must(t, srv.AddHook(enf, nil))
 	} else {
 		must(t, srv.AddHook(new(auth.AllowHook), nil))
 	}
@@ -75,7 +77,7 @@ func startServer(t testing.TB, enforce bool) (*mqtt.Server, string) {
 	must(t, srv.AddListener(l))
 	must(t, srv.Serve())
 	t.Cleanup(func() { _ = srv.Close() })
-	return srv, l.Address()
+	return srv, l.Address(), enf
 }
 
 func must(t testing.TB, err error) {
@@ -129,13 +131,14 @@ func subscribe(t testing.TB, pc *paho.Client, filter string) {
 // fanout connects 100 subscribers in three views (a third the owner, raw; a
 // third the doctor, rounded; a third strangers on a wildcard, denied) and a publisher.
 type fanout struct {
+	enforcer           *hooks.Enforcer
 	pub                *paho.Client
 	raw, rounded, none []*counter
 }
 
 func newFanout(t testing.TB, enforce bool) *fanout {
-	_, addr := startServer(t, enforce)
-	f := &fanout{}
+	_, addr, enf := startServer(t, enforce)
+	f := &fanout{enforcer: enf}
 	for i := range 100 {
 		c := &counter{}
 		switch i % 3 {

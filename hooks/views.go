@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"hash/maphash"
 	"sync"
+	"sync/atomic"
 
 	"github.com/veil-iot/veil/policies"
 )
@@ -19,6 +20,8 @@ type renderings struct {
 	cur  map[renderKey]*rendered
 	old  map[renderKey]*rendered
 	max  int
+
+	renders atomic.Int64
 }
 
 type renderKey struct {
@@ -37,21 +40,48 @@ func newRenderings(max int) *renderings {
 	return &renderings{seed: maphash.MakeSeed(), cur: map[renderKey]*rendered{}, max: max}
 }
 
-// render returns v applied to payload, computing it at most once while cached.
-// The returned slice is shared: callers hand it to mochi, which only reads it.
-func (r *renderings) render(v *policies.View, topic string, payload []byte) ([]byte, error) {
-	k := renderKey{view: v, topic: topic, sum: maphash.Bytes(r.seed, payload)}
+// message is one payload, parsed at most once however many views render it.
+type message struct {
+	raw    []byte
+	once   sync.Once
+	parsed *policies.Payload
+	err    error
+	parses *atomic.Int64
+}
+
+func newMessage(raw []byte, parses *atomic.Int64) *message { return &message{raw: raw, parses: parses} }
+
+func (m *message) payload() (*policies.Payload, error) {
+	m.once.Do(func() {
+		m.parsed, m.err = policies.ParsePayload(m.raw)
+		if m.parses != nil {
+			m.parses.Add(1)
+		}
+	})
+	return m.parsed, m.err
+}
+
+// render returns v applied to the message, computing it at most once while
+// cached. The returned slice is shared: callers hand it to mochi, which only
+// reads it.
+func (r *renderings) render(v *policies.View, topic string, m *message) ([]byte, error) {
+	k := renderKey{view: v, topic: topic, sum: maphash.Bytes(r.seed, m.raw)}
 	r.mu.RLock()
 	e := r.cur[k]
 	if e == nil {
 		e = r.old[k]
 	}
 	r.mu.RUnlock()
-	if e != nil && bytes.Equal(e.raw, payload) {
+	if e != nil && bytes.Equal(e.raw, m.raw) {
 		return e.out, e.err
 	}
-	out, err := v.Apply(payload)
-	e = &rendered{raw: bytes.Clone(payload), out: out, err: err}
+	p, err := m.payload()
+	var out []byte
+	if err == nil {
+		out, err = v.Render(p)
+		r.renders.Add(1)
+	}
+	e = &rendered{raw: bytes.Clone(m.raw), out: out, err: err}
 	r.mu.Lock()
 	if len(r.cur) >= r.max {
 		r.old, r.cur = r.cur, make(map[renderKey]*rendered, r.max)
