@@ -39,7 +39,6 @@ type Enforcer struct {
 	parses  atomic.Int64
 }
 
-
 // EnforcerConfig wires an Enforcer.
 type EnforcerConfig struct {
 	Engine   *policies.Engine
