@@ -595,8 +595,8 @@ func (x *evalCtx) inWindow(r *Relationship) bool {
 // Decide answers one request, from the cache when it can.
 func (e *Engine) Decide(req Request) Decision {
 	k := cacheKey{p: req.Principal, topic: req.Topic, action: req.Action, purpose: req.Purpose}
-	if d, ok := e.cache.get(&k, e.clock); ok {
-		return d
+	if c := e.cache.get(&k, e.clock); c != nil {
+		return c.d
 	}
 	e.mu.RLock()
 	x := evalCtx{e: e, req: req, now: e.clock.Now()}
