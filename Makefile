@@ -3,14 +3,14 @@ GO      ?= go
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X main.version=$(VERSION)
 
-.PHONY: build run test test-deps bench lint clean
+.PHONY: build run test test-deps bench operators lint clean
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/veil ./cmd/veil
 
 # The broker with the example household, embedded FerretDB, data under ./var.
 run: build
-	./bin/veil serve --bootstrap examples/bootstrap.yaml --data-dir var
+	./scripts/run.sh
 
 test-deps:
 	./scripts/install-test-deps.sh
@@ -21,8 +21,14 @@ test: test-deps
 	$(GO) vet ./...
 	$(GO) test -race -count=1 -timeout 20m ./...
 
-bench:
-	$(GO) test -run '^$$' -bench . -benchmem ./policies/ ./hooks/ ./broker/
+# Micro-benchmarks of the engine and hooks, then the broker-level comparison.
+bench: build
+	$(GO) test -run '^$$' -bench . -benchmem ./policies/ ./hooks/
+	./scripts/bench.sh
+
+# Raspberry Pi operators, cross-compiled (linux/arm64, arm v7, arm v6, host).
+operators:
+	./scripts/build-operators.sh
 
 lint:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || (gofmt -l $$(git ls-files '*.go'); exit 1)

@@ -211,6 +211,15 @@ func (b *Broker) startMQTT() error {
 		}
 	}
 
+	if err := b.addArchive(srv); err != nil {
+		return err
+	}
+	if !b.cfg.NoEnforcement {
+		if err := b.addControlPlane(srv); err != nil {
+			return err
+		}
+	}
+
 	var tlsCfg *tls.Config
 	if b.cfg.TLSCert != "" {
 		cert, err := tls.LoadX509KeyPair(b.cfg.TLSCert, b.cfg.TLSKey)
@@ -306,6 +315,8 @@ func (b *Broker) Close() {
 	if b.MQTT != nil {
 		_ = b.MQTT.Close()
 	}
+	b.closeArchive()
+	b.closeControlPlane()
 	if b.Store != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		_ = b.Store.Close(ctx)

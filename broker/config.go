@@ -29,6 +29,16 @@ type Config struct {
 
 	MaxPacketSize uint32 `yaml:"max-packet-size"` // bytes; larger packets drop the connection
 
+	// Archive (InfluxDB); empty InfluxURL = archive off.
+	InfluxURL    string `yaml:"influx-url"`
+	InfluxOrg    string `yaml:"influx-org"`
+	InfluxBucket string `yaml:"influx-bucket"` // InfluxDB 1.8: "db/rp"
+	InfluxToken  string `yaml:"influx-token"`  // InfluxDB 1.8: "user:pass" or empty
+
+	// Control plane.
+	InvitationTTL  time.Duration `yaml:"invitation-ttl"`  // how long an invitation stays pending
+	AuditRetention time.Duration `yaml:"audit-retention"` // how long audit records are kept
+
 	// NoEnforcement runs plain mochi with an allow-all hook: for the
 	// broker benchmark's baseline only, never in production.
 	NoEnforcement bool `yaml:"bench-no-enforcement"`
@@ -42,6 +52,7 @@ func Defaults() Config {
 	return Config{
 		MQTT: "127.0.0.1:1883", HTTP: "127.0.0.1:8080", DataDir: "./var", Database: "veil",
 		LogLevel: "info", TimeZone: "UTC", MaxPacketSize: 256 << 10,
+		InfluxBucket: "veil", InvitationTTL: 7 * 24 * time.Hour, AuditRetention: 90 * 24 * time.Hour,
 	}
 }
 
@@ -79,6 +90,12 @@ func (c Config) Validate() error {
 	}
 	if c.JWTKey != "" && c.JWTIssuer == "" {
 		errs = append(errs, errors.New("--jwt-key needs --jwt-issuer"))
+	}
+	if c.InvitationTTL <= 0 {
+		errs = append(errs, fmt.Errorf("--invitation-ttl %s: must be positive", c.InvitationTTL))
+	}
+	if c.AuditRetention <= 0 {
+		errs = append(errs, fmt.Errorf("--audit-retention %s: must be positive", c.AuditRetention))
 	}
 	if c.MaxPacketSize < 1024 {
 		errs = append(errs, fmt.Errorf("--max-packet-size %d: must be at least 1024", c.MaxPacketSize))

@@ -35,6 +35,8 @@ type Enforcer struct {
 	log      zerolog.Logger
 	metrics  *Metrics
 
+	system []SystemTopics
+
 	fanouts sync.Map // topic → *message: the message being fanned out right now
 	parses  atomic.Int64
 }
@@ -48,6 +50,17 @@ type EnforcerConfig struct {
 	Live     *LiveValues    // nil: no live-data context is recorded
 	Log      zerolog.Logger
 	Metrics  *Metrics // nil: not counted
+	// System decides the broker's own $-namespaces ($config, $enroll,
+	// $history); everything under $ that none of them handles is refused.
+	System []SystemTopics
+}
+
+// SystemTopics decides publishes, subscriptions and deliveries in one of
+// the broker's own $-namespaces. handled=false leaves the topic to others.
+type SystemTopics interface {
+	MayPublish(cl *mqtt.Client, p policies.Principal, topic string) (handled, allowed bool)
+	MaySubscribe(cl *mqtt.Client, p policies.Principal, filter string) (handled, allowed bool)
+	MayDeliver(cl *mqtt.Client, p policies.Principal, topic string) (handled, allowed bool)
 }
 
 // NewEnforcer returns the hook; add it to the server after the authenticator.
@@ -56,7 +69,7 @@ func NewEnforcer(c EnforcerConfig) *Enforcer {
 		c.Clock = policies.SystemClock{}
 	}
 	return &Enforcer{engine: c.Engine, sessions: c.Sessions, server: c.Server, clock: c.Clock, live: c.Live,
-		views: newRenderings(4096), log: c.Log, metrics: c.Metrics}
+		views: newRenderings(4096), log: c.Log, metrics: c.Metrics, system: c.System}
 }
 
 // ID names the hook.
@@ -155,6 +168,14 @@ func (h *Enforcer) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
 		return false
 	}
 	if write {
+		if strings.HasPrefix(topic, "$") {
+			for _, st := range h.system {
+				if handled, ok := st.MayPublish(cl, s.principal, topic); handled {
+					return ok
+				}
+			}
+			return false
+		}
 		ok := h.mayWrite(s.principal, topic)
 		if !ok {
 			h.count("publish_denied")
@@ -180,6 +201,11 @@ func (h *Enforcer) maySubscribe(cl *mqtt.Client, s *session, filter, purpose str
 		own := "$config/replies/" + cl.ID
 		return f == own || strings.HasPrefix(f, own+"/")
 	case strings.HasPrefix(f, "$"):
+		for _, st := range h.system {
+			if handled, ok := st.MaySubscribe(cl, s.principal, f); handled {
+				return ok && !shared
+			}
+		}
 		return false
 	}
 	if purpose == "" {
@@ -216,6 +242,11 @@ func (h *Enforcer) mayDeliver(cl *mqtt.Client, s *session, topic string) bool {
 		case strings.HasPrefix(topic, "$config/replies/"):
 			rest := topic[len("$config/replies/"):]
 			return rest == cl.ID || strings.HasPrefix(rest, cl.ID+"/")
+		}
+		for _, st := range h.system {
+			if handled, ok := st.MayDeliver(cl, s.principal, topic); handled {
+				return ok
+			}
 		}
 		return false
 	}

@@ -54,6 +54,12 @@ which wins over the file.`,
 	f.StringVar(&cfg.JWTIssuer, "jwt-issuer", cfg.JWTIssuer, "accepted issuer of JWT bearer tokens")
 	f.StringVar(&cfg.JWTKey, "jwt-key", cfg.JWTKey, "PEM public key or HMAC secret file verifying JWT bearer tokens")
 	f.Uint32Var(&cfg.MaxPacketSize, "max-packet-size", cfg.MaxPacketSize, "largest MQTT packet accepted, in bytes")
+	f.StringVar(&cfg.InfluxURL, "influx-url", cfg.InfluxURL, "InfluxDB URL for the sensor archive (empty: archive off)")
+	f.StringVar(&cfg.InfluxOrg, "influx-org", cfg.InfluxOrg, "InfluxDB 2 organisation (empty for InfluxDB 1.8)")
+	f.StringVar(&cfg.InfluxBucket, "influx-bucket", cfg.InfluxBucket, "InfluxDB bucket (InfluxDB 1.8: db/rp)")
+	f.StringVar(&cfg.InfluxToken, "influx-token", cfg.InfluxToken, "InfluxDB token (InfluxDB 1.8: user:pass or empty)")
+	f.DurationVar(&cfg.InvitationTTL, "invitation-ttl", cfg.InvitationTTL, "how long an invitation stays pending")
+	f.DurationVar(&cfg.AuditRetention, "audit-retention", cfg.AuditRetention, "how long audit records are kept")
 	f.BoolVar(&cfg.NoEnforcement, "bench-no-enforcement", false, "benchmark baseline only: plain mochi, no authentication or authorisation")
 	_ = f.MarkHidden("bench-no-enforcement")
 	return cmd
