@@ -181,7 +181,7 @@ func (b *Broker) startMQTT() error {
 	b.Sessions = &hooks.Sessions{}
 	b.Metrics = hooks.NewMetrics()
 
-	if err := srv.AddHook(new(bolt.Hook), &bolt.Options{
+	if err := srv.AddHook(stateStore{new(bolt.Hook)}, &bolt.Options{
 		Path:    filepath.Join(b.cfg.DataDir, "mqtt.db"),
 		Options: &bbolt.Options{Timeout: 2 * time.Second},
 	}); err != nil {

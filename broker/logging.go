@@ -39,7 +39,11 @@ func (h slogToZerolog) Handle(_ context.Context, r slog.Record) error {
 		if a.Key == "packet" || a.Key == "will" {
 			return true // packets can carry passwords and payloads: never logged
 		}
-		ev = ev.Any(a.Key, a.Value.Any())
+		if err, ok := a.Value.Any().(error); ok {
+			ev = ev.AnErr(a.Key, err)
+		} else {
+			ev = ev.Any(a.Key, a.Value.Any())
+		}
 		return true
 	}
 	for _, a := range h.attrs {

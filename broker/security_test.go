@@ -378,3 +378,39 @@ func TestMalformedAndOversizedPacketsDropOnlyTheirConnection(t *testing.T) {
 func oversizedPublish() []byte {
 	return []byte{0x30, 0x80, 0x80, 0x40, 0, 1, 'a'}
 }
+
+func TestFanoutViewsMQTT311(t *testing.T) {
+	sub := needMosquitto(t, "mosquitto_sub")
+	pub := needMosquitto(t, "mosquitto_pub")
+	host, port, _ := net.SplitHostPort(veil.Addr("mqtt"))
+	listen := func(user, pass, filter string) *exec.Cmd {
+		cmd := exec.Command(sub, "-V", "mqttv311", "-h", host, "-p", port, "-u", user, "-P", pass, "-t", filter, "-v", "-W", "4")
+		return cmd
+	}
+	an, doc, s := listen("an", "an-pass", "things/thermo-1/data/temperature"), listen("doctor", "doctor-pass", "things/thermo-1/data/temperature"),
+		listen("stranger", "stranger-pass", "#")
+	var outs [3]strings.Builder
+	for i, c := range []*exec.Cmd{an, doc, s} {
+		c.Stdout = &outs[i]
+		if err := c.Start(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	time.Sleep(time.Second) // let the three subscriptions settle
+	if out, err := exec.Command(pub, "-V", "mqttv311", "-h", host, "-p", port, "-i", "thermo-1", "-u", "thermo-1", "-P", "thermo-1-secret",
+		"-t", "things/thermo-1/data/temperature", "-m", `{"temperature":22.26}`).CombinedOutput(); err != nil {
+		t.Fatalf("mosquitto_pub: %v %s", err, out)
+	}
+	for _, c := range []*exec.Cmd{an, doc, s} {
+		_ = c.Wait() // -W 4: each exits after its timeout
+	}
+	if got := outs[0].String(); got != "things/thermo-1/data/temperature {\"temperature\":22.26}\n" {
+		t.Fatalf("owner (3.1.1) got %q", got)
+	}
+	if got := outs[1].String(); got != "things/thermo-1/data/temperature {\"temperature\":22.3}\n" {
+		t.Fatalf("doctor (3.1.1) got %q", got)
+	}
+	if got := outs[2].String(); got != "" {
+		t.Fatalf("stranger (3.1.1) got %q", got)
+	}
+}

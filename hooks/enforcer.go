@@ -398,6 +398,7 @@ func (h *Enforcer) OnPacketEncode(cl *mqtt.Client, pk packets.Packet) packets.Pa
 // nothing, and forgets it as inflight so it is never resent.
 func (h *Enforcer) drop(cl *mqtt.Client, pk packets.Packet) packets.Packet {
 	h.count("encode_dropped")
+	h.log.Debug().Str("client", cl.ID).Str("topic", pk.TopicName).Msg("delivery refused at encode")
 	if pk.FixedHeader.Qos > 0 {
 		cl.State.Inflight.Delete(pk.PacketID)
 	}

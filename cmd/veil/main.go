@@ -27,6 +27,7 @@ func main() {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
+	root.DisableSuggestions = true
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	root.AddCommand(serveCmd(), versionCmd(), ctlCmd(), benchCmd())
 	if err := root.Execute(); err != nil {

@@ -1,0 +1,106 @@
+package loadgen
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/eclipse/paho.golang/paho"
+)
+
+// runIdle connects cfg.Clients idle clients (as the stranger, who may
+// connect but sees nothing) and reports the broker's resident memory per
+// client: VmRSS of cfg.BrokerPID before and after, once settled.
+func runIdle(ctx context.Context, cfg Config) (*Result, error) {
+	if cfg.BrokerPID <= 0 {
+		return nil, fmt.Errorf("--scenario idle needs --broker-pid (the broker process whose memory is measured)")
+	}
+	before, err := RSSKiB(cfg.BrokerPID)
+	if err != nil {
+		return nil, err
+	}
+	res := &Result{Broker: cfg.Broker, Profile: cfg.Profile, Scenario: Idle, Clients: cfg.Clients, Round: cfg.Round, Tag: cfg.Tag}
+	clients := make([]*paho.Client, cfg.Clients)
+	var mu sync.Mutex
+	var clientErrs int
+	start := time.Now()
+	err = parallel(ctx, cfg.Clients, 64, func(ctx context.Context, i int) error {
+		cl, err := dial(ctx, cfg.Addr, fmt.Sprintf("bench-idle-%d", i), "stranger", cfg.password("stranger"), nil,
+			func(error) { mu.Lock(); clientErrs++; mu.Unlock() })
+		if err != nil {
+			return fmt.Errorf("idle client %d of %d: %w", i+1, cfg.Clients, err)
+		}
+		clients[i] = cl
+		return nil
+	})
+	connectTook := time.Since(start)
+	defer func() {
+		_ = parallel(context.Background(), len(clients), 256, func(_ context.Context, i int) error {
+			if clients[i] != nil {
+				_ = clients[i].Disconnect(&paho.Disconnect{})
+			}
+			return nil
+		})
+	}()
+	if err != nil {
+		return nil, err
+	}
+	if cfg.Log != nil {
+		fmt.Fprintf(cfg.Log, "%s idle: %d clients connected in %s; settling\n", cfg.Broker, cfg.Clients, connectTook.Round(time.Millisecond))
+	}
+	settle := cfg.Duration
+	if settle <= 0 {
+		settle = 3 * time.Second
+	}
+	time.Sleep(settle)
+	after, err := RSSKiB(cfg.BrokerPID)
+	if err != nil {
+		return nil, err
+	}
+	connected := 0
+	for _, cl := range clients {
+		if cl != nil {
+			select {
+			case <-cl.Done():
+			default:
+				connected++
+			}
+		}
+	}
+	res.Idle = &IdleResult{Clients: cfg.Clients, Connected: connected, RSSBeforeKiB: before, RSSAfterKiB: after,
+		BytesPerClient: float64(after-before) * 1024 / float64(cfg.Clients), ConnectSeconds: connectTook.Seconds()}
+	res.Duration = settle.Seconds()
+	if clientErrs > 0 {
+		res.Notes = append(res.Notes, fmt.Sprintf("%d client errors", clientErrs))
+	}
+	res.OK = connected == cfg.Clients
+	if !res.OK {
+		res.FailureReason = fmt.Sprintf("only %d of %d idle clients still connected", connected, cfg.Clients)
+	}
+	return res, nil
+}
+
+// RSSKiB reads VmRSS of process pid from /proc.
+func RSSKiB(pid int) (int64, error) {
+	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, fmt.Errorf("broker memory: %w", err)
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if rest, ok := strings.CutPrefix(sc.Text(), "VmRSS:"); ok {
+			n, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
+			if err != nil {
+				return 0, fmt.Errorf("broker memory: VmRSS %q: %v", rest, err)
+			}
+			return n, nil
+		}
+	}
+	return 0, fmt.Errorf("broker memory: no VmRSS in /proc/%d/status", pid)
+}
