@@ -58,13 +58,13 @@ func Start(ctx context.Context, cfg Config, log zerolog.Logger) (b *Broker, err 
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	b = &Broker{cfg: cfg, log: log, listeners: map[string]listeners.Listener{}}
+	nb := &Broker{cfg: cfg, log: log, listeners: map[string]listeners.Listener{}}
 	defer func() {
 		if err != nil {
-			b.Close()
-			b = nil
+			nb.Close() // undo what started; the named result is already nil
 		}
 	}()
+	b = nb
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("data dir: %w", err)
 	}
@@ -246,11 +246,30 @@ func (b *Broker) startMQTT() error {
 		}
 	}
 	if b.cfg.WS != "" {
-		if err := add(listeners.NewWebsocket(listeners.Config{ID: "ws", Address: b.cfg.WS, TLSConfig: tlsCfg})); err != nil {
+		addr, err := concretePort(b.cfg.WS)
+		if err != nil {
+			return fmt.Errorf("--ws %s: %w", b.cfg.WS, err)
+		}
+		if err := add(listeners.NewWebsocket(listeners.Config{ID: "ws", Address: addr, TLSConfig: tlsCfg})); err != nil {
 			return err
 		}
 	}
 	return srv.Serve()
+}
+
+// concretePort replaces port 0 by a free port: mochi's WebSocket listener
+// cannot report the port it was given by the kernel.
+func concretePort(addr string) (string, error) {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil || port != "0" {
+		return addr, err
+	}
+	l, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
+	if err != nil {
+		return "", err
+	}
+	defer l.Close()
+	return l.Addr().String(), nil
 }
 
 // Addr is the bound address of a listener ("mqtt", "mqtts", "ws"), or "".
