@@ -203,6 +203,7 @@ func (e *Engine) PutRelationship(r Relationship) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	e.putRelationship(r)
+	e.invalidateObject(&r)
 	return nil
 }
 
@@ -219,6 +220,7 @@ func (e *Engine) relIndexFor(r *Relationship, create bool) *relIndex {
 	return ix
 }
 
+// putRelationship indexes r; callers invalidate (Load bumps everything once).
 func (e *Engine) putRelationship(r Relationship) {
 	ix := e.relIndexFor(&r, true)
 	e.removeRel(ix, r.User, r.Relation)
@@ -228,7 +230,6 @@ func (e *Engine) putRelationship(r Relationship) {
 		ix.owners = append(ix.owners, rp)
 	}
 	ix.n++
-	e.invalidateObject(&r)
 }
 
 // invalidateObject bumps what a relationship change may affect.
@@ -410,8 +411,8 @@ func (e *Engine) Load(s Snapshot) error {
 	e.users = make(map[string]*User, len(users))
 	e.things = make(map[string]*Thing, len(things))
 	e.places = make(map[string]*Place, len(s.Places))
-	e.thingRel = map[string]*relIndex{}
-	e.placeRel = map[string]*relIndex{}
+	e.thingRel = make(map[string]*relIndex, len(things))
+	e.placeRel = make(map[string]*relIndex, len(s.Places))
 	e.memberOf = map[string][]string{}
 	e.policies = map[string][]*compiled{}
 	// Entries cached before the load are stale: the global generation

@@ -184,6 +184,10 @@ type PrincipalKind uint8
 const (
 	KindUser PrincipalKind = iota + 1
 	KindThing
+	// KindDevice is a device connected with its factory credential to
+	// enrol ($enroll/{serial}); ID is its serial. It is neither a user nor
+	// a thing, so no rule or policy ever grants it anything.
+	KindDevice
 )
 
 // Principal is who is asking: an authenticated user or thing.
@@ -205,6 +209,8 @@ func (p Principal) String() string {
 		return "user:" + p.ID
 	case KindThing:
 		return "thing:" + p.ID
+	case KindDevice:
+		return "factory:" + p.ID
 	}
 	return "unknown:" + p.ID
 }
