@@ -180,15 +180,17 @@ func (a *Agent) run(ctx context.Context) error {
 	connCtx, stopConn := context.WithCancel(context.Background())
 	defer stopConn()
 	cfg := autopaho.ClientConfig{
-		ServerUrls:        []*url.URL{a.opts.Broker},
-		TlsCfg:            a.opts.TLS,
-		KeepAlive:         a.opts.KeepAlive,
-		ReconnectBackoff:  autopaho.NewExponentialBackoff(a.opts.BackoffMin, a.opts.BackoffMax, a.opts.BackoffMin, 2),
-		ConnectTimeout:    10 * time.Second,
-		ConnectUsername:   id,
-		ConnectPassword:   []byte(a.creds.Secret),
-		WillMessage:       &paho.WillMessage{Topic: a.topic("state"), Payload: OfflineState, QoS: 1, Retain: true},
-		AttemptConnection: func(ctx context.Context, _ autopaho.ClientConfig, u *url.URL) (net.Conn, error) { return Dial(ctx, u, a.opts.TLS) },
+		ServerUrls:       []*url.URL{a.opts.Broker},
+		TlsCfg:           a.opts.TLS,
+		KeepAlive:        a.opts.KeepAlive,
+		ReconnectBackoff: autopaho.NewExponentialBackoff(a.opts.BackoffMin, a.opts.BackoffMax, a.opts.BackoffMin, 2),
+		ConnectTimeout:   10 * time.Second,
+		ConnectUsername:  id,
+		ConnectPassword:  []byte(a.creds.Secret),
+		WillMessage:      &paho.WillMessage{Topic: a.topic("state"), Payload: OfflineState, QoS: 1, Retain: true},
+		AttemptConnection: func(ctx context.Context, _ autopaho.ClientConfig, u *url.URL) (net.Conn, error) {
+			return Dial(ctx, u, a.opts.TLS)
+		},
 		// A clean session on every connection: the buffer, not the
 		// session, carries readings across outages, and an actuator must
 		// never act on a command queued while it was away.

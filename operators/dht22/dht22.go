@@ -38,7 +38,7 @@ const DefaultIIODir = "/sys/bus/iio/devices"
 
 // IIO reads the dht11 IIO driver's sysfs files.
 type IIO struct {
-	Dir      string                        // the device directory, e.g. /sys/bus/iio/devices/iio:device0
+	Dir      string                       // the device directory, e.g. /sys/bus/iio/devices/iio:device0
 	ReadFile func(string) ([]byte, error) // os.ReadFile; replaceable in tests
 }
 
