@@ -16,6 +16,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -53,9 +54,11 @@ func selfSigned(t *testing.T) (certFile, keyFile string, pool *x509.CertPool) {
 }
 
 // wsConn adapts a WebSocket to the net.Conn paho needs (binary frames).
+// gorilla allows one concurrent writer; paho writes from several goroutines.
 type wsConn struct {
 	*websocket.Conn
-	r io.Reader
+	r  io.Reader
+	mu sync.Mutex
 }
 
 func (c *wsConn) Read(p []byte) (int, error) {
@@ -80,6 +83,8 @@ func (c *wsConn) Read(p []byte) (int, error) {
 }
 
 func (c *wsConn) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	return len(p), c.WriteMessage(websocket.BinaryMessage, p)
 }
 

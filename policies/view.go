@@ -1192,7 +1192,7 @@ func (st *scratch) accuracy(op *viewOp) error {
 	if !isNumber(text) {
 		return withheld(op.field, "not a number")
 	}
-	q := math.Round(number(text) / op.step)
+	q := nearestMultiple(number(text), op.step)
 	off := len(st.repl)
 	if op.units > 0 && math.Abs(q) < float64(1<<53/op.units) {
 		// Exact: q·step is the integer q·units shifted by the decimals.
@@ -1209,6 +1209,21 @@ func (st *scratch) accuracy(op *viewOp) error {
 	}
 	st.setEdit(vs, ve, off)
 	return nil
+}
+
+// nearestMultiple rounds x/step to an integer, half away from zero as people
+// do with decimals: 23.45/0.1 is 234.49999999999997 in binary, so quotients
+// within a few ulps of a half count as exactly half.
+func nearestMultiple(x, step float64) float64 {
+	q := x / step
+	f := math.Floor(q)
+	if math.Abs(q-f-0.5) <= 1e-9*math.Max(1, math.Abs(q)) {
+		if q >= 0 {
+			return f + 1
+		}
+		return f
+	}
+	return math.Round(q)
 }
 
 // appendFixed writes n·10^-d with exactly d decimals: 214, 1 → "21.4".

@@ -100,6 +100,12 @@ func TestViewAccuracy(t *testing.T) {
 	runApplyCases(t, []applyCase{
 		{name: "thesis 87.5 step 10", cs: []Constraint{accuracy("temperature", 10)},
 			in: `{"temperature":87.5}`, want: `{"temperature":90}`},
+		{name: "decimal half rounds up despite binary 234.49999", cs: []Constraint{accuracy("temperature", 0.1)},
+			in: `{"temperature":23.45}`, want: `{"temperature":23.5}`},
+		{name: "negative decimal half rounds away from zero", cs: []Constraint{accuracy("temperature", 0.1)},
+			in: `{"temperature":-23.45}`, want: `{"temperature":-23.5}`},
+		{name: "just below half rounds down", cs: []Constraint{accuracy("temperature", 0.1)},
+			in: `{"temperature":23.4499}`, want: `{"temperature":23.4}`},
 		{name: "step 0.1 no float noise", cs: []Constraint{accuracy("temperature", 0.1)},
 			in: `{"temperature":21.37}`, want: `{"temperature":21.4}`},
 		{name: "step 0.1 integer input gains decimal", cs: []Constraint{accuracy("temperature", 0.1)},
