@@ -157,13 +157,16 @@ func Run(ctx context.Context, o Options, dev Device) error {
 	if err != nil {
 		return err
 	}
-	a := &Agent{
+	return newAgent(o, dev, creds).run(ctx)
+}
+
+func newAgent(o Options, dev Device, creds Credentials) *Agent {
+	return &Agent{
 		opts: o, dev: dev, creds: creds, buf: NewBuffer(o.BufferSize),
 		log:   o.Log.With().Str("thing", creds.Thing).Logger(),
 		state: []byte(`{"online":true}`), stateVer: 1,
 		kick: make(chan struct{}, 1), cmds: make(chan *paho.Publish, 64),
 	}
-	return a.run(ctx)
 }
 
 func (a *Agent) topic(parts ...string) string {

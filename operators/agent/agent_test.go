@@ -1,0 +1,405 @@
+package agent
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"net/url"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/eclipse/paho.golang/paho"
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/hooks/auth"
+	"github.com/mochi-mqtt/server/v2/listeners"
+	"github.com/mochi-mqtt/server/v2/packets"
+	"github.com/rs/zerolog"
+)
+
+// These tests run the agent against a real MQTT broker (mochi, embedded,
+// allowing everything): the protocol side of enrolment, buffering across a
+// broker restart, the will and command dispatch. The same paths against
+// veil serve's enforcement are in operators/e2e_test.go.
+
+type testBroker struct {
+	t    *testing.T
+	addr string
+	srv  *mqtt.Server
+	mu   sync.Mutex
+	msgs []packets.Packet
+	seen chan struct{}
+}
+
+func freeAddr(t *testing.T) string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// startBroker starts mochi on addr with an inline observer of things/#.
+func startBroker(t *testing.T, addr string) *testBroker {
+	t.Helper()
+	b := &testBroker{t: t, addr: addr, seen: make(chan struct{}, 1000)}
+	b.start()
+	t.Cleanup(b.stop)
+	return b
+}
+
+func (b *testBroker) start() {
+	b.srv = mqtt.New(&mqtt.Options{InlineClient: true, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err := b.srv.AddHook(new(auth.AllowHook), nil); err != nil {
+		b.t.Fatal(err)
+	}
+	if err := b.srv.AddListener(listeners.NewTCP(listeners.Config{ID: "tcp", Address: b.addr})); err != nil {
+		b.t.Fatal(err)
+	}
+	if err := b.srv.Subscribe("things/#", 1, func(_ *mqtt.Client, _ packets.Subscription, pk packets.Packet) {
+		b.mu.Lock()
+		b.msgs = append(b.msgs, pk)
+		b.mu.Unlock()
+		b.seen <- struct{}{}
+	}); err != nil {
+		b.t.Fatal(err)
+	}
+	go func() { _ = b.srv.Serve() }()
+}
+
+func (b *testBroker) stop() {
+	if b.srv != nil {
+		_ = b.srv.Close()
+		b.srv = nil
+	}
+}
+
+// waitFor waits until n messages on topic arrived and returns their payloads.
+func (b *testBroker) waitFor(topic string, n int) []string {
+	b.t.Helper()
+	deadline := time.After(15 * time.Second)
+	for {
+		var got []string
+		b.mu.Lock()
+		for _, m := range b.msgs {
+			if m.TopicName == topic {
+				got = append(got, string(m.Payload))
+			}
+		}
+		b.mu.Unlock()
+		if len(got) >= n {
+			return got
+		}
+		select {
+		case <-b.seen:
+		case <-deadline:
+			b.t.Fatalf("%d messages on %s within 15 s, want %d: %q", len(got), topic, n, got)
+		}
+	}
+}
+
+func testLogger(t *testing.T) zerolog.Logger {
+	return zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel)
+}
+
+// responder answers enrolment requests like the broker's control plane.
+func responder(t *testing.T, addr string, reply func(serial string, req Enrolment) EnrolReply) {
+	t.Helper()
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cli *paho.Client
+	cli = paho.NewClient(paho.ClientConfig{Conn: conn, OnPublishReceived: []func(paho.PublishReceived) (bool, error){
+		func(pr paho.PublishReceived) (bool, error) {
+			p := pr.Packet
+			var req Enrolment
+			_ = json.Unmarshal(p.Payload, &req)
+			serial := strings.TrimPrefix(p.Topic, "$enroll/")
+			body, _ := json.Marshal(reply(serial, req))
+			go func() {
+				// An answer to somebody else's request first: must be ignored.
+				_, _ = cli.Publish(context.Background(), &paho.Publish{Topic: p.Properties.ResponseTopic, QoS: 1, Payload: []byte(`{"ok":true,"thing":"wrong","secret":"x"}`),
+					Properties: &paho.PublishProperties{CorrelationData: []byte("not yours")}})
+				_, _ = cli.Publish(context.Background(), &paho.Publish{Topic: p.Properties.ResponseTopic, QoS: 1, Payload: body,
+					Properties: &paho.PublishProperties{CorrelationData: p.Properties.CorrelationData}})
+			}()
+			return true, nil
+		}}})
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := cli.Connect(ctx, &paho.Connect{ClientID: "control-plane", CleanStart: true, KeepAlive: 30}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cli.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: "$enroll/+", QoS: 1}}}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cli.Disconnect(&paho.Disconnect{}) })
+}
+
+func TestEnrol(t *testing.T) {
+	addr := freeAddr(t)
+	startBroker(t, addr)
+	var mu sync.Mutex
+	requests := map[string]Enrolment{}
+	responder(t, addr, func(serial string, req Enrolment) EnrolReply {
+		mu.Lock()
+		defer mu.Unlock()
+		requests[serial] = req
+		switch serial {
+		case "TH-10-0042":
+			return EnrolReply{OK: true, Thing: "th-42", Secret: "s-42", ClaimCode: "K7Q-4MX"}
+		case "JL-200-0001":
+			return EnrolReply{OK: false, Error: "already enrolled"}
+		}
+		return EnrolReply{OK: false, Error: "unknown serial"}
+	})
+	u, _ := url.Parse("mqtt://" + addr)
+	tests := []struct {
+		serial, secret string
+		want           Credentials
+		wantReject     string
+		wantOtherErr   bool
+	}{
+		{"TH-10-0042", "factory-secret-0042", Credentials{Thing: "th-42", Secret: "s-42", ClaimCode: "K7Q-4MX", Serial: "TH-10-0042"}, "", false},
+		{"JL-200-0001", "factory-secret-0001", Credentials{}, "already enrolled", false},
+		{"XX-1", "x", Credentials{}, "unknown serial", false},
+		{"", "x", Credentials{}, "", true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.serial, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			got, err := Enrol(ctx, u, nil, tt.serial, tt.secret, Enrolment{Kind: "sensor", Streams: []string{"temperature", "humidity"}})
+			var rej *RejectedError
+			switch {
+			case tt.wantReject != "":
+				if !errors.As(err, &rej) || rej.Reason != tt.wantReject {
+					t.Fatalf("err = %v, want rejection %q", err, tt.wantReject)
+				}
+			case tt.wantOtherErr:
+				if err == nil || errors.As(err, &rej) {
+					t.Fatalf("err = %v", err)
+				}
+			default:
+				got.Enrolled = time.Time{}
+				if err != nil || got != tt.want {
+					t.Fatalf("Enrol = %+v, %v; want %+v", got, err, tt.want)
+				}
+			}
+		})
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if r := requests["TH-10-0042"]; r.Kind != "sensor" || strings.Join(r.Streams, ",") != "temperature,humidity" {
+		t.Fatalf("request body %+v", r)
+	}
+}
+
+func TestEnsureEnrolledStoresOnceAndPrintsClaimCode(t *testing.T) {
+	addr := freeAddr(t)
+	startBroker(t, addr)
+	var calls atomic.Int32
+	responder(t, addr, func(string, Enrolment) EnrolReply {
+		calls.Add(1)
+		return EnrolReply{OK: true, Thing: "lock-9", Secret: "s-9", ClaimCode: "ABCD-1234"}
+	})
+	u, _ := url.Parse("mqtt://" + addr)
+	var out bytes.Buffer
+	o := Options{Broker: u, Serial: "JL-200-0009", FactorySecret: "f", CredentialsFile: filepath.Join(t.TempDir(), "lock.json"),
+		Log: testLogger(t), Stdout: &out, BackoffMin: 50 * time.Millisecond, BackoffMax: time.Second}
+	c, err := EnsureEnrolled(context.Background(), o, Enrolment{Kind: "actuator"})
+	if err != nil || c.Thing != "lock-9" {
+		t.Fatalf("EnsureEnrolled = %+v, %v", c, err)
+	}
+	if !strings.Contains(out.String(), "claim code: ABCD-1234") {
+		t.Fatalf("claim code not printed: %q", out.String())
+	}
+	c2, err := EnsureEnrolled(context.Background(), o, Enrolment{Kind: "actuator"})
+	if err != nil || c2.Secret != "s-9" || calls.Load() != 1 {
+		t.Fatalf("second start: %+v, %v after %d enrolments; want the stored credentials and 1 enrolment", c2, err, calls.Load())
+	}
+}
+
+func TestEnsureEnrolledRetriesUntilBrokerUp(t *testing.T) {
+	addr := freeAddr(t)
+	u, _ := url.Parse("mqtt://" + addr)
+	o := Options{Broker: u, Serial: "TH-1", FactorySecret: "f", CredentialsFile: filepath.Join(t.TempDir(), "c.json"),
+		Log: testLogger(t), BackoffMin: 50 * time.Millisecond, BackoffMax: 200 * time.Millisecond}
+	done := make(chan error, 1)
+	go func() {
+		_, err := EnsureEnrolled(context.Background(), o, Enrolment{Kind: "sensor"})
+		done <- err
+	}()
+	time.Sleep(300 * time.Millisecond) // a few refused connections
+	startBroker(t, addr)
+	responder(t, addr, func(string, Enrolment) EnrolReply { return EnrolReply{OK: true, Thing: "th-1", Secret: "s"} })
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("enrolment did not retry once the broker came up")
+	}
+}
+
+// scripted is a device that publishes a reading whenever told to.
+type scripted struct {
+	readings chan Temperature
+	actions  []string
+	cmdMu    sync.Mutex
+	cmds     []string
+}
+
+type Temperature struct {
+	Temperature float64 `json:"temperature"`
+	TS          TS      `json:"ts"`
+}
+
+func (s *scripted) Enrolment() Enrolment {
+	return Enrolment{Kind: "sensor", Streams: []string{"temperature"}}
+}
+func (s *scripted) Run(ctx context.Context, out Output) error {
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case r := <-s.readings:
+			out.Data("temperature", r)
+		}
+	}
+}
+
+type commanded struct{ scripted }
+
+func (c *commanded) Actions() []string { return []string{"lock", "unlock"} }
+func (c *commanded) Command(action string, payload []byte) error {
+	c.cmdMu.Lock()
+	defer c.cmdMu.Unlock()
+	c.cmds = append(c.cmds, action+":"+string(payload))
+	return nil
+}
+
+func startAgent(t *testing.T, addr string, dev Device, bufSize int) (*Agent, context.CancelFunc, chan error) {
+	t.Helper()
+	u, _ := url.Parse("mqtt://" + addr)
+	o := Options{Broker: u, BufferSize: bufSize, BackoffMin: 100 * time.Millisecond, BackoffMax: 500 * time.Millisecond, Log: testLogger(t)}
+	o.defaults()
+	a := newAgent(o, dev, Credentials{Thing: "thermo-9", Secret: "s"})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return a, cancel, done
+}
+
+func TestOfflineBufferingAcrossBrokerRestart(t *testing.T) {
+	addr := freeAddr(t)
+	b := startBroker(t, addr)
+	dev := &scripted{readings: make(chan Temperature)}
+	a, _, _ := startAgent(t, addr, dev, 3)
+	base := time.Date(2026, 11, 25, 20, 0, 0, 0, time.UTC)
+	reading := func(i int) Temperature {
+		return Temperature{Temperature: 20 + float64(i)/10, TS: TS(base.Add(time.Duration(i) * time.Minute))}
+	}
+	payload := func(i int) string { p, _ := json.Marshal(reading(i)); return string(p) }
+
+	dev.readings <- reading(0)
+	if got := b.waitFor("things/thermo-9/data/temperature", 1); got[0] != payload(0) {
+		t.Fatalf("online reading %s, want %s", got[0], payload(0))
+	}
+	if got := b.waitFor("things/thermo-9/state", 1); got[0] != `{"online":true}` {
+		t.Fatalf("state %s", got[0])
+	}
+
+	for a.Buffered() != 0 { // acknowledged, not only delivered
+		time.Sleep(10 * time.Millisecond)
+	}
+	b.stop()
+	// Five readings while the broker is down; the buffer keeps the last three.
+	for i := 1; i <= 5; i++ {
+		dev.readings <- reading(i)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for a.Buffered() != 3 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d buffered while offline, want 3", a.Buffered())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	time.Sleep(700 * time.Millisecond) // a few failed reconnects
+	b.msgs = nil
+	b.start()
+
+	got := b.waitFor("things/thermo-9/data/temperature", 3)
+	want := []string{payload(3), payload(4), payload(5)}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Fatalf("after the restart:\n%s\nwant (original ts, in order, oldest two dropped):\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	if st := b.waitFor("things/thermo-9/state", 1); st[0] != `{"online":true}` {
+		t.Fatalf("state after reconnect %s", st[0])
+	}
+	if a.buf.Dropped() != 2 {
+		t.Fatalf("dropped %d, want 2", a.buf.Dropped())
+	}
+}
+
+func TestCleanStopPublishesOfflineWill(t *testing.T) {
+	addr := freeAddr(t)
+	b := startBroker(t, addr)
+	_, cancel, done := startAgent(t, addr, &scripted{readings: make(chan Temperature)}, 10)
+	b.waitFor("things/thermo-9/state", 1)
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	done <- nil // for the cleanup
+	st := b.waitFor("things/thermo-9/state", 2)
+	if st[1] != string(OfflineState) {
+		t.Fatalf("state after stop %q, want %s", st[1], OfflineState)
+	}
+	if r, ok := b.srv.Topics.Retained.Get("things/thermo-9/state"); !ok || string(r.Payload) != string(OfflineState) {
+		t.Fatalf("retained state %q, want %s", r.Payload, OfflineState)
+	}
+}
+
+func TestCommandsOnlyForThisThing(t *testing.T) {
+	addr := freeAddr(t)
+	b := startBroker(t, addr)
+	dev := &commanded{scripted{readings: make(chan Temperature)}}
+	startAgent(t, addr, dev, 10)
+	b.waitFor("things/thermo-9/state", 1)
+	time.Sleep(200 * time.Millisecond) // the subscription follows the connection
+	for _, p := range []struct{ topic, payload string }{
+		{"things/thermo-9/cmd/unlock", `{"by":"ruth"}`},
+		{"things/thermo-9/cmd/explode", `{}`},
+		{"things/thermo-1/cmd/lock", `{}`}, // not subscribed, and not ours
+		{"things/thermo-9/cmd/lock", ``},
+	} {
+		if err := b.srv.Publish(p.topic, []byte(p.payload), false, 1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		dev.cmdMu.Lock()
+		got := strings.Join(dev.cmds, " ")
+		dev.cmdMu.Unlock()
+		if got == `unlock:{"by":"ruth"} lock:` {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("commands dispatched: %q", got)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
