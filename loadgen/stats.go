@@ -64,15 +64,15 @@ type Result struct {
 	DeliveredPerSec float64 `json:"delivered_per_s"`
 	Latency         Latency `json:"latency"`
 
-	Violations    int64    `json:"violations"` // leaked or mis-rewritten messages
-	ViolationLog  []string `json:"violation_examples,omitempty"`
-	RefusedSubs   int      `json:"refused_subscriptions"` // SUBACK refusals of None receivers (allowed)
-	Views         []string `json:"views"`                 // receiver view counts, e.g. "raw=10"
-	Notes         []string `json:"notes,omitempty"`
-	PolicyChange  *Change  `json:"policy_change,omitempty"`
+	Violations    int64       `json:"violations"` // leaked or mis-rewritten messages
+	ViolationLog  []string    `json:"violation_examples,omitempty"`
+	RefusedSubs   int         `json:"refused_subscriptions"` // SUBACK refusals of None receivers (allowed)
+	Views         []string    `json:"views"`                 // receiver view counts, e.g. "raw=10"
+	Notes         []string    `json:"notes,omitempty"`
+	PolicyChange  *Change     `json:"policy_change,omitempty"`
 	Idle          *IdleResult `json:"idle,omitempty"`
-	OK            bool     `json:"ok"`
-	FailureReason string   `json:"failure,omitempty"`
+	OK            bool        `json:"ok"`
+	FailureReason string      `json:"failure,omitempty"`
 }
 
 // IdleResult is the result of the idle-clients scenario.

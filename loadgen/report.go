@@ -1,0 +1,344 @@
+package loadgen
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strings"
+)
+
+// Tags of the runs `make bench` does (scripts/bench.sh).
+const (
+	TagMax        = "max"        // as fast as delivered
+	TagHalf       = "half"       // fixed rate: half of plain mochi's max
+	TagIdle       = "idle"       // idle clients
+	TagPopulation = "population" // veil with 100,000 policies and 1,000,000 tuples vs mochi
+	TagChange     = "change"     // live policy change
+)
+
+// ReadResults reads every *.json file in dir (one Result per line).
+func ReadResults(dir string) ([]Result, error) {
+	files, err := filepath.Glob(filepath.Join(dir, "*.json"))
+	if err != nil {
+		return nil, err
+	}
+	sort.Strings(files)
+	var out []Result
+	for _, f := range files {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			return nil, err
+		}
+		sc := bufio.NewScanner(bytes.NewReader(data))
+		sc.Buffer(make([]byte, 1<<20), 1<<24)
+		for line := 1; sc.Scan(); line++ {
+			if len(bytes.TrimSpace(sc.Bytes())) == 0 {
+				continue
+			}
+			var r Result
+			if err := json.Unmarshal(sc.Bytes(), &r); err != nil {
+				return nil, fmt.Errorf("%s:%d: %w", f, line, err)
+			}
+			out = append(out, r)
+		}
+	}
+	return out, nil
+}
+
+// Median of xs (0 for none).
+func Median(xs []float64) float64 {
+	if len(xs) == 0 {
+		return 0
+	}
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+type group struct {
+	runs                           []Result
+	sent, delivered, p50, p99, max []float64
+	p95                            []float64
+	lost, expected, leaks, failed  int64
+	failures                       []string
+}
+
+func (g *group) add(r Result) {
+	g.runs = append(g.runs, r)
+	g.sent = append(g.sent, r.SentPerSec)
+	g.delivered = append(g.delivered, r.DeliveredPerSec)
+	g.p50 = append(g.p50, r.Latency.P50)
+	g.p95 = append(g.p95, r.Latency.P95)
+	g.p99 = append(g.p99, r.Latency.P99)
+	g.max = append(g.max, r.Latency.Max)
+	g.lost += r.Lost
+	g.expected += r.Expected
+	g.leaks += r.Violations
+	if !r.OK {
+		g.failed++
+		g.failures = append(g.failures, fmt.Sprintf("%s %s qos%d round %d: %s", r.Broker, r.Scenario, r.QoS, r.Round, r.FailureReason))
+	}
+}
+
+func key(parts ...any) string { return fmt.Sprint(parts...) }
+
+// Report renders the results of one `make bench` as the markdown section
+// of docs/benchmarks.md, with the issue's targets judged.
+func Report(results []Result, header string) string {
+	groups := map[string]*group{}
+	get := func(k string) *group {
+		g := groups[k]
+		if g == nil {
+			g = &group{}
+			groups[k] = g
+		}
+		return g
+	}
+	scenarios, qoss := []string{}, []byte{}
+	var idle []Result
+	var changes []Result
+	var totalLeaks int64
+	var failures []string
+	for _, r := range results {
+		totalLeaks += r.Violations
+		switch r.Tag {
+		case TagIdle:
+			idle = append(idle, r)
+			if !r.OK {
+				failures = append(failures, fmt.Sprintf("%s idle: %s", r.Broker, r.FailureReason))
+			}
+			continue
+		case TagChange:
+			changes = append(changes, r)
+			continue
+		}
+		get(key(r.Tag, r.Scenario, r.QoS, r.Broker)).add(r)
+		if r.Tag == TagMax {
+			if !slices.Contains(scenarios, r.Scenario) {
+				scenarios = append(scenarios, r.Scenario)
+			}
+			if !slices.Contains(qoss, r.QoS) {
+				qoss = append(qoss, r.QoS)
+			}
+		}
+	}
+	slices.Sort(qoss)
+	order := map[string]int{FanOut: 0, FanIn: 1, P2P: 2}
+	sort.SliceStable(scenarios, func(i, j int) bool { return order[scenarios[i]] < order[scenarios[j]] })
+
+	var b strings.Builder
+	b.WriteString(header)
+	ratio := func(a, c float64) string {
+		if c == 0 {
+			return "–"
+		}
+		return fmt.Sprintf("%.2f×", a/c)
+	}
+	type target struct {
+		name, value string
+		met         bool
+	}
+	var targets []target
+
+	for _, sc := range scenarios {
+		fmt.Fprintf(&b, "\n### %s — %s\n\n", sc, describe(sc, results))
+		b.WriteString("| QoS | broker | runs | sent msg/s | delivered msg/s | p50 µs | p99 µs | lost | leaks | veil ÷ this (delivered) |\n")
+		b.WriteString("|---|---|---|---|---|---|---|---|---|---|\n")
+		for _, q := range qoss {
+			veil := groups[key(TagMax, sc, q, "veil")]
+			for _, br := range []string{"veil", "mochi", "mosquitto"} {
+				g := groups[key(TagMax, sc, q, br)]
+				if g == nil {
+					continue
+				}
+				rel := "–"
+				if veil != nil && br != "veil" {
+					rel = ratio(Median(veil.delivered), Median(g.delivered))
+				}
+				lost := fmt.Sprintf("%d", g.lost)
+				if g.expected > 0 && g.lost > 0 {
+					lost = fmt.Sprintf("%d (%.2f%%)", g.lost, 100*float64(g.lost)/float64(g.expected))
+				}
+				fmt.Fprintf(&b, "| %d | %s | %d | %.0f | %.0f | %.0f | %.0f | %s | %d | %s |\n", q, br, len(g.runs),
+					Median(g.sent), Median(g.delivered), Median(g.p50), Median(g.p99), lost, g.leaks, rel)
+				failures = append(failures, g.failures...)
+			}
+			if sc == FanOut || sc == FanIn {
+				veilG, mochiG, mosqG := groups[key(TagMax, sc, q, "veil")], groups[key(TagMax, sc, q, "mochi")], groups[key(TagMax, sc, q, "mosquitto")]
+				if veilG != nil && mochiG != nil {
+					r := Median(veilG.delivered) / Median(mochiG.delivered)
+					targets = append(targets, target{fmt.Sprintf("%s QoS %d delivered msg/s ≥ 0.9 × mochi", sc, q), fmt.Sprintf("%.2f×", r), r >= 0.9})
+				}
+				if veilG != nil && mosqG != nil {
+					r := Median(veilG.delivered) / Median(mosqG.delivered)
+					targets = append(targets, target{fmt.Sprintf("%s QoS %d delivered msg/s ≥ 1.0 × mosquitto", sc, q), fmt.Sprintf("%.2f×", r), r >= 1.0})
+				}
+			}
+		}
+	}
+
+	// Latency at half of mochi's max rate.
+	var half []string
+	for _, sc := range []string{FanOut, FanIn, P2P} {
+		for _, q := range []byte{0, 1} {
+			if groups[key(TagHalf, sc, q, "mochi")] != nil {
+				half = append(half, key(sc, "|", q))
+			}
+		}
+	}
+	if len(half) > 0 {
+		b.WriteString("\n### Latency at half of plain mochi's maximum rate\n\n")
+		b.WriteString("End-to-end (publisher's clock stamp in the payload's string field `t` → subscriber), medians over runs.\n\n")
+		b.WriteString("| scenario | QoS | rate msg/s | broker | p50 µs | p95 µs | p99 µs | max µs | lost | leaks | p99 − mochi's |\n")
+		b.WriteString("|---|---|---|---|---|---|---|---|---|---|---|\n")
+		for _, h := range half {
+			sc, qs, _ := strings.Cut(h, "|")
+			var q byte
+			fmt.Sscan(qs, &q)
+			mochi := groups[key(TagHalf, sc, q, "mochi")]
+			for _, br := range []string{"veil", "mochi", "mosquitto"} {
+				g := groups[key(TagHalf, sc, q, br)]
+				if g == nil {
+					continue
+				}
+				added := "–"
+				if br != "mochi" {
+					added = fmt.Sprintf("%+.0f µs", Median(g.p99)-Median(mochi.p99))
+				}
+				fmt.Fprintf(&b, "| %s | %d | %.0f | %s | %.0f | %.0f | %.0f | %.0f | %d | %d | %s |\n", sc, q, g.runs[0].RateTarget, br,
+					Median(g.p50), Median(g.p95), Median(g.p99), Median(g.max), g.lost, g.leaks, added)
+				failures = append(failures, g.failures...)
+			}
+			if v := groups[key(TagHalf, sc, q, "veil")]; v != nil {
+				added := Median(v.p99) - Median(mochi.p99)
+				targets = append(targets, target{fmt.Sprintf("%s QoS %d added p99 at half mochi's max rate ≤ 200 µs", sc, q), fmt.Sprintf("%+.0f µs", added), added <= 200})
+			}
+		}
+	}
+
+	// Population.
+	if pg := groups[key(TagPopulation, FanOut, byte(0), "veil-population")]; pg != nil {
+		mg := groups[key(TagPopulation, FanOut, byte(0), "mochi")]
+		b.WriteString("\n### Fan-out with 100,000 policies and 1,000,000 relation tuples loaded\n\n")
+		b.WriteString("| broker | runs | sent msg/s | delivered msg/s | p99 µs | lost | leaks | veil ÷ mochi |\n|---|---|---|---|---|---|---|---|\n")
+		for _, br := range []struct {
+			name string
+			g    *group
+		}{{"veil-population", pg}, {"mochi", mg}} {
+			if br.g == nil {
+				continue
+			}
+			rel := "–"
+			if br.name != "mochi" && mg != nil {
+				rel = ratio(Median(pg.delivered), Median(mg.delivered))
+			}
+			fmt.Fprintf(&b, "| %s | %d | %.0f | %.0f | %.0f | %d | %d | %s |\n", br.name, len(br.g.runs), Median(br.g.sent), Median(br.g.delivered),
+				Median(br.g.p99), br.g.lost, br.g.leaks, rel)
+			failures = append(failures, br.g.failures...)
+		}
+		if mg != nil {
+			r := Median(pg.delivered) / Median(mg.delivered)
+			targets = append(targets, target{"fanout QoS 0 with the population ≥ 0.9 × mochi", fmt.Sprintf("%.2f×", r), r >= 0.9})
+		}
+	}
+
+	// Idle clients.
+	if len(idle) > 0 {
+		b.WriteString("\n### Idle clients: broker memory per connected client\n\n")
+		b.WriteString("| broker | clients | connected | RSS before MiB | RSS after MiB | bytes per client | ÷ mochi |\n|---|---|---|---|---|---|---|\n")
+		per := map[string][]float64{}
+		for _, r := range idle {
+			if r.Idle != nil {
+				per[r.Broker] = append(per[r.Broker], r.Idle.BytesPerClient)
+			}
+		}
+		for _, br := range []string{"veil", "mochi", "mosquitto"} {
+			for _, r := range idle {
+				if r.Broker != br || r.Idle == nil {
+					continue
+				}
+				rel := "–"
+				if br != "mochi" && len(per["mochi"]) > 0 {
+					rel = ratio(r.Idle.BytesPerClient, Median(per["mochi"]))
+				}
+				fmt.Fprintf(&b, "| %s | %d | %d | %.1f | %.1f | %.0f | %s |\n", br, r.Idle.Clients, r.Idle.Connected,
+					float64(r.Idle.RSSBeforeKiB)/1024, float64(r.Idle.RSSAfterKiB)/1024, r.Idle.BytesPerClient, rel)
+			}
+		}
+		if len(per["veil"]) > 0 && len(per["mochi"]) > 0 {
+			r := Median(per["veil"]) / Median(per["mochi"])
+			targets = append(targets, target{"memory per idle client ≤ 1.2 × mochi", fmt.Sprintf("%.2f×", r), r <= 1.2})
+		}
+	}
+
+	// Live policy change.
+	if len(changes) > 0 {
+		b.WriteString("\n### Live policy change during a fan-out at full rate\n\n")
+		b.WriteString("| QoS | sent | msg/s | change acknowledged after message | last message a doctor got + 1 | lag (messages) | ack ms | leaks | ok |\n|---|---|---|---|---|---|---|---|---|\n")
+		for _, r := range changes {
+			if r.PolicyChange == nil {
+				fmt.Fprintf(&b, "| %d | %d | %.0f | – | – | – | – | %d | %v: %s |\n", r.QoS, r.Sent, r.SentPerSec, r.Violations, r.OK, r.FailureReason)
+				failures = append(failures, fmt.Sprintf("policychange qos%d: %s", r.QoS, r.FailureReason))
+				continue
+			}
+			c := r.PolicyChange
+			fmt.Fprintf(&b, "| %d | %d | %.0f | %d | %d | %d | %.1f | %d | %v |\n", r.QoS, r.Sent, r.SentPerSec, c.AtSeq, c.AppliedFromSeq, c.Lag, c.AckMillis, r.Violations, r.OK)
+			if !r.OK {
+				failures = append(failures, fmt.Sprintf("policychange qos%d: %s", r.QoS, r.FailureReason))
+			}
+		}
+	}
+
+	targets = append(targets, target{"zero leaked or mis-rewritten messages in every run", fmt.Sprintf("%d", totalLeaks), totalLeaks == 0})
+	b.WriteString("\n### Targets (issue 7)\n\n| target | measured | met |\n|---|---|---|\n")
+	for _, t := range targets {
+		met := "**missed**"
+		if t.met {
+			met = "met"
+		}
+		fmt.Fprintf(&b, "| %s | %s | %s |\n", t.name, t.value, met)
+	}
+	if len(failures) > 0 {
+		b.WriteString("\nFailed runs:\n\n")
+		for _, f := range failures {
+			fmt.Fprintf(&b, "- %s\n", f)
+		}
+	}
+	return b.String()
+}
+
+// describe names a scenario's shape from its runs.
+func describe(sc string, results []Result) string {
+	for _, r := range results {
+		if r.Scenario != sc || r.Tag != TagMax {
+			continue
+		}
+		switch sc {
+		case FanOut:
+			return fmt.Sprintf("1 publisher → %d subscribers (a third the owner, raw; a third the doctor, rounded to 0.1; a third strangers on `things/+/data/#`, denied), %d-byte payloads", r.Clients, r.PayloadSize)
+		case FanIn:
+			return fmt.Sprintf("%d things → 1 subscriber (the doctor on `things/+/data/temperature`, rounded), %d-byte payloads", r.Clients, r.PayloadSize)
+		case P2P:
+			return fmt.Sprintf("%d thing → subscriber pairs (owner raw and doctor rounded, alternating), %d-byte payloads", r.Clients, r.PayloadSize)
+		}
+	}
+	return sc
+}
+
+// ReplaceSection puts body between the markers begin and end of doc.
+func ReplaceSection(doc, begin, end, body string) (string, error) {
+	i := strings.Index(doc, begin)
+	j := strings.Index(doc, end)
+	if i < 0 || j < 0 || j < i {
+		return "", fmt.Errorf("markers %s … %s not found in order", begin, end)
+	}
+	return doc[:i+len(begin)] + "\n" + strings.TrimSpace(body) + "\n" + doc[j:], nil
+}
