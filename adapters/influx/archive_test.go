@@ -1,0 +1,156 @@
+package influx_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/veil-iot/veil/adapters/influx"
+	"github.com/veil-iot/veil/adapters/influx/influxtest"
+)
+
+var server *influxtest.Server
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "veil-influxd-")
+	if err != nil {
+		panic(err)
+	}
+	server, err = influxtest.Start(dir)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	server.Stop()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+func open(t testing.TB, bucket string, mod func(*influx.Config)) *influx.Archive {
+	t.Helper()
+	cfg := influx.Config{URL: server.URL, Bucket: bucket, SpoolDir: filepath.Join(t.TempDir(), "spool"),
+		FlushInterval: 20 * time.Millisecond, Log: zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel)}
+	if mod != nil {
+		mod(&cfg)
+	}
+	a, err := influx.Open(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { a.Close(context.Background()) })
+	return a
+}
+
+func drained(t testing.TB, a *influx.Archive) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := a.Drain(ctx); err != nil {
+		t.Fatalf("%v (stats %+v)", err, a.Stats())
+	}
+}
+
+func TestReadingsArriveWithMeasurementTagsFieldsTime(t *testing.T) {
+	a := open(t, "arrive/autogen", nil)
+	recv := time.Date(2026, 11, 25, 20, 0, 0, 0, time.UTC)
+	readings := []influx.Reading{
+		{Thing: "thermo-1", Stream: "temperature", Owner: "an", Kind: "sensor", Place: "home-an", Received: recv,
+			Payload: []byte(`{"temperature":21.37,"humidity":40,"ok":true,"unit":"C","pos":{"room":"kitchen","floor":1}}`)},
+		{Thing: "thermo-1", Stream: "temperature", Owner: "an", Kind: "sensor", Place: "home-an", Received: recv.Add(time.Hour),
+			Payload: []byte(`{"temperature":19.5,"ts":"2026-11-25T20:30:00Z"}`)},
+		{Thing: "watch-1", Stream: "location", Owner: "an", Kind: "sensor", Received: recv,
+			Payload: []byte(`{"lat":48.7758,"lon":9.1829,"ts":1795636860000}`)},
+	}
+	for _, r := range readings {
+		if err := a.Append(r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	drained(t, a)
+	if st := a.Stats(); st.Written != 3 || st.Rejected != 0 || st.SpoolBytes != 0 {
+		t.Fatalf("stats %+v", st)
+	}
+	ctx := context.Background()
+	rows, err := a.Query(ctx, fmt.Sprintf(`from(bucket: %q) |> range(start: 2026-11-25T00:00:00Z, stop: 2026-11-26T00:00:00Z)`, a.Bucket()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	type rowKey struct{ m, thing, owner, kind, place, field, time string }
+	got := map[rowKey]any{}
+	for _, r := range rows {
+		s := func(k string) string { v, _ := r[k].(string); return v }
+		got[rowKey{s("_measurement"), s("thing"), s("owner"), s("kind"), s("place"), s("_field"), r["_time"].(time.Time).UTC().Format(time.RFC3339)}] = r["_value"]
+	}
+	want := map[rowKey]any{
+		{"temperature", "thermo-1", "an", "sensor", "home-an", "temperature", "2026-11-25T20:00:00Z"}: 21.37,
+		{"temperature", "thermo-1", "an", "sensor", "home-an", "humidity", "2026-11-25T20:00:00Z"}:    40.0,
+		{"temperature", "thermo-1", "an", "sensor", "home-an", "ok", "2026-11-25T20:00:00Z"}:          true,
+		{"temperature", "thermo-1", "an", "sensor", "home-an", "unit", "2026-11-25T20:00:00Z"}:        "C",
+		{"temperature", "thermo-1", "an", "sensor", "home-an", "pos.room", "2026-11-25T20:00:00Z"}:    "kitchen",
+		{"temperature", "thermo-1", "an", "sensor", "home-an", "pos.floor", "2026-11-25T20:00:00Z"}:   1.0,
+		{"temperature", "thermo-1", "an", "sensor", "home-an", "temperature", "2026-11-25T20:30:00Z"}: 19.5,
+		{"location", "watch-1", "an", "sensor", "", "lat", "2026-11-25T20:01:00Z"}:                    48.7758,
+		{"location", "watch-1", "an", "sensor", "", "lon", "2026-11-25T20:01:00Z"}:                    9.1829,
+	}
+	if len(got) != len(want) {
+		t.Errorf("got %d rows, want %d: %v", len(got), len(want), got)
+	}
+	for k, v := range want {
+		if got[k] != v {
+			t.Errorf("%+v = %v, want %v", k, got[k], v)
+		}
+	}
+
+	// History returns one row per reading, oldest first, fields by stored name.
+	var hist []influx.Row
+	err = a.History(ctx, "thermo-1", "temperature", recv.Add(-time.Minute), recv.Add(2*time.Hour), func(r influx.Row) bool {
+		hist = append(hist, r)
+		return true
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(hist) != 2 || !hist[0].Time.Equal(recv) || hist[1].Fields["temperature"] != 19.5 || hist[0].Fields["pos.room"] != "kitchen" {
+		t.Fatalf("history %+v", hist)
+	}
+}
+
+func TestCreatesDatabaseAndRetentionPolicy(t *testing.T) {
+	a := open(t, "made/short", nil)
+	if err := a.Append(influx.Reading{Thing: "x", Stream: "s", Payload: []byte(`{"v":1}`), Received: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	drained(t, a)
+	rows, err := a.Query(context.Background(), `from(bucket: "made/short") |> range(start: -1h)`)
+	if err != nil || len(rows) != 1 {
+		t.Fatalf("rows %v, err %v", rows, err)
+	}
+}
+
+func TestInvalidPointsCountedNotBlocking(t *testing.T) {
+	a := open(t, "conflict", nil)
+	now := time.Now()
+	// "v" is a float first, then a string: InfluxDB refuses the second
+	// (field type conflict). It is counted, and later points still flow.
+	for i, p := range []string{`{"v":1}`, `{"v":"text"}`, `{"v":3}`} {
+		if err := a.Append(influx.Reading{Thing: "x", Stream: "s", Payload: []byte(p), Received: now.Add(time.Duration(i) * time.Millisecond)}); err != nil {
+			t.Fatal(err)
+		}
+		drained(t, a)
+	}
+	if st := a.Stats(); st.Written != 2 || st.Rejected != 1 {
+		t.Fatalf("stats %+v, want 2 written and 1 rejected", st)
+	}
+	if err := a.Append(influx.Reading{Thing: "x", Stream: "s", Payload: []byte(`"not an object"`), Received: now}); err == nil {
+		t.Fatal("a non-object reading was accepted")
+	}
+	if st := a.Stats(); st.Invalid != 1 {
+		t.Fatalf("stats %+v, want 1 invalid", st)
+	}
+}

@@ -1,0 +1,95 @@
+package influx
+
+import (
+	"errors"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestLine(t *testing.T) {
+	recv := time.Date(2026, 11, 25, 20, 0, 0, 123456789, time.UTC)
+	base := Reading{Thing: "thermo-1", Stream: "temperature", Owner: "an", Kind: "sensor", Place: "home-an", Received: recv}
+	for _, c := range []struct {
+		name    string
+		r       func(r Reading) Reading
+		payload string
+		want    string
+		err     error
+	}{
+		{name: "numbers are floats, receive time", payload: `{"temperature":21.37,"humidity":40}`,
+			want: "temperature,thing=thermo-1,owner=an,kind=sensor,place=home-an temperature=21.37,humidity=40 1795636800123456789\n"},
+		{name: "ts RFC 3339", payload: `{"ts":"2026-11-25T19:00:00.5Z","t":1}`,
+			want: "temperature,thing=thermo-1,owner=an,kind=sensor,place=home-an t=1 1795633200500000000\n"},
+		{name: "ts epoch ms", payload: `{"t":1,"ts":1764097200123}`,
+			want: "temperature,thing=thermo-1,owner=an,kind=sensor,place=home-an t=1 1764097200123000000\n"},
+		{name: "unparsable ts is a field", payload: `{"ts":"yesterday","t":1}`,
+			want: "temperature,thing=thermo-1,owner=an,kind=sensor,place=home-an ts=\"yesterday\",t=1 1795636800123456789\n"},
+		{name: "nested, bool, string, array, null", payload: `{"pos":{"lat":48.7758,"lon":9.1829,"fix":{"ok":true}},"note":"a \"b\"","l":[1,2],"n":null}`,
+			want: "temperature,thing=thermo-1,owner=an,kind=sensor,place=home-an pos.lat=48.7758,pos.lon=9.1829,pos.fix.ok=true,note=\"a \\\"b\\\"\",l=\"[1,2]\" 1795636800123456789\n"},
+		{name: "empty tags omitted, escaping", r: func(r Reading) Reading {
+			r.Owner, r.Place, r.Thing, r.Stream = "", "", "my thing", "a,b"
+			return r
+		}, payload: `{"v":1}`,
+			want: "a\\,b,thing=my\\ thing,kind=sensor v=1 1795636800123456789\n"},
+		{name: "not an object", payload: `[1,2]`, err: ErrNotAReading},
+		{name: "not JSON", payload: `21.5`, err: ErrNotAReading},
+		{name: "garbage", payload: `{"a":`, err: ErrNotAReading},
+		{name: "no field", payload: `{"ts":1764097200123,"n":null}`, err: ErrNotAReading},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			r := base
+			if c.r != nil {
+				r = c.r(r)
+			}
+			r.Payload = []byte(c.payload)
+			got, err := Line(r)
+			if c.err != nil {
+				if !errors.Is(err, c.err) {
+					t.Fatalf("err = %v, want %v", err, c.err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got != c.want {
+				t.Fatalf("line\n got %q\nwant %q", got, c.want)
+			}
+			if strings.Count(got, "\n") != 1 {
+				t.Fatalf("a line must be exactly one record: %q", got)
+			}
+		})
+	}
+}
+
+func TestUnflatten(t *testing.T) {
+	for _, c := range []struct {
+		in   map[string]any
+		want map[string]any
+	}{
+		{map[string]any{"a": 1.0}, map[string]any{"a": 1.0}},
+		{map[string]any{"pos.lat": 1.0, "pos.lon": 2.0, "ok": true},
+			map[string]any{"pos": map[string]any{"lat": 1.0, "lon": 2.0}, "ok": true}},
+		{map[string]any{"a.b.c": "x"}, map[string]any{"a": map[string]any{"b": map[string]any{"c": "x"}}}},
+	} {
+		if got := Unflatten(c.in); !reflect.DeepEqual(got, c.want) {
+			t.Errorf("Unflatten(%v) = %v, want %v", c.in, got, c.want)
+		}
+	}
+}
+
+func TestFluxString(t *testing.T) {
+	for in, want := range map[string]string{
+		`plain`:     `"plain"`,
+		`a"b`:       `"a\"b"`,
+		`a\b`:       `"a\\b"`,
+		`${x}`:      `"\${x}"`,
+		"line\nend": `"line\nend"`,
+	} {
+		if got := fluxString(in); got != want {
+			t.Errorf("fluxString(%q) = %s, want %s", in, got, want)
+		}
+	}
+}

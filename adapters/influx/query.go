@@ -1,0 +1,92 @@
+package influx
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+)
+
+// Row is one archived reading: its time and its fields by stored
+// (flattened) name.
+type Row struct {
+	Time   time.Time
+	Fields map[string]any
+}
+
+// systemColumns are the columns of a Flux result that are not fields.
+var systemColumns = map[string]bool{
+	"result": true, "table": true, "_start": true, "_stop": true, "_time": true, "_measurement": true,
+	TagThing: true, TagOwner: true, TagKind: true, TagPlace: true,
+}
+
+// HistoryFlux is the Flux query for the readings of one thing's stream in
+// [from, to), oldest first, one row per reading (fields pivoted into
+// columns).
+func (a *Archive) HistoryFlux(thing, stream string, from, to time.Time) string {
+	return fmt.Sprintf(`from(bucket: %s)
+  |> range(start: %s, stop: %s)
+  |> filter(fn: (r) => r._measurement == %s and r.thing == %s)
+  |> pivot(rowKey: ["_time"], columnKey: ["_field"], valueColumn: "_value")
+  |> group()
+  |> sort(columns: ["_time"])`,
+		fluxString(a.bucket), from.UTC().Format(time.RFC3339Nano), to.UTC().Format(time.RFC3339Nano),
+		fluxString(stream), fluxString(thing))
+}
+
+// History streams the archived readings of things/{thing}/data/{stream}
+// in [from, to), oldest first, to fn; fn returns false to stop early.
+func (a *Archive) History(ctx context.Context, thing, stream string, from, to time.Time, fn func(Row) bool) error {
+	if !to.After(from) {
+		return nil
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	res, err := a.query.Query(ctx, a.HistoryFlux(thing, stream, from, to))
+	if err != nil {
+		return fmt.Errorf("archive query: %w", err)
+	}
+	defer res.Close()
+	for res.Next() {
+		rec := res.Record()
+		row := Row{Time: rec.Time(), Fields: map[string]any{}}
+		for k, v := range rec.Values() {
+			if v == nil || systemColumns[k] {
+				continue
+			}
+			row.Fields[k] = v
+		}
+		if len(row.Fields) == 0 {
+			continue
+		}
+		if !fn(row) {
+			return nil
+		}
+	}
+	if err := res.Err(); err != nil && ctx.Err() == nil {
+		return fmt.Errorf("archive query: %w", err)
+	}
+	return nil
+}
+
+// Query runs a Flux query and returns every record's values (tests, tools).
+func (a *Archive) Query(ctx context.Context, flux string) ([]map[string]any, error) {
+	res, err := a.query.Query(ctx, flux)
+	if err != nil {
+		return nil, err
+	}
+	defer res.Close()
+	var out []map[string]any
+	for res.Next() {
+		out = append(out, res.Record().Values())
+	}
+	return out, res.Err()
+}
+
+// Bucket is the bucket as Flux names it ("db/rp" or "db/" on 1.8).
+func (a *Archive) Bucket() string { return a.bucket }
+
+// fluxString quotes s as a Flux string literal.
+func fluxString(s string) string {
+	return `"` + strings.NewReplacer(`\`, `\\`, `"`, `\"`, `${`, `\${`, "\n", `\n`, "\r", `\r`, "\t", `\t`).Replace(s) + `"`
+}

@@ -1,0 +1,420 @@
+package influx
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"github.com/rs/zerolog"
+)
+
+// ErrSpoolFull is returned by Append when the spool holds its bound of
+// unacknowledged bytes: the record is counted (Overflow) and not kept.
+var ErrSpoolFull = errors.New("archive spool full")
+
+// ErrSpoolClosed is returned by Append after Close.
+var ErrSpoolClosed = errors.New("archive spool closed")
+
+// Spool is a bounded, disk-backed FIFO of newline-terminated records (line
+// protocol): what InfluxDB has not acknowledged yet.
+//
+// Records go to numbered segment files under dir; a cursor file says how
+// far InfluxDB has acknowledged. Append writes the record into the active
+// segment with one write(2) before it returns, so a record is in the
+// kernel before the broker acknowledges the publish: a crash of the
+// process (even SIGKILL) loses nothing. The file data reach the disk at
+// the next Sync (the archive calls it every second and at rotation and
+// close): a power loss or kernel crash may lose the last second.
+// Re-sending after a restart is harmless: the same point (measurement,
+// tags, time) overwrites itself in InfluxDB.
+type Spool struct {
+	dir    string
+	max    int64
+	segMax int64
+	log    zerolog.Logger
+
+	mu      sync.Mutex
+	segs    []*segment // oldest first; the last one is being appended to
+	w       *os.File   // append handle of the last segment
+	size    int64      // unacknowledged bytes
+	roff    int64      // read offset in segs[0]
+	dirty   bool       // appended since the last Sync
+	newDir  bool       // files created or removed since the last Sync
+	closed  bool
+	toSync  []*os.File // rotated-out append handles, synced and closed by Sync
+	cursor  *os.File
+	curDirt bool
+
+	overflow atomic.Int64
+	notify   chan struct{}
+}
+
+type segment struct {
+	id   uint64
+	size int64
+	r    *os.File
+}
+
+const (
+	segSuffix  = ".seg"
+	cursorFile = "cursor"
+	cursorLen  = 42 // "%020d %020d\n"
+)
+
+// OpenSpool opens (or creates) the spool in dir holding at most max
+// unacknowledged bytes. A torn last record (a crash in the middle of a
+// write) is cut off.
+func OpenSpool(dir string, max int64, log zerolog.Logger) (*Spool, error) {
+	if max <= 0 {
+		return nil, fmt.Errorf("spool bound %d: must be positive", max)
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("spool: %w", err)
+	}
+	s := &Spool{dir: dir, max: max, segMax: min(16<<20, max/4+1), log: log, notify: make(chan struct{}, 1)}
+	cur, err := os.OpenFile(filepath.Join(dir, cursorFile), os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("spool cursor: %w", err)
+	}
+	s.cursor = cur
+	curID, curOff := readCursor(cur)
+
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		cur.Close()
+		return nil, fmt.Errorf("spool: %w", err)
+	}
+	var ids []uint64
+	for _, e := range ents {
+		name, ok := strings.CutSuffix(e.Name(), segSuffix)
+		if !ok {
+			continue
+		}
+		id, err := strconv.ParseUint(name, 10, 64)
+		if err != nil {
+			continue
+		}
+		ids = append(ids, id)
+	}
+	sort.Slice(ids, func(i, j int) bool { return ids[i] < ids[j] })
+	for _, id := range ids {
+		path := s.segPath(id)
+		if id < curID { // acknowledged completely; removal was interrupted
+			_ = os.Remove(path)
+			continue
+		}
+		size, err := trimTorn(path)
+		if err != nil {
+			s.closeFiles()
+			return nil, err
+		}
+		r, err := os.Open(path)
+		if err != nil {
+			s.closeFiles()
+			return nil, fmt.Errorf("spool: %w", err)
+		}
+		s.segs = append(s.segs, &segment{id: id, size: size, r: r})
+	}
+	if len(s.segs) > 0 && s.segs[0].id == curID {
+		s.roff = min(curOff, s.segs[0].size)
+	}
+	for _, sg := range s.segs {
+		s.size += sg.size
+	}
+	s.size -= s.roff
+	next := uint64(1)
+	if n := len(s.segs); n > 0 {
+		next = s.segs[n-1].id + 1
+	}
+	if err := s.addSegment(next); err != nil {
+		s.closeFiles()
+		return nil, err
+	}
+	if s.size > 0 {
+		s.log.Info().Int64("bytes", s.size).Int("segments", len(s.segs)).Msg("archive spool holds unacknowledged readings from before; draining them")
+		s.signal()
+	}
+	return s, nil
+}
+
+func (s *Spool) segPath(id uint64) string {
+	return filepath.Join(s.dir, fmt.Sprintf("%020d%s", id, segSuffix))
+}
+
+func readCursor(f *os.File) (id uint64, off int64) {
+	buf := make([]byte, cursorLen)
+	n, _ := f.ReadAt(buf, 0)
+	fs := strings.Fields(string(buf[:n]))
+	if len(fs) != 2 {
+		return 0, 0
+	}
+	id, err1 := strconv.ParseUint(fs[0], 10, 64)
+	o, err2 := strconv.ParseInt(fs[1], 10, 64)
+	if err1 != nil || err2 != nil || o < 0 {
+		return 0, 0
+	}
+	return id, o
+}
+
+// trimTorn cuts a segment after its last newline and returns its size.
+func trimTorn(path string) (int64, error) {
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		return 0, fmt.Errorf("spool: %w", err)
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return 0, fmt.Errorf("spool: %w", err)
+	}
+	size := st.Size()
+	end := size
+	buf := make([]byte, 4096)
+	for end > 0 {
+		start := max(0, end-int64(len(buf)))
+		n, err := f.ReadAt(buf[:end-start], start)
+		if err != nil && err != io.EOF {
+			return 0, fmt.Errorf("spool: %w", err)
+		}
+		if i := bytes.LastIndexByte(buf[:n], '\n'); i >= 0 {
+			end = start + int64(i) + 1
+			break
+		}
+		end = start
+	}
+	if end != size {
+		if err := f.Truncate(end); err != nil {
+			return 0, fmt.Errorf("spool: %w", err)
+		}
+	}
+	return end, nil
+}
+
+// addSegment starts a new active segment. Called with mu held (or before
+// the spool is shared).
+func (s *Spool) addSegment(id uint64) error {
+	path := s.segPath(id)
+	w, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	if err != nil {
+		return fmt.Errorf("spool: %w", err)
+	}
+	r, err := os.Open(path)
+	if err != nil {
+		w.Close()
+		return fmt.Errorf("spool: %w", err)
+	}
+	if s.w != nil {
+		s.toSync = append(s.toSync, s.w)
+	}
+	s.w = w
+	s.segs = append(s.segs, &segment{id: id, r: r})
+	s.newDir = true
+	return nil
+}
+
+// Append adds one newline-terminated record. It never blocks on anything
+// but the local file write; beyond the bound it returns ErrSpoolFull and
+// counts the record in Overflow.
+func (s *Spool) Append(rec []byte) error {
+	if len(rec) == 0 || rec[len(rec)-1] != '\n' || bytes.IndexByte(rec[:len(rec)-1], '\n') >= 0 {
+		return errors.New("spool: a record is one line ending in a newline")
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return ErrSpoolClosed
+	}
+	if s.size+int64(len(rec)) > s.max {
+		s.overflow.Add(1)
+		return ErrSpoolFull
+	}
+	active := s.segs[len(s.segs)-1]
+	if active.size >= s.segMax {
+		if err := s.addSegment(active.id + 1); err != nil {
+			return err
+		}
+		active = s.segs[len(s.segs)-1]
+	}
+	n, err := s.w.Write(rec)
+	if err != nil {
+		// A short write leaves a torn record: cut it so the next one
+		// starts on a line of its own.
+		if n > 0 {
+			_ = s.w.Truncate(active.size)
+		}
+		return fmt.Errorf("spool: %w", err)
+	}
+	active.size += int64(n)
+	s.size += int64(n)
+	s.dirty = true
+	s.signal()
+	return nil
+}
+
+func (s *Spool) signal() {
+	select {
+	case s.notify <- struct{}{}:
+	default:
+	}
+}
+
+// Notify is signalled after appends.
+func (s *Spool) Notify() <-chan struct{} { return s.notify }
+
+// Batch is a run of whole records read from the spool.
+type Batch struct {
+	Data  []byte
+	Lines int
+	seg   uint64
+	start int64
+	end   int64
+}
+
+// Next returns up to maxBytes of the oldest unacknowledged records (at
+// least one record, however long), or ok=false when there are none. Only
+// one goroutine may read; Next returns the same records until Ack.
+func (s *Spool) Next(maxBytes int) (b Batch, ok bool, err error) {
+	s.mu.Lock()
+	for {
+		seg := s.segs[0]
+		if seg.size > s.roff {
+			break
+		}
+		if len(s.segs) == 1 {
+			s.mu.Unlock()
+			return Batch{}, false, nil
+		}
+		s.dropFirst()
+	}
+	seg := s.segs[0]
+	start, end := s.roff, seg.size
+	s.mu.Unlock()
+
+	n := min(end-start, int64(maxBytes))
+	for {
+		buf := make([]byte, n)
+		if _, err := seg.r.ReadAt(buf, start); err != nil && err != io.EOF {
+			return Batch{}, false, fmt.Errorf("spool read: %w", err)
+		}
+		if i := bytes.LastIndexByte(buf, '\n'); i >= 0 {
+			buf = buf[:i+1]
+			return Batch{Data: buf, Lines: bytes.Count(buf, []byte{'\n'}), seg: seg.id, start: start, end: start + int64(i) + 1}, true, nil
+		}
+		if n == end-start { // cannot happen: segments hold whole records
+			return Batch{}, false, fmt.Errorf("spool: segment %d has a record without newline at %d", seg.id, start)
+		}
+		n = min(end-start, 2*n)
+	}
+}
+
+// dropFirst removes the fully read first segment. Called with mu held.
+func (s *Spool) dropFirst() {
+	seg := s.segs[0]
+	seg.r.Close()
+	if err := os.Remove(s.segPath(seg.id)); err != nil {
+		s.log.Warn().Err(err).Msg("archive spool: removing a drained segment")
+	}
+	s.segs = s.segs[1:]
+	s.roff = 0
+	s.newDir = true
+	s.writeCursor()
+}
+
+// Ack marks a batch returned by Next as stored in InfluxDB.
+func (s *Spool) Ack(b Batch) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.segs) == 0 || s.segs[0].id != b.seg || b.start != s.roff {
+		return
+	}
+	s.size -= b.end - s.roff
+	s.roff = b.end
+	if s.roff >= s.segs[0].size && len(s.segs) > 1 {
+		s.dropFirst()
+		return
+	}
+	s.writeCursor()
+}
+
+// writeCursor records the read position. Called with mu held.
+func (s *Spool) writeCursor() {
+	id := s.segs[0].id
+	if _, err := s.cursor.WriteAt([]byte(fmt.Sprintf("%020d %020d\n", id, s.roff)), 0); err != nil {
+		s.log.Warn().Err(err).Msg("archive spool: writing the cursor")
+	}
+	s.curDirt = true
+}
+
+// Sync forces appended records and the cursor to disk.
+func (s *Spool) Sync() error {
+	s.mu.Lock()
+	w, dirty, rotated, dir, cur := s.w, s.dirty, s.toSync, s.newDir, s.curDirt
+	s.dirty, s.toSync, s.newDir, s.curDirt = false, nil, false, false
+	s.mu.Unlock()
+	var errs []error
+	for _, f := range rotated {
+		errs = append(errs, f.Sync(), f.Close())
+	}
+	if dirty && w != nil {
+		if err := w.Sync(); err != nil && !errors.Is(err, os.ErrClosed) {
+			errs = append(errs, err)
+		}
+	}
+	if cur {
+		if err := s.cursor.Sync(); err != nil && !errors.Is(err, os.ErrClosed) {
+			errs = append(errs, err)
+		}
+	}
+	if dir {
+		if d, err := os.Open(s.dir); err == nil {
+			errs = append(errs, d.Sync(), d.Close())
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Len is the number of unacknowledged bytes.
+func (s *Spool) Len() int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.size
+}
+
+// Max is the bound.
+func (s *Spool) Max() int64 { return s.max }
+
+// Overflow counts records refused because the spool was full.
+func (s *Spool) Overflow() int64 { return s.overflow.Load() }
+
+// Close syncs and closes the spool; what is unacknowledged stays on disk.
+func (s *Spool) Close() error {
+	err := s.Sync()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil
+	}
+	s.closed = true
+	s.closeFiles()
+	return err
+}
+
+func (s *Spool) closeFiles() {
+	for _, sg := range s.segs {
+		sg.r.Close()
+	}
+	if s.w != nil {
+		s.w.Close()
+	}
+	if s.cursor != nil {
+		s.cursor.Close()
+	}
+}
