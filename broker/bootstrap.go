@@ -39,7 +39,8 @@ type Bootstrap struct {
 	Memberships []BootstrapMembership `yaml:"memberships"`
 	Policies    []BootstrapPolicy     `yaml:"policies"`
 	// Factory lists the credentials devices are made with, for
-	// self-enrolment ($enroll/{serial}). Apply checks but does not store them.
+	// self-enrolment ($enroll/{serial}). Apply stores them with the secret
+	// argon2id-hashed; whether a serial has enrolled is kept.
 	Factory []BootstrapFactory `yaml:"factory"`
 
 	// lines maps item and field paths ("users[2]", "users[2].password",
@@ -121,7 +122,7 @@ type Summary struct {
 	Relationships int `json:"relationships"`
 	Memberships   int `json:"memberships"`
 	Policies      int `json:"policies"`
-	Factory       int `json:"factory"` // parsed and checked, not stored
+	Factory       int `json:"factory"` // factory registry entries
 	// Hashed counts passwords and secrets hashed anew; Kept those whose
 	// stored hash still matched the plaintext and was left as it was.
 	Hashed int `json:"hashed"`
@@ -843,6 +844,16 @@ func (b *Bootstrap) Apply(ctx context.Context, st *mongo.Store) (Summary, error)
 			jobs = append(jobs, job{t.secret, creds["thing:"+t.thing.ID], &thingHashes[i]})
 		}
 	}
+	factoryHashes := make([]string, len(b.Factory))
+	if len(b.Factory) > 0 {
+		stored, err := st.FactoryHashes(ctx)
+		if err != nil {
+			return sum, err
+		}
+		for i, f := range b.Factory {
+			jobs = append(jobs, job{f.Secret, stored[f.Serial], &factoryHashes[i]})
+		}
+	}
 	var (
 		wg      sync.WaitGroup
 		mu      sync.Mutex
@@ -914,6 +925,14 @@ func (b *Bootstrap) Apply(ctx context.Context, st *mongo.Store) (Summary, error)
 			return sum, err
 		}
 		sum.Policies++
+	}
+	for i, f := range b.Factory {
+		if factoryHashes[i] == "" {
+			continue // the stored hash still matches
+		}
+		if err := st.PutFactory(ctx, mongo.FactoryEntry{Serial: f.Serial, SecretHash: factoryHashes[i], Model: f.Model, Vendor: f.Vendor}); err != nil {
+			return sum, err
+		}
 	}
 	sum.Factory = len(b.Factory)
 	return sum, nil

@@ -46,6 +46,8 @@ type Broker struct {
 	Store       *mongo.Store
 
 	ferret    *ferretdb.Server
+	enforcer  *hooks.Enforcer // the control plane attaches its topics and audit sink
+	control   *controlPlane
 	http      *http.Server
 	httpAddr  string
 	listeners map[string]listeners.Listener
@@ -203,10 +205,11 @@ func (b *Broker) startMQTT() error {
 		}), nil); err != nil {
 			return err
 		}
-		if err := srv.AddHook(hooks.NewEnforcer(hooks.EnforcerConfig{
+		b.enforcer = hooks.NewEnforcer(hooks.EnforcerConfig{
 			Engine: b.Engine, Sessions: b.Sessions, Server: srv, Clock: b.cfg.Clock, Live: b.Live,
 			Log: b.log.With().Str("component", "enforcer").Logger(), Metrics: b.Metrics,
-		}), nil); err != nil {
+		})
+		if err := srv.AddHook(b.enforcer, nil); err != nil {
 			return err
 		}
 	}

@@ -168,6 +168,7 @@ type Authenticator struct {
 	sessions *Sessions
 	server   *mqtt.Server
 	limiter  *FailureLimiter
+	serials  *FailureLimiter
 	jwt      *JWTConfig
 	log      zerolog.Logger
 	metrics  *Metrics
@@ -180,9 +181,13 @@ type AuthConfig struct {
 	Sessions    *Sessions
 	Server      *mqtt.Server
 	Limiter     *FailureLimiter // nil: 10 failures per minute per address
-	JWT         *JWTConfig      // nil: no bearer tokens
-	Log         zerolog.Logger
-	Metrics     *Metrics
+	// SerialLimiter counts failed factory logins per serial, against
+	// guessing one device's factory secret from many addresses; nil: 5
+	// failures per 15 minutes.
+	SerialLimiter *FailureLimiter
+	JWT           *JWTConfig // nil: no bearer tokens
+	Log           zerolog.Logger
+	Metrics       *Metrics
 }
 
 // NewAuthenticator returns the hook.
@@ -190,8 +195,11 @@ func NewAuthenticator(c AuthConfig) *Authenticator {
 	if c.Limiter == nil {
 		c.Limiter = NewFailureLimiter(10, time.Minute, nil)
 	}
+	if c.SerialLimiter == nil {
+		c.SerialLimiter = NewFailureLimiter(5, 15*time.Minute, nil)
+	}
 	return &Authenticator{engine: c.Engine, creds: c.Credentials, sessions: c.Sessions, server: c.Server,
-		limiter: c.Limiter, jwt: c.JWT, log: c.Log, metrics: c.Metrics}
+		limiter: c.Limiter, serials: c.SerialLimiter, jwt: c.JWT, log: c.Log, metrics: c.Metrics}
 }
 
 // ID names the hook.
@@ -232,6 +240,12 @@ func (a *Authenticator) authenticate(cl *mqtt.Client, pk packets.Packet, addr st
 	if cl.Net.Inline {
 		return policies.Principal{}, false, "inline"
 	}
+	// A device enrolling: client id enroll-{serial}, username
+	// factory:{serial}, password its factory secret ("factory:{serial}" in
+	// the credentials). It may only ask $enroll/{serial}.
+	if serial, ok := strings.CutPrefix(name, FactoryUserPrefix); ok {
+		return a.authenticateFactory(cl, serial, pk.Connect.Password)
+	}
 	// A thing connects with client id = username = its id.
 	if _, isThing := a.engine.Thing(name); isThing {
 		if cl.ID != name {
@@ -260,6 +274,30 @@ func (a *Authenticator) authenticate(cl *mqtt.Client, pk packets.Packet, addr st
 		}
 	}
 	return policies.UserPrincipal(name), u.Admin, ""
+}
+
+// FactoryUserPrefix starts the username of a device enrolling with its
+// factory credential; EnrollClientPrefix its client id.
+const (
+	FactoryUserPrefix  = "factory:"
+	EnrollClientPrefix = "enroll-"
+)
+
+func (a *Authenticator) authenticateFactory(cl *mqtt.Client, serial string, secret []byte) (policies.Principal, bool, string) {
+	if serial == "" || strings.ContainsAny(serial, "/+#\x00") {
+		return policies.Principal{}, false, "bad-serial"
+	}
+	if cl.ID != EnrollClientPrefix+serial {
+		return policies.Principal{}, false, "enroll-client-id-mismatch"
+	}
+	if a.serials.Blocked(serial) {
+		return policies.Principal{}, false, "rate-limited"
+	}
+	if !a.creds.Verify(FactoryUserPrefix+serial, secret) {
+		a.serials.Fail(serial)
+		return policies.Principal{}, false, "bad-factory-secret"
+	}
+	return policies.Principal{Kind: policies.KindDevice, ID: serial}, false, ""
 }
 
 func (a *Authenticator) userSecretOK(name string, password []byte) bool {

@@ -36,6 +36,7 @@ type Enforcer struct {
 	metrics  *Metrics
 
 	system []SystemTopics
+	audit  AuditFunc
 
 	fanouts sync.Map // topic → *message: the message being fanned out right now
 	parses  atomic.Int64
@@ -53,6 +54,23 @@ type EnforcerConfig struct {
 	// System decides the broker's own $-namespaces ($config, $enroll,
 	// $history); everything under $ that none of them handles is refused.
 	System []SystemTopics
+	// Audit, when set, is told every delivery and publish decision (the
+	// audit trail aggregates the non-owner ones). It must not block.
+	Audit AuditFunc
+}
+
+// AuditFunc receives one access decision: who, what action, under which
+// declared purpose, and the engine's decision (thing, stream, rule, policy).
+type AuditFunc func(p policies.Principal, act policies.Action, purpose string, d policies.Decision)
+
+// Attach adds an audit sink and system-topic handlers to an enforcer built
+// before them (the control plane is assembled after the enforcer). Call it
+// before the server serves.
+func (h *Enforcer) Attach(audit AuditFunc, system ...SystemTopics) {
+	if audit != nil {
+		h.audit = audit
+	}
+	h.system = append(h.system, system...)
 }
 
 // SystemTopics decides publishes, subscriptions and deliveries in one of
@@ -69,7 +87,7 @@ func NewEnforcer(c EnforcerConfig) *Enforcer {
 		c.Clock = policies.SystemClock{}
 	}
 	return &Enforcer{engine: c.Engine, sessions: c.Sessions, server: c.Server, clock: c.Clock, live: c.Live,
-		views: newRenderings(4096), log: c.Log, metrics: c.Metrics, system: c.System}
+		views: newRenderings(4096), log: c.Log, metrics: c.Metrics, system: c.System, audit: c.Audit}
 }
 
 // ID names the hook.
@@ -147,6 +165,11 @@ func claimedPrincipal(e *policies.Engine, cl *mqtt.Client, pk packets.Packet) (p
 
 // mayWrite decides a publish by p to topic.
 func (h *Enforcer) mayWrite(p policies.Principal, topic string) bool {
+	return h.decideWrite(p, topic, false)
+}
+
+// decideWrite decides a publish by p to topic, telling the audit sink when asked.
+func (h *Enforcer) decideWrite(p policies.Principal, topic string, audit bool) bool {
 	res, ok := policies.ParseTopic(topic)
 	if !ok {
 		return false
@@ -155,7 +178,11 @@ func (h *Enforcer) mayWrite(p policies.Principal, topic string) bool {
 	if res.Kind == policies.ResCommand {
 		act = policies.ActCommand
 	}
-	return h.engine.Decide(policies.Request{Principal: p, Topic: topic, Action: act}).Allowed()
+	d := h.engine.Decide(policies.Request{Principal: p, Topic: topic, Action: act})
+	if audit && h.audit != nil {
+		h.audit(p, act, "", d)
+	}
+	return d.Allowed()
 }
 
 // OnACLCheck decides publishes (write), subscribe filters and deliveries.
@@ -176,7 +203,7 @@ func (h *Enforcer) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
 			}
 			return false
 		}
-		ok := h.mayWrite(s.principal, topic)
+		ok := h.decideWrite(s.principal, topic, true)
 		if !ok {
 			h.count("publish_denied")
 		}
@@ -221,15 +248,22 @@ func (h *Enforcer) maySubscribe(cl *mqtt.Client, s *session, filter, purpose str
 // decideRead finds the decision for a delivery to s on topic, trying each
 // purpose the client declared for it.
 func (h *Enforcer) decideRead(s *session, topic string) policies.Decision {
+	d, _ := h.decideReadPurpose(s, topic)
+	return d
+}
+
+// decideReadPurpose is decideRead that also names the purpose decided under.
+func (h *Enforcer) decideReadPurpose(s *session, topic string) (policies.Decision, string) {
 	var buf [4]string
 	var d policies.Decision
-	for _, purpose := range s.purposes(topic, buf[:0]) {
+	var purpose string
+	for _, purpose = range s.purposes(topic, buf[:0]) {
 		d = h.engine.Decide(policies.Request{Principal: s.principal, Topic: topic, Action: policies.ActRead, Purpose: purpose})
 		if d.Allowed() {
-			return d
+			return d, purpose
 		}
 	}
-	return d
+	return d, purpose
 }
 
 // mayDeliver decides one delivery, including the verdicts that depend on
@@ -250,7 +284,10 @@ func (h *Enforcer) mayDeliver(cl *mqtt.Client, s *session, topic string) bool {
 		}
 		return false
 	}
-	d := h.decideRead(s, topic)
+	d, purpose := h.decideReadPurpose(s, topic)
+	if h.audit != nil {
+		h.audit(s.principal, policies.ActRead, purpose, d)
+	}
 	if !d.Allowed() {
 		h.count("delivery_denied")
 		return false

@@ -93,6 +93,8 @@ type Store struct {
 	db     *mongo.Database
 
 	users, things, places, rels, members, pols *mongo.Collection
+
+	auditTTL bool // the server expires audit records by a TTL index
 }
 
 // Open connects to the MongoDB (or FerretDB) at uri, checks that it answers
@@ -137,6 +139,10 @@ func Open(ctx context.Context, uri, database string) (*Store, error) {
 		pols:    db.Collection(CollPolicies),
 	}
 	if err := s.ensureIndexes(ctx); err != nil {
+		_ = client.Disconnect(context.Background())
+		return nil, fmt.Errorf("metadata store at %s: creating indexes: %w", shown, err)
+	}
+	if err := s.ensureControlIndexes(ctx); err != nil {
 		_ = client.Disconnect(context.Background())
 		return nil, fmt.Errorf("metadata store at %s: creating indexes: %w", shown, err)
 	}

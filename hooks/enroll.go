@@ -1,0 +1,223 @@
+package hooks
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	"github.com/alexedwards/argon2id"
+
+	"github.com/veil-iot/veil/adapters/mongo"
+	"github.com/veil-iot/veil/policies"
+)
+
+// Enrolment refusals: the reply's error (docs/control-plane.md).
+const (
+	errUnknownSerial    = "unknown serial"
+	errAlreadyEnrolled  = "already enrolled"
+	errTooManyAttempts  = "too many attempts"
+	errClaimRefused     = "claim refused: wrong code, or the thing cannot be claimed"
+	errNotCertified     = "not authorized: only a certified installer (certified_installer=true) may claim a thing"
+	claimCodeAlphabet   = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789" // 32 symbols, no 0/O, 1/I
+	claimCodeHalfLength = 4
+)
+
+// enrollRequest is the optional payload of $enroll/{serial}.
+type enrollRequest struct {
+	Kind    string   `json:"kind"`
+	Streams []string `json:"streams"`
+}
+
+// ThingID is the thing id a serial enrols as: the serial in lower case.
+func ThingID(serial string) string { return strings.ToLower(serial) }
+
+// enroll turns a known, not yet enrolled serial into a thing with a fresh
+// secret and a claim code (both returned once, stored argon2id-hashed).
+// Refusals count against the serial; after too many, requests are refused
+// without being looked at.
+func (c *Control) enroll(p policies.Principal, serial string, payload []byte) result {
+	if p.Kind != policies.KindDevice || p.ID != serial {
+		return notAuthorized()
+	}
+	if c.limiter.Blocked("enroll:" + serial) {
+		return refuse(codeNotAuthorized, errTooManyAttempts)
+	}
+	fail := func(msg string) result {
+		c.limiter.Fail("enroll:" + serial)
+		c.log.Info().Str("serial", serial).Str("reason", msg).Msg("enrolment refused")
+		return refuse(codeNotAuthorized, "%s", msg)
+	}
+	var req enrollRequest
+	if len(payload) > 0 {
+		if err := decodeStrict(payload, &req); err != nil {
+			return invalid(err)
+		}
+	}
+	switch req.Kind {
+	case "", "sensor", "actuator", "gateway":
+	default:
+		return refuse(codeInvalid, "kind: unknown kind %q (want sensor, actuator or gateway)", req.Kind)
+	}
+	for i, s := range req.Streams {
+		if !validLevel(s) || strings.Contains(s, "/") {
+			return refuse(codeInvalid, "streams[%d]: must be a non-empty MQTT topic level", i)
+		}
+	}
+	id := ThingID(serial)
+	if !validLevel(id) {
+		return fail(errUnknownSerial)
+	}
+
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	ctx, cancel := c.ctx()
+	defer cancel()
+	entry, found, err := c.store.Factory(ctx, serial)
+	if err != nil {
+		return unavailable(c.log, err)
+	}
+	if !found {
+		return fail(errUnknownSerial)
+	}
+	if _, exists := c.engine.Thing(id); exists || !entry.EnrolledAt.IsZero() {
+		return fail(errAlreadyEnrolled)
+	}
+	secret, err := randomString(32, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
+	if err != nil {
+		return unavailable(c.log, err)
+	}
+	code, err := randomString(2*claimCodeHalfLength, claimCodeAlphabet)
+	if err != nil {
+		return unavailable(c.log, err)
+	}
+	code = code[:claimCodeHalfLength] + "-" + code[claimCodeHalfLength:]
+	secretHash, err := argon2id.CreateHash(secret, c.params)
+	if err != nil {
+		return unavailable(c.log, err)
+	}
+	codeHash, err := argon2id.CreateHash(code, c.params)
+	if err != nil {
+		return unavailable(c.log, err)
+	}
+	now := c.clock.Now()
+	won, err := c.store.MarkEnrolled(ctx, serial, id, now)
+	if err != nil {
+		return unavailable(c.log, err)
+	}
+	if !won {
+		return fail(errAlreadyEnrolled)
+	}
+	attrs := policies.Attributes{"serial": serial}
+	if entry.Model != "" {
+		attrs["model"] = entry.Model
+	}
+	if entry.Vendor != "" {
+		attrs["vendor"] = entry.Vendor
+	}
+	thing := policies.Thing{ID: id, Kind: req.Kind, Streams: req.Streams, Attributes: attrs}
+	undo := func(err error) result {
+		cctx, ccancel := context.WithTimeout(context.Background(), c.timeout)
+		defer ccancel()
+		_ = c.store.DeleteThing(cctx, id)
+		_ = c.store.UnmarkEnrolled(cctx, serial)
+		return unavailable(c.log, err)
+	}
+	if err := c.store.PutThing(ctx, thing, secretHash); err != nil {
+		return undo(err)
+	}
+	if err := c.store.PutClaim(ctx, id, codeHash, now); err != nil {
+		return undo(err)
+	}
+	if err := c.engine.PutThing(thing); err != nil {
+		return undo(err)
+	}
+	c.creds.Set("thing:"+id, secretHash)
+	c.record(ctx, policies.Relationship{Thing: id}, "", "enrolled", "factory:"+serial, "self-enrolment", "")
+	c.retain("$config/things/"+id, docOf(thing))
+	c.log.Info().Str("serial", serial).Str("thing", id).Msg("device enrolled")
+	return ok(map[string]any{"thing": id, "secret": secret, "claim_code": code})
+}
+
+// claim makes a certified installer the installer of a newly enrolled
+// thing, given its claim code. Every refusal reads the same, whether the
+// thing exists or not.
+func (c *Control) claim(p policies.Principal, t cfgTopic, payload []byte) result {
+	u, _ := c.engine.User(p.ID)
+	if v, ok := u.Attributes["certified_installer"]; !ok || (v != true && v != "true") {
+		return refuse(codeNotAuthorized, errNotCertified)
+	}
+	var req struct {
+		Code string `json:"code"`
+	}
+	if err := decodeStrict(payload, &req); err != nil {
+		return invalid(err)
+	}
+	if req.Code == "" {
+		return refuse(codeInvalid, "code: is required")
+	}
+	key := "claim:" + t.thing
+	if c.limiter.Blocked(key) {
+		return refuse(codeNotAuthorized, errTooManyAttempts)
+	}
+	fail := func() result {
+		c.limiter.Fail(key)
+		c.log.Info().Str("thing", t.thing).Str("by", p.ID).Msg("claim refused")
+		return refuse(codeNotAuthorized, errClaimRefused)
+	}
+	ctx, cancel := c.ctx()
+	defer cancel()
+	if _, exists := c.engine.Thing(t.thing); !exists {
+		return fail()
+	}
+	hash, err := c.store.ClaimHash(ctx, t.thing)
+	if err != nil {
+		return unavailable(c.log, err)
+	}
+	if hash == "" {
+		return fail()
+	}
+	if match, err := argon2id.ComparePasswordAndHash(strings.ToUpper(strings.TrimSpace(req.Code)), hash); err != nil || !match {
+		return fail()
+	}
+	if won, err := c.store.DeleteClaim(ctx, t.thing); err != nil {
+		return unavailable(c.log, err)
+	} else if !won {
+		return fail()
+	}
+	r := policies.Relationship{Thing: t.thing, User: p.ID, Relation: policies.RelInstaller, Status: policies.StatusActive}
+	if err := c.store.PutRelationship(ctx, r); err != nil {
+		cctx, ccancel := context.WithTimeout(context.Background(), c.timeout)
+		defer ccancel()
+		_ = c.store.PutClaim(cctx, t.thing, hash, c.clock.Now())
+		return unavailable(c.log, err)
+	}
+	c.record(ctx, r, "", "active", p.ID, "claimed with the claim code", "")
+	_ = c.engine.PutRelationship(r)
+	c.retain(relTopic(r), relDoc(r, nil))
+	if th, ok := c.engine.Thing(t.thing); ok {
+		c.retain("$config/things/"+th.ID, docOf(th))
+	}
+	c.log.Info().Str("thing", t.thing).Str("installer", p.ID).Msg("thing claimed")
+	return ok(map[string]any{"thing": t.thing, "relation": string(policies.RelInstaller)})
+}
+
+// AddFactory registers (or updates) a device's factory credential: the
+// secret is stored argon2id-hashed in MongoDB and the credential admitted
+// at CONNECT from now on.
+func (c *Control) AddFactory(ctx context.Context, serial, secret, model, vendor string) error {
+	if serial == "" || strings.ContainsAny(serial, "/+#\x00") {
+		return fmt.Errorf("serial %q: must be a non-empty MQTT topic level", serial)
+	}
+	if secret == "" {
+		return fmt.Errorf("factory secret of %q: must not be empty", serial)
+	}
+	hash, err := argon2id.CreateHash(secret, c.params)
+	if err != nil {
+		return err
+	}
+	if err := c.store.PutFactory(ctx, mongo.FactoryEntry{Serial: serial, SecretHash: hash, Model: model, Vendor: vendor}); err != nil {
+		return err
+	}
+	c.creds.Set(FactoryUserPrefix+serial, hash)
+	return nil
+}
