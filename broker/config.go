@@ -42,6 +42,10 @@ type Config struct {
 	// NoEnforcement runs plain mochi with an allow-all hook: for the
 	// broker benchmark's baseline only, never in production.
 	NoEnforcement bool `yaml:"bench-no-enforcement"`
+	// BenchPopulation ("policies:tuples", e.g. "100000:1000000") adds a
+	// generated population to the policy engine after start, in memory
+	// only (broker/benchpop.go): for the scale benchmark, never in production.
+	BenchPopulation string `yaml:"bench-population"`
 
 	// Clock overrides the wall clock (tests).
 	Clock interface{ Now() time.Time } `yaml:"-"`

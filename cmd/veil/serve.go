@@ -62,6 +62,8 @@ which wins over the file.`,
 	f.DurationVar(&cfg.AuditRetention, "audit-retention", cfg.AuditRetention, "how long audit records are kept")
 	f.BoolVar(&cfg.NoEnforcement, "bench-no-enforcement", false, "benchmark baseline only: plain mochi, no authentication or authorisation")
 	_ = f.MarkHidden("bench-no-enforcement")
+	f.StringVar(&cfg.BenchPopulation, "bench-population", "", "benchmark only: add a generated population policies:tuples (e.g. 100000:1000000) in memory")
+	_ = f.MarkHidden("bench-population")
 	return cmd
 }
 
@@ -114,6 +116,10 @@ func serve(cfg broker.Config) error {
 	defer stop()
 	b, err := broker.Start(ctx, cfg, log)
 	if err != nil {
+		return err
+	}
+	if err := b.LoadBenchPopulation(ctx); err != nil {
+		b.Close()
 		return err
 	}
 	<-ctx.Done()
