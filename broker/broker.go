@@ -48,6 +48,7 @@ type Broker struct {
 	ferret    *ferretdb.Server
 	enforcer  *hooks.Enforcer // the control plane attaches its topics and audit sink
 	control   *controlPlane
+	archive   *archive // sensor archive and $history (archive.go)
 	http      *http.Server
 	httpAddr  string
 	listeners map[string]listeners.Listener
@@ -293,6 +294,9 @@ func (b *Broker) startHTTP() error {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
 	reg.MustRegister(newCollector(b))
+	if b.archive != nil {
+		reg.MustRegister(b.archive)
+	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {

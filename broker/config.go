@@ -34,6 +34,9 @@ type Config struct {
 	InfluxOrg    string `yaml:"influx-org"`
 	InfluxBucket string `yaml:"influx-bucket"` // InfluxDB 1.8: "db/rp"
 	InfluxToken  string `yaml:"influx-token"`  // InfluxDB 1.8: "user:pass" or empty
+	// InfluxSpoolBytes bounds the disk spool of readings InfluxDB has not
+	// acknowledged yet (under DataDir); beyond it readings are counted, not kept.
+	InfluxSpoolBytes int64 `yaml:"influx-spool-bytes"`
 
 	// Control plane.
 	InvitationTTL  time.Duration `yaml:"invitation-ttl"`  // how long an invitation stays pending
@@ -56,7 +59,7 @@ func Defaults() Config {
 	return Config{
 		MQTT: "127.0.0.1:1883", HTTP: "127.0.0.1:8080", DataDir: "./var", Database: "veil",
 		LogLevel: "info", TimeZone: "UTC", MaxPacketSize: 256 << 10,
-		InfluxBucket: "veil", InvitationTTL: 7 * 24 * time.Hour, AuditRetention: 90 * 24 * time.Hour,
+		InfluxBucket: "veil", InfluxSpoolBytes: 1 << 30, InvitationTTL: 7 * 24 * time.Hour, AuditRetention: 90 * 24 * time.Hour,
 	}
 }
 
@@ -100,6 +103,9 @@ func (c Config) Validate() error {
 	}
 	if c.AuditRetention <= 0 {
 		errs = append(errs, fmt.Errorf("--audit-retention %s: must be positive", c.AuditRetention))
+	}
+	if c.InfluxURL != "" && c.InfluxSpoolBytes < 1<<16 {
+		errs = append(errs, fmt.Errorf("--influx-spool-bytes %d: must be at least 65536", c.InfluxSpoolBytes))
 	}
 	if c.MaxPacketSize < 1024 {
 		errs = append(errs, fmt.Errorf("--max-packet-size %d: must be at least 1024", c.MaxPacketSize))

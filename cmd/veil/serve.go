@@ -58,6 +58,7 @@ which wins over the file.`,
 	f.StringVar(&cfg.InfluxOrg, "influx-org", cfg.InfluxOrg, "InfluxDB 2 organisation (empty for InfluxDB 1.8)")
 	f.StringVar(&cfg.InfluxBucket, "influx-bucket", cfg.InfluxBucket, "InfluxDB bucket (InfluxDB 1.8: db/rp)")
 	f.StringVar(&cfg.InfluxToken, "influx-token", cfg.InfluxToken, "InfluxDB token (InfluxDB 1.8: user:pass or empty)")
+	f.Int64Var(&cfg.InfluxSpoolBytes, "influx-spool-bytes", cfg.InfluxSpoolBytes, "bound of the disk spool of readings InfluxDB has not acknowledged yet")
 	f.DurationVar(&cfg.InvitationTTL, "invitation-ttl", cfg.InvitationTTL, "how long an invitation stays pending")
 	f.DurationVar(&cfg.AuditRetention, "audit-retention", cfg.AuditRetention, "how long audit records are kept")
 	f.BoolVar(&cfg.NoEnforcement, "bench-no-enforcement", false, "benchmark baseline only: plain mochi, no authentication or authorisation")

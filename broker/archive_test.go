@@ -1,0 +1,322 @@
+package broker_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	influxdb2 "github.com/influxdata/influxdb-client-go/v2"
+)
+
+func drainArchive(t *testing.T) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := archiving(t).DrainArchive(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestArchiveReadingsArriveInInfluxDB(t *testing.T) {
+	b := archiving(t)
+	pump := dialAt(t, b.Addr("mqtt"), "pump-1", "pump-1-secret", "pump-1", "")
+	start := time.Now()
+	if code := pump.pub("things/pump-1/data/flow", `{"flow":12.5,"on":true,"mode":"eco","pipe":{"bar":1.2}}`, 1); code != 0 {
+		t.Fatalf("PUBACK 0x%02x", code)
+	}
+	pump.pub("things/pump-1/data/flow", `{"flow":13,"ts":"2026-01-02T03:04:05.678Z"}`, 0)
+	pump.pub("things/pump-1/data/flow", `{"flow":14,"ts":1767323045000}`, 1)
+	drainArchive(t)
+
+	cl := influxdb2.NewClient(influxd(t).URL, "")
+	defer cl.Close()
+	res, err := cl.QueryAPI("").Query(context.Background(), `from(bucket: "veil_e2e/")
+		|> range(start: 2026-01-01T00:00:00Z, stop: 2100-01-01T00:00:00Z)
+		|> filter(fn: (r) => r._measurement == "flow" and r.thing == "pump-1")`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Close()
+	type row struct{ owner, kind, place, field string }
+	byTime := map[string]map[row]any{}
+	for res.Next() {
+		r := res.Record()
+		tag := func(k string) string { s, _ := r.ValueByKey(k).(string); return s }
+		ts := r.Time().UTC().Format(time.RFC3339Nano)
+		if byTime[ts] == nil {
+			byTime[ts] = map[row]any{}
+		}
+		byTime[ts][row{tag("owner"), tag("kind"), tag("place"), r.Field()}] = r.Value()
+		if r.Time().After(start.Add(time.Minute)) || (r.Time().Before(start.Add(-time.Second)) && r.Time().Year() != 2026) {
+			t.Errorf("point at %s: neither its ts nor the receive time", r.Time())
+		}
+	}
+	if res.Err() != nil {
+		t.Fatal(res.Err())
+	}
+	tags := func(f string) row { return row{"an", "sensor", "", f} }
+	want := map[string]map[row]any{
+		"2026-01-02T03:04:05.678Z": {tags("flow"): 13.0},
+		"2026-01-02T03:04:05Z":     {tags("flow"): 14.0},
+	}
+	var live map[row]any
+	for ts, fields := range byTime {
+		if _, ok := want[ts]; !ok {
+			live = fields
+		}
+	}
+	if len(byTime) != 3 {
+		t.Fatalf("%d points, want 3: %v", len(byTime), byTime)
+	}
+	for ts, fields := range want {
+		if !reflect.DeepEqual(byTime[ts], fields) {
+			t.Errorf("point at %s: %v, want %v", ts, byTime[ts], fields)
+		}
+	}
+	wantLive := map[row]any{tags("flow"): 12.5, tags("on"): true, tags("mode"): "eco", tags("pipe.bar"): 1.2}
+	if !reflect.DeepEqual(live, wantLive) {
+		t.Errorf("point with receive time: %v, want %v", live, wantLive)
+	}
+}
+
+// jsonEqual compares two JSON objects by value.
+func jsonEqual(t *testing.T, a, b []byte) bool {
+	t.Helper()
+	var x, y any
+	if err := json.Unmarshal(a, &x); err != nil {
+		t.Fatalf("%s: %v", a, err)
+	}
+	if err := json.Unmarshal(b, &y); err != nil {
+		t.Fatalf("%s: %v", b, err)
+	}
+	return reflect.DeepEqual(x, y)
+}
+
+// TestHistoryAnswersLikeLiveDeliveries: each requester's history holds
+// exactly what it received live — owner raw, doctor rounded, ruth without
+// the out-of-range readings, the nurse one per second, the stranger
+// nothing but a clear refusal.
+func TestHistoryAnswersLikeLiveDeliveries(t *testing.T) {
+	b := archiving(t)
+	addr := b.Addr("mqtt")
+	type requester struct {
+		user, purpose string
+		c             *mqttClient
+	}
+	who := map[string]*requester{
+		"an": {user: "an"}, "doctor": {user: "doctor", purpose: "diagnosis"}, "ruth": {user: "ruth"},
+		"nurse": {user: "nurse"}, "stranger": {user: "stranger"},
+	}
+	for _, r := range who {
+		r.c = dialAt(t, addr, r.user, r.user+"-pass", r.user+"-hist", "")
+		r.c.sub("$config/replies/"+r.c.id+"/#", "")
+	}
+	streams := []struct {
+		topic    string
+		thing    string
+		readings []string
+		gap      time.Duration
+		live     []string // who may subscribe
+	}{
+		{"things/thermo-1/data/temperature", "thermo-1", []string{`{"temperature":21.37,"humidity":40.2}`, `{"temperature":19.04}`, `{"temperature":23.45,"note":"sunny"}`}, 0,
+			[]string{"an", "doctor"}},
+		{"things/watch-1/data/location", "watch-1", []string{`{"lat":48.7758,"lon":9.1829}`, `{"lat":48.78,"lon":9.18,"alt":{"m":250.5}}`}, 0,
+			[]string{"an", "doctor"}},
+		{"things/watch-1/data/heart_rate", "watch-1", []string{`{"bpm":35}`, `{"bpm":80}`, `{"bpm":130}`, `{"bpm":100}`, `{"bpm":90}`, `{"bpm":60}`}, 400 * time.Millisecond,
+			[]string{"an", "ruth", "nurse"}},
+	}
+	for _, s := range streams {
+		for _, u := range s.live {
+			who[u].c.sub(s.topic, who[u].purpose)
+		}
+	}
+	// The stranger's subscriptions are refused, which is its live view.
+	if code := who["stranger"].c.subscribeCode("things/thermo-1/data/temperature"); code != 0x87 {
+		t.Fatalf("stranger subscribe: 0x%02x", code)
+	}
+
+	start := time.Now().Add(-time.Second)
+	things := map[string]*mqttClient{}
+	for _, s := range streams {
+		th := things[s.thing]
+		if th == nil {
+			th = dialAt(t, addr, s.thing, s.thing+"-secret", s.thing, "")
+			things[s.thing] = th
+		}
+		for _, p := range s.readings {
+			th.pub(s.topic, p, 1)
+			time.Sleep(s.gap)
+		}
+	}
+	time.Sleep(300 * time.Millisecond) // live deliveries settle
+	drainArchive(t)
+	end := time.Now().Add(time.Second)
+
+	// Live: what each requester received, per topic.
+	live := map[string]map[string][][]byte{}
+	for name, r := range who {
+		live[name] = map[string][][]byte{}
+	collect:
+		for {
+			select {
+			case m := <-r.c.msgs:
+				live[name][m.Topic] = append(live[name][m.Topic], m.Payload)
+			default:
+				break collect
+			}
+		}
+	}
+	body := fmt.Sprintf(`{"from":%q,"to":%q}`, start.UTC().Format(time.RFC3339Nano), end.UTC().Format(time.RFC3339Nano))
+	for _, s := range streams {
+		for name, r := range who {
+			t.Run(name+" "+s.topic, func(t *testing.T) {
+				pages := r.c.history("$history/"+s.topic, body, r.purpose, "")
+				got := live[name][s.topic]
+				last := pages[len(pages)-1]
+				if len(got) == 0 {
+					// Nothing live: the history request is refused, clearly.
+					if last.OK || !strings.Contains(last.Error, "not allowed") {
+						t.Fatalf("history %+v, want a refusal (live got nothing)", pages)
+					}
+					return
+				}
+				if !last.OK {
+					t.Fatalf("history refused: %s (live got %d)", last.Error, len(got))
+				}
+				var hist [][]byte
+				for i, p := range pages {
+					if p.Page != i+1 || p.Topic != "$history/"+s.topic {
+						t.Fatalf("page %d: %+v", i+1, p)
+					}
+					for _, rd := range p.Readings {
+						hist = append(hist, rd.Data)
+					}
+				}
+				if len(hist) != len(got) {
+					t.Fatalf("history has %d readings %s, live delivered %d %s", len(hist), hist, len(got), got)
+				}
+				for i := range got {
+					if !jsonEqual(t, hist[i], got[i]) {
+						t.Errorf("reading %d: history %s, live %s", i, hist[i], got[i])
+					}
+				}
+			})
+		}
+	}
+	// Sanity: the matrix is not trivially equal.
+	if len(live["ruth"]["things/watch-1/data/heart_rate"]) != 4 || len(live["nurse"]["things/watch-1/data/heart_rate"]) >= 6 ||
+		len(live["nurse"]["things/watch-1/data/heart_rate"]) < 2 || string(live["doctor"]["things/thermo-1/data/temperature"][0]) != `{"temperature":21.4,"humidity":40.2}` {
+		t.Fatalf("unexpected live deliveries: ruth %s, nurse %s, doctor %s", live["ruth"]["things/watch-1/data/heart_rate"],
+			live["nurse"]["things/watch-1/data/heart_rate"], live["doctor"]["things/thermo-1/data/temperature"])
+	}
+	// The doctor without the declared purpose gets no location history.
+	pages := who["doctor"].c.history("$history/things/watch-1/data/location", body, "", "")
+	if pages[0].OK || !strings.Contains(pages[0].Error, "not allowed") {
+		t.Fatalf("doctor without purpose: %+v", pages)
+	}
+}
+
+func (c *mqttClient) subscribeCode(filter string) byte {
+	c.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	sa, err := c.Subscribe(ctx, pahoSubscribe{filter}.packet())
+	if sa != nil {
+		return sa.Reasons[0]
+	}
+	c.t.Fatalf("subscribe %s: %v", filter, err)
+	return 0
+}
+
+func TestHistoryPagesAndLimit(t *testing.T) {
+	b := archiving(t)
+	an := dialAt(t, b.Addr("mqtt"), "an", "an-pass", "an-pages", "")
+	an.sub("$config/replies/an-pages/#", "")
+	pump := dialAt(t, b.Addr("mqtt"), "pump-1", "pump-1-secret", "pump-1", "")
+	base := time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)
+	for i := range 1200 {
+		pump.pub("things/pump-1/data/flow", fmt.Sprintf(`{"flow":%d,"ts":%q}`, i, base.Add(time.Duration(i)*time.Second).Format(time.RFC3339)), 0)
+	}
+	pump.pub("things/pump-1/data/flow", `{"flow":-1,"ts":"2026-02-01T00:00:00Z"}`, 1)
+	drainArchive(t)
+	from, to := base.Format(time.RFC3339), base.Add(time.Hour).Format(time.RFC3339)
+
+	pages := an.history("$history/things/pump-1/data/flow", fmt.Sprintf(`{"from":%q,"to":%q,"limit":1100}`, from, to), "", "")
+	n := 0
+	for i, p := range pages {
+		if !p.OK || p.Page != i+1 || p.More != (i < len(pages)-1) {
+			t.Fatalf("page %d: ok=%v page=%d more=%v", i+1, p.OK, p.Page, p.More)
+		}
+		for _, r := range p.Readings {
+			var v struct{ Flow float64 }
+			json.Unmarshal(r.Data, &v)
+			if int(v.Flow) != n {
+				t.Fatalf("reading %d has flow %v", n, v.Flow)
+			}
+			n++
+		}
+	}
+	if n != 1100 || len(pages) < 3 {
+		t.Fatalf("%d readings in %d pages, want 1100 in at least 3", n, len(pages))
+	}
+	if want := base.Add(1100 * time.Second).Format(time.RFC3339Nano); pages[len(pages)-1].Next != want {
+		t.Fatalf("next = %q, want %q", pages[len(pages)-1].Next, want)
+	}
+	// Continuing from next returns the rest and no further cursor.
+	rest := an.history("$history/things/pump-1/data/flow", fmt.Sprintf(`{"from":%q,"to":%q}`, pages[len(pages)-1].Next, to), "", "")
+	m := 0
+	for _, p := range rest {
+		m += len(p.Readings)
+	}
+	if m != 100 || rest[len(rest)-1].Next != "" {
+		t.Fatalf("rest: %d readings, next %q", m, rest[len(rest)-1].Next)
+	}
+	// An empty window is one empty page.
+	empty := an.history("$history/things/pump-1/data/flow", `{"from":"2020-01-01T00:00:00Z","to":"2020-01-02T00:00:00Z"}`, "", "")
+	if len(empty) != 1 || !empty[0].OK || len(empty[0].Readings) != 0 || empty[0].More {
+		t.Fatalf("empty window: %+v", empty)
+	}
+}
+
+func TestHistoryMalformedRequestsGetClearErrors(t *testing.T) {
+	b := archiving(t)
+	an := dialAt(t, b.Addr("mqtt"), "an", "an-pass", "an-bad", "")
+	an.sub("$config/replies/an-bad/#", "")
+	const topic = "$history/things/thermo-1/data/temperature"
+	for _, c := range []struct{ name, topic, body, respTopic, want string }{
+		{"not JSON", topic, `from yesterday`, "", "request: want a JSON object"},
+		{"not an object", topic, `[1]`, "", "request: want a JSON object"},
+		{"bad from", topic, `{"from":"yesterday"}`, "", `from: "yesterday" is not an RFC 3339 time`},
+		{"bad to", topic, `{"to":"2026-13-01T00:00:00Z"}`, "", `to: "2026-13-01T00:00:00Z" is not an RFC 3339 time`},
+		{"from as number", topic, `{"from":5}`, "", "from: want a string"},
+		{"to before from", topic, `{"from":"2026-11-25T10:00:00Z","to":"2026-11-25T09:00:00Z"}`, "", "to: must be after from"},
+		{"limit zero", topic, `{"limit":0}`, "", "limit: must be a whole number from 1 to 10000"},
+		{"limit too big", topic, `{"limit":10001}`, "", "limit: must be a whole number from 1 to 10000"},
+		{"limit fraction", topic, `{"limit":2.5}`, "", "limit: must be a whole number from 1 to 10000"},
+		{"unknown key", topic, `{"form":"2026-11-25T10:00:00Z"}`, "", `unknown key "form"`},
+		{"trailing data", topic, `{} {}`, "", "trailing data"},
+		{"not a data topic", "$history/things/thermo-1/state", `{}`, "", "want $history/things/{thing}/data/{stream}"},
+		{"wildcard-free garbage topic", "$history/whatever", `{}`, "", "want $history/things/{thing}/data/{stream}"},
+		{"unknown thing", "$history/things/nope/data/x", `{}`, "", "not allowed"},
+		{"foreign response topic", topic, `{}`, "$config/replies/someone-else", `response topic "$config/replies/someone-else": must be $config/replies/an-bad`},
+		{"response topic outside replies", topic, `{}`, "things/thermo-1/data/temperature", "must be $config/replies/an-bad"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			pages := an.history(c.topic, c.body, "", c.respTopic)
+			if len(pages) != 1 || pages[0].OK || !strings.Contains(pages[0].Error, c.want) {
+				t.Fatalf("answer %+v, want an error containing %q", pages, c.want)
+			}
+		})
+	}
+	// Nobody may subscribe to $history, and a request is not retained.
+	if code := an.subscribeCode("$history/#"); code != 0x87 {
+		t.Fatalf("subscribe $history/#: 0x%02x", code)
+	}
+	if _, ok := b.MQTT.Topics.Retained.Get(topic); ok {
+		t.Fatal("a history request was retained")
+	}
+}

@@ -1,0 +1,85 @@
+package hooks
+
+import (
+	"bytes"
+	"time"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/packets"
+	"github.com/rs/zerolog"
+
+	"github.com/veil-iot/veil/policies"
+)
+
+// Reading is an accepted publish on things/{thing}/data/{stream}, with the
+// thing's owner, kind and place at the time it arrived.
+type Reading struct {
+	Thing, Stream, Owner, Kind, Place string
+	Payload                           []byte
+	Received                          time.Time
+}
+
+// ArchiveSink stores readings. Archive must return quickly and never wait
+// on a remote service: it runs in the publisher's goroutine, before the
+// PUBACK of a QoS 1 publish, so that an acknowledged reading is safe.
+type ArchiveSink interface {
+	Archive(Reading) error
+}
+
+// Archiver is the hook that hands every accepted reading to the archive.
+// Add it after the enforcer: mochi runs OnPublish hooks in order and stops
+// at the first that refuses, so the archiver sees only accepted publishes.
+type Archiver struct {
+	mqtt.HookBase
+	engine  *policies.Engine
+	sink    ArchiveSink
+	log     zerolog.Logger
+	metrics *Metrics
+}
+
+// ArchiverConfig wires an Archiver.
+type ArchiverConfig struct {
+	Engine  *policies.Engine
+	Sink    ArchiveSink
+	Log     zerolog.Logger
+	Metrics *Metrics // nil: not counted
+}
+
+// NewArchiver returns the hook.
+func NewArchiver(c ArchiverConfig) *Archiver {
+	return &Archiver{engine: c.Engine, sink: c.Sink, log: c.Log, metrics: c.Metrics}
+}
+
+// ID names the hook.
+func (h *Archiver) ID() string { return "veil-archive" }
+
+// Provides lists the events the archiver handles.
+func (h *Archiver) Provides(b byte) bool { return b == mqtt.OnPublish }
+
+// OnPublish archives a reading. A reading the archive cannot take (not a
+// JSON object, spool full) is counted and still delivered and acknowledged:
+// the archive never blocks or refuses live data.
+func (h *Archiver) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
+	if cl.Net.Inline || pk.FixedHeader.Type != packets.Publish || len(pk.TopicName) < 7 || pk.TopicName[0] != 't' {
+		return pk, nil
+	}
+	res, ok := policies.ParseTopic(pk.TopicName)
+	if !ok || res.Kind != policies.ResData {
+		return pk, nil
+	}
+	r := Reading{Thing: res.Thing, Stream: res.Name, Payload: bytes.Clone(pk.Payload), Received: time.Now()}
+	if t, ok := h.engine.Thing(res.Thing); ok {
+		r.Owner, r.Kind, r.Place = t.Owner, string(t.Kind), t.Place
+	}
+	if err := h.sink.Archive(r); err != nil {
+		h.count("archive_refused")
+		h.log.Debug().Err(err).Str("topic", pk.TopicName).Msg("reading not archived")
+	}
+	return pk, nil
+}
+
+func (h *Archiver) count(what string) {
+	if h.metrics != nil {
+		h.metrics.count(what)
+	}
+}

@@ -1,0 +1,403 @@
+package hooks
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"strings"
+	"sync"
+	"time"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/packets"
+	"github.com/rs/zerolog"
+
+	"github.com/veil-iot/veil/policies"
+)
+
+// HistoryPrefix starts every archive query topic:
+// $history/things/{thing}/data/{stream}.
+const HistoryPrefix = "$history/"
+
+// History limits. A request asks for at most MaxHistoryLimit readings
+// (DefaultHistoryLimit when it names no limit); the answer comes in pages
+// of at most HistoryPageSize readings and HistoryPageBytes bytes.
+const (
+	DefaultHistoryLimit = 1000
+	MaxHistoryLimit     = 10000
+	HistoryPageSize     = 500
+	HistoryPageBytes    = 48 << 10
+	// DefaultHistoryWindow is how far back "from" reaches when omitted.
+	DefaultHistoryWindow = 24 * time.Hour
+	// historyTimeout bounds one query.
+	historyTimeout = 30 * time.Second
+	// maxConcurrentHistory bounds the queries running at once.
+	maxConcurrentHistory = 8
+)
+
+// HistorySource streams the archived readings of one stream in [from, to),
+// oldest first, each as its JSON object; fn returns false to stop.
+type HistorySource interface {
+	History(ctx context.Context, thing, stream string, from, to time.Time, fn func(t time.Time, reading []byte) bool) error
+}
+
+// HistoryTopics is the enforcer's rule for the $history namespace: any
+// authenticated client may send a request (it is answered, with an error
+// if it is not allowed), nobody may subscribe to or receive one.
+type HistoryTopics struct{}
+
+// MayPublish allows requests.
+func (HistoryTopics) MayPublish(_ *mqtt.Client, _ policies.Principal, topic string) (bool, bool) {
+	if !strings.HasPrefix(topic, HistoryPrefix) {
+		return false, false
+	}
+	return true, true
+}
+
+// MaySubscribe refuses every filter in $history.
+func (HistoryTopics) MaySubscribe(_ *mqtt.Client, _ policies.Principal, filter string) (bool, bool) {
+	if filter == "$history" || strings.HasPrefix(filter, "$history/") {
+		return true, false
+	}
+	return false, false
+}
+
+// MayDeliver refuses every delivery in $history.
+func (HistoryTopics) MayDeliver(_ *mqtt.Client, _ policies.Principal, topic string) (bool, bool) {
+	if strings.HasPrefix(topic, HistoryPrefix) {
+		return true, false
+	}
+	return false, false
+}
+
+// History answers archive queries (MQTT v5 request/response): a request
+// on $history/things/{thing}/data/{stream} with {"from","to","limit"} is
+// answered on its response topic — which must be $config/replies/{its
+// client id} or below; without one the answer goes there — with its
+// correlation data. Every reading passes exactly the decision and view a
+// live delivery to the requester would: Decide(history, purpose), the
+// view's rewrite, withholding (range, non-JSON) and rate (one reading per
+// period of reading time).
+//
+// Answer pages: {"topic", "ok": true, "page": n, "more": bool,
+// "readings": [{"ts": RFC 3339, "data": {…}}], "next": RFC 3339}. "next"
+// (on the last page only) is set when the limit cut the answer short: ask
+// again with it as "from". Errors: {"topic", "ok": false, "error"}.
+type History struct {
+	mqtt.HookBase
+	engine   *policies.Engine
+	sessions *Sessions
+	server   *mqtt.Server
+	source   HistorySource
+	clock    policies.Clock
+	log      zerolog.Logger
+	metrics  *Metrics
+
+	once   sync.Once
+	inline *mqtt.Client
+	sem    chan struct{}
+	wg     sync.WaitGroup
+	ctx    context.Context
+	stop   context.CancelFunc
+}
+
+// HistoryConfig wires a History hook.
+type HistoryConfig struct {
+	Engine   *policies.Engine
+	Sessions *Sessions
+	Server   *mqtt.Server
+	Source   HistorySource  // nil: the archive is off; requests get an error
+	Clock    policies.Clock // "to" defaults to its now; nil: wall clock
+	Log      zerolog.Logger
+	Metrics  *Metrics
+}
+
+// NewHistory returns the hook.
+func NewHistory(c HistoryConfig) *History {
+	if c.Clock == nil {
+		c.Clock = policies.SystemClock{}
+	}
+	h := &History{engine: c.Engine, sessions: c.Sessions, server: c.Server, source: c.Source, clock: c.Clock,
+		log: c.Log, metrics: c.Metrics, sem: make(chan struct{}, maxConcurrentHistory)}
+	h.ctx, h.stop = context.WithCancel(context.Background())
+	return h
+}
+
+// ID names the hook.
+func (h *History) ID() string { return "veil-history" }
+
+// Provides lists the events the hook handles.
+func (h *History) Provides(b byte) bool { return b == mqtt.OnPublish }
+
+// Close cancels running queries and waits for them.
+func (h *History) Close() {
+	h.stop()
+	h.wg.Wait()
+}
+
+// historyRequest is the request body.
+type historyRequest struct {
+	From  *string `json:"from"`
+	To    *string `json:"to"`
+	Limit *json.Number `json:"limit"`
+}
+
+type historyItem struct {
+	TS   string          `json:"ts"`
+	Data json.RawMessage `json:"data"`
+}
+
+type historyPage struct {
+	Topic    string        `json:"topic"`
+	OK       bool          `json:"ok"`
+	Error    string        `json:"error,omitempty"`
+	Page     int           `json:"page,omitempty"`
+	More     bool          `json:"more"`
+	Readings []historyItem `json:"readings,omitempty"`
+	Next     string        `json:"next,omitempty"`
+}
+
+// query is one validated request.
+type query struct {
+	cl          *mqtt.Client
+	principal   policies.Principal
+	purpose     string
+	topic       string // $history/…
+	resource    string // things/{thing}/data/{stream}
+	res         policies.Resource
+	from, to    time.Time
+	limit       int
+	replyTo     string
+	correlation []byte
+	maxPacket   int
+}
+
+// OnPublish takes every request off the normal path (acknowledged, never
+// retained or fanned out) and answers it.
+func (h *History) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
+	if cl.Net.Inline || !strings.HasPrefix(pk.TopicName, HistoryPrefix) {
+		return pk, nil
+	}
+	q, err := h.parse(cl, pk)
+	if err != nil {
+		h.count("history_refused")
+		h.reply(q, historyPage{Topic: pk.TopicName, Error: err.Error()})
+		return pk, packets.CodeSuccessIgnore
+	}
+	select {
+	case h.sem <- struct{}{}:
+	default:
+		h.count("history_busy")
+		h.reply(q, historyPage{Topic: q.topic, Error: "busy: too many history queries in progress; try again shortly"})
+		return pk, packets.CodeSuccessIgnore
+	}
+	h.wg.Add(1)
+	go func() {
+		defer h.wg.Done()
+		defer func() { <-h.sem }()
+		h.answer(q)
+	}()
+	return pk, packets.CodeSuccessIgnore
+}
+
+// parse validates a request. On error q still says where to reply.
+func (h *History) parse(cl *mqtt.Client, pk packets.Packet) (q query, err error) {
+	own := "$config/replies/" + cl.ID
+	q = query{cl: cl, topic: pk.TopicName, replyTo: own, correlation: bytes.Clone(pk.Properties.CorrelationData),
+		maxPacket: int(cl.Properties.Props.MaximumPacketSize)}
+	if rt := pk.Properties.ResponseTopic; rt != "" {
+		if rt != own && !strings.HasPrefix(rt, own+"/") || strings.ContainsAny(rt, "+#") {
+			return q, fmt.Errorf("response topic %q: must be %s or a topic below it", rt, own)
+		}
+		q.replyTo = rt
+	}
+	s := h.sessions.get(cl)
+	if s == nil {
+		return q, errors.New("not authenticated")
+	}
+	q.principal = s.principal
+	q.purpose = userProperty(pk.Properties.User, PurposeProperty)
+	if q.purpose == "" {
+		q.purpose = s.purpose
+	}
+	q.resource = strings.TrimPrefix(pk.TopicName, HistoryPrefix)
+	res, ok := policies.ParseTopic(q.resource)
+	if !ok || res.Kind != policies.ResData {
+		return q, fmt.Errorf("topic %q: want $history/things/{thing}/data/{stream}", pk.TopicName)
+	}
+	q.res = res
+	if err := q.parseBody(pk.Payload, h.clock.Now()); err != nil {
+		return q, err
+	}
+	// The same decision a live delivery gets, for the action history. An
+	// unknown thing and a refused one answer alike: nobody learns which
+	// things exist.
+	if !h.engine.Decide(h.request(q)).Allowed() {
+		return q, fmt.Errorf("not allowed: the history of %s is not shared with you", q.resource)
+	}
+	if h.source == nil {
+		return q, errors.New("the sensor archive is off on this broker")
+	}
+	return q, nil
+}
+
+// parseBody reads {"from", "to", "limit"}; an empty body takes the defaults.
+func (q *query) parseBody(body []byte, now time.Time) error {
+	var r historyRequest
+	if len(bytes.TrimSpace(body)) > 0 {
+		dec := json.NewDecoder(bytes.NewReader(body))
+		dec.DisallowUnknownFields()
+		dec.UseNumber()
+		if err := dec.Decode(&r); err != nil {
+			return fmt.Errorf("request: want a JSON object {\"from\", \"to\", \"limit\"}: %s", jsonProblem(err))
+		}
+		if dec.More() {
+			return errors.New("request: trailing data after the JSON object")
+		}
+	}
+	q.to, q.limit = now, DefaultHistoryLimit
+	if r.To != nil {
+		t, err := time.Parse(time.RFC3339Nano, *r.To)
+		if err != nil {
+			return fmt.Errorf("to: %q is not an RFC 3339 time (e.g. 2026-11-25T18:00:00Z)", *r.To)
+		}
+		q.to = t
+	}
+	q.from = q.to.Add(-DefaultHistoryWindow)
+	if r.From != nil {
+		t, err := time.Parse(time.RFC3339Nano, *r.From)
+		if err != nil {
+			return fmt.Errorf("from: %q is not an RFC 3339 time (e.g. 2026-11-25T18:00:00Z)", *r.From)
+		}
+		q.from = t
+	}
+	if !q.to.After(q.from) {
+		return errors.New("to: must be after from")
+	}
+	if r.Limit != nil {
+		n, err := r.Limit.Float64()
+		if err != nil || n != math.Trunc(n) || n < 1 || n > MaxHistoryLimit {
+			return fmt.Errorf("limit: must be a whole number from 1 to %d", MaxHistoryLimit)
+		}
+		q.limit = int(n)
+	}
+	return nil
+}
+
+func jsonProblem(err error) string {
+	var ute *json.UnmarshalTypeError
+	if errors.As(err, &ute) {
+		return fmt.Sprintf("%s: want a %s", ute.Field, map[string]string{"from": "string", "to": "string", "limit": "number"}[ute.Field])
+	}
+	msg := err.Error()
+	if f, ok := strings.CutPrefix(msg, "json: unknown field "); ok {
+		return "unknown key " + f + " (want from, to, limit)"
+	}
+	return msg
+}
+
+func (h *History) request(q query) policies.Request {
+	return policies.Request{Principal: q.principal, Topic: q.resource, Action: policies.ActHistory, Purpose: q.purpose}
+}
+
+// answer runs the query and sends the pages.
+func (h *History) answer(q query) {
+	ctx, cancel := context.WithTimeout(h.ctx, historyTimeout)
+	defer cancel()
+	pageBytes := HistoryPageBytes
+	if q.maxPacket > 0 {
+		pageBytes = min(pageBytes, q.maxPacket-1024)
+	}
+	page := historyPage{Topic: q.topic, OK: true, Page: 1}
+	size, emitted := 0, 0
+	var lastKept time.Time
+	var failed error
+	flush := func(more bool) {
+		page.More = more
+		h.reply(q, page)
+		page = historyPage{Topic: q.topic, OK: true, Page: page.Page + 1}
+		size = 0
+	}
+	err := h.source.History(ctx, q.res.Thing, q.res.Name, q.from, q.to, func(t time.Time, reading []byte) bool {
+		// Decided per reading, as per live message (cached in the engine):
+		// a revocation takes effect in the middle of an answer.
+		d := h.engine.Decide(h.request(q))
+		if !d.Allowed() {
+			failed = fmt.Errorf("not allowed: the history of %s is not shared with you", q.resource)
+			return false
+		}
+		out := reading
+		if d.View != nil {
+			var err error
+			if out, err = d.View.Apply(reading); err != nil {
+				return true // withheld for this requester, as a live delivery would be
+			}
+			if r := d.View.Rate(); r > 0 {
+				if !lastKept.IsZero() && t.Sub(lastKept) < r {
+					return true
+				}
+				lastKept = t
+			}
+		}
+		if emitted == q.limit {
+			page.Next = t.UTC().Format(time.RFC3339Nano)
+			return false
+		}
+		item := historyItem{TS: t.UTC().Format(time.RFC3339Nano), Data: out}
+		n := len(item.TS) + len(out) + 20
+		if len(page.Readings) > 0 && (len(page.Readings) >= HistoryPageSize || size+n > pageBytes) {
+			flush(true)
+		}
+		page.Readings = append(page.Readings, item)
+		size += n
+		emitted++
+		return true
+	})
+	if err == nil {
+		err = failed
+	}
+	if err != nil {
+		h.count("history_failed")
+		h.log.Warn().Err(err).Str("topic", q.topic).Str("client", q.cl.ID).Msg("history query failed")
+		msg := err.Error()
+		if failed == nil {
+			msg = "archive unavailable: " + msg
+		}
+		h.reply(q, historyPage{Topic: q.topic, Error: msg, Page: page.Page})
+		return
+	}
+	h.count("history_answered")
+	flush(false)
+}
+
+// reply publishes one answer message to the requester's response topic.
+func (h *History) reply(q query, page historyPage) {
+	if h.server == nil {
+		return
+	}
+	h.once.Do(func() { h.inline = h.server.NewClient(nil, "local", "veil-history", true) })
+	body, err := json.Marshal(page)
+	if err != nil {
+		h.log.Error().Err(err).Msg("history reply")
+		return
+	}
+	pk := packets.Packet{
+		FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 1},
+		TopicName:   q.replyTo,
+		Payload:     body,
+		PacketID:    1,
+		Properties:  packets.Properties{CorrelationData: q.correlation, ContentType: "application/json"},
+	}
+	if err := h.server.InjectPacket(h.inline, pk); err != nil {
+		h.log.Warn().Err(err).Str("topic", q.replyTo).Msg("history reply not sent")
+	}
+}
+
+func (h *History) count(what string) {
+	if h.metrics != nil {
+		h.metrics.count(what)
+	}
+}
