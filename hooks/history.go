@@ -140,8 +140,8 @@ func (h *History) Close() {
 
 // historyRequest is the request body.
 type historyRequest struct {
-	From  *string `json:"from"`
-	To    *string `json:"to"`
+	From  *string      `json:"from"`
+	To    *string      `json:"to"`
 	Limit *json.Number `json:"limit"`
 }
 
