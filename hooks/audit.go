@@ -156,9 +156,9 @@ func (a *Audit) Flush(ctx context.Context) {
 	for i := range a.shards {
 		s := &a.shards[i]
 		s.mu.Lock()
-		m := s.m
-		if len(m) > 0 {
-			s.m = make(map[auditKey]int64, len(m))
+		var m map[auditKey]int64
+		if len(s.m) > 0 {
+			m, s.m = s.m, make(map[auditKey]int64, len(s.m))
 		}
 		s.mu.Unlock()
 		for k, n := range m {
