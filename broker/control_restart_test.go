@@ -110,6 +110,47 @@ func TestConfigSurvivesRestart(t *testing.T) {
 		t.Fatalf("co-owner after the restart: %v", m)
 	}
 	ruth.mustOK("$config/invitations/ruth/"+pending+"/answer", `{"accept":true}`)
+
+	// The bootstrap file's pending hand-over of lock-2 became an invitation
+	// An can answer over MQTT; accepting it ends Patrick's access.
+	patrick := mustCfg(t, addr, "patrick", "patrick-pass")
+	if code := patrick.publish("things/lock-2/cmd/unlock", `{}`); code != 0 {
+		t.Fatalf("installer before hand-over: 0x%02x", code)
+	}
+	an.subscribe("$config/invitations/an/#")
+	var lock2 string
+	deadline := time.After(3 * time.Second)
+	for lock2 == "" {
+		select {
+		case msg := <-an.msgs:
+			if strings.HasPrefix(msg.Topic, "$config/invitations/an/") && strings.Contains(string(msg.Payload), `"thing":"lock-2"`) {
+				lock2 = strings.TrimPrefix(msg.Topic, "$config/invitations/an/")
+			}
+		case <-deadline:
+			t.Fatal("no invitation for the bootstrap file's pending hand-over of lock-2")
+		}
+	}
+	an.mustOK("$config/invitations/an/"+lock2+"/answer", `{"accept":true}`)
+	if code := patrick.publish("things/lock-2/cmd/unlock", `{}`); code != 0x87 {
+		t.Fatalf("installer after hand-over: 0x%02x, want 0x87", code)
+	}
+
+	// Place relations hold for the things in the place: Peter (co-owner of
+	// home-an) lets the stranger into the home for a while; An revokes it.
+	stranger := mustCfg(t, addr, "stranger", "stranger-pass")
+	if code := stranger.publish("things/lock-1/cmd/unlock", `{}`); code != 0x87 {
+		t.Fatalf("stranger before the invitation: 0x%02x", code)
+	}
+	inv = peter.mustOK("$config/places/home-an/relations/stranger", `{"relation":"visitor","valid_until":"`+until+`"}`).Inv
+	stranger.mustOK("$config/invitations/stranger/"+inv+"/answer", `{"accept":true}`)
+	if code := stranger.publish("things/lock-1/cmd/unlock", `{}`); code != 0 {
+		t.Fatalf("place visitor's unlock: 0x%02x", code)
+	}
+	stranger.mustRefuse("$config/places/home-an/relations/ruth", `{"relation":"visitor","valid_until":"`+until+`"}`, "not authorized")
+	an.mustOK("$config/places/home-an/relations/stranger", ``)
+	if code := stranger.publish("things/lock-1/cmd/unlock", `{}`); code != 0x87 {
+		t.Fatalf("revoked place visitor's unlock: 0x%02x", code)
+	}
 }
 
 func keys(m map[string]string) []string {

@@ -1184,6 +1184,28 @@ func (c *Control) Reseed() error {
 	if err != nil {
 		return err
 	}
+	// A pending relation without an invitation (written by a bootstrap file)
+	// gets one, so that its invitee can answer it over MQTT.
+	open := map[string]bool{}
+	for _, inv := range invs {
+		open[inv.Object+"\x00"+inv.Invitee+"\x00"+inv.Relation] = true
+	}
+	now := c.clock.Now()
+	for _, r := range snap.Relationships {
+		if r.Status != policies.StatusPending || open[r.Object()+"\x00"+r.User+"\x00"+string(r.Relation)] {
+			continue
+		}
+		id, err := randomID(10)
+		if err != nil {
+			return err
+		}
+		inv := mongo.Invitation{ID: id, Invitee: r.User, Object: r.Object(), Thing: r.Thing, Place: r.Place, Relation: string(r.Relation),
+			ValidFrom: fmtTime(r.ValidFrom), ValidUntil: fmtTime(r.ValidUntil), Created: now, Expires: now.Add(c.ttl), Status: "pending"}
+		if err := c.store.PutInvitation(ctx, inv); err != nil {
+			return err
+		}
+		invs = append(invs, inv)
+	}
 	want := map[string]any{}
 	for _, op := range snap.Policies {
 		want["$config/users/"+op.Owner+"/policies/"+op.Policy.ID] = op.Policy
