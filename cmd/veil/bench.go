@@ -19,7 +19,7 @@ import (
 // benchCmd is the broker load generator (issue 7).
 func benchCmd() *cobra.Command {
 	cfg := loadgen.Config{Addr: "127.0.0.1:1883", Broker: "veil", Profile: loadgen.ProfileVeil, Scenario: loadgen.FanOut,
-		Clients: 30, PayloadSize: 128, Duration: 5 * time.Second, Window: 1000}
+		Clients: 30, PayloadSize: 128, Duration: 5 * time.Second, Window: 200}
 	var (
 		qos       int
 		jsonOut   string
@@ -70,8 +70,18 @@ or a stall fails the run (exit status 1), after the result is printed.`,
 			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
+			if !cmd.Flags().Changed("window") && cfg.QoS > 0 {
+				cfg.Window = 50 // a QoS 1 broker that stores each in-flight message is slow: keep the queue short
+			}
 			res, err := loadgen.Run(ctx, cfg)
 			if err != nil {
+				// Recorded too, so a run that could not happen is seen in the report.
+				failed := &loadgen.Result{Broker: cfg.Broker, Profile: cfg.Profile, Scenario: cfg.Scenario, QoS: cfg.QoS,
+					Clients: cfg.Clients, PayloadSize: cfg.PayloadSize, RateTarget: cfg.Rate, Round: cfg.Round, Tag: cfg.Tag,
+					FailureReason: err.Error()}
+				if jsonOut != "" && jsonOut != "-" {
+					_ = writeResult(io.Discard, failed, jsonOut)
+				}
 				return err
 			}
 			if err := writeResult(cmd.OutOrStdout(), res, jsonOut); err != nil {
@@ -93,14 +103,14 @@ or a stall fails the run (exit status 1), after the result is printed.`,
 	f.IntVar(&cfg.PayloadSize, "payload", cfg.PayloadSize, "payload size in bytes (the header alone is about 80)")
 	f.Float64Var(&cfg.Rate, "rate", 0, "published msg/s over all publishers; 0 = as fast as the subscribers receive")
 	f.DurationVar(&cfg.Duration, "duration", cfg.Duration, "publishing phase (idle: settling time before memory is read)")
-	f.IntVar(&cfg.Window, "window", cfg.Window, "max rate: messages in flight before the publishers wait for the slowest entitled subscriber")
+	f.IntVar(&cfg.Window, "window", cfg.Window, "max rate: messages in flight before the publishers wait for the slowest entitled subscriber (QoS 1 default: 50)")
 	f.IntVar(&cfg.BrokerPID, "broker-pid", 0, "idle: pid of the broker process whose memory is measured")
 	f.StringVar(&jsonOut, "json", "", "append the result as one JSON line to this file ('-': stdout instead of the summary)")
 	f.StringArrayVar(&passwords, "password", nil, "user=password overriding the example household's (repeatable)")
 	f.IntVar(&cfg.Round, "round", 0, "round number recorded in the result")
 	f.StringVar(&cfg.Tag, "tag", "", "tag recorded in the result (make bench: max, half, idle, population, change)")
 	f.BoolVarP(&quiet, "quiet", "q", false, "no progress on stderr")
-	cmd.AddCommand(benchReportCmd())
+	cmd.AddCommand(benchReportCmd(), benchMedianCmd())
 	return cmd
 }
 
@@ -190,5 +200,51 @@ func benchReportCmd() *cobra.Command {
 	cmd.Flags().StringVar(&in, "in", "var/bench", "directory of *.json result files")
 	cmd.Flags().StringVar(&doc, "doc", "", "markdown file whose broker-bench section is replaced (empty: print)")
 	cmd.Flags().StringVar(&header, "header", "", "markdown file put before the tables (method, notes)")
+	return cmd
+}
+
+// benchMedianCmd prints the median of one field over matching results
+// (scripts/bench.sh: half of plain mochi's maximum rate).
+func benchMedianCmd() *cobra.Command {
+	var in, broker, tag, scenario, field string
+	var qos int
+	cmd := &cobra.Command{
+		Use:    "median",
+		Short:  "Print the median sent or delivered msg/s of matching results",
+		Hidden: true,
+		Args:   cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			results, err := loadgen.ReadResults(in)
+			if err != nil {
+				return err
+			}
+			var xs []float64
+			for _, r := range results {
+				if r.Broker != broker || r.Tag != tag || r.Scenario != scenario || int(r.QoS) != qos || !r.OK {
+					continue
+				}
+				switch field {
+				case "sent_per_s":
+					xs = append(xs, r.SentPerSec)
+				case "delivered_per_s":
+					xs = append(xs, r.DeliveredPerSec)
+				default:
+					return usageError{fmt.Errorf("--field %q: want sent_per_s or delivered_per_s", field)}
+				}
+			}
+			if len(xs) == 0 {
+				return fmt.Errorf("no successful %s %s qos%d runs tagged %s in %s", broker, scenario, qos, tag, in)
+			}
+			_, err = fmt.Fprintf(cmd.OutOrStdout(), "%.0f\n", loadgen.Median(xs))
+			return err
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&in, "in", "var/bench", "directory of *.json result files")
+	f.StringVar(&broker, "broker", "mochi", "broker label")
+	f.StringVar(&tag, "tag", loadgen.TagMax, "tag")
+	f.StringVar(&scenario, "scenario", loadgen.FanOut, "scenario")
+	f.IntVar(&qos, "qos", 0, "QoS")
+	f.StringVar(&field, "field", "sent_per_s", "sent_per_s or delivered_per_s")
 	return cmd
 }
