@@ -222,6 +222,22 @@ func enrollDevice(t testing.TB, addr, from, serial, secret, payload string) (rep
 	if err != nil {
 		return reply{}, err
 	}
+	defer func() {
+		// Gone before the next connection with the same client id, so that
+		// no session take-over races the next request's reply.
+		_ = d.pc.Disconnect(&paho.Disconnect{})
+		<-d.pc.Done()
+		if veil != nil && addr == veil.Addr("mqtt") {
+			for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+				// Mochi removes a clean session's client by id after it has
+				// closed: a new connection with that id before then can be
+				// removed with it, and its messages dropped.
+				if _, ok := veil.MQTT.Clients.Get("enroll-" + serial); !ok {
+					break
+				}
+			}
+		}
+	}()
 	return d.ask("$enroll/"+serial, payload), nil
 }
 
