@@ -86,6 +86,7 @@ type common struct {
 	backoffMax    time.Duration
 	logLevel      string
 	logFormat     string
+	check         bool
 }
 
 func (c *common) register(f *pflag.FlagSet, defInterval time.Duration) {
@@ -102,6 +103,7 @@ func (c *common) register(f *pflag.FlagSet, defInterval time.Duration) {
 	f.DurationVar(&c.backoffMax, "backoff-max", time.Minute, "longest reconnect delay")
 	f.StringVar(&c.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	f.StringVar(&c.logFormat, "log-format", "json", "log format: json or console")
+	f.BoolVar(&c.check, "check", false, "check the configuration and exit")
 }
 
 // prepare applies the environment and the config file, checks the flags and
@@ -182,7 +184,7 @@ func dht22Cmd() *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			log, o, err := c.prepare(cmd)
-			if err != nil {
+			if err != nil || c.check {
 				return err
 			}
 			var s dht22.Sensor = &dht22.Simulated{FailEvery: 7}
@@ -212,7 +214,7 @@ func ds18b20Cmd() *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			log, o, err := c.prepare(cmd)
-			if err != nil {
+			if err != nil || c.check {
 				return err
 			}
 			var p ds18b20.Probe = &ds18b20.Simulated{}
@@ -242,7 +244,7 @@ func gpsCmd() *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			log, o, err := c.prepare(cmd)
-			if err != nil {
+			if err != nil || c.check {
 				return err
 			}
 			var src gps.Source = &gps.Simulated{}
@@ -267,7 +269,7 @@ func cpuCmd() *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			log, o, err := c.prepare(cmd)
-			if err != nil {
+			if err != nil || c.check {
 				return err
 			}
 			var s cpu.Sampler = &cpu.Simulated{}
@@ -297,7 +299,7 @@ func smartlockCmd() *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			log, o, err := c.prepare(cmd)
-			if err != nil {
+			if err != nil || c.check {
 				return err
 			}
 			if relockAfter <= 0 {
