@@ -130,7 +130,10 @@ func SpoolPath(dataDir string) string { return filepath.Join(dataDir, "archive-s
 // refused with ErrNotAReading; a full spool refuses with ErrSpoolFull
 // (counted, and warned about at most every 10 s).
 func (a *Archive) Append(r Reading) error {
-	line, err := Line(r)
+	bp := linePool.Get().(*[]byte)
+	defer linePool.Put(bp)
+	line, err := AppendLine((*bp)[:0], r)
+	*bp = line
 	if err != nil {
 		a.invalid.Add(1)
 		return err
@@ -138,9 +141,11 @@ func (a *Archive) Append(r Reading) error {
 	return a.AppendLine(line)
 }
 
+var linePool = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}
+
 // AppendLine queues one line of line protocol ending in a newline.
-func (a *Archive) AppendLine(line string) error {
-	err := a.spool.Append([]byte(line))
+func (a *Archive) AppendLine(line []byte) error {
+	err := a.spool.Append(line)
 	if errors.Is(err, ErrSpoolFull) {
 		now := time.Now().UnixNano()
 		if last := a.lastWarn.Load(); now-last > int64(10*time.Second) && a.lastWarn.CompareAndSwap(last, now) {

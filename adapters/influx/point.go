@@ -3,6 +3,7 @@ package influx
 import (
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
@@ -81,17 +82,141 @@ func Point(r Reading) (*write.Point, error) {
 	return pt, nil
 }
 
-// Line is Point in line protocol (nanosecond precision), with the final
-// newline.
+// Line is the reading in line protocol (nanosecond precision) with the
+// final newline: the same point Point builds, encoded without the client
+// library's per-field formatting (fmt) because it runs in the publish path.
+// A string value's newlines are written as the two characters \n, so
+// that a record is always one line.
 func Line(r Reading) (string, error) {
-	pt, err := Point(r)
+	b, err := AppendLine(nil, r)
+	return string(b), err
+}
+
+// AppendLine appends Line(r) to dst.
+func AppendLine(dst []byte, r Reading) ([]byte, error) {
+	p := parsers.Get()
+	defer parsers.Put(p)
+	v, err := p.ParseBytes(r.Payload)
 	if err != nil {
-		return "", err
+		return dst, fmt.Errorf("%w: %v", ErrNotAReading, err)
 	}
-	var sb strings.Builder
-	sb.Grow(64 + len(r.Payload))
-	write.PointToLineProtocolBuffer(pt, &sb, time.Nanosecond)
-	return sb.String(), nil
+	o, err := v.Object()
+	if err != nil {
+		return dst, fmt.Errorf("%w: a %s, want a JSON object", ErrNotAReading, v.Type())
+	}
+	start := len(dst)
+	dst = appendEscaped(dst, r.Stream, false)
+	for _, t := range [...][2]string{{TagThing, r.Thing}, {TagOwner, r.Owner}, {TagKind, r.Kind}, {TagPlace, r.Place}} {
+		if t[1] != "" {
+			dst = append(dst, ',')
+			dst = appendEscaped(dst, t[0], true)
+			dst = append(dst, '=')
+			dst = appendEscaped(dst, t[1], true)
+		}
+	}
+	dst = append(dst, ' ')
+	fieldsAt := len(dst)
+	ts := r.Received
+	var name []byte
+	o.Visit(func(k []byte, v *fastjson.Value) {
+		if string(k) == TimeField {
+			if t, ok := readingTime(v); ok {
+				ts = t
+				return
+			}
+		}
+		name = append(name[:0], k...)
+		dst = appendFields(dst, name, v, 1, fieldsAt)
+	})
+	if len(dst) == fieldsAt {
+		return dst[:start], fmt.Errorf("%w: no number, boolean or string field", ErrNotAReading)
+	}
+	dst = append(dst, ' ')
+	dst = strconv.AppendInt(dst, ts.UnixNano(), 10)
+	return append(dst, '\n'), nil
+}
+
+// appendFields appends name=value for a scalar, or the flattened members
+// of an object; fieldsAt tells whether a comma is needed.
+func appendFields(dst, name []byte, v *fastjson.Value, depth, fieldsAt int) []byte {
+	sep := func() {
+		if len(dst) > fieldsAt {
+			dst = append(dst, ',')
+		}
+		dst = appendEscaped(dst, string(name), true)
+		dst = append(dst, '=')
+	}
+	switch v.Type() {
+	case fastjson.TypeNumber:
+		sep()
+		dst = strconv.AppendFloat(dst, v.GetFloat64(), 'g', -1, 64)
+	case fastjson.TypeString:
+		sep()
+		dst = appendString(dst, v.GetStringBytes())
+	case fastjson.TypeTrue:
+		sep()
+		dst = append(dst, "true"...)
+	case fastjson.TypeFalse:
+		sep()
+		dst = append(dst, "false"...)
+	case fastjson.TypeArray:
+		sep()
+		dst = appendString(dst, v.MarshalTo(nil))
+	case fastjson.TypeObject:
+		if depth >= maxDepth {
+			sep()
+			return appendString(dst, v.MarshalTo(nil))
+		}
+		n := len(name)
+		v.GetObject().Visit(func(k []byte, c *fastjson.Value) {
+			name = append(append(name[:n], '.'), k...)
+			dst = appendFields(dst, name, c, depth+1, fieldsAt)
+		})
+	}
+	return dst
+}
+
+// appendEscaped escapes a measurement (commas, spaces) or a tag key, tag
+// value or field key (also '='), as the client library does.
+func appendEscaped(dst []byte, s string, equal bool) []byte {
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; c {
+		case '\n':
+			dst = append(dst, `\\n`...)
+		case '\r':
+			dst = append(dst, `\\r`...)
+		case '\t':
+			dst = append(dst, `\\t`...)
+		case ' ', ',':
+			dst = append(dst, '\\', c)
+		case '=':
+			if equal {
+				dst = append(dst, '\\')
+			}
+			dst = append(dst, c)
+		default:
+			dst = append(dst, c)
+		}
+	}
+	return dst
+}
+
+// appendString appends a quoted string field value.
+func appendString(dst, s []byte) []byte {
+	dst = append(dst, '"')
+	for _, c := range s {
+		switch c {
+		case '\\', '"':
+			dst = append(dst, '\\', c)
+		case '\n':
+			dst = append(dst, '\\', 'n')
+		case '\r':
+			dst = append(dst, '\\', 'r')
+		default:
+			dst = append(dst, c)
+		}
+	}
+	return append(dst, '"')
 }
 
 func addFields(pt *write.Point, name string, v *fastjson.Value, depth int) int {

@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/influxdata/influxdb-client-go/v2/api/write"
 )
 
 func TestLine(t *testing.T) {
@@ -17,6 +19,7 @@ func TestLine(t *testing.T) {
 		payload string
 		want    string
 		err     error
+		noLib   bool // the library would break the line
 	}{
 		{name: "numbers are floats, receive time", payload: `{"temperature":21.37,"humidity":40}`,
 			want: "temperature,thing=thermo-1,owner=an,kind=sensor,place=home-an temperature=21.37,humidity=40 1795636800123456789\n"},
@@ -33,6 +36,8 @@ func TestLine(t *testing.T) {
 			return r
 		}, payload: `{"v":1}`,
 			want: "a\\,b,thing=my\\ thing,kind=sensor v=1 1795636800123456789\n"},
+		{name: "newline in a string stays on the line", payload: `{"s":"a\nb"}`, noLib: true,
+			want: "temperature,thing=thermo-1,owner=an,kind=sensor,place=home-an s=\"a\\nb\" 1795636800123456789\n"},
 		{name: "not an object", payload: `[1,2]`, err: ErrNotAReading},
 		{name: "not JSON", payload: `21.5`, err: ErrNotAReading},
 		{name: "garbage", payload: `{"a":`, err: ErrNotAReading},
@@ -59,6 +64,17 @@ func TestLine(t *testing.T) {
 			}
 			if strings.Count(got, "\n") != 1 {
 				t.Fatalf("a line must be exactly one record: %q", got)
+			}
+			if c.noLib {
+				return
+			}
+			// The same point as the client library encodes it.
+			pt, err := Point(r)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if lib := write.PointToLineProtocol(pt, time.Nanosecond); lib != got {
+				t.Fatalf("library encodes\n %q\nLine gives\n %q", lib, got)
 			}
 		})
 	}
