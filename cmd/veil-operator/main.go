@@ -98,7 +98,7 @@ func (c *common) register(f *pflag.FlagSet, defInterval time.Duration) {
 	f.StringVar(&c.credentials, "credentials", "", "where the enrolled thing id and secret are kept, mode 0600 (default ./veil-operator-<name>.json)")
 	f.BoolVar(&c.simulate, "simulate", false, "simulate the hardware (realistic readings; a simulated lock and door)")
 	f.DurationVar(&c.interval, "interval", defInterval, "time between readings")
-	f.IntVar(&c.buffer, "buffer", 10000, "readings kept while the broker is unreachable (oldest dropped beyond)")
+	f.IntVar(&c.buffer, "buffer", 10000, "messages kept while the broker is unreachable (oldest dropped beyond)")
 	f.DurationVar(&c.backoffMin, "backoff-min", time.Second, "first reconnect delay")
 	f.DurationVar(&c.backoffMax, "backoff-max", time.Minute, "longest reconnect delay")
 	f.StringVar(&c.logLevel, "log-level", "info", "log level: debug, info, warn, error")
