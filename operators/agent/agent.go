@@ -128,7 +128,10 @@ func EnsureEnrolled(ctx context.Context, o Options, e Enrolment) (Credentials, e
 			break
 		}
 		var rej *RejectedError
-		if errors.As(err, &rej) || ctx.Err() != nil {
+		if errors.As(err, &rej) {
+			return c, fmt.Errorf("%w (serial %s; if this device enrolled before, its credentials file %s was lost: the thing must be re-provisioned)", err, o.Serial, o.CredentialsFile)
+		}
+		if ctx.Err() != nil {
 			return c, err
 		}
 		d := backoff(attempt)
