@@ -285,7 +285,8 @@ func Report(results []Result, header string) string {
 	// Idle clients.
 	if len(idle) > 0 {
 		b.WriteString("\n### Idle clients: broker memory per connected client\n\n")
-		b.WriteString("| broker | clients | connected | RSS before MiB | RSS after MiB | bytes per client | ÷ mochi |\n|---|---|---|---|---|---|---|\n")
+		b.WriteString("Broker RSS (`/proc/<pid>/status` VmRSS) with a fifth of the clients connected and with all of them, settled; bytes per client = the difference ÷ the clients added.\n\n")
+		b.WriteString("| broker | clients | connected | RSS at a fifth MiB | RSS at all MiB | bytes per client | ÷ mochi |\n|---|---|---|---|---|---|---|\n")
 		per := map[string][]float64{}
 		for _, r := range idle {
 			if r.Idle != nil {

@@ -79,9 +79,10 @@ type Result struct {
 type IdleResult struct {
 	Clients        int     `json:"clients"`
 	Connected      int     `json:"connected"`
+	BaseClients    int     `json:"base_clients"` // connected when RSSBeforeKiB was read
 	RSSBeforeKiB   int64   `json:"rss_before_kib"`
 	RSSAfterKiB    int64   `json:"rss_after_kib"`
-	BytesPerClient float64 `json:"bytes_per_client"`
+	BytesPerClient float64 `json:"bytes_per_client"` // (after - before) / (clients - base)
 	ConnectSeconds float64 `json:"connect_s"`
 }
 

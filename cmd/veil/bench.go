@@ -19,7 +19,7 @@ import (
 // benchCmd is the broker load generator (issue 7).
 func benchCmd() *cobra.Command {
 	cfg := loadgen.Config{Addr: "127.0.0.1:1883", Broker: "veil", Profile: loadgen.ProfileVeil, Scenario: loadgen.FanOut,
-		Clients: 30, PayloadSize: 128, Duration: 5 * time.Second, Window: 200}
+		Clients: 30, PayloadSize: 128, Duration: 5 * time.Second, Window: 1000}
 	var (
 		qos       int
 		jsonOut   string
@@ -71,7 +71,7 @@ or a stall fails the run (exit status 1), after the result is printed.`,
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			if !cmd.Flags().Changed("window") && cfg.QoS > 0 {
-				cfg.Window = 50 // a QoS 1 broker that stores each in-flight message is slow: keep the queue short
+				cfg.Window = 100 // a QoS 1 broker that stores each in-flight message is slow: keep the queue short
 			}
 			res, err := loadgen.Run(ctx, cfg)
 			if err != nil {
@@ -103,7 +103,7 @@ or a stall fails the run (exit status 1), after the result is printed.`,
 	f.IntVar(&cfg.PayloadSize, "payload", cfg.PayloadSize, "payload size in bytes (the header alone is about 80)")
 	f.Float64Var(&cfg.Rate, "rate", 0, "published msg/s over all publishers; 0 = as fast as the subscribers receive")
 	f.DurationVar(&cfg.Duration, "duration", cfg.Duration, "publishing phase (idle: settling time before memory is read)")
-	f.IntVar(&cfg.Window, "window", cfg.Window, "max rate: messages in flight before the publishers wait for the slowest entitled subscriber (QoS 1 default: 50)")
+	f.IntVar(&cfg.Window, "window", cfg.Window, "max rate: messages in flight before the publishers wait for the slowest entitled subscriber (QoS 1 default: 100)")
 	f.IntVar(&cfg.BrokerPID, "broker-pid", 0, "idle: pid of the broker process whose memory is measured")
 	f.StringVar(&jsonOut, "json", "", "append the result as one JSON line to this file ('-': stdout instead of the summary)")
 	f.StringArrayVar(&passwords, "password", nil, "user=password overriding the example household's (repeatable)")
@@ -137,8 +137,8 @@ func writeResult(w io.Writer, res *loadgen.Result, jsonOut string) error {
 	}
 	if res.Idle != nil {
 		i := res.Idle
-		_, err = fmt.Fprintf(w, "%s idle: %d/%d clients connected in %.1fs; broker RSS %.1f → %.1f MiB = %.0f bytes per client\n",
-			res.Broker, i.Connected, i.Clients, i.ConnectSeconds, float64(i.RSSBeforeKiB)/1024, float64(i.RSSAfterKiB)/1024, i.BytesPerClient)
+		_, err = fmt.Fprintf(w, "%s idle: %d/%d clients connected in %.1fs; broker RSS %.1f MiB at %d clients → %.1f MiB = %.0f bytes per client\n",
+			res.Broker, i.Connected, i.Clients, i.ConnectSeconds, float64(i.RSSBeforeKiB)/1024, i.BaseClients, float64(i.RSSAfterKiB)/1024, i.BytesPerClient)
 		return err
 	}
 	status := "ok"
