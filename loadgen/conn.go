@@ -20,7 +20,9 @@ type bufConn struct {
 	werr error
 }
 
-func newBufConn(c net.Conn, size int) *bufConn { return &bufConn{Conn: c, r: bufio.NewReaderSize(c, size)} }
+func newBufConn(c net.Conn, size int) *bufConn {
+	return &bufConn{Conn: c, r: bufio.NewReaderSize(c, size)}
+}
 
 func (c *bufConn) Read(p []byte) (int, error) { return c.r.Read(p) }
 
