@@ -42,6 +42,27 @@ func (e usageError) Error() string { return e.err.Error() }
 func (e usageError) Unwrap() error { return e.err }
 
 func main() {
+	if err := newRoot().Execute(); err != nil {
+		fmt.Fprintln(os.Stderr, "veil-operator:", err)
+		os.Exit(exitCode(err))
+	}
+}
+
+// exitCode: 2 bad usage or configuration, 3 enrolment refused (restarting
+// will not help), 1 anything else.
+func exitCode(err error) int {
+	var ue usageError
+	var rej *agent.RejectedError
+	switch {
+	case errors.As(err, &ue) || strings.Contains(err.Error(), "unknown "):
+		return 2
+	case errors.As(err, &rej):
+		return 3
+	}
+	return 1
+}
+
+func newRoot() *cobra.Command {
 	root := &cobra.Command{
 		Use:   "veil-operator",
 		Short: "Veil operators: Raspberry Pi sensors and actuators as Veil things",
@@ -56,18 +77,7 @@ file named by --config (key = flag name) or as VEIL_OPERATOR_<FLAG> variables
 		Use: "version", Short: "Print the version", Args: cobra.NoArgs,
 		Run: func(cmd *cobra.Command, _ []string) { fmt.Fprintln(cmd.OutOrStdout(), "veil-operator", version) },
 	})
-	if err := root.Execute(); err != nil {
-		fmt.Fprintln(os.Stderr, "veil-operator:", err)
-		var ue usageError
-		var rej *agent.RejectedError
-		switch {
-		case errors.As(err, &ue) || strings.Contains(err.Error(), "unknown "):
-			os.Exit(2)
-		case errors.As(err, &rej):
-			os.Exit(3) // enrolment refused: restarting will not help
-		}
-		os.Exit(1)
-	}
+	return root
 }
 
 // common are the flags every operator has.
