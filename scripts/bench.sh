@@ -75,7 +75,9 @@ start() { # veil|mochi|mosquitto|veil-population
     veil)
       # The idle phase starts without --bootstrap (the data dir holds the household
       # from phase 1): re-checking its hashes would leave argon2id's memory behind.
-      "$veil" serve ${no_bootstrap:---bootstrap "$work/household.yaml"} --data-dir "$work/veil" --mqtt 127.0.0.1:$veil_port --http "" --log-level warn >>"$logf" 2>&1 &
+      local boot=(--bootstrap "$work/household.yaml")
+      [[ -z ${no_bootstrap:-} ]] || boot=()
+      "$veil" serve "${boot[@]}" --data-dir "$work/veil" --mqtt 127.0.0.1:$veil_port --http "" --log-level warn >>"$logf" 2>&1 &
       broker_pid=$!; wait_port $veil_port 120 || die "veil did not start (see $logf)"; port=$veil_port ;;
     mochi)
       "$veil" serve --bench-no-enforcement --data-dir "$work/mochi" --mqtt 127.0.0.1:$mochi_port --http "" --log-level error >>"$logf" 2>&1 &
