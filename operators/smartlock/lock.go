@@ -162,8 +162,14 @@ func (l *Lock) expired(gen uint64) {
 		l.relockPending = true
 		return
 	}
-	_ = l.lockLocked(ByAuto) // a failing relay is retried by the next event
+	if err := l.lockLocked(ByAuto); err != nil {
+		// The relay did not switch: try again shortly, never give up.
+		l.timer = l.clock.AfterFunc(RelockRetry, func() { l.expired(gen) })
+	}
 }
+
+// RelockRetry is how soon a failed auto-relock is tried again.
+const RelockRetry = time.Second
 
 // DoorChanged reports the contact's new position.
 func (l *Lock) DoorChanged(open bool) {

@@ -241,3 +241,25 @@ func TestNewLockFailSecure(t *testing.T) {
 		t.Fatalf("start did not lock the relay: %v, unlocked=%v", err, relay.Unlocked())
 	}
 }
+
+func TestAutoRelockRetriesAFailingRelay(t *testing.T) {
+	r := newRig(t, DoorClosed)
+	if err := r.lock.Unlock("ruth"); err != nil {
+		t.Fatal(err)
+	}
+	r.relay.mu.Lock()
+	r.relay.Fail = errors.New("gpio: transient")
+	r.relay.mu.Unlock()
+	r.clock.Advance(5 * time.Second) // the relock fails
+	if st := r.lock.State(); st.Locked {
+		t.Fatalf("state claims locked while the relay failed: %+v", st)
+	}
+	r.clock.Advance(RelockRetry) // fails again
+	r.relay.mu.Lock()
+	r.relay.Fail = nil
+	r.relay.mu.Unlock()
+	r.clock.Advance(RelockRetry) // and succeeds
+	if st := r.lock.State(); !st.Locked || st.By != ByAuto || r.relay.Unlocked() {
+		t.Fatalf("after the relay recovered: %+v, relay unlocked=%v", st, r.relay.Unlocked())
+	}
+}
