@@ -471,7 +471,7 @@ func (c *Control) reply(cl *mqtt.Client, pk packets.Packet, res result) {
 	for k, v := range res.extra {
 		body[k] = v
 	}
-	payload, _ := json.Marshal(body)
+	payload := marshal(body)
 	own := "$config/replies/" + cl.ID
 	topic := own
 	var props packets.Properties
@@ -499,9 +499,19 @@ func (c *Control) publish(topic string, payload []byte, retain bool, props packe
 func (c *Control) retain(topic string, doc any) {
 	var payload []byte
 	if doc != nil {
-		payload, _ = json.Marshal(doc)
+		payload = marshal(doc)
 	}
 	c.publish(topic, payload, true, packets.Properties{})
+}
+
+// marshal encodes v as compact JSON without HTML escaping ("must be > 0",
+// not "must be \u003e 0").
+func marshal(v any) []byte {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	_ = enc.Encode(v)
+	return bytes.TrimSuffix(buf.Bytes(), []byte("\n"))
 }
 
 // PublishAudit sends a flushed audit batch live to its owner.
