@@ -229,6 +229,12 @@ func (a *Archive) run() {
 	}()
 	backoff := newBackoff()
 	var pendingSince time.Time
+	var inflight []flight
+	defer func() {
+		for _, f := range inflight {
+			<-f.done
+		}
+	}()
 	for {
 		if a.ctx.Err() != nil {
 			return
@@ -243,16 +249,38 @@ func (a *Archive) run() {
 			}
 			a.ensured.Store(true)
 		}
-		b, ok, err := a.spool.Next(a.cfg.BatchBytes)
-		if err != nil {
-			a.log.Error().Err(err).Msg("archive spool: read")
-			if !backoff.wait(a.ctx) {
-				return
+		// Keep up to pipelineDepth batches in flight: InfluxDB parses one
+		// while the next travels.
+		for len(inflight) < pipelineDepth {
+			b, ok, err := a.spool.Next(a.cfg.BatchBytes)
+			if err != nil {
+				a.log.Error().Err(err).Msg("archive spool: read")
+				break
 			}
-			continue
-		}
-		if !ok {
+			if !ok {
+				break
+			}
+			if len(inflight) == 0 && len(b.Data) < a.cfg.BatchBytes/2 {
+				// Wait a little for a fuller batch.
+				if pendingSince.IsZero() {
+					pendingSince = time.Now()
+				}
+				if wait := a.cfg.FlushInterval - time.Since(pendingSince); wait > 0 {
+					a.spool.Rewind()
+					select {
+					case <-a.ctx.Done():
+						return
+					case <-time.After(wait):
+					}
+					continue
+				}
+			}
 			pendingSince = time.Time{}
+			f := flight{b: b, done: make(chan sendResult, 1)}
+			go func() { f.done <- a.send(f.b) }()
+			inflight = append(inflight, f)
+		}
+		if len(inflight) == 0 {
 			select {
 			case <-a.ctx.Done():
 				return
@@ -260,49 +288,59 @@ func (a *Archive) run() {
 			}
 			continue
 		}
-		// Wait a little for a fuller batch, unless this one is full.
-		if len(b.Data) < a.cfg.BatchBytes/2 {
-			if pendingSince.IsZero() {
-				pendingSince = time.Now()
-			}
-			if wait := a.cfg.FlushInterval - time.Since(pendingSince); wait > 0 {
-				select {
-				case <-a.ctx.Done():
-					return
-				case <-time.After(wait):
-				}
-				continue
-			}
-		}
-		pendingSince = time.Time{}
-		if err := a.send(b); err != nil {
-			if !backoff.wait(a.ctx) {
-				return
-			}
+		res := <-inflight[0].done
+		if res.err == nil {
+			b := inflight[0].b
+			a.spool.Ack(b)
+			a.written.Add(int64(b.Lines) - res.rejected)
+			a.rejected.Add(res.rejected)
+			a.recovered()
+			inflight = inflight[1:]
+			backoff.reset()
 			continue
 		}
-		backoff.reset()
+		// Failed: whatever else was in flight is sent again (InfluxDB
+		// overwrites identical points), from the oldest unacknowledged.
+		for _, f := range inflight[1:] {
+			<-f.done
+		}
+		inflight = nil
+		a.spool.Rewind()
+		if a.ctx.Err() != nil {
+			return
+		}
+		a.failed(res.err, "writing to InfluxDB")
+		if !backoff.wait(a.ctx) {
+			return
+		}
 	}
+}
+
+// pipelineDepth is how many write requests are in flight at once.
+const pipelineDepth = 2
+
+type flight struct {
+	b    Batch
+	done chan sendResult
+}
+
+type sendResult struct {
+	err      error
+	rejected int64 // points InfluxDB refused as invalid (the batch is done)
 }
 
 var droppedRe = regexp.MustCompile(`dropped=(\d+)`)
 
-// send writes one batch; a nil error means it may be acknowledged.
-func (a *Archive) send(b Batch) error {
+// send writes one batch. A nil error means it may be acknowledged.
+func (a *Archive) send(b Batch) sendResult {
 	ctx, cancel := context.WithTimeout(a.ctx, 20*time.Second)
 	defer cancel()
 	err := a.write.WriteRecord(ctx, string(b.Data))
 	if err == nil {
-		a.spool.Ack(b)
-		a.written.Add(int64(b.Lines))
-		a.recovered()
-		return nil
-	}
-	if a.ctx.Err() != nil {
-		return err
+		return sendResult{}
 	}
 	var he *ihttp.Error
-	if errors.As(err, &he) {
+	if errors.As(err, &he) && a.ctx.Err() == nil {
 		switch he.StatusCode {
 		case http.StatusBadRequest, http.StatusUnprocessableEntity:
 			// Invalid points: InfluxDB wrote the valid ones of the batch
@@ -312,18 +350,13 @@ func (a *Archive) send(b Batch) error {
 			if m := droppedRe.FindStringSubmatch(he.Error()); m != nil {
 				n, _ = strconv.ParseInt(m[1], 10, 64)
 			}
-			a.rejected.Add(n)
-			a.written.Add(int64(b.Lines) - n)
 			a.log.Warn().Err(err).Int64("rejected", n).Int("batch", b.Lines).Msg("InfluxDB refused invalid points")
-			a.spool.Ack(b)
-			a.recovered()
-			return nil
+			return sendResult{rejected: n}
 		case http.StatusNotFound:
 			a.ensured.Store(false) // the database or bucket went away
 		}
 	}
-	a.failed(err, "writing to InfluxDB")
-	return err
+	return sendResult{err: err}
 }
 
 func (a *Archive) failed(err error, what string) {

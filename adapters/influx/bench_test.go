@@ -3,6 +3,7 @@ package influx_test
 import (
 	"context"
 	"fmt"
+	"os"
 	"strconv"
 	"sync"
 	"testing"
@@ -19,7 +20,11 @@ import (
 //
 //	go test -run '^$' -bench ArchiveThroughput -benchtime 1000000x ./adapters/influx/
 func BenchmarkArchiveThroughput(b *testing.B) {
-	a := open(b, "bench_"+strconv.FormatInt(time.Now().UnixNano(), 36), nil)
+	a := open(b, "bench_"+strconv.FormatInt(time.Now().UnixNano(), 36), func(c *influx.Config) {
+		if v := os.Getenv("VEIL_BENCH_BATCH"); v != "" {
+			c.BatchBytes, _ = strconv.Atoi(v)
+		}
+	})
 	// Warm up: database created, connection open.
 	if err := a.Append(influx.Reading{Thing: "warm", Stream: "s", Payload: []byte(`{"v":1}`), Received: time.Now()}); err != nil {
 		b.Fatal(err)

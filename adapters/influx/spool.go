@@ -45,13 +45,25 @@ type Spool struct {
 	segs    []*segment // oldest first; the last one is being appended to
 	w       *os.File   // append handle of the last segment
 	size    int64      // unacknowledged bytes
-	roff    int64      // read offset in segs[0]
+	roff    int64      // acknowledged offset in segs[0]
+	rseg    int        // index in segs of the next unread record (Next)
+	rpos    int64      // its offset there
 	dirty   bool       // appended since the last Sync
 	newDir  bool       // files created or removed since the last Sync
 	closed  bool
 	toSync  []*os.File // rotated-out append handles, synced and closed by Sync
 	cursor  *os.File
 	curDirt bool
+
+	// Group commit of concurrent appends (guarded by mu).
+	cond     *sync.Cond
+	writing  bool   // a goroutine is writing a group
+	gbuf     []byte // records queued for the next group
+	gspare   []byte
+	gseq     uint64 // the group gbuf belongs to
+	gdone    uint64 // the last group written
+	gstarted bool   // gdone is meaningful
+	gerrs    [16]groupResult
 
 	overflow atomic.Int64
 	notify   chan struct{}
@@ -80,6 +92,7 @@ func OpenSpool(dir string, max int64, log zerolog.Logger) (*Spool, error) {
 		return nil, fmt.Errorf("spool: %w", err)
 	}
 	s := &Spool{dir: dir, max: max, segMax: min(16<<20, max/4+1), log: log, notify: make(chan struct{}, 1)}
+	s.cond = sync.NewCond(&s.mu)
 	cur, err := os.OpenFile(filepath.Join(dir, cursorFile), os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("spool cursor: %w", err)
@@ -126,6 +139,7 @@ func OpenSpool(dir string, max int64, log zerolog.Logger) (*Spool, error) {
 	if len(s.segs) > 0 && s.segs[0].id == curID {
 		s.roff = min(curOff, s.segs[0].size)
 	}
+	s.rpos = s.roff
 	for _, sg := range s.segs {
 		s.size += sg.size
 	}
@@ -220,9 +234,15 @@ func (s *Spool) addSegment(id uint64) error {
 	return nil
 }
 
-// Append adds one newline-terminated record. It never blocks on anything
-// but the local file write; beyond the bound it returns ErrSpoolFull and
-// counts the record in Overflow.
+// Append adds one newline-terminated record. It returns once the record
+// is written to the segment file (in the kernel), never waiting on
+// anything but that local write; beyond the bound it returns ErrSpoolFull
+// and counts the record in Overflow.
+//
+// Concurrent appends are group-committed: while one goroutine writes,
+// the others queue their records, and the next writer writes them all
+// with one write(2); each Append still returns only after its own
+// record is written.
 func (s *Spool) Append(rec []byte) error {
 	if len(rec) == 0 || rec[len(rec)-1] != '\n' || bytes.IndexByte(rec[:len(rec)-1], '\n') >= 0 {
 		return errors.New("spool: a record is one line ending in a newline")
@@ -236,27 +256,74 @@ func (s *Spool) Append(rec []byte) error {
 		s.overflow.Add(1)
 		return ErrSpoolFull
 	}
+	s.size += int64(len(rec)) // reserved now, so the bound holds for queued records
+	s.gbuf = append(s.gbuf, rec...)
+	my := s.gseq
+	for s.writing && s.gdone < my {
+		s.cond.Wait()
+	}
+	if s.gdone >= my && s.gstarted {
+		return s.groupErr(my)
+	}
+	// Lead: write the queued group (ours and whoever joined it).
+	s.writing, s.gstarted = true, true
+	buf := s.gbuf
+	s.gbuf = s.gspare[:0]
+	s.gseq++
+	err := s.writeGroup(buf)
+	s.gspare = buf[:0]
+	s.gdone = my
+	s.gerrs[my%uint64(len(s.gerrs))] = groupResult{seq: my, err: err}
+	s.writing = false
+	s.cond.Broadcast()
+	if err == nil {
+		s.signal()
+	}
+	return err
+}
+
+// writeGroup appends buf to the active segment (rotating first if it is
+// full), with mu released during the write. Called with mu held by the
+// one writer.
+func (s *Spool) writeGroup(buf []byte) error {
 	active := s.segs[len(s.segs)-1]
 	if active.size >= s.segMax {
 		if err := s.addSegment(active.id + 1); err != nil {
+			s.size -= int64(len(buf))
 			return err
 		}
 		active = s.segs[len(s.segs)-1]
 	}
-	n, err := s.w.Write(rec)
+	w := s.w
+	s.mu.Unlock()
+	n, err := w.Write(buf)
+	s.mu.Lock()
 	if err != nil {
-		// A short write leaves a torn record: cut it so the next one
+		// A short write leaves torn records: cut them so the next write
 		// starts on a line of its own.
 		if n > 0 {
-			_ = s.w.Truncate(active.size)
+			_ = w.Truncate(active.size)
 		}
+		s.size -= int64(len(buf))
 		return fmt.Errorf("spool: %w", err)
 	}
 	active.size += int64(n)
-	s.size += int64(n)
 	s.dirty = true
-	s.signal()
 	return nil
+}
+
+// groupErr is the outcome of write group seq (nil once forgotten: groups
+// only fail when the disk does, and then the next ones fail too).
+func (s *Spool) groupErr(seq uint64) error {
+	if r := s.gerrs[seq%uint64(len(s.gerrs))]; r.seq == seq {
+		return r.err
+	}
+	return nil
+}
+
+type groupResult struct {
+	seq uint64
+	err error
 }
 
 func (s *Spool) signal() {
@@ -278,24 +345,26 @@ type Batch struct {
 	end   int64
 }
 
-// Next returns up to maxBytes of the oldest unacknowledged records (at
+// Next returns up to maxBytes of the oldest records not yet returned (at
 // least one record, however long), or ok=false when there are none. Only
-// one goroutine may read; Next returns the same records until Ack.
+// one goroutine may call Next, Ack and Rewind; batches are acknowledged in
+// the order Next returned them.
 func (s *Spool) Next(maxBytes int) (b Batch, ok bool, err error) {
 	s.mu.Lock()
 	for {
-		seg := s.segs[0]
-		if seg.size > s.roff {
+		seg := s.segs[s.rseg]
+		if seg.size > s.rpos {
 			break
 		}
-		if len(s.segs) == 1 {
+		if s.rseg == len(s.segs)-1 {
 			s.mu.Unlock()
 			return Batch{}, false, nil
 		}
-		s.dropFirst()
+		s.rseg++
+		s.rpos = 0
 	}
-	seg := s.segs[0]
-	start, end := s.roff, seg.size
+	seg := s.segs[s.rseg]
+	start, end := s.rpos, seg.size
 	s.mu.Unlock()
 
 	n := min(end-start, int64(maxBytes))
@@ -306,7 +375,11 @@ func (s *Spool) Next(maxBytes int) (b Batch, ok bool, err error) {
 		}
 		if i := bytes.LastIndexByte(buf, '\n'); i >= 0 {
 			buf = buf[:i+1]
-			return Batch{Data: buf, Lines: bytes.Count(buf, []byte{'\n'}), seg: seg.id, start: start, end: start + int64(i) + 1}, true, nil
+			b := Batch{Data: buf, Lines: bytes.Count(buf, []byte{'\n'}), seg: seg.id, start: start, end: start + int64(i) + 1}
+			s.mu.Lock()
+			s.rpos = b.end
+			s.mu.Unlock()
+			return b, true, nil
 		}
 		if n == end-start { // cannot happen: segments hold whole records
 			return Batch{}, false, fmt.Errorf("spool: segment %d has a record without newline at %d", seg.id, start)
@@ -315,7 +388,15 @@ func (s *Spool) Next(maxBytes int) (b Batch, ok bool, err error) {
 	}
 }
 
-// dropFirst removes the fully read first segment. Called with mu held.
+// Rewind makes Next start again at the oldest unacknowledged record (after
+// a failed write: the batches after it are sent again).
+func (s *Spool) Rewind() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.rseg, s.rpos = 0, s.roff
+}
+
+// dropFirst removes the fully acknowledged first segment. Called with mu held.
 func (s *Spool) dropFirst() {
 	seg := s.segs[0]
 	seg.r.Close()
@@ -324,15 +405,26 @@ func (s *Spool) dropFirst() {
 	}
 	s.segs = s.segs[1:]
 	s.roff = 0
+	if s.rseg > 0 {
+		s.rseg--
+	} else {
+		s.rpos = 0
+	}
 	s.newDir = true
 	s.writeCursor()
 }
 
-// Ack marks a batch returned by Next as stored in InfluxDB.
+// Ack marks a batch returned by Next as stored in InfluxDB. Batches must
+// be acknowledged in order; others are ignored.
 func (s *Spool) Ack(b Batch) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if len(s.segs) == 0 || s.segs[0].id != b.seg || b.start != s.roff {
+	// A segment acknowledged to its end while it was still being appended
+	// to goes once a newer one exists.
+	for len(s.segs) > 1 && s.roff >= s.segs[0].size {
+		s.dropFirst()
+	}
+	if s.segs[0].id != b.seg || b.start != s.roff {
 		return
 	}
 	s.size -= b.end - s.roff
@@ -396,13 +488,19 @@ func (s *Spool) Overflow() int64 { return s.overflow.Load() }
 
 // Close syncs and closes the spool; what is unacknowledged stays on disk.
 func (s *Spool) Close() error {
-	err := s.Sync()
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	if s.closed {
+		s.mu.Unlock()
 		return nil
 	}
 	s.closed = true
+	for s.writing {
+		s.cond.Wait()
+	}
+	s.mu.Unlock()
+	err := s.Sync()
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	s.closeFiles()
 	return err
 }
