@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/eclipse/paho.golang/paho"
+
 	"github.com/veil-iot/veil/adapters/mongo"
 )
 
@@ -437,4 +439,25 @@ func TestAuditDoctorDiagnosis(t *testing.T) {
 	// Nobody else may ask for An's audit.
 	s.mustRefuse("$config/users/an/audit/query", `{"since":"1h"}`, "not authorized")
 	an.mustRefuse("$config/users/an/audit/query", `{"since":"yesterday"}`, "since: not an RFC 3339 time")
+}
+
+// TestResponseTopicConfined: the broker never answers on a response topic
+// outside the publisher's own $config/replies/{clientId}/ — else a client
+// could make the broker (which bypasses the ACL) publish a command for it.
+func TestResponseTopicConfined(t *testing.T) {
+	addr := veil.Addr("mqtt")
+	lock := connect(t, "lock-1", "lock-1-secret", connOpts{clientID: "lock-1"})
+	lock.mustSubscribe("", "things/lock-1/cmd/#")
+	s := mustCfg(t, addr, "stranger", "stranger-pass")
+	for _, rt := range []string{"things/lock-1/cmd/unlock", "$config/replies/lock-1", "$config/replies/" + s.id + "-other/x"} {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_, _ = s.pc.Publish(ctx, &paho.Publish{Topic: "$config/things/lock-1", QoS: 1, Payload: []byte(`{}`),
+			Properties: &paho.PublishProperties{ResponseTopic: rt, CorrelationData: []byte("c")}})
+		cancel()
+		m, ok := s.waitFor(s.prefix, 5*time.Second)
+		if !ok || !strings.Contains(string(m.Payload), `"error":"not authorized"`) {
+			t.Fatalf("response topic %s: the answer did not come on %s", rt, s.prefix)
+		}
+	}
+	lock.nothing(quiet)
 }
