@@ -461,3 +461,35 @@ func TestResponseTopicConfined(t *testing.T) {
 	}
 	lock.nothing(quiet)
 }
+
+// TestThingDeleted: an empty thing document deletes the thing (its owner
+// may, its installer may not): its secret and relations go with it.
+func TestThingDeleted(t *testing.T) {
+	addr := veil.Addr("mqtt")
+	addFactory(t, "TH-10-0200", "factory-200")
+	enr, err := enrollDevice(t, addr, "", "TH-10-0200", "factory-200", `{"kind":"sensor","streams":["temperature"]}`)
+	if err != nil || !enr.OK {
+		t.Fatalf("enrolment: %v %+v", err, enr)
+	}
+	patrick := mustCfg(t, addr, "patrick", "patrick-pass")
+	an := mustCfg(t, addr, "an", "an-pass")
+	patrick.mustOK("$config/things/"+enr.Thing+"/claim", `{"code":"`+strings.ToLower(enr.ClaimCode)+`"}`)
+	patrick.mustRefuse("$config/things/"+enr.Thing, ``, "not authorized")
+	inv := patrick.mustOK("$config/things/"+enr.Thing+"/relations/an", `{"relation":"owner"}`).Inv
+	an.mustOK("$config/invitations/an/"+inv+"/answer", `{"accept":true}`)
+	if _, err := dial(t, enr.Thing, enr.Secret, connOpts{clientID: enr.Thing}); err != nil {
+		t.Fatalf("the thing cannot connect: %v", err)
+	}
+	an.mustOK("$config/things/"+enr.Thing, ``)
+	if _, err := dial(t, enr.Thing, enr.Secret, connOpts{clientID: enr.Thing}); err == nil {
+		t.Fatal("a deleted thing connected")
+	}
+	for _, topic := range []string{"$config/things/" + enr.Thing, "$config/things/" + enr.Thing + "/relations/an"} {
+		if _, ok := veil.MQTT.Topics.Retained.Get(topic); ok {
+			t.Fatalf("%s is still retained after the thing was deleted", topic)
+		}
+	}
+	if _, ok := veil.Engine.Thing(enr.Thing); ok {
+		t.Fatal("the deleted thing is still in the engine")
+	}
+}
