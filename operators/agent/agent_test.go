@@ -159,6 +159,8 @@ func TestEnrol(t *testing.T) {
 			return EnrolReply{OK: true, Thing: "th-42", Secret: "s-42", ClaimCode: "K7Q-4MX"}
 		case "JL-200-0001":
 			return EnrolReply{OK: false, Error: "already enrolled"}
+		case "TH-BUSY":
+			return EnrolReply{OK: false, Error: "metadata store unavailable"}
 		}
 		return EnrolReply{OK: false, Error: "unknown serial"}
 	})
@@ -172,6 +174,7 @@ func TestEnrol(t *testing.T) {
 		{"TH-10-0042", "factory-secret-0042", Credentials{Thing: "th-42", Secret: "s-42", ClaimCode: "K7Q-4MX", Serial: "TH-10-0042"}, "", false},
 		{"JL-200-0001", "factory-secret-0001", Credentials{}, "already enrolled", false},
 		{"XX-1", "x", Credentials{}, "unknown serial", false},
+		{"TH-BUSY", "x", Credentials{}, "", true}, // the broker's trouble: retried, not a verdict
 		{"", "x", Credentials{}, "", true},
 	}
 	for _, tt := range tests {

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"strings"
 	"time"
 
 	"github.com/eclipse/paho.golang/paho"
@@ -36,6 +37,11 @@ type EnrolReply struct {
 type RejectedError struct{ Reason string }
 
 func (e *RejectedError) Error() string { return "enrolment rejected: " + e.Reason }
+
+// Retryable reports whether an enrolment refusal is the broker's trouble
+// (its metadata store unavailable), worth another attempt, rather than a
+// verdict on the device.
+func Retryable(reason string) bool { return strings.Contains(reason, "unavailable") }
 
 // EnrolClientID is the client id a device enrols with.
 func EnrolClientID(serial string) string { return "enroll-" + serial }
@@ -93,15 +99,25 @@ func Enrol(ctx context.Context, broker *url.URL, tlsCfg *tls.Config, serial, fac
 		Topic: "$enroll/" + serial, QoS: 1, Payload: body,
 		Properties: &paho.PublishProperties{ResponseTopic: replyPrefix + "/enroll", CorrelationData: corr},
 	})
-	if err != nil {
-		return Credentials{}, fmt.Errorf("enrolment publish: %w", err)
-	}
+	refused := byte(0)
 	if pr != nil && pr.ReasonCode >= 0x80 {
-		return Credentials{}, &RejectedError{Reason: fmt.Sprintf("$enroll/%s refused (reason 0x%02x)", serial, pr.ReasonCode)}
+		// The broker refused; its answer on the reply topic says why.
+		refused = pr.ReasonCode
+		wait, cancel := context.WithTimeout(ctx, 3*time.Second)
+		defer cancel()
+		ctx = wait
+	} else if err != nil {
+		return Credentials{}, fmt.Errorf("enrolment publish: %w", err)
 	}
 	for {
 		select {
 		case <-ctx.Done():
+			if refused == 0x87 {
+				return Credentials{}, &RejectedError{Reason: fmt.Sprintf("$enroll/%s not authorized (0x87)", serial)}
+			}
+			if refused != 0 {
+				return Credentials{}, fmt.Errorf("enrolment refused with reason 0x%02x and no answer", refused)
+			}
 			return Credentials{}, fmt.Errorf("enrolment: no reply: %w", ctx.Err())
 		case p := <-replies:
 			if p.Properties != nil && len(p.Properties.CorrelationData) > 0 && !bytes.Equal(p.Properties.CorrelationData, corr) {
@@ -113,7 +129,10 @@ func Enrol(ctx context.Context, broker *url.URL, tlsCfg *tls.Config, serial, fac
 			}
 			if !r.OK {
 				if r.Error == "" {
-					r.Error = "no reason given"
+					r.Error = fmt.Sprintf("no reason given (0x%02x)", refused)
+				}
+				if Retryable(r.Error) {
+					return Credentials{}, fmt.Errorf("enrolment: %s", r.Error)
 				}
 				return Credentials{}, &RejectedError{Reason: r.Error}
 			}
