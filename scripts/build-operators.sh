@@ -28,5 +28,5 @@ build "$("$GO" env GOHOSTOS)" "$("$GO" env GOHOSTARCH)" "" veil-operator
 
 # A sanity check that each file is what its name says.
 if command -v file >/dev/null; then
-	file bin/veil-operator-linux-* bin/veil-operator | sed 's/, Go BuildID=[^,]*//' >&2
+	file bin/veil-operator-linux-* bin/veil-operator | sed -E 's/, (Go )?BuildID[^,]*//' >&2
 fi
