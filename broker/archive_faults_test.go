@@ -21,8 +21,6 @@ import (
 
 	"github.com/eclipse/paho.golang/paho"
 	"github.com/rs/zerolog"
-
-	"github.com/veil-iot/veil/adapters/influx/influxtest"
 )
 
 // TestArchiveInfluxOutageLosesNothing: influxd is stopped for 30 s while a
@@ -30,11 +28,7 @@ import (
 // is in InfluxDB afterwards.
 func TestArchiveInfluxOutageLosesNothing(t *testing.T) {
 	t.Parallel()
-	srv, err := influxtest.Start(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Stop()
+	srv := outageInfluxd(t)
 	b := startBroker(t, archiveConfig(t, srv.URL, "veil_outage"), zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel))
 	defer b.Close()
 	thermo := dialAt(t, b.Addr("mqtt"), "thermo-1", "thermo-1-secret", "thermo-1", "")
@@ -193,6 +187,14 @@ var (
 
 func buildVeil(t *testing.T) string {
 	t.Helper()
+	prebuildVeil()
+	if veilBinErr != nil {
+		t.Fatal(veilBinErr)
+	}
+	return veilBin
+}
+
+func prebuildVeil() {
 	veilBinOnce.Do(func() {
 		dir, err := os.MkdirTemp("", "veil-bin-")
 		if err != nil {
@@ -205,10 +207,6 @@ func buildVeil(t *testing.T) string {
 			veilBinErr = fmt.Errorf("go build ./cmd/veil: %v\n%s", err, out)
 		}
 	})
-	if veilBinErr != nil {
-		t.Fatal(veilBinErr)
-	}
-	return veilBin
 }
 
 // veilProcess runs `veil serve` as a child that dies with the test.
@@ -265,6 +263,7 @@ func waitListening(t *testing.T, addr string, p *veilProcess) {
 func TestArchiveNoAcknowledgedReadingLostOnSIGKILL(t *testing.T) {
 	t.Parallel()
 	bin := buildVeil(t)
+	t.Cleanup(func() { os.RemoveAll(filepath.Dir(bin)) }) // the only user
 	srv := influxd(t)
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

@@ -37,6 +37,18 @@ var (
 func influxd(t testing.TB) *influxtest.Server {
 	t.Helper()
 	sharedInfluxOnce.Do(func() {
+		// The parallel fault tests need a second influxd and the veil
+		// binary: start both now, while the sequential tests run.
+		go func() {
+			dir, err := os.MkdirTemp("", "veil-outage-influxd-")
+			if err != nil {
+				outageInflux <- outageStart{err: err}
+				return
+			}
+			srv, err := influxtest.Start(dir)
+			outageInflux <- outageStart{srv, dir, err}
+		}()
+		go prebuildVeil()
 		dir, err := os.MkdirTemp("", "veil-archive-influxd-")
 		if err != nil {
 			sharedInfluxErr = err
@@ -48,6 +60,30 @@ func influxd(t testing.TB) *influxtest.Server {
 		t.Fatal(sharedInfluxErr)
 	}
 	return sharedInflux
+}
+
+type outageStart struct {
+	srv *influxtest.Server
+	dir string
+	err error
+}
+
+// outageInflux delivers the outage test's own influxd, started early.
+var outageInflux = make(chan outageStart, 1)
+
+// outageInfluxd returns an influxd the caller may stop and restart.
+func outageInfluxd(t *testing.T) *influxtest.Server {
+	t.Helper()
+	influxd(t) // starts it, if no test did yet
+	o := <-outageInflux
+	if o.err != nil {
+		t.Fatal(o.err)
+	}
+	t.Cleanup(func() {
+		o.srv.Stop()
+		os.RemoveAll(o.dir)
+	})
+	return o.srv
 }
 
 // archiveConfig is a broker on free ports with the archive household and
