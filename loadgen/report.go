@@ -160,8 +160,9 @@ func Report(results []Result, header string) string {
 		return fmt.Sprintf("%.2f×", a/c)
 	}
 	type target struct {
-		name, value string
-		met         bool
+		name, value  string
+		met          bool
+		inconclusive bool // the measurement cannot resolve the target
 	}
 	var targets []target
 
@@ -197,15 +198,15 @@ func Report(results []Result, header string) string {
 				veilG, mochiG, mosqG := groups[key(TagMax, sc, q, "veil")], groups[key(TagMax, sc, q, "mochi")], groups[key(TagMax, sc, q, "mosquitto")]
 				if veilG != nil && mochiG != nil && len(veilG.runs) > 0 && len(mochiG.runs) > 0 {
 					r := Median(veilG.delivered) / Median(mochiG.delivered)
-					targets = append(targets, target{fmt.Sprintf("%s QoS %d delivered msg/s ≥ 0.9 × mochi", sc, q), fmt.Sprintf("%.2f×", r), r >= 0.9})
+					targets = append(targets, target{name: fmt.Sprintf("%s QoS %d delivered msg/s ≥ 0.9 × mochi", sc, q), value: fmt.Sprintf("%.2f×", r), met: r >= 0.9})
 					if sc == FanOut {
 						r := Median(veilG.perSub) / Median(mochiG.perSub)
-						targets = append(targets, target{fmt.Sprintf("%s QoS %d, per entitled subscriber (mochi also delivers to the strangers), ≥ 0.9 × mochi", sc, q), fmt.Sprintf("%.2f×", r), r >= 0.9})
+						targets = append(targets, target{name: fmt.Sprintf("%s QoS %d, per entitled subscriber (mochi also delivers to the strangers), ≥ 0.9 × mochi", sc, q), value: fmt.Sprintf("%.2f×", r), met: r >= 0.9})
 					}
 				}
 				if veilG != nil && mosqG != nil && len(veilG.runs) > 0 && len(mosqG.runs) > 0 {
 					r := Median(veilG.delivered) / Median(mosqG.delivered)
-					targets = append(targets, target{fmt.Sprintf("%s QoS %d delivered msg/s ≥ 1.0 × mosquitto", sc, q), fmt.Sprintf("%.2f×", r), r >= 1.0})
+					targets = append(targets, target{name: fmt.Sprintf("%s QoS %d delivered msg/s ≥ 1.0 × mosquitto", sc, q), value: fmt.Sprintf("%.2f×", r), met: r >= 1.0})
 				}
 			}
 		}
@@ -248,7 +249,14 @@ func Report(results []Result, header string) string {
 			}
 			if v := groups[key(TagHalf, sc, q, "veil")]; v != nil && len(v.runs) > 0 && len(mochi.runs) > 0 {
 				added := Median(v.p99) - Median(mochi.p99)
-				targets = append(targets, target{fmt.Sprintf("%s QoS %d added p99 at half mochi's max rate ≤ 200 µs", sc, q), fmt.Sprintf("%+.0f µs", added), added <= 200})
+				t := target{name: fmt.Sprintf("%s QoS %d added p99 at half mochi's max rate ≤ 200 µs", sc, q), value: fmt.Sprintf("%+.0f µs", added), met: added <= 200}
+				// A baseline whose own p99 is ten times the target's margin
+				// cannot show a 200 µs difference either way.
+				if base := Median(mochi.p99); base > 2000 {
+					t.value += fmt.Sprintf(" (mochi's own p99: %.0f ms)", base/1000)
+					t.inconclusive = true
+				}
+				targets = append(targets, t)
 			}
 		}
 	}
@@ -281,13 +289,13 @@ func Report(results []Result, header string) string {
 		}
 		if mg != nil && len(mg.runs) > 0 && len(pg.runs) > 0 {
 			r := Median(pg.delivered) / Median(mg.delivered)
-			targets = append(targets, target{"fanout QoS 0 with the population: delivered msg/s ≥ 0.9 × mochi", fmt.Sprintf("%.2f×", r), r >= 0.9})
+			targets = append(targets, target{name: "fanout QoS 0 with the population: delivered msg/s ≥ 0.9 × mochi", value: fmt.Sprintf("%.2f×", r), met: r >= 0.9})
 			r = Median(pg.perSub) / Median(mg.perSub)
-			targets = append(targets, target{"fanout QoS 0 with the population, per entitled subscriber, ≥ 0.9 × mochi", fmt.Sprintf("%.2f×", r), r >= 0.9})
+			targets = append(targets, target{name: "fanout QoS 0 with the population, per entitled subscriber, ≥ 0.9 × mochi", value: fmt.Sprintf("%.2f×", r), met: r >= 0.9})
 		}
 		if vg != nil && len(vg.runs) > 0 && len(pg.runs) > 0 {
 			r := Median(pg.delivered) / Median(vg.delivered)
-			targets = append(targets, target{"fanout QoS 0: Veil with the population ÷ Veil without (the ratio holds: ≥ 0.9)", fmt.Sprintf("%.2f×", r), r >= 0.9})
+			targets = append(targets, target{name: "fanout QoS 0: Veil with the population ÷ Veil without (the ratio holds: ≥ 0.9)", value: fmt.Sprintf("%.2f×", r), met: r >= 0.9})
 		}
 	}
 
@@ -317,7 +325,7 @@ func Report(results []Result, header string) string {
 		}
 		if len(per["veil"]) > 0 && len(per["mochi"]) > 0 {
 			r := Median(per["veil"]) / Median(per["mochi"])
-			targets = append(targets, target{"memory per idle client ≤ 1.2 × mochi", fmt.Sprintf("%.2f×", r), r <= 1.2})
+			targets = append(targets, target{name: "memory per idle client ≤ 1.2 × mochi", value: fmt.Sprintf("%.2f×", r), met: r <= 1.2})
 		}
 	}
 
@@ -339,11 +347,14 @@ func Report(results []Result, header string) string {
 		}
 	}
 
-	targets = append(targets, target{"zero leaked or mis-rewritten messages in every run", fmt.Sprintf("%d", totalLeaks), totalLeaks == 0})
+	targets = append(targets, target{name: "zero leaked or mis-rewritten messages in every run", value: fmt.Sprintf("%d", totalLeaks), met: totalLeaks == 0})
 	b.WriteString("\n### Targets (issue 7)\n\n| target | measured | met |\n|---|---|---|\n")
 	for _, t := range targets {
 		met := "**missed**"
-		if t.met {
+		switch {
+		case t.inconclusive:
+			met = "not resolvable here (scheduling noise ≫ 200 µs)"
+		case t.met:
 			met = "met"
 		}
 		fmt.Fprintf(&b, "| %s | %s | %s |\n", t.name, t.value, met)

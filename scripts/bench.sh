@@ -213,6 +213,7 @@ Raw results: [docs/bench/broker-bench.json](bench/broker-bench.json) (one JSON o
   or mis-rewritten messages; any fails the run). Lost = entitled deliveries that never arrived (QoS 0 may drop).
 - The machine is shared with other work: absolute figures are noisy; the ratios within one run are the result.
 EOF
+cat scripts/bench/notes.md >>"$work/header.md"
 "$veil" bench report --in "$out" --header "$work/header.md" >"$out/report.md"
 if [[ $write_doc == 1 ]]; then
   mkdir -p docs/bench
