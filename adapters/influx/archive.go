@@ -21,6 +21,7 @@ import (
 	influxdb2 "github.com/influxdata/influxdb-client-go/v2"
 	"github.com/influxdata/influxdb-client-go/v2/api"
 	ihttp "github.com/influxdata/influxdb-client-go/v2/api/http"
+	"github.com/influxdata/influxdb-client-go/v2/domain"
 	"github.com/rs/zerolog"
 )
 
@@ -388,9 +389,13 @@ func (a *Archive) ensure(ctx context.Context) error {
 		}
 		return nil
 	}
-	if _, err := a.client.BucketsAPI().FindBucketByName(ctx, a.cfg.Bucket); err == nil {
+	// Look the bucket up in our organisation (a name alone may match
+	// another organisation's bucket).
+	found, err := a.client.APIClient().GetBuckets(ctx, &domain.GetBucketsParams{Org: &a.cfg.Org, Name: &a.cfg.Bucket})
+	switch {
+	case err == nil && found.Buckets != nil && len(*found.Buckets) > 0:
 		return nil
-	} else if !strings.Contains(err.Error(), "not found") {
+	case err != nil && !strings.Contains(err.Error(), "not found"):
 		return fmt.Errorf("looking up bucket %q: %w", a.cfg.Bucket, err)
 	}
 	org, err := a.client.OrganizationsAPI().FindOrganizationByName(ctx, a.cfg.Org)
