@@ -1,7 +1,6 @@
 package hooks
 
 import (
-	"bytes"
 	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
@@ -21,7 +20,8 @@ type Reading struct {
 
 // ArchiveSink stores readings. Archive must return quickly and never wait
 // on a remote service: it runs in the publisher's goroutine, before the
-// PUBACK of a QoS 1 publish, so that an acknowledged reading is safe.
+// PUBACK of a QoS 1 publish, so that an acknowledged reading is safe. The
+// payload is mochi's: a sink that keeps it beyond the call copies it.
 type ArchiveSink interface {
 	Archive(Reading) error
 }
@@ -67,7 +67,7 @@ func (h *Archiver) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet
 	if !ok || res.Kind != policies.ResData {
 		return pk, nil
 	}
-	r := Reading{Thing: res.Thing, Stream: res.Name, Payload: bytes.Clone(pk.Payload), Received: time.Now()}
+	r := Reading{Thing: res.Thing, Stream: res.Name, Payload: pk.Payload, Received: time.Now()}
 	if t, ok := h.engine.Thing(res.Thing); ok {
 		r.Owner, r.Kind, r.Place = t.Owner, string(t.Kind), t.Place
 	}
