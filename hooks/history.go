@@ -140,9 +140,9 @@ func (h *History) Close() {
 
 // historyRequest is the request body.
 type historyRequest struct {
-	From  *string      `json:"from"`
-	To    *string      `json:"to"`
-	Limit *json.Number `json:"limit"`
+	From  *string  `json:"from"`
+	To    *string  `json:"to"`
+	Limit *float64 `json:"limit"`
 }
 
 type historyItem struct {
@@ -250,7 +250,6 @@ func (q *query) parseBody(body []byte, now time.Time) error {
 	if len(bytes.TrimSpace(body)) > 0 {
 		dec := json.NewDecoder(bytes.NewReader(body))
 		dec.DisallowUnknownFields()
-		dec.UseNumber()
 		if err := dec.Decode(&r); err != nil {
 			return fmt.Errorf("request: want a JSON object {\"from\", \"to\", \"limit\"}: %s", jsonProblem(err))
 		}
@@ -278,8 +277,8 @@ func (q *query) parseBody(body []byte, now time.Time) error {
 		return errors.New("to: must be after from")
 	}
 	if r.Limit != nil {
-		n, err := r.Limit.Float64()
-		if err != nil || n != math.Trunc(n) || n < 1 || n > MaxHistoryLimit {
+		n := *r.Limit
+		if n != math.Trunc(n) || n < 1 || n > MaxHistoryLimit {
 			return fmt.Errorf("limit: must be a whole number from 1 to %d", MaxHistoryLimit)
 		}
 		q.limit = int(n)
