@@ -196,7 +196,7 @@ func buildVeil(t *testing.T) string {
 
 func prebuildVeil() {
 	veilBinOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "veil-bin-")
+		dir, err := testTempDir("bin")
 		if err != nil {
 			veilBinErr = err
 			return

@@ -8,7 +8,9 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -40,7 +42,7 @@ func influxd(t testing.TB) *influxtest.Server {
 		// The parallel fault tests need a second influxd and the veil
 		// binary: start both now, while the sequential tests run.
 		go func() {
-			dir, err := os.MkdirTemp("", "veil-outage-influxd-")
+			dir, err := testTempDir("outage-influxd")
 			if err != nil {
 				outageInflux <- outageStart{err: err}
 				return
@@ -49,7 +51,7 @@ func influxd(t testing.TB) *influxtest.Server {
 			outageInflux <- outageStart{srv, dir, err}
 		}()
 		go prebuildVeil()
-		dir, err := os.MkdirTemp("", "veil-archive-influxd-")
+		dir, err := testTempDir("influxd")
 		if err != nil {
 			sharedInfluxErr = err
 			return
@@ -61,6 +63,25 @@ func influxd(t testing.TB) *influxtest.Server {
 	}
 	return sharedInflux
 }
+
+// testTempDir makes a directory that outlives single tests (the existing
+// TestMain is not ours to extend): named after this process, and swept by
+// the next run once this process is gone.
+func testTempDir(what string) (string, error) {
+	sweepOnce.Do(func() {
+		old, _ := filepath.Glob(filepath.Join(os.TempDir(), "veil-archive-test-*"))
+		for _, d := range old {
+			rest := strings.TrimPrefix(filepath.Base(d), "veil-archive-test-")
+			pid, err := strconv.Atoi(rest[:max(0, strings.IndexByte(rest, '-'))])
+			if err == nil && pid != os.Getpid() && syscall.Kill(pid, 0) == syscall.ESRCH {
+				os.RemoveAll(d)
+			}
+		}
+	})
+	return os.MkdirTemp("", fmt.Sprintf("veil-archive-test-%d-%s-", os.Getpid(), what))
+}
+
+var sweepOnce sync.Once
 
 type outageStart struct {
 	srv *influxtest.Server
@@ -114,7 +135,7 @@ func archiving(t testing.TB) *broker.Broker {
 	t.Helper()
 	srv := influxd(t)
 	archiveVeilOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "veil-archive-broker-")
+		dir, err := testTempDir("broker")
 		if err != nil {
 			archiveVeilErr = err
 			return
