@@ -495,3 +495,22 @@ func TestThingDeleted(t *testing.T) {
 		t.Fatal("the deleted thing is still in the engine")
 	}
 }
+
+// TestEnrolmentStoppedPartWayCanBeCompleted: a serial marked enrolled whose
+// thing was never created (a mark that timed out yet landed) enrols afresh.
+func TestEnrolmentStoppedPartWayCanBeCompleted(t *testing.T) {
+	addFactory(t, "TH-10-0110", "factory-th-10")
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if won, err := veil.Store.MarkEnrolled(ctx, "TH-10-0110", "th-10-0110", time.Now()); err != nil || !won {
+		t.Fatalf("mark: %v %v", won, err)
+	}
+	r, err := enrollDevice(t, veil.Addr("mqtt"), "", "TH-10-0110", "factory-th-10", "")
+	if err != nil || !r.OK || r.Thing != "th-10-0110" || r.Secret == "" {
+		t.Fatalf("enrolment after a half-done one: %v %+v", err, r)
+	}
+	r, err = enrollDevice(t, veil.Addr("mqtt"), "", "TH-10-0110", "factory-th-10", "")
+	if err != nil || r.OK || r.Error != "already enrolled" {
+		t.Fatalf("a completed enrolment must not repeat: %v %+v", err, r)
+	}
+}

@@ -79,8 +79,17 @@ func (c *Control) enroll(p policies.Principal, serial string, payload []byte) re
 	if !found {
 		return fail(errUnknownSerial)
 	}
-	if _, exists := c.engine.Thing(id); exists || !entry.EnrolledAt.IsZero() {
+	if _, exists := c.engine.Thing(id); exists {
 		return fail(errAlreadyEnrolled)
+	}
+	if !entry.EnrolledAt.IsZero() {
+		// Marked enrolled, yet no thing exists: an earlier attempt stopped
+		// part-way (a write that timed out but landed), so the device never
+		// got its secret. Clear the mark and enrol afresh.
+		if err := c.store.UnmarkEnrolled(ctx, serial); err != nil {
+			return unavailable(c.log, err)
+		}
+		c.log.Warn().Str("serial", serial).Msg("completing an enrolment that stopped part-way")
 	}
 	secret, err := randomString(32, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
 	if err != nil {
@@ -102,6 +111,11 @@ func (c *Control) enroll(p policies.Principal, serial string, payload []byte) re
 	now := c.clock.Now()
 	won, err := c.store.MarkEnrolled(ctx, serial, id, now)
 	if err != nil {
+		// The write may have landed although it failed (a timeout): undo it
+		// so that the device, which never gets its secret, can try again.
+		cctx, ccancel := context.WithTimeout(context.Background(), c.timeout)
+		_ = c.store.UnmarkEnrolled(cctx, serial)
+		ccancel()
 		return unavailable(c.log, err)
 	}
 	if !won {
