@@ -22,8 +22,8 @@ import (
 	"github.com/rs/zerolog"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
-	"gopkg.in/yaml.v3"
 
+	"github.com/veil-iot/veil/cmd/internal/flagsource"
 	"github.com/veil-iot/veil/operators/agent"
 	"github.com/veil-iot/veil/operators/cpu"
 	"github.com/veil-iot/veil/operators/dht22"
@@ -120,7 +120,7 @@ func (c *common) register(f *pflag.FlagSet, defInterval time.Duration) {
 // returns the logger and agent options.
 func (c *common) prepare(cmd *cobra.Command) (zerolog.Logger, agent.Options, error) {
 	var log zerolog.Logger
-	if err := applyEnvAndFile(cmd.Flags(), c.config); err != nil {
+	if err := flagsource.Apply(cmd.Flags(), "VEIL_OPERATOR_", c.config); err != nil {
 		return log, agent.Options{}, usageError{err}
 	}
 	level, err := zerolog.ParseLevel(c.logLevel)
@@ -345,46 +345,4 @@ func smartlockCmd() *cobra.Command {
 	f.DurationVar(&maxAge, "max-command-age", time.Minute, "refuse commands whose ts is further than this from the lock's clock")
 	_ = f.MarkHidden("interval") // the lock reports changes, not readings
 	return cmd
-}
-
-// applyEnvAndFile fills every flag not given on the command line from
-// VEIL_OPERATOR_… or, failing that, from the config file.
-func applyEnvAndFile(fs *pflag.FlagSet, file string) error {
-	fileValues := map[string]any{}
-	if file != "" {
-		data, err := os.ReadFile(file)
-		if err != nil {
-			return fmt.Errorf("--config: %w", err)
-		}
-		if err := yaml.Unmarshal(data, &fileValues); err != nil {
-			return fmt.Errorf("--config %s: %w", file, err)
-		}
-		for k := range fileValues {
-			if k == "config" || fs.Lookup(k) == nil {
-				return fmt.Errorf("--config %s: unknown key %q", file, k)
-			}
-		}
-	}
-	var errs []string
-	fs.VisitAll(func(fl *pflag.Flag) {
-		if fl.Changed || fl.Name == "config" {
-			return
-		}
-		env := "VEIL_OPERATOR_" + strings.ToUpper(strings.ReplaceAll(fl.Name, "-", "_"))
-		if v, ok := os.LookupEnv(env); ok {
-			if err := fs.Set(fl.Name, v); err != nil {
-				errs = append(errs, fmt.Sprintf("%s: %v", env, err))
-			}
-			return
-		}
-		if v, ok := fileValues[fl.Name]; ok {
-			if err := fs.Set(fl.Name, fmt.Sprint(v)); err != nil {
-				errs = append(errs, fmt.Sprintf("--config %s: %s: %v", file, fl.Name, err))
-			}
-		}
-	})
-	if len(errs) > 0 {
-		return fmt.Errorf("%s", strings.Join(errs, "; "))
-	}
-	return nil
 }

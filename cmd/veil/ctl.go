@@ -19,6 +19,8 @@ import (
 
 	"github.com/eclipse/paho.golang/paho"
 	"github.com/spf13/cobra"
+
+	"github.com/veil-iot/veil/cmd/internal/flagsource"
 )
 
 // ctlOptions are the connection flags of every `veil ctl` command; each can
@@ -50,7 +52,7 @@ broker's answers as JSON. It exits with 1 when the broker answers ok:false.
 Every flag can also be set by VEIL_<FLAG> (VEIL_BROKER, VEIL_USER, VEIL_PASSWORD,
 VEIL_CLIENT_ID, VEIL_TLS_CA, VEIL_TIMEOUT).`,
 		PersistentPreRunE: func(c *cobra.Command, _ []string) error {
-			if err := applyEnvAndFile(cmd.PersistentFlags(), ""); err != nil {
+			if err := flagsource.Apply(cmd.PersistentFlags(), "VEIL_", ""); err != nil {
 				return usageError{err}
 			}
 			if o.user == "" {

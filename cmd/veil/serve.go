@@ -10,10 +10,9 @@ import (
 
 	"github.com/rs/zerolog"
 	"github.com/spf13/cobra"
-	"github.com/spf13/pflag"
-	"gopkg.in/yaml.v3"
 
 	"github.com/veil-iot/veil/broker"
+	"github.com/veil-iot/veil/cmd/internal/flagsource"
 )
 
 func serveCmd() *cobra.Command {
@@ -28,7 +27,7 @@ same name in the YAML file given by --config. Flags win over the environment,
 which wins over the file.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := applyEnvAndFile(cmd.Flags(), configFile); err != nil {
+			if err := flagsource.Apply(cmd.Flags(), "VEIL_", configFile); err != nil {
 				return usageError{err}
 			}
 			if err := cfg.Validate(); err != nil {
@@ -66,48 +65,6 @@ which wins over the file.`,
 	f.StringVar(&cfg.BenchPopulation, "bench-population", "", "benchmark only: add a generated population policies:tuples (e.g. 100000:1000000) in memory")
 	_ = f.MarkHidden("bench-population")
 	return cmd
-}
-
-// applyEnvAndFile fills every flag not given on the command line from
-// VEIL_… or, failing that, from the config file.
-func applyEnvAndFile(fs *pflag.FlagSet, file string) error {
-	fileValues := map[string]any{}
-	if file != "" {
-		data, err := os.ReadFile(file)
-		if err != nil {
-			return fmt.Errorf("--config: %w", err)
-		}
-		if err := yaml.Unmarshal(data, &fileValues); err != nil {
-			return fmt.Errorf("--config %s: %w", file, err)
-		}
-		for k := range fileValues {
-			if k == "config" || fs.Lookup(k) == nil {
-				return fmt.Errorf("--config %s: unknown key %q", file, k)
-			}
-		}
-	}
-	var errs []string
-	fs.VisitAll(func(fl *pflag.Flag) {
-		if fl.Changed || fl.Name == "config" {
-			return
-		}
-		env := "VEIL_" + strings.ToUpper(strings.ReplaceAll(fl.Name, "-", "_"))
-		if v, ok := os.LookupEnv(env); ok {
-			if err := fs.Set(fl.Name, v); err != nil {
-				errs = append(errs, fmt.Sprintf("%s: %v", env, err))
-			}
-			return
-		}
-		if v, ok := fileValues[fl.Name]; ok {
-			if err := fs.Set(fl.Name, fmt.Sprint(v)); err != nil {
-				errs = append(errs, fmt.Sprintf("--config %s: %s: %v", file, fl.Name, err))
-			}
-		}
-	})
-	if len(errs) > 0 {
-		return fmt.Errorf("%s", strings.Join(errs, "; "))
-	}
-	return nil
 }
 
 func serve(cfg broker.Config) error {
