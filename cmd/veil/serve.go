@@ -70,6 +70,7 @@ which wins over the file.`,
 func serve(cfg broker.Config) error {
 	level, _ := zerolog.ParseLevel(cfg.LogLevel)
 	log := zerolog.New(os.Stderr).Level(level).With().Timestamp().Logger()
+	serveBenchPprof()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	b, err := broker.Start(ctx, cfg, log)
