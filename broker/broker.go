@@ -19,12 +19,10 @@ import (
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/hooks/auth"
-	"github.com/mochi-mqtt/server/v2/hooks/storage/bolt"
 	"github.com/mochi-mqtt/server/v2/listeners"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/rs/zerolog"
-	"go.etcd.io/bbolt"
 
 	"github.com/veil-iot/veil/adapters/ferretdb"
 	"github.com/veil-iot/veil/adapters/mongo"
@@ -48,7 +46,8 @@ type Broker struct {
 	ferret    *ferretdb.Server
 	enforcer  *hooks.Enforcer // the control plane attaches its topics and audit sink
 	control   *controlPlane
-	archive   *archive // sensor archive and $history (archive.go)
+	archive   *archive    // sensor archive and $history (archive.go)
+	state     *stateStore // mochi's session state, written behind
 	http      *http.Server
 	httpAddr  string
 	listeners map[string]listeners.Listener
@@ -184,10 +183,8 @@ func (b *Broker) startMQTT() error {
 	b.Sessions = &hooks.Sessions{}
 	b.Metrics = hooks.NewMetrics()
 
-	if err := srv.AddHook(stateStore{new(bolt.Hook)}, &bolt.Options{
-		Path:    filepath.Join(b.cfg.DataDir, "mqtt.db"),
-		Options: &bbolt.Options{Timeout: 2 * time.Second},
-	}); err != nil {
+	b.state = newStateStore(filepath.Join(b.cfg.DataDir, "mqtt.db"), b.cfg.StateSync)
+	if err := srv.AddHook(b.state, nil); err != nil {
 		return fmt.Errorf("broker state store: %w", err)
 	}
 	if b.cfg.NoEnforcement {

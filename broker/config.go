@@ -28,6 +28,10 @@ type Config struct {
 	JWTKey    string `yaml:"jwt-key"`    // PEM public key or HMAC secret file; empty = no tokens
 
 	MaxPacketSize uint32 `yaml:"max-packet-size"` // bytes; larger packets drop the connection
+	// StateSync is how often changes of the broker state (sessions,
+	// subscriptions, retained and in-flight messages) are committed to
+	// DataDir, in one transaction; 0 commits each change before going on.
+	StateSync time.Duration `yaml:"state-sync"`
 
 	// Archive (InfluxDB); empty InfluxURL = archive off.
 	InfluxURL    string `yaml:"influx-url"`
@@ -58,7 +62,7 @@ type Config struct {
 func Defaults() Config {
 	return Config{
 		MQTT: "127.0.0.1:1883", HTTP: "127.0.0.1:8080", DataDir: "./var", Database: "veil",
-		LogLevel: "info", TimeZone: "UTC", MaxPacketSize: 256 << 10,
+		LogLevel: "info", TimeZone: "UTC", MaxPacketSize: 256 << 10, StateSync: 100 * time.Millisecond,
 		InfluxBucket: "veil", InfluxSpoolBytes: 1 << 30, InvitationTTL: 7 * 24 * time.Hour, AuditRetention: 90 * 24 * time.Hour,
 	}
 }
@@ -97,6 +101,9 @@ func (c Config) Validate() error {
 	}
 	if c.JWTKey != "" && c.JWTIssuer == "" {
 		errs = append(errs, errors.New("--jwt-key needs --jwt-issuer"))
+	}
+	if c.StateSync < 0 || c.StateSync > time.Minute {
+		errs = append(errs, fmt.Errorf("--state-sync %s: want 0 (every change) up to 1m", c.StateSync))
 	}
 	if c.InvitationTTL <= 0 {
 		errs = append(errs, fmt.Errorf("--invitation-ttl %s: must be positive", c.InvitationTTL))

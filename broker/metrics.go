@@ -35,6 +35,10 @@ func newCollector(b *Broker) *collector {
 			g("veil_retained_messages", "Retained messages.", prometheus.GaugeValue, &info.Retained),
 			g("veil_inflight_messages", "QoS 1/2 messages in flight.", prometheus.GaugeValue, &info.Inflight),
 			g("veil_subscriptions", "Subscriptions.", prometheus.GaugeValue, &info.Subscriptions),
+			{prometheus.NewDesc("veil_state_changes_total", "Broker state changes recorded (sessions, subscriptions, retained and in-flight messages).", nil, nil),
+				prometheus.CounterValue, b.state.changes.Load},
+			{prometheus.NewDesc("veil_state_commits_total", "Transactions that wrote broker state changes to disk.", nil, nil),
+				prometheus.CounterValue, b.state.commits.Load},
 		},
 	}
 }

@@ -1,26 +1,410 @@
 package broker
 
 import (
+	"bytes"
+	"errors"
+	"fmt"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
 
+	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/hooks/storage"
-	"github.com/mochi-mqtt/server/v2/hooks/storage/bolt"
+	"github.com/mochi-mqtt/server/v2/packets"
+	"github.com/mochi-mqtt/server/v2/system"
+	"go.etcd.io/bbolt"
 )
 
-// stateStore is mochi's bolt storage hook with one repair: in v2.7.9 its
-// OnQosPublish stores inflight messages without their packet id (pebble and
-// badger store it), so after a restart every resend fails with "missing
-// packet id" and the client is disconnected on each reconnect: acknowledged
-// QoS 1 messages would never be delivered. The id is part of the stored key
-// ("if_{client}:{id}"), so it is restored from there.
+// stateStore keeps mochi's session state — clients, subscriptions,
+// retained and in-flight messages, $SYS counters — in a bbolt file, in the
+// same keys, bucket and encoding as mochi's own bolt hook, so a data
+// directory written by either is read by the other.
+//
+// It differs from mochi's hook in when it writes. Mochi commits every
+// change in its own transaction, each ending in an fsync: a QoS 1 delivery
+// costs two (the in-flight message, then its acknowledgement), which caps
+// QoS 1 throughput at the disk's sync rate. stateStore writes behind: a
+// change is recorded in memory, the latest per key, and all changes of an
+// interval are committed in one transaction. A message acknowledged within
+// the interval never touches the disk. The price is the interval: if the
+// process or the machine dies, the changes of the last interval are lost
+// (a clean shutdown commits everything). Interval 0 commits each change
+// before the hook returns, as mochi's hook does.
+//
+// It also restores in-flight messages' packet ids, which mochi v2.7.9's bolt
+// hook does not store: without them every resend after a restart fails
+// with "missing packet id" and the client is disconnected on each reconnect.
 type stateStore struct {
-	*bolt.Hook
+	mqtt.HookBase
+	path     string
+	interval time.Duration
+
+	db       *bbolt.DB
+	commitMu sync.Mutex        // one transaction at a time, in order
+	mu       sync.Mutex        // guards pending and closed
+	pending  map[string][]byte // key → value to put; nil value = delete
+	closed   bool
+	stop     chan struct{}
+	done     chan struct{}
+
+	commits atomic.Int64 // transactions committed
+	changes atomic.Int64 // changes recorded (puts and deletes)
 }
 
-// StoredInflightMessages returns the stored inflight messages with their packet ids.
-func (s stateStore) StoredInflightMessages() ([]storage.Message, error) {
-	msgs, err := s.Hook.StoredInflightMessages()
+// stateBucket is mochi's bolt hook's bucket name.
+var stateBucket = []byte("mochi")
+
+// errStateClosed is returned for changes after Stop.
+var errStateClosed = errors.New("broker state store is closed")
+
+func newStateStore(path string, interval time.Duration) *stateStore {
+	return &stateStore{path: path, interval: interval, pending: map[string][]byte{}}
+}
+
+// ID implements mqtt.Hook.
+func (s *stateStore) ID() string { return "veil-state" }
+
+// Provides implements mqtt.Hook.
+func (s *stateStore) Provides(b byte) bool {
+	return bytes.Contains([]byte{
+		mqtt.OnSessionEstablished, mqtt.OnDisconnect, mqtt.OnSubscribed, mqtt.OnUnsubscribed,
+		mqtt.OnRetainMessage, mqtt.OnWillSent, mqtt.OnQosPublish, mqtt.OnQosComplete,
+		mqtt.OnQosDropped, mqtt.OnSysInfoTick, mqtt.OnClientExpired, mqtt.OnRetainedExpired,
+		mqtt.StoredClients, mqtt.StoredInflightMessages, mqtt.StoredRetainedMessages,
+		mqtt.StoredSubscriptions, mqtt.StoredSysInfo,
+	}, []byte{b})
+}
+
+// Init opens (or creates) the file and starts the committer.
+func (s *stateStore) Init(any) error {
+	db, err := bbolt.Open(s.path, 0o600, &bbolt.Options{Timeout: 2 * time.Second})
+	if err != nil {
+		return fmt.Errorf("%s: %w", s.path, err)
+	}
+	if err := db.Update(func(tx *bbolt.Tx) error {
+		_, err := tx.CreateBucketIfNotExists(stateBucket)
+		return err
+	}); err != nil {
+		_ = db.Close()
+		return fmt.Errorf("%s: %w", s.path, err)
+	}
+	s.db = db
+	if s.interval > 0 {
+		s.stop, s.done = make(chan struct{}), make(chan struct{})
+		go s.commitLoop()
+	}
+	return nil
+}
+
+// Stop commits what is pending and closes the file. Changes recorded
+// after Stop (a client's goroutine still winding down) are dropped, as
+// mochi's hook drops them once its file is closed.
+func (s *stateStore) Stop() error {
+	if s.stop != nil {
+		close(s.stop)
+		<-s.done
+		s.stop = nil
+	}
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	s.mu.Unlock()
+	err := s.commit()
+	if s.db != nil {
+		err = errors.Join(err, s.db.Close())
+	}
+	return err
+}
+
+func (s *stateStore) commitLoop() {
+	defer close(s.done)
+	t := time.NewTicker(s.interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.stop:
+			return
+		case <-t.C:
+			if err := s.commit(); err != nil {
+				s.Log.Error("broker state not saved; retrying", "error", err)
+			}
+		}
+	}
+}
+
+// commit writes every pending change in one transaction, without holding
+// up the clients recording new ones meanwhile (they go to the next
+// transaction). On failure the changes stay pending, behind any newer
+// change of the same key, for the next attempt.
+func (s *stateStore) commit() error {
+	s.commitMu.Lock()
+	defer s.commitMu.Unlock()
+	s.mu.Lock()
+	batch := s.pending
+	if len(batch) == 0 {
+		s.mu.Unlock()
+		return nil
+	}
+	s.pending = make(map[string][]byte, len(batch))
+	s.mu.Unlock()
+	err := s.write(batch)
+	if err != nil {
+		s.mu.Lock()
+		for k, v := range batch {
+			if _, newer := s.pending[k]; !newer {
+				s.pending[k] = v
+			}
+		}
+		s.mu.Unlock()
+	}
+	return err
+}
+
+// write applies batch in one transaction. Deleting keys that never reached
+// the disk (a message acknowledged within the interval) changes nothing
+// and commits nothing.
+func (s *stateStore) write(batch map[string][]byte) error {
+	tx, err := s.db.Begin(true)
+	if err != nil {
+		return err
+	}
+	b := tx.Bucket(stateBucket)
+	dirty := false
+	for k, v := range batch {
+		key := []byte(k)
+		switch {
+		case v != nil:
+			err = b.Put(key, v)
+			dirty = true
+		case b.Get(key) != nil:
+			err = b.Delete(key)
+			dirty = true
+		}
+		if err != nil {
+			_ = tx.Rollback()
+			return fmt.Errorf("key %s: %w", k, err)
+		}
+	}
+	if !dirty {
+		return tx.Rollback()
+	}
+	if err := tx.Commit(); err != nil {
+		return err
+	}
+	s.commits.Add(1)
+	return nil
+}
+
+// record notes a change: v is the value to store, nil deletes key.
+func (s *stateStore) record(key string, v storage.Serializable) {
+	var data []byte
+	if v != nil {
+		var err error
+		if data, err = v.MarshalBinary(); err != nil {
+			s.Log.Error("broker state not encodable", "key", key, "error", err)
+			return
+		}
+	}
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		s.Log.Debug("broker state change after stop, dropped", "key", key, "error", errStateClosed)
+		return
+	}
+	s.pending[key] = data
+	s.mu.Unlock()
+	s.changes.Add(1)
+	if s.interval <= 0 {
+		if err := s.commit(); err != nil {
+			s.Log.Error("broker state not saved", "key", key, "error", err)
+		}
+	}
+}
+
+// Keys as mochi's bolt hook writes them.
+func clientKey(id string) string { return storage.ClientKey + "_" + id }
+func subscriptionKey(id, filter string) string {
+	return storage.SubscriptionKey + "_" + id + ":" + filter
+}
+func retainedKey(topic string) string { return storage.RetainedKey + "_" + topic }
+func inflightKey(id string, pk packets.Packet) string {
+	return storage.InflightKey + "_" + id + ":" + pk.FormatID()
+}
+
+// OnSessionEstablished implements mqtt.Hook.
+func (s *stateStore) OnSessionEstablished(cl *mqtt.Client, _ packets.Packet) { s.saveClient(cl) }
+
+// OnWillSent implements mqtt.Hook: the client record no longer holds the will.
+func (s *stateStore) OnWillSent(cl *mqtt.Client, _ packets.Packet) { s.saveClient(cl) }
+
+func (s *stateStore) saveClient(cl *mqtt.Client) {
+	props := cl.Properties.Props.Copy(false)
+	s.record(clientKey(cl.ID), &storage.Client{
+		ID:              cl.ID,
+		T:               storage.ClientKey,
+		Remote:          cl.Net.Remote,
+		Listener:        cl.Net.Listener,
+		Username:        cl.Properties.Username,
+		Clean:           cl.Properties.Clean,
+		ProtocolVersion: cl.Properties.ProtocolVersion,
+		Properties: storage.ClientProperties{
+			SessionExpiryInterval: props.SessionExpiryInterval,
+			AuthenticationMethod:  props.AuthenticationMethod,
+			AuthenticationData:    props.AuthenticationData,
+			RequestProblemInfo:    props.RequestProblemInfo,
+			RequestResponseInfo:   props.RequestResponseInfo,
+			ReceiveMaximum:        props.ReceiveMaximum,
+			TopicAliasMaximum:     props.TopicAliasMaximum,
+			User:                  props.User,
+			MaximumPacketSize:     props.MaximumPacketSize,
+		},
+		Will: storage.ClientWill(cl.Properties.Will),
+	})
+}
+
+// OnDisconnect implements mqtt.Hook: a session that ends is forgotten,
+// one taken over by a new connection is not.
+func (s *stateStore) OnDisconnect(cl *mqtt.Client, _ error, expire bool) {
+	if expire && !errors.Is(cl.StopCause(), packets.ErrSessionTakenOver) {
+		s.record(clientKey(cl.ID), nil)
+	}
+}
+
+// OnClientExpired implements mqtt.Hook.
+func (s *stateStore) OnClientExpired(cl *mqtt.Client) { s.record(clientKey(cl.ID), nil) }
+
+// OnSubscribed implements mqtt.Hook.
+func (s *stateStore) OnSubscribed(cl *mqtt.Client, pk packets.Packet, codes []byte) {
+	for i, f := range pk.Filters {
+		if i >= len(codes) {
+			break
+		}
+		id := subscriptionKey(cl.ID, f.Filter)
+		s.record(id, &storage.Subscription{
+			ID: id, T: storage.SubscriptionKey, Client: cl.ID, Qos: codes[i], Filter: f.Filter,
+			Identifier: f.Identifier, NoLocal: f.NoLocal, RetainHandling: f.RetainHandling,
+			RetainAsPublished: f.RetainAsPublished,
+		})
+	}
+}
+
+// OnUnsubscribed implements mqtt.Hook.
+func (s *stateStore) OnUnsubscribed(cl *mqtt.Client, pk packets.Packet) {
+	for _, f := range pk.Filters {
+		s.record(subscriptionKey(cl.ID, f.Filter), nil)
+	}
+}
+
+// OnRetainMessage implements mqtt.Hook; r == -1 clears the topic.
+func (s *stateStore) OnRetainMessage(cl *mqtt.Client, pk packets.Packet, r int64) {
+	id := retainedKey(pk.TopicName)
+	if r == -1 {
+		s.record(id, nil)
+		return
+	}
+	s.record(id, message(id, storage.RetainedKey, cl.ID, pk, 0))
+}
+
+// OnRetainedExpired implements mqtt.Hook.
+func (s *stateStore) OnRetainedExpired(topic string) { s.record(retainedKey(topic), nil) }
+
+// OnQosPublish implements mqtt.Hook.
+func (s *stateStore) OnQosPublish(cl *mqtt.Client, pk packets.Packet, sent int64, _ int) {
+	id := inflightKey(cl.ID, pk)
+	s.record(id, message(id, storage.InflightKey, cl.ID, pk, sent))
+}
+
+// OnQosComplete implements mqtt.Hook.
+func (s *stateStore) OnQosComplete(cl *mqtt.Client, pk packets.Packet) {
+	s.record(inflightKey(cl.ID, pk), nil)
+}
+
+// OnQosDropped implements mqtt.Hook.
+func (s *stateStore) OnQosDropped(cl *mqtt.Client, pk packets.Packet) {
+	s.record(inflightKey(cl.ID, pk), nil)
+}
+
+// OnSysInfoTick implements mqtt.Hook.
+func (s *stateStore) OnSysInfoTick(info *system.Info) {
+	s.record(storage.SysInfoKey, &storage.SystemInfo{ID: storage.SysInfoKey, T: storage.SysInfoKey, Info: *info})
+}
+
+func message(id, kind, client string, pk packets.Packet, sent int64) *storage.Message {
+	props := pk.Properties.Copy(false)
+	return &storage.Message{
+		ID: id, T: kind, Client: client, Origin: pk.Origin, FixedHeader: pk.FixedHeader,
+		TopicName: pk.TopicName, Payload: pk.Payload, Sent: sent, Created: pk.Created,
+		PacketID: pk.PacketID,
+		Properties: storage.MessageProperties{
+			PayloadFormat:          props.PayloadFormat,
+			MessageExpiryInterval:  props.MessageExpiryInterval,
+			ContentType:            props.ContentType,
+			ResponseTopic:          props.ResponseTopic,
+			CorrelationData:        props.CorrelationData,
+			SubscriptionIdentifier: props.SubscriptionIdentifier,
+			TopicAlias:             props.TopicAlias,
+			User:                   props.User,
+		},
+	}
+}
+
+// each calls visit with every stored value whose key starts with prefix,
+// reading what was committed (mochi reads the store once, at start). A
+// record that does not decode is logged and skipped: one damaged session
+// must not keep the broker from starting.
+func (s *stateStore) each(prefix string, visit func([]byte) error) error {
+	return s.db.View(func(tx *bbolt.Tx) error {
+		c := tx.Bucket(stateBucket).Cursor()
+		p := []byte(prefix)
+		for k, v := c.Seek(p); k != nil && bytes.HasPrefix(k, p); k, v = c.Next() {
+			if err := visit(v); err != nil {
+				s.Log.Error("broker state record unreadable, skipped", "key", string(k), "error", err)
+			}
+		}
+		return nil
+	})
+}
+
+// StoredClients implements mqtt.Hook.
+func (s *stateStore) StoredClients() (v []storage.Client, err error) {
+	err = s.each(storage.ClientKey+"_", func(b []byte) error {
+		var c storage.Client
+		if err := c.UnmarshalBinary(b); err != nil {
+			return err
+		}
+		v = append(v, c)
+		return nil
+	})
+	return v, err
+}
+
+// StoredSubscriptions implements mqtt.Hook.
+func (s *stateStore) StoredSubscriptions() (v []storage.Subscription, err error) {
+	err = s.each(storage.SubscriptionKey+"_", func(b []byte) error {
+		var sub storage.Subscription
+		if err := sub.UnmarshalBinary(b); err != nil {
+			return err
+		}
+		v = append(v, sub)
+		return nil
+	})
+	return v, err
+}
+
+// StoredRetainedMessages implements mqtt.Hook.
+func (s *stateStore) StoredRetainedMessages() ([]storage.Message, error) {
+	return s.messages(storage.RetainedKey + "_")
+}
+
+// StoredInflightMessages implements mqtt.Hook, with packet ids restored
+// from the key ("IFM_{client}:{id}") where the record lacks one.
+func (s *stateStore) StoredInflightMessages() ([]storage.Message, error) {
+	msgs, err := s.messages(storage.InflightKey + "_")
 	for i := range msgs {
 		if msgs[i].PacketID != 0 {
 			continue
@@ -32,4 +416,27 @@ func (s stateStore) StoredInflightMessages() ([]storage.Message, error) {
 		}
 	}
 	return msgs, err
+}
+
+func (s *stateStore) messages(prefix string) (v []storage.Message, err error) {
+	err = s.each(prefix, func(b []byte) error {
+		var m storage.Message
+		if err := m.UnmarshalBinary(b); err != nil {
+			return err
+		}
+		v = append(v, m)
+		return nil
+	})
+	return v, err
+}
+
+// StoredSysInfo implements mqtt.Hook.
+func (s *stateStore) StoredSysInfo() (v storage.SystemInfo, err error) {
+	err = s.db.View(func(tx *bbolt.Tx) error {
+		if b := tx.Bucket(stateBucket).Get([]byte(storage.SysInfoKey)); b != nil {
+			return v.UnmarshalBinary(b)
+		}
+		return nil
+	})
+	return v, err
 }

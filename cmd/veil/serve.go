@@ -58,6 +58,7 @@ which wins over the file.`,
 	f.StringVar(&cfg.InfluxBucket, "influx-bucket", cfg.InfluxBucket, "InfluxDB bucket (InfluxDB 1.8: db/rp)")
 	f.StringVar(&cfg.InfluxToken, "influx-token", cfg.InfluxToken, "InfluxDB token (InfluxDB 1.8: user:pass or empty)")
 	f.Int64Var(&cfg.InfluxSpoolBytes, "influx-spool-bytes", cfg.InfluxSpoolBytes, "bound of the disk spool of readings InfluxDB has not acknowledged yet")
+	f.DurationVar(&cfg.StateSync, "state-sync", cfg.StateSync, "commit broker state changes (sessions, retained and in-flight messages) to disk this often, in one transaction; 0 = each change on its own")
 	f.DurationVar(&cfg.InvitationTTL, "invitation-ttl", cfg.InvitationTTL, "how long an invitation stays pending")
 	f.DurationVar(&cfg.AuditRetention, "audit-retention", cfg.AuditRetention, "how long audit records are kept")
 	f.BoolVar(&cfg.NoEnforcement, "bench-no-enforcement", false, "benchmark baseline only: plain mochi, no authentication or authorisation")
@@ -70,7 +71,7 @@ which wins over the file.`,
 func serve(cfg broker.Config) error {
 	level, _ := zerolog.ParseLevel(cfg.LogLevel)
 	log := zerolog.New(os.Stderr).Level(level).With().Timestamp().Logger()
-	serveBenchPprof()
+	serveBenchPprof("VEIL_BENCH_PPROF")
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	b, err := broker.Start(ctx, cfg, log)

@@ -1,0 +1,231 @@
+package broker
+
+import (
+	"io"
+	"log/slog"
+	"path/filepath"
+	"testing"
+	"time"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/hooks/storage/bolt"
+	"github.com/mochi-mqtt/server/v2/packets"
+	"github.com/mochi-mqtt/server/v2/system"
+	"go.etcd.io/bbolt"
+)
+
+var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
+
+func openState(t testing.TB, path string, interval time.Duration) *stateStore {
+	t.Helper()
+	s := newStateStore(path, interval)
+	s.SetOpts(quiet, nil)
+	if err := s.Init(nil); err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func stateClient(id string) *mqtt.Client {
+	cl := &mqtt.Client{ID: id}
+	cl.Properties.Username = []byte("an")
+	cl.Properties.ProtocolVersion = 5
+	cl.Properties.Props.SessionExpiryInterval = 3600
+	return cl
+}
+
+func qosPacket(id uint16, topic string) packets.Packet {
+	return packets.Packet{
+		FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 1},
+		PacketID:    id, TopicName: topic, Payload: []byte(`{"value":21.37}`), Created: 1764100000,
+	}
+}
+
+// Everything mochi reads back at start survives a clean stop, in-flight
+// messages with their packet ids.
+func TestStateStoreRoundTrip(t *testing.T) {
+	for _, interval := range []time.Duration{0, 50 * time.Millisecond, time.Hour} {
+		t.Run(interval.String(), func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "mqtt.db")
+			s := openState(t, path, interval)
+			cl := stateClient("doctor-1")
+			s.OnSessionEstablished(cl, packets.Packet{})
+			s.OnSubscribed(cl, packets.Packet{Filters: packets.Subscriptions{{Filter: "things/thermo-1/data/temperature", Qos: 1}}}, []byte{1})
+			s.OnSubscribed(cl, packets.Packet{Filters: packets.Subscriptions{{Filter: "things/+/data/#"}}}, []byte{0})
+			s.OnUnsubscribed(cl, packets.Packet{Filters: packets.Subscriptions{{Filter: "things/+/data/#"}}})
+			retained := qosPacket(0, "things/lock-1/state")
+			s.OnRetainMessage(cl, retained, 1)
+			s.OnRetainMessage(cl, qosPacket(0, "things/lock-1/gone"), 1)
+			s.OnRetainMessage(cl, qosPacket(0, "things/lock-1/gone"), -1)
+			s.OnQosPublish(cl, qosPacket(7, "things/thermo-1/data/temperature"), 1764100001, 0)
+			s.OnQosPublish(cl, qosPacket(8, "things/thermo-1/data/temperature"), 1764100001, 0)
+			s.OnQosComplete(cl, qosPacket(8, "things/thermo-1/data/temperature"))
+			s.OnSysInfoTick(&system.Info{Version: "test", MessagesReceived: 42})
+			gone := stateClient("gone")
+			s.OnSessionEstablished(gone, packets.Packet{})
+			s.OnDisconnect(gone, nil, true)
+			if err := s.Stop(); err != nil {
+				t.Fatal(err)
+			}
+
+			r := openState(t, path, interval)
+			defer r.Stop()
+			clients, err := r.StoredClients()
+			if err != nil || len(clients) != 1 || clients[0].ID != "doctor-1" || string(clients[0].Username) != "an" ||
+				clients[0].Properties.SessionExpiryInterval != 3600 {
+				t.Errorf("clients = %+v, %v; want doctor-1 only", clients, err)
+			}
+			subs, err := r.StoredSubscriptions()
+			if err != nil || len(subs) != 1 || subs[0].Filter != "things/thermo-1/data/temperature" || subs[0].Qos != 1 {
+				t.Errorf("subscriptions = %+v, %v; want the temperature filter at QoS 1", subs, err)
+			}
+			ret, err := r.StoredRetainedMessages()
+			if err != nil || len(ret) != 1 || ret[0].TopicName != "things/lock-1/state" || string(ret[0].Payload) != `{"value":21.37}` {
+				t.Errorf("retained = %+v, %v", ret, err)
+			}
+			inf, err := r.StoredInflightMessages()
+			if err != nil || len(inf) != 1 || inf[0].PacketID != 7 || inf[0].Client != "doctor-1" || inf[0].Sent != 1764100001 {
+				t.Errorf("inflight = %+v, %v; want packet 7 of doctor-1", inf, err)
+			}
+			sys, err := r.StoredSysInfo()
+			if err != nil || sys.Info.MessagesReceived != 42 {
+				t.Errorf("sys info = %+v, %v", sys, err)
+			}
+		})
+	}
+}
+
+// A data directory written by mochi's bolt hook (Veil before the write-behind
+// store) is read back in full, in-flight packet ids restored from the keys.
+func TestStateStoreReadsMochiBoltFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "mqtt.db")
+	old := new(bolt.Hook)
+	old.SetOpts(quiet, nil)
+	if err := old.Init(&bolt.Options{Path: path}); err != nil {
+		t.Fatal(err)
+	}
+	cl := stateClient("nurse-1")
+	old.OnSessionEstablished(cl, packets.Packet{})
+	old.OnSubscribed(cl, packets.Packet{Filters: packets.Subscriptions{{Filter: "things/#", Qos: 1}}}, []byte{1})
+	old.OnQosPublish(cl, qosPacket(300, "things/thermo-1/data/temperature"), 5, 0)
+	old.OnRetainMessage(cl, qosPacket(0, "things/lock-1/state"), 1)
+	if err := old.Stop(); err != nil {
+		t.Fatal(err)
+	}
+
+	s := openState(t, path, time.Second)
+	defer s.Stop()
+	clients, _ := s.StoredClients()
+	subs, _ := s.StoredSubscriptions()
+	ret, _ := s.StoredRetainedMessages()
+	inf, err := s.StoredInflightMessages()
+	if len(clients) != 1 || len(subs) != 1 || len(ret) != 1 || err != nil || len(inf) != 1 || inf[0].PacketID != 300 {
+		t.Fatalf("read back %d clients, %d subscriptions, %d retained, inflight %+v (%v); want one each, packet 300",
+			len(clients), len(subs), len(ret), inf, err)
+	}
+}
+
+// A QoS 1 message acknowledged within the interval never reaches the disk;
+// without an interval each change is its own transaction, as in mochi.
+func TestStateStoreWritesBehind(t *testing.T) {
+	for _, c := range []struct {
+		interval    time.Duration
+		wantCommits int64
+	}{{0, 2000}, {time.Hour, 0}} {
+		s := openState(t, filepath.Join(t.TempDir(), "mqtt.db"), c.interval)
+		cl := stateClient("owner-1")
+		for i := range 1000 {
+			pk := qosPacket(uint16(i%65535+1), "things/thermo-1/data/temperature")
+			s.OnQosPublish(cl, pk, 1, 0)
+			s.OnQosComplete(cl, pk)
+		}
+		if err := s.Stop(); err != nil {
+			t.Fatal(err)
+		}
+		if got := s.commits.Load(); got != c.wantCommits {
+			t.Errorf("interval %s: %d transactions for 1,000 acknowledged messages, want %d", c.interval, got, c.wantCommits)
+		}
+		if got := s.changes.Load(); got != 2000 {
+			t.Errorf("interval %s: %d changes recorded, want 2000", c.interval, got)
+		}
+	}
+}
+
+// Pending changes reach the disk within the interval, without a stop.
+func TestStateStoreCommitsEachInterval(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "mqtt.db")
+	s := openState(t, path, 20*time.Millisecond)
+	defer s.Stop()
+	s.OnRetainMessage(stateClient("an"), qosPacket(0, "things/lock-1/state"), 1)
+	deadline := time.Now().Add(5 * time.Second)
+	for s.commits.Load() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("nothing committed within 5 s at a 20 ms interval")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if ret, err := s.StoredRetainedMessages(); err != nil || len(ret) != 1 {
+		t.Fatalf("committed retained messages = %+v, %v", ret, err)
+	}
+}
+
+// A failed transaction keeps its changes for the next one, behind any newer
+// change of the same key.
+func TestStateStoreRetriesFailedCommit(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "mqtt.db")
+	s := openState(t, path, time.Hour)
+	writable := s.db
+	ro, err := bbolt.Open(path+".ro", 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = ro.Update(func(tx *bbolt.Tx) error { _, err := tx.CreateBucket(stateBucket); return err })
+	_ = ro.Close()
+	if ro, err = bbolt.Open(path+".ro", 0o600, &bbolt.Options{ReadOnly: true}); err != nil {
+		t.Fatal(err)
+	}
+	s.db = ro
+	cl := stateClient("an")
+	s.OnRetainMessage(cl, qosPacket(0, "things/lock-1/state"), 1)
+	s.OnRetainMessage(cl, qosPacket(0, "things/lock-1/battery"), 1)
+	if err := s.commit(); err == nil {
+		t.Fatal("commit to a read-only file succeeded")
+	}
+	newer := qosPacket(0, "things/lock-1/state")
+	newer.Payload = []byte(`{"locked":true}`)
+	s.OnRetainMessage(cl, newer, 1)
+	_ = ro.Close()
+	s.db = writable
+	if err := s.commit(); err != nil {
+		t.Fatal(err)
+	}
+	ret, _ := s.StoredRetainedMessages()
+	got := map[string]string{}
+	for _, m := range ret {
+		got[m.TopicName] = string(m.Payload)
+	}
+	if len(got) != 2 || got["things/lock-1/state"] != `{"locked":true}` || got["things/lock-1/battery"] == "" {
+		t.Fatalf("after the retry: %v; want both topics, the state's newer payload", got)
+	}
+	_ = s.Stop()
+}
+
+// BenchmarkStateQoS1: the store's cost per acknowledged QoS 1 delivery (one
+// in-flight record, then its removal), committing each change (mochi's
+// bolt hook) or every 100 ms (Veil's default).
+func BenchmarkStateQoS1(b *testing.B) {
+	for _, interval := range []time.Duration{0, 100 * time.Millisecond} {
+		b.Run("sync="+interval.String(), func(b *testing.B) {
+			s := openState(b, filepath.Join(b.TempDir(), "mqtt.db"), interval)
+			cl := stateClient("owner-1")
+			b.ResetTimer()
+			for i := range b.N {
+				pk := qosPacket(uint16(i%65535+1), "things/thermo-1/data/temperature")
+				s.OnQosPublish(cl, pk, 1, 0)
+				s.OnQosComplete(cl, pk)
+			}
+			b.StopTimer()
+			_ = s.Stop()
+		})
+	}
+}
