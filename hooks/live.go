@@ -2,57 +2,97 @@ package hooks
 
 import (
 	"sync"
+	"sync/atomic"
 
 	"github.com/valyala/fastjson"
 )
 
-// LiveValues remembers the latest scalar fields of every reading, for
-// policy conditions on data.{thing}.{stream}.{field} (the context provider).
+// LiveValues remembers the latest reading of every stream, for policy
+// conditions on data.{thing}.{stream}.{field} (the context provider).
+//
+// Observe runs on every publish, Value only when a condition asks, so a
+// reading is kept as the publisher sent it and parsed the first time a
+// condition reads it: a broker whose policies never look at live data pays
+// one pointer store per publish, not a JSON parse.
 type LiveValues struct {
-	mu     sync.RWMutex
-	values map[liveKey]any
-	pool   fastjson.ParserPool
+	mu      sync.RWMutex
+	streams map[liveKey]*atomic.Pointer[liveReading]
+	pool    fastjson.ParserPool
 }
 
-type liveKey struct{ thing, stream, field string }
+type liveKey struct{ thing, stream string }
+
+// liveReading is one stream's latest payload; fields holds its top-level
+// scalars once parsed (nil if it was not a JSON object).
+type liveReading struct {
+	raw    []byte
+	once   sync.Once
+	fields map[string]any
+}
 
 // NewLiveValues returns an empty store.
-func NewLiveValues() *LiveValues { return &LiveValues{values: map[liveKey]any{}} }
+func NewLiveValues() *LiveValues {
+	return &LiveValues{streams: map[liveKey]*atomic.Pointer[liveReading]{}}
+}
 
 // Value implements policies.ContextProvider.
 func (l *LiveValues) Value(thing, stream, field string) (any, bool) {
 	l.mu.RLock()
-	v, ok := l.values[liveKey{thing, stream, field}]
+	slot := l.streams[liveKey{thing, stream}]
 	l.mu.RUnlock()
+	if slot == nil {
+		return nil, false
+	}
+	r := slot.Load()
+	r.once.Do(func() { r.fields = l.parse(r.raw) })
+	v, ok := r.fields[field]
 	return v, ok
 }
 
-// Observe records the top-level scalar fields of a reading; anything that
-// is not a JSON object is ignored.
+// Observe records payload as the latest reading of thing's stream. The
+// payload is kept, not copied: the caller must not modify it afterwards
+// (mochi reads every packet into a fresh buffer).
 func (l *LiveValues) Observe(thing, stream string, payload []byte) {
+	k := liveKey{thing, stream}
+	l.mu.RLock()
+	slot := l.streams[k]
+	l.mu.RUnlock()
+	if slot == nil {
+		l.mu.Lock()
+		if slot = l.streams[k]; slot == nil {
+			slot = new(atomic.Pointer[liveReading])
+			l.streams[k] = slot
+		}
+		l.mu.Unlock()
+	}
+	slot.Store(&liveReading{raw: payload})
+}
+
+// parse returns the top-level scalar fields of a JSON object; anything else
+// has no fields.
+func (l *LiveValues) parse(raw []byte) map[string]any {
 	p := l.pool.Get()
 	defer l.pool.Put(p)
-	v, err := p.ParseBytes(payload)
+	v, err := p.ParseBytes(raw)
 	if err != nil {
-		return
+		return nil
 	}
 	o, err := v.Object()
 	if err != nil {
-		return
+		return nil
 	}
-	l.mu.Lock()
-	defer l.mu.Unlock()
+	fields := make(map[string]any, o.Len())
 	o.Visit(func(k []byte, v *fastjson.Value) {
-		key := liveKey{thing, stream, string(k)}
 		switch v.Type() {
 		case fastjson.TypeNumber:
-			l.values[key] = v.GetFloat64()
+			fields[string(k)] = v.GetFloat64()
 		case fastjson.TypeString:
-			l.values[key] = string(v.GetStringBytes())
+			fields[string(k)] = string(v.GetStringBytes())
 		case fastjson.TypeTrue:
-			l.values[key] = true
+			fields[string(k)] = true
 		case fastjson.TypeFalse:
-			l.values[key] = false
+			fields[string(k)] = false
 		}
 	})
+	return fields
 }

@@ -31,7 +31,7 @@ type renderKey struct {
 }
 
 type rendered struct {
-	raw []byte // the input, compared on hit so a hash collision cannot swap payloads
+	raw []byte // the input (mochi's packet buffer, never modified), compared on hit so a hash collision cannot swap payloads
 	out []byte
 	err error
 }
@@ -81,7 +81,7 @@ func (r *renderings) render(v *policies.View, topic string, m *message) ([]byte,
 		out, err = v.Render(p)
 		r.renders.Add(1)
 	}
-	e = &rendered{raw: bytes.Clone(m.raw), out: out, err: err}
+	e = &rendered{raw: m.raw, out: out, err: err}
 	r.mu.Lock()
 	if len(r.cur) >= r.max {
 		r.old, r.cur = r.cur, make(map[renderKey]*rendered, r.max)
