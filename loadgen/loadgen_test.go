@@ -38,6 +38,9 @@ func TestPayloadChecks(t *testing.T) {
 	if err := Check(Rounded, rounded, size); err != nil {
 		t.Fatalf("correctly rounded payload judged wrong: %v", err)
 	}
+	if !sameButTemperature(h, rounded, p) {
+		t.Error("the byte-for-byte fast path refused a correctly rounded payload")
+	}
 	// A rewriter may reorder fields and drop the padding's position: still fine.
 	reordered := []byte(fmt.Sprintf(`{"temperature":20.2,"t":"1764100000123456789","s":"17","f":"3","pad":%q}`, padOf(t, p)))
 	if err := Check(Rounded, reordered, size); err != nil {
@@ -51,6 +54,8 @@ func TestPayloadChecks(t *testing.T) {
 		"raw to the doctor":        {Rounded, p, "leak: raw temperature"},
 		"rounded wrongly":          {Rounded, []byte(strings.Replace(string(p), `20.173`, `20.1`, 1)), "want 20.2"},
 		"another field altered":    {Rounded, []byte(strings.Replace(string(rounded), `xx"}`, `xy"}`, 1)), "altered"},
+		"temperature not a number": {Rounded, []byte(strings.Replace(string(p), `20.173`, `"20.2"`, 1)), "not a number"},
+		"a field smuggled in":      {Rounded, []byte(strings.Replace(string(p), `20.173`, `20.2,"x":1`, 1)), "fields"},
 		"a field dropped":          {Rounded, []byte(`{"f":"3","s":"17","t":"1764100000123456789","temperature":20.2}`), "fields"},
 		"rounded to the owner":     {Raw, rounded, "raw view altered"},
 		"anything to the stranger": {None, p, "leak"},

@@ -170,6 +170,38 @@ func Check(v View, got []byte, size int) error {
 // checkRounded requires the same fields as published, "temperature"
 // rounded to RoundStep and every other field unchanged.
 func checkRounded(h header, got, want []byte) error {
+	if sameButTemperature(h, got, want) {
+		return nil
+	}
+	return checkRoundedParsed(h, got, want)
+}
+
+// sameButTemperature is checkRounded's fast path, so that checking costs the
+// load generator (which shares the machine with the broker) little more than
+// a raw view does: got is want byte for byte except the temperature's
+// number, which is the rounded one. A broker that reorders or reformats
+// fields is judged by the full parse instead.
+func sameButTemperature(h header, got, want []byte) bool {
+	const key = `"temperature":`
+	i := bytes.Index(want, []byte(key))
+	if i < 0 {
+		return false
+	}
+	i += len(key)
+	wantEnd := i + bytes.IndexByte(want[i:], ',')
+	if wantEnd < i || !bytes.HasPrefix(got, want[:i]) {
+		return false
+	}
+	rest := want[wantEnd:]
+	if len(got) < i+len(rest) || !bytes.HasSuffix(got, rest) {
+		return false
+	}
+	x, err := strconv.ParseFloat(string(got[i:len(got)-len(rest)]), 64)
+	return err == nil && math.Abs(x-math.Round(Temperature(h.seq)/RoundStep)*RoundStep) <= 1e-9
+}
+
+// checkRoundedParsed judges a rounded view field by field.
+func checkRoundedParsed(h header, got, want []byte) error {
 	var g, w map[string]json.RawMessage
 	if err := json.Unmarshal(got, &g); err != nil {
 		return fmt.Errorf("flow %d message %d: rounded view is not JSON: %v", h.flow, h.seq, err)

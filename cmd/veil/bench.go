@@ -54,6 +54,7 @@ or a stall fails the run (exit status 1), after the result is printed.`,
 				return usageError{fmt.Errorf("--qos %d: want 0 or 1", qos)}
 			}
 			cfg.QoS = byte(qos)
+			serveBenchPprof("VEIL_LOADGEN_PPROF")
 			cfg.Passwords = loadgen.DefaultPasswords()
 			for _, p := range passwords {
 				user, pass, ok := strings.Cut(p, "=")
