@@ -2,6 +2,7 @@ package loadgen
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"fmt"
 	"os"
@@ -119,4 +120,25 @@ func RSSKiB(pid int) (int64, error) {
 		}
 	}
 	return 0, fmt.Errorf("broker memory: no VmRSS in /proc/%d/status", pid)
+}
+
+// CPUSeconds is the CPU time (user + system) process pid has used so far,
+// from /proc/{pid}/stat in clock ticks of 1/100 s (Linux's USER_HZ).
+func CPUSeconds(pid int) (float64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, fmt.Errorf("broker CPU: %w", err)
+	}
+	// The command name (field 2) may hold spaces: count fields after its ')'.
+	i := bytes.LastIndexByte(b, ')')
+	f := strings.Fields(string(b[i+1:]))
+	if i < 0 || len(f) < 13 {
+		return 0, fmt.Errorf("broker CPU: /proc/%d/stat: unexpected format", pid)
+	}
+	utime, err1 := strconv.ParseInt(f[11], 10, 64)
+	stime, err2 := strconv.ParseInt(f[12], 10, 64)
+	if err1 != nil || err2 != nil {
+		return 0, fmt.Errorf("broker CPU: /proc/%d/stat: unexpected format", pid)
+	}
+	return float64(utime+stime) / 100, nil
 }

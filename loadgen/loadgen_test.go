@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -251,5 +252,39 @@ func must(t *testing.T, err error) {
 	t.Helper()
 	if err != nil {
 		t.Fatal(err)
+	}
+}
+
+func TestCPUSecondsOfThisProcess(t *testing.T) {
+	before, err := CPUSeconds(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	x := 0
+	for start := time.Now(); time.Since(start) < 300*time.Millisecond; {
+		x++
+	}
+	after, err := CPUSeconds(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after-before < 0.1 {
+		t.Errorf("300 ms of spinning counted as %.2f s of CPU (%d)", after-before, x)
+	}
+	if _, err := CPUSeconds(-5); err == nil {
+		t.Error("no error for a process that does not exist")
+	}
+}
+
+func TestReportCPUPerDelivered(t *testing.T) {
+	mk := func(broker string, cpu float64) Result {
+		return Result{Broker: broker, Scenario: FanIn, Tag: TagMax, Sent: 1000, Delivered: 1000, DeliveredPerSec: 500,
+			CPUPerDelivered: cpu, Views: []string{"raw=1"}, OK: true}
+	}
+	out := Report([]Result{mk("veil", 30), mk("mochi", 20), mk("mosquitto", 10)}, "")
+	for _, want := range []string{"broker CPU µs per delivered msg", "| 30.0 |", "| 1.50× |", "| 3.00× |"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("report lacks %q:\n%s", want, out)
+		}
 	}
 }

@@ -67,6 +67,7 @@ type group struct {
 	runs                           []Result
 	sent, delivered, p50, p99, max []float64
 	p95, perSub                    []float64
+	cpu                            []float64 // broker CPU µs per delivered message
 	lost, expected, leaks, failed  int64
 	failures                       []string
 }
@@ -100,6 +101,9 @@ func (g *group) add(r Result) {
 	g.p95 = append(g.p95, r.Latency.P95)
 	g.p99 = append(g.p99, r.Latency.P99)
 	g.max = append(g.max, r.Latency.Max)
+	if r.CPUPerDelivered > 0 {
+		g.cpu = append(g.cpu, r.CPUPerDelivered)
+	}
 	g.lost += r.Lost
 	g.expected += r.Expected
 	g.leaks += r.Violations
@@ -168,8 +172,8 @@ func Report(results []Result, header string) string {
 
 	for _, sc := range scenarios {
 		fmt.Fprintf(&b, "\n### %s — %s\n\n", sc, describe(sc, results))
-		b.WriteString("| QoS | broker | runs | published msg/s | delivered msg/s | entitled subscribers | delivered msg/s per entitled subscriber | p50 µs | p99 µs | lost | leaks | veil ÷ this: delivered | veil ÷ this: per entitled subscriber |\n")
-		b.WriteString("|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+		b.WriteString("| QoS | broker | runs | published msg/s | delivered msg/s | entitled subscribers | delivered msg/s per entitled subscriber | p50 µs | p99 µs | lost | leaks | broker CPU µs per delivered msg | veil ÷ this: delivered | veil ÷ this: per entitled subscriber | veil ÷ this: CPU per delivered msg |\n")
+		b.WriteString("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 		for _, q := range qoss {
 			veil := groups[key(TagMax, sc, q, "veil")]
 			for _, br := range []string{"veil", "mochi", "mosquitto"} {
@@ -177,10 +181,16 @@ func Report(results []Result, header string) string {
 				if g == nil {
 					continue
 				}
-				rel, relSub := "–", "–"
+				rel, relSub, relCPU, cpu := "–", "–", "–", "–"
 				if veil != nil && br != "veil" {
 					rel = ratio(Median(veil.delivered), Median(g.delivered))
 					relSub = ratio(Median(veil.perSub), Median(g.perSub))
+					if len(veil.cpu) > 0 && len(g.cpu) > 0 {
+						relCPU = ratio(Median(veil.cpu), Median(g.cpu))
+					}
+				}
+				if len(g.cpu) > 0 {
+					cpu = fmt.Sprintf("%.1f", Median(g.cpu))
 				}
 				lost := fmt.Sprintf("%d", g.lost)
 				if g.expected > 0 && g.lost > 0 {
@@ -190,8 +200,8 @@ func Report(results []Result, header string) string {
 				if len(g.runs) > 0 {
 					entitledN = fmt.Sprint(entitledReceivers(g.runs[0]))
 				}
-				fmt.Fprintf(&b, "| %d | %s | %d | %.0f | %.0f | %s | %.0f | %.0f | %.0f | %s | %d | %s | %s |\n", q, br, len(g.runs),
-					Median(g.sent), Median(g.delivered), entitledN, Median(g.perSub), Median(g.p50), Median(g.p99), lost, g.leaks, rel, relSub)
+				fmt.Fprintf(&b, "| %d | %s | %d | %.0f | %.0f | %s | %.0f | %.0f | %.0f | %s | %d | %s | %s | %s | %s |\n", q, br, len(g.runs),
+					Median(g.sent), Median(g.delivered), entitledN, Median(g.perSub), Median(g.p50), Median(g.p99), lost, g.leaks, cpu, rel, relSub, relCPU)
 				failures = append(failures, g.failures...)
 			}
 			if sc == FanOut || sc == FanIn {

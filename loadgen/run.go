@@ -45,7 +45,7 @@ type Config struct {
 	Duration    time.Duration // publishing phase
 	Window      int           // max mode: messages in flight over all flows before publishers wait
 	Passwords   map[string]string
-	BrokerPID   int // idle: the broker process whose RSS is measured
+	BrokerPID   int // the broker process whose memory (idle) or CPU time (other scenarios) is measured
 	Round       int
 	Tag         string
 	Log         io.Writer // progress; nil = silent
@@ -471,6 +471,7 @@ func (r *run) execute(ctx context.Context) (*Result, error) {
 	c := r.cfg
 	r.logf("%s %s qos%d clients=%d rate=%g: publishing for %s", c.Broker, c.Scenario, c.QoS, c.Clients, c.Rate, c.Duration)
 	window := uint64(max(c.Window/len(r.flows), 4))
+	cpuStart := r.brokerCPU()
 	start := time.Now()
 	deadline := start.Add(c.Duration)
 	var (
@@ -559,6 +560,7 @@ func (r *run) execute(ctx context.Context) (*Result, error) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
+	cpuEnd := r.brokerCPU()
 	time.Sleep(50 * time.Millisecond) // late leaks to None receivers
 	if change != nil {
 		r.finishChange(change)
@@ -568,7 +570,27 @@ func (r *run) execute(ctx context.Context) (*Result, error) {
 			changeErr = err
 		}
 	}
-	return r.result(start, pubEnd, stalled.Load(), pubErr, change, changeErr), nil
+	res := r.result(start, pubEnd, stalled.Load(), pubErr, change, changeErr)
+	if cpuStart >= 0 && cpuEnd >= cpuStart {
+		res.BrokerCPU = cpuEnd - cpuStart
+		if res.Delivered > 0 {
+			res.CPUPerDelivered = res.BrokerCPU * 1e6 / float64(res.Delivered)
+		}
+	}
+	return res, nil
+}
+
+// brokerCPU is the broker's CPU seconds so far, or -1 if unknown.
+func (r *run) brokerCPU() float64 {
+	if r.cfg.BrokerPID <= 0 {
+		return -1
+	}
+	s, err := CPUSeconds(r.cfg.BrokerPID)
+	if err != nil {
+		r.logf("%v", err)
+		return -1
+	}
+	return s
 }
 
 // progress sums the distinct deliveries to entitled receivers and reports

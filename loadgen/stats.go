@@ -63,6 +63,12 @@ type Result struct {
 	SentPerSec      float64 `json:"sent_per_s"`
 	DeliveredPerSec float64 `json:"delivered_per_s"`
 	Latency         Latency `json:"latency"`
+	// BrokerCPU is the CPU time the broker process used from the first
+	// publish until the last delivery (with --broker-pid): the broker's cost,
+	// which unlike msg/s does not depend on how much CPU the load generator
+	// and the rest of the machine left it.
+	BrokerCPU       float64 `json:"broker_cpu_s,omitempty"`
+	CPUPerDelivered float64 `json:"broker_cpu_us_per_delivered,omitempty"`
 
 	Violations    int64       `json:"violations"` // leaked or mis-rewritten messages
 	ViolationLog  []string    `json:"violation_examples,omitempty"`

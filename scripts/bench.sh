@@ -107,7 +107,7 @@ failures=0
 bench() { # broker tag round args…
   local b=$1 tag=$2 round=$3; shift 3
   if ! "$veil" bench --addr 127.0.0.1:$port --broker "$b" --profile "$(profile_of "$b")" --tag "$tag" --round "$round" \
-      --clients "$clients" --payload "$payload" --json "$results" --quiet "$@" >&2; then
+      --clients "$clients" --payload "$payload" --json "$results" --quiet --broker-pid "$broker_pid" "$@" >&2; then
     failures=$((failures + 1))
     log "run failed: $b $tag $* (recorded)"
   fi
@@ -155,7 +155,7 @@ done
 for b in veil mochi mosquitto; do
   no_bootstrap=1 start "$b"
   sleep 1
-  bench "$b" idle 1 --scenario idle --clients "$idle_clients" --broker-pid "$broker_pid" --duration 3s
+  bench "$b" idle 1 --scenario idle --clients "$idle_clients" --duration 3s
   stop
 done
 
@@ -197,8 +197,9 @@ Raw results: [docs/bench/broker-bench.json](bench/broker-bench.json) (one JSON o
 
 - **veil**: \`veil serve\` with the example household (\`examples/bootstrap.yaml\` plus things
   sensor-1…$clients and the policy doctor-bench-temperature, \`scripts/bench/gen-household.sh\`),
-  every delivery decided and rewritten; embedded FerretDB, bolt state store.
-- **mochi**: the same binary with \`--bench-no-enforcement\` (mochi's allow-all hook, same bolt store):
+  every delivery decided and rewritten; embedded FerretDB; broker state in bbolt, written behind
+  (\`--state-sync\` 100 ms: one transaction per interval).
+- **mochi**: the same binary with \`--bench-no-enforcement\` (mochi's allow-all hook, same state store):
   every subscriber receives everything, so the strangers get copies too.
 - **mosquitto**: $mosquitto_version from Debian, password file and an ACL equivalent to the
   household (\`scripts/bench/mosquitto-config.sh\`), persistence on as in Debian's default (a snapshot

@@ -105,7 +105,7 @@ or a stall fails the run (exit status 1), after the result is printed.`,
 	f.Float64Var(&cfg.Rate, "rate", 0, "published msg/s over all publishers; 0 = as fast as the subscribers receive")
 	f.DurationVar(&cfg.Duration, "duration", cfg.Duration, "publishing phase (idle: settling time before memory is read)")
 	f.IntVar(&cfg.Window, "window", cfg.Window, "max rate: messages in flight before the publishers wait for the slowest entitled subscriber (QoS 1 default: 100)")
-	f.IntVar(&cfg.BrokerPID, "broker-pid", 0, "idle: pid of the broker process whose memory is measured")
+	f.IntVar(&cfg.BrokerPID, "broker-pid", 0, "pid of the broker process (on this machine) whose memory (idle) or CPU time per delivered message (other scenarios) is measured")
 	f.StringVar(&jsonOut, "json", "", "append the result as one JSON line to this file ('-': stdout instead of the summary)")
 	f.StringArrayVar(&passwords, "password", nil, "user=password overriding the example household's (repeatable)")
 	f.IntVar(&cfg.Round, "round", 0, "round number recorded in the result")
