@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"slices"
 	"strings"
 	"sync"
@@ -48,21 +49,14 @@ type Engine struct {
 	users    map[string]*User
 	things   map[string]*Thing
 	places   map[string]*Place
-	thingRel map[string]*relIndex // thing id → relationships on it
-	placeRel map[string]*relIndex // place id → relationships on it
-	memberOf map[string][]string  // "user:ruth" or "org:x#member" → usersets it belongs to
+	rels     *relStore           // relationships, by object and by user on an object
+	memberOf map[string][]string // "user:ruth" or "org:x#member" → usersets it belongs to
 	policies map[string][]*compiled
 	owners   map[string]*generation    // per owner: their policies and their things' relationships
 	subjects map[Principal]*generation // per principal: its attributes
 
 	global generation // memberships, places, things
 	cache  *decisionCache
-}
-
-type relIndex struct {
-	byUser map[string][]*Relationship
-	owners []*Relationship // owner relationships, any status: hand-over checks
-	n      int
 }
 
 type generation struct{ n atomic.Uint64 }
@@ -83,7 +77,7 @@ func NewEngine(o Options) *Engine {
 	e := &Engine{
 		clock: o.Clock, loc: o.Location, context: o.Context, secret: o.Secret, derive: o.Derivations,
 		users: map[string]*User{}, things: map[string]*Thing{}, places: map[string]*Place{},
-		thingRel: map[string]*relIndex{}, placeRel: map[string]*relIndex{},
+		rels:     newRelStore(0),
 		memberOf: map[string][]string{}, policies: map[string][]*compiled{},
 		owners: map[string]*generation{}, subjects: map[Principal]*generation{},
 	}
@@ -207,30 +201,8 @@ func (e *Engine) PutRelationship(r Relationship) error {
 	return nil
 }
 
-func (e *Engine) relIndexFor(r *Relationship, create bool) *relIndex {
-	m, id := e.thingRel, r.Thing
-	if r.Place != "" {
-		m, id = e.placeRel, r.Place
-	}
-	ix := m[id]
-	if ix == nil && create {
-		ix = &relIndex{byUser: map[string][]*Relationship{}}
-		m[id] = ix
-	}
-	return ix
-}
-
 // putRelationship indexes r; callers invalidate (Load bumps everything once).
-func (e *Engine) putRelationship(r Relationship) {
-	ix := e.relIndexFor(&r, true)
-	e.removeRel(ix, r.User, r.Relation)
-	rp := &r
-	ix.byUser[r.User] = append(ix.byUser[r.User], rp)
-	if r.Relation == RelOwner {
-		ix.owners = append(ix.owners, rp)
-	}
-	ix.n++
-}
+func (e *Engine) putRelationship(r Relationship) { e.rels.put(&r) }
 
 // invalidateObject bumps what a relationship change may affect.
 func (e *Engine) invalidateObject(r *Relationship) {
@@ -245,33 +217,13 @@ func (e *Engine) invalidateObject(r *Relationship) {
 	e.bumpOwner(owner)
 }
 
-func (e *Engine) removeRel(ix *relIndex, user string, rel Relation) bool {
-	list := ix.byUser[user]
-	i := slices.IndexFunc(list, func(x *Relationship) bool { return x.Relation == rel })
-	if i < 0 {
-		return false
-	}
-	old := list[i]
-	list = slices.Delete(list, i, i+1)
-	if len(list) == 0 {
-		delete(ix.byUser, user)
-	} else {
-		ix.byUser[user] = list
-	}
-	if rel == RelOwner {
-		ix.owners = slices.DeleteFunc(ix.owners, func(x *Relationship) bool { return x == old })
-	}
-	ix.n--
-	return true
-}
-
 // DeleteRelationship removes the relationship of user on the thing or place
 // (exactly one of thing, place set) with that relation.
 func (e *Engine) DeleteRelationship(thing, place, user string, rel Relation) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	r := Relationship{Thing: thing, Place: place, User: user, Relation: rel}
-	if ix := e.relIndexFor(&r, false); ix != nil && e.removeRel(ix, user, rel) {
+	if e.rels.remove(thing, place, user, rel) {
 		e.invalidateObject(&r)
 	}
 }
@@ -411,8 +363,7 @@ func (e *Engine) Load(s Snapshot) error {
 	e.users = make(map[string]*User, len(users))
 	e.things = make(map[string]*Thing, len(things))
 	e.places = make(map[string]*Place, len(s.Places))
-	e.thingRel = make(map[string]*relIndex, len(things))
-	e.placeRel = make(map[string]*relIndex, len(s.Places))
+	e.rels = newRelStore(len(s.Relationships))
 	e.memberOf = map[string][]string{}
 	e.policies = map[string][]*compiled{}
 	// Entries cached before the load are stale: the global generation
@@ -426,8 +377,8 @@ func (e *Engine) Load(s Snapshot) error {
 	for _, p := range s.Places {
 		e.places[p.ID] = &p
 	}
-	for _, r := range s.Relationships {
-		e.putRelationship(r)
+	for i := range s.Relationships {
+		e.rels.put(&s.Relationships[i])
 	}
 	for _, m := range s.Memberships {
 		e.putMembership(m)
@@ -501,16 +452,14 @@ func (e *Engine) Policies(owner string) []Policy {
 func (e *Engine) Relationships(thing, place string) []Relationship {
 	e.mu.RLock()
 	defer e.mu.RUnlock()
-	r := Relationship{Thing: thing, Place: place}
-	ix := e.relIndexFor(&r, false)
-	if ix == nil {
+	rs := e.rels
+	obj, ok := rs.object(thing, place)
+	if !ok {
 		return nil
 	}
-	out := make([]Relationship, 0, ix.n)
-	for _, list := range ix.byUser {
-		for _, x := range list {
-			out = append(out, *x)
-		}
+	var out []Relationship
+	for i := rs.objFirst(obj); i != 0; i = rs.recs[i].objNext {
+		out = append(out, rs.relationship(i))
 	}
 	slices.SortFunc(out, func(a, b Relationship) int {
 		if c := strings.Compare(a.User, b.User); c != 0 {
@@ -579,19 +528,22 @@ func (x *evalCtx) depend(g *generation) {
 }
 
 // inWindow checks a relationship's window at now and records its next boundary.
-func (x *evalCtx) inWindow(r *Relationship) bool {
-	if !r.ValidFrom.IsZero() && x.now.Before(r.ValidFrom) {
-		x.expireAt(r.ValidFrom)
+func (x *evalCtx) inWindow(r *relRec) bool {
+	if from := x.e.rels.time(r.from); !from.IsZero() && x.now.Before(from) {
+		x.expireAt(from)
 		return false
 	}
-	if !r.ValidUntil.IsZero() {
-		if x.now.After(r.ValidUntil) {
+	if until := x.e.rels.time(r.until); !until.IsZero() {
+		if x.now.After(until) {
 			return false
 		}
-		x.expireAt(r.ValidUntil.Add(time.Nanosecond))
+		x.expireAt(until.Add(time.Nanosecond))
 	}
 	return true
 }
+
+// active reports whether r is active and in its window at now.
+func (x *evalCtx) active(r *relRec) bool { return r.status == statActive && x.inWindow(r) }
 
 // Decide answers one request, from the cache when it can.
 func (e *Engine) Decide(req Request) Decision {
@@ -706,25 +658,19 @@ func (e *Engine) builtin(x *evalCtx) string {
 	if x.thing.Owner == name {
 		return "owner"
 	}
-	var owner, coOwner, installer, visitor bool
-	e.eachObject(x.thing, func(ix *relIndex) bool {
-		for _, r := range ix.byUser[name] {
-			if r.Status != StatusActive || !x.inWindow(r) {
-				continue
+	var held [len(relations)]bool
+	rs := e.rels
+	if uid, ok := rs.names.lookup(name); ok {
+		e.eachObject(x.thing, func(obj uint32) bool {
+			for i := rs.first(obj, uid); i != 0; i = rs.recs[i].next {
+				if r := &rs.recs[i]; x.active(r) {
+					held[r.relation] = true
+				}
 			}
-			switch r.Relation {
-			case RelOwner:
-				owner = true
-			case RelCoOwner:
-				coOwner = true
-			case RelInstaller:
-				installer = true
-			case RelVisitor:
-				visitor = true
-			}
-		}
-		return true
-	})
+			return true
+		})
+	}
+	owner, coOwner, installer, visitor := held[relOwner], held[relCoOwner], held[relInstaller], held[relVisitor]
 	switch {
 	case owner:
 		return "owner"
@@ -743,9 +689,10 @@ func (e *Engine) builtin(x *evalCtx) string {
 // thing or a place containing it: the installer's hand-over is complete.
 func (e *Engine) ownerInForce(x *evalCtx) bool {
 	found := false
-	e.eachObject(x.thing, func(ix *relIndex) bool {
-		for _, r := range ix.owners {
-			if r.Status == StatusActive && x.inWindow(r) {
+	rs := e.rels
+	e.eachObject(x.thing, func(obj uint32) bool {
+		for i := rs.objFirst(obj); i != 0; i = rs.recs[i].objNext {
+			if r := &rs.recs[i]; r.relation == relOwner && x.active(r) {
 				found = true
 				return false
 			}
@@ -755,16 +702,17 @@ func (e *Engine) ownerInForce(x *evalCtx) bool {
 	return found
 }
 
-// eachObject visits the relationship indexes of the thing and of every
-// place containing it, nearest first, until fn returns false. Place
-// relations depend on the global generation, which every cache entry checks.
-func (e *Engine) eachObject(t *Thing, fn func(*relIndex) bool) {
-	if ix := e.thingRel[t.ID]; ix != nil && !fn(ix) {
+// eachObject visits the relationship objects (see relStore) of the thing
+// and of every place containing it, nearest first, until fn returns false.
+// Place relations depend on the global generation, which every cache entry
+// checks.
+func (e *Engine) eachObject(t *Thing, fn func(obj uint32) bool) {
+	if obj, ok := e.rels.object(t.ID, ""); ok && !fn(obj) {
 		return
 	}
 	place := t.Place
 	for depth := 0; place != "" && depth < maxPlaceDepth; depth++ {
-		if ix := e.placeRel[place]; ix != nil && !fn(ix) {
+		if obj, ok := e.rels.object("", place); ok && !fn(obj) {
 			return
 		}
 		p := e.places[place]
@@ -782,11 +730,12 @@ func (e *Engine) policyOwners(x *evalCtx) []string {
 	if x.thing.Owner != "" {
 		owners = append(owners, x.thing.Owner)
 	}
-	e.eachObject(x.thing, func(ix *relIndex) bool {
-		for user, list := range ix.byUser {
-			for _, r := range list {
-				if (r.Relation == RelOwner || r.Relation == RelCoOwner) && r.Status == StatusActive &&
-					x.inWindow(r) && !slices.Contains(owners, user) {
+	rs := e.rels
+	e.eachObject(x.thing, func(obj uint32) bool {
+		for i := rs.objFirst(obj); i != 0; i = rs.recs[i].objNext {
+			r := &rs.recs[i]
+			if (r.relation == relOwner || r.relation == relCoOwner) && x.active(r) {
+				if user := rs.names.name(r.user); !slices.Contains(owners, user) {
 					owners = append(owners, user)
 				}
 			}
@@ -838,10 +787,15 @@ func (e *Engine) subjectMatch(x *evalCtx, s subject) bool {
 		if x.user == nil {
 			return false
 		}
+		rs := e.rels
+		uid, ok := rs.names.lookup(x.user.Name)
+		if !ok {
+			return false
+		}
 		held := false
-		e.eachObject(x.thing, func(ix *relIndex) bool {
-			for _, r := range ix.byUser[x.user.Name] {
-				if string(r.Relation) == s.value && r.Status == StatusActive && x.inWindow(r) {
+		e.eachObject(x.thing, func(obj uint32) bool {
+			for i := rs.first(obj, uid); i != 0; i = rs.recs[i].next {
+				if r := &rs.recs[i]; string(relations[r.relation]) == s.value && x.active(r) {
 					held = true
 					return false
 				}
@@ -875,4 +829,280 @@ func (e *Engine) inUserset(member, userset string) bool {
 		frontier = next
 	}
 	return false
+}
+
+// ---- relationship store ----
+
+// relations and statuses are the codes relRec stores, in code order.
+var (
+	relations = [...]Relation{relOwner: RelOwner, relCoOwner: RelCoOwner, relInstaller: RelInstaller, relVisitor: RelVisitor}
+	statuses  = [...]Status{statPending: StatusPending, statActive: StatusActive, statRevoked: StatusRevoked}
+)
+
+const (
+	relOwner uint8 = iota
+	relCoOwner
+	relInstaller
+	relVisitor
+)
+
+const (
+	statPending uint8 = iota
+	statActive
+	statRevoked
+)
+
+func relCode(r Relation) (uint8, bool) {
+	i := slices.Index(relations[:], r)
+	return uint8(i), i >= 0
+}
+
+func statusCode(s Status) uint8 { return uint8(max(slices.Index(statuses[:], s), 0)) }
+
+// relStore holds the relationship tuples without heap pointers, so that the
+// garbage collector has nothing to mark in them however many there are (a
+// million tuples as pointers were most of a large deployment's heap, and
+// every collection cycle marked them again): names are interned as integer
+// ids, the tuples live in one slice of plain records, and the indexes are
+// maps and slices of integers.
+//
+// An object is a thing or a place: its name's id shifted left, with the low
+// bit set for a place. Tuples are chained two ways, by index into recs (0
+// is no tuple; recs[0] is unused): a user's tuples on an object (at most one
+// per relation, in the order they were put) from pairs, and all tuples on an
+// object (in no particular order) from objHead.
+type relStore struct {
+	names   nameTable
+	locs    []*time.Location // time zones of the windows' times, see packedTime
+	recs    []relRec
+	free    int32            // first free record, chained through next; 0 none
+	pairs   map[uint64]int32 // object<<32 | user → the user's first tuple on the object
+	objHead []int32          // object → a first tuple on it
+}
+
+type relRec struct {
+	obj, user        uint32
+	next             int32 // the user's next tuple on the object
+	objNext, objPrev int32 // the object's other tuples
+	relation, status uint8
+	from, until      packedTime
+}
+
+// packedTime is a time.Time without its pointer: loc indexes relStore.locs
+// (from 1); 0 is the zero time. The monotonic clock reading is dropped.
+type packedTime struct {
+	sec  int64
+	nsec int32
+	loc  uint16
+}
+
+func newRelStore(n int) *relStore {
+	return &relStore{names: newNameTable(), recs: make([]relRec, 1, n+1), pairs: make(map[uint64]int32, n)}
+}
+
+func (s *relStore) packTime(t time.Time) packedTime {
+	if t.IsZero() {
+		return packedTime{}
+	}
+	loc := t.Location()
+	i := slices.Index(s.locs, loc)
+	if i < 0 {
+		if len(s.locs) == 1<<16-1 { // absurdly many zones: the same instant in UTC
+			return s.packTime(t.UTC())
+		}
+		s.locs = append(s.locs, loc)
+		i = len(s.locs) - 1
+	}
+	return packedTime{sec: t.Unix(), nsec: int32(t.Nanosecond()), loc: uint16(i + 1)}
+}
+
+func (s *relStore) time(p packedTime) time.Time {
+	if p.loc == 0 {
+		return time.Time{}
+	}
+	return time.Unix(p.sec, int64(p.nsec)).In(s.locs[p.loc-1])
+}
+
+// object returns the object id of the thing, or of the place when place is
+// set; ok is false when no relationship ever named it.
+func (s *relStore) object(thing, place string) (uint32, bool) {
+	if place != "" {
+		id, ok := s.names.lookup(place)
+		return id<<1 | 1, ok
+	}
+	id, ok := s.names.lookup(thing)
+	return id << 1, ok
+}
+
+func pairKey(obj, user uint32) uint64 { return uint64(obj)<<32 | uint64(user) }
+
+// first is the user's first tuple on the object (0: none).
+func (s *relStore) first(obj, user uint32) int32 { return s.pairs[pairKey(obj, user)] }
+
+// objFirst is a first tuple on the object (0: none).
+func (s *relStore) objFirst(obj uint32) int32 {
+	if int(obj) < len(s.objHead) {
+		return s.objHead[obj]
+	}
+	return 0
+}
+
+// put adds r (valid) or replaces the tuple with its object, user and relation.
+func (s *relStore) put(r *Relationship) {
+	var obj uint32
+	if r.Place != "" {
+		obj = s.names.intern(r.Place)<<1 | 1
+	} else {
+		obj = s.names.intern(r.Thing) << 1
+	}
+	user := s.names.intern(r.User)
+	code, _ := relCode(r.Relation)
+	s.removeCode(obj, user, code)
+	i := s.free
+	if i != 0 {
+		s.free = s.recs[i].next
+	} else {
+		i = int32(len(s.recs))
+		s.recs = append(s.recs, relRec{})
+	}
+	s.recs[i] = relRec{obj: obj, user: user, relation: code, status: statusCode(r.Status),
+		from: s.packTime(r.ValidFrom), until: s.packTime(r.ValidUntil)}
+	key := pairKey(obj, user)
+	if j := s.pairs[key]; j == 0 {
+		s.pairs[key] = i
+	} else {
+		for s.recs[j].next != 0 {
+			j = s.recs[j].next
+		}
+		s.recs[j].next = i
+	}
+	if int(obj) >= len(s.objHead) {
+		s.objHead = append(s.objHead, make([]int32, int(obj)+1-len(s.objHead))...)
+	}
+	if h := s.objHead[obj]; h != 0 {
+		s.recs[i].objNext = h
+		s.recs[h].objPrev = i
+	}
+	s.objHead[obj] = i
+}
+
+// remove deletes the tuple of user with relation rel on the thing, or on
+// the place when place is set; it reports whether there was one.
+func (s *relStore) remove(thing, place, user string, rel Relation) bool {
+	obj, ok := s.object(thing, place)
+	uid, uok := s.names.lookup(user)
+	code, cok := relCode(rel)
+	return ok && uok && cok && s.removeCode(obj, uid, code)
+}
+
+func (s *relStore) removeCode(obj, user uint32, code uint8) bool {
+	key := pairKey(obj, user)
+	prev := int32(0)
+	for i := s.pairs[key]; i != 0; prev, i = i, s.recs[i].next {
+		r := &s.recs[i]
+		if r.relation != code {
+			continue
+		}
+		switch {
+		case prev != 0:
+			s.recs[prev].next = r.next
+		case r.next != 0:
+			s.pairs[key] = r.next
+		default:
+			delete(s.pairs, key)
+		}
+		if r.objPrev != 0 {
+			s.recs[r.objPrev].objNext = r.objNext
+		} else {
+			s.objHead[obj] = r.objNext
+		}
+		if r.objNext != 0 {
+			s.recs[r.objNext].objPrev = r.objPrev
+		}
+		*r = relRec{next: s.free}
+		s.free = i
+		return true
+	}
+	return false
+}
+
+// relationship rebuilds tuple i.
+func (s *relStore) relationship(i int32) Relationship {
+	r := &s.recs[i]
+	out := Relationship{User: s.names.name(r.user), Relation: relations[r.relation], Status: statuses[r.status],
+		ValidFrom: s.time(r.from), ValidUntil: s.time(r.until)}
+	if r.obj&1 != 0 {
+		out.Place = s.names.name(r.obj >> 1)
+	} else {
+		out.Thing = s.names.name(r.obj >> 1)
+	}
+	return out
+}
+
+// nameTable interns strings as dense ids without heap pointers per name:
+// the names lie back to back in one arena, found through an open-addressing
+// table of ids. A name's string is a slice of the arena's content, which is
+// only ever appended to, so it stays valid (and allocation-free) for good.
+// Names are never removed; Load starts a new table.
+type nameTable struct {
+	arena strings.Builder
+	ends  []uint32 // id → end of its name in arena; it starts at the previous id's end
+	slots []uint32 // id+1, or 0 for a free slot; a power of two, at most half full
+	seed  maphash.Seed
+}
+
+func newNameTable() nameTable { return nameTable{seed: maphash.MakeSeed()} }
+
+func (t *nameTable) name(id uint32) string {
+	start := uint32(0)
+	if id > 0 {
+		start = t.ends[id-1]
+	}
+	return t.arena.String()[start:t.ends[id]]
+}
+
+func (t *nameTable) lookup(s string) (uint32, bool) {
+	if len(t.slots) == 0 {
+		return 0, false
+	}
+	mask := uint64(len(t.slots) - 1)
+	for i := maphash.String(t.seed, s) & mask; ; i = (i + 1) & mask {
+		v := t.slots[i]
+		if v == 0 {
+			return 0, false
+		}
+		if t.name(v-1) == s {
+			return v - 1, true
+		}
+	}
+}
+
+func (t *nameTable) intern(s string) uint32 {
+	if id, ok := t.lookup(s); ok {
+		return id
+	}
+	if 2*(len(t.ends)+1) > len(t.slots) {
+		t.rehash(max(2*len(t.slots), 1024))
+	}
+	id := uint32(len(t.ends))
+	t.arena.WriteString(s)
+	t.ends = append(t.ends, uint32(t.arena.Len()))
+	t.place(id, s)
+	return id
+}
+
+func (t *nameTable) place(id uint32, s string) {
+	mask := uint64(len(t.slots) - 1)
+	i := maphash.String(t.seed, s) & mask
+	for t.slots[i] != 0 {
+		i = (i + 1) & mask
+	}
+	t.slots[i] = id + 1
+}
+
+func (t *nameTable) rehash(n int) {
+	t.slots = make([]uint32, n)
+	for id := range t.ends {
+		t.place(uint32(id), t.name(uint32(id)))
+	}
 }

@@ -352,3 +352,90 @@ func TestEnvUsesConfiguredTimeZone(t *testing.T) {
 		t.Fatalf("env.hour should be 21 in Berlin: %s", d.Reason())
 	}
 }
+
+// Relationships come back as they were put (zones included), a put replaces
+// the tuple with the same object, user and relation, a delete removes only
+// its tuple, and a thing and a place of the same name stay apart.
+func TestRelationshipStore(t *testing.T) {
+	e := NewEngine(Options{Clock: newFakeClock(t0)})
+	berlin, err := time.LoadLocation("Europe/Berlin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	from := time.Date(2026, 11, 25, 18, 30, 0, 123, berlin)
+	until := time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
+	put := func(r Relationship) {
+		t.Helper()
+		if err := e.PutRelationship(r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	put(Relationship{Thing: "x", User: "ruth", Relation: RelVisitor, Status: StatusPending, ValidFrom: from, ValidUntil: until})
+	put(Relationship{Thing: "x", User: "ruth", Relation: RelInstaller, Status: StatusActive})
+	put(Relationship{Thing: "x", User: "peter", Relation: RelCoOwner, Status: StatusRevoked, ValidUntil: until.In(time.Local)})
+	put(Relationship{Place: "x", User: "an", Relation: RelOwner, Status: StatusActive})
+	put(Relationship{Thing: "x", User: "ruth", Relation: RelVisitor, Status: StatusActive, ValidFrom: from}) // replaces the pending one
+
+	got := e.Relationships("x", "")
+	want := []Relationship{
+		{Thing: "x", User: "peter", Relation: RelCoOwner, Status: StatusRevoked, ValidUntil: until.In(time.Local)},
+		{Thing: "x", User: "ruth", Relation: RelInstaller, Status: StatusActive},
+		{Thing: "x", User: "ruth", Relation: RelVisitor, Status: StatusActive, ValidFrom: from},
+	}
+	if len(got) != len(want) {
+		t.Fatalf("thing x: %+v", got)
+	}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Errorf("thing x [%d]: %+v, want %+v", i, got[i], want[i])
+		}
+	}
+	if got := e.Relationships("", "x"); len(got) != 1 || got[0] != (Relationship{Place: "x", User: "an", Relation: RelOwner, Status: StatusActive}) {
+		t.Errorf("place x: %+v", got)
+	}
+	if got := e.Relationships("y", ""); got != nil {
+		t.Errorf("unknown thing: %+v", got)
+	}
+
+	e.DeleteRelationship("x", "", "ruth", RelVisitor)
+	e.DeleteRelationship("x", "", "an", RelOwner) // on the place, not the thing: nothing
+	e.DeleteRelationship("x", "", "nobody", RelOwner)
+	if got := e.Relationships("x", ""); len(got) != 2 || got[1].Relation != RelInstaller {
+		t.Errorf("after the delete: %+v", got)
+	}
+	// The freed record is reused, and the lists stay consistent.
+	put(Relationship{Thing: "z", User: "ruth", Relation: RelVisitor, Status: StatusActive})
+	e.DeleteRelationship("x", "", "peter", RelCoOwner)
+	e.DeleteRelationship("x", "", "ruth", RelInstaller)
+	if got := e.Relationships("x", ""); len(got) != 0 {
+		t.Errorf("thing x emptied: %+v", got)
+	}
+	if got := e.Relationships("z", ""); len(got) != 1 || got[0].User != "ruth" {
+		t.Errorf("thing z: %+v", got)
+	}
+	if got := e.Relationships("", "x"); len(got) != 1 {
+		t.Errorf("place x: %+v", got)
+	}
+}
+
+// A subscription names the relation the user's earliest active tuple on the
+// thing grants, as before the store held tuples as records.
+func TestMaySubscribeRelationOrder(t *testing.T) {
+	e := household(t, newFakeClock(t0))
+	for _, r := range []Relationship{
+		{Thing: "watch-1", User: "ruth", Relation: RelInstaller, Status: StatusPending},
+		{Thing: "watch-1", User: "ruth", Relation: RelVisitor, Status: StatusActive},
+		{Thing: "watch-1", User: "ruth", Relation: RelCoOwner, Status: StatusActive},
+	} {
+		if err := e.PutRelationship(r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if d := e.MaySubscribe(UserPrincipal("ruth"), "things/watch-1/state", ""); d.Rule != "visitor" {
+		t.Fatalf("%+v", d)
+	}
+	e.DeleteRelationship("watch-1", "", "ruth", RelVisitor)
+	if d := e.MaySubscribe(UserPrincipal("ruth"), "things/watch-1/state", ""); d.Rule != "co_owner" {
+		t.Fatalf("%+v", d)
+	}
+}

@@ -58,17 +58,20 @@ func (e *Engine) MaySubscribe(p Principal, filter, purpose string) Decision {
 			return base
 		}
 		var rel string
-		e.eachObject(x.thing, func(ix *relIndex) bool {
-			for _, r := range ix.byUser[p.ID] {
-				// A visitor may subscribe before its window opens; deliveries
-				// are decided per message.
-				if r.Status == StatusActive {
-					rel = string(r.Relation)
-					return false
+		if uid, ok := e.rels.names.lookup(p.ID); ok {
+			rs := e.rels
+			e.eachObject(x.thing, func(obj uint32) bool {
+				for i := rs.first(obj, uid); i != 0; i = rs.recs[i].next {
+					// A visitor may subscribe before its window opens; deliveries
+					// are decided per message.
+					if r := &rs.recs[i]; r.status == statActive {
+						rel = string(relations[r.relation])
+						return false
+					}
 				}
-			}
-			return true
-		})
+				return true
+			})
+		}
 		if rel != "" {
 			base.Effect, base.Rule = Allow, rel
 			return base
