@@ -2,7 +2,10 @@ package hooks
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
+	"slices"
 	"sync"
 	"time"
 
@@ -15,20 +18,24 @@ import (
 // Audit is the transparency trail (thesis NFR3): every access decision
 // about a thing by someone other than its owners — who, which thing and
 // stream, which action and declared purpose, allowed, denied or
-// constrained, by which rule or policy — counted in memory per minute and
-// written to MongoDB in the background, so a high-rate stream costs one
-// map increment per decision and one document per minute, not per message.
+// constrained, by which rule or policy — counted in memory per minute.
+// Every flush interval the new counts go live to their owners; once a
+// minute is over its counts are written to MongoDB, one document per key
+// and minute, so a high-rate stream costs one map increment per decision
+// and one insert per minute, not per message. Queries add the counts not
+// yet written.
 type Audit struct {
 	store     *mongo.Store
 	clock     policies.Clock
 	log       zerolog.Logger
 	retention time.Duration
 	publish   func(owner string, payload []byte) // live view; may be nil
+	writer    string                             // this run's name in stored documents' ids
 
 	shards [auditShards]auditShard
 
-	flushMu   sync.Mutex // one flush at a time
-	pending   []mongo.AuditRecord
+	flushMu   sync.Mutex         // one flush at a time; guards open and lastPrune
+	open      map[auditKey]int64 // counts not yet written: this minute's, and earlier ones' while the store is down
 	lastPrune time.Time
 	stop      chan struct{}
 	done      chan struct{}
@@ -38,6 +45,13 @@ const auditShards = 16
 
 // maxPendingAudit bounds the records kept for a retry while the store is down.
 const maxPendingAudit = 100_000
+
+// auditGraceSeconds is how long after a minute's end its counts are written.
+const auditGraceSeconds = 5
+
+// lastFlush is the flush of Close: every count is written, the current
+// minute's too.
+const lastFlush = true
 
 type auditKey struct {
 	owner, who             string
@@ -69,7 +83,10 @@ func NewAudit(c AuditConfig) *Audit {
 	if c.Clock == nil {
 		c.Clock = policies.SystemClock{}
 	}
-	a := &Audit{store: c.Store, clock: c.Clock, log: c.Log, retention: c.Retention, publish: c.Publish}
+	var run [8]byte
+	_, _ = rand.Read(run[:])
+	a := &Audit{store: c.Store, clock: c.Clock, log: c.Log, retention: c.Retention, publish: c.Publish,
+		writer: hex.EncodeToString(run[:]), open: map[auditKey]int64{}}
 	for i := range a.shards {
 		a.shards[i].m = map[auditKey]int64{}
 	}
@@ -128,31 +145,36 @@ func (a *Audit) Start(interval time.Duration) {
 		for {
 			select {
 			case <-a.stop:
-				a.Flush(context.Background())
+				a.flush(context.Background(), lastFlush)
 				return
 			case <-t.C:
-				a.Flush(context.Background())
+				a.flush(context.Background(), !lastFlush)
 			}
 		}
 	}()
 }
 
-// Close stops the background flush after a last one.
+// Close stops the background flush and writes every count, the current
+// minute's too.
 func (a *Audit) Close() {
 	if a.stop != nil {
 		close(a.stop)
 		<-a.done
 		a.stop = nil
+		return
 	}
+	a.flush(context.Background(), lastFlush)
 }
 
-// Flush writes the counts gathered so far (adding to the minute documents)
-// and sends them live to their owners. While the store is unreachable the
-// records are kept for the next flush (up to a bound).
-func (a *Audit) Flush(ctx context.Context) {
+// Flush sends the counts gathered since the last flush live to their
+// owners and writes every count of minutes that are over. While the store
+// is unreachable those counts are kept for the next flush (up to a bound).
+func (a *Audit) Flush(ctx context.Context) { a.flush(ctx, !lastFlush) }
+
+func (a *Audit) flush(ctx context.Context, final bool) {
 	a.flushMu.Lock()
 	defer a.flushMu.Unlock()
-	records := a.pending
+	fresh := map[auditKey]int64{}
 	for i := range a.shards {
 		s := &a.shards[i]
 		s.mu.Lock()
@@ -162,45 +184,68 @@ func (a *Audit) Flush(ctx context.Context) {
 		}
 		s.mu.Unlock()
 		for k, n := range m {
-			who := k.who
-			if k.whoKind == policies.KindThing {
-				who = "thing:" + who
-			}
-			records = append(records, mongo.AuditRecord{
-				Owner: k.owner, Minute: time.Unix(k.minute*60, 0).UTC(), Who: who, Thing: k.thing, Stream: k.stream,
-				Action: string(k.action), Purpose: k.purpose, Effect: effectNames[k.effect], Rule: k.rule,
-				Policy: k.policy, PolicyOwner: k.polOwner, Count: n,
-			})
+			fresh[k] += n
+			a.open[k] += n
 		}
 	}
-	a.pending = nil
-	if len(records) == 0 {
-		a.prune(ctx)
-		return
-	}
-	wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	err := a.store.AddAudit(wctx, records, a.retention)
-	cancel()
-	if err != nil {
-		if len(records) > maxPendingAudit {
-			a.log.Warn().Int("dropped", len(records)-maxPendingAudit).Msg("audit backlog full; oldest records dropped")
-			records = records[len(records)-maxPendingAudit:]
-		}
-		a.pending = records
-		a.log.Warn().Err(err).Int("records", len(records)).Msg("audit records kept for the next flush: metadata store unavailable")
-		return
-	}
-	if a.publish != nil {
+	if a.publish != nil && len(fresh) > 0 {
 		byOwner := map[string][]mongo.AuditRecord{}
-		for _, r := range records {
-			byOwner[r.Owner] = append(byOwner[r.Owner], r)
+		for k, n := range fresh {
+			byOwner[k.owner] = append(byOwner[k.owner], k.record(n))
 		}
 		for owner, rs := range byOwner {
-			payload, _ := json.Marshal(map[string]any{"records": rs})
+			payload, _ := json.Marshal(map[string]any{"records": mongo.MergeAudit(rs, 0)})
 			a.publish(owner, payload)
 		}
 	}
+	a.write(ctx, final)
 	a.prune(ctx)
+}
+
+// write writes the open counts of minutes that are over (all of them on
+// the final flush) and forgets what was written.
+func (a *Audit) write(ctx context.Context, final bool) {
+	now := a.clock.Now().Unix()
+	var keys []auditKey
+	var records []mongo.AuditRecord
+	for k, n := range a.open {
+		if final || (k.minute+1)*60+auditGraceSeconds <= now {
+			keys = append(keys, k)
+			records = append(records, k.record(n))
+		}
+	}
+	if len(records) == 0 {
+		return
+	}
+	wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	err := a.store.AddAudit(wctx, a.writer, records, a.retention)
+	cancel()
+	if err == nil {
+		for _, k := range keys {
+			delete(a.open, k)
+		}
+		return
+	}
+	if over := len(a.open) - maxPendingAudit; over > 0 {
+		slices.SortFunc(keys, func(x, y auditKey) int { return int(x.minute - y.minute) })
+		for _, k := range keys[:min(over, len(keys))] {
+			delete(a.open, k)
+		}
+		a.log.Warn().Int("dropped", over).Msg("audit backlog full; oldest records dropped")
+	}
+	a.log.Warn().Err(err).Int("records", len(records)).Msg("audit records kept for the next flush: metadata store unavailable")
+}
+
+func (k auditKey) record(n int64) mongo.AuditRecord {
+	who := k.who
+	if k.whoKind == policies.KindThing {
+		who = "thing:" + who
+	}
+	return mongo.AuditRecord{
+		Owner: k.owner, Minute: time.Unix(k.minute*60, 0).UTC(), Who: who, Thing: k.thing, Stream: k.stream,
+		Action: string(k.action), Purpose: k.purpose, Effect: effectNames[k.effect], Rule: k.rule,
+		Policy: k.policy, PolicyOwner: k.polOwner, Count: n,
+	}
 }
 
 // prune deletes expired records where the server has no TTL index.
@@ -222,7 +267,33 @@ func (a *Audit) prune(ctx context.Context) {
 	}
 }
 
-// Query returns owner's records with since <= minute < until.
+// Query returns owner's records with since <= minute < until, the stored
+// ones and the counts not written yet, up to the last decision.
 func (a *Audit) Query(ctx context.Context, owner string, since, until time.Time, limit int) ([]mongo.AuditRecord, error) {
-	return a.store.Audit(ctx, owner, since.Truncate(time.Minute), until, limit)
+	since = since.Truncate(time.Minute)
+	// No flush may move counts from open to the store while both are read.
+	a.flushMu.Lock()
+	defer a.flushMu.Unlock()
+	stored, err := a.store.Audit(ctx, owner, since, until, 0)
+	if err != nil {
+		return nil, err
+	}
+	from, to := since.Unix(), until.Unix()
+	in := func(k auditKey) bool { return k.owner == owner && k.minute*60 >= from && k.minute*60 < to }
+	for k, n := range a.open {
+		if in(k) {
+			stored = append(stored, k.record(n))
+		}
+	}
+	for i := range a.shards {
+		s := &a.shards[i]
+		s.mu.Lock()
+		for k, n := range s.m {
+			if in(k) {
+				stored = append(stored, k.record(n))
+			}
+		}
+		s.mu.Unlock()
+	}
+	return mongo.MergeAudit(stored, limit), nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sort"
 	"time"
 
 	"go.mongodb.org/mongo-driver/bson"
@@ -18,7 +19,7 @@ import (
 //	transitions  {_id, at, object, user, relation, from, to, by, reason, invitation}
 //	factory      {_id: serial, secret_hash, model, vendor, enrolled_at, thing}
 //	claims       {_id: thing, code_hash, created}
-//	audit        {_id: key, owner, minute, who, thing, stream, action, purpose,
+//	audit        {_id: key|writer, owner, minute, who, thing, stream, action, purpose,
 //	              effect, rule, policy, policy_owner, count, expire_at}
 const (
 	CollInvitations = "invitations"
@@ -266,49 +267,114 @@ func (s *Store) DeleteClaim(ctx context.Context, thing string) (bool, error) {
 // ---------------------------------------------------------------------------
 // Audit.
 
-func auditID(r *AuditRecord) string {
+// auditKey identifies what a record counts: records with the same key are
+// one aggregate, however many documents hold it.
+func auditKey(r *AuditRecord) string {
 	return fmt.Sprintf("%s|%d|%s|%s|%s|%s|%s|%s|%s|%s|%s", r.Owner, r.Minute.Unix(), r.Who, r.Thing, r.Stream, r.Action,
 		r.Purpose, r.Effect, r.Rule, r.Policy, r.PolicyOwner)
 }
 
-// AddAudit adds the counts of records to the stored minute aggregates;
-// records expire retention after their minute.
-func (s *Store) AddAudit(ctx context.Context, records []AuditRecord, retention time.Duration) error {
+// AddAudit stores the counts of records as new documents; records expire
+// retention after their minute. Documents are only ever inserted, never
+// updated: an upsert is a lookup by _id, which FerretDB v1's SQLite backend
+// answers by scanning the whole collection (its _id index expression does
+// not match its own queries'), so updating minute aggregates in place slowed
+// down as the trail grew. A key's counts may thus span several documents
+// (several writers, or a broker restarted within a minute); Audit adds them
+// up.
+//
+// writer names the caller (unique per process run): a document's _id is
+// its key and writer, so retrying a batch that partly landed stores
+// nothing twice.
+func (s *Store) AddAudit(ctx context.Context, writer string, records []AuditRecord, retention time.Duration) error {
 	if len(records) == 0 {
 		return nil
 	}
-	models := make([]mongo.WriteModel, 0, len(records))
+	docs := make([]any, 0, len(records))
 	for i := range records {
 		r := &records[i]
-		set := bson.D{
+		docs = append(docs, bson.D{
+			{Key: "_id", Value: auditKey(r) + "|" + writer},
 			{Key: "owner", Value: r.Owner}, {Key: "minute", Value: r.Minute}, {Key: "who", Value: r.Who},
 			{Key: "thing", Value: r.Thing}, {Key: "stream", Value: r.Stream}, {Key: "action", Value: r.Action},
 			{Key: "purpose", Value: r.Purpose}, {Key: "effect", Value: r.Effect}, {Key: "rule", Value: r.Rule},
 			{Key: "policy", Value: r.Policy}, {Key: "policy_owner", Value: r.PolicyOwner},
-			{Key: "expire_at", Value: r.Minute.Add(retention)},
-		}
-		models = append(models, mongo.NewUpdateOneModel().SetFilter(bson.D{{Key: "_id", Value: auditID(r)}}).
-			SetUpdate(bson.D{{Key: "$set", Value: set}, {Key: "$inc", Value: bson.D{{Key: "count", Value: r.Count}}}}).SetUpsert(true))
+			{Key: "count", Value: r.Count}, {Key: "expire_at", Value: r.Minute.Add(retention)},
+		})
 	}
-	if _, err := s.coll(CollAudit).BulkWrite(ctx, models, options.BulkWrite().SetOrdered(false)); err != nil {
+	_, err := s.coll(CollAudit).InsertMany(ctx, docs, options.InsertMany().SetOrdered(false))
+	if err != nil && !onlyDuplicates(err) {
 		return fmt.Errorf("write audit records: %w", err)
 	}
 	return nil
 }
 
-// Audit returns owner's records with since <= minute < until, oldest first,
-// at most limit of them.
+// onlyDuplicates reports whether every write of a failed insert failed on a
+// duplicate key: those documents are already stored.
+func onlyDuplicates(err error) bool {
+	var bwe mongo.BulkWriteException
+	if !errors.As(err, &bwe) || bwe.WriteConcernError != nil || len(bwe.WriteErrors) == 0 {
+		return false
+	}
+	for _, we := range bwe.WriteErrors {
+		if we.Code != 11000 {
+			return false
+		}
+	}
+	return true
+}
+
+// Audit returns owner's records with since <= minute < until, oldest first
+// (then by key), at most limit of them, each key's documents added up.
 func (s *Store) Audit(ctx context.Context, owner string, since, until time.Time, limit int) ([]AuditRecord, error) {
 	filter := bson.D{{Key: "owner", Value: owner}, {Key: "minute", Value: bson.D{{Key: "$gte", Value: since}, {Key: "$lt", Value: until}}}}
-	cur, err := s.coll(CollAudit).Find(ctx, filter, options.Find().SetSort(bson.D{{Key: "minute", Value: 1}, {Key: "_id", Value: 1}}).SetLimit(int64(limit)))
+	cur, err := s.coll(CollAudit).Find(ctx, filter)
 	if err != nil {
 		return nil, fmt.Errorf("read audit records: %w", err)
 	}
-	var out []AuditRecord
-	if err := cur.All(ctx, &out); err != nil {
+	var docs []AuditRecord
+	if err := cur.All(ctx, &docs); err != nil {
 		return nil, fmt.Errorf("read audit records: %w", err)
 	}
-	return out, nil
+	return MergeAudit(docs, limit), nil
+}
+
+// MergeAudit adds up records of the same key and returns them oldest first
+// (then by key), at most limit of them (limit <= 0: all).
+func MergeAudit(records []AuditRecord, limit int) []AuditRecord {
+	byKey := make(map[string]int, len(records))
+	var out []AuditRecord
+	var keys []string
+	for _, r := range records {
+		k := auditKey(&r)
+		if i, ok := byKey[k]; ok {
+			out[i].Count += r.Count
+			continue
+		}
+		byKey[k] = len(out)
+		r.Minute = r.Minute.UTC()
+		out = append(out, r)
+		keys = append(keys, k)
+	}
+	idx := make([]int, len(out))
+	for i := range idx {
+		idx[i] = i
+	}
+	sort.Slice(idx, func(a, b int) bool {
+		ra, rb := &out[idx[a]], &out[idx[b]]
+		if !ra.Minute.Equal(rb.Minute) {
+			return ra.Minute.Before(rb.Minute)
+		}
+		return keys[idx[a]] < keys[idx[b]]
+	})
+	sorted := make([]AuditRecord, len(out))
+	for i, j := range idx {
+		sorted[i] = out[j]
+	}
+	if limit > 0 && len(sorted) > limit {
+		sorted = sorted[:limit]
+	}
+	return sorted
 }
 
 // PruneAudit deletes records that expired before now (servers without TTL indexes).
