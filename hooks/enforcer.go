@@ -87,7 +87,7 @@ func NewEnforcer(c EnforcerConfig) *Enforcer {
 		c.Clock = policies.SystemClock{}
 	}
 	return &Enforcer{engine: c.Engine, sessions: c.Sessions, server: c.Server, clock: c.Clock, live: c.Live,
-		views: newRenderings(4096), log: c.Log, metrics: c.Metrics, system: c.System, audit: c.Audit}
+		views: newRenderings(16384), log: c.Log, metrics: c.Metrics, system: c.System, audit: c.Audit}
 }
 
 // ID names the hook.
@@ -297,7 +297,7 @@ func (h *Enforcer) mayDeliver(cl *mqtt.Client, s *session, topic string) bool {
 	}
 	// Without the payload at hand, OnPacketEncode judges the real one.
 	if m := h.currentMessage(topic); m != nil {
-		if _, err := h.views.render(d.View, topic, m); err != nil {
+		if _, err := h.views.render(d.View, m); err != nil {
 			h.count("delivery_withheld")
 			return false
 		}
@@ -423,7 +423,7 @@ func (h *Enforcer) OnPacketEncode(cl *mqtt.Client, pk packets.Packet) packets.Pa
 	if d.View == nil || !d.View.Rewrites() {
 		return pk
 	}
-	out, err := h.views.render(d.View, pk.TopicName, newMessage(pk.Payload, &h.parses))
+	out, err := h.views.render(d.View, newMessage(pk.Payload, &h.parses))
 	if err != nil {
 		return h.drop(cl, pk)
 	}

@@ -12,32 +12,34 @@ import (
 // renderings remembers each message's rewrite per view, so a fan-out to
 // many subscribers in few views rewrites once per view: the publisher's
 // goroutine renders while deciding deliveries, each subscriber's write loop
-// finds the bytes again by (view, topic, payload). Entries age out in two
-// generations; a miss only costs a deterministic re-render.
+// finds the bytes again by (view, payload). It is a direct-mapped table of
+// immutable entries, read and replaced without locks: a newer rendering
+// simply evicts whatever shared its slot, and a miss only costs a
+// deterministic re-render. A rendering depends on the view and the payload
+// bytes alone, never on the topic or the subscriber.
 type renderings struct {
-	seed maphash.Seed
-	mu   sync.RWMutex
-	cur  map[renderKey]*rendered
-	old  map[renderKey]*rendered
-	max  int
+	seed  maphash.Seed
+	slots []atomic.Pointer[rendered]
+	mask  uint64
 
 	renders atomic.Int64
 }
 
-type renderKey struct {
-	view  *policies.View
-	topic string
-	sum   uint64
-}
-
 type rendered struct {
-	raw []byte // the input (mochi's packet buffer, never modified), compared on hit so a hash collision cannot swap payloads
-	out []byte
-	err error
+	view *policies.View
+	sum  uint64
+	raw  []byte // the input (mochi's packet buffer, never modified), compared on hit so a hash collision cannot swap payloads
+	out  []byte
+	err  error
 }
 
-func newRenderings(max int) *renderings {
-	return &renderings{seed: maphash.MakeSeed(), cur: map[renderKey]*rendered{}, max: max}
+// newRenderings returns a table of at least size slots (a power of two).
+func newRenderings(size int) *renderings {
+	n := 1
+	for n < size {
+		n <<= 1
+	}
+	return &renderings{seed: maphash.MakeSeed(), slots: make([]atomic.Pointer[rendered], n), mask: uint64(n - 1)}
 }
 
 // message is one payload, parsed at most once however many views render it.
@@ -62,17 +64,12 @@ func (m *message) payload() (*policies.Payload, error) {
 }
 
 // render returns v applied to the message, computing it at most once while
-// cached. The returned slice is shared: callers hand it to mochi, which only
-// reads it.
-func (r *renderings) render(v *policies.View, topic string, m *message) ([]byte, error) {
-	k := renderKey{view: v, topic: topic, sum: maphash.Bytes(r.seed, m.raw)}
-	r.mu.RLock()
-	e := r.cur[k]
-	if e == nil {
-		e = r.old[k]
-	}
-	r.mu.RUnlock()
-	if e != nil && bytes.Equal(e.raw, m.raw) {
+// remembered. The returned slice is shared: callers hand it to mochi, which
+// only reads it.
+func (r *renderings) render(v *policies.View, m *message) ([]byte, error) {
+	sum := maphash.Bytes(r.seed, m.raw)
+	slot := &r.slots[(sum^maphash.Comparable(r.seed, v))&r.mask]
+	if e := slot.Load(); e != nil && e.view == v && e.sum == sum && bytes.Equal(e.raw, m.raw) {
 		return e.out, e.err
 	}
 	p, err := m.payload()
@@ -81,12 +78,6 @@ func (r *renderings) render(v *policies.View, topic string, m *message) ([]byte,
 		out, err = v.Render(p)
 		r.renders.Add(1)
 	}
-	e = &rendered{raw: m.raw, out: out, err: err}
-	r.mu.Lock()
-	if len(r.cur) >= r.max {
-		r.old, r.cur = r.cur, make(map[renderKey]*rendered, r.max)
-	}
-	r.cur[k] = e
-	r.mu.Unlock()
+	slot.Store(&rendered{view: v, sum: sum, raw: m.raw, out: out, err: err})
 	return out, err
 }
