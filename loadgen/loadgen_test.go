@@ -201,6 +201,11 @@ func TestRunAgainstBrokers(t *testing.T) {
 	if err != nil || !res.OK {
 		t.Fatalf("plain mochi judged as mochi: %v %+v", err, res)
 	}
+	// …making the deliveries Veil makes: the owner's and the doctor's, none to the stranger.
+	if res.Expected != 2*res.Sent || res.Withheld != 0 {
+		t.Fatalf("plain mochi expected %d deliveries of %d messages (withheld %d); want the owner's and the doctor's only",
+			res.Expected, res.Sent, res.Withheld)
+	}
 }
 
 var testPasswords = map[string]string{"an": "an-secret", "doctor": "doctor-secret", "stranger": "stranger-secret"}

@@ -386,7 +386,7 @@ func describe(sc string, results []Result) string {
 		}
 		switch sc {
 		case FanOut:
-			return fmt.Sprintf("1 publisher → %d subscribers (a third the owner, raw; a third the doctor, rounded to 0.1; a third strangers on `things/+/data/#`, denied), %d-byte payloads", r.Clients, r.PayloadSize)
+			return fmt.Sprintf("1 publisher → %d subscribers (a third the owner, raw; a third the doctor, rounded to 0.1; a third strangers on `things/+/data/#`, denied — under plain mochi, which has no ACL, on `"+IdleFilter+"`, where nothing is published, so that it makes the same deliveries), %d-byte payloads", r.Clients, r.PayloadSize)
 		case FanIn:
 			return fmt.Sprintf("%d things → 1 subscriber (the doctor on `things/+/data/temperature`, rounded), %d-byte payloads", r.Clients, r.PayloadSize)
 		case P2P:
