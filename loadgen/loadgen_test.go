@@ -287,7 +287,7 @@ func TestReportCPUPerDelivered(t *testing.T) {
 			CPUPerDelivered: cpu, Views: []string{"raw=1"}, OK: true}
 	}
 	out := Report([]Result{mk("veil", 30), mk("mochi", 20), mk("mosquitto", 10)}, "")
-	for _, want := range []string{"broker CPU µs per delivered msg", "| 30.0 |", "| 1.50× |", "| 3.00× |"} {
+	for _, want := range []string{"broker CPU µs per delivered msg", "| 30.0 |", "| 0.67× |", "| 0.33× |", "mochi's CPU per delivered msg ÷ Veil's ≥ 0.9 | 0.67× | **missed**"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("report lacks %q:\n%s", want, out)
 		}

@@ -200,7 +200,7 @@ Raw results: [docs/bench/broker-bench.json](bench/broker-bench.json) (one JSON o
   every delivery decided and rewritten; embedded FerretDB; broker state in bbolt, written behind
   (\`--state-sync\` 100 ms: one transaction per interval).
 - **mochi**: the same binary with \`--bench-no-enforcement\` (mochi's allow-all hook, same state store):
-  every subscriber receives everything, so the strangers get copies too.
+  the fan-out strangers subscribe where nothing is published, so it makes the same deliveries (see below).
 - **mosquitto**: $mosquitto_version from Debian, password file and an ACL equivalent to the
   household (\`scripts/bench/mosquitto-config.sh\`), persistence on as in Debian's default (a snapshot
   every 30 min, not per message). Mosquitto cannot rewrite
