@@ -3,7 +3,9 @@ package policies
 import (
 	"cmp"
 	"fmt"
+	"math"
 	"slices"
+	"strconv"
 	"strings"
 )
 
@@ -99,13 +101,25 @@ func actionBit(a Action) uint8 {
 }
 
 func compilePolicy(owner string, p Policy, key []byte) (*compiled, error) {
-	c := &compiled{owner: owner, p: p, allow: p.Effect == "allow", purposes: p.Purposes}
+	return compilePacked(owner, p, key, nil)
+}
+
+// compilePacked compiles p; with a packer (a bulk Load), the policy's
+// strings, slices and compiled parts are carved from the packer's blocks.
+func compilePacked(owner string, p Policy, key []byte, pk *packer) (*compiled, error) {
 	if p.Effect != "allow" && p.Effect != "deny" {
 		return nil, fmt.Errorf("policy %q: effect must be allow or deny", p.ID)
 	}
 	if p.ID == "" {
 		return nil, fmt.Errorf("policy id must not be empty")
 	}
+	c := &compiled{}
+	if pk != nil {
+		owner, p = pk.str(owner), pk.policy(p)
+		c = &pk.compiled.take(1)[0]
+		c.subjects, c.resources = pk.subjects.take(len(p.Subjects))[:0], pk.resources.take(len(p.Resources))[:0]
+	}
+	c.owner, c.p, c.allow, c.purposes = owner, p, p.Effect == "allow", p.Purposes
 	for _, s := range p.Subjects {
 		sub, ok := parseSubject(s)
 		if !ok {
@@ -131,11 +145,17 @@ func compilePolicy(owner string, p Policy, key []byte) (*compiled, error) {
 		c.actions |= b
 	}
 	if p.When != nil {
-		w, ok := compileCond(p.When)
+		var ok bool
+		if pk != nil {
+			c.p.When, c.when, ok = pk.cond(p.When)
+		} else {
+			var w cond
+			w, ok = compileCond(p.When)
+			c.when = &w
+		}
 		if !ok {
 			return nil, fmt.Errorf("policy %q: invalid condition", p.ID)
 		}
-		c.when = &w
 	}
 	if len(p.Constraints) > 0 {
 		v, err := NewView(key, p.Constraints)
@@ -166,4 +186,184 @@ func (c *compiled) applies(req *Request, res Resource) bool {
 // comparePolicies orders by ascending priority, then id, then owner.
 func comparePolicies(a, b *compiled) int {
 	return cmp.Or(cmp.Compare(a.p.Priority, b.p.Priority), strings.Compare(a.p.ID, b.p.ID), strings.Compare(a.owner, b.owner))
+}
+
+// packer lays out what a bulk Load keeps, so that a large population is a
+// few large blocks rather than millions of small heap objects, each of
+// which every garbage collection cycle would find and mark again: strings
+// are copied (once per distinct value) into shared arenas, the slices of
+// items, policies and compiled policies are carved from blocks, and equal
+// conditions are compiled once and shared. A packer is used by one Load
+// and dropped with its dedup tables; what it handed out is immutable.
+type packer struct {
+	strs      map[string]string
+	arena     strings.Builder // the current arena; full ones live on through their strings
+	strings   block[string]
+	actions   block[Action]
+	subjects  block[subject]
+	resources block[resource]
+	compiled  block[compiled]
+	conds     map[string]packedCond
+}
+
+type packedCond struct {
+	src *Condition
+	c   *cond
+}
+
+const arenaSize = 64 << 10
+
+func newPacker() *packer {
+	return &packer{strs: map[string]string{}, conds: map[string]packedCond{}}
+}
+
+// str returns s's copy in an arena.
+func (pk *packer) str(s string) string {
+	if s == "" {
+		return ""
+	}
+	if v, ok := pk.strs[s]; ok {
+		return v
+	}
+	if pk.arena.Cap()-pk.arena.Len() < len(s) {
+		pk.arena = strings.Builder{}
+		pk.arena.Grow(max(arenaSize, len(s)))
+	}
+	// The arena never grows past the capacity it started with, so what
+	// String returned before stays where it is.
+	start := pk.arena.Len()
+	pk.arena.WriteString(s)
+	v := pk.arena.String()[start:]
+	pk.strs[v] = v
+	return v
+}
+
+// strs copies a list of strings; nil stays nil.
+func (pk *packer) strList(list []string) []string {
+	if list == nil {
+		return nil
+	}
+	out := pk.strings.take(len(list))
+	for i, s := range list {
+		out[i] = pk.str(s)
+	}
+	return out
+}
+
+// policy copies p's strings and lists (not its constraints, which its view
+// has compiled; nor its condition: see cond).
+func (pk *packer) policy(p Policy) Policy {
+	p.ID, p.Description, p.Effect = pk.str(p.ID), pk.str(p.Description), pk.str(p.Effect)
+	p.Subjects, p.Resources, p.Purposes = pk.strList(p.Subjects), pk.strList(p.Resources), pk.strList(p.Purposes)
+	if p.Actions != nil {
+		acts := pk.actions.take(len(p.Actions))
+		for i, a := range p.Actions {
+			acts[i] = Action(pk.str(string(a)))
+		}
+		p.Actions = acts
+	}
+	return p
+}
+
+// cond compiles w, or returns the earlier policy's condition equal to it
+// (both its source and its compiled form).
+func (pk *packer) cond(w *Condition) (*Condition, *cond, bool) {
+	var b strings.Builder
+	key := condKey(&b, w, 0)
+	if key {
+		if pc, ok := pk.conds[b.String()]; ok {
+			return pc.src, pc.c, true
+		}
+	}
+	c, ok := compileCond(w)
+	if !ok {
+		return w, nil, false
+	}
+	if key {
+		pk.conds[b.String()] = packedCond{src: w, c: &c}
+	}
+	return w, &c, true
+}
+
+// condKey writes an encoding of every field of c, so that equal keys mean
+// equal conditions; false when a value is of a kind it does not encode.
+func condKey(b *strings.Builder, c *Condition, depth int) bool {
+	if depth > 32 {
+		return false
+	}
+	list := func(tag byte, l []Condition) bool {
+		if l == nil {
+			b.WriteByte('-')
+			return true
+		}
+		b.WriteByte(tag)
+		b.WriteString(strconv.Itoa(len(l)))
+		for i := range l {
+			if !condKey(b, &l[i], depth+1) {
+				return false
+			}
+		}
+		return true
+	}
+	b.WriteByte('(')
+	if !list('A', c.All) || !list('Y', c.Any) {
+		return false
+	}
+	if c.Not == nil {
+		b.WriteByte('-')
+	} else if b.WriteByte('N'); !condKey(b, c.Not, depth+1) {
+		return false
+	}
+	b.WriteString(strconv.Quote(c.Attr))
+	b.WriteString(strconv.Quote(string(c.Op)))
+	b.WriteString(strconv.Quote(c.Ref))
+	if l, ok := c.Value.([]any); ok {
+		b.WriteString("L" + strconv.Itoa(len(l)))
+		for _, v := range l {
+			if !scalarKey(b, v) {
+				return false
+			}
+		}
+	} else if !scalarKey(b, c.Value) {
+		return false
+	}
+	b.WriteByte(')')
+	return true
+}
+
+func scalarKey(b *strings.Builder, v any) bool {
+	switch v := v.(type) {
+	case nil:
+		b.WriteByte('n')
+	case string:
+		b.WriteString("s" + strconv.Quote(v))
+	case float64:
+		b.WriteString("f" + strconv.FormatUint(math.Float64bits(v), 16))
+	case bool:
+		b.WriteString("b" + strconv.FormatBool(v))
+	default:
+		return false
+	}
+	return true
+}
+
+// block hands out slices carved from larger blocks. A handed-out slice has
+// no spare capacity, so appending to it copies.
+type block[T any] struct{ free []T }
+
+const blockLen = 4096
+
+func (bl *block[T]) take(n int) []T {
+	if n == 0 {
+		return make([]T, 0)
+	}
+	if len(bl.free) < n {
+		if n > blockLen/4 {
+			return make([]T, n)
+		}
+		bl.free = make([]T, blockLen)
+	}
+	s := bl.free[:n:n]
+	bl.free = bl.free[n:]
+	return s
 }

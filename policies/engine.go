@@ -56,12 +56,26 @@ type Engine struct {
 	subjects map[Principal]*generation // per principal: its attributes
 
 	global generation // memberships, places, things
+	gens   genPool
 	cache  *decisionCache
 }
 
 type generation struct{ n atomic.Uint64 }
 
 func (g *generation) bump() { g.n.Add(1) }
+
+// genPool allocates generations in blocks: an engine has one per user,
+// thing and owner, and they are never freed.
+type genPool struct{ free []generation }
+
+func (p *genPool) alloc() *generation {
+	if len(p.free) == 0 {
+		p.free = make([]generation, 256)
+	}
+	g := &p.free[0]
+	p.free = p.free[1:]
+	return g
+}
 
 // NewEngine returns an empty engine.
 func NewEngine(o Options) *Engine {
@@ -86,18 +100,18 @@ func NewEngine(o Options) *Engine {
 }
 
 // genFor returns the generation for key, creating it. Callers hold e.mu for writing.
-func genFor[K comparable](m map[K]*generation, key K) *generation {
+func genFor[K comparable](m map[K]*generation, key K, pool *genPool) *generation {
 	g := m[key]
 	if g == nil {
-		g = &generation{}
+		g = pool.alloc()
 		m[key] = g
 	}
 	return g
 }
 
-func (e *Engine) bumpOwner(owner string)   { genFor(e.owners, owner).bump() }
-func (e *Engine) bumpSubject(p Principal)  { genFor(e.subjects, p).bump() }
-func (e *Engine) ensureOwner(owner string) { genFor(e.owners, owner) }
+func (e *Engine) bumpOwner(owner string)   { genFor(e.owners, owner, &e.gens).bump() }
+func (e *Engine) bumpSubject(p Principal)  { genFor(e.subjects, p, &e.gens).bump() }
+func (e *Engine) ensureOwner(owner string) { genFor(e.owners, owner, &e.gens) }
 
 // ---- changes ----
 
@@ -113,12 +127,13 @@ func (e *Engine) PutUser(u User) error {
 	u.Attributes = attrs
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	e.putUser(u)
+	e.putUser(&u)
 	return nil
 }
 
-func (e *Engine) putUser(u User) {
-	e.users[u.Name] = &u
+// putUser stores u, which the engine owns from now on.
+func (e *Engine) putUser(u *User) {
+	e.users[u.Name] = u
 	e.bumpSubject(UserPrincipal(u.Name))
 	e.ensureOwner(u.Name)
 }
@@ -143,12 +158,13 @@ func (e *Engine) PutThing(t Thing) error {
 	t.Attributes = attrs
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	e.putThing(t)
+	e.putThing(&t)
 	return nil
 }
 
-func (e *Engine) putThing(t Thing) {
-	e.things[t.ID] = &t
+// putThing stores t, which the engine owns from now on.
+func (e *Engine) putThing(t *Thing) {
+	e.things[t.ID] = t
 	e.ensureOwner(t.Owner)
 	e.bumpSubject(ThingPrincipal(t.ID))
 	e.global.bump()
@@ -312,8 +328,14 @@ func (e *Engine) ownerSecret(owner string) []byte {
 
 // Load replaces the whole state with a snapshot. Every item is checked
 // first; on any error nothing changes and all problems are reported.
+//
+// The engine keeps its own compact copy (see packer and relStore): of s it
+// references afterwards only attribute values, memberships, policy
+// constraints and one of each distinct policy condition, so a caller that
+// drops s leaves few small objects of it behind.
 func (e *Engine) Load(s Snapshot) error {
 	var errs []error
+	pk := newPacker()
 	users := make([]User, 0, len(s.Users))
 	for i, u := range s.Users {
 		a, err := u.Attributes.Normalize()
@@ -321,7 +343,7 @@ func (e *Engine) Load(s Snapshot) error {
 			errs = append(errs, fmt.Errorf("users[%d]: %v", i, errOr(err, "name must not be empty")))
 			continue
 		}
-		u.Attributes = a
+		u.Name, u.Attributes = pk.str(u.Name), a
 		users = append(users, u)
 	}
 	things := make([]Thing, 0, len(s.Things))
@@ -331,8 +353,14 @@ func (e *Engine) Load(s Snapshot) error {
 			errs = append(errs, fmt.Errorf("things[%d]: %v", i, errOr(err, "id must not be empty")))
 			continue
 		}
-		t.Attributes = a
+		t.ID, t.Owner, t.Kind, t.Place, t.Attributes = pk.str(t.ID), pk.str(t.Owner), pk.str(t.Kind), pk.str(t.Place), a
+		t.Streams = pk.strList(t.Streams)
 		things = append(things, t)
+	}
+	places := make([]Place, len(s.Places))
+	for i, p := range s.Places {
+		p.ID, p.Owner, p.Parent = pk.str(p.ID), pk.str(p.Owner), pk.str(p.Parent)
+		places[i] = p
 	}
 	for i, r := range s.Relationships {
 		if err := r.Validate(); err != nil {
@@ -347,7 +375,7 @@ func (e *Engine) Load(s Snapshot) error {
 			key = e.ownerSecret(op.Owner)
 			secrets[op.Owner] = key
 		}
-		c, err := compilePolicy(op.Owner, op.Policy, key)
+		c, err := compilePacked(op.Owner, op.Policy, key, pk)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("policies[%d] (%s/%s): %v", i, op.Owner, op.Policy.ID, err))
 			continue
@@ -357,28 +385,29 @@ func (e *Engine) Load(s Snapshot) error {
 	if len(errs) > 0 {
 		return errors.Join(errs...)
 	}
+	rels := newRelStore(len(s.Relationships))
+	for i := range s.Relationships {
+		rels.put(&s.Relationships[i])
+	}
 
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	e.users = make(map[string]*User, len(users))
 	e.things = make(map[string]*Thing, len(things))
-	e.places = make(map[string]*Place, len(s.Places))
-	e.rels = newRelStore(len(s.Relationships))
+	e.places = make(map[string]*Place, len(places))
+	e.rels = rels
 	e.memberOf = map[string][]string{}
 	e.policies = map[string][]*compiled{}
 	// Entries cached before the load are stale: the global generation
 	// moves below, and every cache entry checks it.
-	for _, u := range users {
-		e.putUser(u)
+	for i := range users {
+		e.putUser(&users[i])
 	}
-	for _, t := range things {
-		e.putThing(t)
+	for i := range things {
+		e.putThing(&things[i])
 	}
-	for _, p := range s.Places {
-		e.places[p.ID] = &p
-	}
-	for i := range s.Relationships {
-		e.rels.put(&s.Relationships[i])
+	for i := range places {
+		e.places[places[i].ID] = &places[i]
 	}
 	for _, m := range s.Memberships {
 		e.putMembership(m)

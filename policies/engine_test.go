@@ -1,6 +1,7 @@
 package policies
 
 import (
+	"reflect"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -437,5 +438,61 @@ func TestMaySubscribeRelationOrder(t *testing.T) {
 	e.DeleteRelationship("watch-1", "", "ruth", RelVisitor)
 	if d := e.MaySubscribe(UserPrincipal("ruth"), "things/watch-1/state", ""); d.Rule != "co_owner" {
 		t.Fatalf("%+v", d)
+	}
+}
+
+// Load keeps its own packed copy of the snapshot: items and policies read
+// back equal to what was loaded, equal conditions are shared but differing
+// ones are not, and a list handed out has no room to grow into another's.
+func TestLoadPacksSnapshot(t *testing.T) {
+	cond := func(v any) *Condition { return &Condition{Attr: "requester.level", Op: OpGe, Value: v} }
+	snap := Snapshot{
+		Users:  []User{{Name: "an"}, {Name: "ruth", Attributes: Attributes{"level": 2.0}}, {Name: "bo", Attributes: Attributes{"level": "2"}}},
+		Places: []Place{{ID: "home", Owner: "an"}},
+		Things: []Thing{{ID: "t1", Owner: "an", Kind: "sensor", Streams: []string{"temperature", "location"}, Place: "home"}},
+		Policies: []OwnedPolicy{
+			{Owner: "an", Policy: Policy{ID: "a", Priority: 1, Effect: "allow", Subjects: []string{"user:ruth", "user:bo"},
+				Resources: []string{"things/t1/data/#"}, Actions: []Action{ActRead}, Purposes: []string{"care"}, When: cond(2.0)}},
+			{Owner: "an", Policy: Policy{ID: "b", Priority: 2, Effect: "allow", Subjects: []string{"user:ruth", "user:bo"},
+				Resources: []string{"things/t1/data/#"}, Actions: []Action{ActRead}, Purposes: []string{"care"}, When: cond("2")}},
+			{Owner: "an", Policy: Policy{ID: "c", Priority: 3, Effect: "allow", Subjects: []string{"user:ruth"},
+				Resources: []string{"things/t1/data/#"}, Actions: []Action{ActRead}, When: &Condition{All: []Condition{}}}},
+			{Owner: "an", Policy: Policy{ID: "d", Priority: 4, Effect: "allow", Subjects: []string{}, Resources: []string{"stream:x"},
+				Actions: []Action{ActRead}, When: cond(2.0)}},
+		},
+	}
+	e := NewEngine(Options{Clock: newFakeClock(t0)})
+	if err := e.Load(snap); err != nil {
+		t.Fatal(err)
+	}
+	got := e.Policies("an")
+	for i, want := range []Policy{snap.Policies[0].Policy, snap.Policies[1].Policy, snap.Policies[2].Policy, snap.Policies[3].Policy} {
+		if !reflect.DeepEqual(got[i], want) {
+			t.Errorf("policy %s: %+v, want %+v", want.ID, got[i], want)
+		}
+	}
+	if got[0].When != got[3].When || got[0].When == got[1].When {
+		t.Error("equal conditions not shared, or differing ones shared")
+	}
+	got[0].Subjects = append(got[0].Subjects, "user:x")
+	if again := e.Policies("an"); !reflect.DeepEqual(again[1].Subjects, []string{"user:ruth", "user:bo"}) {
+		t.Errorf("an append ran into the next policy: %v", again[1].Subjects)
+	}
+	if th, _ := e.Thing("t1"); !reflect.DeepEqual(th, snap.Things[0]) {
+		t.Errorf("thing: %+v", th)
+	}
+	if u, _ := e.User("ruth"); !reflect.DeepEqual(u, snap.Users[1]) {
+		t.Errorf("user: %+v", u)
+	}
+	if p, _ := e.Place("home"); !reflect.DeepEqual(p, snap.Places[0]) {
+		t.Errorf("place: %+v", p)
+	}
+	// ruth's level is the number 2, bo's the string "2": each matches
+	// only the condition with its kind of value.
+	for _, tt := range []struct{ user, policy string }{{"ruth", "a"}, {"bo", "b"}} {
+		d := decide(e, UserPrincipal(tt.user), "things/t1/data/temperature", ActRead, "care")
+		if d.PolicyID != tt.policy {
+			t.Errorf("%s: %s, want policy %s", tt.user, d.Reason(), tt.policy)
+		}
 	}
 }
