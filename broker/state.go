@@ -44,7 +44,7 @@ type stateStore struct {
 	db       *bbolt.DB
 	commitMu sync.Mutex        // one transaction at a time, in order
 	mu       sync.Mutex        // guards pending and closed
-	pending  map[string][]byte // key → value to put; nil value = delete
+	pending  map[string]storage.Serializable // key → value to put; nil = delete
 	closed   bool
 	stop     chan struct{}
 	done     chan struct{}
@@ -60,7 +60,7 @@ var stateBucket = []byte("mochi")
 var errStateClosed = errors.New("broker state store is closed")
 
 func newStateStore(path string, interval time.Duration) *stateStore {
-	return &stateStore{path: path, interval: interval, pending: map[string][]byte{}}
+	return &stateStore{path: path, interval: interval, pending: map[string]storage.Serializable{}}
 }
 
 // ID implements mqtt.Hook.
@@ -150,7 +150,7 @@ func (s *stateStore) commit() error {
 		s.mu.Unlock()
 		return nil
 	}
-	s.pending = make(map[string][]byte, len(batch))
+	s.pending = make(map[string]storage.Serializable, len(batch))
 	s.mu.Unlock()
 	err := s.write(batch)
 	if err != nil {
@@ -167,8 +167,9 @@ func (s *stateStore) commit() error {
 
 // write applies batch in one transaction. Deleting keys that never reached
 // the disk (a message acknowledged within the interval) changes nothing
-// and commits nothing.
-func (s *stateStore) write(batch map[string][]byte) error {
+// and commits nothing. Values are encoded here, not when recorded, so a
+// message acknowledged within the interval is never encoded either.
+func (s *stateStore) write(batch map[string]storage.Serializable) error {
 	tx, err := s.db.Begin(true)
 	if err != nil {
 		return err
@@ -179,7 +180,13 @@ func (s *stateStore) write(batch map[string][]byte) error {
 		key := []byte(k)
 		switch {
 		case v != nil:
-			err = b.Put(key, v)
+			var data []byte
+			if data, err = v.MarshalBinary(); err != nil {
+				s.Log.Error("broker state not encodable, skipped", "key", k, "error", err)
+				err = nil
+				continue
+			}
+			err = b.Put(key, data)
 			dirty = true
 		case b.Get(key) != nil:
 			err = b.Delete(key)
@@ -200,23 +207,17 @@ func (s *stateStore) write(batch map[string][]byte) error {
 	return nil
 }
 
-// record notes a change: v is the value to store, nil deletes key.
+// record notes a change: v is the value to store, nil deletes key. v must
+// not change afterwards (the hooks build it from copies, and mochi never
+// modifies a packet's payload).
 func (s *stateStore) record(key string, v storage.Serializable) {
-	var data []byte
-	if v != nil {
-		var err error
-		if data, err = v.MarshalBinary(); err != nil {
-			s.Log.Error("broker state not encodable", "key", key, "error", err)
-			return
-		}
-	}
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
 		s.Log.Debug("broker state change after stop, dropped", "key", key, "error", errStateClosed)
 		return
 	}
-	s.pending[key] = data
+	s.pending[key] = v
 	s.mu.Unlock()
 	s.changes.Add(1)
 	if s.interval <= 0 {
