@@ -22,7 +22,7 @@ if [[ $quick == 1 ]]; then
   rounds=${BENCH_ROUNDS:-1} half_rounds=1 duration=${BENCH_DURATION:-2s} half_duration=2s
   idle_clients=${BENCH_IDLE_CLIENTS:-1000} population=${BENCH_POPULATION:-10000:100000} pop_rounds=1
 else
-  rounds=${BENCH_ROUNDS:-3} half_rounds=1 duration=${BENCH_DURATION:-3s} half_duration=3s
+  rounds=${BENCH_ROUNDS:-3} half_rounds=3 duration=${BENCH_DURATION:-3s} half_duration=5s
   idle_clients=${BENCH_IDLE_CLIENTS:-10000} population=${BENCH_POPULATION:-100000:1000000} pop_rounds=2
 fi
 clients=${BENCH_CLIENTS:-30}
