@@ -986,7 +986,21 @@ func (s *relStore) put(r *Relationship) {
 	}
 	user := s.names.intern(r.User)
 	code, _ := relCode(r.Relation)
-	s.removeCode(obj, user, code)
+	key := pairKey(obj, user)
+	head, tail := s.pairs[key], int32(0)
+	for j := head; j != 0; j = s.recs[j].next {
+		if s.recs[j].relation == code { // replaced: the new tuple goes last
+			s.removeCode(obj, user, code)
+			head, tail = s.pairs[key], 0
+			break
+		}
+		tail = j
+	}
+	if tail == 0 {
+		for j := head; j != 0; j = s.recs[j].next {
+			tail = j
+		}
+	}
 	i := s.free
 	if i != 0 {
 		s.free = s.recs[i].next
@@ -996,14 +1010,10 @@ func (s *relStore) put(r *Relationship) {
 	}
 	s.recs[i] = relRec{obj: obj, user: user, relation: code, status: statusCode(r.Status),
 		from: s.packTime(r.ValidFrom), until: s.packTime(r.ValidUntil)}
-	key := pairKey(obj, user)
-	if j := s.pairs[key]; j == 0 {
+	if head == 0 {
 		s.pairs[key] = i
 	} else {
-		for s.recs[j].next != 0 {
-			j = s.recs[j].next
-		}
-		s.recs[j].next = i
+		s.recs[tail].next = i
 	}
 	if int(obj) >= len(s.objHead) {
 		s.objHead = append(s.objHead, make([]int32, int(obj)+1-len(s.objHead))...)
@@ -1076,7 +1086,7 @@ func (s *relStore) relationship(i int32) Relationship {
 type nameTable struct {
 	arena strings.Builder
 	ends  []uint32 // id → end of its name in arena; it starts at the previous id's end
-	slots []uint32 // id+1, or 0 for a free slot; a power of two, at most half full
+	slots []uint64 // the name's hash's top half <<32 | id+1, or 0 for a free slot; a power of two, at most half full
 	seed  maphash.Seed
 }
 
@@ -1095,13 +1105,14 @@ func (t *nameTable) lookup(s string) (uint32, bool) {
 		return 0, false
 	}
 	mask := uint64(len(t.slots) - 1)
-	for i := maphash.String(t.seed, s) & mask; ; i = (i + 1) & mask {
+	h := maphash.String(t.seed, s)
+	for i := h & mask; ; i = (i + 1) & mask {
 		v := t.slots[i]
 		if v == 0 {
 			return 0, false
 		}
-		if t.name(v-1) == s {
-			return v - 1, true
+		if v>>32 == h>>32 && t.name(uint32(v)-1) == s {
+			return uint32(v) - 1, true
 		}
 	}
 }
@@ -1122,15 +1133,16 @@ func (t *nameTable) intern(s string) uint32 {
 
 func (t *nameTable) place(id uint32, s string) {
 	mask := uint64(len(t.slots) - 1)
-	i := maphash.String(t.seed, s) & mask
+	h := maphash.String(t.seed, s)
+	i := h & mask
 	for t.slots[i] != 0 {
 		i = (i + 1) & mask
 	}
-	t.slots[i] = id + 1
+	t.slots[i] = h>>32<<32 | uint64(id+1)
 }
 
 func (t *nameTable) rehash(n int) {
-	t.slots = make([]uint32, n)
+	t.slots = make([]uint64, n)
 	for id := range t.ends {
 		t.place(uint32(id), t.name(uint32(id)))
 	}

@@ -54,16 +54,22 @@ func bigSnapshot() Snapshot {
 			s.Policies = append(s.Policies, OwnedPolicy{Owner: owner, Policy: pol})
 		}
 	}
+	// Tuple i: thing i mod things and guest (i + k·7919) mod guests on the
+	// k-th pass over the things, so all 1,000,000 tuples are distinct (as
+	// the broker's --bench-population generates them); a thing's first
+	// thing-of-place tuples go to its place instead.
 	rels := []Relation{RelVisitor, RelVisitor, RelVisitor, RelCoOwner, RelInstaller}
 	from := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	const things = benchOwners * benchThingsPerOwner
 	for i := range benchRelations {
-		o := i % benchOwners
-		r := Relationship{User: fmt.Sprintf("guest-%d", i%benchGuests), Relation: rels[i%len(rels)], Status: StatusActive,
+		t, k := i%things, i/things
+		o := t / benchThingsPerOwner
+		r := Relationship{User: fmt.Sprintf("guest-%d", (t+k*7919)%benchGuests), Relation: rels[k%len(rels)], Status: StatusActive,
 			ValidFrom: from, ValidUntil: from.AddDate(1, 0, 0)}
-		if i%10 == 0 {
+		if t%benchThingsPerOwner == 0 {
 			r.Place = fmt.Sprintf("home-%d", o)
 		} else {
-			r.Thing = fmt.Sprintf("t-%d-%d", o, (i/benchOwners)%benchThingsPerOwner)
+			r.Thing = fmt.Sprintf("t-%d-%d", o, t%benchThingsPerOwner)
 		}
 		s.Relationships = append(s.Relationships, r)
 	}
