@@ -44,6 +44,9 @@ func (l *LiveValues) Value(thing, stream, field string) (any, bool) {
 		return nil, false
 	}
 	r := slot.Load()
+	if r == nil {
+		return nil, false
+	}
 	r.once.Do(func() { r.fields = l.parse(r.raw) })
 	v, ok := r.fields[field]
 	return v, ok
@@ -54,18 +57,23 @@ func (l *LiveValues) Value(thing, stream, field string) (any, bool) {
 // (mochi reads every packet into a fresh buffer).
 func (l *LiveValues) Observe(thing, stream string, payload []byte) {
 	k := liveKey{thing, stream}
+	r := &liveReading{raw: payload}
 	l.mu.RLock()
 	slot := l.streams[k]
 	l.mu.RUnlock()
 	if slot == nil {
 		l.mu.Lock()
 		if slot = l.streams[k]; slot == nil {
+			// A stream's first reading is in its slot before anyone can see the slot.
 			slot = new(atomic.Pointer[liveReading])
+			slot.Store(r)
 			l.streams[k] = slot
+			l.mu.Unlock()
+			return
 		}
 		l.mu.Unlock()
 	}
-	slot.Store(&liveReading{raw: payload})
+	slot.Store(r)
 }
 
 // parse returns the top-level scalar fields of a JSON object; anything else
