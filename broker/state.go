@@ -42,8 +42,8 @@ type stateStore struct {
 	interval time.Duration
 
 	db       *bbolt.DB
-	commitMu sync.Mutex        // one transaction at a time, in order
-	mu       sync.Mutex        // guards pending and closed
+	commitMu sync.Mutex                      // one transaction at a time, in order
+	mu       sync.Mutex                      // guards pending and closed
 	pending  map[string]storage.Serializable // key → value to put; nil = delete
 	closed   bool
 	stop     chan struct{}
