@@ -1,7 +1,9 @@
 package policies
 
 import (
+	"fmt"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -230,5 +232,71 @@ func TestDerivationWarnings(t *testing.T) {
 	}
 	if got := e.Warnings("an", Policy{ID: "d", Effect: "deny", Resources: []string{"#"}}); got != nil {
 		t.Fatalf("deny policies warn nothing, got %q", got)
+	}
+}
+
+// The cache's hash spreads keys that differ in any one field, so that a
+// direct-mapped table does not thrash on subscribers of one topic, nor on
+// one subscriber's topics.
+func TestDecisionCacheHashSpreads(t *testing.T) {
+	var g generation
+	c := newDecisionCache(1<<16, &g)
+	base := Request{Principal: UserPrincipal("guest-1"), Topic: "things/t-1-1/data/location", Action: ActRead, Purpose: "care"}
+	variants := map[string]func(i int) Request{
+		"principal": func(i int) Request { r := base; r.Principal.ID = fmt.Sprintf("guest-%d", i); return r },
+		"topic": func(i int) Request {
+			r := base
+			r.Topic = fmt.Sprintf("things/t-%d-%d/data/location", i/10, i%10)
+			return r
+		},
+		"purpose": func(i int) Request { r := base; r.Purpose = fmt.Sprintf("p%d", i); return r },
+		"long": func(i int) Request {
+			r := base
+			r.Topic = fmt.Sprintf("things/a-very-long-thing-name-%08d/data/s", i)
+			return r
+		},
+	}
+	for name, mk := range variants {
+		slots := map[*atomic.Pointer[cacheEntry]]bool{}
+		const n = 4096
+		for i := range n {
+			r := mk(i)
+			slots[c.slot(&r)] = true
+		}
+		// n keys into 65,536 slots: about n(1-n/2/65536) ≈ 3,970 distinct slots expected.
+		if len(slots) < n*9/10 {
+			t.Errorf("%s: %d keys in %d slots", name, n, len(slots))
+		}
+	}
+	kinds := map[*atomic.Pointer[cacheEntry]]bool{}
+	for _, r := range []Request{base, {Principal: ThingPrincipal("guest-1"), Topic: base.Topic, Action: ActRead, Purpose: "care"},
+		{Principal: base.Principal, Topic: base.Topic, Action: ActHistory, Purpose: "care"}} {
+		kinds[c.slot(&r)] = true
+	}
+	if len(kinds) != 3 {
+		t.Errorf("principal kind and action share slots: %d of 3", len(kinds))
+	}
+}
+
+// Requests that differ only in one field are distinct cache entries.
+func TestDecisionCacheKeyFields(t *testing.T) {
+	var g generation
+	c := newDecisionCache(1<<10, &g)
+	clock := newFakeClock(t0)
+	base := Request{Principal: UserPrincipal("a"), Topic: "things/x/state", Action: ActRead, Purpose: "care"}
+	c.put(&base, Decision{Effect: Allow, Rule: "owner"}, 0, nil)
+	for _, r := range []Request{
+		{Principal: ThingPrincipal("a"), Topic: base.Topic, Action: base.Action, Purpose: base.Purpose},
+		{Principal: UserPrincipal("b"), Topic: base.Topic, Action: base.Action, Purpose: base.Purpose},
+		{Principal: base.Principal, Topic: "things/y/state", Action: base.Action, Purpose: base.Purpose},
+		{Principal: base.Principal, Topic: base.Topic, Action: ActCommand, Purpose: base.Purpose},
+		{Principal: base.Principal, Topic: base.Topic, Action: base.Action},
+	} {
+		if e := c.get(&r, clock); e != nil {
+			t.Errorf("%+v served %+v's entry", r, base)
+		}
+	}
+	if e := c.get(&base, clock); e == nil || e.d.Rule != "owner" {
+		t.Errorf("entry lost: %+v", e)
 	}
 }

@@ -576,8 +576,8 @@ func (x *evalCtx) active(r *relRec) bool { return r.status == statActive && x.in
 
 // Decide answers one request, from the cache when it can.
 func (e *Engine) Decide(req Request) Decision {
-	k := cacheKey{p: req.Principal, topic: req.Topic, action: req.Action, purpose: req.Purpose}
-	if c := e.cache.get(&k, e.clock); c != nil {
+	k := &req
+	if c := e.cache.get(k, e.clock); c != nil {
 		return c.d
 	}
 	e.mu.RLock()
@@ -588,7 +588,7 @@ func (e *Engine) Decide(req Request) Decision {
 	d.Expires = x.expires
 	d.Dynamic = x.dynamic
 	if !x.dynamic && !x.uncacheable {
-		e.cache.put(&k, d, gl, x.deps[:x.ndeps])
+		e.cache.put(k, d, gl, x.deps[:x.ndeps])
 	}
 	return d
 }
