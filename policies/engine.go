@@ -297,6 +297,7 @@ func (e *Engine) putCompiled(c *compiled) {
 	list := slices.DeleteFunc(e.policies[c.owner], func(x *compiled) bool { return x.p.ID == c.p.ID })
 	i, _ := slices.BinarySearchFunc(list, c, comparePolicies)
 	e.policies[c.owner] = slices.Insert(list, i, c)
+	e.rels.setPolicyOwner(c.owner, true)
 	e.bumpOwner(c.owner)
 }
 
@@ -312,6 +313,7 @@ func (e *Engine) DeletePolicy(owner, id string) bool {
 	}
 	if len(list) == 0 {
 		delete(e.policies, owner)
+		e.rels.setPolicyOwner(owner, false)
 	} else {
 		e.policies[owner] = list
 	}
@@ -386,9 +388,7 @@ func (e *Engine) Load(s Snapshot) error {
 		return errors.Join(errs...)
 	}
 	rels := newRelStore(len(s.Relationships))
-	for i := range s.Relationships {
-		rels.put(&s.Relationships[i])
-	}
+	rels.putAll(s.Relationships)
 
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -416,8 +416,9 @@ func (e *Engine) Load(s Snapshot) error {
 		e.policies[c.owner] = append(e.policies[c.owner], c)
 		e.ensureOwner(c.owner)
 	}
-	for _, list := range e.policies {
+	for owner, list := range e.policies {
 		slices.SortFunc(list, comparePolicies)
+		rels.setPolicyOwner(owner, true)
 	}
 	e.global.bump()
 	return nil
@@ -512,6 +513,8 @@ type evalCtx struct {
 	user           *User
 	requesterThing *Thing
 	now            time.Time
+	nowPacked      packedTime // now, once a relationship window needed it
+	hasNowPacked   bool
 	localNow       time.Time
 	hasLocal       bool
 	expires        time.Time
@@ -557,18 +560,37 @@ func (x *evalCtx) depend(g *generation) {
 }
 
 // inWindow checks a relationship's window at now and records its next boundary.
+//
+// It compares the packed instants with now's and builds a time.Time only
+// for a boundary earlier than the expiry recorded so far.
 func (x *evalCtx) inWindow(r *relRec) bool {
-	if from := x.e.rels.time(r.from); !from.IsZero() && x.now.Before(from) {
-		x.expireAt(from)
+	if !x.hasNowPacked {
+		x.nowPacked, x.hasNowPacked = packedTime{sec: x.now.Unix(), nsec: int32(x.now.Nanosecond())}, true
+	}
+	if r.from.loc != 0 && x.nowPacked.before(r.from) {
+		if x.expiresBefore(r.from) {
+			x.expireAt(x.e.rels.time(r.from))
+		}
 		return false
 	}
-	if until := x.e.rels.time(r.until); !until.IsZero() {
-		if x.now.After(until) {
+	if r.until.loc != 0 {
+		if r.until.before(x.nowPacked) {
 			return false
 		}
-		x.expireAt(until.Add(time.Nanosecond))
+		if next := r.until.next(); x.expiresBefore(next) {
+			x.expireAt(x.e.rels.time(r.until).Add(time.Nanosecond))
+		}
 	}
 	return true
+}
+
+// expiresBefore reports whether t may move the expiry recorded so far
+// (none yet, or a later one); expireAt decides.
+func (x *evalCtx) expiresBefore(t packedTime) bool {
+	if x.expires.IsZero() {
+		return true
+	}
+	return t.before(packedTime{sec: x.expires.Unix(), nsec: int32(x.expires.Nanosecond())})
 }
 
 // active reports whether r is active and in its window at now.
@@ -690,9 +712,12 @@ func (e *Engine) builtin(x *evalCtx) string {
 	var held [len(relations)]bool
 	rs := e.rels
 	if uid, ok := rs.names.lookup(name); ok {
+		// The object's whole chain rather than the user's (through the
+		// pairs index): policyOwners walks it next anyway, and a lookup in
+		// a map of a million pairs costs more than the records it saves.
 		e.eachObject(x.thing, func(obj uint32) bool {
-			for i := rs.first(obj, uid); i != 0; i = rs.recs[i].next {
-				if r := &rs.recs[i]; x.active(r) {
+			for i := rs.objFirst(obj); i != 0; i = rs.recs[i].objNext {
+				if r := &rs.recs[i]; r.user == uid && x.active(r) {
 					held[r.relation] = true
 				}
 			}
@@ -763,7 +788,9 @@ func (e *Engine) policyOwners(x *evalCtx) []string {
 	e.eachObject(x.thing, func(obj uint32) bool {
 		for i := rs.objFirst(obj); i != 0; i = rs.recs[i].objNext {
 			r := &rs.recs[i]
-			if (r.relation == relOwner || r.relation == relCoOwner) && x.active(r) {
+			// An owner without policies adds no candidates (most
+			// co-owners): its name is not even looked at.
+			if (r.relation == relOwner || r.relation == relCoOwner) && x.active(r) && rs.isPolicyOwner(r.user) {
 				if user := rs.names.name(r.user); !slices.Contains(owners, user) {
 					owners = append(owners, user)
 				}
@@ -776,15 +803,25 @@ func (e *Engine) policyOwners(x *evalCtx) []string {
 
 // candidates merges the owners' policy lists in evaluation order.
 func (e *Engine) candidates(owners []string) []*compiled {
-	switch len(owners) {
+	// Most co-owners have no policies of their own: with one list left
+	// it is the answer as it stands (already in evaluation order).
+	var lists [4][]*compiled
+	nonEmpty, n := lists[:0], 0
+	for _, o := range owners {
+		if l := e.policies[o]; len(l) > 0 {
+			nonEmpty = append(nonEmpty, l)
+			n += len(l)
+		}
+	}
+	switch len(nonEmpty) {
 	case 0:
 		return nil
 	case 1:
-		return e.policies[owners[0]]
+		return nonEmpty[0]
 	}
-	var all []*compiled
-	for _, o := range owners {
-		all = append(all, e.policies[o]...)
+	all := make([]*compiled, 0, n)
+	for _, l := range nonEmpty {
+		all = append(all, l...)
 	}
 	slices.SortStableFunc(all, comparePolicies)
 	return all
@@ -907,6 +944,8 @@ type relStore struct {
 	free    int32            // first free record, chained through next; 0 none
 	pairs   map[uint64]int32 // object<<32 | user → the user's first tuple on the object
 	objHead []int32          // object → a first tuple on it
+	// policyOwners is a bit per name id: set when a user of that name owns policies.
+	policyOwners []uint64
 }
 
 type relRec struct {
@@ -923,6 +962,19 @@ type packedTime struct {
 	sec  int64
 	nsec int32
 	loc  uint16
+}
+
+// before reports whether instant p is before q (both non-zero).
+func (p packedTime) before(q packedTime) bool {
+	return p.sec < q.sec || p.sec == q.sec && p.nsec < q.nsec
+}
+
+// next is the instant one nanosecond after p.
+func (p packedTime) next() packedTime {
+	if p.nsec++; p.nsec == 1e9 {
+		p.sec, p.nsec = p.sec+1, 0
+	}
+	return p
 }
 
 func newRelStore(n int) *relStore {
@@ -964,6 +1016,31 @@ func (s *relStore) object(thing, place string) (uint32, bool) {
 }
 
 func pairKey(obj, user uint32) uint64 { return uint64(obj)<<32 | uint64(user) }
+
+// setPolicyOwner records whether name owns policies. The set lives with
+// the names (Load fills a new store's) so that a thing's co-owners can be
+// skipped by id when they own none, which most do.
+func (s *relStore) setPolicyOwner(name string, on bool) {
+	id := s.names.intern(name)
+	w := int(id / 64)
+	if w >= len(s.policyOwners) {
+		if !on {
+			return
+		}
+		s.policyOwners = append(s.policyOwners, make([]uint64, w+1-len(s.policyOwners))...)
+	}
+	if on {
+		s.policyOwners[w] |= 1 << (id % 64)
+	} else {
+		s.policyOwners[w] &^= 1 << (id % 64)
+	}
+}
+
+// isPolicyOwner reports whether the user called id owns policies.
+func (s *relStore) isPolicyOwner(id uint32) bool {
+	w := int(id / 64)
+	return w < len(s.policyOwners) && s.policyOwners[w]&(1<<(id%64)) != 0
+}
 
 // first is the user's first tuple on the object (0: none).
 func (s *relStore) first(obj, user uint32) int32 { return s.pairs[pairKey(obj, user)] }
@@ -1023,6 +1100,41 @@ func (s *relStore) put(r *Relationship) {
 		s.recs[h].objPrev = i
 	}
 	s.objHead[obj] = i
+}
+
+// putAll puts rs in order, but lays the records out object by object: a
+// decision walks all tuples on a thing and its places, which at a million
+// tuples are otherwise each in a different part of memory. Each object's
+// tuples keep their relative order, so a later tuple still replaces an
+// earlier one with the same object, user and relation.
+func (s *relStore) putAll(rs []Relationship) {
+	objs := make([]uint32, len(rs))
+	maxObj := uint32(0)
+	for i := range rs {
+		r := &rs[i]
+		if r.Place != "" {
+			objs[i] = s.names.intern(r.Place)<<1 | 1
+		} else {
+			objs[i] = s.names.intern(r.Thing) << 1
+		}
+		maxObj = max(maxObj, objs[i])
+	}
+	// A counting sort by object, stable.
+	start := make([]int32, int(maxObj)+2)
+	for _, o := range objs {
+		start[o+1]++
+	}
+	for i := 1; i < len(start); i++ {
+		start[i] += start[i-1]
+	}
+	order := make([]int32, len(rs))
+	for i, o := range objs {
+		order[start[o]] = int32(i)
+		start[o]++
+	}
+	for _, i := range order {
+		s.put(&rs[i])
+	}
 }
 
 // remove deletes the tuple of user with relation rel on the thing, or on

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"reflect"
 	"runtime"
+	"slices"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -546,5 +547,142 @@ func TestLoadHeapObjects(t *testing.T) {
 	t.Logf("%d live heap objects for %d tuples, %d policies, %d users", objects, tuples, owners*10, guests+owners)
 	if objects > tuples/2 {
 		t.Errorf("%d live heap objects for %d tuples: the population is not packed", objects, tuples)
+	}
+}
+
+// Load lays the tuples out object by object; a later tuple in the snapshot
+// still replaces an earlier one with the same object, user and relation,
+// and each object's tuples are all there.
+func TestLoadGroupsTuplesByObject(t *testing.T) {
+	e := NewEngine(Options{Clock: newFakeClock(t0)})
+	s := Snapshot{Users: []User{{Name: "an"}, {Name: "ruth"}}, Things: []Thing{{ID: "a", Owner: "an"}, {ID: "b", Owner: "an"}}}
+	for i, th := range []string{"a", "b", "a", "b", "a"} {
+		st := StatusActive
+		if i == 0 {
+			st = StatusPending // replaced by the tuple i=4
+		}
+		rel := []Relation{RelVisitor, RelVisitor, RelInstaller, RelCoOwner, RelVisitor}[i]
+		s.Relationships = append(s.Relationships, Relationship{Thing: th, User: "ruth", Relation: rel, Status: st})
+	}
+	s.Relationships = append(s.Relationships, Relationship{Place: "a", User: "ruth", Relation: RelOwner, Status: StatusActive})
+	if err := e.Load(s); err != nil {
+		t.Fatal(err)
+	}
+	got := e.Relationships("a", "")
+	if len(got) != 2 || got[0].Relation != RelInstaller || got[1].Relation != RelVisitor || got[1].Status != StatusActive {
+		t.Errorf("thing a: %+v", got)
+	}
+	if got := e.Relationships("b", ""); len(got) != 2 {
+		t.Errorf("thing b: %+v", got)
+	}
+	if got := e.Relationships("", "a"); len(got) != 1 || got[0].Relation != RelOwner {
+		t.Errorf("place a: %+v", got)
+	}
+	rs := e.rels
+	// Thing b's tuples were apart in the snapshot; their records are adjacent.
+	b, _ := rs.object("b", "")
+	if i := rs.objFirst(b); i == 0 || rs.recs[i].objNext != i-1 {
+		t.Errorf("thing b: record %d is followed by %d", i, rs.recs[i].objNext)
+	}
+	// The user's chain (pairs) keeps the snapshot's order: installer, then visitor.
+	obj, _ := rs.object("a", "")
+	uid, _ := rs.names.lookup("ruth")
+	var rels []uint8
+	for i := rs.first(obj, uid); i != 0; i = rs.recs[i].next {
+		rels = append(rels, rs.recs[i].relation)
+	}
+	if !slices.Equal(rels, []uint8{relInstaller, relVisitor}) {
+		t.Errorf("ruth's tuples on a: %v", rels)
+	}
+}
+
+// A decision expires at the earliest window boundary among the tuples it
+// looked at, exactly to the nanosecond (valid_until + 1ns carries into the
+// next second), in the boundary's own time zone.
+func TestWindowExpiryEarliestBoundary(t *testing.T) {
+	clock := newFakeClock(t0)
+	e := household(t, clock)
+	tokyo, err := time.LoadLocation("Asia/Tokyo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	until1 := time.Date(2026, 11, 26, 5, 30, 0, 999_999_999, tokyo) // 20:30 UTC
+	until2 := time.Date(2026, 11, 25, 22, 0, 0, 0, time.UTC)
+	from3 := time.Date(2026, 11, 25, 21, 30, 0, 0, time.UTC)
+	for _, r := range []Relationship{
+		{Thing: "lock-1", User: "stranger", Relation: RelVisitor, Status: StatusActive, ValidUntil: until2},
+		{Place: "hall", User: "stranger", Relation: RelInstaller, Status: StatusActive, ValidUntil: until1},
+		{Place: "home-an", User: "stranger", Relation: RelCoOwner, Status: StatusActive, ValidFrom: from3},
+	} {
+		if err := e.PutRelationship(r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	d := decide(e, UserPrincipal("stranger"), "things/lock-1/cmd/unlock", ActCommand, "")
+	want := until1.Add(time.Nanosecond)
+	if !d.Allowed() || d.Rule != "visitor" || !d.Expires.Equal(want) || d.Expires.Location() != tokyo || d.Expires.Nanosecond() != 0 {
+		t.Fatalf("%s expires %v, want %v", d.Reason(), d.Expires, want)
+	}
+	clock.Set(want)
+	if d := decide(e, UserPrincipal("stranger"), "things/lock-1/cmd/unlock", ActCommand, ""); !d.Allowed() || !d.Expires.Equal(from3) {
+		t.Fatalf("after the installer window: %s expires %v, want %v", d.Reason(), d.Expires, from3)
+	}
+	clock.Set(from3)
+	if d := decide(e, UserPrincipal("stranger"), "things/lock-1/cmd/unlock", ActCommand, ""); d.Rule != "co_owner" || !d.Expires.Equal(until2.Add(time.Nanosecond)) {
+		t.Fatalf("in the co-owner window: %s expires %v", d.Reason(), d.Expires)
+	}
+}
+
+// Co-owners' policies are candidates next to the owner's, merged in
+// evaluation order, whether they were loaded or put, and a co-owner whose
+// last policy is deleted adds none.
+func TestCoOwnerPolicies(t *testing.T) {
+	for _, load := range []bool{false, true} {
+		e := household(t, newFakeClock(t0))
+		allow := func(id string, prio int) Policy {
+			return Policy{ID: id, Priority: prio, Effect: "allow", Subjects: []string{"user:stranger"},
+				Resources: []string{"things/thermo-1/data/temperature"}, Actions: []Action{ActRead}}
+		}
+		deny := allow("d", 5)
+		deny.Effect = "deny"
+		if load {
+			s := Snapshot{Users: []User{{Name: "an"}, {Name: "peter"}, {Name: "stranger"}},
+				Places: []Place{{ID: "home-an", Owner: "an"}},
+				Things: []Thing{{ID: "thermo-1", Owner: "an", Place: "home-an", Streams: []string{"temperature"}}},
+				Relationships: []Relationship{{Place: "home-an", User: "peter", Relation: RelCoOwner, Status: StatusActive},
+					{Thing: "thermo-1", User: "ruth", Relation: RelCoOwner, Status: StatusActive}},
+				Policies: []OwnedPolicy{{Owner: "peter", Policy: allow("a", 1)}, {Owner: "an", Policy: deny}, {Owner: "ruth", Policy: allow("z", 9)}}}
+			if err := e.Load(s); err != nil {
+				t.Fatal(err)
+			}
+		} else {
+			if err := e.PutRelationship(Relationship{Thing: "thermo-1", User: "ruth", Relation: RelCoOwner, Status: StatusActive}); err != nil {
+				t.Fatal(err)
+			}
+			for _, op := range []OwnedPolicy{{Owner: "peter", Policy: allow("a", 1)}, {Owner: "an", Policy: deny}, {Owner: "ruth", Policy: allow("z", 9)}} {
+				if err := e.PutPolicy(op.Owner, op.Policy); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		req := Request{Principal: UserPrincipal("stranger"), Topic: "things/thermo-1/data/temperature", Action: ActRead}
+		check := func(step, want string) {
+			t.Helper()
+			d := e.DecideUncached(req)
+			if got := d.Reason() + "/" + d.PolicyOwner; got != want {
+				t.Errorf("load=%v %s: %s, want %s", load, step, got, want)
+			}
+		}
+		check("all three", "policy:a/peter")
+		e.DeletePolicy("peter", "a")
+		check("peter's deleted", "policy:d/an")
+		e.DeletePolicy("an", "d")
+		check("an's deleted", "policy:z/ruth")
+		e.DeletePolicy("ruth", "z")
+		check("none left", "deny:default/")
+		if err := e.PutPolicy("peter", allow("b", 2)); err != nil {
+			t.Fatal(err)
+		}
+		check("peter's again", "policy:b/peter")
 	}
 }
