@@ -61,13 +61,32 @@ func parseSubject(s string) (subject, bool) {
 type resource struct {
 	filter string
 	stream string
+	// prefix is the filter's levels before its first wildcard (all of it
+	// when it has none): a topic the filter matches begins with it, so
+	// most policies of an owner are rejected by one comparison.
+	prefix string
 }
 
 func (r resource) matches(topic string, res Resource) bool {
 	if r.stream != "" {
 		return res.Kind == ResData && res.Name == r.stream
 	}
-	return MatchTopic(r.filter, topic)
+	return strings.HasPrefix(topic, r.prefix) && MatchTopic(r.filter, topic)
+}
+
+// literalPrefix is filter up to (not including the '/' before) its first
+// '+' or '#' level.
+func literalPrefix(filter string) string {
+	for i := 0; ; {
+		level, _, more := strings.Cut(filter[i:], "/")
+		if level == "+" || level == "#" {
+			return filter[:max(i-1, 0)]
+		}
+		if !more {
+			return filter
+		}
+		i += len(level) + 1
+	}
 }
 
 // overlaps reports whether the resource could match a topic the filter matches.
@@ -135,7 +154,7 @@ func compilePacked(owner string, p Policy, key []byte, pk *packer) (*compiled, e
 		if !ValidFilter(r) {
 			return nil, fmt.Errorf("policy %q: invalid resource %q", p.ID, r)
 		}
-		c.resources = append(c.resources, resource{filter: r})
+		c.resources = append(c.resources, resource{filter: r, prefix: literalPrefix(r)})
 	}
 	for _, a := range p.Actions {
 		b := actionBit(a)

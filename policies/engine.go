@@ -546,7 +546,7 @@ func (x *evalCtx) dependOwner(owner string)  { x.depend(x.e.owners[owner]) }
 func (x *evalCtx) dependSubject(p Principal) { x.depend(x.e.subjects[p]) }
 
 func (x *evalCtx) depend(g *generation) {
-	if g == nil || x.ndeps == maxDeps {
+	if g == nil {
 		x.uncacheable = true
 		return
 	}
@@ -554,6 +554,10 @@ func (x *evalCtx) depend(g *generation) {
 		if x.deps[i].g == g {
 			return
 		}
+	}
+	if x.ndeps == maxDeps {
+		x.uncacheable = true
+		return
 	}
 	x.deps[x.ndeps] = depRef{g: g, n: g.n.Load()}
 	x.ndeps++
@@ -671,8 +675,12 @@ func (e *Engine) evaluate(x *evalCtx) Decision {
 	}
 
 	owners := e.policyOwners(x)
+	depended := x.thing.Owner // one map lookup per owner, not per policy
 	for _, c := range e.candidates(owners) {
-		x.dependOwner(c.owner)
+		if c.owner != depended {
+			x.dependOwner(c.owner)
+			depended = c.owner
+		}
 		if !c.applies(req, res) || !e.subjectMatches(x, c) {
 			continue
 		}

@@ -686,3 +686,47 @@ func TestCoOwnerPolicies(t *testing.T) {
 		check("peter's again", "policy:b/peter")
 	}
 }
+
+// A resource's literal prefix only ever rejects topics its filter does
+// not match.
+func TestResourcePrefix(t *testing.T) {
+	for f, want := range map[string]string{
+		"things/t-1/data/#": "things/t-1/data", "things/+/data/x": "things", "#": "", "+/a": "",
+		"things/t-1/state": "things/t-1/state", "a//b/+": "a//b", "a/b+/c": "a/b+/c",
+	} {
+		if got := literalPrefix(f); got != want {
+			t.Errorf("literalPrefix(%q) = %q, want %q", f, got, want)
+		}
+	}
+	filters := []string{"#", "+", "things/#", "things/+/data/#", "things/t-1/data/#", "things/t-1/data/loc",
+		"things/t-1", "things/t-1/+", "things//x", "+/t-1/#", "things/t-1/data/+/x", "things/t-10/#", "$SYS/#"}
+	topics := []string{"things", "things/t-1", "things/t-1/data", "things/t-1/data/loc", "things/t-10/data/loc",
+		"things/t-1/state", "things//x", "thingsx/t-1", "$SYS/x", "things/t-1/data/a/x", ""}
+	for _, f := range filters {
+		r := resource{filter: f, prefix: literalPrefix(f)}
+		for _, topic := range topics {
+			if got, want := r.matches(topic, Resource{}), MatchTopic(f, topic); got != want {
+				t.Errorf("%q on %q: %v, MatchTopic %v", f, topic, got, want)
+			}
+		}
+	}
+}
+
+// A decision that depends on as many generations as an entry holds is
+// cached, however often evaluation meets them again.
+func TestDependDedupsWhenFull(t *testing.T) {
+	e := NewEngine(Options{})
+	var gens [maxDeps]generation
+	x := evalCtx{e: e}
+	for i := range gens {
+		x.depend(&gens[i])
+	}
+	x.depend(&gens[0])
+	if x.uncacheable || x.ndeps != maxDeps {
+		t.Fatalf("uncacheable %v, %d deps", x.uncacheable, x.ndeps)
+	}
+	x.depend(&generation{})
+	if !x.uncacheable {
+		t.Fatal("one generation too many is cacheable")
+	}
+}
