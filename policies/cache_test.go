@@ -300,3 +300,41 @@ func TestDecisionCacheKeyFields(t *testing.T) {
 		t.Errorf("entry lost: %+v", e)
 	}
 }
+
+// A co-owner's policy change reaches decisions on the things it co-owns,
+// though they never depended on its policies: it had none, or a
+// higher-priority policy decided first.
+func TestCacheCoOwnerPolicyChange(t *testing.T) {
+	e := household(t, newFakeClock(t0))
+	req := Request{Principal: UserPrincipal("stranger"), Topic: "things/thermo-1/state", Action: ActRead}
+	allow := func(id string, prio int) Policy {
+		return Policy{ID: id, Priority: prio, Effect: "allow", Subjects: []string{"user:stranger"}, Resources: []string{"things/thermo-1/state"}, Actions: []Action{ActRead}}
+	}
+	check := func(step, want string) {
+		t.Helper()
+		e.Decide(req) // cached, if it can be
+		if got, unc := e.Decide(req).Reason(), e.DecideUncached(req).Reason(); got != want || unc != want {
+			t.Fatalf("%s: cached %s, uncached %s, want %s", step, got, unc, want)
+		}
+	}
+	check("before", "deny:default")
+	if err := e.PutPolicy("peter", allow("p", 5)); err != nil { // peter co-owns home-an, without policies so far
+		t.Fatal(err)
+	}
+	check("peter's first policy", "policy:p")
+	if err := e.PutPolicy("an", allow("a", 9)); err != nil {
+		t.Fatal(err)
+	}
+	check("an's lower-priority policy", "policy:p")
+	if err := e.PutPolicy("peter", allow("q", 1)); err != nil {
+		t.Fatal(err)
+	}
+	check("peter's higher-priority policy", "policy:q")
+	e.DeletePolicy("peter", "q")
+	e.DeletePolicy("peter", "p")
+	check("peter's deleted", "policy:a")
+	e.DeleteRelationship("", "home-an", "peter", RelCoOwner)
+	if e.rels.coOwns("peter") {
+		t.Error("peter still counted as a co-owner")
+	}
+}

@@ -109,7 +109,20 @@ func genFor[K comparable](m map[K]*generation, key K, pool *genPool) *generation
 	return g
 }
 
-func (e *Engine) bumpOwner(owner string)   { genFor(e.owners, owner, &e.gens).bump() }
+func (e *Engine) bumpOwner(owner string) { genFor(e.owners, owner, &e.gens).bump() }
+
+// bumpPolicyOwner invalidates what a change to owner's policies may affect:
+// decisions on owner's things, and, when owner owns or co-owns things
+// through relationships, decisions on those too. A decision depends on
+// the generations of the candidate owners it reached, which need not
+// include a co-owner whose policies it never reached (or who had none),
+// so those are invalidated through the global generation.
+func (e *Engine) bumpPolicyOwner(owner string) {
+	e.bumpOwner(owner)
+	if e.rels.coOwns(owner) {
+		e.global.bump()
+	}
+}
 func (e *Engine) bumpSubject(p Principal)  { genFor(e.subjects, p, &e.gens).bump() }
 func (e *Engine) ensureOwner(owner string) { genFor(e.owners, owner, &e.gens) }
 
@@ -298,7 +311,7 @@ func (e *Engine) putCompiled(c *compiled) {
 	i, _ := slices.BinarySearchFunc(list, c, comparePolicies)
 	e.policies[c.owner] = slices.Insert(list, i, c)
 	e.rels.setPolicyOwner(c.owner, true)
-	e.bumpOwner(c.owner)
+	e.bumpPolicyOwner(c.owner)
 }
 
 // DeletePolicy removes owner's policy id; it reports whether it existed.
@@ -317,7 +330,7 @@ func (e *Engine) DeletePolicy(owner, id string) bool {
 	} else {
 		e.policies[owner] = list
 	}
-	e.bumpOwner(owner)
+	e.bumpPolicyOwner(owner)
 	return true
 }
 
@@ -954,6 +967,8 @@ type relStore struct {
 	objHead []int32          // object → a first tuple on it
 	// policyOwners is a bit per name id: set when a user of that name owns policies.
 	policyOwners []uint64
+	// owning counts each user's owner and co-owner tuples (any status).
+	owning map[uint32]int32
 }
 
 type relRec struct {
@@ -986,7 +1001,7 @@ func (p packedTime) next() packedTime {
 }
 
 func newRelStore(n int) *relStore {
-	return &relStore{names: newNameTable(), recs: make([]relRec, 1, n+1), pairs: make(map[uint64]int32, n)}
+	return &relStore{names: newNameTable(), recs: make([]relRec, 1, n+1), pairs: make(map[uint64]int32, n), owning: map[uint32]int32{}}
 }
 
 func (s *relStore) packTime(t time.Time) packedTime {
@@ -1044,6 +1059,13 @@ func (s *relStore) setPolicyOwner(name string, on bool) {
 	}
 }
 
+// coOwns reports whether the user called name holds an owner or
+// co-owner tuple on anything.
+func (s *relStore) coOwns(name string) bool {
+	id, ok := s.names.lookup(name)
+	return ok && s.owning[id] > 0
+}
+
 // isPolicyOwner reports whether the user called id owns policies.
 func (s *relStore) isPolicyOwner(id uint32) bool {
 	w := int(id / 64)
@@ -1095,6 +1117,9 @@ func (s *relStore) put(r *Relationship) {
 	}
 	s.recs[i] = relRec{obj: obj, user: user, relation: code, status: statusCode(r.Status),
 		from: s.packTime(r.ValidFrom), until: s.packTime(r.ValidUntil)}
+	if code == relOwner || code == relCoOwner {
+		s.owning[user]++
+	}
 	if head == 0 {
 		s.pairs[key] = i
 	} else {
@@ -1177,6 +1202,11 @@ func (s *relStore) removeCode(obj, user uint32, code uint8) bool {
 		}
 		if r.objNext != 0 {
 			s.recs[r.objNext].objPrev = r.objPrev
+		}
+		if code == relOwner || code == relCoOwner {
+			if s.owning[user]--; s.owning[user] == 0 {
+				delete(s.owning, user)
+			}
 		}
 		*r = relRec{next: s.free}
 		s.free = i
