@@ -250,6 +250,13 @@ func TestDecisionCacheHashSpreads(t *testing.T) {
 			return r
 		},
 		"purpose": func(i int) Request { r := base; r.Purpose = fmt.Sprintf("p%d", i); return r },
+		"short":   func(i int) Request { r := base; r.Principal.ID = fmt.Sprintf("u%d", i); return r },
+		"long id": func(i int) Request {
+			r := base
+			r.Principal.ID = fmt.Sprintf("a-much-longer-user-name-%d", i)
+			return r
+		},
+		"long purp": func(i int) Request { r := base; r.Purpose = fmt.Sprintf("purpose-%d", i); return r },
 		"long": func(i int) Request {
 			r := base
 			r.Topic = fmt.Sprintf("things/a-very-long-thing-name-%08d/data/s", i)
