@@ -1084,13 +1084,18 @@ func (s *relStore) objFirst(obj uint32) int32 {
 }
 
 // put adds r (valid) or replaces the tuple with its object, user and relation.
-func (s *relStore) put(r *Relationship) {
-	var obj uint32
+func (s *relStore) put(r *Relationship) { s.putAt(s.internObject(r), r) }
+
+// internObject is r's object id, interning its name.
+func (s *relStore) internObject(r *Relationship) uint32 {
 	if r.Place != "" {
-		obj = s.names.intern(r.Place)<<1 | 1
-	} else {
-		obj = s.names.intern(r.Thing) << 1
+		return s.names.intern(r.Place)<<1 | 1
 	}
+	return s.names.intern(r.Thing) << 1
+}
+
+// putAt puts r, whose object id is obj.
+func (s *relStore) putAt(obj uint32, r *Relationship) {
 	user := s.names.intern(r.User)
 	code, _ := relCode(r.Relation)
 	key := pairKey(obj, user)
@@ -1144,12 +1149,7 @@ func (s *relStore) putAll(rs []Relationship) {
 	objs := make([]uint32, len(rs))
 	maxObj := uint32(0)
 	for i := range rs {
-		r := &rs[i]
-		if r.Place != "" {
-			objs[i] = s.names.intern(r.Place)<<1 | 1
-		} else {
-			objs[i] = s.names.intern(r.Thing) << 1
-		}
+		objs[i] = s.internObject(&rs[i])
 		maxObj = max(maxObj, objs[i])
 	}
 	// A counting sort by object, stable.
@@ -1166,7 +1166,7 @@ func (s *relStore) putAll(rs []Relationship) {
 		start[o]++
 	}
 	for _, i := range order {
-		s.put(&rs[i])
+		s.putAt(objs[i], &rs[i])
 	}
 }
 
