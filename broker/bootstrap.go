@@ -46,6 +46,16 @@ type Bootstrap struct {
 	// lines maps item and field paths ("users[2]", "users[2].password",
 	// "policies[0].constraints[1].step") to their line in the file.
 	lines map[string]int
+	// params overrides hashParams for this Bootstrap (tests).
+	params *argon2id.Params
+}
+
+// hashing returns the argon2id parameters Apply hashes with.
+func (b *Bootstrap) hashing() *argon2id.Params {
+	if b.params != nil {
+		return b.params
+	}
+	return hashParams
 }
 
 // BootstrapUser is a user with a plaintext password.
@@ -859,19 +869,20 @@ func (b *Bootstrap) Apply(ctx context.Context, st *mongo.Store) (Summary, error)
 		mu      sync.Mutex
 		hashErr error
 		sem     = make(chan struct{}, maxConcurrentHashes)
+		params  = b.hashing()
 	)
 	for _, j := range jobs {
 		wg.Add(1)
 		sem <- struct{}{}
 		go func() {
 			defer func() { <-sem; wg.Done() }()
-			if current(j.plain, j.stored) {
+			if current(j.plain, j.stored, params) {
 				mu.Lock()
 				sum.Kept++
 				mu.Unlock()
 				return // *j.out stays "": PutUser/PutThing keep the stored hash
 			}
-			h, err := argon2id.CreateHash(j.plain, hashParams)
+			h, err := argon2id.CreateHash(j.plain, params)
 			mu.Lock()
 			defer mu.Unlock()
 			if err != nil {
@@ -940,13 +951,13 @@ func (b *Bootstrap) Apply(ctx context.Context, st *mongo.Store) (Summary, error)
 
 // current reports whether stored is a hash of plain made with the current
 // parameters, so it can stay.
-func current(plain, stored string) bool {
+func current(plain, stored string, want *argon2id.Params) bool {
 	if stored == "" {
 		return false
 	}
 	p, _, _, err := argon2id.DecodeHash(stored)
-	if err != nil || p.Memory != hashParams.Memory || p.Iterations != hashParams.Iterations ||
-		p.Parallelism != hashParams.Parallelism || p.KeyLength != hashParams.KeyLength {
+	if err != nil || p.Memory != want.Memory || p.Iterations != want.Iterations ||
+		p.Parallelism != want.Parallelism || p.KeyLength != want.KeyLength {
 		return false
 	}
 	ok, err := argon2id.ComparePasswordAndHash(plain, stored)
