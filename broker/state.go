@@ -56,9 +56,6 @@ type stateStore struct {
 // stateBucket is mochi's bolt hook's bucket name.
 var stateBucket = []byte("mochi")
 
-// errStateClosed is returned for changes after Stop.
-var errStateClosed = errors.New("broker state store is closed")
-
 func newStateStore(path string, interval time.Duration) *stateStore {
 	return &stateStore{path: path, interval: interval, pending: map[string]storage.Serializable{}}
 }
@@ -214,7 +211,7 @@ func (s *stateStore) record(key string, v storage.Serializable) {
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
-		s.Log.Debug("broker state change after stop, dropped", "key", key, "error", errStateClosed)
+		s.Log.Debug("broker state change after stop, dropped", "key", key)
 		return
 	}
 	s.pending[key] = v
@@ -308,7 +305,7 @@ func (s *stateStore) OnRetainMessage(cl *mqtt.Client, pk packets.Packet, r int64
 		s.record(id, nil)
 		return
 	}
-	s.record(id, message(id, storage.RetainedKey, cl.ID, pk, 0))
+	s.record(id, storedMessage(id, storage.RetainedKey, cl.ID, pk, 0))
 }
 
 // OnRetainedExpired implements mqtt.Hook.
@@ -317,7 +314,7 @@ func (s *stateStore) OnRetainedExpired(topic string) { s.record(retainedKey(topi
 // OnQosPublish implements mqtt.Hook.
 func (s *stateStore) OnQosPublish(cl *mqtt.Client, pk packets.Packet, sent int64, _ int) {
 	id := inflightKey(cl.ID, pk)
-	s.record(id, message(id, storage.InflightKey, cl.ID, pk, sent))
+	s.record(id, storedMessage(id, storage.InflightKey, cl.ID, pk, sent))
 }
 
 // OnQosComplete implements mqtt.Hook.
@@ -335,7 +332,8 @@ func (s *stateStore) OnSysInfoTick(info *system.Info) {
 	s.record(storage.SysInfoKey, &storage.SystemInfo{ID: storage.SysInfoKey, T: storage.SysInfoKey, Info: *info})
 }
 
-func message(id, kind, client string, pk packets.Packet, sent int64) *storage.Message {
+// storedMessage is a retained or in-flight message as mochi's bolt hook stores it.
+func storedMessage(id, kind, client string, pk packets.Packet, sent int64) *storage.Message {
 	props := pk.Properties.Copy(false)
 	return &storage.Message{
 		ID: id, T: kind, Client: client, Origin: pk.Origin, FixedHeader: pk.FixedHeader,

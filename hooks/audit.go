@@ -228,10 +228,11 @@ func (a *Audit) write(ctx context.Context, final bool) {
 	}
 	if over := len(a.open) - maxPendingAudit; over > 0 {
 		slices.SortFunc(keys, func(x, y auditKey) int { return int(x.minute - y.minute) })
-		for _, k := range keys[:min(over, len(keys))] {
+		dropped := keys[:min(over, len(keys))]
+		for _, k := range dropped {
 			delete(a.open, k)
 		}
-		a.log.Warn().Int("dropped", over).Msg("audit backlog full; oldest records dropped")
+		a.log.Warn().Int("dropped", len(dropped)).Msg("audit backlog full; oldest records dropped")
 	}
 	a.log.Warn().Err(err).Int("records", len(records)).Msg("audit records kept for the next flush: metadata store unavailable")
 }
