@@ -4,11 +4,13 @@ import (
 	"bytes"
 	"crypto/hmac"
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"hash"
 	"math"
+	"math/bits"
 	"slices"
 	"strconv"
 	"strings"
@@ -544,11 +546,11 @@ type scratch struct {
 }
 
 // openKey is a key of an object being parsed: its field, with offsets into
-// the compact text, and where to find its name before there is one.
+// the compact text except for an unescaped name, which is located in raw
+// until the object closes (the compact text is built only once the whole payload is valid).
 type openKey struct {
-	f              field
-	rawOff, rawEnd int    // the key between its quotes in raw, when not escaped
-	sig            uint64 // one bit from length and end bytes: a cheap inequality test
+	f   field
+	sig uint64 // one bit from length and end bytes: a cheap inequality test
 }
 
 // keySig picks the bit of a key's signature. Keys with different bits
@@ -567,7 +569,7 @@ func (st *scratch) openName(k *openKey) []byte {
 	if k.f.escaped {
 		return st.pl.keys[k.f.nameOff:k.f.nameEnd]
 	}
-	return st.pl.raw[k.rawOff:k.rawEnd]
+	return st.pl.raw[k.f.nameOff:k.f.nameEnd]
 }
 
 var scratchPool = sync.Pool{New: func() any { return new(scratch) }}
@@ -613,6 +615,33 @@ var plain = func() (t [256]bool) {
 	}
 	return t
 }()
+
+// plainEnd returns the index of the first byte at or after b[i] that is not
+// plain, or len(b). Strings are most of a payload, so it looks at eight
+// bytes at a time.
+func plainEnd(b []byte, i int) int {
+	for ; len(b)-i >= 8; i += 8 {
+		if m := notPlain(binary.LittleEndian.Uint64(b[i : i+8])); m != 0 {
+			return i + bits.TrailingZeros64(m)/8
+		}
+	}
+	for i < len(b) && plain[b[i]] {
+		i++
+	}
+	return i
+}
+
+// notPlain sets the high bit of the bytes of w (little-endian) that are not
+// plain: '"', '\\', below 0x20 or from 0x80. The tests are the classic
+// has-zero-byte ones, (x - 0x01…) &^ x, which may also flag a byte above a
+// flagged one (through the borrow) but never one below: the lowest flag,
+// the only one plainEnd reads, is exact.
+func notPlain(w uint64) uint64 {
+	const ones, highs = 0x0101010101010101, 0x8080808080808080
+	q := w ^ (ones * '"')
+	s := w ^ (ones * '\\')
+	return ((q-ones)&^q | (s-ones)&^s | (w-ones*0x20)&^w | w) & highs
+}
 
 func isWS(c byte) bool { return c == ' ' || c == '\t' || c == '\n' || c == '\r' }
 
@@ -663,7 +692,7 @@ func (st *scratch) parseValue(i, depth int, record bool) (int, error) {
 	case c == '[':
 		return st.parseArray(i, depth+1)
 	case c == '"':
-		j, _, _, err := scanString(b, i, nil, false)
+		j, _, err := scanString(b, i)
 		return j, err
 	case c == '-' || c >= '0' && c <= '9':
 		return scanNumber(b, i)
@@ -739,17 +768,17 @@ func (st *scratch) parseObject(i, depth int, record bool) (int, error) {
 		if i >= len(b) || b[i] != '"' {
 			return i, payloadError("invalid JSON", i)
 		}
-		ks, off := i, len(st.pl.keys)
+		ks := i
 		var err error
 		var esc bool
-		if i, st.pl.keys, esc, err = scanString(b, i, st.pl.keys, true); err != nil {
+		if i, esc, err = scanString(b, i); err != nil {
 			return i, err
 		}
-		k := openKey{
-			f:      field{keyStart: ks - st.shift, keyEnd: i - st.shift, child: -1},
-			rawOff: ks + 1, rawEnd: i - 1,
-		}
+		// Until the object closes, an unescaped name is located in raw.
+		k := openKey{f: field{keyStart: ks - st.shift, keyEnd: i - st.shift, nameOff: ks + 1, nameEnd: i - 1, child: -1}}
 		if esc {
+			off := len(st.pl.keys)
+			st.pl.keys = appendUnescaped(st.pl.keys, b[ks+1:i-1])
 			k.f.escaped, k.f.nameOff, k.f.nameEnd = true, off, len(st.pl.keys)
 		}
 		name := st.openName(&k)
@@ -846,85 +875,92 @@ func appendCompact(dst, b []byte) []byte {
 
 // scanString validates the JSON string at b[i] (the opening quote) and
 // returns the index after its closing quote, and whether the string has
-// escapes. With decode it appends the decoded bytes to dst, but only when
-// there are escapes: otherwise the raw bytes between the quotes are the
-// decoded ones. It requires valid UTF-8 and rejects escapes of lone
-// surrogates, which decoders turn into different things.
-func scanString(b []byte, i int, dst []byte, decode bool) (next int, _ []byte, escaped bool, err error) {
+// escapes; appendUnescaped decodes those, and without them the bytes between
+// the quotes are the decoded ones. It requires valid UTF-8 and rejects
+// escapes of lone surrogates, which decoders turn into different things.
+func scanString(b []byte, i int) (next int, escaped bool, err error) {
 	i++
-	start := i
 	for {
-		for i < len(b) && plain[b[i]] {
-			i++
-		}
+		i = plainEnd(b, i)
 		if i >= len(b) {
-			return i, dst, escaped, payloadError("unterminated string", i)
+			return i, escaped, payloadError("unterminated string", i)
 		}
 		switch c := b[i]; {
 		case c == '"':
-			if decode && escaped {
-				dst = append(dst, b[start:i]...)
-			}
-			return i + 1, dst, escaped, nil
+			return i + 1, escaped, nil
 		case c == '\\':
 			escaped = true
-			if decode {
-				dst = append(dst, b[start:i]...)
-			}
-			var r rune
-			n := 2
-			if i+1 >= len(b) {
-				return i, dst, escaped, payloadError("unterminated string", i)
-			}
-			switch b[i+1] {
-			case '"', '\\', '/':
-				r = rune(b[i+1])
-			case 'b':
-				r = '\b'
-			case 'f':
-				r = '\f'
-			case 'n':
-				r = '\n'
-			case 'r':
-				r = '\r'
-			case 't':
-				r = '\t'
-			case 'u':
-				r = hex4(b, i+2)
-				n = 6
-				switch {
-				case r < 0:
-					return i, dst, escaped, payloadError("invalid escape", i)
-				case r >= 0xDC00 && r <= 0xDFFF:
-					return i, dst, escaped, payloadError("lone surrogate", i)
-				case r >= 0xD800 && r <= 0xDBFF:
-					lo := rune(-1)
-					if i+7 < len(b) && b[i+6] == '\\' && b[i+7] == 'u' {
-						lo = hex4(b, i+8)
-					}
-					if lo < 0xDC00 || lo > 0xDFFF {
-						return i, dst, escaped, payloadError("lone surrogate", i)
-					}
-					r = utf16Decode(r, lo)
-					n = 12
-				}
-			default:
-				return i, dst, escaped, payloadError("invalid escape", i)
-			}
-			if decode {
-				dst = utf8.AppendRune(dst, r)
+			_, n, err := readEscape(b, i)
+			if err != nil {
+				return i, escaped, err
 			}
 			i += n
-			start = i
 		case c < 0x20:
-			return i, dst, escaped, payloadError("control character in string", i)
+			return i, escaped, payloadError("control character in string", i)
 		default:
 			r, size := utf8.DecodeRune(b[i:])
 			if r == utf8.RuneError && size <= 1 {
-				return i, dst, escaped, payloadError("invalid UTF-8", i)
+				return i, escaped, payloadError("invalid UTF-8", i)
 			}
 			i += size
 		}
+	}
+}
+
+// readEscape reads the escape at b[i] (a backslash) inside a string: the
+// rune it stands for and how many bytes it takes. A high surrogate escape
+// must be followed by a low one; the pair is one rune.
+func readEscape(b []byte, i int) (r rune, n int, err error) {
+	if i+1 >= len(b) {
+		return 0, 0, payloadError("unterminated string", i)
+	}
+	switch c := b[i+1]; c {
+	case '"', '\\', '/':
+		return rune(c), 2, nil
+	case 'b':
+		return '\b', 2, nil
+	case 'f':
+		return '\f', 2, nil
+	case 'n':
+		return '\n', 2, nil
+	case 'r':
+		return '\r', 2, nil
+	case 't':
+		return '\t', 2, nil
+	case 'u':
+		r = hex4(b, i+2)
+		switch {
+		case r < 0:
+			return 0, 0, payloadError("invalid escape", i)
+		case r >= 0xDC00 && r <= 0xDFFF:
+			return 0, 0, payloadError("lone surrogate", i)
+		case r >= 0xD800 && r <= 0xDBFF:
+			lo := rune(-1)
+			if i+7 < len(b) && b[i+6] == '\\' && b[i+7] == 'u' {
+				lo = hex4(b, i+8)
+			}
+			if lo < 0xDC00 || lo > 0xDFFF {
+				return 0, 0, payloadError("lone surrogate", i)
+			}
+			return utf16Decode(r, lo), 12, nil
+		}
+		return r, 6, nil
+	}
+	return 0, 0, payloadError("invalid escape", i)
+}
+
+// appendUnescaped appends the decoded text of s, what lies between the
+// quotes of a valid string token.
+func appendUnescaped(dst, s []byte) []byte {
+	for {
+		k := bytes.IndexByte(s, '\\')
+		if k < 0 {
+			return append(dst, s...)
+		}
+		dst = append(dst, s[:k]...)
+		r, n, _ := readEscape(s, k)
+		dst = utf8.AppendRune(dst, r)
+		s = s[k+n:]
 	}
 }
 
@@ -1470,9 +1506,10 @@ func appendCanonical(dst, b []byte, i int) ([]byte, int, error) {
 			if b[i] == ',' {
 				i = skipWS(b, i+1)
 			}
-			j, key, esc, _ := scanString(b, i, nil, true)
-			if !esc {
-				key = b[i+1 : j-1]
+			j, esc, _ := scanString(b, i)
+			key := b[i+1 : j-1]
+			if esc {
+				key = appendUnescaped(nil, key)
 			}
 			i = skipWS(b, j)
 			i = skipWS(b, i+1) // ':'
@@ -1508,8 +1545,7 @@ func appendCanonicalString(dst, s []byte) []byte {
 	if bytes.IndexByte(s, '\\') < 0 {
 		return append(dst, s...) // nothing to decode, nothing to escape
 	}
-	_, dec, _, _ := scanString(s, 0, nil, true)
-	return appendCanonicalKey(dst, dec)
+	return appendCanonicalKey(dst, appendUnescaped(nil, s[1:len(s)-1]))
 }
 
 // appendCanonicalKey encodes decoded string bytes canonically.

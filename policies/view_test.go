@@ -885,3 +885,135 @@ func TestParsePayloadIndex(t *testing.T) {
 		checkPayload(t, p)
 	}
 }
+
+// TestPlainEnd checks the word-at-a-time scan against the byte table: every
+// byte value at every position of two words, and mixes of the bytes near
+// the edges of what notPlain flags.
+func TestPlainEnd(t *testing.T) {
+	naive := func(b []byte, i int) int {
+		for i < len(b) && plain[b[i]] {
+			i++
+		}
+		return i
+	}
+	check := func(b []byte) {
+		t.Helper()
+		for i := 0; i <= len(b); i++ {
+			if got, want := plainEnd(b, i), naive(b, i); got != want {
+				t.Fatalf("plainEnd(%q, %d) = %d, want %d", b, i, got, want)
+			}
+		}
+	}
+	for c := range 256 {
+		for pos := range 17 {
+			b := bytes.Repeat([]byte{'a'}, 17)
+			b[pos] = byte(c)
+			check(b)
+			// A second non-plain byte after the first must not hide it,
+			// whatever the borrow of the first does to the bytes above.
+			for _, d := range []byte{0, '"', '\\', 0x1f, 0x80, 0xff} {
+				for next := pos + 1; next < len(b); next++ {
+					b2 := bytes.Clone(b)
+					b2[next] = d
+					check(b2)
+				}
+			}
+		}
+	}
+	edges := []byte{0x00, 0x01, 0x1f, 0x20, 0x21, '"', '#', '[', '\\', ']', 0x7f, 0x80, 0x81, 0xa2, 0xdc, 0xff}
+	seed := uint64(1)
+	for range 20000 {
+		b := make([]byte, int(seed%24))
+		for k := range b {
+			seed = seed*6364136223846793005 + 1442695040888963407
+			b[k] = edges[seed>>59&15]
+		}
+		seed = seed*6364136223846793005 + 1442695040888963407
+		check(b)
+	}
+}
+
+// TestParseStringAtWordBoundaries puts each kind of string content at
+// every position relative to the eight-byte words plainEnd reads, in a
+// value and in a key, and checks the verdict and the offset.
+func TestParseStringAtWordBoundaries(t *testing.T) {
+	cases := []struct {
+		name, text string
+		err        string // the reason, at the offset of the text plus at; "" when valid
+		at         int
+	}{
+		{name: "ascii", text: "abcdefghij"},
+		{name: "escaped quote", text: `\"`},
+		{name: "escaped backslash", text: `\\`},
+		{name: "escape", text: `\n\t\/`},
+		{name: "unicode escape", text: `\u00e9`},
+		{name: "surrogate pair", text: `\ud83d\ude00`},
+		{name: "two bytes", text: "\u00e9"},
+		{name: "three bytes", text: "\u20ac"},
+		{name: "four bytes", text: "\U0001F600"},
+		{name: "del", text: "\x7f"},
+		{name: "nul", text: "\x00", err: "control character in string"},
+		{name: "unit separator", text: "a\x1f", err: "control character in string", at: 1},
+		{name: "tab", text: "\t", err: "control character in string"},
+		{name: "lone continuation", text: "\x80", err: "invalid UTF-8"},
+		{name: "ff", text: "ab\xff", err: "invalid UTF-8", at: 2},
+		{name: "truncated three bytes", text: "\xe2\x82a", err: "invalid UTF-8"},
+		{name: "overlong", text: "\xc0\xaf", err: "invalid UTF-8"},
+		{name: "utf-8 surrogate", text: "\xed\xa0\x80", err: "invalid UTF-8"},
+		{name: "beyond U+10FFFF", text: "\xf4\x90\x80\x80", err: "invalid UTF-8"},
+		{name: "bad escape", text: `\x`, err: "invalid escape"},
+		{name: "short unicode escape", text: `\u00e`, err: "invalid escape"},
+		{name: "lone high surrogate", text: `\ud83da`, err: "lone surrogate"},
+		{name: "lone low surrogate", text: `a\ude00`, err: "lone surrogate", at: 1},
+	}
+	for _, c := range cases {
+		for pad := range 18 {
+			p := strings.Repeat("p", pad)
+			for _, form := range []struct{ before, after string }{
+				{`{"k":"` + p, `"}`},
+				{`{"` + p, `":1}`},
+				{`{"a":1,"` + p, `":[true]}`},
+			} {
+				in := form.before + c.text + form.after
+				want := ""
+				if c.err != "" {
+					want = fmt.Sprintf("withheld: payload: %s at offset %d", c.err, len(form.before)+c.at)
+				}
+				_, err := ParsePayload([]byte(in))
+				if got := fmt.Sprint(err); err == nil && want != "" || err != nil && got != want {
+					t.Errorf("%s: ParsePayload(%q) = %v, want %q", c.name, in, err, want)
+				}
+				if c.err == "" && !json.Valid([]byte(in)) {
+					t.Fatalf("%s: test input %q is not JSON", c.name, in)
+				}
+			}
+		}
+	}
+}
+
+// TestDuplicateKeysAtWordBoundaries checks that keys equal after
+// unescaping are duplicates wherever their escapes and multi-byte
+// characters fall.
+func TestDuplicateKeysAtWordBoundaries(t *testing.T) {
+	for pad := range 18 {
+		p := strings.Repeat("p", pad)
+		for _, pair := range [][2]string{
+			{"\u00e9", `\u00e9`},
+			{"\U0001F600", `\ud83d\ude00`},
+			{`\"`, `\u0022`},
+			{`\\`, `\u005c`},
+			{"x", `\u0078`},
+		} {
+			first := `{"` + p + pair[0] + `":1,`
+			in := first + `"` + p + pair[1] + `":2}`
+			want := fmt.Sprintf("withheld: payload: duplicate key at offset %d", len(first))
+			if _, err := ParsePayload([]byte(in)); fmt.Sprint(err) != want {
+				t.Errorf("ParsePayload(%q) = %v, want %q", in, err, want)
+			}
+			nested := `{"o":{"` + p + pair[1] + `":1,"` + p + pair[0] + `":2}}`
+			if _, err := ParsePayload([]byte(nested)); err == nil || !strings.Contains(err.Error(), "duplicate key") {
+				t.Errorf("ParsePayload(%q) = %v, want a duplicate key", nested, err)
+			}
+		}
+	}
+}
