@@ -66,6 +66,43 @@ type auditKey struct {
 type auditShard struct {
 	mu sync.Mutex
 	m  map[auditKey]int64
+	// recent holds the counts of the last few keys, folded into m by
+	// drain: a stream's deliveries repeat the same key, and comparing a key
+	// whose strings share their bytes with the cached one costs far less
+	// than hashing it into the map (a third of the hook's time per delivery).
+	recent [4]recentCount
+	next   int
+}
+
+type recentCount struct {
+	k auditKey
+	n int64
+}
+
+// add counts one k; the caller holds mu.
+func (s *auditShard) add(k auditKey) {
+	for i := range s.recent {
+		if r := &s.recent[i]; r.n > 0 && r.k == k {
+			r.n++
+			return
+		}
+	}
+	r := &s.recent[s.next]
+	s.next = (s.next + 1) % len(s.recent)
+	if r.n > 0 {
+		s.m[r.k] += r.n
+	}
+	*r = recentCount{k: k, n: 1}
+}
+
+// drain folds the recent counts into m; the caller holds mu.
+func (s *auditShard) drain() {
+	for i := range s.recent {
+		if r := &s.recent[i]; r.n > 0 {
+			s.m[r.k] += r.n
+			*r = recentCount{}
+		}
+	}
 }
 
 // AuditConfig wires an Audit.
@@ -131,7 +168,7 @@ func (a *Audit) Record(p policies.Principal, act policies.Action, purpose string
 	}
 	s := &a.shards[h%auditShards]
 	s.mu.Lock()
-	s.m[k]++
+	s.add(k)
 	s.mu.Unlock()
 }
 
@@ -178,6 +215,7 @@ func (a *Audit) flush(ctx context.Context, final bool) {
 	for i := range a.shards {
 		s := &a.shards[i]
 		s.mu.Lock()
+		s.drain()
 		var m map[auditKey]int64
 		if len(s.m) > 0 {
 			m, s.m = s.m, make(map[auditKey]int64, len(s.m))
@@ -289,6 +327,7 @@ func (a *Audit) Query(ctx context.Context, owner string, since, until time.Time,
 	for i := range a.shards {
 		s := &a.shards[i]
 		s.mu.Lock()
+		s.drain()
 		for k, n := range s.m {
 			if in(k) {
 				stored = append(stored, k.record(n))

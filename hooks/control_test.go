@@ -202,6 +202,7 @@ func TestAuditRecordAggregatesWithoutAllocating(t *testing.T) {
 	var n int
 	var total int64
 	for i := range a.shards {
+		a.shards[i].drain()
 		for k, c := range a.shards[i].m {
 			n++
 			total += c
@@ -215,6 +216,34 @@ func TestAuditRecordAggregatesWithoutAllocating(t *testing.T) {
 	}
 	if n != 2 || total != 1003 {
 		t.Fatalf("%d records, %d decisions; want 2 (doctor, stranger) and 1003", n, total)
+	}
+}
+
+// TestAuditRecordManyKeysOneShard interleaves more keys of one principal
+// (one shard) than the shard's recent counts hold: evicted counts must land
+// in the map, none twice.
+func TestAuditRecordManyKeysOneShard(t *testing.T) {
+	a := NewAudit(AuditConfig{})
+	doctor := policies.UserPrincipal("doctor")
+	purposes := []string{"p0", "p1", "p2", "p3", "p4", "p5", "p6", "p7", "p8"}
+	for round := 0; round < 50; round++ {
+		for i, purpose := range purposes {
+			for range i + 1 {
+				a.Record(doctor, policies.ActRead, purpose, policies.Decision{Rule: "default", Owner: "an", Thing: "watch-1", Stream: "location"})
+			}
+		}
+	}
+	got := map[string]int64{}
+	for i := range a.shards {
+		a.shards[i].drain()
+		for k, c := range a.shards[i].m {
+			got[k.purpose] += c
+		}
+	}
+	for i, purpose := range purposes {
+		if want := int64(50 * (i + 1)); got[purpose] != want {
+			t.Errorf("purpose %s: %d decisions counted, want %d", purpose, got[purpose], want)
+		}
 	}
 }
 

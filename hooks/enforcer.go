@@ -297,7 +297,7 @@ func (h *Enforcer) mayDeliver(cl *mqtt.Client, s *session, topic string) bool {
 	}
 	// Without the payload at hand, OnPacketEncode judges the real one.
 	if m := h.currentMessage(topic); m != nil {
-		if _, err := h.views.render(d.View, m); err != nil {
+		if _, err := h.views.renderMessage(d.View, m); err != nil {
 			h.count("delivery_withheld")
 			return false
 		}
@@ -326,7 +326,9 @@ func (h *Enforcer) currentMessage(topic string) *message {
 
 // Stats counts payload parses and view renders since start: a fan-out to
 // many subscribers in few views parses once and renders once per view.
-func (h *Enforcer) Stats() (parses, renders int64) { return h.parses.Load(), h.views.renders.Load() }
+func (h *Enforcer) Stats() (parses, renders int64) {
+	return h.parses.Load() + h.views.parses.Load(), h.views.renders.Load()
+}
 
 // OnSubscribe notes the filters being subscribed and their purposes, so
 // that OnACLCheck can tell a filter check from a delivery.
@@ -336,12 +338,11 @@ func (h *Enforcer) OnSubscribe(cl *mqtt.Client, pk packets.Packet) packets.Packe
 		return pk
 	}
 	purpose := userProperty(pk.Properties.User, PurposeProperty)
-	s.mu.Lock()
-	s.pending = make(map[string]string, len(pk.Filters))
+	pending := make(map[string]string, len(pk.Filters))
 	for _, f := range pk.Filters {
-		s.pending[f.Filter] = purpose
+		pending[f.Filter] = purpose
 	}
-	s.mu.Unlock()
+	s.beginSubscribe(pending)
 	return pk
 }
 
@@ -351,15 +352,20 @@ func (h *Enforcer) OnSubscribed(cl *mqtt.Client, pk packets.Packet, codes []byte
 	if s == nil {
 		return
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	pending := s.pending.Load()
+	granted := map[string]*string{}
 	for i, f := range pk.Filters {
 		if i < len(codes) && codes[i] <= packets.CodeGrantedQos2.Code {
 			filter, _ := stripShare(f.Filter)
-			s.subs[filter] = s.pending[f.Filter]
+			var purpose string
+			if pending != nil {
+				purpose = (*pending)[f.Filter]
+			}
+			granted[filter] = &purpose
 		}
 	}
-	s.pending = nil
+	s.subscribed(granted)
+	s.beginSubscribe(nil)
 }
 
 // OnUnsubscribed forgets the filters.
@@ -368,12 +374,12 @@ func (h *Enforcer) OnUnsubscribed(cl *mqtt.Client, pk packets.Packet) {
 	if s == nil {
 		return
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	gone := make(map[string]*string, len(pk.Filters))
 	for _, f := range pk.Filters {
 		filter, _ := stripShare(f.Filter)
-		delete(s.subs, filter)
+		gone[filter] = nil
 	}
+	s.subscribed(gone)
 }
 
 // OnPublish re-checks the topic after inbound alias resolution (mochi checks
@@ -423,7 +429,7 @@ func (h *Enforcer) OnPacketEncode(cl *mqtt.Client, pk packets.Packet) packets.Pa
 	if d.View == nil || !d.View.Rewrites() {
 		return pk
 	}
-	out, err := h.views.render(d.View, newMessage(pk.Payload, &h.parses))
+	out, err := h.views.render(d.View, pk.Payload)
 	if err != nil {
 		return h.drop(cl, pk)
 	}
@@ -467,10 +473,12 @@ func (h *Enforcer) OnSessionEstablish(cl *mqtt.Client, pk packets.Packet) {
 	}
 	if old != nil && s != nil && !pk.Connect.Clean {
 		old.mu.Lock()
+		kept := make(map[string]*string, len(old.subs))
 		for f, p := range old.subs {
-			s.subs[f] = p
+			kept[f] = &p
 		}
 		old.mu.Unlock()
+		s.subscribed(kept)
 	}
 }
 

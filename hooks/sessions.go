@@ -3,6 +3,7 @@ package hooks
 import (
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
@@ -16,11 +17,18 @@ type session struct {
 	admin     bool
 	purpose   string // declared on CONNECT (user property "purpose")
 
-	mu      sync.Mutex
-	subs    map[string]string    // subscribed filter (no $share prefix) → declared purpose
-	pending map[string]string    // filters of a SUBSCRIBE being processed → purpose
-	last    map[string]time.Time // topic → last delivery, for rate constraints
+	mu   sync.Mutex
+	subs map[string]string    // subscribed filter (no $share prefix) → declared purpose; under mu
+	last map[string]time.Time // topic → last delivery, for rate constraints; under mu
+
+	// Every delivery reads these two, so they are immutable snapshots read
+	// without the lock; writers replace them under mu.
+	purposed atomic.Pointer[[]filterPurpose]   // the subs that declared a purpose
+	pending  atomic.Pointer[map[string]string] // filters of a SUBSCRIBE being processed → purpose
 }
+
+// filterPurpose is one subscription that declared a purpose.
+type filterPurpose struct{ filter, purpose string }
 
 func newSession(p policies.Principal, admin bool, purpose string) *session {
 	return &session{principal: p, admin: admin, purpose: purpose, subs: map[string]string{}}
@@ -29,25 +37,57 @@ func newSession(p policies.Principal, admin bool, purpose string) *session {
 // purposes lists the purposes under which a delivery on topic is asked
 // for: those of the client's subscriptions matching it, else the CONNECT one.
 func (s *session) purposes(topic string, buf []string) []string {
-	s.mu.Lock()
-	for f, p := range s.subs {
-		if p != "" && policies.MatchTopic(f, topic) {
-			buf = append(buf, p)
+	if fps := s.purposed.Load(); fps != nil {
+		for _, fp := range *fps {
+			if policies.MatchTopic(fp.filter, topic) {
+				buf = append(buf, fp.purpose)
+			}
 		}
 	}
-	s.mu.Unlock()
 	if len(buf) == 0 {
 		buf = append(buf, s.purpose)
 	}
 	return buf
 }
 
+// subscribed records granted filters, or forgets them (purpose nil).
+func (s *session) subscribed(filters map[string]*string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for f, p := range filters {
+		if p == nil {
+			delete(s.subs, f)
+		} else {
+			s.subs[f] = *p
+		}
+	}
+	var fps []filterPurpose
+	for f, p := range s.subs {
+		if p != "" {
+			fps = append(fps, filterPurpose{f, p})
+		}
+	}
+	s.purposed.Store(&fps)
+}
+
+// beginSubscribe notes the filters of a SUBSCRIBE being processed, so that
+// their ACL checks can be told from deliveries; nil ends it.
+func (s *session) beginSubscribe(filters map[string]string) {
+	if filters == nil {
+		s.pending.Store(nil)
+		return
+	}
+	s.pending.Store(&filters)
+}
+
 // subscribing reports whether topic is a filter of a SUBSCRIBE now being
 // processed for this client, and its purpose.
 func (s *session) subscribing(filter string) (string, bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	p, ok := s.pending[filter]
+	m := s.pending.Load()
+	if m == nil {
+		return "", false
+	}
+	p, ok := (*m)[filter]
 	return p, ok
 }
 

@@ -23,6 +23,7 @@ type renderings struct {
 	mask  uint64
 
 	renders atomic.Int64
+	parses  atomic.Int64 // those of render; a message counts its own
 }
 
 type rendered struct {
@@ -42,13 +43,19 @@ func newRenderings(size int) *renderings {
 	return &renderings{seed: maphash.MakeSeed(), slots: make([]atomic.Pointer[rendered], n), mask: uint64(n - 1)}
 }
 
-// message is one payload, parsed at most once however many views render it.
+// message is one payload being fanned out, parsed at most once however
+// many views render it. Its deliveries are decided by the publisher's
+// goroutine, one after another, so the message itself remembers its last
+// renderings: every subscriber in the same view after the first costs a
+// pointer comparison. (Two publishers on one topic at once may share a
+// message, hence the atomics.)
 type message struct {
 	raw    []byte
 	once   sync.Once
 	parsed *policies.Payload
 	err    error
 	parses *atomic.Int64
+	memo   [2]atomic.Pointer[rendered]
 }
 
 func newMessage(raw []byte, parses *atomic.Int64) *message { return &message{raw: raw, parses: parses} }
@@ -63,14 +70,14 @@ func (m *message) payload() (*policies.Payload, error) {
 	return m.parsed, m.err
 }
 
-// render returns v applied to the message, computing it at most once while
-// remembered. The returned slice is shared: callers hand it to mochi, which
-// only reads it.
-func (r *renderings) render(v *policies.View, m *message) ([]byte, error) {
-	sum := maphash.Bytes(r.seed, m.raw)
-	slot := &r.slots[(sum^maphash.Comparable(r.seed, v))&r.mask]
-	if e := slot.Load(); e != nil && e.view == v && e.sum == sum && bytes.Equal(e.raw, m.raw) {
-		return e.out, e.err
+// renderMessage returns v applied to m, and leaves the rendering in the
+// table for the subscribers' write loops (render finds it there). The
+// returned slice is shared: callers hand it to mochi, which only reads it.
+func (r *renderings) renderMessage(v *policies.View, m *message) ([]byte, error) {
+	for i := range m.memo {
+		if e := m.memo[i].Load(); e != nil && e.view == v {
+			return e.out, e.err
+		}
 	}
 	p, err := m.payload()
 	var out []byte
@@ -78,6 +85,36 @@ func (r *renderings) render(v *policies.View, m *message) ([]byte, error) {
 		out, err = v.Render(p)
 		r.renders.Add(1)
 	}
-	slot.Store(&rendered{view: v, sum: sum, raw: m.raw, out: out, err: err})
+	sum := maphash.Bytes(r.seed, m.raw)
+	e := &rendered{view: v, sum: sum, raw: m.raw, out: out, err: err}
+	for i := range m.memo {
+		if m.memo[i].CompareAndSwap(nil, e) {
+			break
+		}
+	}
+	r.slot(v, sum).Store(e)
 	return out, err
+}
+
+// render returns v applied to the payload raw: the rendering the fan-out
+// left in the table when there is one, else computed and remembered.
+func (r *renderings) render(v *policies.View, raw []byte) ([]byte, error) {
+	sum := maphash.Bytes(r.seed, raw)
+	slot := r.slot(v, sum)
+	if e := slot.Load(); e != nil && e.view == v && e.sum == sum && bytes.Equal(e.raw, raw) {
+		return e.out, e.err
+	}
+	p, err := policies.ParsePayload(raw)
+	r.parses.Add(1)
+	var out []byte
+	if err == nil {
+		out, err = v.Render(p)
+		r.renders.Add(1)
+	}
+	slot.Store(&rendered{view: v, sum: sum, raw: raw, out: out, err: err})
+	return out, err
+}
+
+func (r *renderings) slot(v *policies.View, sum uint64) *atomic.Pointer[rendered] {
+	return &r.slots[(sum^maphash.Comparable(r.seed, v))&r.mask]
 }
