@@ -392,24 +392,31 @@ type Payload struct {
 	top    [1]objSpan // backs objs when the top-level object is the only one
 }
 
-// field is one member of an addressable object. Offsets are into src.
+// field is one member of an addressable object. Offsets are into src. The
+// index is most of what ParsePayload allocates, and allocating is much of
+// its cost, so a field holds nothing that can be derived: src is compact,
+// so the value starts right after the key's ':', and a key without escapes
+// has its decoded name between its quotes.
 type field struct {
 	keyStart, keyEnd int // the key token, quotes included
-	valStart, valEnd int // the value
-	nameOff, nameEnd int // the decoded key: in keys when escaped, else in src
-	escaped          bool
+	valEnd           int // the value is src[keyEnd+1:valEnd]
 	child            int // the value's index in objs when it is an object, else -1
+	// The decoded name of a key with escapes is keys[nameOff:nameEnd], never
+	// empty; both are 0 for a key without.
+	nameOff, nameEnd int
 }
+
+func (f *field) valStart() int { return f.keyEnd + 1 }
 
 // objSpan locates the members of an object: fields[first:first+n].
 type objSpan struct{ first, n int }
 
 // name returns the decoded key of f.
 func (p *Payload) name(f *field) []byte {
-	if f.escaped {
+	if f.nameEnd > 0 {
 		return p.keys[f.nameOff:f.nameEnd]
 	}
-	return p.src[f.nameOff:f.nameEnd]
+	return p.src[f.keyStart+1 : f.keyEnd-1]
 }
 
 // members returns the members of objs[o], in payload order.
@@ -549,8 +556,9 @@ type scratch struct {
 // the compact text except for an unescaped name, which is located in raw
 // until the object closes (the compact text is built only once the whole payload is valid).
 type openKey struct {
-	f   field
-	sig uint64 // one bit from length and end bytes: a cheap inequality test
+	f       field
+	sig     uint64 // one bit from length and end bytes: a cheap inequality test
+	escaped bool
 }
 
 // keySig picks the bit of a key's signature. Keys with different bits
@@ -566,7 +574,7 @@ func keySig(k []byte) uint64 {
 
 // openName returns the decoded name of a key being parsed.
 func (st *scratch) openName(k *openKey) []byte {
-	if k.f.escaped {
+	if k.escaped {
 		return st.pl.keys[k.f.nameOff:k.f.nameEnd]
 	}
 	return st.pl.raw[k.f.nameOff:k.f.nameEnd]
@@ -649,6 +657,9 @@ func isWS(c byte) bool { return c == ' ' || c == '\t' || c == '\n' || c == '\r' 
 // compact text, since all whitespace before it went through ws.
 func (st *scratch) ws(i int) int {
 	b := st.pl.raw
+	if i < len(b) && b[i] > ' ' { // most tokens follow each other directly
+		return i
+	}
 	j := i
 	for j < len(b) && isWS(b[j]) {
 		j++
@@ -774,14 +785,19 @@ func (st *scratch) parseObject(i, depth int, record bool) (int, error) {
 		if i, esc, err = scanString(b, i); err != nil {
 			return i, err
 		}
-		// Until the object closes, an unescaped name is located in raw.
-		k := openKey{f: field{keyStart: ks - st.shift, keyEnd: i - st.shift, nameOff: ks + 1, nameEnd: i - 1, child: -1}}
+		// The key goes on the stack at once, and is compared with the ones
+		// before it there. Until the object closes, an unescaped name is
+		// located in raw.
+		at := len(st.open)
+		st.open = append(st.open, openKey{})
+		k := &st.open[at]
+		k.f = field{keyStart: ks - st.shift, keyEnd: i - st.shift, nameOff: ks + 1, nameEnd: i - 1, child: -1}
 		if esc {
 			off := len(st.pl.keys)
 			st.pl.keys = appendUnescaped(st.pl.keys, b[ks+1:i-1])
-			k.f.escaped, k.f.nameOff, k.f.nameEnd = true, off, len(st.pl.keys)
+			k.escaped, k.f.nameOff, k.f.nameEnd = true, off, len(st.pl.keys)
 		}
-		name := st.openName(&k)
+		name := st.openName(k)
 		k.sig = keySig(name)
 		if seen != nil {
 			if _, dup := seen[string(name)]; dup {
@@ -790,7 +806,7 @@ func (st *scratch) parseObject(i, depth int, record bool) (int, error) {
 			seen[string(name)] = struct{}{}
 		} else {
 			if sigs&k.sig != 0 {
-				for j := range st.open[base:] {
+				for j := range st.open[base:at] {
 					r := &st.open[base+j]
 					if r.sig == k.sig && bytes.Equal(st.openName(r), name) {
 						return ks, payloadError("duplicate key", ks)
@@ -798,22 +814,20 @@ func (st *scratch) parseObject(i, depth int, record bool) (int, error) {
 				}
 			}
 			sigs |= k.sig
-			if len(st.open)-base >= linearDupLimit {
+			if at-base >= linearDupLimit {
 				seen = make(map[string]struct{}, 2*linearDupLimit)
-				for j := range st.open[base:] {
+				for j := range st.open[base:at] {
 					seen[string(st.openName(&st.open[base+j]))] = struct{}{}
 				}
 				seen[string(name)] = struct{}{}
 			}
 		}
-		at := len(st.open)
-		st.open = append(st.open, k)
 		i = st.ws(i)
 		if i >= len(b) || b[i] != ':' {
 			return i, payloadError("invalid JSON", i)
 		}
 		i = st.ws(i + 1)
-		vs, child := i-st.shift, -1
+		child := -1
 		if record && i < len(b) && b[i] == '{' {
 			child = len(st.pl.objs) // the slot the object takes when it opens
 		}
@@ -821,7 +835,7 @@ func (st *scratch) parseObject(i, depth int, record bool) (int, error) {
 			return i, err
 		}
 		f := &st.open[at].f
-		f.valStart, f.valEnd, f.child = vs, i-st.shift, child
+		f.valEnd, f.child = i-st.shift, child
 		i = st.ws(i)
 		if i >= len(b) {
 			return i, payloadError("unexpected end", i)
@@ -831,10 +845,10 @@ func (st *scratch) parseObject(i, depth int, record bool) (int, error) {
 			i = st.ws(i + 1)
 		case '}':
 			if record {
-				for _, r := range st.open[base:] {
-					if !r.f.escaped {
-						// The name lies between the quotes of the key.
-						r.f.nameOff, r.f.nameEnd = r.f.keyStart+1, r.f.keyEnd-1
+				for j := range st.open[base:] {
+					r := &st.open[base+j]
+					if !r.escaped {
+						r.f.nameOff, r.f.nameEnd = 0, 0
 					}
 					st.pl.fields = append(st.pl.fields, r.f)
 				}
@@ -1138,14 +1152,14 @@ func (st *scratch) resolve(path []string) (vs, ve int, text []byte, reason strin
 	}
 	for _, seg := range path[1:] {
 		// Rewrites yield scalars, so a replaced value has no members.
-		if f.child < 0 || st.editAt(f.valStart, f.valEnd) >= 0 {
+		if f.child < 0 || st.editAt(f.valStart(), f.valEnd) >= 0 {
 			return 0, 0, nil, "field missing (parent is not an object)"
 		}
 		if f = st.lookup(p.members(f.child), seg); f == nil {
 			return 0, 0, nil, "field missing"
 		}
 	}
-	vs, ve = f.valStart, f.valEnd
+	vs, ve = f.valStart(), f.valEnd
 	if k := st.editAt(vs, ve); k >= 0 {
 		e := st.edits[k]
 		return vs, ve, st.repl[e.off:e.end2], ""
@@ -1429,8 +1443,8 @@ func (st *scratch) emit() []byte {
 			out = append(out, ',')
 		}
 		first = false
-		out = append(out, src[m.keyStart:m.valStart]...) // the key and its ':'
-		out, k = st.appendSpan(out, m.valStart, m.valEnd, k)
+		out = append(out, src[m.keyStart:m.valStart()]...) // the key and its ':'
+		out, k = st.appendSpan(out, m.valStart(), m.valEnd, k)
 	}
 	return append(out, '}')
 }
