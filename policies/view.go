@@ -1184,8 +1184,51 @@ func isNumber(text []byte) bool { return text[0] == '-' || text[0] >= '0' && tex
 // number parses a JSON number; overflow yields ±Inf, which callers treat as
 // out of range.
 func number(text []byte) float64 {
+	if f, ok := shortDecimal(text); ok {
+		return f
+	}
 	f, _ := strconv.ParseFloat(string(text), 64)
 	return f
+}
+
+// shortDecimal converts a number without exponent and with at most 15
+// digits, which readings almost always are, without ParseFloat's general
+// machinery. Its digits as an integer and the power of ten are then exact
+// float64s, and one division rounds correctly: the result is ParseFloat's.
+func shortDecimal(text []byte) (float64, bool) {
+	neg := text[0] == '-'
+	if neg {
+		text = text[1:]
+	}
+	if len(text) > 16 { // 15 digits and a '.'
+		return 0, false
+	}
+	var m uint64
+	decimals := -1
+	for _, c := range text {
+		switch {
+		case c >= '0' && c <= '9':
+			m = m*10 + uint64(c-'0')
+			if decimals >= 0 {
+				decimals++
+			}
+		case c == '.':
+			decimals = 0
+		default:
+			return 0, false
+		}
+	}
+	if decimals < 0 && len(text) > 15 {
+		return 0, false
+	}
+	f := float64(m)
+	if decimals > 0 {
+		f /= math.Pow10(decimals)
+	}
+	if neg {
+		f = -f
+	}
+	return f, true
 }
 
 // ---------------------------------------------------------------------------

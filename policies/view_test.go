@@ -1017,3 +1017,32 @@ func TestDuplicateKeysAtWordBoundaries(t *testing.T) {
 		}
 	}
 }
+
+// TestShortDecimal checks the fast conversion against ParseFloat, which it
+// must match bit for bit, on numbers around its limits.
+func TestShortDecimal(t *testing.T) {
+	inputs := []string{"0", "-0", "0.0", "-0.0", "1", "21.37", "-67", "1013.25", "0.1", "0.3", "123456789012345",
+		"999999999999999", "1234567890123456", "0.000000000000001", "9007199254740993", "1.000000000000001",
+		"123456789012.345", "1e3", "1E-3", "2.5e+1", "00", "12345678901234567890"}
+	seed := uint64(7)
+	for range 100000 {
+		seed = seed*6364136223846793005 + 1442695040888963407
+		digs := strconv.FormatUint(seed>>(seed%60), 10)
+		if n := int(seed>>50) % (len(digs) + 1); n < len(digs) {
+			digs = digs[:n] + "." + digs[n:]
+			if n == 0 {
+				digs = "0" + digs
+			}
+		}
+		if seed&1 == 1 {
+			digs = "-" + digs
+		}
+		inputs = append(inputs, digs)
+	}
+	for _, in := range inputs {
+		want, _ := strconv.ParseFloat(in, 64)
+		if got := number([]byte(in)); math.Float64bits(got) != math.Float64bits(want) {
+			t.Fatalf("number(%q) = %v, ParseFloat %v", in, got, want)
+		}
+	}
+}
