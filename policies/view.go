@@ -386,7 +386,6 @@ func (v *View) Rewrites() bool { return v.rewrites }
 type Payload struct {
 	raw    []byte     // the bytes as given: what a non-rewriting view forwards
 	src    []byte     // the compact text: raw itself when raw has no whitespace
-	keys   []byte     // decoded keys that had escapes
 	fields []field    // members of the addressable objects, object by object
 	objs   []objSpan  // addressable objects in document order; objs[0] is the top level
 	top    [1]objSpan // backs objs when the top-level object is the only one
@@ -395,15 +394,14 @@ type Payload struct {
 // field is one member of an addressable object. Offsets are into src. The
 // index is most of what ParsePayload allocates, and allocating is much of
 // its cost, so a field holds nothing that can be derived: src is compact,
-// so the value starts right after the key's ':', and a key without escapes
-// has its decoded name between its quotes.
+// so the value starts right after the key's ':', and the decoded name of
+// a key is between its quotes unless it has escapes. Those are rare, and
+// Render decodes them when it compares them (see scratch.name).
 type field struct {
 	keyStart, keyEnd int // the key token, quotes included
 	valEnd           int // the value is src[keyEnd+1:valEnd]
 	child            int // the value's index in objs when it is an object, else -1
-	// The decoded name of a key with escapes is keys[nameOff:nameEnd], never
-	// empty; both are 0 for a key without.
-	nameOff, nameEnd int
+	escaped          bool
 }
 
 func (f *field) valStart() int { return f.keyEnd + 1 }
@@ -411,12 +409,15 @@ func (f *field) valStart() int { return f.keyEnd + 1 }
 // objSpan locates the members of an object: fields[first:first+n].
 type objSpan struct{ first, n int }
 
-// name returns the decoded key of f.
-func (p *Payload) name(f *field) []byte {
-	if f.nameEnd > 0 {
-		return p.keys[f.nameOff:f.nameEnd]
+// name returns the decoded key of f, a member of p, in buf when it has
+// escapes.
+func (p *Payload) name(f *field, buf *[]byte) []byte {
+	name := p.src[f.keyStart+1 : f.keyEnd-1]
+	if f.escaped {
+		*buf = appendUnescaped((*buf)[:0], name)
+		return *buf
 	}
-	return p.src[f.keyStart+1 : f.keyEnd-1]
+	return name
 }
 
 // members returns the members of objs[o], in payload order.
@@ -431,9 +432,6 @@ func (p *Payload) clone() *Payload {
 	q := &Payload{raw: p.raw, src: p.raw}
 	if len(p.src) != len(p.raw) { // compacted into scratch
 		q.src = bytes.Clone(p.src)
-	}
-	if len(p.keys) > 0 {
-		q.keys = bytes.Clone(p.keys)
 	}
 	if len(p.fields) > 0 {
 		q.fields = slices.Clone(p.fields)
@@ -539,6 +537,7 @@ type scratch struct {
 	// Parsing: the Payload is built here, in reused slices.
 	pl    Payload
 	open  []openKey // keys of the objects being parsed, innermost last
+	keys  []byte    // decoded names of the open keys that have escapes
 	shift int       // whitespace bytes skipped so far
 	cbuf  []byte    // backs pl.src when the payload has whitespace
 
@@ -549,16 +548,18 @@ type scratch struct {
 	repl    []byte // replacement texts
 	tmp     []byte // scratch: a container rendered for its pseudonym
 	tmp2    []byte // scratch: canonical text for pseudonyms
+	keyBuf  []byte // scratch: the decoded name of a key with escapes
 	sum     [sha256.Size]byte
 }
 
 // openKey is a key of an object being parsed: its field, with offsets into
-// the compact text except for an unescaped name, which is located in raw
-// until the object closes (the compact text is built only once the whole payload is valid).
+// the compact text, and where its decoded name is for duplicate detection:
+// in keys when it has escapes, else in raw (the compact text is built only
+// once the whole payload is valid).
 type openKey struct {
-	f       field
-	sig     uint64 // one bit from length and end bytes: a cheap inequality test
-	escaped bool
+	f                field
+	nameOff, nameEnd int
+	sig              uint64 // one bit from length and end bytes: a cheap inequality test
 }
 
 // keySig picks the bit of a key's signature. Keys with different bits
@@ -574,17 +575,17 @@ func keySig(k []byte) uint64 {
 
 // openName returns the decoded name of a key being parsed.
 func (st *scratch) openName(k *openKey) []byte {
-	if k.escaped {
-		return st.pl.keys[k.f.nameOff:k.f.nameEnd]
+	if k.f.escaped {
+		return st.keys[k.nameOff:k.nameEnd]
 	}
-	return st.pl.raw[k.f.nameOff:k.f.nameEnd]
+	return st.pl.raw[k.nameOff:k.nameEnd]
 }
 
 var scratchPool = sync.Pool{New: func() any { return new(scratch) }}
 
 func getScratch() *scratch {
 	st := scratchPool.Get().(*scratch)
-	st.pl.keys = st.pl.keys[:0]
+	st.keys = st.keys[:0]
 	st.pl.fields = st.pl.fields[:0]
 	st.pl.objs = st.pl.objs[:0]
 	st.open = st.open[:0]
@@ -601,7 +602,7 @@ func getScratch() *scratch {
 // release returns the scratch to the pool unless a huge payload grew it.
 func (st *scratch) release() {
 	st.pl.raw, st.pl.src, st.p = nil, nil, nil // do not pin the caller's bytes
-	if cap(st.pl.keys) > maxPooledBytes || cap(st.cbuf) > maxPooledBytes || cap(st.repl) > maxPooledBytes ||
+	if cap(st.keys) > maxPooledBytes || cap(st.keyBuf) > maxPooledBytes || cap(st.cbuf) > maxPooledBytes || cap(st.repl) > maxPooledBytes ||
 		cap(st.tmp) > maxPooledBytes || cap(st.tmp2) > maxPooledBytes ||
 		cap(st.pl.fields) > maxPooledItems || cap(st.pl.objs) > maxPooledItems || cap(st.open) > maxPooledItems ||
 		cap(st.dropped) > maxPooledItems || cap(st.edits) > maxPooledItems {
@@ -763,7 +764,7 @@ func (st *scratch) parseObject(i, depth int, record bool) (int, error) {
 		return i, payloadError("nesting too deep", i)
 	}
 	b := st.pl.raw
-	base, kbase := len(st.open), len(st.pl.keys)
+	base, kbase := len(st.open), len(st.keys)
 	slot := -1
 	if record {
 		slot = len(st.pl.objs)
@@ -786,16 +787,16 @@ func (st *scratch) parseObject(i, depth int, record bool) (int, error) {
 			return i, err
 		}
 		// The key goes on the stack at once, and is compared with the ones
-		// before it there. Until the object closes, an unescaped name is
-		// located in raw.
+		// before it there.
 		at := len(st.open)
 		st.open = append(st.open, openKey{})
 		k := &st.open[at]
-		k.f = field{keyStart: ks - st.shift, keyEnd: i - st.shift, nameOff: ks + 1, nameEnd: i - 1, child: -1}
+		k.f = field{keyStart: ks - st.shift, keyEnd: i - st.shift, child: -1, escaped: esc}
+		k.nameOff, k.nameEnd = ks+1, i-1
 		if esc {
-			off := len(st.pl.keys)
-			st.pl.keys = appendUnescaped(st.pl.keys, b[ks+1:i-1])
-			k.escaped, k.f.nameOff, k.f.nameEnd = true, off, len(st.pl.keys)
+			off := len(st.keys)
+			st.keys = appendUnescaped(st.keys, b[ks+1:i-1])
+			k.nameOff, k.nameEnd = off, len(st.keys)
 		}
 		name := st.openName(k)
 		k.sig = keySig(name)
@@ -846,17 +847,11 @@ func (st *scratch) parseObject(i, depth int, record bool) (int, error) {
 		case '}':
 			if record {
 				for j := range st.open[base:] {
-					r := &st.open[base+j]
-					if !r.escaped {
-						r.f.nameOff, r.f.nameEnd = 0, 0
-					}
-					st.pl.fields = append(st.pl.fields, r.f)
+					st.pl.fields = append(st.pl.fields, st.open[base+j].f)
 				}
 				st.pl.objs[slot] = objSpan{first: len(st.pl.fields) - (len(st.open) - base), n: len(st.open) - base}
-				st.open = st.open[:base]
-			} else {
-				st.open, st.pl.keys = st.open[:base], st.pl.keys[:kbase]
 			}
+			st.open, st.keys = st.open[:base], st.keys[:kbase]
 			return i + 1, nil
 		default:
 			return i, payloadError("invalid JSON", i)
@@ -1117,7 +1112,7 @@ func (st *scratch) render(v *View, p *Payload) ([]byte, error) {
 // lookup finds the member called name among ms, or returns nil.
 func (st *scratch) lookup(ms []field, name string) *field {
 	for k := range ms {
-		if string(st.p.name(&ms[k])) == name {
+		if string(st.p.name(&ms[k], &st.keyBuf)) == name {
 			return &ms[k]
 		}
 	}
@@ -1142,7 +1137,7 @@ func (st *scratch) resolve(path []string) (vs, ve int, text []byte, reason strin
 	var f *field
 	top := p.members(0)
 	for k := range top {
-		if !st.dropped[k] && string(p.name(&top[k])) == path[0] {
+		if !st.dropped[k] && string(p.name(&top[k], &st.keyBuf)) == path[0] {
 			f = &top[k]
 			break
 		}
@@ -1254,7 +1249,7 @@ func (st *scratch) apply(v *View, op *viewOp) error {
 	case opKeep, opDrop:
 		top := st.p.members(0)
 		for k := range top {
-			if listed(op.names, st.p.name(&top[k])) == (op.kind == opDrop) {
+			if listed(op.names, st.p.name(&top[k], &st.keyBuf)) == (op.kind == opDrop) {
 				st.dropped[k] = true
 			}
 		}
