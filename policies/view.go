@@ -536,7 +536,8 @@ type edit struct {
 type scratch struct {
 	// Parsing: the Payload is built here, in reused slices.
 	pl    Payload
-	open  []openKey // keys of the objects being parsed, innermost last
+	open  []field   // members of the objects being parsed, innermost last
+	names []keyName // their names, for duplicate detection
 	keys  []byte    // decoded names of the open keys that have escapes
 	shift int       // whitespace bytes skipped so far
 	cbuf  []byte    // backs pl.src when the payload has whitespace
@@ -552,14 +553,13 @@ type scratch struct {
 	sum     [sha256.Size]byte
 }
 
-// openKey is a key of an object being parsed: its field, with offsets into
-// the compact text, and where its decoded name is for duplicate detection:
-// in keys when it has escapes, else in raw (the compact text is built only
-// once the whole payload is valid).
-type openKey struct {
-	f                field
-	nameOff, nameEnd int
-	sig              uint64 // one bit from length and end bytes: a cheap inequality test
+// keyName locates the decoded name of a member being parsed: in keys when
+// it has escapes, else in raw (the compact text is built only once the
+// whole payload is valid). It is kept apart from the fields so that an
+// object's fields move to the Payload in one copy.
+type keyName struct {
+	off, end int
+	sig      uint64 // one bit from length and end bytes: a cheap inequality test
 }
 
 // keySig picks the bit of a key's signature. Keys with different bits
@@ -573,12 +573,13 @@ func keySig(k []byte) uint64 {
 	return 1 << (h & 63)
 }
 
-// openName returns the decoded name of a key being parsed.
-func (st *scratch) openName(k *openKey) []byte {
-	if k.f.escaped {
-		return st.keys[k.nameOff:k.nameEnd]
+// openName returns the decoded name of open[j].
+func (st *scratch) openName(j int) []byte {
+	n := &st.names[j]
+	if st.open[j].escaped {
+		return st.keys[n.off:n.end]
 	}
-	return st.pl.raw[k.nameOff:k.nameEnd]
+	return st.pl.raw[n.off:n.end]
 }
 
 var scratchPool = sync.Pool{New: func() any { return new(scratch) }}
@@ -589,6 +590,7 @@ func getScratch() *scratch {
 	st.pl.fields = st.pl.fields[:0]
 	st.pl.objs = st.pl.objs[:0]
 	st.open = st.open[:0]
+	st.names = st.names[:0]
 	st.shift = 0
 	st.cbuf = st.cbuf[:0]
 	st.dropped = st.dropped[:0]
@@ -604,7 +606,7 @@ func (st *scratch) release() {
 	st.pl.raw, st.pl.src, st.p = nil, nil, nil // do not pin the caller's bytes
 	if cap(st.keys) > maxPooledBytes || cap(st.keyBuf) > maxPooledBytes || cap(st.cbuf) > maxPooledBytes || cap(st.repl) > maxPooledBytes ||
 		cap(st.tmp) > maxPooledBytes || cap(st.tmp2) > maxPooledBytes ||
-		cap(st.pl.fields) > maxPooledItems || cap(st.pl.objs) > maxPooledItems || cap(st.open) > maxPooledItems ||
+		cap(st.pl.fields) > maxPooledItems || cap(st.pl.objs) > maxPooledItems || cap(st.open) > maxPooledItems || cap(st.names) > maxPooledItems ||
 		cap(st.dropped) > maxPooledItems || cap(st.edits) > maxPooledItems {
 		return
 	}
@@ -782,43 +784,49 @@ func (st *scratch) parseObject(i, depth int, record bool) (int, error) {
 		}
 		ks := i
 		var err error
-		var esc bool
-		if i, esc, err = scanString(b, i); err != nil {
+		esc := false
+		// A key is most often plain to its closing quote; anything else
+		// (escapes, multi-byte characters, errors) goes to scanString.
+		if i = plainEnd(b, i+1); i < len(b) && b[i] == '"' {
+			i++
+		} else if i, esc, err = scanString(b, ks); err != nil {
 			return i, err
 		}
-		// The key goes on the stack at once, and is compared with the ones
-		// before it there.
+		// The field and name are written in place: building them in a
+		// variable and appending that stalls on the copy (store
+		// forwarding), which costs more than anything else per key.
 		at := len(st.open)
-		st.open = append(st.open, openKey{})
-		k := &st.open[at]
-		k.f = field{keyStart: ks - st.shift, keyEnd: i - st.shift, child: -1, escaped: esc}
-		k.nameOff, k.nameEnd = ks+1, i-1
+		st.open = append(st.open, field{})
+		st.names = append(st.names, keyName{})
+		f, n := &st.open[at], &st.names[at]
+		f.keyStart, f.keyEnd, f.child, f.escaped = ks-st.shift, i-st.shift, -1, esc
+		n.off, n.end = ks+1, i-1
+		name := b[n.off:n.end]
 		if esc {
 			off := len(st.keys)
-			st.keys = appendUnescaped(st.keys, b[ks+1:i-1])
-			k.nameOff, k.nameEnd = off, len(st.keys)
+			st.keys = appendUnescaped(st.keys, name)
+			n.off, n.end = off, len(st.keys)
+			name = st.keys[n.off:n.end]
 		}
-		name := st.openName(k)
-		k.sig = keySig(name)
+		n.sig = keySig(name)
 		if seen != nil {
 			if _, dup := seen[string(name)]; dup {
 				return ks, payloadError("duplicate key", ks)
 			}
 			seen[string(name)] = struct{}{}
 		} else {
-			if sigs&k.sig != 0 {
-				for j := range st.open[base:at] {
-					r := &st.open[base+j]
-					if r.sig == k.sig && bytes.Equal(st.openName(r), name) {
+			if sigs&n.sig != 0 {
+				for j := base; j < at; j++ {
+					if st.names[j].sig == n.sig && bytes.Equal(st.openName(j), name) {
 						return ks, payloadError("duplicate key", ks)
 					}
 				}
 			}
-			sigs |= k.sig
+			sigs |= n.sig
 			if at-base >= linearDupLimit {
 				seen = make(map[string]struct{}, 2*linearDupLimit)
-				for j := range st.open[base:at] {
-					seen[string(st.openName(&st.open[base+j]))] = struct{}{}
+				for j := base; j < at; j++ {
+					seen[string(st.openName(j))] = struct{}{}
 				}
 				seen[string(name)] = struct{}{}
 			}
@@ -835,7 +843,7 @@ func (st *scratch) parseObject(i, depth int, record bool) (int, error) {
 		if i, err = st.parseValue(i, depth, record); err != nil {
 			return i, err
 		}
-		f := &st.open[at].f
+		f = &st.open[at] // parseValue may have grown open
 		f.valEnd, f.child = i-st.shift, child
 		i = st.ws(i)
 		if i >= len(b) {
@@ -846,12 +854,10 @@ func (st *scratch) parseObject(i, depth int, record bool) (int, error) {
 			i = st.ws(i + 1)
 		case '}':
 			if record {
-				for j := range st.open[base:] {
-					st.pl.fields = append(st.pl.fields, st.open[base+j].f)
-				}
-				st.pl.objs[slot] = objSpan{first: len(st.pl.fields) - (len(st.open) - base), n: len(st.open) - base}
+				st.pl.objs[slot] = objSpan{first: len(st.pl.fields), n: len(st.open) - base}
+				st.pl.fields = append(st.pl.fields, st.open[base:]...)
 			}
-			st.open, st.keys = st.open[:base], st.keys[:kbase]
+			st.open, st.names, st.keys = st.open[:base], st.names[:base], st.keys[:kbase]
 			return i + 1, nil
 		default:
 			return i, payloadError("invalid JSON", i)
