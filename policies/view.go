@@ -792,14 +792,16 @@ func (st *scratch) parseObject(i, depth int, record bool) (int, error) {
 		} else if i, esc, err = scanString(b, ks); err != nil {
 			return i, err
 		}
-		// The field and name are written in place: building them in a
-		// variable and appending that stalls on the copy (store
-		// forwarding), which costs more than anything else per key.
+		// The field and name are written in place, every member: building
+		// them in a variable and appending that stalls on the copy (store
+		// forwarding), and was the most expensive spot of the parse.
 		at := len(st.open)
-		st.open = append(st.open, field{})
-		st.names = append(st.names, keyName{})
+		if at == cap(st.open) || at == cap(st.names) {
+			st.open, st.names = slices.Grow(st.open, 1), slices.Grow(st.names, 1)
+		}
+		st.open, st.names = st.open[:at+1], st.names[:at+1]
 		f, n := &st.open[at], &st.names[at]
-		f.keyStart, f.keyEnd, f.child, f.escaped = ks-st.shift, i-st.shift, -1, esc
+		f.keyStart, f.keyEnd, f.valEnd, f.child, f.escaped = ks-st.shift, i-st.shift, 0, -1, esc
 		n.off, n.end = ks+1, i-1
 		name := b[n.off:n.end]
 		if esc {
