@@ -420,6 +420,20 @@ func (p *Payload) name(f *field, buf *[]byte) []byte {
 	return name
 }
 
+// nameIs reports whether the decoded key of f, a member of st.p, is s. It
+// is how Render finds the members a view names, so the common case (no
+// escapes, a different length) decides without looking at bytes.
+func (st *scratch) nameIs(f *field, s string) bool {
+	if f.escaped {
+		return st.escapedNameIs(f, s)
+	}
+	return f.keyEnd-f.keyStart-2 == len(s) && string(st.p.src[f.keyStart+1:f.keyEnd-1]) == s
+}
+
+func (st *scratch) escapedNameIs(f *field, s string) bool {
+	return string(st.p.name(f, &st.keyBuf)) == s
+}
+
 // members returns the members of objs[o], in payload order.
 func (p *Payload) members(o int) []field {
 	s := p.objs[o]
@@ -706,6 +720,9 @@ func (st *scratch) parseValue(i, depth int, record bool) (int, error) {
 	case c == '[':
 		return st.parseArray(i, depth+1)
 	case c == '"':
+		if j := plainEnd(b, i+1); j < len(b) && b[j] == '"' {
+			return j + 1, nil // the common case, as for keys
+		}
 		j, _, err := scanString(b, i)
 		return j, err
 	case c == '-' || c >= '0' && c <= '9':
@@ -1041,11 +1058,28 @@ func scanNumber(b []byte, i int) (int, error) {
 	return i, nil
 }
 
+// digits returns the end of the run of digits at b[i:], looking at eight
+// bytes at a time while it can.
 func digits(b []byte, i int) int {
+	for ; len(b)-i >= 8; i += 8 {
+		if m := notDigit(binary.LittleEndian.Uint64(b[i : i+8])); m != 0 {
+			return i + bits.TrailingZeros64(m)/8
+		}
+	}
 	for i < len(b) && b[i] >= '0' && b[i] <= '9' {
 		i++
 	}
 	return i
+}
+
+// notDigit sets the high bit of the bytes of w that are not ASCII digits:
+// x+0x46 reaches 0x80 from ':' up, x-0x30 wraps below '0', and from 0xb0,
+// where the sum carries out of the byte, x-0x30 has it. As in notPlain,
+// carries and borrows only leave flagged bytes, so the lowest flag is
+// exact.
+func notDigit(w uint64) uint64 {
+	const ones, highs = 0x0101010101010101, 0x8080808080808080
+	return ((w + ones*0x46) | (w - ones*0x30)) & highs
 }
 
 // ---------------------------------------------------------------------------
@@ -1120,7 +1154,7 @@ func (st *scratch) render(v *View, p *Payload) ([]byte, error) {
 // lookup finds the member called name among ms, or returns nil.
 func (st *scratch) lookup(ms []field, name string) *field {
 	for k := range ms {
-		if string(st.p.name(&ms[k], &st.keyBuf)) == name {
+		if st.nameIs(&ms[k], name) {
 			return &ms[k]
 		}
 	}
@@ -1145,7 +1179,7 @@ func (st *scratch) resolve(path []string) (vs, ve int, text []byte, reason strin
 	var f *field
 	top := p.members(0)
 	for k := range top {
-		if !st.dropped[k] && string(p.name(&top[k], &st.keyBuf)) == path[0] {
+		if !st.dropped[k] && st.nameIs(&top[k], path[0]) {
 			f = &top[k]
 			break
 		}
@@ -1177,7 +1211,9 @@ func (st *scratch) setEdit(vs, ve, off int) {
 		st.edits[k].off, st.edits[k].end2 = off, len(st.repl)
 		return
 	}
-	st.edits = slices.DeleteFunc(st.edits, func(e edit) bool { return e.start >= vs && e.end <= ve })
+	if st.hasEditInside(vs, ve) {
+		st.edits = slices.DeleteFunc(st.edits, func(e edit) bool { return e.start >= vs && e.end <= ve })
+	}
 	st.edits = append(st.edits, edit{start: vs, end: ve, off: off, end2: len(st.repl)})
 }
 
@@ -1194,6 +1230,9 @@ func number(text []byte) float64 {
 	return f
 }
 
+// exactPow10 holds the powers of ten shortDecimal divides by, all exact.
+var exactPow10 = [...]float64{1, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15}
+
 // shortDecimal converts a number without exponent and with at most 15
 // digits, which readings almost always are, without ParseFloat's general
 // machinery. Its digits as an integer and the power of ten are then exact
@@ -1207,26 +1246,22 @@ func shortDecimal(text []byte) (float64, bool) {
 		return 0, false
 	}
 	var m uint64
-	decimals := -1
-	for _, c := range text {
-		switch {
-		case c >= '0' && c <= '9':
-			m = m*10 + uint64(c-'0')
-			if decimals >= 0 {
-				decimals++
-			}
-		case c == '.':
-			decimals = 0
-		default:
+	dot := len(text)
+	for k, c := range text {
+		if d := c - '0'; d <= 9 {
+			m = m*10 + uint64(d)
+		} else if c == '.' {
+			dot = k
+		} else {
 			return 0, false
 		}
 	}
-	if decimals < 0 && len(text) > 15 {
+	if dot == len(text) && len(text) > 15 {
 		return 0, false
 	}
 	f := float64(m)
-	if decimals > 0 {
-		f /= math.Pow10(decimals)
+	if dot < len(text) {
+		f /= exactPow10[len(text)-dot-1]
 	}
 	if neg {
 		f = -f
@@ -1313,7 +1348,11 @@ func (st *scratch) accuracy(op *viewOp) error {
 func nearestMultiple(x, step float64) float64 {
 	q := x / step
 	f := math.Floor(q)
-	if math.Abs(q-f-0.5) <= 1e-9*math.Max(1, math.Abs(q)) {
+	scale := math.Abs(q) // math.Max(1, |q|) without its call: q is never NaN
+	if scale < 1 {
+		scale = 1
+	}
+	if math.Abs(q-f-0.5) <= 1e-9*scale {
 		if q >= 0 {
 			return f + 1
 		}

@@ -1050,3 +1050,26 @@ func TestShortDecimal(t *testing.T) {
 		}
 	}
 }
+
+// TestDigits checks the word-at-a-time digit run against a byte loop:
+// every byte value at every position of two words, after runs of every
+// length.
+func TestDigits(t *testing.T) {
+	naive := func(b []byte, i int) int {
+		for i < len(b) && b[i] >= '0' && b[i] <= '9' {
+			i++
+		}
+		return i
+	}
+	for c := range 256 {
+		for pos := range 17 {
+			b := []byte("12345678901234567")
+			b[pos] = byte(c)
+			for i := 0; i <= len(b); i++ {
+				if got, want := digits(b, i), naive(b, i); got != want {
+					t.Fatalf("digits(%q, %d) = %d, want %d", b, i, got, want)
+				}
+			}
+		}
+	}
+}
