@@ -86,8 +86,10 @@ func NewEnforcer(c EnforcerConfig) *Enforcer {
 	if c.Clock == nil {
 		c.Clock = policies.SystemClock{}
 	}
-	return &Enforcer{engine: c.Engine, sessions: c.Sessions, server: c.Server, clock: c.Clock, live: c.Live,
+	h := &Enforcer{engine: c.Engine, sessions: c.Sessions, server: c.Server, clock: c.Clock, live: c.Live,
 		views: newRenderings(16384), log: c.Log, metrics: c.Metrics, system: c.System, audit: c.Audit}
+	h.installSelector()
+	return h
 }
 
 // ID names the hook.
@@ -98,7 +100,7 @@ func (h *Enforcer) Provides(b byte) bool {
 	return bytes.Contains([]byte{
 		mqtt.OnConnect, mqtt.OnACLCheck, mqtt.OnSubscribe, mqtt.OnSubscribed, mqtt.OnUnsubscribed,
 		mqtt.OnPublish, mqtt.OnPublished, mqtt.OnPacketEncode, mqtt.OnSessionEstablish,
-		mqtt.OnDisconnect, mqtt.OnClientExpired, mqtt.OnWill,
+		mqtt.OnDisconnect, mqtt.OnClientExpired, mqtt.OnWill, mqtt.OnSelectSubscribers,
 	}, []byte{b})
 }
 
