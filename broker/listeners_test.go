@@ -151,7 +151,9 @@ func TestTLSAndWebSocketListeners(t *testing.T) {
 	}
 	// A plain TCP client cannot talk MQTT to the TLS port.
 	if c, err := net.Dial("tcp", b.Addr("mqtts")); err == nil {
-		if _, err := connectOver(c, "an", "an-pass"); err == nil {
+		_, err := connectOver(c, "an", "an-pass")
+		c.Close()
+		if err == nil {
 			t.Fatal("plaintext MQTT accepted on the TLS listener")
 		}
 	}
