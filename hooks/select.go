@@ -46,9 +46,13 @@ func (h *Enforcer) OnSelectSubscribers(subs *mqtt.Subscribers, pk packets.Packet
 	if h.server == nil || strings.HasPrefix(pk.TopicName, "$") {
 		return subs
 	}
-	for id := range subs.Subscriptions {
-		if cl, ok := h.server.Clients.Get(id); ok && !h.mayReceive(cl, pk.TopicName) {
-			delete(subs.Subscriptions, id)
+	// A lone subscriber is decided by OnACLCheck alone: deciding it here
+	// too would cost more than the one copy it may save.
+	if len(subs.Subscriptions) > 1 {
+		for id := range subs.Subscriptions {
+			if cl, ok := h.server.Clients.Get(id); ok && !h.mayReceive(cl, pk.TopicName) {
+				delete(subs.Subscriptions, id)
+			}
 		}
 	}
 	for filter, group := range subs.Shared {
