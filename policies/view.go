@@ -379,6 +379,11 @@ func (v *View) Rewrites() bool { return v.rewrites }
 // with whitespace between tokens is compacted here, once, so that no Render
 // has to.
 //
+// What ParsePayload allocates is much of its cost, so its Payload keeps the
+// members encoded (index) rather than as fields, a few bytes each instead
+// of forty; Render decodes the objects it looks into. Apply, which renders
+// from the scratch it parsed into, uses the fields as they are.
+//
 // A Payload is immutable and safe for concurrent use: any number of
 // goroutines may Render the same Payload, under the same or different
 // views. It may keep a reference to the bytes it was parsed from; the
@@ -386,17 +391,17 @@ func (v *View) Rewrites() bool { return v.rewrites }
 type Payload struct {
 	raw    []byte     // the bytes as given: what a non-rewriting view forwards
 	src    []byte     // the compact text: raw itself when raw has no whitespace
-	fields []field    // members of the addressable objects, object by object
+	fields []field    // while in scratch: members of the addressable objects, object by object
+	index  []byte     // in a Payload of ParsePayload: the fields, encoded (see appendIndex)
 	objs   []objSpan  // addressable objects in document order; objs[0] is the top level
 	top    [1]objSpan // backs objs when the top-level object is the only one
 }
 
-// field is one member of an addressable object. Offsets are into src. The
-// index is most of what ParsePayload allocates, and allocating is much of
-// its cost, so a field holds nothing that can be derived: src is compact,
-// so the value starts right after the key's ':', and the decoded name of
-// a key is between its quotes unless it has escapes. Those are rare, and
-// Render decodes them when it compares them (see scratch.name).
+// field is one member of an addressable object. Offsets are into src. A
+// field holds nothing that can be derived: src is compact, so the value
+// starts right after the key's ':', and the decoded name of a key is
+// between its quotes unless it has escapes. Those are rare, and Render
+// decodes them when it compares them (see Payload.name).
 type field struct {
 	keyStart, keyEnd int // the key token, quotes included
 	valEnd           int // the value is src[keyEnd+1:valEnd]
@@ -406,8 +411,9 @@ type field struct {
 
 func (f *field) valStart() int { return f.keyEnd + 1 }
 
-// objSpan locates the members of an object: fields[first:first+n].
-type objSpan struct{ first, n int }
+// objSpan locates an object, src[start] being its '{', and its n members:
+// fields[first:first+n], or, once encoded, index[first:].
+type objSpan struct{ start, first, n int }
 
 // name returns the decoded key of f, a member of p, in buf when it has
 // escapes.
@@ -434,28 +440,126 @@ func (st *scratch) escapedNameIs(f *field, s string) bool {
 	return string(st.p.name(f, &st.keyBuf)) == s
 }
 
-// members returns the members of objs[o], in payload order.
-func (p *Payload) members(o int) []field {
-	s := p.objs[o]
-	return p.fields[s.first : s.first+s.n]
+// memberList gives the members of one object of a Payload by index.
+// Encoded members are decoded only as far as they are asked for: Render
+// mostly looks up a few members near the front of an object.
+type memberList struct {
+	p    *Payload
+	n    int     // the object's number of members
+	fs   []field // the members decoded so far; all of them when p keeps fields
+	buf  []field // backs fs when decoding, kept for the next object
+	next int     // where the encoding of the member after fs starts in p.index
+	end  int     // where the last member in fs ends, at first the object's '{'
 }
 
-// clone copies a Payload parsed into pooled scratch into exactly sized
-// slices of its own; only raw, the caller's bytes, is shared.
-func (p *Payload) clone() *Payload {
+// reset makes m the member list of objs[o] of p.
+func (m *memberList) reset(p *Payload, o int) {
+	s := p.objs[o]
+	m.p, m.n = p, s.n
+	if p.index == nil {
+		m.fs = p.fields[s.first : s.first+s.n]
+		return
+	}
+	m.fs, m.next, m.end = m.buf[:0], s.first, s.start
+}
+
+// at returns member k, k < m.n.
+func (m *memberList) at(k int) *field {
+	if k >= len(m.fs) {
+		m.decodeThrough(k)
+	}
+	return &m.fs[k]
+}
+
+// decodeThrough decodes the members up to k from p.index (see appendIndex).
+func (m *memberList) decodeThrough(k int) {
+	ix, j, end := m.p.index, m.next, m.end
+	fs := slices.Grow(m.fs, k+1-len(m.fs))
+	for len(fs) <= k {
+		// Every member takes three bytes at least, and usually exactly.
+		kl, vl, c := uint64(ix[j]), uint64(ix[j+1]), uint64(ix[j+2])
+		if kl|vl|c < 0x80 {
+			j += 3
+		} else {
+			kl, j = uvarintAt(ix, j)
+			vl, j = uvarintAt(ix, j)
+			c, j = uvarintAt(ix, j)
+		}
+		// Written in place, as in parseObject, for the same reason.
+		fs = fs[:len(fs)+1]
+		f := &fs[len(fs)-1]
+		f.keyStart = end + 1 // the '{', then each value, is followed by the next key
+		f.keyEnd = f.keyStart + int(kl>>1)
+		f.valEnd = f.valStart() + int(vl)
+		f.child, f.escaped = int(c)-1, kl&1 == 1
+		end = f.valEnd
+	}
+	m.fs, m.buf, m.next, m.end = fs, fs, j, end
+}
+
+// appendIndex appends the encoding of fs, the members of one object, that
+// memberList decodes: per member the length of its key token (shifted
+// left, with whether it has escapes in the low bit), of its value, and
+// child+1, as uvarints. Readings have short keys and values, so that is
+// usually three bytes a member.
+func appendIndex(dst []byte, fs []field) []byte {
+	for i := range fs {
+		f := &fs[i]
+		esc := uint64(0)
+		if f.escaped {
+			esc = 1
+		}
+		dst = appendUvarint(dst, uint64(f.keyEnd-f.keyStart)<<1|esc)
+		dst = appendUvarint(dst, uint64(f.valEnd-f.valStart()))
+		dst = appendUvarint(dst, uint64(f.child+1))
+	}
+	return dst
+}
+
+func appendUvarint(dst []byte, x uint64) []byte {
+	if x < 0x80 {
+		return append(dst, byte(x))
+	}
+	return binary.AppendUvarint(dst, x)
+}
+
+// uvarintAt decodes the uvarint appendIndex wrote at b[j], and returns the
+// index after it.
+func uvarintAt(b []byte, j int) (uint64, int) {
+	x, n := binary.Uvarint(b[j:])
+	return x, j + n
+}
+
+// payload copies the Payload parsed into st into memory of its own, with
+// its members encoded; only raw, the caller's bytes, is shared. The
+// compact text, when it differs from raw, and the index share one
+// allocation.
+func (st *scratch) payload() *Payload {
+	p := &st.pl
 	q := &Payload{raw: p.raw, src: p.raw}
-	if len(p.src) != len(p.raw) { // compacted into scratch
-		q.src = bytes.Clone(p.src)
-	}
-	if len(p.fields) > 0 {
-		q.fields = slices.Clone(p.fields)
-	}
 	if len(p.objs) == 1 {
-		q.top[0] = p.objs[0]
 		q.objs = q.top[:]
 	} else {
-		q.objs = slices.Clone(p.objs)
+		q.objs = make([]objSpan, len(p.objs))
 	}
+	ix := st.index[:0]
+	for o, s := range p.objs {
+		q.objs[o] = objSpan{start: s.start, first: len(ix), n: s.n}
+		ix = appendIndex(ix, p.fields[s.first:s.first+s.n])
+	}
+	st.index = ix
+	compacted := len(p.src) != len(p.raw)
+	n := len(ix)
+	if compacted {
+		n += len(p.src)
+	}
+	buf := make([]byte, n)
+	if compacted {
+		q.src = buf[:copy(buf, p.src):len(p.src)]
+		buf = buf[len(p.src):]
+	}
+	copy(buf, ix)
+	q.index = buf
 	return q
 }
 
@@ -473,7 +577,7 @@ func ParsePayload(b []byte) (*Payload, error) {
 	if err := st.parse(b); err != nil {
 		return nil, err
 	}
-	return st.pl.clone(), nil
+	return st.payload(), nil
 }
 
 // Render rewrites a parsed payload into a fresh slice, or returns an error
@@ -555,15 +659,18 @@ type scratch struct {
 	keys  []byte    // decoded names of the open keys that have escapes
 	shift int       // whitespace bytes skipped so far
 	cbuf  []byte    // backs pl.src when the payload has whitespace
+	index []byte    // the encoded fields, before they are copied out
 
 	// Rendering: everything a view changes lives here, never in the Payload.
 	p       *Payload
-	dropped []bool // top-level members removed, by index in p.members(0)
-	edits   []edit // replaced values, non-overlapping
-	repl    []byte // replacement texts
-	tmp     []byte // scratch: a container rendered for its pseudonym
-	tmp2    []byte // scratch: canonical text for pseudonyms
-	keyBuf  []byte // scratch: the decoded name of a key with escapes
+	top     memberList // the members of the top-level object of p
+	sub     memberList // the members of a nested object of p
+	dropped []bool     // top-level members removed, by index in top
+	edits   []edit     // replaced values, non-overlapping
+	repl    []byte     // replacement texts
+	tmp     []byte     // scratch: a container rendered for its pseudonym
+	tmp2    []byte     // scratch: canonical text for pseudonyms
+	keyBuf  []byte     // scratch: the decoded name of a key with escapes
 	sum     [sha256.Size]byte
 }
 
@@ -618,10 +725,11 @@ func getScratch() *scratch {
 // release returns the scratch to the pool unless a huge payload grew it.
 func (st *scratch) release() {
 	st.pl.raw, st.pl.src, st.p = nil, nil, nil // do not pin the caller's bytes
-	if cap(st.keys) > maxPooledBytes || cap(st.keyBuf) > maxPooledBytes || cap(st.cbuf) > maxPooledBytes || cap(st.repl) > maxPooledBytes ||
+	st.top.p, st.top.fs, st.sub.p, st.sub.fs = nil, nil, nil, nil
+	if cap(st.keys) > maxPooledBytes || cap(st.keyBuf) > maxPooledBytes || cap(st.cbuf) > maxPooledBytes || cap(st.index) > maxPooledBytes || cap(st.repl) > maxPooledBytes ||
 		cap(st.tmp) > maxPooledBytes || cap(st.tmp2) > maxPooledBytes ||
 		cap(st.pl.fields) > maxPooledItems || cap(st.pl.objs) > maxPooledItems || cap(st.open) > maxPooledItems || cap(st.names) > maxPooledItems ||
-		cap(st.dropped) > maxPooledItems || cap(st.edits) > maxPooledItems {
+		cap(st.dropped) > maxPooledItems || cap(st.top.buf) > maxPooledItems || cap(st.sub.buf) > maxPooledItems || cap(st.edits) > maxPooledItems {
 		return
 	}
 	scratchPool.Put(st)
@@ -787,7 +895,7 @@ func (st *scratch) parseObject(i, depth int, record bool) (int, error) {
 	slot := -1
 	if record {
 		slot = len(st.pl.objs)
-		st.pl.objs = append(st.pl.objs, objSpan{first: len(st.pl.fields)})
+		st.pl.objs = append(st.pl.objs, objSpan{start: i - st.shift, first: len(st.pl.fields)})
 	}
 	var seen map[string]struct{}
 	var sigs uint64 // union of the signatures of this object's keys
@@ -873,7 +981,7 @@ func (st *scratch) parseObject(i, depth int, record bool) (int, error) {
 			i = st.ws(i + 1)
 		case '}':
 			if record {
-				st.pl.objs[slot] = objSpan{first: len(st.pl.fields), n: len(st.open) - base}
+				st.pl.objs[slot].first, st.pl.objs[slot].n = len(st.pl.fields), len(st.open)-base
 				st.pl.fields = append(st.pl.fields, st.open[base:]...)
 			}
 			st.open, st.names, st.keys = st.open[:base], st.names[:base], st.keys[:kbase]
@@ -1140,7 +1248,8 @@ func skipWS(b []byte, i int) int {
 // render prepares a rewrite of p under v and writes it into a fresh slice.
 func (st *scratch) render(v *View, p *Payload) ([]byte, error) {
 	st.p = p
-	n := p.objs[0].n
+	st.top.reset(p, 0)
+	n := st.top.n
 	st.dropped = slices.Grow(st.dropped[:0], n)[:n]
 	clear(st.dropped)
 	for i := range v.ops {
@@ -1152,10 +1261,10 @@ func (st *scratch) render(v *View, p *Payload) ([]byte, error) {
 }
 
 // lookup finds the member called name among ms, or returns nil.
-func (st *scratch) lookup(ms []field, name string) *field {
-	for k := range ms {
-		if st.nameIs(&ms[k], name) {
-			return &ms[k]
+func (st *scratch) lookup(ms *memberList, name string) *field {
+	for k := range ms.n {
+		if f := ms.at(k); st.nameIs(f, name) {
+			return f
 		}
 	}
 	return nil
@@ -1177,10 +1286,9 @@ func (st *scratch) editAt(vs, ve int) int {
 func (st *scratch) resolve(path []string) (vs, ve int, text []byte, reason string) {
 	p := st.p
 	var f *field
-	top := p.members(0)
-	for k := range top {
-		if !st.dropped[k] && st.nameIs(&top[k], path[0]) {
-			f = &top[k]
+	for k := range st.top.n {
+		if m := st.top.at(k); !st.dropped[k] && st.nameIs(m, path[0]) {
+			f = m
 			break
 		}
 	}
@@ -1192,7 +1300,8 @@ func (st *scratch) resolve(path []string) (vs, ve int, text []byte, reason strin
 		if f.child < 0 || st.editAt(f.valStart(), f.valEnd) >= 0 {
 			return 0, 0, nil, "field missing (parent is not an object)"
 		}
-		if f = st.lookup(p.members(f.child), seg); f == nil {
+		st.sub.reset(p, f.child)
+		if f = st.lookup(&st.sub, seg); f == nil {
 			return 0, 0, nil, "field missing"
 		}
 	}
@@ -1290,9 +1399,8 @@ func (st *scratch) apply(v *View, op *viewOp) error {
 			return withheld(op.field, "outside the allowed range")
 		}
 	case opKeep, opDrop:
-		top := st.p.members(0)
-		for k := range top {
-			if listed(op.names, st.p.name(&top[k], &st.keyBuf)) == (op.kind == opDrop) {
+		for k := range st.top.n {
+			if listed(op.names, st.p.name(st.top.at(k), &st.keyBuf)) == (op.kind == opDrop) {
 				st.dropped[k] = true
 			}
 		}
@@ -1520,10 +1628,11 @@ func (st *scratch) emit() []byte {
 	out = append(out, '{')
 	first := true
 	k := 0
-	for i, m := range st.p.members(0) {
+	for i := range st.top.n {
 		if st.dropped[i] {
 			continue
 		}
+		m := st.top.at(i)
 		if !first {
 			out = append(out, ',')
 		}

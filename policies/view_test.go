@@ -681,7 +681,7 @@ func checkPayload(t testing.TB, p *Payload) {
 		if err := json.Unmarshal(text, &obj); err != nil {
 			t.Fatalf("object %d: %q is not an object: %v", o, text, err)
 		}
-		ms := p.members(o)
+		ms := members(p, o)
 		if len(ms) != len(obj) {
 			t.Fatalf("object %d %q: %d members recorded, %d in the text", o, text, len(ms), len(obj))
 		}
@@ -836,7 +836,7 @@ func TestPayloadConcurrentRender(t *testing.T) {
 	}
 	before := *p
 	before.src = bytes.Clone(p.src)
-	before.fields, before.objs = slices.Clone(p.fields), slices.Clone(p.objs)
+	before.index, before.objs = slices.Clone(p.index), slices.Clone(p.objs)
 	want := make([]string, len(views))
 	for i, v := range views {
 		out, err := v.Apply(in)
@@ -865,7 +865,7 @@ func TestPayloadConcurrentRender(t *testing.T) {
 		t.Error(e)
 	}
 	if !bytes.Equal(p.src, before.src) ||
-		!slices.Equal(p.fields, before.fields) || !slices.Equal(p.objs, before.objs) || !bytes.Equal(p.raw, in) {
+		!bytes.Equal(p.index, before.index) || !slices.Equal(p.objs, before.objs) || !bytes.Equal(p.raw, in) {
 		t.Error("Render changed the Payload")
 	}
 }
@@ -1072,4 +1072,60 @@ func TestDigits(t *testing.T) {
 			}
 		}
 	}
+}
+
+// TestPayloadIndexRoundTrip checks that the encoded members of a Payload
+// decode to exactly the fields the parse recorded, with lengths that take
+// one, two and three bytes to encode.
+func TestPayloadIndexRoundTrip(t *testing.T) {
+	long := strings.Repeat("k", 200)
+	longer := strings.Repeat("v", 20000)
+	for _, in := range []string{
+		`{}`,
+		benchString(),
+		`{"` + long + `":"` + longer + `","o":{"` + long + `":{"x":[` + strings.Repeat(`1,`, 100) + `1]},"b":2},"z":{}}`,
+		" { \"\\u0061\" : { \"` \" : 1 } ,\n\"" + long + "\\n\" : \"" + longer + "\" } ",
+		manyKeys(300, false),
+	} {
+		st := getScratch()
+		if err := st.parse([]byte(in)); err != nil {
+			t.Fatalf("parse(%.40q): %v", in, err)
+		}
+		p := st.payload()
+		if len(p.objs) != len(st.pl.objs) || !bytes.Equal(p.src, st.pl.src) {
+			t.Fatalf("%.40q: clone has %d objects and text %.40q; parse %d, %.40q", in, len(p.objs), p.src, len(st.pl.objs), st.pl.src)
+		}
+		for o := range p.objs {
+			if got, want := members(p, o), members(&st.pl, o); !slices.Equal(got, want) {
+				t.Fatalf("%.40q: object %d decodes to %v, parsed %v", in, o, got, want)
+			}
+		}
+		if len(p.index) != cap(p.index) {
+			t.Errorf("%.40q: index has len %d, cap %d", in, len(p.index), cap(p.index))
+		}
+		checkPayload(t, p)
+		st.release()
+	}
+}
+
+func benchString() string { return string(benchReading) }
+
+// members returns the members of objs[o] of p, decoded when encoded. It
+// asks for every other one first, then for all back to front, so that a
+// decoding that depends on the order of requests shows.
+func members(p *Payload, o int) []field {
+	var m memberList
+	m.reset(p, o)
+	fs := make([]field, m.n)
+	for k := 0; k < m.n; k += 2 {
+		fs[k] = *m.at(k)
+	}
+	for k := m.n - 1; k >= 0; k-- {
+		if f := *m.at(k); k%2 == 0 && f != fs[k] {
+			panic("memberList: a member changed")
+		} else {
+			fs[k] = f
+		}
+	}
+	return fs
 }
