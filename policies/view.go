@@ -395,6 +395,7 @@ type Payload struct {
 	index  []byte     // in a Payload of ParsePayload: the fields, encoded (see appendIndex)
 	objs   []objSpan  // addressable objects in document order; objs[0] is the top level
 	top    [1]objSpan // backs objs when the top-level object is the only one
+	small  [40]byte   // backs index when it is short (a dozen members), saving an allocation
 }
 
 // field is one member of an addressable object. Offsets are into src. A
@@ -549,6 +550,10 @@ func (st *scratch) payload() *Payload {
 	}
 	st.index = ix
 	compacted := len(p.src) != len(p.raw)
+	if !compacted && len(ix) <= len(q.small) {
+		q.index = q.small[:copy(q.small[:], ix):len(ix)]
+		return q
+	}
 	n := len(ix)
 	if compacted {
 		n += len(p.src)

@@ -1100,7 +1100,7 @@ func TestPayloadIndexRoundTrip(t *testing.T) {
 				t.Fatalf("%.40q: object %d decodes to %v, parsed %v", in, o, got, want)
 			}
 		}
-		if len(p.index) != cap(p.index) {
+		if p.index == nil || len(p.index) != cap(p.index) {
 			t.Errorf("%.40q: index has len %d, cap %d", in, len(p.index), cap(p.index))
 		}
 		checkPayload(t, p)
