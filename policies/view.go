@@ -1623,13 +1623,18 @@ func (st *scratch) sortEdits() {
 func (st *scratch) emit() []byte {
 	st.sortEdits()
 	src := st.p.src
-	out := make([]byte, 0, len(src)+len(st.repl)+2)
 	if !slices.Contains(st.dropped, true) {
 		// Nothing removed: the compact text is exactly the object, so
-		// splice the edits into it in one pass.
-		out, _ = st.appendSpan(out, 0, len(src), 0)
+		// splice the edits into it in one pass, into a slice of exactly
+		// the size it takes (an allocation is much of a Render's cost).
+		n := len(src)
+		for _, e := range st.edits {
+			n += e.end2 - e.off - (e.end - e.start)
+		}
+		out, _ := st.appendSpan(make([]byte, 0, n), 0, len(src), 0)
 		return out
 	}
+	out := make([]byte, 0, len(src)+len(st.repl)+2)
 	out = append(out, '{')
 	first := true
 	k := 0

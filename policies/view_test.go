@@ -1129,3 +1129,19 @@ func members(p *Payload, o int) []field {
 	}
 	return fs
 }
+
+// TestRenderOutputSize checks that an output with nothing dropped is
+// allocated at exactly its size, whatever the edits did to the lengths.
+func TestRenderOutputSize(t *testing.T) {
+	in := []byte(`{"t":21.37,"o":{"a":1.5,"b":"x"},"l":[1],"u":"alice"}`)
+	for _, v := range []*View{
+		mustView(t, testKey, accuracy("t", 0.5)),
+		mustView(t, testKey, accuracy("t", 0.001), accuracy("o.a", 1)),
+		mustView(t, testKey, accuracy("o.a", 1), pseudo("o"), pseudo("u")),
+	} {
+		out, err := v.Apply(in)
+		if err != nil || len(out) != cap(out) {
+			t.Errorf("%s: Apply = %q (cap %d), %v", v.Key(), out, cap(out), err)
+		}
+	}
+}
