@@ -916,8 +916,19 @@ func (st *scratch) parseObject(i, depth int, record bool) (int, error) {
 		var err error
 		esc := false
 		// A key is most often plain to its closing quote; anything else
-		// (escapes, multi-byte characters, errors) goes to scanString.
-		if i = plainEnd(b, i+1); i < len(b) && b[i] == '"' {
+		// (escapes, multi-byte characters, errors) goes to scanString. Most
+		// keys are shorter than a word, which is looked at here, without a
+		// call.
+		if i++; len(b)-i >= 8 {
+			if m := notPlain(binary.LittleEndian.Uint64(b[i : i+8])); m != 0 {
+				i += bits.TrailingZeros64(m) / 8
+			} else {
+				i = plainEnd(b, i+8)
+			}
+		} else {
+			i = plainEnd(b, i)
+		}
+		if i < len(b) && b[i] == '"' {
 			i++
 		} else if i, esc, err = scanString(b, ks); err != nil {
 			return i, err
