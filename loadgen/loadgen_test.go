@@ -307,3 +307,30 @@ func TestReportCPUPerDelivered(t *testing.T) {
 		}
 	}
 }
+
+func TestInstructionsOfThisProcess(t *testing.T) {
+	c, err := openInstructions(os.Getpid())
+	if err != nil {
+		t.Skipf("perf events unavailable here: %v", err) // CPU time is still measured
+	}
+	defer c.close()
+	before, err := c.read()
+	if err != nil {
+		t.Fatal(err)
+	}
+	x := 0
+	for i := range 10_000_000 {
+		x += i & 3
+	}
+	after, err := c.read()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// At least one instruction per iteration, on whichever thread ran it.
+	if after-before < 10_000_000 {
+		t.Errorf("10M iterations counted as %d instructions (%d)", after-before, x)
+	}
+	if _, err := openInstructions(-5); err == nil {
+		t.Error("no error for a process that does not exist")
+	}
+}

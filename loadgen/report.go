@@ -68,6 +68,7 @@ type group struct {
 	sent, delivered, p50, p99, max []float64
 	p95                            []float64
 	cpu                            []float64 // broker CPU µs per delivered message
+	instr                          []float64 // broker k-instructions per delivered message
 	lost, expected, leaks, failed  int64
 	failures                       []string
 }
@@ -102,6 +103,9 @@ func (g *group) add(r Result) {
 	g.max = append(g.max, r.Latency.Max)
 	if r.CPUPerDelivered > 0 {
 		g.cpu = append(g.cpu, r.CPUPerDelivered)
+	}
+	if r.KInstrPerDelivered > 0 {
+		g.instr = append(g.instr, r.KInstrPerDelivered)
 	}
 	g.lost += r.Lost
 	g.expected += r.Expected
@@ -171,8 +175,8 @@ func Report(results []Result, header string) string {
 
 	for _, sc := range scenarios {
 		fmt.Fprintf(&b, "\n### %s — %s\n\n", sc, describe(sc, results))
-		b.WriteString("| QoS | broker | runs | published msg/s | delivered msg/s | entitled subscribers | p50 µs | p99 µs | lost | leaks | broker CPU µs per delivered msg | veil ÷ this: delivered msg/s | this ÷ veil: CPU per delivered msg |\n")
-		b.WriteString("|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+		b.WriteString("| QoS | broker | runs | published msg/s | delivered msg/s | entitled subscribers | p50 µs | p99 µs | lost | leaks | broker CPU µs per delivered msg | broker k-instructions per delivered msg | veil ÷ this: delivered msg/s | this ÷ veil: CPU per delivered msg | this ÷ veil: instructions |\n")
+		b.WriteString("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 		for _, q := range qoss {
 			veil := groups[key(TagMax, sc, q, "veil")]
 			for _, br := range []string{"veil", "mochi", "mosquitto"} {
@@ -180,15 +184,21 @@ func Report(results []Result, header string) string {
 				if g == nil {
 					continue
 				}
-				rel, relCPU, cpu := "–", "–", "–"
+				rel, relCPU, cpu, relInstr, instr := "–", "–", "–", "–", "–"
 				if veil != nil && br != "veil" {
 					rel = ratio(Median(veil.delivered), Median(g.delivered))
 					if len(veil.cpu) > 0 && len(g.cpu) > 0 {
 						relCPU = ratio(Median(g.cpu), Median(veil.cpu))
 					}
+					if len(veil.instr) > 0 && len(g.instr) > 0 {
+						relInstr = ratio(Median(g.instr), Median(veil.instr))
+					}
 				}
 				if len(g.cpu) > 0 {
 					cpu = fmt.Sprintf("%.1f", Median(g.cpu))
+				}
+				if len(g.instr) > 0 {
+					instr = fmt.Sprintf("%.1f", Median(g.instr))
 				}
 				lost := fmt.Sprintf("%d", g.lost)
 				if g.expected > 0 && g.lost > 0 {
@@ -198,8 +208,8 @@ func Report(results []Result, header string) string {
 				if len(g.runs) > 0 {
 					entitledN = fmt.Sprint(entitledReceivers(g.runs[0]))
 				}
-				fmt.Fprintf(&b, "| %d | %s | %d | %.0f | %.0f | %s | %.0f | %.0f | %s | %d | %s | %s | %s |\n", q, br, len(g.runs),
-					Median(g.sent), Median(g.delivered), entitledN, Median(g.p50), Median(g.p99), lost, g.leaks, cpu, rel, relCPU)
+				fmt.Fprintf(&b, "| %d | %s | %d | %.0f | %.0f | %s | %.0f | %.0f | %s | %d | %s | %s | %s | %s | %s |\n", q, br, len(g.runs),
+					Median(g.sent), Median(g.delivered), entitledN, Median(g.p50), Median(g.p99), lost, g.leaks, cpu, instr, rel, relCPU, relInstr)
 				failures = append(failures, g.failures...)
 			}
 			if sc == FanOut || sc == FanIn {
@@ -210,6 +220,10 @@ func Report(results []Result, header string) string {
 					if len(veilG.cpu) > 0 && len(mochiG.cpu) > 0 {
 						r := Median(mochiG.cpu) / Median(veilG.cpu)
 						targets = append(targets, target{name: fmt.Sprintf("%s QoS %d the same target as broker cost: mochi's CPU per delivered msg ÷ Veil's ≥ 0.9", sc, q), value: fmt.Sprintf("%.2f×", r), met: r >= 0.9})
+					}
+					if len(veilG.instr) > 0 && len(mochiG.instr) > 0 {
+						r := Median(mochiG.instr) / Median(veilG.instr)
+						targets = append(targets, target{name: fmt.Sprintf("%s QoS %d the same in instructions: mochi's per delivered msg ÷ Veil's ≥ 0.9", sc, q), value: fmt.Sprintf("%.2f×", r), met: r >= 0.9})
 					}
 				}
 				if veilG != nil && mosqG != nil && len(veilG.runs) > 0 && len(mosqG.runs) > 0 {

@@ -488,6 +488,7 @@ func (r *run) execute(ctx context.Context) (*Result, error) {
 	r.logf("%s %s qos%d clients=%d rate=%g: publishing for %s", c.Broker, c.Scenario, c.QoS, c.Clients, c.Rate, c.Duration)
 	window := uint64(max(c.Window/len(r.flows), 4))
 	cpuStart := r.brokerCPU()
+	instr, instrStart := r.brokerInstructions()
 	start := time.Now()
 	deadline := start.Add(c.Duration)
 	var (
@@ -577,6 +578,15 @@ func (r *run) execute(ctx context.Context) (*Result, error) {
 		time.Sleep(5 * time.Millisecond)
 	}
 	cpuEnd := r.brokerCPU()
+	var instrEnd uint64
+	if instr != nil {
+		var err error
+		if instrEnd, err = instr.read(); err != nil {
+			r.logf("%v", err)
+			instrEnd = 0
+		}
+		instr.close()
+	}
 	time.Sleep(50 * time.Millisecond) // late leaks to None receivers
 	if change != nil {
 		r.finishChange(change)
@@ -593,7 +603,31 @@ func (r *run) execute(ctx context.Context) (*Result, error) {
 			res.CPUPerDelivered = res.BrokerCPU * 1e6 / float64(res.Delivered)
 		}
 	}
+	if instrEnd > instrStart && res.Delivered > 0 {
+		res.BrokerInstructions = float64(instrEnd - instrStart)
+		res.KInstrPerDelivered = res.BrokerInstructions / 1000 / float64(res.Delivered)
+	}
 	return res, nil
+}
+
+// brokerInstructions starts counting the broker's instructions, or returns
+// nil where perf events are unavailable (the report then has no such column).
+func (r *run) brokerInstructions() (*instructions, uint64) {
+	if r.cfg.BrokerPID <= 0 {
+		return nil, 0
+	}
+	c, err := openInstructions(r.cfg.BrokerPID)
+	if err != nil {
+		r.logf("no instruction counts: %v", err)
+		return nil, 0
+	}
+	n, err := c.read()
+	if err != nil {
+		r.logf("no instruction counts: %v", err)
+		c.close()
+		return nil, 0
+	}
+	return c, n
 }
 
 // brokerCPU is the broker's CPU seconds so far, or -1 if unknown.

@@ -69,6 +69,11 @@ type Result struct {
 	// and the rest of the machine left it.
 	BrokerCPU       float64 `json:"broker_cpu_s,omitempty"`
 	CPUPerDelivered float64 `json:"broker_cpu_us_per_delivered,omitempty"`
+	// BrokerInstructions is the instructions the broker's threads retired
+	// over the same span (Linux perf events, where available): a cost
+	// measure other work on the machine barely moves.
+	BrokerInstructions float64 `json:"broker_instructions,omitempty"`
+	KInstrPerDelivered float64 `json:"broker_kinstr_per_delivered,omitempty"`
 
 	Violations    int64       `json:"violations"` // leaked or mis-rewritten messages
 	ViolationLog  []string    `json:"violation_examples,omitempty"`
