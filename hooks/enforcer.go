@@ -38,8 +38,9 @@ type Enforcer struct {
 	system []SystemTopics
 	audit  AuditFunc
 
-	fanouts sync.Map // topic → *message: the message being fanned out right now
-	parses  atomic.Int64
+	fanouts   sync.Map // topic → *message: the message being fanned out right now
+	selectors selectors
+	parses    atomic.Int64
 }
 
 // EnforcerConfig wires an Enforcer.
@@ -88,7 +89,6 @@ func NewEnforcer(c EnforcerConfig) *Enforcer {
 	}
 	h := &Enforcer{engine: c.Engine, sessions: c.Sessions, server: c.Server, clock: c.Clock, live: c.Live,
 		views: newRenderings(16384), log: c.Log, metrics: c.Metrics, system: c.System, audit: c.Audit}
-	h.installSelector()
 	return h
 }
 
@@ -358,12 +358,15 @@ func (h *Enforcer) OnSubscribed(cl *mqtt.Client, pk packets.Packet, codes []byte
 	granted := map[string]*string{}
 	for i, f := range pk.Filters {
 		if i < len(codes) && codes[i] <= packets.CodeGrantedQos2.Code {
-			filter, _ := stripShare(f.Filter)
+			filter, shared := stripShare(f.Filter)
 			var purpose string
 			if pending != nil {
 				purpose = (*pending)[f.Filter]
 			}
 			granted[filter] = &purpose
+			if !shared {
+				h.selectorAdd(cl.ID, filter)
+			}
 		}
 	}
 	s.subscribed(granted)
@@ -378,8 +381,11 @@ func (h *Enforcer) OnUnsubscribed(cl *mqtt.Client, pk packets.Packet) {
 	}
 	gone := make(map[string]*string, len(pk.Filters))
 	for _, f := range pk.Filters {
-		filter, _ := stripShare(f.Filter)
+		filter, shared := stripShare(f.Filter)
 		gone[filter] = nil
+		if !shared {
+			h.selectorRemove(cl.ID, filter)
+		}
 	}
 	s.subscribed(gone)
 }
@@ -487,12 +493,28 @@ func (h *Enforcer) OnSessionEstablish(cl *mqtt.Client, pk packets.Packet) {
 // OnDisconnect forgets a session that ends with its connection.
 func (h *Enforcer) OnDisconnect(cl *mqtt.Client, err error, expire bool) {
 	if expire {
-		h.sessions.drop(cl)
+		h.endSession(cl)
 	}
 }
 
 // OnClientExpired forgets an expired persistent session.
-func (h *Enforcer) OnClientExpired(cl *mqtt.Client) { h.sessions.drop(cl) }
+func (h *Enforcer) OnClientExpired(cl *mqtt.Client) { h.endSession(cl) }
+
+// endSession forgets cl's session and its subscriptions' selectors.
+func (h *Enforcer) endSession(cl *mqtt.Client) {
+	if s := h.sessions.get(cl); s != nil {
+		s.mu.Lock()
+		filters := make([]string, 0, len(s.subs))
+		for f := range s.subs {
+			filters = append(filters, f)
+		}
+		s.mu.Unlock()
+		for _, f := range filters {
+			h.selectorRemove(cl.ID, f)
+		}
+	}
+	h.sessions.drop(cl)
+}
 
 func (h *Enforcer) count(what string) {
 	if h.metrics != nil {

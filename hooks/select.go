@@ -2,6 +2,7 @@ package hooks
 
 import (
 	"strings"
+	"sync"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
@@ -10,37 +11,90 @@ import (
 
 // mochi copies a message for every matching subscriber and only then asks
 // OnACLCheck, so a subscriber the policies deny costs a copy (and a boxed
-// debug-log argument) per message; a wildcard subscriber nobody shares
-// anything with costs as much as one who receives. mochi's hook for
-// pruning subscribers, OnSelectSubscribers, runs only when a shared
-// subscription matches. The enforcer therefore keeps one shared
-// subscription on "#" for a client that never exists — the selector — so
-// that the hook sees every publish outside "$": denied subscribers are
-// dropped before they are copied, and each $share group gets a member that
-// may receive the message (mochi alone picks any member, and the message
-// is lost to the group when that one is denied).
+// debug-log argument) per message. That adds up on wildcard filters many
+// clients share, like things/+/data/#, where most matches may be denied.
+// mochi's hook for pruning subscribers, OnSelectSubscribers, runs only when
+// a shared subscription matches. So for every wildcard filter that at least
+// two clients subscribe, the enforcer subscribes a client that never exists
+// — the selector — to $share/veil-selector/{filter}: the hook then sees
+// every publish that filter matches, and denied subscribers are dropped
+// before they are copied. (A selector on "#" would cost every publish the
+// gathering of a shared group, more than it saves where a topic has one
+// subscriber.) The hook also gives each real $share group a member that may
+// receive the message; mochi alone picks any member, and the message is
+// lost to the group when that one is denied.
 //
 // This only removes work: each remaining delivery is still decided by
-// OnACLCheck and again by OnPacketEncode.
+// OnACLCheck and again by OnPacketEncode. Bookkeeping that drifts (a
+// session restored from storage, say) costs speed, never a decision.
 const (
 	selectorClient = "$veil-selector" // CONNECT refuses client ids starting with "$"
-	selectorFilter = "$share/veil-selector/#"
+	selectorPrefix = "$share/veil-selector/"
 )
 
-// installSelector subscribes the selector; see above.
-func (h *Enforcer) installSelector() {
-	if h.server != nil {
-		h.server.Topics.Subscribe(selectorClient, packets.Subscription{Filter: selectorFilter})
+// selectors tracks which clients subscribe each wildcard filter.
+type selectors struct {
+	mu      sync.Mutex
+	clients map[string]map[string]struct{} // filter → client ids
+}
+
+// subscribed notes client's subscription to a wildcard filter; the
+// filter's selector is installed with its second client.
+func (h *Enforcer) selectorAdd(client, filter string) {
+	if h.server == nil || !strings.ContainsAny(filter, "+#") || strings.HasPrefix(filter, "$") {
+		return
+	}
+	sel := &h.selectors
+	sel.mu.Lock()
+	defer sel.mu.Unlock()
+	if sel.clients == nil {
+		sel.clients = map[string]map[string]struct{}{}
+	}
+	set := sel.clients[filter]
+	if set == nil {
+		set = map[string]struct{}{}
+		sel.clients[filter] = set
+	}
+	if _, ok := set[client]; ok {
+		return
+	}
+	set[client] = struct{}{}
+	if len(set) == 2 {
+		h.server.Topics.Subscribe(selectorClient, packets.Subscription{Filter: selectorPrefix + filter})
+	}
+}
+
+// selectorRemove forgets client's subscription to filter; the selector
+// goes when fewer than two clients are left.
+func (h *Enforcer) selectorRemove(client, filter string) {
+	if h.server == nil {
+		return
+	}
+	sel := &h.selectors
+	sel.mu.Lock()
+	defer sel.mu.Unlock()
+	set := sel.clients[filter]
+	if _, ok := set[client]; !ok {
+		return
+	}
+	delete(set, client)
+	switch len(set) {
+	case 1:
+		h.server.Topics.Unsubscribe(selectorPrefix+filter, selectorClient)
+	case 0:
+		delete(sel.clients, filter)
 	}
 }
 
 // OnSelectSubscribers removes the subscribers that may not receive pk and
 // picks one permitted member of each shared group.
 func (h *Enforcer) OnSelectSubscribers(subs *mqtt.Subscribers, pk packets.Packet) *mqtt.Subscribers {
-	if g, ok := subs.Shared[selectorFilter]; ok {
-		delete(g, selectorClient)
-		if len(g) == 0 {
-			delete(subs.Shared, selectorFilter)
+	for filter, group := range subs.Shared {
+		if strings.HasPrefix(filter, selectorPrefix) {
+			delete(group, selectorClient)
+			if len(group) == 0 {
+				delete(subs.Shared, filter)
+			}
 		}
 	}
 	if h.server == nil || strings.HasPrefix(pk.TopicName, "$") {

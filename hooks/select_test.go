@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
@@ -57,4 +58,45 @@ func TestReservedClientID(t *testing.T) {
 		_ = pc.Disconnect(&paho.Disconnect{})
 		t.Fatal("a client took the id $veil-selector")
 	}
+}
+
+// TestSelectorFollowsSharedWildcards: the selector's shared subscription
+// exists for a wildcard filter exactly while two or more clients hold it.
+func TestSelectorFollowsSharedWildcards(t *testing.T) {
+	srv, addr, _ := startServer(t, true)
+	const filter, topic = "things/+/data/#", "things/thermo-1/data/temperature"
+	selected := func() bool {
+		for f := range srv.Topics.Subscribers(topic).Shared {
+			if strings.HasPrefix(f, "$share/veil-selector/") {
+				return true
+			}
+		}
+		return false
+	}
+	waitFor := func(want bool, what string) {
+		t.Helper()
+		for deadline := time.Now().Add(5 * time.Second); selected() != want; {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: selector present = %v, want %v", what, !want, want)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	s1 := dialCounting(t, addr, "stranger-1", "stranger", "stranger", nil)
+	subscribe(t, s1, filter)
+	waitFor(false, "one wildcard subscriber")
+	s2 := dialCounting(t, addr, "stranger-2", "stranger", "stranger", nil)
+	subscribe(t, s2, filter)
+	subscribe(t, s2, filter) // a second SUBSCRIBE of the same filter is still one client
+	waitFor(true, "two wildcard subscribers")
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := s2.Unsubscribe(ctx, &paho.Unsubscribe{Topics: []string{filter}}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(false, "one left after an unsubscribe")
+	subscribe(t, s2, filter)
+	waitFor(true, "two again")
+	_ = s2.Disconnect(&paho.Disconnect{})
+	waitFor(false, "one left after a disconnect")
 }
