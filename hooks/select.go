@@ -102,8 +102,13 @@ func (h *Enforcer) OnSelectSubscribers(subs *mqtt.Subscribers, pk packets.Packet
 	}
 	// A lone subscriber is decided by OnACLCheck alone: deciding it here
 	// too would cost more than the one copy it may save.
+	// A subscriber on an exact topic had its right checked at SUBSCRIBE and
+	// usually still has it: OnACLCheck alone decides it too.
 	if len(subs.Subscriptions) > 1 {
-		for id := range subs.Subscriptions {
+		for id, sub := range subs.Subscriptions {
+			if !strings.ContainsAny(sub.Filter, "+#") {
+				continue
+			}
 			if cl, ok := h.server.Clients.Get(id); ok && !h.mayReceive(cl, pk.TopicName) {
 				delete(subs.Subscriptions, id)
 			}
