@@ -38,7 +38,7 @@ type selectors struct {
 	clients map[string]map[string]struct{} // filter → client ids
 }
 
-// subscribed notes client's subscription to a wildcard filter; the
+// selectorAdd notes client's subscription to a wildcard filter; the
 // filter's selector is installed with its second client.
 func (h *Enforcer) selectorAdd(client, filter string) {
 	if h.server == nil || !strings.ContainsAny(filter, "+#") || strings.HasPrefix(filter, "$") {
@@ -100,10 +100,9 @@ func (h *Enforcer) OnSelectSubscribers(subs *mqtt.Subscribers, pk packets.Packet
 	if h.server == nil || strings.HasPrefix(pk.TopicName, "$") {
 		return subs
 	}
-	// A lone subscriber is decided by OnACLCheck alone: deciding it here
-	// too would cost more than the one copy it may save.
-	// A subscriber on an exact topic had its right checked at SUBSCRIBE and
-	// usually still has it: OnACLCheck alone decides it too.
+	// Left to OnACLCheck alone: a lone subscriber (deciding it here too
+	// would cost more than the one copy it may save), and one on an exact
+	// topic (its right was checked at SUBSCRIBE and usually still holds).
 	if len(subs.Subscriptions) > 1 {
 		for id, sub := range subs.Subscriptions {
 			if !strings.ContainsAny(sub.Filter, "+#") {
