@@ -55,9 +55,10 @@ type Engine struct {
 	owners   map[string]*generation    // per owner: their policies and their things' relationships
 	subjects map[Principal]*generation // per principal: its attributes
 
-	global generation // memberships, places, things
-	gens   genPool
-	cache  *decisionCache
+	global  generation // memberships, places, things
+	gens    genPool
+	cache   *decisionCache
+	changes atomic.Uint64 // configuration changes applied; see Changes
 }
 
 type generation struct{ n atomic.Uint64 }
@@ -140,6 +141,7 @@ func (e *Engine) PutUser(u User) error {
 	u.Attributes = attrs
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	defer e.changes.Add(1)
 	e.putUser(&u)
 	return nil
 }
@@ -155,6 +157,7 @@ func (e *Engine) putUser(u *User) {
 func (e *Engine) DeleteUser(name string) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	defer e.changes.Add(1)
 	delete(e.users, name)
 	e.bumpSubject(UserPrincipal(name))
 }
@@ -171,6 +174,7 @@ func (e *Engine) PutThing(t Thing) error {
 	t.Attributes = attrs
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	defer e.changes.Add(1)
 	e.putThing(&t)
 	return nil
 }
@@ -187,6 +191,7 @@ func (e *Engine) putThing(t *Thing) {
 func (e *Engine) DeleteThing(id string) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	defer e.changes.Add(1)
 	delete(e.things, id)
 	e.bumpSubject(ThingPrincipal(id))
 	e.global.bump()
@@ -204,6 +209,7 @@ func (e *Engine) PutPlace(p Place) error {
 	p.Attributes = attrs
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	defer e.changes.Add(1)
 	e.places[p.ID] = &p
 	e.global.bump()
 	return nil
@@ -213,6 +219,7 @@ func (e *Engine) PutPlace(p Place) error {
 func (e *Engine) DeletePlace(id string) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	defer e.changes.Add(1)
 	delete(e.places, id)
 	e.global.bump()
 }
@@ -225,6 +232,7 @@ func (e *Engine) PutRelationship(r Relationship) error {
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	defer e.changes.Add(1)
 	e.putRelationship(r)
 	e.invalidateObject(&r)
 	return nil
@@ -251,6 +259,7 @@ func (e *Engine) invalidateObject(r *Relationship) {
 func (e *Engine) DeleteRelationship(thing, place, user string, rel Relation) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	defer e.changes.Add(1)
 	r := Relationship{Thing: thing, Place: place, User: user, Relation: rel}
 	if e.rels.remove(thing, place, user, rel) {
 		e.invalidateObject(&r)
@@ -264,6 +273,7 @@ func (e *Engine) PutMembership(m Membership) error {
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	defer e.changes.Add(1)
 	e.putMembership(m)
 	return nil
 }
@@ -280,6 +290,7 @@ func (e *Engine) putMembership(m Membership) {
 func (e *Engine) DeleteMembership(m Membership) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	defer e.changes.Add(1)
 	us := m.Userset()
 	list := slices.DeleteFunc(e.memberOf[m.Member], func(s string) bool { return s == us })
 	if len(list) == 0 {
@@ -302,6 +313,7 @@ func (e *Engine) PutPolicy(owner string, p Policy) error {
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	defer e.changes.Add(1)
 	e.putCompiled(c)
 	return nil
 }
@@ -318,6 +330,7 @@ func (e *Engine) putCompiled(c *compiled) {
 func (e *Engine) DeletePolicy(owner, id string) bool {
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	defer e.changes.Add(1)
 	list := e.policies[owner]
 	n := len(list)
 	list = slices.DeleteFunc(list, func(x *compiled) bool { return x.p.ID == id })
@@ -405,6 +418,7 @@ func (e *Engine) Load(s Snapshot) error {
 
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	defer e.changes.Add(1)
 	e.users = make(map[string]*User, len(users))
 	e.things = make(map[string]*Thing, len(things))
 	e.places = make(map[string]*Place, len(places))

@@ -95,3 +95,56 @@ func (e *Engine) MaySubscribe(p Principal, filter, purpose string) Decision {
 	base.Rule = "default"
 	return base
 }
+
+// MayReadAnything reports whether p could be allowed to read anything —
+// any stream, state or command of any thing — without a configuration
+// change first. It answers false only when nothing names p: a user who owns
+// no thing and no policy, appears in no relationship of any status or
+// window, and whom no allow policy granting read could match, whatever
+// its conditions (they may hold later). Everything else, things included,
+// may read something. The broker parks such a user's wildcard
+// subscriptions, since every delivery under them would be denied until the
+// configuration changes (Changes tells when).
+func (e *Engine) MayReadAnything(p Principal) bool {
+	if p.Kind != KindUser {
+		return true
+	}
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	u := e.users[p.ID]
+	if u == nil {
+		return false
+	}
+	if len(e.policies[p.ID]) > 0 {
+		return true
+	}
+	if _, ok := e.rels.names.lookup(p.ID); ok {
+		return true // named in some relationship (or an object's id): not worth telling apart
+	}
+	for _, t := range e.things {
+		if t.Owner == p.ID {
+			return true
+		}
+	}
+	x := evalCtx{e: e, req: Request{Principal: p, Action: ActRead}, user: u, now: e.clock.Now()}
+	for _, list := range e.policies {
+		for _, c := range list {
+			if !c.allow || c.actions&actionBit(ActRead) == 0 {
+				continue
+			}
+			for _, s := range c.subjects {
+				// A relation subject needs a relationship naming p, and there is none.
+				if s.kind != subjRelation && e.subjectMatch(&x, s) {
+					return true
+				}
+			}
+		}
+	}
+	return false
+}
+
+// Changes counts the configuration changes applied so far (every Put,
+// Delete and Load). A caller that keeps an answer derived from the
+// configuration, such as MayReadAnything's, compares it to know when to ask
+// again.
+func (e *Engine) Changes() uint64 { return e.changes.Load() }
