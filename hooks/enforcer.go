@@ -40,6 +40,7 @@ type Enforcer struct {
 
 	fanouts   sync.Map // topic → *message: the message being fanned out right now
 	selectors selectors
+	parking   parking
 	parses    atomic.Int64
 }
 
@@ -364,7 +365,7 @@ func (h *Enforcer) OnSubscribed(cl *mqtt.Client, pk packets.Packet, codes []byte
 				purpose = (*pending)[f.Filter]
 			}
 			granted[filter] = &purpose
-			if !shared {
+			if !shared && !h.parkIfIdle(cl, s, filter) {
 				h.selectorAdd(cl.ID, filter)
 			}
 		}
@@ -380,13 +381,16 @@ func (h *Enforcer) OnUnsubscribed(cl *mqtt.Client, pk packets.Packet) {
 		return
 	}
 	gone := make(map[string]*string, len(pk.Filters))
+	var own []string
 	for _, f := range pk.Filters {
 		filter, shared := stripShare(f.Filter)
 		gone[filter] = nil
 		if !shared {
 			h.selectorRemove(cl.ID, filter)
+			own = append(own, filter)
 		}
 	}
+	h.forgetParked(cl.ID, own)
 	s.subscribed(gone)
 }
 
@@ -394,6 +398,9 @@ func (h *Enforcer) OnUnsubscribed(cl *mqtt.Client, pk packets.Packet) {
 // the ACL before it resolves an alias) and keeps the message for the
 // per-recipient decisions of its fan-out.
 func (h *Enforcer) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
+	if h.server != nil {
+		h.reviewParked()
+	}
 	if cl.Net.Inline {
 		return pk, nil
 	}
@@ -468,6 +475,9 @@ func (h *Enforcer) OnSessionEstablish(cl *mqtt.Client, pk packets.Packet) {
 	if !ok || existing == cl {
 		return
 	}
+	// mochi puts the taken-over session's subscriptions back in its index
+	// (or drops them for a clean start): none is parked any more.
+	h.forgetParked(cl.ID, nil)
 	s := h.session(cl)
 	old := h.sessions.get(existing)
 	for _, m := range existing.State.Inflight.GetAll(false) {
@@ -513,6 +523,7 @@ func (h *Enforcer) endSession(cl *mqtt.Client) {
 			h.selectorRemove(cl.ID, f)
 		}
 	}
+	h.forgetParked(cl.ID, nil)
 	h.sessions.drop(cl)
 }
 

@@ -61,10 +61,21 @@ func household(t testing.TB) (*policies.Engine, *hooks.Credentials) {
 // mochi's allow-all hook when enforce is false.
 func startServer(t testing.TB, enforce bool) (*mqtt.Server, string, *hooks.Enforcer) {
 	t.Helper()
+	var e *policies.Engine
+	var creds *hooks.Credentials
+	if enforce {
+		e, creds = household(t)
+	}
+	return serve(t, e, creds)
+}
+
+// serve runs mochi on a loopback port with Veil's hooks on e, or with
+// mochi's allow-all hook when e is nil.
+func serve(t testing.TB, e *policies.Engine, creds *hooks.Credentials) (*mqtt.Server, string, *hooks.Enforcer) {
+	t.Helper()
 	srv := mqtt.New(&mqtt.Options{InlineClient: true, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	var enf *hooks.Enforcer
-	if enforce {
-		e, creds := household(t)
+	if e != nil {
 		sessions := &hooks.Sessions{}
 		log := zerolog.Nop()
 		must(t, srv.AddHook(hooks.NewAuthenticator(hooks.AuthConfig{Engine: e, Credentials: creds, Sessions: sessions, Server: srv, Log: log}), nil))

@@ -82,10 +82,11 @@ func TestSelectorFollowsSharedWildcards(t *testing.T) {
 			time.Sleep(10 * time.Millisecond)
 		}
 	}
-	s1 := dialCounting(t, addr, "stranger-1", "stranger", "stranger", nil)
+	// Doctors: a stranger's wildcard subscriptions would be parked (park.go).
+	s1 := dialCounting(t, addr, "doctor-1", "doctor", "doctor", nil)
 	subscribe(t, s1, filter)
 	waitFor(false, "one wildcard subscriber")
-	s2 := dialCounting(t, addr, "stranger-2", "stranger", "stranger", nil)
+	s2 := dialCounting(t, addr, "doctor-2", "doctor", "doctor", nil)
 	subscribe(t, s2, filter)
 	subscribe(t, s2, filter) // a second SUBSCRIBE of the same filter is still one client
 	waitFor(true, "two wildcard subscribers")
