@@ -88,9 +88,8 @@ func NewEnforcer(c EnforcerConfig) *Enforcer {
 	if c.Clock == nil {
 		c.Clock = policies.SystemClock{}
 	}
-	h := &Enforcer{engine: c.Engine, sessions: c.Sessions, server: c.Server, clock: c.Clock, live: c.Live,
+	return &Enforcer{engine: c.Engine, sessions: c.Sessions, server: c.Server, clock: c.Clock, live: c.Live,
 		views: newRenderings(16384), log: c.Log, metrics: c.Metrics, system: c.System, audit: c.Audit}
-	return h
 }
 
 // ID names the hook.
