@@ -240,10 +240,6 @@ func (a *Authenticator) authenticate(cl *mqtt.Client, pk packets.Packet, addr st
 	if cl.Net.Inline {
 		return policies.Principal{}, false, "inline"
 	}
-	// Client ids starting with "$" are the broker's own (the enforcer's selector).
-	if strings.HasPrefix(cl.ID, "$") {
-		return policies.Principal{}, false, "reserved-client-id"
-	}
 	// A device enrolling: client id enroll-{serial}, username
 	// factory:{serial}, password its factory secret ("factory:{serial}" in
 	// the credentials). It may only ask $enroll/{serial}.

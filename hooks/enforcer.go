@@ -2,7 +2,9 @@ package hooks
 
 import (
 	"bytes"
+	"cmp"
 	"errors"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -38,10 +40,9 @@ type Enforcer struct {
 	system []SystemTopics
 	audit  AuditFunc
 
-	fanouts   sync.Map // topic → *message: the message being fanned out right now
-	selectors selectors
-	parking   parking
-	parses    atomic.Int64
+	fanouts sync.Map // topic → *message: the message being fanned out right now
+	parking parking
+	parses  atomic.Int64
 }
 
 // EnforcerConfig wires an Enforcer.
@@ -364,8 +365,8 @@ func (h *Enforcer) OnSubscribed(cl *mqtt.Client, pk packets.Packet, codes []byte
 				purpose = (*pending)[f.Filter]
 			}
 			granted[filter] = &purpose
-			if !shared && !h.parkIfIdle(cl, s, filter) {
-				h.selectorAdd(cl.ID, filter)
+			if !shared {
+				h.parkIfIdle(cl, s, filter)
 			}
 		}
 	}
@@ -385,7 +386,6 @@ func (h *Enforcer) OnUnsubscribed(cl *mqtt.Client, pk packets.Packet) {
 		filter, shared := stripShare(f.Filter)
 		gone[filter] = nil
 		if !shared {
-			h.selectorRemove(cl.ID, filter)
 			own = append(own, filter)
 		}
 	}
@@ -488,6 +488,7 @@ func (h *Enforcer) OnSessionEstablish(cl *mqtt.Client, pk packets.Packet) {
 			h.count("inflight_pruned")
 		}
 	}
+	keepResendOrder(existing)
 	if old != nil && s != nil && !pk.Connect.Clean {
 		old.mu.Lock()
 		kept := make(map[string]*string, len(old.subs))
@@ -496,6 +497,29 @@ func (h *Enforcer) OnSessionEstablish(cl *mqtt.Client, pk packets.Packet) {
 		}
 		old.mu.Unlock()
 		s.subscribed(kept)
+	}
+}
+
+// keepResendOrder makes mochi resend cl's in-flight messages in the order
+// they were sent ([MQTT-4.6.0-1]). mochi sorts them by the second they were
+// created in, with an unstable sort: messages queued within one second for
+// an offline session came back in any order. Their packet ids were taken
+// in sending order, so each message that shares its second with an earlier
+// one is stamped a second later than it, which only delays its in-flight
+// expiry by as many seconds.
+func keepResendOrder(cl *mqtt.Client) {
+	msgs := cl.State.Inflight.GetAll(false)
+	if len(msgs) < 2 {
+		return
+	}
+	slices.SortStableFunc(msgs, func(a, b packets.Packet) int {
+		return cmp.Or(cmp.Compare(a.Created, b.Created), cmp.Compare(a.PacketID, b.PacketID))
+	})
+	for i := 1; i < len(msgs); i++ {
+		if msgs[i].Created <= msgs[i-1].Created {
+			msgs[i].Created = msgs[i-1].Created + 1
+			cl.State.Inflight.Set(msgs[i])
+		}
 	}
 }
 
@@ -509,19 +533,8 @@ func (h *Enforcer) OnDisconnect(cl *mqtt.Client, err error, expire bool) {
 // OnClientExpired forgets an expired persistent session.
 func (h *Enforcer) OnClientExpired(cl *mqtt.Client) { h.endSession(cl) }
 
-// endSession forgets cl's session and its subscriptions' selectors.
+// endSession forgets cl's session and its parked subscriptions.
 func (h *Enforcer) endSession(cl *mqtt.Client) {
-	if s := h.sessions.get(cl); s != nil {
-		s.mu.Lock()
-		filters := make([]string, 0, len(s.subs))
-		for f := range s.subs {
-			filters = append(filters, f)
-		}
-		s.mu.Unlock()
-		for _, f := range filters {
-			h.selectorRemove(cl.ID, f)
-		}
-	}
 	h.forgetParked(cl.ID, nil)
 	h.sessions.drop(cl)
 }

@@ -133,9 +133,8 @@ func (h *Enforcer) reviewParked() {
 				continue
 			}
 		}
-		for f, sub := range filters {
+		for _, sub := range filters {
 			h.server.Topics.Subscribe(id, sub)
-			h.selectorAdd(id, f)
 			h.count("subscription_unparked")
 		}
 		delete(pk.subs, id)

@@ -2,101 +2,33 @@ package hooks
 
 import (
 	"strings"
-	"sync"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
 	"github.com/veil-iot/veil/policies"
 )
 
-// mochi copies a message for every matching subscriber and only then asks
-// OnACLCheck, so a subscriber the policies deny costs a copy (and a boxed
-// debug-log argument) per message. That adds up on wildcard filters many
-// clients share, like things/+/data/#, where most matches may be denied.
-// mochi's hook for pruning subscribers, OnSelectSubscribers, runs only when
-// a shared subscription matches. So for every wildcard filter that at least
-// two clients subscribe, the enforcer subscribes a client that never exists
-// — the selector — to $share/veil-selector/{filter}: the hook then sees
-// every publish that filter matches, and denied subscribers are dropped
-// before they are copied. (A selector on "#" would cost every publish the
-// gathering of a shared group, more than it saves where a topic has one
-// subscriber.) The hook also gives each real $share group a member that may
-// receive the message; mochi alone picks any member, and the message is
-// lost to the group when that one is denied.
+// mochi calls OnSelectSubscribers when a shared subscription matches a
+// publish, before it picks a member of each $share group and copies the
+// message for every subscriber. The enforcer uses it to give each group a
+// member that may receive the message (mochi alone picks any member, and
+// the message is lost to the group when that one is denied), and to drop
+// the denied subscribers it can see before they are copied.
+//
+// (Until 2026-11-26 04:55 UTC a selector — a shared subscription of a
+// client that never exists, on every wildcard filter two clients held —
+// made mochi call this hook for every publish. It saved a copy per denied
+// subscriber, and it made an end-to-end test's QoS 1 deliveries after a
+// broker restart arrive out of order in about a third of its runs, for a
+// reason not found. Parked subscriptions (park.go) now remove the common
+// case of denied wildcard subscribers, users who may read nothing.)
 //
 // This only removes work: each remaining delivery is still decided by
-// OnACLCheck and again by OnPacketEncode. Bookkeeping that drifts (a
-// session restored from storage, say) costs speed, never a decision.
-const (
-	selectorClient = "$veil-selector" // CONNECT refuses client ids starting with "$"
-	selectorPrefix = "$share/veil-selector/"
-)
-
-// selectors tracks which clients subscribe each wildcard filter.
-type selectors struct {
-	mu      sync.Mutex
-	clients map[string]map[string]struct{} // filter → client ids
-}
-
-// selectorAdd notes client's subscription to a wildcard filter; the
-// filter's selector is installed with its second client.
-func (h *Enforcer) selectorAdd(client, filter string) {
-	if h.server == nil || !strings.ContainsAny(filter, "+#") || strings.HasPrefix(filter, "$") {
-		return
-	}
-	sel := &h.selectors
-	sel.mu.Lock()
-	defer sel.mu.Unlock()
-	if sel.clients == nil {
-		sel.clients = map[string]map[string]struct{}{}
-	}
-	set := sel.clients[filter]
-	if set == nil {
-		set = map[string]struct{}{}
-		sel.clients[filter] = set
-	}
-	if _, ok := set[client]; ok {
-		return
-	}
-	set[client] = struct{}{}
-	if len(set) == 2 {
-		h.server.Topics.Subscribe(selectorClient, packets.Subscription{Filter: selectorPrefix + filter})
-	}
-}
-
-// selectorRemove forgets client's subscription to filter; the selector
-// goes when fewer than two clients are left.
-func (h *Enforcer) selectorRemove(client, filter string) {
-	if h.server == nil {
-		return
-	}
-	sel := &h.selectors
-	sel.mu.Lock()
-	defer sel.mu.Unlock()
-	set := sel.clients[filter]
-	if _, ok := set[client]; !ok {
-		return
-	}
-	delete(set, client)
-	switch len(set) {
-	case 1:
-		h.server.Topics.Unsubscribe(selectorPrefix+filter, selectorClient)
-	case 0:
-		delete(sel.clients, filter)
-	}
-}
+// OnACLCheck and again by OnPacketEncode.
 
 // OnSelectSubscribers removes the subscribers that may not receive pk and
 // picks one permitted member of each shared group.
 func (h *Enforcer) OnSelectSubscribers(subs *mqtt.Subscribers, pk packets.Packet) *mqtt.Subscribers {
-	for filter, group := range subs.Shared {
-		if strings.HasPrefix(filter, selectorPrefix) {
-			delete(group, selectorClient)
-			if len(group) == 0 {
-				delete(subs.Shared, filter)
-			}
-		}
-	}
 	if h.server == nil || strings.HasPrefix(pk.TopicName, "$") {
 		return subs
 	}
