@@ -15,13 +15,11 @@ import (
 // the message is lost to the group when that one is denied), and to drop
 // the denied subscribers it can see before they are copied.
 //
-// (Until 2026-11-26 04:55 UTC a selector — a shared subscription of a
-// client that never exists, on every wildcard filter two clients held —
-// made mochi call this hook for every publish. It saved a copy per denied
-// subscriber, and it made an end-to-end test's QoS 1 deliveries after a
-// broker restart arrive out of order in about a third of its runs, for a
-// reason not found. Parked subscriptions (park.go) now remove the common
-// case of denied wildcard subscribers, users who may read nothing.)
+// (For part of 2026-11-26 a selector — a shared subscription of a client
+// that never exists, on every wildcard filter two clients held — made mochi
+// call this hook for every such publish. It was removed while chasing a
+// flaky test whose cause turned out to be mochi's resend order; parked
+// subscriptions (park.go) now cover users who may read nothing.)
 //
 // This only removes work: each remaining delivery is still decided by
 // OnACLCheck and again by OnPacketEncode.
