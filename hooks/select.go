@@ -15,12 +15,6 @@ import (
 // the message is lost to the group when that one is denied), and to drop
 // the denied subscribers it can see before they are copied.
 //
-// (For part of 2026-11-26 a selector — a shared subscription of a client
-// that never exists, on every wildcard filter two clients held — made mochi
-// call this hook for every such publish. It was removed while chasing a
-// flaky test whose cause turned out to be mochi's resend order; parked
-// subscriptions (park.go) now cover users who may read nothing.)
-//
 // This only removes work: each remaining delivery is still decided by
 // OnACLCheck and again by OnPacketEncode.
 
