@@ -56,19 +56,19 @@ func (h *Enforcer) mayReadAnything(p policies.Principal) (bool, uint64) {
 
 // parkIfIdle parks client's new subscription to filter when it is a
 // wildcard one of a user who may read nothing; mochi has just put it in
-// the topic index. It reports whether it parked.
-func (h *Enforcer) parkIfIdle(cl *mqtt.Client, s *session, filter string) bool {
+// the topic index.
+func (h *Enforcer) parkIfIdle(cl *mqtt.Client, s *session, filter string) {
 	if h.server == nil || s.principal.Kind != policies.KindUser ||
 		!strings.ContainsAny(filter, "+#") || strings.HasPrefix(filter, "$") {
-		return false
+		return
 	}
 	may, n := h.mayReadAnything(s.principal)
 	if may {
-		return false
+		return
 	}
 	sub, ok := cl.State.Subscriptions.Get(filter)
 	if !ok {
-		return false
+		return
 	}
 	pk := &h.parking
 	pk.mu.Lock()
@@ -87,7 +87,6 @@ func (h *Enforcer) parkIfIdle(cl *mqtt.Client, s *session, filter string) bool {
 		pk.reviewed.Store(^uint64(0))
 	}
 	h.count("subscription_parked")
-	return true
 }
 
 // forgetParked drops client's parked subscriptions to filters (all of them
@@ -110,7 +109,7 @@ func (h *Enforcer) forgetParked(client string, filters []string) {
 
 // reviewParked puts back the parked subscriptions whose users may now read
 // something, once per configuration change. Every publish calls it before
-// mochi matches subscribers; without a change it is one atomic load.
+// mochi matches subscribers; without a change it is two atomic loads.
 func (h *Enforcer) reviewParked() {
 	pk := &h.parking
 	n := h.engine.Changes()
