@@ -86,11 +86,17 @@ start() { # veil|mochi|mosquitto|veil-population
       mosquitto -c "$work/mosquitto/mosquitto.conf" >>"$logf" 2>&1 &
       broker_pid=$!; wait_port $mosq_port 30 || die "mosquitto did not start (see $logf)"; port=$mosq_port ;;
     veil-population)
+      # The log is appended to across rounds: wait for this start's own
+      # "loaded" line, not an earlier round's (the port opens before the
+      # population is in, and a round measured during the load is not one).
+      local loaded_before
+      loaded_before=$(grep -c "bench population loaded" "$logf" 2>/dev/null || true)
       "$veil" serve --bootstrap "$work/household.yaml" --data-dir "$work/veil" --mqtt 127.0.0.1:$pop_port --http "" --log-level warn \
         --bench-population "$population" >>"$logf" 2>&1 &
       broker_pid=$!; wait_port $pop_port 120 || die "veil with the population did not start (see $logf)"
-      local i; for ((i = 0; i < 1200; i++)); do grep -q "bench population loaded" "$logf" && break; sleep 0.1; done
-      grep -q "bench population loaded" "$logf" || die "the population did not load (see $logf)"
+      population_loaded() { (( $(grep -c "bench population loaded" "$logf" 2>/dev/null || true) > ${loaded_before:-0} )); }
+      local i; for ((i = 0; i < 1200; i++)); do population_loaded && break; sleep 0.1; done
+      population_loaded || die "the population did not load (see $logf)"
       port=$pop_port ;;
   esac
 }
