@@ -14,6 +14,7 @@ import (
 	"github.com/mochi-mqtt/server/v2/hooks/storage"
 	"github.com/mochi-mqtt/server/v2/packets"
 	"github.com/mochi-mqtt/server/v2/system"
+	"github.com/veil-iot/veil/hooks"
 	"go.etcd.io/bbolt"
 )
 
@@ -64,15 +65,15 @@ func newStateStore(path string, interval time.Duration) *stateStore {
 func (s *stateStore) ID() string { return "veil-state" }
 
 // Provides implements mqtt.Hook.
-func (s *stateStore) Provides(b byte) bool {
-	return bytes.Contains([]byte{
-		mqtt.OnSessionEstablished, mqtt.OnDisconnect, mqtt.OnSubscribed, mqtt.OnUnsubscribed,
-		mqtt.OnRetainMessage, mqtt.OnWillSent, mqtt.OnQosPublish, mqtt.OnQosComplete,
-		mqtt.OnQosDropped, mqtt.OnSysInfoTick, mqtt.OnClientExpired, mqtt.OnRetainedExpired,
-		mqtt.StoredClients, mqtt.StoredInflightMessages, mqtt.StoredRetainedMessages,
-		mqtt.StoredSubscriptions, mqtt.StoredSysInfo,
-	}, []byte{b})
-}
+func (s *stateStore) Provides(b byte) bool { return stateEvents.Has(b) }
+
+var stateEvents = hooks.Events(
+	mqtt.OnSessionEstablished, mqtt.OnDisconnect, mqtt.OnSubscribed, mqtt.OnUnsubscribed,
+	mqtt.OnRetainMessage, mqtt.OnWillSent, mqtt.OnQosPublish, mqtt.OnQosComplete,
+	mqtt.OnQosDropped, mqtt.OnSysInfoTick, mqtt.OnClientExpired, mqtt.OnRetainedExpired,
+	mqtt.StoredClients, mqtt.StoredInflightMessages, mqtt.StoredRetainedMessages,
+	mqtt.StoredSubscriptions, mqtt.StoredSysInfo,
+)
 
 // Init opens (or creates) the file and starts the committer.
 func (s *stateStore) Init(any) error {

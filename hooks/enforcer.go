@@ -1,7 +1,6 @@
 package hooks
 
 import (
-	"bytes"
 	"cmp"
 	"errors"
 	"slices"
@@ -40,7 +39,7 @@ type Enforcer struct {
 	system []SystemTopics
 	audit  AuditFunc
 
-	fanouts sync.Map // topic → *message: the message being fanned out right now
+	fanouts *fanouts
 	parking parking
 	parses  atomic.Int64
 }
@@ -90,20 +89,20 @@ func NewEnforcer(c EnforcerConfig) *Enforcer {
 		c.Clock = policies.SystemClock{}
 	}
 	return &Enforcer{engine: c.Engine, sessions: c.Sessions, server: c.Server, clock: c.Clock, live: c.Live,
-		views: newRenderings(16384), log: c.Log, metrics: c.Metrics, system: c.System, audit: c.Audit}
+		views: newRenderings(16384), fanouts: newFanouts(), log: c.Log, metrics: c.Metrics, system: c.System, audit: c.Audit}
 }
 
 // ID names the hook.
 func (h *Enforcer) ID() string { return "veil-enforcer" }
 
 // Provides lists the events the enforcer handles.
-func (h *Enforcer) Provides(b byte) bool {
-	return bytes.Contains([]byte{
-		mqtt.OnConnect, mqtt.OnACLCheck, mqtt.OnSubscribe, mqtt.OnSubscribed, mqtt.OnUnsubscribed,
-		mqtt.OnPublish, mqtt.OnPublished, mqtt.OnPacketEncode, mqtt.OnSessionEstablish,
-		mqtt.OnDisconnect, mqtt.OnClientExpired, mqtt.OnWill, mqtt.OnSelectSubscribers,
-	}, []byte{b})
-}
+func (h *Enforcer) Provides(b byte) bool { return enforcerEvents.Has(b) }
+
+var enforcerEvents = Events(
+	mqtt.OnConnect, mqtt.OnACLCheck, mqtt.OnSubscribe, mqtt.OnSubscribed, mqtt.OnUnsubscribed,
+	mqtt.OnPublish, mqtt.OnPublished, mqtt.OnPacketEncode, mqtt.OnSessionEstablish,
+	mqtt.OnDisconnect, mqtt.OnClientExpired, mqtt.OnWill, mqtt.OnSelectSubscribers,
+)
 
 // session returns the client's session; a session restored from storage
 // after a restart (authenticated before it) is re-created from its username.
@@ -315,14 +314,14 @@ func (h *Enforcer) mayDeliver(cl *mqtt.Client, s *session, topic string) bool {
 // currentMessage is the message being fanned out on topic (set in OnPublish),
 // or else the retained message a new subscription is being sent.
 func (h *Enforcer) currentMessage(topic string) *message {
-	if m, ok := h.fanouts.Load(topic); ok {
-		return m.(*message)
+	if m := h.fanouts.current(topic); m != nil {
+		return m
 	}
 	if h.server == nil {
 		return nil
 	}
 	if pk, ok := h.server.Topics.Retained.Get(topic); ok {
-		return newMessage(pk.Payload, &h.parses)
+		return newMessage(topic, pk.Payload, &h.parses)
 	}
 	return nil
 }
@@ -413,13 +412,13 @@ func (h *Enforcer) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet
 	if res, ok := policies.ParseTopic(pk.TopicName); ok && res.Kind == policies.ResData && h.live != nil {
 		h.live.Observe(res.Thing, res.Name, pk.Payload)
 	}
-	h.fanouts.Store(pk.TopicName, newMessage(pk.Payload, &h.parses))
+	h.fanouts.begin(newMessage(pk.TopicName, pk.Payload, &h.parses))
 	return pk, nil
 }
 
 // OnPublished ends the fan-out.
 func (h *Enforcer) OnPublished(cl *mqtt.Client, pk packets.Packet) {
-	h.fanouts.Delete(pk.TopicName)
+	h.fanouts.end(pk.TopicName, pk.Payload)
 }
 
 // errDropped marks a packet OnPacketEncode refused to write.
