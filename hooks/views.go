@@ -5,6 +5,7 @@ import (
 	"hash/maphash"
 	"sync"
 	"sync/atomic"
+	"unsafe"
 
 	"github.com/veil-iot/veil/policies"
 )
@@ -50,6 +51,7 @@ func newRenderings(size int) *renderings {
 // pointer comparison. (Two publishers on one topic at once may share a
 // message, hence the atomics.)
 type message struct {
+	topic  string
 	raw    []byte
 	once   sync.Once
 	parsed *policies.Payload
@@ -58,7 +60,46 @@ type message struct {
 	memo   [2]atomic.Pointer[rendered]
 }
 
-func newMessage(raw []byte, parses *atomic.Int64) *message { return &message{raw: raw, parses: parses} }
+func newMessage(topic string, raw []byte, parses *atomic.Int64) *message {
+	return &message{topic: topic, raw: raw, parses: parses}
+}
+
+// fanouts holds the messages being fanned out right now, by topic, so that
+// the deliveries' ACL checks (which mochi gives the topic only) find the
+// payload. It is a direct-mapped table read and written without locks; a
+// message evicted by another topic sharing its slot, or by a second
+// publisher on its topic, only costs its remaining deliveries the early
+// judgement of their payload: OnPacketEncode judges each delivery's real
+// payload in any case.
+type fanouts struct {
+	seed  maphash.Seed
+	slots [1024]atomic.Pointer[message]
+}
+
+func newFanouts() *fanouts { return &fanouts{seed: maphash.MakeSeed()} }
+
+func (f *fanouts) slot(topic string) *atomic.Pointer[message] {
+	return &f.slots[maphash.String(f.seed, topic)&(uint64(len(f.slots))-1)]
+}
+
+// begin makes m the message being fanned out on its topic.
+func (f *fanouts) begin(m *message) { f.slot(m.topic).Store(m) }
+
+// current returns the message being fanned out on topic, or nil.
+func (f *fanouts) current(topic string) *message {
+	if m := f.slot(topic).Load(); m != nil && m.topic == topic {
+		return m
+	}
+	return nil
+}
+
+// end forgets the message with payload raw on topic, if it is still there.
+func (f *fanouts) end(topic string, raw []byte) {
+	slot := f.slot(topic)
+	if m := slot.Load(); m != nil && m.topic == topic && unsafe.SliceData(m.raw) == unsafe.SliceData(raw) {
+		slot.CompareAndSwap(m, nil)
+	}
+}
 
 func (m *message) payload() (*policies.Payload, error) {
 	m.once.Do(func() {
