@@ -40,6 +40,9 @@ type Broker struct {
 	Credentials *hooks.Credentials
 	Sessions    *hooks.Sessions
 	Metrics     *hooks.Metrics
+	// Timing samples the time enforcement adds to deliveries (/metrics).
+	Timing        *hooks.Timing
+	timingMetrics []prometheus.Collector
 	Live        *hooks.LiveValues
 	MQTT        *mqtt.Server
 	Store       *mongo.Store
@@ -184,6 +187,7 @@ func (b *Broker) startMQTT() error {
 	b.MQTT = srv
 	b.Sessions = &hooks.Sessions{}
 	b.Metrics = hooks.NewMetrics()
+	b.Timing, b.timingMetrics = newTiming()
 
 	b.state = newStateStore(filepath.Join(b.cfg.DataDir, "mqtt.db"), b.cfg.StateSync)
 	if err := srv.AddHook(b.state, nil); err != nil {
@@ -207,7 +211,7 @@ func (b *Broker) startMQTT() error {
 		}
 		b.enforcer = hooks.NewEnforcer(hooks.EnforcerConfig{
 			Engine: b.Engine, Sessions: b.Sessions, Server: srv, Clock: b.cfg.Clock, Live: b.Live,
-			Log: b.log.With().Str("component", "enforcer").Logger(), Metrics: b.Metrics,
+			Log: b.log.With().Str("component", "enforcer").Logger(), Metrics: b.Metrics, Timing: b.Timing,
 		})
 		if err := srv.AddHook(b.enforcer, nil); err != nil {
 			return err
@@ -301,6 +305,7 @@ func (b *Broker) startHTTP() error {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
 	reg.MustRegister(newCollector(b))
+	reg.MustRegister(b.timingMetrics...)
 	if b.archive != nil {
 		reg.MustRegister(b.archive)
 	}

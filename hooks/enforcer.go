@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
@@ -40,6 +41,7 @@ type Enforcer struct {
 	audit  AuditFunc
 
 	fanouts *fanouts
+	timing  *Timing
 	parking parking
 	parses  atomic.Int64
 }
@@ -59,6 +61,8 @@ type EnforcerConfig struct {
 	// Audit, when set, is told every delivery and publish decision (the
 	// audit trail aggregates the non-owner ones). It must not block.
 	Audit AuditFunc
+	// Timing, when set, samples the time enforcement adds to deliveries.
+	Timing *Timing
 }
 
 // AuditFunc receives one access decision: who, what action, under which
@@ -89,7 +93,7 @@ func NewEnforcer(c EnforcerConfig) *Enforcer {
 		c.Clock = policies.SystemClock{}
 	}
 	return &Enforcer{engine: c.Engine, sessions: c.Sessions, server: c.Server, clock: c.Clock, live: c.Live,
-		views: newRenderings(16384), fanouts: newFanouts(), log: c.Log, metrics: c.Metrics, system: c.System, audit: c.Audit}
+		views: newRenderings(16384), fanouts: newFanouts(), timing: c.Timing, log: c.Log, metrics: c.Metrics, system: c.System, audit: c.Audit}
 }
 
 // ID names the hook.
@@ -205,7 +209,7 @@ func (h *Enforcer) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
 			}
 			return false
 		}
-		ok := h.decideWrite(s.principal, topic, true)
+		ok := h.timing.timePublishDecision(cl, func() bool { return h.decideWrite(s.principal, topic, true) })
 		if !ok {
 			h.count("publish_denied")
 		}
@@ -213,6 +217,12 @@ func (h *Enforcer) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
 	}
 	if purpose, ok := s.subscribing(topic); ok {
 		return h.maySubscribe(cl, s, topic, purpose)
+	}
+	if m := h.timing.timing(topic); m != nil {
+		start := time.Now()
+		ok := h.mayDeliver(cl, s, topic)
+		m.timedNS.Add(int64(time.Since(start)))
+		return ok
 	}
 	return h.mayDeliver(cl, s, topic)
 }
@@ -396,6 +406,11 @@ func (h *Enforcer) OnUnsubscribed(cl *mqtt.Client, pk packets.Packet) {
 // the ACL before it resolves an alias) and keeps the message for the
 // per-recipient decisions of its fan-out.
 func (h *Enforcer) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
+	var started time.Time
+	decision, timed := h.timing.claim(cl)
+	if timed {
+		started = time.Now()
+	}
 	if h.server != nil {
 		h.reviewParked()
 	}
@@ -412,13 +427,18 @@ func (h *Enforcer) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet
 	if res, ok := policies.ParseTopic(pk.TopicName); ok && res.Kind == policies.ResData && h.live != nil {
 		h.live.Observe(res.Thing, res.Name, pk.Payload)
 	}
-	h.fanouts.begin(newMessage(pk.TopicName, pk.Payload, &h.parses))
+	m := newMessage(pk.TopicName, pk.Payload, &h.parses)
+	h.fanouts.begin(m)
+	if timed {
+		h.timing.begin(m, decision, started)
+	}
 	return pk, nil
 }
 
 // OnPublished ends the fan-out.
 func (h *Enforcer) OnPublished(cl *mqtt.Client, pk packets.Packet) {
 	h.fanouts.end(pk.TopicName, pk.Payload)
+	h.timing.end(pk.TopicName, pk.Payload)
 }
 
 // errDropped marks a packet OnPacketEncode refused to write.
@@ -431,6 +451,7 @@ func (h *Enforcer) OnPacketEncode(cl *mqtt.Client, pk packets.Packet) packets.Pa
 	if pk.FixedHeader.Type != packets.Publish || cl.Net.Inline || strings.HasPrefix(pk.TopicName, "$") {
 		return pk
 	}
+	defer h.timing.encodeEnd(h.timing.encodeStart())
 	s := h.session(cl)
 	if s == nil {
 		return h.drop(cl, pk)

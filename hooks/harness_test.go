@@ -70,8 +70,8 @@ func startServer(t testing.TB, enforce bool) (*mqtt.Server, string, *hooks.Enfor
 }
 
 // serve runs mochi on a loopback port with Veil's hooks on e, or with
-// mochi's allow-all hook when e is nil.
-func serve(t testing.TB, e *policies.Engine, creds *hooks.Credentials) (*mqtt.Server, string, *hooks.Enforcer) {
+// mochi's allow-all hook when e is nil; with configures the enforcer further.
+func serve(t testing.TB, e *policies.Engine, creds *hooks.Credentials, with ...func(*hooks.EnforcerConfig)) (*mqtt.Server, string, *hooks.Enforcer) {
 	t.Helper()
 	srv := mqtt.New(&mqtt.Options{InlineClient: true, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	var enf *hooks.Enforcer
@@ -79,7 +79,11 @@ func serve(t testing.TB, e *policies.Engine, creds *hooks.Credentials) (*mqtt.Se
 		sessions := &hooks.Sessions{}
 		log := zerolog.Nop()
 		must(t, srv.AddHook(hooks.NewAuthenticator(hooks.AuthConfig{Engine: e, Credentials: creds, Sessions: sessions, Server: srv, Log: log}), nil))
-		enf = hooks.NewEnforcer(hooks.EnforcerConfig{Engine: e, Sessions: sessions, Server: srv, Log: log})
+		cfg := hooks.EnforcerConfig{Engine: e, Sessions: sessions, Server: srv, Log: log}
+		for _, w := range with {
+			w(&cfg)
+		}
+		enf = hooks.NewEnforcer(cfg)
 		must(t, srv.AddHook(enf, nil))
 	} else {
 		must(t, srv.AddHook(new(auth.AllowHook), nil))
@@ -147,8 +151,13 @@ type fanout struct {
 	raw, rounded, none []*counter
 }
 
-func newFanout(t testing.TB, enforce bool) *fanout {
-	_, addr, enf := startServer(t, enforce)
+func newFanout(t testing.TB, enforce bool, with ...func(*hooks.EnforcerConfig)) *fanout {
+	var e *policies.Engine
+	var creds *hooks.Credentials
+	if enforce {
+		e, creds = household(t)
+	}
+	_, addr, enf := serve(t, e, creds, with...)
 	f := &fanout{enforcer: enf}
 	for i := range 100 {
 		c := &counter{}

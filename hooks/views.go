@@ -5,6 +5,7 @@ import (
 	"hash/maphash"
 	"sync"
 	"sync/atomic"
+	"time"
 	"unsafe"
 
 	"github.com/veil-iot/veil/policies"
@@ -58,6 +59,10 @@ type message struct {
 	err    error
 	parses *atomic.Int64
 	memo   [2]atomic.Pointer[rendered]
+
+	// Set when the message's publish path is timed (Timing).
+	timedSince time.Time
+	timedNS    atomic.Int64
 }
 
 func newMessage(topic string, raw []byte, parses *atomic.Int64) *message {
@@ -78,6 +83,12 @@ type fanouts struct {
 
 func newFanouts() *fanouts { return &fanouts{seed: maphash.MakeSeed()} }
 
+// sameBytes reports whether a and b are the same slice of the same buffer
+// (mochi hands every hook of one publish the same payload slice).
+func sameBytes(a, b []byte) bool {
+	return unsafe.SliceData(a) == unsafe.SliceData(b) && len(a) == len(b)
+}
+
 func (f *fanouts) slot(topic string) *atomic.Pointer[message] {
 	return &f.slots[maphash.String(f.seed, topic)&(uint64(len(f.slots))-1)]
 }
@@ -96,7 +107,7 @@ func (f *fanouts) current(topic string) *message {
 // end forgets the message with payload raw on topic, if it is still there.
 func (f *fanouts) end(topic string, raw []byte) {
 	slot := f.slot(topic)
-	if m := slot.Load(); m != nil && m.topic == topic && unsafe.SliceData(m.raw) == unsafe.SliceData(raw) {
+	if m := slot.Load(); m != nil && m.topic == topic && sameBytes(m.raw, raw) {
 		slot.CompareAndSwap(m, nil)
 	}
 }

@@ -1,0 +1,124 @@
+package hooks
+
+import (
+	"math/rand/v2"
+	"sync/atomic"
+	"time"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+)
+
+// Timing measures the time Veil's enforcement adds to a delivery, in the
+// broker, for operators (/metrics) and for the benchmark's latency target:
+// what a delivery waits for beyond mochi's own work is
+//
+//   - the publish path: the publish decision, OnPublish and the decision
+//     (and rendering) of every delivery of the message up to the last one,
+//     all on the publisher's goroutine before mochi queues the deliveries;
+//   - the encode hook on the subscriber's write loop: the second decision
+//     and the rendering lookup.
+//
+// One publish in SampleEvery (8) is timed end to end (one at a time), and one
+// encode in SampleEvery, so an unsampled delivery costs a random number.
+type Timing struct {
+	// Path and Encode receive durations in seconds (a Prometheus histogram
+	// fits); nil ones are not measured.
+	Path, Encode interface{ Observe(float64) }
+	// SampleEvery times one in this many (0: 8).
+	SampleEvery uint64
+
+	// The publisher whose publish decision was just timed: its OnPublish
+	// picks the message up.
+	decided atomic.Pointer[timedDecision]
+	// The message being timed.
+	current atomic.Pointer[message]
+}
+
+type timedDecision struct {
+	cl *mqtt.Client
+	ns int64
+}
+
+func (t *Timing) sample() bool {
+	n := t.SampleEvery
+	if n == 0 {
+		n = 8
+	}
+	return rand.Uint64N(n) == 0
+}
+
+// timePublishDecision runs decide, timing it when the publisher's message
+// is to be timed.
+func (t *Timing) timePublishDecision(cl *mqtt.Client, decide func() bool) bool {
+	if t == nil || t.Path == nil || !t.sample() {
+		return decide()
+	}
+	if m := t.current.Load(); m != nil {
+		// One at a time; a message whose fan-out never ended (a publish
+		// refused after OnPublish) gives way after a second.
+		if time.Since(m.timedSince) < time.Second || !t.current.CompareAndSwap(m, nil) {
+			return decide()
+		}
+	}
+	start := time.Now()
+	ok := decide()
+	if ok {
+		t.decided.Store(&timedDecision{cl: cl, ns: int64(time.Since(start))})
+	}
+	return ok
+}
+
+// claim returns how long cl's publish decision took if it was just timed,
+// and takes it: the OnPublish that follows times its message.
+func (t *Timing) claim(cl *mqtt.Client) (time.Duration, bool) {
+	if t == nil {
+		return 0, false
+	}
+	d := t.decided.Load()
+	if d == nil || d.cl != cl || !t.decided.CompareAndSwap(d, nil) {
+		return 0, false
+	}
+	return time.Duration(d.ns), true
+}
+
+// begin times m's publish path: its publish decision, and OnPublish from
+// started on; the deliveries' decisions add to it.
+func (t *Timing) begin(m *message, decision time.Duration, started time.Time) {
+	m.timedSince = started
+	m.timedNS.Store(int64(decision + time.Since(started)))
+	t.current.CompareAndSwap(nil, m)
+}
+
+// timing returns the message being timed if it is the one on topic.
+func (t *Timing) timing(topic string) *message {
+	if t == nil {
+		return nil
+	}
+	if m := t.current.Load(); m != nil && m.topic == topic {
+		return m
+	}
+	return nil
+}
+
+// end records the message's publish path once its fan-out is over.
+func (t *Timing) end(topic string, raw []byte) {
+	m := t.timing(topic)
+	if m == nil || !sameBytes(m.raw, raw) || !t.current.CompareAndSwap(m, nil) {
+		return
+	}
+	t.Path.Observe(time.Duration(m.timedNS.Load()).Seconds())
+}
+
+// encodeStart returns when a sampled encode began, or the zero time.
+func (t *Timing) encodeStart() time.Time {
+	if t == nil || t.Encode == nil || !t.sample() {
+		return time.Time{}
+	}
+	return time.Now()
+}
+
+func (t *Timing) encodeEnd(start time.Time) {
+	if !start.IsZero() {
+		t.Encode.Observe(time.Since(start).Seconds())
+	}
+}
