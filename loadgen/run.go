@@ -46,9 +46,12 @@ type Config struct {
 	Window      int           // max mode: messages in flight over all flows before publishers wait
 	Passwords   map[string]string
 	BrokerPID   int // the broker process whose memory (idle) or CPU time (other scenarios) is measured
-	Round       int
-	Tag         string
-	Log         io.Writer // progress; nil = silent
+	// MetricsURL is Veil's /metrics: its histograms of the time enforcement
+	// adds to deliveries are read before and after the run (Veil only).
+	MetricsURL string
+	Round      int
+	Tag        string
+	Log        io.Writer // progress; nil = silent
 }
 
 // DefaultPasswords are the example household's (examples/bootstrap.yaml);
@@ -487,6 +490,11 @@ func (r *run) execute(ctx context.Context) (*Result, error) {
 	c := r.cfg
 	r.logf("%s %s qos%d clients=%d rate=%g: publishing for %s", c.Broker, c.Scenario, c.QoS, c.Clients, c.Rate, c.Duration)
 	window := uint64(max(c.Window/len(r.flows), 4))
+	var metricsStart map[string]histogram
+	var metricsErr error
+	if c.MetricsURL != "" {
+		metricsStart, metricsErr = scrapeHistograms(ctx, c.MetricsURL, publishPathMetric, encodeMetric)
+	}
 	cpuStart := r.brokerCPU()
 	instr, instrStart := r.brokerInstructions()
 	start := time.Now()
@@ -606,6 +614,15 @@ func (r *run) execute(ctx context.Context) (*Result, error) {
 	if instrEnd > instrStart && res.Delivered > 0 {
 		res.BrokerInstructions = float64(instrEnd - instrStart)
 		res.KInstrPerDelivered = res.BrokerInstructions / 1000 / float64(res.Delivered)
+	}
+	if c.MetricsURL != "" && metricsErr == nil {
+		var metricsEnd map[string]histogram
+		if metricsEnd, metricsErr = scrapeHistograms(ctx, c.MetricsURL, publishPathMetric, encodeMetric); metricsErr == nil {
+			res.Enforcement = enforcementTime(metricsStart, metricsEnd)
+		}
+	}
+	if metricsErr != nil {
+		res.Notes = append(res.Notes, metricsErr.Error())
 	}
 	return res, nil
 }

@@ -75,6 +75,10 @@ type Result struct {
 	BrokerInstructions float64 `json:"broker_instructions,omitempty"`
 	KInstrPerDelivered float64 `json:"broker_kinstr_per_delivered,omitempty"`
 
+	// Enforcement is the time Veil's enforcement added to deliveries,
+	// measured inside the broker (--metrics).
+	Enforcement *EnforcementTime `json:"enforcement,omitempty"`
+
 	Violations    int64       `json:"violations"` // leaked or mis-rewritten messages
 	ViolationLog  []string    `json:"violation_examples,omitempty"`
 	RefusedSubs   int         `json:"refused_subscriptions"` // SUBACK refusals of None receivers (allowed)

@@ -105,6 +105,7 @@ or a stall fails the run (exit status 1), after the result is printed.`,
 	f.Float64Var(&cfg.Rate, "rate", 0, "published msg/s over all publishers; 0 = as fast as the subscribers receive")
 	f.DurationVar(&cfg.Duration, "duration", cfg.Duration, "publishing phase (idle: settling time before memory is read)")
 	f.IntVar(&cfg.Window, "window", cfg.Window, "max rate: messages in flight before the publishers wait for the slowest entitled subscriber (QoS 1 default: 100)")
+	f.StringVar(&cfg.MetricsURL, "metrics", "", "Veil's /metrics URL: report the time enforcement added to deliveries, from the broker's sampled histograms")
 	f.IntVar(&cfg.BrokerPID, "broker-pid", 0, "pid of the broker process (on this machine) whose memory (idle) or CPU time per delivered message (other scenarios) is measured")
 	f.StringVar(&jsonOut, "json", "", "append the result as one JSON line to this file ('-': stdout instead of the summary)")
 	f.StringArrayVar(&passwords, "password", nil, "user=password overriding the example household's (repeatable)")
@@ -150,6 +151,10 @@ func writeResult(w io.Writer, res *loadgen.Result, jsonOut string) error {
 		res.Broker, res.Scenario, res.QoS, res.Clients, res.PayloadSize, strings.Join(res.Views, " "), res.Sent, res.SentPerSec,
 		res.Delivered, res.DeliveredPerSec, res.Lost, res.Duplicate, res.Withheld, res.Violations,
 		res.Latency.P50, res.Latency.P95, res.Latency.P99, res.Latency.Max, status)
+	if e := res.Enforcement; err == nil && e != nil {
+		_, err = fmt.Fprintf(w, "enforcement time in the broker (bucket upper bounds): publish path p50 %.0fµs p99 %.0fµs (%d sampled), encode p50 %.0fµs p99 %.0fµs (%d sampled); added to a delivery p99 ≤ %.0fµs\n",
+			e.PathP50, e.PathP99, e.PathSamples, e.EncodeP50, e.EncodeP99, e.EncodeSamples, e.AddedP99)
+	}
 	if err == nil && res.PolicyChange != nil {
 		c := res.PolicyChange
 		_, err = fmt.Fprintf(w, "policy change on %s acknowledged after message %d (%.1f ms); last message to a doctor + 1 = %d; lag %d messages\n",
