@@ -451,11 +451,11 @@ func (h *Enforcer) OnPacketEncode(cl *mqtt.Client, pk packets.Packet) packets.Pa
 	if pk.FixedHeader.Type != packets.Publish || cl.Net.Inline || strings.HasPrefix(pk.TopicName, "$") {
 		return pk
 	}
-	defer h.timing.encodeEnd(h.timing.encodeStart())
 	s := h.session(cl)
 	if s == nil {
 		return h.drop(cl, pk)
 	}
+	defer h.timing.encodeEnd(h.timing.encodeStart(&s.encodes))
 	d := h.decideRead(s, pk.TopicName)
 	if !d.Allowed() {
 		return h.drop(cl, pk)

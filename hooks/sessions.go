@@ -25,6 +25,8 @@ type session struct {
 	// without the lock; writers replace them under mu.
 	purposed atomic.Pointer[[]filterPurpose]   // the subs that declared a purpose
 	pending  atomic.Pointer[map[string]string] // filters of a SUBSCRIBE being processed → purpose
+
+	encodes atomic.Uint64 // PUBLISH packets encoded for the client (Timing samples by it)
 }
 
 // filterPurpose is one subscription that declared a purpose.

@@ -19,7 +19,8 @@ import (
 //     and the rendering lookup.
 //
 // One publish in SampleEvery (8) is timed end to end (one at a time), and one
-// encode in SampleEvery, so an unsampled delivery costs a random number.
+// encode in SampleEvery of each subscriber's, so an unsampled delivery costs
+// a counter.
 type Timing struct {
 	// Path and Encode receive durations in seconds (a Prometheus histogram
 	// fits); nil ones are not measured.
@@ -39,13 +40,14 @@ type timedDecision struct {
 	ns int64
 }
 
-func (t *Timing) sample() bool {
-	n := t.SampleEvery
-	if n == 0 {
-		n = 8
+func (t *Timing) every() uint64 {
+	if t.SampleEvery == 0 {
+		return 8
 	}
-	return rand.Uint64N(n) == 0
+	return t.SampleEvery
 }
+
+func (t *Timing) sample() bool { return rand.Uint64N(t.every()) == 0 }
 
 // timePublishDecision runs decide, timing it when the publisher's message
 // is to be timed.
@@ -109,9 +111,11 @@ func (t *Timing) end(topic string, raw []byte) {
 	t.Path.Observe(time.Duration(m.timedNS.Load()).Seconds())
 }
 
-// encodeStart returns when a sampled encode began, or the zero time.
-func (t *Timing) encodeStart() time.Time {
-	if t == nil || t.Encode == nil || !t.sample() {
+// encodeStart returns when a sampled encode began, or the zero time. count
+// is the subscriber's own count of encodes: a counter only its write loop
+// touches is cheaper than a random number on every delivery.
+func (t *Timing) encodeStart(count *atomic.Uint64) time.Time {
+	if t == nil || t.Encode == nil || count.Add(1)%t.every() != 0 {
 		return time.Time{}
 	}
 	return time.Now()
