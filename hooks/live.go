@@ -15,8 +15,7 @@ import (
 // condition reads it: a broker whose policies never look at live data pays
 // one pointer store per publish, not a JSON parse.
 type LiveValues struct {
-	mu      sync.RWMutex
-	streams map[liveKey]*atomic.Pointer[liveReading]
+	streams sync.Map // liveKey → *atomic.Pointer[liveReading]; read without a lock by every publish
 	pool    fastjson.ParserPool
 }
 
@@ -31,22 +30,15 @@ type liveReading struct {
 }
 
 // NewLiveValues returns an empty store.
-func NewLiveValues() *LiveValues {
-	return &LiveValues{streams: map[liveKey]*atomic.Pointer[liveReading]{}}
-}
+func NewLiveValues() *LiveValues { return &LiveValues{} }
 
 // Value implements policies.ContextProvider.
 func (l *LiveValues) Value(thing, stream, field string) (any, bool) {
-	l.mu.RLock()
-	slot := l.streams[liveKey{thing, stream}]
-	l.mu.RUnlock()
-	if slot == nil {
+	slot, ok := l.streams.Load(liveKey{thing, stream})
+	if !ok {
 		return nil, false
 	}
-	r := slot.Load()
-	if r == nil {
-		return nil, false
-	}
+	r := slot.(*atomic.Pointer[liveReading]).Load()
 	r.once.Do(func() { r.fields = l.parse(r.raw) })
 	v, ok := r.fields[field]
 	return v, ok
@@ -56,24 +48,18 @@ func (l *LiveValues) Value(thing, stream, field string) (any, bool) {
 // payload is kept, not copied: the caller must not modify it afterwards
 // (mochi reads every packet into a fresh buffer).
 func (l *LiveValues) Observe(thing, stream string, payload []byte) {
-	k := liveKey{thing, stream}
 	r := &liveReading{raw: payload}
-	l.mu.RLock()
-	slot := l.streams[k]
-	l.mu.RUnlock()
-	if slot == nil {
-		l.mu.Lock()
-		if slot = l.streams[k]; slot == nil {
-			// A stream's first reading is in its slot before anyone can see the slot.
-			slot = new(atomic.Pointer[liveReading])
-			slot.Store(r)
-			l.streams[k] = slot
-			l.mu.Unlock()
-			return
-		}
-		l.mu.Unlock()
+	k := liveKey{thing, stream}
+	if slot, ok := l.streams.Load(k); ok {
+		slot.(*atomic.Pointer[liveReading]).Store(r)
+		return
 	}
-	slot.Store(r)
+	// A stream's first reading is in its slot before anyone can see the slot.
+	fresh := new(atomic.Pointer[liveReading])
+	fresh.Store(r)
+	if slot, loaded := l.streams.LoadOrStore(k, fresh); loaded {
+		slot.(*atomic.Pointer[liveReading]).Store(r)
+	}
 }
 
 // parse returns the top-level scalar fields of a JSON object; anything else

@@ -73,3 +73,22 @@ func TestLiveValuesConcurrent(t *testing.T) {
 		t.Error("no reading left after the writers finished")
 	}
 }
+
+// BenchmarkLiveObserve is OnPublish's share: every publish on a data topic
+// records its payload, from many publishers' goroutines at once.
+func BenchmarkLiveObserve(b *testing.B) {
+	l := NewLiveValues()
+	things := make([]string, 30)
+	for i := range things {
+		things[i] = fmt.Sprintf("sensor-%d", i+1)
+	}
+	payload := []byte(`{"temperature":21.37}`)
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		i := 0
+		for pb.Next() {
+			l.Observe(things[i%len(things)], "temperature", payload)
+			i++
+		}
+	})
+}
