@@ -43,9 +43,9 @@ type Broker struct {
 	// Timing samples the time enforcement adds to deliveries (/metrics).
 	Timing        *hooks.Timing
 	timingMetrics []prometheus.Collector
-	Live        *hooks.LiveValues
-	MQTT        *mqtt.Server
-	Store       *mongo.Store
+	Live          *hooks.LiveValues
+	MQTT          *mqtt.Server
+	Store         *mongo.Store
 
 	ferret    *ferretdb.Server
 	enforcer  *hooks.Enforcer // the control plane attaches its topics and audit sink
@@ -188,10 +188,16 @@ func (b *Broker) startMQTT() error {
 	b.Sessions = &hooks.Sessions{}
 	b.Metrics = hooks.NewMetrics()
 	b.Timing, b.timingMetrics = newTiming()
+	span, spanMetric := newPublishSpan()
+	b.timingMetrics = append(b.timingMetrics, spanMetric)
 
 	b.state = newStateStore(filepath.Join(b.cfg.DataDir, "mqtt.db"), b.cfg.StateSync)
 	if err := srv.AddHook(b.state, nil); err != nil {
 		return fmt.Errorf("broker state store: %w", err)
+	}
+	// First of the OnPublish hooks, with enforcement on or off alike.
+	if err := srv.AddHook(span, nil); err != nil {
+		return err
 	}
 	if b.cfg.NoEnforcement {
 		b.log.Warn().Msg("enforcement is OFF (--bench-no-enforcement): every client may do anything; benchmark baseline only")

@@ -196,7 +196,7 @@ func TestHealthAndMetricsEndpoints(t *testing.T) {
 	if code != 200 || !strings.Contains(body, "veil_clients_connected") || !strings.Contains(body, "veil_messages_received_total") {
 		t.Fatalf("/metrics: %d, missing veil metrics", code)
 	}
-	for _, h := range []string{broker.PublishPathMetric, broker.EncodeMetric} {
+	for _, h := range []string{broker.PublishPathMetric, broker.EncodeMetric, broker.PublishSpanMetric} {
 		if !strings.Contains(body, h+`_bucket{le="0.0002"}`) {
 			t.Errorf("/metrics has no %s histogram with a 200 µs bucket", h)
 		}

@@ -17,7 +17,33 @@ import (
 const (
 	publishPathMetric = "veil_enforcement_publish_path_seconds"
 	encodeMetric      = "veil_enforcement_encode_seconds"
+	publishSpanMetric = "veil_publish_span_seconds"
 )
+
+// metricNames are the histograms veil bench --metrics reads.
+var metricNames = []string{publishPathMetric, encodeMetric, publishSpanMetric}
+
+// PublishSpan is the time from a publish's first OnPublish hook to
+// OnPublished inside the broker (matching, every delivery's ACL check,
+// copy and queueing), sampled the same with enforcement on or off; bucket
+// upper bounds in µs.
+type PublishSpan struct {
+	Samples uint64  `json:"samples"`
+	P50     float64 `json:"p50_us"`
+	P99     float64 `json:"p99_us"`
+}
+
+// publishSpan is what the broker's span histogram recorded between two scrapes.
+func publishSpan(before, after map[string]histogram) *PublishSpan {
+	h := after[publishSpanMetric].since(before[publishSpanMetric])
+	p := &PublishSpan{Samples: h.count(), P50: h.quantile(0.5), P99: h.quantile(0.99)}
+	for _, v := range []*float64{&p.P50, &p.P99} {
+		if math.IsInf(*v, 1) {
+			*v = -1
+		}
+	}
+	return p
+}
 
 // EnforcementTime is the time Veil's enforcement added to deliveries during
 // a run, measured inside the broker (sampled histograms read from its

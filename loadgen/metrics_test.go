@@ -107,3 +107,47 @@ func TestReportEnforcementTarget(t *testing.T) {
 		}
 	}
 }
+
+func TestPublishSpanFromMetrics(t *testing.T) {
+	span := prometheus.NewHistogram(prometheus.HistogramOpts{Name: publishSpanMetric, Buckets: []float64{25e-6, 50e-6, 75e-6, 100e-6}})
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(span)
+	srv := httptest.NewServer(promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	defer srv.Close()
+	scrape := func() map[string]histogram {
+		h, err := scrapeHistograms(context.Background(), srv.URL, publishSpanMetric)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return h
+	}
+	before := scrape()
+	for i := range 200 {
+		span.Observe(float64(30+i%10) * 1e-6) // 30–39 µs
+	}
+	span.Observe(90e-6)
+	span.Observe(95e-6)
+	span.Observe(99e-6)
+	got := publishSpan(before, scrape())
+	if want := (PublishSpan{Samples: 203, P50: 50, P99: 100}); *got != want {
+		t.Fatalf("got %+v, want %+v", *got, want)
+	}
+}
+
+func TestReportSpanTarget(t *testing.T) {
+	mk := func(broker string, p99 float64) Result {
+		return Result{Broker: broker, Scenario: FanIn, Tag: TagHalf, Sent: 1000, Delivered: 1000, RateTarget: 500,
+			Latency: Latency{Samples: 1000, P50: 1000, P95: 2000, P99: 5000, Max: 9000}, Views: []string{"raw=1"}, OK: true,
+			PublishSpan: &PublishSpan{Samples: 500, P50: 25, P99: p99}}
+	}
+	out := Report([]Result{mk("veil", 150), mk("veil", 175), mk("veil", 300), mk("mochi", 100), mk("mochi", 125), mk("mochi", 150)}, "")
+	for _, want := range []string{
+		"publish span p99, Veil − mochi ≤ 200 µs | +50 µs (Veil 175, mochi 125; mochi's own p99 over 3 runs: 100–150 µs) | met",
+		"| fanin | 0 | veil | 1500 | 25 | 175 | 150–300 |",
+		"| fanin | 0 | mochi | 1500 | 25 | 125 | 100–150 |",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("report lacks %q:\n%s", want, out)
+		}
+	}
+}

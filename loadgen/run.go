@@ -46,8 +46,9 @@ type Config struct {
 	Window      int           // max mode: messages in flight over all flows before publishers wait
 	Passwords   map[string]string
 	BrokerPID   int // the broker process whose memory (idle) or CPU time (other scenarios) is measured
-	// MetricsURL is Veil's /metrics: its histograms of the time enforcement
-	// adds to deliveries are read before and after the run (Veil only).
+	// MetricsURL is the broker's /metrics (Veil, with enforcement on or
+	// off): its histograms of the time enforcement adds to deliveries and
+	// of the publish span are read before and after the run.
 	MetricsURL string
 	Round      int
 	Tag        string
@@ -493,7 +494,7 @@ func (r *run) execute(ctx context.Context) (*Result, error) {
 	var metricsStart map[string]histogram
 	var metricsErr error
 	if c.MetricsURL != "" {
-		metricsStart, metricsErr = scrapeHistograms(ctx, c.MetricsURL, publishPathMetric, encodeMetric)
+		metricsStart, metricsErr = scrapeHistograms(ctx, c.MetricsURL, metricNames...)
 	}
 	cpuStart := r.brokerCPU()
 	instr, instrStart := r.brokerInstructions()
@@ -617,8 +618,11 @@ func (r *run) execute(ctx context.Context) (*Result, error) {
 	}
 	if c.MetricsURL != "" && metricsErr == nil {
 		var metricsEnd map[string]histogram
-		if metricsEnd, metricsErr = scrapeHistograms(ctx, c.MetricsURL, publishPathMetric, encodeMetric); metricsErr == nil {
-			res.Enforcement = enforcementTime(metricsStart, metricsEnd)
+		if metricsEnd, metricsErr = scrapeHistograms(ctx, c.MetricsURL, metricNames...); metricsErr == nil {
+			if e := enforcementTime(metricsStart, metricsEnd); e.PathSamples > 0 || e.EncodeSamples > 0 {
+				res.Enforcement = e
+			}
+			res.PublishSpan = publishSpan(metricsStart, metricsEnd)
 		}
 	}
 	if metricsErr != nil {

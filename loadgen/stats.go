@@ -78,6 +78,9 @@ type Result struct {
 	// Enforcement is the time Veil's enforcement added to deliveries,
 	// measured inside the broker (--metrics).
 	Enforcement *EnforcementTime `json:"enforcement,omitempty"`
+	// PublishSpan is the broker's own time from OnPublish to OnPublished
+	// (--metrics), comparable between Veil and Veil without enforcement.
+	PublishSpan *PublishSpan `json:"publish_span,omitempty"`
 
 	Violations    int64       `json:"violations"` // leaked or mis-rewritten messages
 	ViolationLog  []string    `json:"violation_examples,omitempty"`

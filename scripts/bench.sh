@@ -30,7 +30,7 @@ payload=${BENCH_PAYLOAD:-128}
 policy_change=${BENCH_POLICY_CHANGE:-auto}
 write_doc=${BENCH_DOC:-1}
 
-veil_port=18831 mochi_port=18832 pop_port=18833 mosq_port=18834 veil_http=18841
+veil_port=18831 mochi_port=18832 pop_port=18833 mosq_port=18834 veil_http=18841 mochi_http=18842
 out=var/bench
 results=$out/results.json
 work=$out/work
@@ -80,7 +80,7 @@ start() { # veil|mochi|mosquitto|veil-population
       "$veil" serve "${boot[@]}" --data-dir "$work/veil" --mqtt 127.0.0.1:$veil_port --http 127.0.0.1:$veil_http --log-level warn >>"$logf" 2>&1 &
       broker_pid=$!; wait_port $veil_port 120 || die "veil did not start (see $logf)"; port=$veil_port ;;
     mochi)
-      "$veil" serve --bench-no-enforcement --data-dir "$work/mochi" --mqtt 127.0.0.1:$mochi_port --http "" --log-level error >>"$logf" 2>&1 &
+      "$veil" serve --bench-no-enforcement --data-dir "$work/mochi" --mqtt 127.0.0.1:$mochi_port --http 127.0.0.1:$mochi_http --log-level error >>"$logf" 2>&1 &
       broker_pid=$!; wait_port $mochi_port 120 || die "mochi did not start (see $logf)"; port=$mochi_port ;;
     mosquitto)
       mosquitto -c "$work/mosquitto/mosquitto.conf" >>"$logf" 2>&1 &
@@ -112,8 +112,11 @@ profile_of() { case $1 in veil | veil-population) echo veil ;; *) echo "$1" ;; e
 failures=0
 bench() { # broker tag round args…
   local b=$1 tag=$2 round=$3; shift 3
-  # Veil's own measure of the time its enforcement adds (its /metrics).
-  [[ $b != veil ]] || set -- "$@" --metrics "http://127.0.0.1:$veil_http/metrics"
+  # The brokers' own measures of what enforcement adds (Veil's /metrics, on or off).
+  case $b in
+    veil) set -- "$@" --metrics "http://127.0.0.1:$veil_http/metrics" ;;
+    mochi) set -- "$@" --metrics "http://127.0.0.1:$mochi_http/metrics" ;;
+  esac
   if ! "$veil" bench --addr 127.0.0.1:$port --broker "$b" --profile "$(profile_of "$b")" --tag "$tag" --round "$round" \
       --clients "$clients" --payload "$payload" --json "$results" --quiet --broker-pid "$broker_pid" "$@" >&2; then
     failures=$((failures + 1))

@@ -105,7 +105,7 @@ or a stall fails the run (exit status 1), after the result is printed.`,
 	f.Float64Var(&cfg.Rate, "rate", 0, "published msg/s over all publishers; 0 = as fast as the subscribers receive")
 	f.DurationVar(&cfg.Duration, "duration", cfg.Duration, "publishing phase (idle: settling time before memory is read)")
 	f.IntVar(&cfg.Window, "window", cfg.Window, "max rate: messages in flight before the publishers wait for the slowest entitled subscriber (QoS 1 default: 100)")
-	f.StringVar(&cfg.MetricsURL, "metrics", "", "Veil's /metrics URL: report the time enforcement added to deliveries, from the broker's sampled histograms")
+	f.StringVar(&cfg.MetricsURL, "metrics", "", "the /metrics URL of Veil (or Veil with --bench-no-enforcement): report the time enforcement added to deliveries and the publish span, from the broker's sampled histograms")
 	f.IntVar(&cfg.BrokerPID, "broker-pid", 0, "pid of the broker process (on this machine) whose memory (idle) or CPU time per delivered message (other scenarios) is measured")
 	f.StringVar(&jsonOut, "json", "", "append the result as one JSON line to this file ('-': stdout instead of the summary)")
 	f.StringArrayVar(&passwords, "password", nil, "user=password overriding the example household's (repeatable)")
@@ -154,6 +154,9 @@ func writeResult(w io.Writer, res *loadgen.Result, jsonOut string) error {
 	if e := res.Enforcement; err == nil && e != nil {
 		_, err = fmt.Fprintf(w, "enforcement time in the broker (bucket upper bounds): publish path p50 %.0fµs p99 %.0fµs (%d sampled), encode p50 %.0fµs p99 %.0fµs (%d sampled); added to a delivery p99 ≤ %.0fµs\n",
 			e.PathP50, e.PathP99, e.PathSamples, e.EncodeP50, e.EncodeP99, e.EncodeSamples, e.AddedP99)
+	}
+	if p := res.PublishSpan; err == nil && p != nil {
+		_, err = fmt.Fprintf(w, "publish span in the broker (bucket upper bounds): p50 %.0fµs p99 %.0fµs (%d sampled)\n", p.P50, p.P99, p.Samples)
 	}
 	if err == nil && res.PolicyChange != nil {
 		c := res.PolicyChange
