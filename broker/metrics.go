@@ -19,7 +19,7 @@ const (
 var spanBuckets = func() []float64 {
 	var b []float64
 	for us := 25; us <= 1000; us += 25 {
-		b = append(b, float64(us)*1e-6)
+		b = append(b, float64(us)/1e6)
 	}
 	return append(b, 1.5e-3, 2e-3, 3e-3, 5e-3, 10e-3, 20e-3, 50e-3, 100e-3)
 }()
