@@ -162,9 +162,16 @@ func (a *Audit) Record(p policies.Principal, act policies.Action, purpose string
 	k := auditKey{owner: d.Owner, who: p.ID, whoKind: p.Kind, thing: d.Thing, stream: d.Stream, purpose: purpose,
 		action: act, effect: effect, rule: d.Rule, policy: d.PolicyID, polOwner: d.PolicyOwner,
 		minute: a.clock.Now().Unix() / 60}
+	// Sharded by who and which thing: one subscriber's deliveries from many
+	// things (a fan-in) are recorded from as many publishers' goroutines at
+	// once, and on one lock they queued behind whichever holder the
+	// operating system had preempted.
 	var h uint32 = 2166136261
 	for i := 0; i < len(p.ID); i++ {
 		h = (h ^ uint32(p.ID[i])) * 16777619
+	}
+	for i := 0; i < len(d.Thing); i++ {
+		h = (h ^ uint32(d.Thing[i])) * 16777619
 	}
 	s := &a.shards[h%auditShards]
 	s.mu.Lock()

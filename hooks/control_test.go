@@ -1,6 +1,7 @@
 package hooks
 
 import (
+	"fmt"
 	"testing"
 	"time"
 
@@ -256,6 +257,26 @@ func BenchmarkAuditRecord(b *testing.B) {
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
 			a.Record(p, policies.ActRead, "diagnosis", d)
+		}
+	})
+}
+
+// BenchmarkAuditRecordFanIn is one subscriber's deliveries from 30 things,
+// recorded from parallel publishers.
+func BenchmarkAuditRecordFanIn(b *testing.B) {
+	a := NewAudit(AuditConfig{})
+	p := policies.UserPrincipal("doctor")
+	ds := make([]policies.Decision, 30)
+	for i := range ds {
+		ds[i] = policies.Decision{Effect: policies.Allow, Rule: "policy", PolicyID: "doctor-thermo", PolicyOwner: "an",
+			Owner: "an", Thing: fmt.Sprintf("sensor-%d", i+1), Stream: "temperature", View: &policies.View{}}
+	}
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		i := 0
+		for pb.Next() {
+			a.Record(p, policies.ActRead, "", ds[i%len(ds)])
+			i += 7
 		}
 	})
 }
