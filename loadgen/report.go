@@ -245,9 +245,7 @@ func Report(results []Result, header string) string {
 		b.WriteString("| scenario | QoS | rate msg/s | broker | p50 µs | p95 µs | p99 µs | max µs | lost | leaks | p99 − mochi's |\n")
 		b.WriteString("|---|---|---|---|---|---|---|---|---|---|---|\n")
 		for _, h := range half {
-			sc, qs, _ := strings.Cut(h, "|")
-			var q byte
-			fmt.Sscan(qs, &q)
+			sc, q := halfScenario(h)
 			mochi := groups[key(TagHalf, sc, q, "mochi")]
 			for _, br := range []string{"veil", "mochi", "mosquitto"} {
 				g := groups[key(TagHalf, sc, q, br)]
@@ -476,9 +474,7 @@ func enforcementTarget(sc string, q byte, runs []Result) (target, bool) {
 func writeEnforcementTimes(b *strings.Builder, half []string, groups map[string]*group) {
 	var rows []string
 	for _, h := range half {
-		sc, qs, _ := strings.Cut(h, "|")
-		var q byte
-		fmt.Sscan(qs, &q)
+		sc, q := halfScenario(h)
 		g := groups[key(TagHalf, sc, q, "veil")]
 		if g == nil {
 			continue
@@ -557,9 +553,7 @@ func spanTarget(sc string, q byte, veilRuns, mochiRuns []Result) (target, bool) 
 func writePublishSpans(b *strings.Builder, half []string, groups map[string]*group) {
 	var rows []string
 	for _, h := range half {
-		sc, qs, _ := strings.Cut(h, "|")
-		var q byte
-		fmt.Sscan(qs, &q)
+		sc, q := halfScenario(h)
 		for _, br := range []string{"veil", "mochi"} {
 			g := groups[key(TagHalf, sc, q, br)]
 			if g == nil {
@@ -592,4 +586,12 @@ func writePublishSpans(b *strings.Builder, half []string, groups map[string]*gro
 	for _, r := range rows {
 		b.WriteString(r + "\n")
 	}
+}
+
+// halfScenario splits a half-rate key ("fanout|0") into scenario and QoS.
+func halfScenario(h string) (string, byte) {
+	sc, qs, _ := strings.Cut(h, "|")
+	var q byte
+	fmt.Sscan(qs, &q)
+	return sc, q
 }
