@@ -1,7 +1,6 @@
 package hooks
 
 import (
-	"math/rand/v2"
 	"sync"
 	"time"
 
@@ -42,11 +41,7 @@ var spanEvents = Events(mqtt.OnPublish, mqtt.OnPublished, mqtt.OnDisconnect)
 
 // OnPublish starts timing a sampled publish.
 func (h *PublishSpan) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
-	n := h.SampleEvery
-	if n == 0 {
-		n = 8
-	}
-	if !cl.Net.Inline && rand.Uint64N(n) == 0 {
+	if !cl.Net.Inline && sampledOneIn(h.SampleEvery) {
 		h.started.Store(cl, spanStart{at: time.Now(), payload: pk.Payload})
 	}
 	return pk, nil

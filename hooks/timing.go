@@ -40,14 +40,22 @@ type timedDecision struct {
 	ns int64
 }
 
-func (t *Timing) every() uint64 {
-	if t.SampleEvery == 0 {
-		return 8
+// defaultSampleEvery is how many publishes (or encodes) share one timed one.
+const defaultSampleEvery = 8
+
+func sampleEvery(n uint64) uint64 {
+	if n == 0 {
+		return defaultSampleEvery
 	}
-	return t.SampleEvery
+	return n
 }
 
-func (t *Timing) sample() bool { return rand.Uint64N(t.every()) == 0 }
+// sampledOneIn picks one call in n (0: the default) at random.
+func sampledOneIn(n uint64) bool { return rand.Uint64N(sampleEvery(n)) == 0 }
+
+func (t *Timing) every() uint64 { return sampleEvery(t.SampleEvery) }
+
+func (t *Timing) sample() bool { return sampledOneIn(t.SampleEvery) }
 
 // timePublishDecision runs decide, timing it when the publisher's message
 // is to be timed.
