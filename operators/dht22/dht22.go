@@ -220,6 +220,11 @@ func (d *Device) Run(ctx context.Context, out agent.Output) error {
 			out.Data("humidity", Humidity{Humidity: r.Humidity, TS: ts})
 			d.Log.Debug().Float64("temperature", r.Temperature).Float64("humidity", r.Humidity).Msg("reading")
 		}
+		// A reading that took longer than the interval (failed attempts
+		// and their pauses) left a tick waiting: without the reset the next
+		// read would follow at once, too soon for a DHT22, and two readings
+		// could share one millisecond timestamp.
+		t.Reset(d.Interval)
 		select {
 		case <-ctx.Done():
 			return nil

@@ -227,6 +227,7 @@ func (d *Device) Run(ctx context.Context, out agent.Output) error {
 		default:
 			out.Data("temperature", Temperature{Temperature: c, TS: agent.TS(time.Now())})
 		}
+		t.Reset(d.Interval) // no waiting tick after a slow read: see dht22
 		select {
 		case <-ctx.Done():
 			return nil

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 )
@@ -135,5 +136,50 @@ func TestReadRetrySkipsBadReads(t *testing.T) {
 	p = &seqProbe{texts: []string{read("bad-crc-driver-yes.w1_slave")}}
 	if _, err := ReadRetry(context.Background(), p, 3, time.Millisecond); !errors.Is(err, ErrCRC) || p.n != 3 {
 		t.Fatalf("ReadRetry with only bad reads = %v after %d reads; want ErrCRC after 3", err, p.n)
+	}
+}
+
+// timedProbe alternates a bad read and a good one, recording when each happened.
+type timedProbe struct {
+	mu    sync.Mutex
+	reads []time.Time
+}
+
+func (p *timedProbe) ReadText() (string, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.reads = append(p.reads, time.Now())
+	if len(p.reads)%2 == 1 {
+		return "", errors.New("no such device")
+	}
+	return Render(21.5), nil
+}
+
+type discard struct{}
+
+func (discard) Data(string, any) {}
+func (discard) State(any)        {}
+func (discard) Thing() string    { return "probe-1" }
+
+// After a read that needed the retry pause (longer than the interval here),
+// the next read waits a whole interval instead of following at once.
+func TestDeviceKeepsItsIntervalAfterARetry(t *testing.T) {
+	const interval = 100 * time.Millisecond
+	p := &timedProbe{}
+	d := &Device{Probe: p, Interval: interval, Attempts: 2}
+	ctx, cancel := context.WithTimeout(context.Background(), 1300*time.Millisecond)
+	defer cancel()
+	if err := d.Run(ctx, discard{}); err != nil {
+		t.Fatal(err)
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if len(p.reads) < 3 {
+		t.Fatalf("only %d reads", len(p.reads))
+	}
+	for i := 1; i < len(p.reads); i++ {
+		if gap := p.reads[i].Sub(p.reads[i-1]); gap < interval {
+			t.Errorf("read %d came %v after the one before, want at least %v", i, gap, interval)
+		}
 	}
 }
