@@ -41,7 +41,11 @@ func TestMain(m *testing.M) {
 	}
 	bins.veil, bins.operator = filepath.Join(dir, "veil"), filepath.Join(dir, "veil-operator")
 	for out, pkg := range map[string]string{bins.veil: "./cmd/veil", bins.operator: "./cmd/veil-operator"} {
-		cmd := exec.Command("go", "build", "-o", out, pkg)
+		args := []string{"build", "-o", out}
+		if os.Getenv("VEIL_E2E_RACE") != "" { // the binaries under the race detector
+			args = append(args, "-race")
+		}
+		cmd := exec.Command("go", append(args, pkg)...)
 		cmd.Dir = ".."
 		if b, err := cmd.CombinedOutput(); err != nil {
 			fmt.Fprintf(os.Stderr, "go build %s: %v\n%s", pkg, err, b)
