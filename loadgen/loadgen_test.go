@@ -334,3 +334,31 @@ func TestInstructionsOfThisProcess(t *testing.T) {
 		t.Error("no error for a process that does not exist")
 	}
 }
+
+// The targets say how far single rounds stray from the ratio of the
+// medians: each round's Veil run is paired with the same round's mochi run.
+func TestReportRoundSpread(t *testing.T) {
+	mk := func(broker string, round int, perSec, cpu float64) Result {
+		return Result{Broker: broker, Scenario: FanOut, Tag: TagMax, Round: round, Sent: 1000, Delivered: 1000,
+			DeliveredPerSec: perSec, CPUPerDelivered: cpu, Views: []string{"raw=1"}, OK: true}
+	}
+	out := Report([]Result{
+		mk("veil", 1, 900, 20), mk("mochi", 1, 1000, 18),
+		mk("veil", 2, 700, 25), mk("mochi", 2, 1000, 20),
+		mk("veil", 3, 1100, 15), mk("mochi", 3, 1000, 15),
+		mk("veil", 4, 800, 10), // no mochi run in round 4: not paired
+	}, "")
+	for _, want := range []string{
+		"fanout QoS 0 delivered msg/s ≥ 0.9 × mochi | 0.85× (per round: 0.70–1.10×) | **missed**",
+		"mochi's CPU per delivered msg ÷ Veil's ≥ 0.9 | 1.03× (per round: 0.80–1.00×) | met",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("report lacks %q:\n%s", want, out)
+		}
+	}
+	// One round is no spread.
+	out = Report([]Result{mk("veil", 1, 900, 20), mk("mochi", 1, 1000, 18)}, "")
+	if strings.Contains(out, "per round") {
+		t.Errorf("a spread from one round:\n%s", out)
+	}
+}
