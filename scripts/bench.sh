@@ -6,11 +6,11 @@
 # docs/bench/broker-bench.json) and the section between the broker-bench
 # markers of docs/benchmarks.md.
 #
-#   scripts/bench.sh                 full run (~17 minutes on 2 cores)
+#   scripts/bench.sh                 full run (~14 minutes on 2 cores)
 #   BENCH_QUICK=1 scripts/bench.sh   one round, short runs, small scale (~3 minutes)
 #
 # Knobs (environment): BENCH_ROUNDS, BENCH_DURATION, BENCH_CLIENTS,
-# BENCH_PAYLOAD, BENCH_IDLE_CLIENTS, BENCH_POPULATION (policies:tuples),
+# BENCH_PAYLOAD, BENCH_IDLE_CLIENTS, BENCH_POPULATION (policies:tuples), BENCH_POP_ROUNDS,
 # BENCH_POLICY_CHANGE (1 = run the live policy change scenario; needs the
 # control plane), BENCH_DOC (0 = do not touch docs/).
 set -euo pipefail
@@ -20,10 +20,10 @@ root=$PWD
 quick=${BENCH_QUICK:-0}
 if [[ $quick == 1 ]]; then
   rounds=${BENCH_ROUNDS:-1} half_rounds=1 duration=${BENCH_DURATION:-2s} half_duration=2s
-  idle_clients=${BENCH_IDLE_CLIENTS:-1000} population=${BENCH_POPULATION:-10000:100000} pop_rounds=1
+  idle_clients=${BENCH_IDLE_CLIENTS:-1000} population=${BENCH_POPULATION:-10000:100000} pop_rounds=${BENCH_POP_ROUNDS:-1}
 else
   rounds=${BENCH_ROUNDS:-5} half_rounds=3 duration=${BENCH_DURATION:-3s} half_duration=5s
-  idle_clients=${BENCH_IDLE_CLIENTS:-10000} population=${BENCH_POPULATION:-100000:1000000} pop_rounds=2
+  idle_clients=${BENCH_IDLE_CLIENTS:-10000} population=${BENCH_POPULATION:-100000:1000000} pop_rounds=${BENCH_POP_ROUNDS:-4}
 fi
 clients=${BENCH_CLIENTS:-30}
 payload=${BENCH_PAYLOAD:-128}
