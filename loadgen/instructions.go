@@ -16,8 +16,10 @@ import (
 // steals its cores, so it compares brokers on a noisy machine; unlike CPU
 // time it does not see cache misses, so the two are reported side by side.
 //
-// Threads the process starts after openInstructions are not counted; a Go
-// broker starts its threads while clients connect, before the first publish.
+// Threads the process starts later are counted too (the events are
+// inherited, and reading one sums its thread's descendants): a Go broker
+// starts threads while it runs, whenever one blocked in a system call
+// hands its work on, and without them a run counted as little as half.
 type instructions struct {
 	fds []int
 }
@@ -38,6 +40,7 @@ func openInstructions(pid int) (*instructions, error) {
 		}
 		attr := unix.PerfEventAttr{Type: unix.PERF_TYPE_HARDWARE, Config: unix.PERF_COUNT_HW_INSTRUCTIONS}
 		attr.Size = uint32(unsafe.Sizeof(attr))
+		attr.Bits = unix.PerfBitInherit
 		fd, err := unix.PerfEventOpen(&attr, tid, -1, -1, unix.PERF_FLAG_FD_CLOEXEC)
 		if err != nil {
 			if len(c.fds) == 0 {

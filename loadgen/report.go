@@ -237,19 +237,19 @@ func Report(results []Result, header string) string {
 				veilG, mochiG, mosqG := groups[key(TagMax, sc, q, "veil")], groups[key(TagMax, sc, q, "mochi")], groups[key(TagMax, sc, q, "mosquitto")]
 				if veilG != nil && mochiG != nil && len(veilG.runs) > 0 && len(mochiG.runs) > 0 {
 					r := Median(veilG.delivered) / Median(mochiG.delivered)
-					targets = append(targets, target{name: fmt.Sprintf("%s QoS %d delivered msg/s ≥ 0.9 × mochi", sc, q), value: fmt.Sprintf("%.2f×", r) + roundSpread(veilG, mochiG, deliveredPerSec), met: r >= 0.9})
+					targets = append(targets, target{name: fmt.Sprintf("%s QoS %d delivered msg/s ≥ 0.9 × mochi", sc, q), value: fmt.Sprintf("%.3f×", r) + roundSpread(veilG, mochiG, deliveredPerSec), met: r >= 0.9})
 					if len(veilG.cpu) > 0 && len(mochiG.cpu) > 0 {
 						r := Median(mochiG.cpu) / Median(veilG.cpu)
-						targets = append(targets, target{name: fmt.Sprintf("%s QoS %d the same target as broker cost: mochi's CPU per delivered msg ÷ Veil's ≥ 0.9", sc, q), value: fmt.Sprintf("%.2f×", r) + roundSpread(mochiG, veilG, cpuPerDelivered), met: r >= 0.9})
+						targets = append(targets, target{name: fmt.Sprintf("%s QoS %d the same target as broker cost: mochi's CPU per delivered msg ÷ Veil's ≥ 0.9", sc, q), value: fmt.Sprintf("%.3f×", r) + roundSpread(mochiG, veilG, cpuPerDelivered), met: r >= 0.9})
 					}
 					if len(veilG.instr) > 0 && len(mochiG.instr) > 0 {
 						r := Median(mochiG.instr) / Median(veilG.instr)
-						targets = append(targets, target{name: fmt.Sprintf("%s QoS %d the same in instructions: mochi's per delivered msg ÷ Veil's ≥ 0.9", sc, q), value: fmt.Sprintf("%.2f×", r), met: r >= 0.9})
+						targets = append(targets, target{name: fmt.Sprintf("%s QoS %d the same in instructions: mochi's per delivered msg ÷ Veil's ≥ 0.9", sc, q), value: fmt.Sprintf("%.3f×", r), met: r >= 0.9})
 					}
 				}
 				if veilG != nil && mosqG != nil && len(veilG.runs) > 0 && len(mosqG.runs) > 0 {
 					r := Median(veilG.delivered) / Median(mosqG.delivered)
-					targets = append(targets, target{name: fmt.Sprintf("%s QoS %d delivered msg/s ≥ 1.0 × mosquitto", sc, q), value: fmt.Sprintf("%.2f×", r) + roundSpread(veilG, mosqG, deliveredPerSec), met: r >= 1.0})
+					targets = append(targets, target{name: fmt.Sprintf("%s QoS %d delivered msg/s ≥ 1.0 × mosquitto", sc, q), value: fmt.Sprintf("%.3f×", r) + roundSpread(veilG, mosqG, deliveredPerSec), met: r >= 1.0})
 				}
 			}
 		}
@@ -344,14 +344,14 @@ func Report(results []Result, header string) string {
 		}
 		if mg != nil && len(mg.runs) > 0 && len(pg.runs) > 0 {
 			r := Median(pg.delivered) / Median(mg.delivered)
-			targets = append(targets, target{name: "fanout QoS 0 with the population: delivered msg/s ≥ 0.9 × mochi", value: fmt.Sprintf("%.2f×", r) + roundSpread(pg, mg, deliveredPerSec), met: r >= 0.9})
+			targets = append(targets, target{name: "fanout QoS 0 with the population: delivered msg/s ≥ 0.9 × mochi", value: fmt.Sprintf("%.3f×", r) + roundSpread(pg, mg, deliveredPerSec), met: r >= 0.9})
 		}
 		if vg != nil && len(vg.runs) > 0 && len(pg.runs) > 0 {
 			r := Median(pg.delivered) / Median(vg.delivered)
-			targets = append(targets, target{name: "fanout QoS 0: Veil with the population ÷ Veil without (the ratio holds: ≥ 0.9)", value: fmt.Sprintf("%.2f×", r) + roundSpread(pg, vg, deliveredPerSec), met: r >= 0.9})
+			targets = append(targets, target{name: "fanout QoS 0: Veil with the population ÷ Veil without (the ratio holds: ≥ 0.9)", value: fmt.Sprintf("%.3f×", r) + roundSpread(pg, vg, deliveredPerSec), met: r >= 0.9})
 			if len(vg.cpu) > 0 && len(pg.cpu) > 0 {
 				r := Median(vg.cpu) / Median(pg.cpu)
-				targets = append(targets, target{name: "fanout QoS 0: the same as broker cost, Veil's CPU per delivered msg without the population ÷ with it ≥ 0.9", value: fmt.Sprintf("%.2f×", r), met: r >= 0.9})
+				targets = append(targets, target{name: "fanout QoS 0: the same as broker cost, Veil's CPU per delivered msg without the population ÷ with it ≥ 0.9", value: fmt.Sprintf("%.3f×", r), met: r >= 0.9})
 			}
 		}
 	}
@@ -382,7 +382,7 @@ func Report(results []Result, header string) string {
 		}
 		if len(per["veil"]) > 0 && len(per["mochi"]) > 0 {
 			r := Median(per["veil"]) / Median(per["mochi"])
-			targets = append(targets, target{name: "memory per idle client ≤ 1.2 × mochi", value: fmt.Sprintf("%.2f×", r), met: r <= 1.2})
+			targets = append(targets, target{name: "memory per idle client ≤ 1.2 × mochi", value: fmt.Sprintf("%.3f×", r), met: r <= 1.2})
 		}
 	}
 
