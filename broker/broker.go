@@ -249,12 +249,12 @@ func (b *Broker) startMQTT() error {
 		return nil
 	}
 	if b.cfg.MQTT != "" {
-		if err := add(listeners.NewTCP(listeners.Config{ID: "mqtt", Address: b.cfg.MQTT})); err != nil {
+		if err := add(tcpListener("mqtt", b.cfg.MQTT, nil)); err != nil {
 			return err
 		}
 	}
 	if b.cfg.MQTTS != "" {
-		if err := add(listeners.NewTCP(listeners.Config{ID: "mqtts", Address: b.cfg.MQTTS, TLSConfig: tlsCfg})); err != nil {
+		if err := add(tcpListener("mqtts", b.cfg.MQTTS, tlsCfg)); err != nil {
 			return err
 		}
 	}
