@@ -96,15 +96,14 @@ func (c *coalescingConn) Write(p []byte) (int, error) {
 
 // Close writes what was held back, then closes: a CONNACK or DISCONNECT
 // with a reason code is written just before mochi closes the connection.
-// The write gets a second at most: a session taken over closes its old
-// connection from the new one's goroutine, and a dead client that reads
-// nothing must not hold that up.
+// Writing gets a second at most, set before taking the lock: a session
+// taken over closes its old connection from the new one's goroutine, and a
+// client that reads nothing must not hold that up, whether through the
+// held-back bytes or through a write already stuck holding the lock.
 func (c *coalescingConn) Close() error {
+	_ = c.Conn.SetWriteDeadline(time.Now().Add(closeFlushTimeout))
 	c.mu.Lock()
-	if len(c.pending) > 0 {
-		_ = c.Conn.SetWriteDeadline(time.Now().Add(closeFlushTimeout))
-		_ = c.flushLocked()
-	}
+	_ = c.flushLocked()
 	c.corked = false
 	c.mu.Unlock()
 	return c.Conn.Close()
