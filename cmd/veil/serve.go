@@ -13,11 +13,13 @@ import (
 
 	"github.com/veil-iot/veil/broker"
 	"github.com/veil-iot/veil/cmd/internal/flagsource"
+	"github.com/veil-iot/veil/cmd/internal/heapfloor"
 )
 
 func serveCmd() *cobra.Command {
 	cfg := broker.Defaults()
 	var configFile string
+	var heapFloor uint64
 	cmd := &cobra.Command{
 		Use:   "serve",
 		Short: "Run the broker",
@@ -33,7 +35,7 @@ which wins over the file.`,
 			if err := cfg.Validate(); err != nil {
 				return usageError{fmt.Errorf("%s", strings.ReplaceAll(err.Error(), "\n", "; "))}
 			}
-			return serve(cfg)
+			return serve(cfg, heapFloor)
 		},
 	}
 	f := cmd.Flags()
@@ -61,6 +63,7 @@ which wins over the file.`,
 	f.DurationVar(&cfg.StateSync, "state-sync", cfg.StateSync, "commit broker state changes (sessions, retained and in-flight messages) to disk this often, in one transaction; 0 = each change on its own")
 	f.DurationVar(&cfg.InvitationTTL, "invitation-ttl", cfg.InvitationTTL, "how long an invitation stays pending")
 	f.DurationVar(&cfg.AuditRetention, "audit-retention", cfg.AuditRetention, "how long audit records are kept")
+	f.Uint64Var(&heapFloor, "heap-floor-bytes", 64<<20, "let the Go heap grow to this before collecting garbage (0: Go's default; GOGC and GOMEMLIMIT still apply)")
 	f.BoolVar(&cfg.NoEnforcement, "bench-no-enforcement", false, "benchmark baseline only: plain mochi, no authentication or authorisation")
 	_ = f.MarkHidden("bench-no-enforcement")
 	f.StringVar(&cfg.BenchPopulation, "bench-population", "", "benchmark only: add a generated population policies:tuples (e.g. 100000:1000000) in memory")
@@ -68,9 +71,10 @@ which wins over the file.`,
 	return cmd
 }
 
-func serve(cfg broker.Config) error {
+func serve(cfg broker.Config, heapFloor uint64) error {
 	level, _ := zerolog.ParseLevel(cfg.LogLevel)
 	log := zerolog.New(os.Stderr).Level(level).With().Timestamp().Logger()
+	defer heapfloor.Start(heapFloor).Stop()
 	serveBenchPprof("VEIL_BENCH_PPROF")
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
