@@ -110,6 +110,11 @@ var enforcerEvents = Events(
 
 // session returns the client's session; a session restored from storage
 // after a restart (authenticated before it) is re-created from its username.
+// For a client whose connection is closed the re-created session is not
+// kept: mochi still calls hooks for a client after OnDisconnect forgot it
+// (OnUnsubscribed as it drops the subscriptions, a delivery decided as the
+// connection closed, a restored offline session), and a session kept then
+// would keep the client, 64 KB of mochi's queue, for ever.
 func (h *Enforcer) session(cl *mqtt.Client) *session {
 	if s := h.sessions.get(cl); s != nil {
 		return s
@@ -126,7 +131,9 @@ func (h *Enforcer) session(cl *mqtt.Client) *session {
 	} else {
 		return nil
 	}
-	h.sessions.put(cl, s)
+	if !cl.Closed() {
+		h.sessions.put(cl, s)
+	}
 	return s
 }
 
@@ -518,6 +525,9 @@ func (h *Enforcer) OnSessionEstablish(cl *mqtt.Client, pk packets.Packet) {
 		old.mu.Unlock()
 		s.subscribed(kept)
 	}
+	// mochi drops the old client once the new one has its state; a
+	// persistent session's old client gets no OnDisconnect after this.
+	h.sessions.drop(existing)
 }
 
 // keepResendOrder makes mochi resend cl's in-flight messages in the order
@@ -543,9 +553,15 @@ func keepResendOrder(cl *mqtt.Client) {
 	}
 }
 
-// OnDisconnect forgets a session that ends with its connection.
+// OnDisconnect forgets a session that ends with its connection, and the
+// record of a connection whose session another one took over.
 func (h *Enforcer) OnDisconnect(cl *mqtt.Client, err error, expire bool) {
-	if expire {
+	switch {
+	case cl.IsTakenOver():
+		// The session lives on in the connection that took it over, which
+		// owns the client id and with it the parked subscriptions.
+		h.sessions.drop(cl)
+	case expire:
 		h.endSession(cl)
 	}
 }
