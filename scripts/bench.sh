@@ -209,8 +209,9 @@ Raw results: [docs/bench/broker-bench.json](bench/broker-bench.json) (one JSON o
 - **veil**: \`veil serve\` with the example household (\`examples/bootstrap.yaml\` plus things
   sensor-1…$clients and the policy doctor-bench-temperature, \`scripts/bench/gen-household.sh\`),
   every delivery decided and rewritten; embedded FerretDB; broker state in bbolt, written behind
-  (\`--state-sync\` 100 ms: one transaction per interval).
-- **mochi**: the same binary with \`--bench-no-enforcement\` (mochi's allow-all hook, same state store):
+  (\`--state-sync\` 100 ms: one transaction per interval); the default 64 MiB floor under the Go heap
+  (\`--heap-floor-bytes\`, see below).
+- **mochi**: the same binary with \`--bench-no-enforcement\` (mochi's allow-all hook, same state store, same heap floor):
   the fan-out strangers subscribe where nothing is published, so it makes the same deliveries (see below).
 - **mosquitto**: $mosquitto_version from Debian, password file and an ACL equivalent to the
   household (\`scripts/bench/mosquitto-config.sh\`), persistence on as in Debian's default (a snapshot
