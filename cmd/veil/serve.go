@@ -63,7 +63,7 @@ which wins over the file.`,
 	f.DurationVar(&cfg.StateSync, "state-sync", cfg.StateSync, "commit broker state changes (sessions, retained and in-flight messages) to disk this often, in one transaction; 0 = each change on its own")
 	f.DurationVar(&cfg.InvitationTTL, "invitation-ttl", cfg.InvitationTTL, "how long an invitation stays pending")
 	f.DurationVar(&cfg.AuditRetention, "audit-retention", cfg.AuditRetention, "how long audit records are kept")
-	f.Uint64Var(&heapFloor, "heap-floor-bytes", 64<<20, "let the Go heap grow to this before collecting garbage (0: Go's default; GOGC and GOMEMLIMIT still apply)")
+	f.Uint64Var(&heapFloor, "heap-floor-bytes", heapfloor.DefaultBytes(), "let the Go heap grow to this before collecting garbage (default: 64 MiB, or a sixteenth of the machine's memory if less; 0: Go's default; GOGC and GOMEMLIMIT still apply)")
 	f.BoolVar(&cfg.NoEnforcement, "bench-no-enforcement", false, "benchmark baseline only: plain mochi, no authentication or authorisation")
 	_ = f.MarkHidden("bench-no-enforcement")
 	f.StringVar(&cfg.BenchPopulation, "bench-population", "", "benchmark only: add a generated population policies:tuples (e.g. 100000:1000000) in memory")

@@ -133,3 +133,14 @@ func GOGCFor(floor, live, roots uint64, base int) int {
 	}
 	return int(percent)
 }
+
+// DefaultBytes is the floor Veil uses unless told otherwise: 64 MiB, or a
+// sixteenth of the machine's memory where that is less (a Raspberry Pi
+// Zero 2 with 512 MB gets 32 MiB).
+func DefaultBytes() uint64 {
+	const most = 64 << 20
+	if total := totalMemory(); total > 0 && total/16 < most {
+		return total / 16
+	}
+	return most
+}

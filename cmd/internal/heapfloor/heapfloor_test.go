@@ -1,9 +1,12 @@
 package heapfloor
 
 import (
+	"os"
 	"runtime"
 	"runtime/debug"
 	"runtime/metrics"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 )
@@ -95,5 +98,30 @@ func TestStartWithoutFloor(t *testing.T) {
 	}
 	if got := debug.SetGCPercent(-1); got != -1 {
 		t.Errorf("GOGC = %d after Start with GOGC=off, want it left off", got)
+	}
+}
+
+// TestDefaultBytes checks the default against the machine's MemTotal, read
+// independently from /proc/meminfo.
+func TestDefaultBytes(t *testing.T) {
+	data, err := os.ReadFile("/proc/meminfo")
+	if err != nil {
+		t.Skipf("no /proc/meminfo: %v", err)
+	}
+	var kib uint64
+	for _, line := range strings.Split(string(data), "\n") {
+		if rest, ok := strings.CutPrefix(line, "MemTotal:"); ok {
+			kib, err = strconv.ParseUint(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if kib == 0 {
+		t.Fatal("no MemTotal in /proc/meminfo")
+	}
+	want := min(uint64(64*mib), kib*1024/16)
+	if got := DefaultBytes(); got != want {
+		t.Errorf("DefaultBytes() = %d MiB, want %d MiB (MemTotal %d MiB)", got/mib, want/mib, kib/1024)
 	}
 }
