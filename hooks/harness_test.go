@@ -110,6 +110,13 @@ type counter struct {
 
 func dialCounting(t testing.TB, addr, clientID, user, pass string, c *counter) *paho.Client {
 	t.Helper()
+	return dialSession(t, addr, clientID, user, pass, 0, c)
+}
+
+// dialSession connects like dialCounting, asking for a session that
+// outlives the connection by expiry seconds (0: a clean session).
+func dialSession(t testing.TB, addr, clientID, user, pass string, expiry uint32, c *counter) *paho.Client {
+	t.Helper()
 	conn, err := net.Dial("tcp", addr)
 	must(t, err)
 	pc := paho.NewClient(paho.ClientConfig{Conn: conn, OnPublishReceived: []func(paho.PublishReceived) (bool, error){
@@ -122,8 +129,12 @@ func dialCounting(t testing.TB, addr, clientID, user, pass string, c *counter) *
 		}}})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if _, err := pc.Connect(ctx, &paho.Connect{ClientID: clientID, Username: user, UsernameFlag: true,
-		Password: []byte(pass), PasswordFlag: true, CleanStart: true, KeepAlive: 60}); err != nil {
+	cp := &paho.Connect{ClientID: clientID, Username: user, UsernameFlag: true,
+		Password: []byte(pass), PasswordFlag: true, CleanStart: expiry == 0, KeepAlive: 60}
+	if expiry > 0 {
+		cp.Properties = &paho.ConnectProperties{SessionExpiryInterval: &expiry}
+	}
+	if _, err := pc.Connect(ctx, cp); err != nil {
 		t.Fatalf("connect %s: %v", clientID, err)
 	}
 	t.Cleanup(func() { _ = pc.Disconnect(&paho.Disconnect{}) })

@@ -2,7 +2,6 @@ package hooks_test
 
 import (
 	"context"
-	"net"
 	"runtime"
 	"sync/atomic"
 	"testing"
@@ -96,31 +95,4 @@ func TestFinishedClientsAreFreed(t *testing.T) {
 			}
 		})
 	}
-}
-
-// dialSession connects like dialCounting, asking for a session that
-// outlives the connection by expiry seconds (0: a clean session).
-func dialSession(t testing.TB, addr, clientID, user, pass string, expiry uint32, c *counter) *paho.Client {
-	t.Helper()
-	conn, err := net.Dial("tcp", addr)
-	must(t, err)
-	pc := paho.NewClient(paho.ClientConfig{Conn: conn, OnPublishReceived: []func(paho.PublishReceived) (bool, error){
-		func(pr paho.PublishReceived) (bool, error) {
-			if c != nil {
-				c.n.Add(1)
-			}
-			return true, nil
-		}}})
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	cp := &paho.Connect{ClientID: clientID, Username: user, UsernameFlag: true,
-		Password: []byte(pass), PasswordFlag: true, CleanStart: expiry == 0, KeepAlive: 60}
-	if expiry > 0 {
-		cp.Properties = &paho.ConnectProperties{SessionExpiryInterval: &expiry}
-	}
-	if _, err := pc.Connect(ctx, cp); err != nil {
-		t.Fatalf("connect %s: %v", clientID, err)
-	}
-	t.Cleanup(func() { _ = pc.Disconnect(&paho.Disconnect{}) })
-	return pc
 }
