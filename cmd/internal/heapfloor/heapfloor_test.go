@@ -74,7 +74,6 @@ func TestFloorFollowsTheLiveHeap(t *testing.T) {
 		t.Errorf("heap goal %d MiB with 96 MiB live, want about twice that", g/mib)
 	}
 	runtime.KeepAlive(big)
-	big = nil
 
 	waitFor("small again", func() bool { return f.Percent() > 100 })
 	f.Stop()
