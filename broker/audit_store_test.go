@@ -114,3 +114,66 @@ func TestAuditWritesFinishedMinutes(t *testing.T) {
 	b.Close()
 	check("restarted and closed", b, "12:01", 5, 5, 5)
 }
+
+// Where the store has no TTL index (the embedded FerretDB), expired records
+// are pruned every ten minutes, the first time ten minutes after the start,
+// not at it: a prune reads every stored record. Records not expired stay.
+func TestAuditPrunesOneIntervalAfterTheStart(t *testing.T) {
+	if veil.Store.AuditTTL() {
+		t.Fatal("the test store has a TTL index: the audit prunes nothing itself, and this test measures nothing")
+	}
+	ctx := context.Background()
+	const owner = "audit-prune-owner"
+	at := &testClock{}
+	day := func(hh, mm, ss int) time.Time { return time.Date(2026, 11, 27, hh, mm, ss, 0, time.UTC) }
+	newAudit := func() *hooks.Audit {
+		return hooks.NewAudit(hooks.AuditConfig{Store: veil.Store, Clock: at, Log: zerolog.Nop(), Retention: time.Hour})
+	}
+	read := policies.Decision{Effect: policies.Allow, Rule: "policy", PolicyID: "p", PolicyOwner: owner, Owner: owner,
+		Thing: "audit-prune-thermo", Stream: "temperature"}
+	doctor := policies.UserPrincipal("audit-prune-doctor")
+	stored := func(from time.Time) int64 {
+		t.Helper()
+		recs, err := veil.Store.Audit(ctx, owner, from, from.Add(time.Minute), 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var n int64
+		for _, r := range recs {
+			n += r.Count
+		}
+		return n
+	}
+
+	at.Set(day(9, 0, 10))
+	a := newAudit()
+	a.Record(doctor, policies.ActRead, "care", read)
+	a.Record(doctor, policies.ActRead, "care", read)
+	at.Set(day(9, 1, 6))
+	a.Close() // 09:00's two, expiring at 10:00
+	if n := stored(day(9, 0, 0)); n != 2 {
+		t.Fatalf("09:00 stored %d, want 2", n)
+	}
+
+	// A restart long after they expired.
+	at.Set(day(10, 5, 0))
+	b := newAudit()
+	defer b.Close()
+	b.Record(doctor, policies.ActRead, "care", read) // 10:05, expiring at 11:05
+	for _, step := range []struct {
+		name     string
+		now      time.Time
+		want0900 int64
+		want1005 int64
+	}{
+		{"flush at the start", day(10, 5, 1), 2, 0},
+		{"9 minutes 59 after the start", day(10, 14, 59), 2, 1},
+		{"10 minutes after the start", day(10, 15, 0), 0, 1},
+	} {
+		at.Set(step.now)
+		b.Flush(ctx)
+		if got0900, got1005 := stored(day(9, 0, 0)), stored(day(10, 5, 0)); got0900 != step.want0900 || got1005 != step.want1005 {
+			t.Errorf("%s: stored 09:00 %d, 10:05 %d; want %d, %d", step.name, got0900, got1005, step.want0900, step.want1005)
+		}
+	}
+}

@@ -49,6 +49,14 @@ const maxPendingAudit = 100_000
 // auditGraceSeconds is how long after a minute's end its counts are written.
 const auditGraceSeconds = 5
 
+// pruneEvery is how often expired records are deleted where the store has
+// no TTL index (FerretDB). The first prune is one interval after the start,
+// not at it: FerretDB's SQLite backend pushes down only an `_id` equality, so
+// a prune reads and decodes every stored record (a few hundred µs each on
+// this project's machines), and a start is busy enough with every session
+// reconnecting. Retention is days; ten minutes late costs nothing.
+const pruneEvery = 10 * time.Minute
+
 // lastFlush is the flush of Close: every count is written, the current
 // minute's too.
 const lastFlush = true
@@ -123,7 +131,7 @@ func NewAudit(c AuditConfig) *Audit {
 	var run [8]byte
 	_, _ = rand.Read(run[:])
 	a := &Audit{store: c.Store, clock: c.Clock, log: c.Log, retention: c.Retention, publish: c.Publish,
-		writer: hex.EncodeToString(run[:]), open: map[auditKey]int64{}}
+		writer: hex.EncodeToString(run[:]), open: map[auditKey]int64{}, lastPrune: c.Clock.Now()}
 	for i := range a.shards {
 		a.shards[i].m = map[auditKey]int64{}
 	}
@@ -294,10 +302,11 @@ func (k auditKey) record(n int64) mongo.AuditRecord {
 	}
 }
 
-// prune deletes expired records where the server has no TTL index.
+// prune deletes expired records where the server has no TTL index, once
+// every pruneEvery.
 func (a *Audit) prune(ctx context.Context) {
 	now := a.clock.Now()
-	if a.store.AuditTTL() || now.Sub(a.lastPrune) < 10*time.Minute {
+	if a.store.AuditTTL() || now.Sub(a.lastPrune) < pruneEvery {
 		return
 	}
 	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
