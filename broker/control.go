@@ -14,8 +14,9 @@ import (
 // written to MongoDB and sent live to their owners.
 const auditFlushInterval = 5 * time.Second
 
-// invitationSweep is how often expired invitations are closed.
-const invitationSweep = time.Minute
+// housekeepingEvery is how often expired invitations are closed and the
+// session records of clients mochi is done with are dropped.
+const housekeepingEvery = time.Minute
 
 // controlPlane is the owners' control plane: $config, invitations,
 // $enroll and the audit trail (docs/control-plane.md).
@@ -56,7 +57,7 @@ func (b *Broker) addControlPlane(srv *mqtt.Server) error {
 	cp.audit.Start(auditFlushInterval)
 	go func() {
 		defer close(cp.done)
-		t := time.NewTicker(invitationSweep)
+		t := time.NewTicker(housekeepingEvery)
 		defer t.Stop()
 		for {
 			select {
@@ -64,6 +65,9 @@ func (b *Broker) addControlPlane(srv *mqtt.Server) error {
 				return
 			case <-t.C:
 				cp.hook.ExpireInvitations()
+				if n := b.Sessions.Sweep(srv); n > 0 {
+					b.log.Debug().Int("dropped", n).Msg("session records of finished clients dropped")
+				}
 			}
 		}
 	}()

@@ -123,6 +123,30 @@ func (ss *Sessions) get(cl *mqtt.Client) *session {
 func (ss *Sessions) put(cl *mqtt.Client, s *session) { ss.m.Store(cl, s) }
 func (ss *Sessions) drop(cl *mqtt.Client)            { ss.m.Delete(cl) }
 
+// Sweep drops the records of clients mochi is done with: closed, and no
+// longer the client of their id (a finished clean session, a connection
+// taken over), and returns how many it dropped. The hooks keep no record for
+// a closed client, but a delivery decided for a taken-over connection after
+// OnSessionEstablish dropped its record and before mochi closed it leaves
+// one, and with it the client and its queue; the broker sweeps every
+// minute. The offline client of a persistent session stays: mochi keeps it
+// under its id to queue its messages.
+func (ss *Sessions) Sweep(srv *mqtt.Server) (dropped int) {
+	ss.m.Range(func(k, _ any) bool {
+		cl := k.(*mqtt.Client)
+		if !cl.Closed() {
+			return true
+		}
+		if cur, ok := srv.Clients.Get(cl.ID); ok && cur == cl {
+			return true
+		}
+		ss.m.Delete(cl)
+		dropped++
+		return true
+	})
+	return dropped
+}
+
 // Principal returns the principal a client authenticated as.
 func (ss *Sessions) Principal(cl *mqtt.Client) (policies.Principal, bool) {
 	if s := ss.get(cl); s != nil {
