@@ -242,7 +242,7 @@ func (b *Broker) startMQTT() error {
 		tlsCfg = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 	}
 	add := func(l listeners.Listener) error {
-		if err := srv.AddListener(l); err != nil {
+		if err := srv.AddListener(hooks.CloseSafely(l, srv)); err != nil {
 			return fmt.Errorf("listener %s on %s: %w", l.ID(), l.Address(), err)
 		}
 		b.listeners[l.ID()] = l

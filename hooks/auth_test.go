@@ -86,7 +86,7 @@ func TestJWTBearerTokens(t *testing.T) {
 		JWT: &hooks.JWTConfig{Issuer: "https://id.example", Key: pub}, Log: zerolog.Nop(),
 		Limiter: hooks.NewFailureLimiter(1000, time.Minute, nil)}), nil))
 	l := listeners.NewTCP(listeners.Config{ID: "t", Address: "127.0.0.1:0"})
-	must(t, srv.AddListener(l))
+	must(t, srv.AddListener(hooks.CloseSafely(l, srv)))
 	must(t, srv.Serve())
 	t.Cleanup(func() { _ = srv.Close() })
 

@@ -30,7 +30,7 @@ func TestFactoryLogin(t *testing.T) {
 		Log: zerolog.Nop(), Limiter: hooks.NewFailureLimiter(1000, time.Minute, nil),
 		SerialLimiter: hooks.NewFailureLimiter(3, time.Minute, nil)}), nil))
 	l := listeners.NewTCP(listeners.Config{ID: "t", Address: "127.0.0.1:0"})
-	must(t, srv.AddListener(l))
+	must(t, srv.AddListener(hooks.CloseSafely(l, srv)))
 	must(t, srv.Serve())
 	t.Cleanup(func() { _ = srv.Close() })
 

@@ -89,7 +89,7 @@ func serve(t testing.TB, e *policies.Engine, creds *hooks.Credentials, with ...f
 		must(t, srv.AddHook(new(auth.AllowHook), nil))
 	}
 	l := listeners.NewTCP(listeners.Config{ID: "t", Address: "127.0.0.1:0"})
-	must(t, srv.AddListener(l))
+	must(t, srv.AddListener(hooks.CloseSafely(l, srv)))
 	must(t, srv.Serve())
 	t.Cleanup(func() { _ = srv.Close() })
 	return srv, l.Address(), enf

@@ -41,7 +41,7 @@ func TestPublishSpanTimesEveryDeliveredPublishOnce(t *testing.T) {
 	must(t, srv.AddHook(&refuse{topic: "refused"}, nil))
 	must(t, srv.AddHook(new(auth.AllowHook), nil))
 	l := listeners.NewTCP(listeners.Config{ID: "t", Address: "127.0.0.1:0"})
-	must(t, srv.AddListener(l))
+	must(t, srv.AddListener(hooks.CloseSafely(l, srv)))
 	must(t, srv.Serve())
 	t.Cleanup(func() { _ = srv.Close() })
 

@@ -252,7 +252,7 @@ func startBroker(t *testing.T, enforce bool) string {
 		must(t, srv.AddHook(new(auth.AllowHook), nil))
 	}
 	l := listeners.NewTCP(listeners.Config{ID: "t", Address: "127.0.0.1:0"})
-	must(t, srv.AddListener(l))
+	must(t, srv.AddListener(hooks.CloseSafely(l, srv)))
 	must(t, srv.Serve())
 	t.Cleanup(func() { _ = srv.Close() })
 	return l.Address()

@@ -22,6 +22,8 @@ import (
 	"github.com/mochi-mqtt/server/v2/listeners"
 	"github.com/mochi-mqtt/server/v2/packets"
 	"github.com/rs/zerolog"
+
+	"github.com/veil-iot/veil/hooks"
 )
 
 // These tests run the agent against a real MQTT broker (mochi, embedded,
@@ -61,7 +63,7 @@ func (b *testBroker) start() {
 	if err := b.srv.AddHook(new(auth.AllowHook), nil); err != nil {
 		b.t.Fatal(err)
 	}
-	if err := b.srv.AddListener(listeners.NewTCP(listeners.Config{ID: "tcp", Address: b.addr})); err != nil {
+	if err := b.srv.AddListener(hooks.CloseSafely(listeners.NewTCP(listeners.Config{ID: "tcp", Address: b.addr}), b.srv)); err != nil {
 		b.t.Fatal(err)
 	}
 	if err := b.srv.Subscribe("things/#", 1, func(_ *mqtt.Client, _ packets.Subscription, pk packets.Packet) {
