@@ -117,7 +117,8 @@ func TestAuditWritesFinishedMinutes(t *testing.T) {
 
 // Where the store has no TTL index (the embedded FerretDB), expired records
 // are pruned every ten minutes, the first time ten minutes after the start,
-// not at it: a prune reads every stored record. Records not expired stay.
+// not at it: a prune reads every stored record. A failed prune is not
+// retried before the next interval. Records not expired stay.
 func TestAuditPrunesOneIntervalAfterTheStart(t *testing.T) {
 	if veil.Store.AuditTTL() {
 		t.Fatal("the test store has a TTL index: the audit prunes nothing itself, and this test measures nothing")
@@ -160,18 +161,23 @@ func TestAuditPrunesOneIntervalAfterTheStart(t *testing.T) {
 	b := newAudit()
 	defer b.Close()
 	b.Record(doctor, policies.ActRead, "care", read) // 10:05, expiring at 11:05
+	down, cancel := context.WithCancel(ctx)
+	cancel() // a flush whose store calls all fail
 	for _, step := range []struct {
 		name     string
 		now      time.Time
+		ctx      context.Context
 		want0900 int64
 		want1005 int64
 	}{
-		{"flush at the start", day(10, 5, 1), 2, 0},
-		{"9 minutes 59 after the start", day(10, 14, 59), 2, 1},
-		{"10 minutes after the start", day(10, 15, 0), 0, 1},
+		{"flush at the start", day(10, 5, 1), ctx, 2, 0},
+		{"9 minutes 59 after the start", day(10, 14, 59), ctx, 2, 1},
+		{"10 minutes after the start, the store unreachable", day(10, 15, 0), down, 2, 1},
+		{"a second later: a failed prune waits for the next interval", day(10, 15, 1), ctx, 2, 1},
+		{"20 minutes after the start", day(10, 25, 0), ctx, 0, 1},
 	} {
 		at.Set(step.now)
-		b.Flush(ctx)
+		b.Flush(step.ctx)
 		if got0900, got1005 := stored(day(9, 0, 0)), stored(day(10, 5, 0)); got0900 != step.want0900 || got1005 != step.want1005 {
 			t.Errorf("%s: stored 09:00 %d, 10:05 %d; want %d, %d", step.name, got0900, got1005, step.want0900, step.want1005)
 		}
