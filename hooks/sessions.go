@@ -140,8 +140,9 @@ func (ss *Sessions) Sweep(srv *mqtt.Server) (dropped int) {
 		if cur, ok := srv.Clients.Get(cl.ID); ok && cur == cl {
 			return true
 		}
-		ss.m.Delete(cl)
-		dropped++
+		if _, was := ss.m.LoadAndDelete(cl); was {
+			dropped++
+		}
 		return true
 	})
 	return dropped

@@ -10,9 +10,10 @@ import (
 	"github.com/veil-iot/veil/policies"
 )
 
-// TestSweepDropsFinishedClients: a record stays while its client is open or
-// is the offline client of a persistent session, and goes once mochi is
-// done with the client (closed, and its id gone or taken over).
+// TestSweepDropsFinishedClients: a record stays while its client is open
+// (connecting included) or is the offline client of a persistent session,
+// and goes once mochi is done with the client (closed, and its id gone or
+// taken over).
 func TestSweepDropsFinishedClients(t *testing.T) {
 	srv := mqtt.New(&mqtt.Options{InlineClient: false})
 	client := func(id string) *mqtt.Client {
@@ -24,6 +25,7 @@ func TestSweepDropsFinishedClients(t *testing.T) {
 
 	open := client("open")
 	srv.Clients.Add(open)
+	connecting := client("connecting") // open, not yet in mochi's client map
 	offline := client("offline") // a persistent session between connections
 	srv.Clients.Add(offline)
 	offline.Stop(closed)
@@ -34,7 +36,7 @@ func TestSweepDropsFinishedClients(t *testing.T) {
 	finished.Stop(closed)
 
 	var ss Sessions
-	for _, cl := range []*mqtt.Client{open, offline, takenOver, finished} {
+	for _, cl := range []*mqtt.Client{open, connecting, offline, takenOver, finished} {
 		ss.put(cl, newSession(policies.UserPrincipal("doctor"), false, ""))
 	}
 	if n := ss.Sweep(srv); n != 2 {
@@ -46,6 +48,7 @@ func TestSweepDropsFinishedClients(t *testing.T) {
 		kept bool
 	}{
 		{"open client", open, true},
+		{"client still connecting", connecting, true},
 		{"offline persistent session", offline, true},
 		{"taken-over connection", takenOver, false},
 		{"finished clean session", finished, false},
