@@ -51,18 +51,7 @@ func TestAuditWritesFinishedMinutes(t *testing.T) {
 		m, _ := time.Parse("15:04", hhmm)
 		return time.Date(2026, 11, 25, m.Hour(), m.Minute(), 0, 0, time.UTC)
 	}
-	stored := func(hhmm string) int64 {
-		t.Helper()
-		recs, err := veil.Store.Audit(ctx, owner, minute(hhmm), minute(hhmm).Add(time.Minute), 0)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var n int64
-		for _, r := range recs {
-			n += r.Count
-		}
-		return n
-	}
+	stored := func(hhmm string) int64 { t.Helper(); return storedCount(t, owner, minute(hhmm)) }
 	queried := func(a *hooks.Audit, hhmm string) int64 {
 		t.Helper()
 		recs, err := a.Query(ctx, owner, minute(hhmm), minute(hhmm).Add(time.Minute), 100)
@@ -133,18 +122,7 @@ func TestAuditPrunesOneIntervalAfterTheStart(t *testing.T) {
 	read := policies.Decision{Effect: policies.Allow, Rule: "policy", PolicyID: "p", PolicyOwner: owner, Owner: owner,
 		Thing: "audit-prune-thermo", Stream: "temperature"}
 	doctor := policies.UserPrincipal("audit-prune-doctor")
-	stored := func(from time.Time) int64 {
-		t.Helper()
-		recs, err := veil.Store.Audit(ctx, owner, from, from.Add(time.Minute), 0)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var n int64
-		for _, r := range recs {
-			n += r.Count
-		}
-		return n
-	}
+	stored := func(from time.Time) int64 { t.Helper(); return storedCount(t, owner, from) }
 
 	at.Set(day(9, 0, 10))
 	a := newAudit()
@@ -182,4 +160,18 @@ func TestAuditPrunesOneIntervalAfterTheStart(t *testing.T) {
 			t.Errorf("%s: stored 09:00 %d, 10:05 %d; want %d, %d", step.name, got0900, got1005, step.want0900, step.want1005)
 		}
 	}
+}
+
+// storedCount is the count owner's stored records hold for the minute from.
+func storedCount(t *testing.T, owner string, from time.Time) int64 {
+	t.Helper()
+	recs, err := veil.Store.Audit(context.Background(), owner, from, from.Add(time.Minute), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n int64
+	for _, r := range recs {
+		n += r.Count
+	}
+	return n
 }

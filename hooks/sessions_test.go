@@ -26,7 +26,7 @@ func TestSweepDropsFinishedClients(t *testing.T) {
 	open := client("open")
 	srv.Clients.Add(open)
 	connecting := client("connecting") // open, not yet in mochi's client map
-	offline := client("offline") // a persistent session between connections
+	offline := client("offline")       // a persistent session between connections
 	srv.Clients.Add(offline)
 	offline.Stop(closed)
 	takenOver := client("reconnected")
