@@ -114,8 +114,9 @@ func dialCounting(t testing.TB, addr, clientID, user, pass string, c *counter) *
 }
 
 // dialSession connects like dialCounting, asking for a session that
-// outlives the connection by expiry seconds (0: a clean session).
-func dialSession(t testing.TB, addr, clientID, user, pass string, expiry uint32, c *counter) *paho.Client {
+// outlives the connection by expiry seconds (0: a clean session); with
+// changes the CONNECT further.
+func dialSession(t testing.TB, addr, clientID, user, pass string, expiry uint32, c *counter, with ...func(*paho.Connect)) *paho.Client {
 	t.Helper()
 	conn, err := net.Dial("tcp", addr)
 	must(t, err)
@@ -133,6 +134,9 @@ func dialSession(t testing.TB, addr, clientID, user, pass string, expiry uint32,
 		Password: []byte(pass), PasswordFlag: true, CleanStart: expiry == 0, KeepAlive: 60}
 	if expiry > 0 {
 		cp.Properties = &paho.ConnectProperties{SessionExpiryInterval: &expiry}
+	}
+	for _, w := range with {
+		w(cp)
 	}
 	if _, err := pc.Connect(ctx, cp); err != nil {
 		t.Fatalf("connect %s: %v", clientID, err)
