@@ -137,23 +137,10 @@ func (h *Enforcer) session(cl *mqtt.Client) *session {
 	return s
 }
 
-// OnConnect refuses a will the client may not publish, switches off
-// outbound topic aliases so every delivery carries its topic, and clears
-// the client's send quota.
-//
-// mochi v2.7.9 honours a client's Receive Maximum with a send quota, and
-// while one is left it calls Inflight.NextImmediate after every packet the
-// client sends; that takes the in-flight map's read lock twice, and a
-// publisher's Inflight.Set in between stops the client's read loop and every
-// publisher delivering to it for good (docs/design.md;
-// TestReceiveMaximumDoesNotWedgeTheBroker stalled within a second). Without
-// a quota mochi delivers as to a client that sets no Receive Maximum, as
-// most do: unacknowledged QoS 1 and 2 deliveries are then bounded by
-// mochi's outbound queue and its packet ids, not by what the client asked.
+// OnConnect refuses a will the client may not publish, and switches off
+// outbound topic aliases so every delivery carries its topic.
 func (h *Enforcer) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
 	cl.Properties.Props.TopicAliasMaximum = 0
-	cl.Properties.Props.ReceiveMaximum = 0
-	cl.State.Inflight.ResetSendQuota(0)
 	if pk.Connect.WillFlag {
 		p, ok := claimedPrincipal(h.engine, cl, pk)
 		if !ok || !h.mayWrite(p, pk.Connect.WillTopic) {

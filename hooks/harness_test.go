@@ -74,6 +74,7 @@ func startServer(t testing.TB, enforce bool) (*mqtt.Server, string, *hooks.Enfor
 func serve(t testing.TB, e *policies.Engine, creds *hooks.Credentials, with ...func(*hooks.EnforcerConfig)) (*mqtt.Server, string, *hooks.Enforcer) {
 	t.Helper()
 	srv := mqtt.New(&mqtt.Options{InlineClient: true, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	must(t, srv.AddHook(new(hooks.NoSendQuota), nil))
 	var enf *hooks.Enforcer
 	if e != nil {
 		sessions := &hooks.Sessions{}
@@ -91,7 +92,16 @@ func serve(t testing.TB, e *policies.Engine, creds *hooks.Credentials, with ...f
 	l := listeners.NewTCP(listeners.Config{ID: "t", Address: "127.0.0.1:0"})
 	must(t, srv.AddListener(hooks.CloseSafely(l, srv)))
 	must(t, srv.Serve())
-	t.Cleanup(func() { _ = srv.Close() })
+	t.Cleanup(func() {
+		// A test that failed on a stuck broker must not hang here too.
+		closed := make(chan struct{})
+		go func() { _ = srv.Close(); close(closed) }()
+		select {
+		case <-closed:
+		case <-time.After(10 * time.Second):
+			t.Error("mochi's Server.Close did not return within 10 s")
+		}
+	})
 	return srv, l.Address(), enf
 }
 

@@ -95,6 +95,8 @@ func TestCloseWhileClientsComeAndGo(t *testing.T) {
 		}
 		stop := make(chan struct{})
 		var churn sync.WaitGroup
+		stopChurn := sync.OnceFunc(func() { close(stop); churn.Wait() })
+		t.Cleanup(stopChurn) // also after a Fatalf
 		for w := range 4 {
 			churn.Add(1)
 			go func() {
@@ -119,8 +121,7 @@ func TestCloseWhileClientsComeAndGo(t *testing.T) {
 		case <-time.After(10 * time.Second):
 			t.Fatalf("round %d: Server.Close has not returned after 10 s", round)
 		}
-		close(stop)
-		churn.Wait()
+		stopChurn()
 	}
 }
 
