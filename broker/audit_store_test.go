@@ -8,17 +8,21 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+	"go.mongodb.org/mongo-driver/bson"
 
 	"github.com/veil-iot/veil/adapters/mongo"
+	"github.com/veil-iot/veil/broker"
 	"github.com/veil-iot/veil/hooks"
 	"github.com/veil-iot/veil/policies"
 )
 
 // The audit trail against the real metadata store: counts go live every
-// flush, a minute is written once it is over (one document per key, never
-// updated), queries include what is not written yet, Close writes the rest,
-// and a restarted broker's counts for the same minute add up.
+// flush, a minute is written once it is over (one document per owner and
+// minute, never updated), queries include what is not written yet, Close
+// writes the rest, and a restarted broker's counts for the same minute add
+// up.
 func TestAuditWritesFinishedMinutes(t *testing.T) {
+	st := broker.EmptyStore(t) // its own: a prune drops whole days
 	ctx := context.Background()
 	const owner = "audit-minutes-owner"
 	at := &testClock{}
@@ -26,7 +30,7 @@ func TestAuditWritesFinishedMinutes(t *testing.T) {
 	var mu sync.Mutex
 	live := map[string]int64{}
 	newAudit := func() *hooks.Audit {
-		return hooks.NewAudit(hooks.AuditConfig{Store: veil.Store, Clock: at, Log: zerolog.Nop(), Retention: time.Hour,
+		return hooks.NewAudit(hooks.AuditConfig{Store: st, Clock: at, Log: zerolog.Nop(), Retention: time.Hour,
 			Publish: func(o string, payload []byte) {
 				var got struct{ Records []mongo.AuditRecord }
 				if err := json.Unmarshal(payload, &got); err != nil || o != owner {
@@ -51,7 +55,7 @@ func TestAuditWritesFinishedMinutes(t *testing.T) {
 		m, _ := time.Parse("15:04", hhmm)
 		return time.Date(2026, 11, 25, m.Hour(), m.Minute(), 0, 0, time.UTC)
 	}
-	stored := func(hhmm string) int64 { t.Helper(); return storedCount(t, owner, minute(hhmm)) }
+	stored := func(hhmm string) int64 { t.Helper(); return storedCount(t, st, owner, minute(hhmm)) }
 	queried := func(a *hooks.Audit, hhmm string) int64 {
 		t.Helper()
 		recs, err := a.Query(ctx, owner, minute(hhmm), minute(hhmm).Add(time.Minute), 100)
@@ -104,25 +108,22 @@ func TestAuditWritesFinishedMinutes(t *testing.T) {
 	check("restarted and closed", b, "12:01", 5, 5, 5)
 }
 
-// Where the store has no TTL index (the embedded FerretDB), expired records
-// are pruned every ten minutes, the first time ten minutes after the start,
-// not at it: a prune reads every stored record. A failed prune is not
-// retried before the next interval. Records not expired stay.
+// Expired records are pruned every ten minutes, the first time ten minutes
+// after the start, not at it. A failed prune is not retried before the next
+// interval. Records not expired stay.
 func TestAuditPrunesOneIntervalAfterTheStart(t *testing.T) {
-	if veil.Store.AuditTTL() {
-		t.Fatal("the test store has a TTL index: the audit prunes nothing itself, and this test measures nothing")
-	}
+	st := broker.EmptyStore(t) // its own: a prune drops whole days
 	ctx := context.Background()
 	const owner = "audit-prune-owner"
 	at := &testClock{}
 	day := func(hh, mm, ss int) time.Time { return time.Date(2026, 11, 27, hh, mm, ss, 0, time.UTC) }
 	newAudit := func() *hooks.Audit {
-		return hooks.NewAudit(hooks.AuditConfig{Store: veil.Store, Clock: at, Log: zerolog.Nop(), Retention: time.Hour})
+		return hooks.NewAudit(hooks.AuditConfig{Store: st, Clock: at, Log: zerolog.Nop(), Retention: time.Hour})
 	}
 	read := policies.Decision{Effect: policies.Allow, Rule: "policy", PolicyID: "p", PolicyOwner: owner, Owner: owner,
 		Thing: "audit-prune-thermo", Stream: "temperature"}
 	doctor := policies.UserPrincipal("audit-prune-doctor")
-	stored := func(from time.Time) int64 { t.Helper(); return storedCount(t, owner, from) }
+	stored := func(from time.Time) int64 { t.Helper(); return storedCount(t, st, owner, from) }
 
 	at.Set(day(9, 0, 10))
 	a := newAudit()
@@ -162,10 +163,110 @@ func TestAuditPrunesOneIntervalAfterTheStart(t *testing.T) {
 	}
 }
 
+// While the store is down, a finished minute's batch is kept and written
+// later as it was; a query in between counts it once; a count that arrives
+// for a minute already batched goes into a batch of its own and adds up.
+func TestAuditKeepsBatchesWhileTheStoreIsDown(t *testing.T) {
+	st := broker.EmptyStore(t) // its own: a prune drops whole days
+	ctx := context.Background()
+	const owner = "audit-outage-owner"
+	at := &testClock{}
+	minute := time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC)
+	a := hooks.NewAudit(hooks.AuditConfig{Store: st, Clock: at, Log: zerolog.Nop(), Retention: time.Hour})
+	read := policies.Decision{Effect: policies.Allow, Rule: "policy", PolicyID: "p", PolicyOwner: owner, Owner: owner,
+		Thing: "audit-outage-thermo", Stream: "temperature"}
+	doctor := policies.UserPrincipal("audit-outage-doctor")
+	queried := func() int64 {
+		t.Helper()
+		recs, err := a.Query(ctx, owner, minute, minute.Add(time.Minute), 0)
+		if err != nil || len(recs) > 1 {
+			t.Fatalf("Query = %+v, %v", recs, err)
+		}
+		if len(recs) == 0 {
+			return 0
+		}
+		return recs[0].Count
+	}
+	down, cancel := context.WithCancel(ctx)
+	cancel()
+
+	at.Set(minute.Add(10 * time.Second))
+	a.Record(doctor, policies.ActRead, "care", read)
+	a.Record(doctor, policies.ActRead, "care", read)
+	at.Set(minute.Add(66 * time.Second))
+	a.Flush(down)
+	if s, q := storedCount(t, st, owner, minute), queried(); s != 0 || q != 2 {
+		t.Fatalf("store down: stored %d, queried %d; want 0, 2", s, q)
+	}
+	at.Set(minute.Add(59 * time.Second)) // a decision counted late, for the minute already batched
+	a.Record(doctor, policies.ActRead, "care", read)
+	at.Set(minute.Add(67 * time.Second))
+	a.Flush(ctx)
+	if s, q := storedCount(t, st, owner, minute), queried(); s != 3 || q != 3 {
+		t.Fatalf("store back: stored %d, queried %d; want 3, 3", s, q)
+	}
+	a.Flush(ctx)
+	a.Close()
+	if s := storedCount(t, st, owner, minute); s != 3 {
+		t.Fatalf("after more flushes: stored %d, want 3", s)
+	}
+}
+
+// A trail stored by an earlier Veil, one document per record in the
+// collection "audit", is moved into day collections when the audit starts:
+// its records are queried as before, the expired ones are gone.
+func TestAuditStartMigratesTheLegacyTrail(t *testing.T) {
+	st := broker.EmptyStore(t) // its own: a prune drops whole days
+	ctx := context.Background()
+	const owner = "audit-legacy-owner"
+	at := &testClock{}
+	now := time.Date(2026, 11, 29, 12, 0, 0, 0, time.UTC)
+	at.Set(now)
+	legacy := st.Database().Collection("audit")
+	doc := func(id string, minute time.Time, count int64) bson.D {
+		return bson.D{{Key: "_id", Value: id}, {Key: "owner", Value: owner}, {Key: "minute", Value: minute},
+			{Key: "who", Value: "audit-legacy-doctor"}, {Key: "thing", Value: "audit-legacy-thermo"}, {Key: "stream", Value: "temperature"},
+			{Key: "action", Value: "read"}, {Key: "effect", Value: "allow"}, {Key: "rule", Value: "policy"}, {Key: "policy", Value: "p"},
+			{Key: "policy_owner", Value: owner}, {Key: "count", Value: count}, {Key: "expire_at", Value: minute.Add(24 * time.Hour)}}
+	}
+	if _, err := legacy.InsertMany(ctx, []any{
+		doc("kept|a", now.Add(-time.Hour), 4), doc("kept|b", now.Add(-time.Hour), 5), doc("expired|a", now.Add(-25*time.Hour), 6),
+	}); err != nil {
+		t.Fatal(err)
+	}
+	a := hooks.NewAudit(hooks.AuditConfig{Store: st, Clock: at, Log: zerolog.Nop(), Retention: 24 * time.Hour})
+	a.Start(time.Hour)
+	defer a.Close()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		has, err := st.HasLegacyAudit(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !has {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the legacy trail is still there 10 s after the start")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if n := storedCount(t, st, owner, now.Add(-time.Hour)); n != 9 {
+		t.Errorf("migrated minute holds %d, want 9", n)
+	}
+	if n := storedCount(t, st, owner, now.Add(-25*time.Hour)); n != 0 {
+		t.Errorf("expired minute holds %d, want 0", n)
+	}
+	recs, err := a.Query(ctx, owner, now.Add(-2*time.Hour), now, 0)
+	if err != nil || len(recs) != 1 || recs[0].Count != 9 {
+		t.Errorf("Query = %+v, %v; want one record of 9", recs, err)
+	}
+}
+
 // storedCount is the count owner's stored records hold for the minute from.
-func storedCount(t *testing.T, owner string, from time.Time) int64 {
+func storedCount(t *testing.T, st *mongo.Store, owner string, from time.Time) int64 {
 	t.Helper()
-	recs, err := veil.Store.Audit(context.Background(), owner, from, from.Add(time.Minute), 0)
+	recs, err := st.Audit(context.Background(), owner, from, from.Add(time.Minute), 0)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -72,7 +72,7 @@ func (b *Broker) addControlPlane(srv *mqtt.Server) error {
 		}
 	}()
 	b.control = cp
-	b.log.Info().Int("factory", len(factory)).Bool("audit_ttl_index", b.Store.AuditTTL()).Msg("control plane ready")
+	b.log.Info().Int("factory", len(factory)).Msg("control plane ready")
 	return nil
 }
 

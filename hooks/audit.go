@@ -20,10 +20,10 @@ import (
 // stream, which action and declared purpose, allowed, denied or
 // constrained, by which rule or policy — counted in memory per minute.
 // Every flush interval the new counts go live to their owners; once a
-// minute is over its counts are written to MongoDB, one document per key
-// and minute, so a high-rate stream costs one map increment per decision
-// and one insert per minute, not per message. Queries add the counts not
-// yet written.
+// minute is over its counts are written to MongoDB, one document per owner
+// and minute (adapters/mongo/audit.go), so a high-rate stream costs one map
+// increment per decision and one insert per minute, not per message.
+// Queries add the counts not yet written.
 type Audit struct {
 	store     *mongo.Store
 	clock     policies.Clock
@@ -34,26 +34,28 @@ type Audit struct {
 
 	shards [auditShards]auditShard
 
-	flushMu   sync.Mutex         // one flush at a time; guards open and lastPrune
-	open      map[auditKey]int64 // counts not yet written: this minute's, and earlier ones' while the store is down
+	flushMu   sync.Mutex         // one flush at a time; guards open, pending, batches and lastPrune
+	open      map[auditKey]int64 // counts of minutes not over yet (and a late count of one that is)
+	pending   []mongo.AuditBatch // finished minutes not stored yet: retried as they are, so a write that partly landed stores nothing twice
+	batches   int64              // batches made so far, numbering the next one's ID
 	lastPrune time.Time
 	stop      chan struct{}
 	done      chan struct{}
+	cancel    context.CancelFunc // stops the migration of a legacy trail
 }
 
 const auditShards = 16
 
-// maxPendingAudit bounds the records kept for a retry while the store is down.
+// maxPendingAudit bounds the records of finished minutes kept for a retry
+// while the store is down.
 const maxPendingAudit = 100_000
 
 // auditGraceSeconds is how long after a minute's end its counts are written.
 const auditGraceSeconds = 5
 
-// pruneEvery is how often expired records are deleted where the store has
-// no TTL index (FerretDB). The first prune is one interval after the start,
-// not at it: FerretDB's SQLite backend pushes down only an `_id` equality, so
-// a prune reads and decodes every stored record (about 0.2 ms of CPU each on
-// the benchmark machine), and a start is busy enough with every session
+// pruneEvery is how often expired records are deleted. The first prune is
+// one interval after the start, not at it: a prune reads the records of the
+// day it deletes from, and a start is busy enough with every session
 // reconnecting. Retention is days; ten minutes late costs nothing.
 const pruneEvery = 10 * time.Minute
 
@@ -187,11 +189,20 @@ func (a *Audit) Record(p policies.Principal, act policies.Action, purpose string
 	s.mu.Unlock()
 }
 
-// Start flushes every interval until Close.
+// Start flushes every interval until Close, and moves a trail stored by
+// an earlier Veil into the current layout.
 func (a *Audit) Start(interval time.Duration) {
 	a.stop, a.done = make(chan struct{}), make(chan struct{})
+	ctx, cancel := context.WithCancel(context.Background())
+	a.cancel = cancel
+	migrated := make(chan struct{})
+	go func() {
+		defer close(migrated)
+		a.migrate(ctx)
+	}()
 	go func() {
 		defer close(a.done)
+		defer func() { <-migrated }()
 		t := time.NewTicker(interval)
 		defer t.Stop()
 		for {
@@ -206,10 +217,32 @@ func (a *Audit) Start(interval time.Duration) {
 	}()
 }
 
+// migrate moves a trail stored by an earlier Veil (a document per record,
+// which every query read whole) into day collections. Its records are
+// missing from queries until it is done; it runs once, on the first start
+// of this version.
+func (a *Audit) migrate(ctx context.Context) {
+	if ok, err := a.store.HasLegacyAudit(ctx); err != nil || !ok {
+		if err != nil && ctx.Err() == nil {
+			a.log.Warn().Err(err).Msg("audit records of an earlier version not migrated; tried again at the next start")
+		}
+		return
+	}
+	started := time.Now()
+	a.log.Info().Msg("moving the audit records of an earlier version into day collections")
+	n, err := a.store.MigrateLegacyAudit(ctx, a.clock.Now().Add(-a.retention))
+	if err != nil {
+		a.log.Warn().Err(err).Msg("audit records of an earlier version not migrated; tried again at the next start")
+		return
+	}
+	a.log.Info().Int("records", n).Dur("took", time.Since(started)).Msg("audit records of an earlier version moved")
+}
+
 // Close stops the background flush and writes every count, the current
 // minute's too.
 func (a *Audit) Close() {
 	if a.stop != nil {
+		a.cancel()
 		close(a.stop)
 		<-a.done
 		a.stop = nil
@@ -255,39 +288,58 @@ func (a *Audit) flush(ctx context.Context, final bool) {
 	a.prune(ctx)
 }
 
-// write writes the open counts of minutes that are over (all of them on
-// the final flush) and forgets what was written.
+// write moves the open counts of minutes that are over (all of them on the
+// final flush) into batches, one per owner and minute, and stores every
+// batch not stored yet.
 func (a *Audit) write(ctx context.Context, final bool) {
 	now := a.clock.Now().Unix()
-	var keys []auditKey
-	var records []mongo.AuditRecord
-	for k, n := range a.open {
-		if final || (k.minute+1)*60+auditGraceSeconds <= now {
-			keys = append(keys, k)
-			records = append(records, k.record(n))
-		}
+	type ownerMinute struct {
+		owner  string
+		minute int64
 	}
-	if len(records) == 0 {
+	made := map[ownerMinute]int{}
+	for k, n := range a.open {
+		if !final && (k.minute+1)*60+auditGraceSeconds > now {
+			continue
+		}
+		om := ownerMinute{k.owner, k.minute}
+		i, ok := made[om]
+		if !ok || len(a.pending[i].Records) == mongo.MaxAuditBatch {
+			a.batches++
+			minute := time.Unix(k.minute*60, 0).UTC()
+			i = len(a.pending)
+			made[om] = i
+			a.pending = append(a.pending, mongo.AuditBatch{ID: mongo.AuditBatchID(k.owner, minute, a.writer, a.batches),
+				Owner: k.owner, Minute: minute})
+		}
+		a.pending[i].Records = append(a.pending[i].Records, k.record(n))
+		delete(a.open, k)
+	}
+	if len(a.pending) == 0 {
 		return
 	}
 	wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	err := a.store.AddAudit(wctx, a.writer, records, a.retention)
+	err := a.store.AddAudit(wctx, a.pending)
 	cancel()
 	if err == nil {
-		for _, k := range keys {
-			delete(a.open, k)
-		}
+		a.pending = nil
 		return
 	}
-	if over := len(a.open) - maxPendingAudit; over > 0 {
-		slices.SortFunc(keys, func(x, y auditKey) int { return int(x.minute - y.minute) })
-		dropped := keys[:min(over, len(keys))]
-		for _, k := range dropped {
-			delete(a.open, k)
-		}
-		a.log.Warn().Int("dropped", len(dropped)).Msg("audit backlog full; oldest records dropped")
+	records := 0
+	for _, b := range a.pending {
+		records += len(b.Records)
 	}
-	a.log.Warn().Err(err).Int("records", len(records)).Msg("audit records kept for the next flush: metadata store unavailable")
+	if records > maxPendingAudit {
+		slices.SortStableFunc(a.pending, func(x, y mongo.AuditBatch) int { return x.Minute.Compare(y.Minute) })
+		dropped := 0
+		for records > maxPendingAudit {
+			records -= len(a.pending[0].Records)
+			dropped += len(a.pending[0].Records)
+			a.pending = a.pending[1:]
+		}
+		a.log.Warn().Int("dropped", dropped).Msg("audit backlog full; oldest records dropped")
+	}
+	a.log.Warn().Err(err).Int("records", records).Msg("audit records kept for the next flush: metadata store unavailable")
 }
 
 func (k auditKey) record(n int64) mongo.AuditRecord {
@@ -302,16 +354,15 @@ func (k auditKey) record(n int64) mongo.AuditRecord {
 	}
 }
 
-// prune deletes expired records where the server has no TTL index, once
-// every pruneEvery.
+// prune deletes the records older than the retention, once every pruneEvery.
 func (a *Audit) prune(ctx context.Context) {
 	now := a.clock.Now()
-	if a.store.AuditTTL() || now.Sub(a.lastPrune) < pruneEvery {
+	if now.Sub(a.lastPrune) < pruneEvery {
 		return
 	}
 	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	n, err := a.store.PruneAudit(pctx, now)
+	days, docs, err := a.store.PruneAudit(pctx, now.Add(-a.retention))
 	// A prune that failed (the store down, or too slow) waits for the next
 	// interval too: retried on every flush it would hold the flush up and
 	// take a core, and expired records harm nothing for ten more minutes.
@@ -320,8 +371,8 @@ func (a *Audit) prune(ctx context.Context) {
 		a.log.Warn().Err(err).Msg("pruning audit records")
 		return
 	}
-	if n > 0 {
-		a.log.Info().Int64("deleted", n).Msg("expired audit records pruned")
+	if days > 0 || docs > 0 {
+		a.log.Info().Int("days", days).Int64("documents", docs).Msg("expired audit records pruned")
 	}
 }
 
@@ -332,11 +383,22 @@ func (a *Audit) Query(ctx context.Context, owner string, since, until time.Time,
 	// No flush may move counts from open to the store while both are read.
 	a.flushMu.Lock()
 	defer a.flushMu.Unlock()
-	stored, err := a.store.Audit(ctx, owner, since, until, 0)
+	batches, err := a.store.AuditBatches(ctx, owner, since, until)
 	if err != nil {
 		return nil, err
 	}
+	var stored []mongo.AuditRecord
+	ids := make(map[string]bool, len(batches))
+	for _, b := range batches {
+		stored = append(stored, b.Records...)
+		ids[b.ID] = true
+	}
 	from, to := since.Unix(), until.Unix()
+	for _, b := range a.pending {
+		if b.Owner == owner && !ids[b.ID] && b.Minute.Unix() >= from && b.Minute.Unix() < to {
+			stored = append(stored, b.Records...)
+		}
+	}
 	in := func(k auditKey) bool { return k.owner == owner && k.minute*60 >= from && k.minute*60 < to }
 	for k, n := range a.open {
 		if in(k) {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sort"
 	"time"
 
 	"go.mongodb.org/mongo-driver/bson"
@@ -19,14 +18,13 @@ import (
 //	transitions  {_id, at, object, user, relation, from, to, by, reason, invitation}
 //	factory      {_id: serial, secret_hash, model, vendor, enrolled_at, thing}
 //	claims       {_id: thing, code_hash, created}
-//	audit        {_id: key|writer, owner, minute, who, thing, stream, action, purpose,
-//	              effect, rule, policy, policy_owner, count, expire_at}
+//
+// The audit trail has collections of its own, one per day (audit.go).
 const (
 	CollInvitations = "invitations"
 	CollTransitions = "transitions"
 	CollFactory     = "factory"
 	CollClaims      = "claims"
-	CollAudit       = "audit"
 )
 
 // Invitation is a relationship offered to a user, pending until answered.
@@ -68,27 +66,9 @@ type FactoryEntry struct {
 	Thing      string    `bson:"thing,omitempty"`
 }
 
-// AuditRecord is the count of equal access decisions within one minute.
-type AuditRecord struct {
-	Owner       string    `bson:"owner" json:"-"`
-	Minute      time.Time `bson:"minute" json:"minute"`
-	Who         string    `bson:"who" json:"who"`
-	Thing       string    `bson:"thing" json:"thing"`
-	Stream      string    `bson:"stream,omitempty" json:"stream,omitempty"`
-	Action      string    `bson:"action" json:"action"`
-	Purpose     string    `bson:"purpose,omitempty" json:"purpose,omitempty"`
-	Effect      string    `bson:"effect" json:"effect"` // allow, deny, constrained
-	Rule        string    `bson:"rule" json:"rule"`
-	Policy      string    `bson:"policy,omitempty" json:"policy,omitempty"`
-	PolicyOwner string    `bson:"policy_owner,omitempty" json:"policy_owner,omitempty"`
-	Count       int64     `bson:"count" json:"count"`
-}
-
 func (s *Store) coll(name string) *mongo.Collection { return s.db.Collection(name) }
 
-// ensureControlIndexes creates the control plane's indexes. The audit
-// retention uses a TTL index where the server has them (MongoDB); FerretDB
-// v1 has none, so AuditTTL reports false and the caller prunes itself.
+// ensureControlIndexes creates the control plane's indexes.
 func (s *Store) ensureControlIndexes(ctx context.Context) error {
 	plain := func(name string, keys bson.D) mongo.IndexModel {
 		return mongo.IndexModel{Keys: keys, Options: options.Index().SetName(name)}
@@ -100,21 +80,13 @@ func (s *Store) ensureControlIndexes(ctx context.Context) error {
 		{CollInvitations, plain("invitee", bson.D{{Key: "invitee", Value: 1}})},
 		{CollInvitations, plain("status", bson.D{{Key: "status", Value: 1}})},
 		{CollTransitions, plain("object", bson.D{{Key: "object", Value: 1}})},
-		{CollAudit, plain("owner_minute", bson.D{{Key: "owner", Value: 1}, {Key: "minute", Value: 1}})},
 	} {
 		if _, err := s.coll(ix.c).Indexes().CreateOne(ctx, ix.m); err != nil {
 			return fmt.Errorf("%s: %w", ix.c, err)
 		}
 	}
-	ttl := mongo.IndexModel{Keys: bson.D{{Key: "expire_at", Value: 1}}, Options: options.Index().SetName("ttl").SetExpireAfterSeconds(0)}
-	if _, err := s.coll(CollAudit).Indexes().CreateOne(ctx, ttl); err == nil {
-		s.auditTTL = true
-	}
 	return nil
 }
-
-// AuditTTL reports whether the server expires audit records by itself.
-func (s *Store) AuditTTL() bool { return s.auditTTL }
 
 // ---------------------------------------------------------------------------
 // Invitations and transitions.
@@ -262,128 +234,6 @@ func (s *Store) DeleteClaim(ctx context.Context, thing string) (bool, error) {
 		return false, fmt.Errorf("delete claim code of %q: %w", thing, err)
 	}
 	return res.DeletedCount == 1, nil
-}
-
-// ---------------------------------------------------------------------------
-// Audit.
-
-// auditKey identifies what a record counts: records with the same key are
-// one aggregate, however many documents hold it.
-func auditKey(r *AuditRecord) string {
-	return fmt.Sprintf("%s|%d|%s|%s|%s|%s|%s|%s|%s|%s|%s", r.Owner, r.Minute.Unix(), r.Who, r.Thing, r.Stream, r.Action,
-		r.Purpose, r.Effect, r.Rule, r.Policy, r.PolicyOwner)
-}
-
-// AddAudit stores the counts of records as new documents; records expire
-// retention after their minute. Documents are only ever inserted, never
-// updated: an upsert is a lookup by _id, which FerretDB v1's SQLite backend
-// answers by scanning the whole collection (its _id index expression does
-// not match its own queries'), so updating minute aggregates in place slowed
-// down as the trail grew. A key's counts may thus span several documents
-// (several writers, or a broker restarted within a minute); Audit adds them
-// up.
-//
-// writer names the caller (unique per process run): a document's _id is
-// its key and writer, so retrying a batch that partly landed stores
-// nothing twice.
-func (s *Store) AddAudit(ctx context.Context, writer string, records []AuditRecord, retention time.Duration) error {
-	if len(records) == 0 {
-		return nil
-	}
-	docs := make([]any, 0, len(records))
-	for i := range records {
-		r := &records[i]
-		docs = append(docs, bson.D{
-			{Key: "_id", Value: auditKey(r) + "|" + writer},
-			{Key: "owner", Value: r.Owner}, {Key: "minute", Value: r.Minute}, {Key: "who", Value: r.Who},
-			{Key: "thing", Value: r.Thing}, {Key: "stream", Value: r.Stream}, {Key: "action", Value: r.Action},
-			{Key: "purpose", Value: r.Purpose}, {Key: "effect", Value: r.Effect}, {Key: "rule", Value: r.Rule},
-			{Key: "policy", Value: r.Policy}, {Key: "policy_owner", Value: r.PolicyOwner},
-			{Key: "count", Value: r.Count}, {Key: "expire_at", Value: r.Minute.Add(retention)},
-		})
-	}
-	_, err := s.coll(CollAudit).InsertMany(ctx, docs, options.InsertMany().SetOrdered(false))
-	if err != nil && !onlyDuplicates(err) {
-		return fmt.Errorf("write audit records: %w", err)
-	}
-	return nil
-}
-
-// onlyDuplicates reports whether every write of a failed insert failed on a
-// duplicate key: those documents are already stored.
-func onlyDuplicates(err error) bool {
-	var bwe mongo.BulkWriteException
-	if !errors.As(err, &bwe) || bwe.WriteConcernError != nil || len(bwe.WriteErrors) == 0 {
-		return false
-	}
-	for _, we := range bwe.WriteErrors {
-		if we.Code != 11000 {
-			return false
-		}
-	}
-	return true
-}
-
-// Audit returns owner's records with since <= minute < until, oldest first
-// (then by key), at most limit of them, each key's documents added up.
-func (s *Store) Audit(ctx context.Context, owner string, since, until time.Time, limit int) ([]AuditRecord, error) {
-	filter := bson.D{{Key: "owner", Value: owner}, {Key: "minute", Value: bson.D{{Key: "$gte", Value: since}, {Key: "$lt", Value: until}}}}
-	cur, err := s.coll(CollAudit).Find(ctx, filter)
-	if err != nil {
-		return nil, fmt.Errorf("read audit records: %w", err)
-	}
-	var docs []AuditRecord
-	if err := cur.All(ctx, &docs); err != nil {
-		return nil, fmt.Errorf("read audit records: %w", err)
-	}
-	return MergeAudit(docs, limit), nil
-}
-
-// MergeAudit adds up records of the same key and returns them oldest first
-// (then by key), at most limit of them (limit <= 0: all).
-func MergeAudit(records []AuditRecord, limit int) []AuditRecord {
-	byKey := make(map[string]int, len(records))
-	var out []AuditRecord
-	var keys []string
-	for _, r := range records {
-		k := auditKey(&r)
-		if i, ok := byKey[k]; ok {
-			out[i].Count += r.Count
-			continue
-		}
-		byKey[k] = len(out)
-		r.Minute = r.Minute.UTC()
-		out = append(out, r)
-		keys = append(keys, k)
-	}
-	idx := make([]int, len(out))
-	for i := range idx {
-		idx[i] = i
-	}
-	sort.Slice(idx, func(a, b int) bool {
-		ra, rb := &out[idx[a]], &out[idx[b]]
-		if !ra.Minute.Equal(rb.Minute) {
-			return ra.Minute.Before(rb.Minute)
-		}
-		return keys[idx[a]] < keys[idx[b]]
-	})
-	sorted := make([]AuditRecord, len(out))
-	for i, j := range idx {
-		sorted[i] = out[j]
-	}
-	if limit > 0 && len(sorted) > limit {
-		sorted = sorted[:limit]
-	}
-	return sorted
-}
-
-// PruneAudit deletes records that expired before now (servers without TTL indexes).
-func (s *Store) PruneAudit(ctx context.Context, now time.Time) (int64, error) {
-	res, err := s.coll(CollAudit).DeleteMany(ctx, bson.D{{Key: "expire_at", Value: bson.D{{Key: "$lt", Value: now}}}})
-	if err != nil {
-		return 0, fmt.Errorf("prune audit records: %w", err)
-	}
-	return res.DeletedCount, nil
 }
 
 // FactoryHashes returns every serial's factory secret hash.

@@ -21,6 +21,9 @@
 //	policies       {_id, owner, id, priority, document}
 //	                unique (owner, id)
 //
+// The control plane's collections are listed in control.go, the audit
+// trail's day collections in audit.go.
+//
 // Hashes are PHC strings ("$argon2id$v=19$m=…"); they are only ever
 // returned through Load's Credentials and PasswordHash/SecretHash, never
 // inside a policies.User or policies.Thing.
@@ -52,6 +55,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"go.mongodb.org/mongo-driver/bson"
@@ -94,7 +98,7 @@ type Store struct {
 
 	users, things, places, rels, members, pols *mongo.Collection
 
-	auditTTL bool // the server expires audit records by a TTL index
+	auditDays sync.Map // day collections of the audit trail whose index this process made sure of
 }
 
 // Open connects to the MongoDB (or FerretDB) at uri, checks that it answers

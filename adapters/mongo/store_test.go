@@ -45,7 +45,7 @@ func run(m *testing.M) int {
 	return m.Run()
 }
 
-func open(t *testing.T) *Store {
+func open(t testing.TB) *Store {
 	t.Helper()
 	ctx := context.Background()
 	db := "t_" + strings.NewReplacer("/", "_", " ", "_").Replace(t.Name())

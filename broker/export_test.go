@@ -1,0 +1,5 @@
+package broker
+
+// EmptyStore gives the external tests (package broker_test) a metadata
+// store of their own: see emptyStore.
+var EmptyStore = emptyStore
