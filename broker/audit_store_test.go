@@ -3,6 +3,8 @@ package broker_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -209,6 +211,78 @@ func TestAuditKeepsBatchesWhileTheStoreIsDown(t *testing.T) {
 	a.Close()
 	if s := storedCount(t, st, owner, minute); s != 3 {
 		t.Fatalf("after more flushes: stored %d, want 3", s)
+	}
+}
+
+// A batch that landed although its write reported an error (a write that
+// partly landed) is counted once by queries and stored once by the retry.
+func TestAuditCountsAPartlyStoredBatchOnce(t *testing.T) {
+	st := broker.EmptyStore(t)
+	ctx := context.Background()
+	const owner = "audit-partial-owner"
+	at := &testClock{}
+	minute := time.Date(2026, 11, 28, 13, 0, 0, 0, time.UTC)
+	a := hooks.NewAudit(hooks.AuditConfig{Store: st, Clock: at, Log: zerolog.Nop(), Retention: time.Hour, Writer: "w"})
+	read := policies.Decision{Effect: policies.Allow, Rule: "policy", PolicyID: "p", PolicyOwner: owner, Owner: owner,
+		Thing: "audit-partial-thermo", Stream: "temperature"}
+	at.Set(minute.Add(10 * time.Second))
+	a.Record(policies.UserPrincipal("audit-partial-doctor"), policies.ActRead, "care", read)
+	a.Record(policies.UserPrincipal("audit-partial-doctor"), policies.ActRead, "care", read)
+	at.Set(minute.Add(66 * time.Second))
+	down, cancel := context.WithCancel(ctx)
+	cancel()
+	a.Flush(down)
+	// The write that failed had stored its batch after all.
+	landed := mongo.AuditRecord{Owner: owner, Minute: minute, Who: "audit-partial-doctor", Thing: "audit-partial-thermo",
+		Stream: "temperature", Action: "read", Purpose: "care", Effect: "allow", Rule: "policy", Policy: "p", PolicyOwner: owner, Count: 2}
+	if err := st.AddAudit(ctx, []mongo.AuditBatch{{ID: mongo.AuditBatchID(owner, minute, "w", 1), Owner: owner, Minute: minute,
+		Records: []mongo.AuditRecord{landed}}}); err != nil {
+		t.Fatal(err)
+	}
+	recs, err := a.Query(ctx, owner, minute, minute.Add(time.Minute), 0)
+	if err != nil || len(recs) != 1 || recs[0] != landed {
+		t.Fatalf("Query = %+v, %v; want the 2 counted once: %+v", recs, err, landed)
+	}
+	a.Flush(ctx)
+	a.Close()
+	if n := storedCount(t, st, owner, minute); n != 2 {
+		t.Fatalf("stored %d after the retry, want 2", n)
+	}
+}
+
+// A minute with more records for one owner than a batch holds is stored in
+// several batches; a client's overlong purpose is cut, not refused.
+func TestAuditSplitsBatchesAndClipsFields(t *testing.T) {
+	st := broker.EmptyStore(t)
+	ctx := context.Background()
+	const owner = "audit-split-owner"
+	at := &testClock{}
+	minute := time.Date(2026, 11, 28, 14, 0, 0, 0, time.UTC)
+	a := hooks.NewAudit(hooks.AuditConfig{Store: st, Clock: at, Log: zerolog.Nop(), Retention: time.Hour})
+	read := policies.Decision{Effect: policies.Deny, Rule: "default", Owner: owner, Thing: "audit-split-thermo", Stream: "temperature"}
+	at.Set(minute.Add(10 * time.Second))
+	long := strings.Repeat("p", 300_000)
+	n := mongo.MaxAuditBatch + 1
+	for i := range n {
+		a.Record(policies.UserPrincipal(fmt.Sprintf("audit-split-%d", i)), policies.ActRead, long, read)
+	}
+	at.Set(minute.Add(66 * time.Second))
+	a.Close()
+	batches, err := st.AuditBatches(ctx, owner, minute, minute.Add(time.Minute))
+	if err != nil {
+		t.Fatal(err)
+	}
+	records := 0
+	for _, b := range batches {
+		records += len(b.Records)
+		for _, r := range b.Records {
+			if len(r.Purpose) != mongo.MaxAuditField || !strings.HasSuffix(r.Purpose, "…") {
+				t.Fatalf("stored purpose of %d bytes, want %d ending in …", len(r.Purpose), mongo.MaxAuditField)
+			}
+		}
+	}
+	if len(batches) != 2 || records != n {
+		t.Fatalf("%d batches holding %d records, want 2 holding %d", len(batches), records, n)
 	}
 }
 

@@ -123,6 +123,10 @@ type AuditConfig struct {
 	Retention time.Duration // how long records are kept
 	// Publish delivers a flushed batch live to its owner ($config/users/{owner}/audit).
 	Publish func(owner string, payload []byte)
+	// Writer names this run in the ids of stored documents, so that two
+	// runs never name a document alike; "" picks a random name. Tests set
+	// it to know the ids.
+	Writer string
 }
 
 // NewAudit returns an audit trail; Start runs its background flush.
@@ -130,10 +134,13 @@ func NewAudit(c AuditConfig) *Audit {
 	if c.Clock == nil {
 		c.Clock = policies.SystemClock{}
 	}
-	var run [8]byte
-	_, _ = rand.Read(run[:])
+	if c.Writer == "" {
+		var run [8]byte
+		_, _ = rand.Read(run[:])
+		c.Writer = hex.EncodeToString(run[:])
+	}
 	a := &Audit{store: c.Store, clock: c.Clock, log: c.Log, retention: c.Retention, publish: c.Publish,
-		writer: hex.EncodeToString(run[:]), open: map[auditKey]int64{}, lastPrune: c.Clock.Now()}
+		writer: c.Writer, open: map[auditKey]int64{}, lastPrune: c.Clock.Now()}
 	for i := range a.shards {
 		a.shards[i].m = map[auditKey]int64{}
 	}
@@ -169,9 +176,9 @@ func (a *Audit) Record(p policies.Principal, act policies.Action, purpose string
 			effect = effectConstrained
 		}
 	}
-	k := auditKey{owner: d.Owner, who: p.ID, whoKind: p.Kind, thing: d.Thing, stream: d.Stream, purpose: purpose,
-		action: act, effect: effect, rule: d.Rule, policy: d.PolicyID, polOwner: d.PolicyOwner,
-		minute: a.clock.Now().Unix() / 60}
+	k := auditKey{owner: d.Owner, who: p.ID, whoKind: p.Kind, thing: d.Thing, stream: mongo.ClipAuditField(d.Stream),
+		purpose: mongo.ClipAuditField(purpose), action: act, effect: effect, rule: d.Rule, policy: d.PolicyID,
+		polOwner: d.PolicyOwner, minute: a.clock.Now().Unix() / 60}
 	// Sharded by who and which thing: one subscriber's deliveries from many
 	// things (a fan-in) are recorded from as many publishers' goroutines at
 	// once, and on one lock they queued behind whichever holder the
@@ -218,24 +225,36 @@ func (a *Audit) Start(interval time.Duration) {
 }
 
 // migrate moves a trail stored by an earlier Veil (a document per record,
-// which every query read whole) into day collections. Its records are
-// missing from queries until it is done; it runs once, on the first start
-// of this version.
+// which every query read whole) into day collections, trying again every
+// pruneEvery until it has or Close cancels it. Its records are missing from
+// queries until it is done; it runs on the first start of this version.
 func (a *Audit) migrate(ctx context.Context) {
-	if ok, err := a.store.HasLegacyAudit(ctx); err != nil || !ok {
-		if err != nil && ctx.Err() == nil {
-			a.log.Warn().Err(err).Msg("audit records of an earlier version not migrated; tried again at the next start")
+	for {
+		err := a.migrateOnce(ctx)
+		if err == nil || ctx.Err() != nil {
+			return
 		}
-		return
+		a.log.Warn().Err(err).Dur("retry_in", pruneEvery).Msg("audit records of an earlier version not moved yet")
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(pruneEvery):
+		}
+	}
+}
+
+func (a *Audit) migrateOnce(ctx context.Context) error {
+	if ok, err := a.store.HasLegacyAudit(ctx); err != nil || !ok {
+		return err
 	}
 	started := time.Now()
 	a.log.Info().Msg("moving the audit records of an earlier version into day collections")
 	n, err := a.store.MigrateLegacyAudit(ctx, a.clock.Now().Add(-a.retention))
 	if err != nil {
-		a.log.Warn().Err(err).Msg("audit records of an earlier version not migrated; tried again at the next start")
-		return
+		return err
 	}
 	a.log.Info().Int("records", n).Dur("took", time.Since(started)).Msg("audit records of an earlier version moved")
+	return nil
 }
 
 // Close stops the background flush and writes every count, the current
@@ -338,6 +357,10 @@ func (a *Audit) write(ctx context.Context, final bool) {
 			a.pending = a.pending[1:]
 		}
 		a.log.Warn().Int("dropped", dropped).Msg("audit backlog full; oldest records dropped")
+	}
+	if final {
+		a.log.Error().Err(err).Int("records", records).Msg("audit records lost: the metadata store failed at shutdown")
+		return
 	}
 	a.log.Warn().Err(err).Int("records", records).Msg("audit records kept for the next flush: metadata store unavailable")
 }

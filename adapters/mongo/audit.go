@@ -9,6 +9,7 @@ import (
 	"sort"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"go.mongodb.org/mongo-driver/bson"
 	"go.mongodb.org/mongo-driver/mongo"
@@ -59,6 +60,26 @@ type AuditRecord struct {
 	Policy      string    `bson:"policy,omitempty" json:"policy,omitempty"`
 	PolicyOwner string    `bson:"policy_owner,omitempty" json:"policy_owner,omitempty"`
 	Count       int64     `bson:"count" json:"count"`
+}
+
+// MaxAuditField bounds the stream and purpose a record keeps (see
+// ClipAuditField).
+const MaxAuditField = 256
+
+// ClipAuditField cuts s to MaxAuditField bytes, marking the cut with "…".
+// A record's stream and purpose come from clients (the topic, a user
+// property) and may be as long as a packet, while a batch of MaxAuditBatch
+// records must stay a document below MongoDB's 16 MB. The cut is a copy, so
+// a record does not keep a client's whole packet alive.
+func ClipAuditField(s string) string {
+	if len(s) <= MaxAuditField {
+		return s
+	}
+	cut := MaxAuditField - len("…")
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return strings.Clone(s[:cut]) + "…"
 }
 
 // AuditBatch is one write of one owner's records of one minute: a stored
@@ -112,16 +133,19 @@ func (s *Store) AddAudit(ctx context.Context, batches []AuditBatch) error {
 		}
 		byDay[day] = append(byDay[day], auditDoc{ID: b.ID, Owner: b.Owner, Minute: b.Minute.UTC(), Records: string(raw)})
 	}
+	// Every day is tried: one that fails does not hold the others back.
+	var errs []error
 	for _, day := range days {
 		if err := s.ensureAuditDay(ctx, day); err != nil {
-			return err
+			errs = append(errs, err)
+			continue
 		}
 		_, err := s.coll(day).InsertMany(ctx, byDay[day], options.InsertMany().SetOrdered(false))
 		if err != nil && !onlyDuplicates(err) {
-			return fmt.Errorf("write audit records to %s: %w", day, err)
+			errs = append(errs, fmt.Errorf("write audit records to %s: %w", day, err))
 		}
 	}
-	return nil
+	return errors.Join(errs...)
 }
 
 // ensureAuditDay creates a day collection's index, once per process.
@@ -268,7 +292,7 @@ func (s *Store) MigrateLegacyAudit(ctx context.Context, before time.Time) (int, 
 		return 0, err
 	}
 	var recs []AuditRecord
-	if err := findAll(ctx, s.coll(legacyAudit), bson.D{}, &recs); err != nil {
+	if err := findAll(ctx, s.coll(legacyAudit), bson.D{{Key: "minute", Value: bson.D{{Key: "$gte", Value: before}}}}, &recs); err != nil {
 		return 0, fmt.Errorf("migrate audit records: read %s: %w", legacyAudit, err)
 	}
 	type ownerMinute struct {
@@ -279,9 +303,7 @@ func (s *Store) MigrateLegacyAudit(ctx context.Context, before time.Time) (int, 
 	var order []ownerMinute
 	moved := 0
 	for _, r := range recs {
-		if r.Minute.Before(before) {
-			continue
-		}
+		r.Stream, r.Purpose = ClipAuditField(r.Stream), ClipAuditField(r.Purpose)
 		k := ownerMinute{r.Owner, r.Minute.Unix()}
 		if _, ok := byMinute[k]; !ok {
 			order = append(order, k)

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"go.mongodb.org/mongo-driver/bson"
 )
@@ -223,6 +224,29 @@ func BenchmarkAuditQueryHour(b *testing.B) {
 		recs, err := st.Audit(ctx, "an", since, since.Add(time.Hour), 0)
 		if err != nil || len(recs) != 600 {
 			b.Fatalf("Audit = %d records, %v; want 600", len(recs), err)
+		}
+	}
+}
+
+func TestClipAuditField(t *testing.T) {
+	for _, c := range []struct {
+		name, in string
+		wantLen  int
+	}{
+		{"short", "diagnosis", 9},
+		{"at the bound", strings.Repeat("p", MaxAuditField), MaxAuditField},
+		{"long", strings.Repeat("p", 300_000), MaxAuditField},
+		{"cut inside a rune", strings.Repeat("ü", 200), MaxAuditField - 1}, // 2-byte runes: 253 bytes hold 126 of them
+	} {
+		got := ClipAuditField(c.in)
+		if len(got) != c.wantLen || !utf8.ValidString(got) {
+			t.Errorf("%s: %d bytes (valid UTF-8 %v), want %d", c.name, len(got), utf8.ValidString(got), c.wantLen)
+		}
+		if len(c.in) > MaxAuditField && (!strings.HasSuffix(got, "…") || !strings.HasPrefix(c.in, strings.TrimSuffix(got, "…"))) {
+			t.Errorf("%s: %q is not a marked prefix", c.name, got)
+		}
+		if len(c.in) <= MaxAuditField && got != c.in {
+			t.Errorf("%s: changed to %q", c.name, got)
 		}
 	}
 }
