@@ -46,9 +46,19 @@ func ParseTopic(topic string) (Resource, bool) {
 	return Resource{}, false
 }
 
-// validLevel is a non-empty concrete topic level.
+// validLevel is a non-empty concrete topic level. (A loop: ContainsAny
+// builds a byte set on every call, and every publish parses its topic.)
 func validLevel(s string) bool {
-	return s != "" && !strings.ContainsAny(s, "+#\x00")
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		switch s[i] {
+		case '+', '#', 0:
+			return false
+		}
+	}
+	return true
 }
 
 // ValidFilter reports whether f is a valid MQTT topic filter: non-empty,
