@@ -368,9 +368,19 @@ func scalarKey(b *strings.Builder, v any) bool {
 
 // block hands out slices carved from larger blocks. A handed-out slice has
 // no spare capacity, so appending to it copies.
-type block[T any] struct{ free []T }
+type block[T any] struct {
+	free []T
+	size int // of the last block carved
+}
 
-const blockLen = 4096
+// Blocks grow from firstBlockLen to blockLen elements: a household's Load
+// keeps a few kilobytes, where 4,096-element blocks of every kind held
+// megabytes of empty slots that every garbage collection scanned; a
+// population's Load still comes to a few large blocks.
+const (
+	firstBlockLen = 64
+	blockLen      = 4096
+)
 
 func (bl *block[T]) take(n int) []T {
 	if n == 0 {
@@ -380,7 +390,8 @@ func (bl *block[T]) take(n int) []T {
 		if n > blockLen/4 {
 			return make([]T, n)
 		}
-		bl.free = make([]T, blockLen)
+		bl.size = max(min(bl.size*2, blockLen), firstBlockLen, n)
+		bl.free = make([]T, bl.size)
 	}
 	s := bl.free[:n:n]
 	bl.free = bl.free[n:]
