@@ -286,6 +286,43 @@ func TestAuditSplitsBatchesAndClipsFields(t *testing.T) {
 	}
 }
 
+// While the store is down the finished minutes kept for a retry are
+// bounded (100,000 records): past the bound the oldest batches go. (The
+// rest is counted by queries; that they are stored once the store is back
+// is TestAuditKeepsBatchesWhileTheStoreIsDown's, at a size the embedded
+// store writes in a test's time.)
+func TestAuditBacklogIsBounded(t *testing.T) {
+	st := broker.EmptyStore(t)
+	ctx := context.Background()
+	const owner = "audit-backlog-owner"
+	at := &testClock{}
+	first := time.Date(2026, 11, 28, 15, 0, 0, 0, time.UTC)
+	a := hooks.NewAudit(hooks.AuditConfig{Store: st, Clock: at, Log: zerolog.Nop(), Retention: time.Hour})
+	read := policies.Decision{Effect: policies.Deny, Rule: "default", Owner: owner, Thing: "audit-backlog-thermo", Stream: "temperature"}
+	down, cancel := context.WithCancel(ctx)
+	cancel()
+	// Minute one: 2,000 records (one batch); minute two: 99,000 (50 batches).
+	for minute, n := range []int{mongo.MaxAuditBatch, 99_000} {
+		at.Set(first.Add(time.Duration(minute)*time.Minute + 10*time.Second))
+		for i := range n {
+			a.Record(policies.UserPrincipal(fmt.Sprintf("audit-backlog-%d", i)), policies.ActRead, "", read)
+		}
+		at.Set(first.Add(time.Duration(minute+1)*time.Minute + 6*time.Second))
+		a.Flush(down)
+	}
+	queried := func(from time.Time) int {
+		t.Helper()
+		recs, err := a.Query(ctx, owner, from, from.Add(time.Minute), 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(recs)
+	}
+	if one, two := queried(first), queried(first.Add(time.Minute)); one != 0 || two != 99_000 {
+		t.Fatalf("%d records of minute one and %d of minute two kept; want 0 (dropped, the oldest) and 99,000", one, two)
+	}
+}
+
 // A trail stored by an earlier Veil, one document per record in the
 // collection "audit", is moved into day collections when the audit starts:
 // its records are queried as before, the expired ones are gone.
