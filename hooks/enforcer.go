@@ -356,7 +356,8 @@ func (h *Enforcer) currentMessage(topic string) *message {
 }
 
 // Stats counts payload parses and view renders since start: a fan-out to
-// many subscribers in few views parses once and renders once per view.
+// many subscribers in few views renders once per view and parses at most
+// twice (its first view renders straight from the bytes, with Apply).
 func (h *Enforcer) Stats() (parses, renders int64) {
 	return h.parses.Load() + h.views.parses.Load(), h.views.renders.Load()
 }
