@@ -355,9 +355,10 @@ func (h *Enforcer) currentMessage(topic string) *message {
 	return nil
 }
 
-// Stats counts payload parses and view renders since start: a fan-out to
-// many subscribers in few views renders once per view and parses at most
-// twice (its first view renders straight from the bytes, with Apply).
+// Stats counts payload parses (Apply's included) and view renders since
+// start: a fan-out to many subscribers in few views renders about once per
+// view (again where a write loop finds its rendering evicted) and parses
+// once for the first rewriting view and once for all the others.
 func (h *Enforcer) Stats() (parses, renders int64) {
 	return h.parses.Load() + h.views.parses.Load(), h.views.renders.Load()
 }

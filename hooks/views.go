@@ -25,7 +25,7 @@ type renderings struct {
 	mask  uint64
 
 	renders atomic.Int64
-	parses  atomic.Int64 // those of render; a message counts its own
+	parses  atomic.Int64 // those of Apply; a message counts its own ParsePayload
 }
 
 type rendered struct {
@@ -45,8 +45,9 @@ func newRenderings(size int) *renderings {
 	return &renderings{seed: maphash.MakeSeed(), slots: make([]atomic.Pointer[rendered], n), mask: uint64(n - 1)}
 }
 
-// message is one payload being fanned out, parsed at most once however
-// many views render it. Its deliveries are decided by the publisher's
+// message is one payload being fanned out: its first rewriting view
+// renders from the bytes, and it is parsed at most once however many views
+// render it after that. Its deliveries are decided by the publisher's
 // goroutine, one after another, so the message itself remembers its last
 // renderings: every subscriber in the same view after the first costs a
 // pointer comparison. (Two publishers on one topic at once may share a
@@ -133,12 +134,14 @@ func (r *renderings) renderMessage(v *policies.View, m *message) ([]byte, error)
 	}
 	var out []byte
 	var err error
-	if m.memo[0].Load() == nil {
+	if v.Rewrites() && m.memo[0].Load() == nil {
 		// The message's first view renders straight from the bytes: Apply
 		// does the parse and the rendering in one pass and keeps no parse,
 		// a third cheaper than ParsePayload and Render (a fan-in renders
 		// every message in one view only). A second view parses once for
-		// itself and any later ones.
+		// itself and any later ones. Not for a view that does not rewrite:
+		// Apply copies the bytes without looking at them, where the payload
+		// must still be a JSON object to be delivered under a constraint.
 		out, err = v.Apply(m.raw)
 		r.parses.Add(1)
 		r.renders.Add(1)

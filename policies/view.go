@@ -586,15 +586,17 @@ func ParsePayload(b []byte) (*Payload, error) {
 }
 
 // Render rewrites a parsed payload into a fresh slice, or returns an error
-// wrapping ErrWithheld saying why the requester gets nothing. For every b,
-// Render(ParsePayload(b)) gives what Apply(b) gives, byte for byte and
-// error for error; see Apply for the rules. Render does not modify p and is
-// safe for concurrent use on the same Payload.
+// wrapping ErrWithheld saying why the requester gets nothing. For a view
+// that rewrites and every b, Render(ParsePayload(b)) gives what Apply(b)
+// gives, byte for byte and error for error; see Apply for the rules.
+// Render does not modify p and is safe for concurrent use on the same
+// Payload.
 //
 // A view that does not rewrite (Rewrites is false) returns a copy of the
 // bytes p was parsed from; callers may skip ParsePayload for such views
-// and forward the payload as it is, which Apply also does. A nil or zero
-// Payload is withheld.
+// and forward the payload as it is, which Apply also does. The two differ
+// there: Apply does not look at the bytes, while ParsePayload refuses what
+// is not a JSON object. A nil or zero Payload is withheld.
 func (v *View) Render(p *Payload) ([]byte, error) {
 	if p == nil || len(p.objs) == 0 {
 		return nil, fmt.Errorf("%w: payload: not parsed", ErrWithheld)
