@@ -169,47 +169,43 @@ func TestAuditPrunesOneIntervalAfterTheStart(t *testing.T) {
 // later as it was; a query in between counts it once; a count that arrives
 // for a minute already batched goes into a batch of its own and adds up.
 func TestAuditKeepsBatchesWhileTheStoreIsDown(t *testing.T) {
-	st := broker.EmptyStore(t) // its own: a prune drops whole days
+	f := newAuditFixture(t, "")
 	ctx := context.Background()
 	const owner = "audit-outage-owner"
-	at := &testClock{}
 	minute := time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC)
-	a := hooks.NewAudit(hooks.AuditConfig{Store: st, Clock: at, Log: zerolog.Nop(), Retention: time.Hour})
 	read := policies.Decision{Effect: policies.Allow, Rule: "policy", PolicyID: "p", PolicyOwner: owner, Owner: owner,
 		Thing: "audit-outage-thermo", Stream: "temperature"}
 	doctor := policies.UserPrincipal("audit-outage-doctor")
-	queried := func() int64 {
+	counts := func() (stored, queried int64) {
 		t.Helper()
-		recs, err := a.Query(ctx, owner, minute, minute.Add(time.Minute), 0)
-		if err != nil || len(recs) > 1 {
-			t.Fatalf("Query = %+v, %v", recs, err)
+		recs := f.queried(t, owner, minute)
+		if len(recs) > 1 {
+			t.Fatalf("one key, %d records: %+v", len(recs), recs)
 		}
-		if len(recs) == 0 {
-			return 0
+		if len(recs) == 1 {
+			queried = recs[0].Count
 		}
-		return recs[0].Count
+		return storedCount(t, f.st, owner, minute), queried
 	}
-	down, cancel := context.WithCancel(ctx)
-	cancel()
 
-	at.Set(minute.Add(10 * time.Second))
-	a.Record(doctor, policies.ActRead, "care", read)
-	a.Record(doctor, policies.ActRead, "care", read)
-	at.Set(minute.Add(66 * time.Second))
-	a.Flush(down)
-	if s, q := storedCount(t, st, owner, minute), queried(); s != 0 || q != 2 {
+	f.at.Set(minute.Add(10 * time.Second))
+	f.audit.Record(doctor, policies.ActRead, "care", read)
+	f.audit.Record(doctor, policies.ActRead, "care", read)
+	f.at.Set(minute.Add(66 * time.Second))
+	f.audit.Flush(f.down)
+	if s, q := counts(); s != 0 || q != 2 {
 		t.Fatalf("store down: stored %d, queried %d; want 0, 2", s, q)
 	}
-	at.Set(minute.Add(59 * time.Second)) // a decision counted late, for the minute already batched
-	a.Record(doctor, policies.ActRead, "care", read)
-	at.Set(minute.Add(67 * time.Second))
-	a.Flush(ctx)
-	if s, q := storedCount(t, st, owner, minute), queried(); s != 3 || q != 3 {
+	f.at.Set(minute.Add(59 * time.Second)) // a decision counted late, for the minute already batched
+	f.audit.Record(doctor, policies.ActRead, "care", read)
+	f.at.Set(minute.Add(67 * time.Second))
+	f.audit.Flush(ctx)
+	if s, q := counts(); s != 3 || q != 3 {
 		t.Fatalf("store back: stored %d, queried %d; want 3, 3", s, q)
 	}
-	a.Flush(ctx)
-	a.Close()
-	if s := storedCount(t, st, owner, minute); s != 3 {
+	f.audit.Flush(ctx)
+	f.audit.Close()
+	if s := storedCount(t, f.st, owner, minute); s != 3 {
 		t.Fatalf("after more flushes: stored %d, want 3", s)
 	}
 }
@@ -217,35 +213,30 @@ func TestAuditKeepsBatchesWhileTheStoreIsDown(t *testing.T) {
 // A batch that landed although its write reported an error (a write that
 // partly landed) is counted once by queries and stored once by the retry.
 func TestAuditCountsAPartlyStoredBatchOnce(t *testing.T) {
-	st := broker.EmptyStore(t)
+	f := newAuditFixture(t, "w")
 	ctx := context.Background()
 	const owner = "audit-partial-owner"
-	at := &testClock{}
 	minute := time.Date(2026, 11, 28, 13, 0, 0, 0, time.UTC)
-	a := hooks.NewAudit(hooks.AuditConfig{Store: st, Clock: at, Log: zerolog.Nop(), Retention: time.Hour, Writer: "w"})
 	read := policies.Decision{Effect: policies.Allow, Rule: "policy", PolicyID: "p", PolicyOwner: owner, Owner: owner,
 		Thing: "audit-partial-thermo", Stream: "temperature"}
-	at.Set(minute.Add(10 * time.Second))
-	a.Record(policies.UserPrincipal("audit-partial-doctor"), policies.ActRead, "care", read)
-	a.Record(policies.UserPrincipal("audit-partial-doctor"), policies.ActRead, "care", read)
-	at.Set(minute.Add(66 * time.Second))
-	down, cancel := context.WithCancel(ctx)
-	cancel()
-	a.Flush(down)
+	f.at.Set(minute.Add(10 * time.Second))
+	f.audit.Record(policies.UserPrincipal("audit-partial-doctor"), policies.ActRead, "care", read)
+	f.audit.Record(policies.UserPrincipal("audit-partial-doctor"), policies.ActRead, "care", read)
+	f.at.Set(minute.Add(66 * time.Second))
+	f.audit.Flush(f.down)
 	// The write that failed had stored its batch after all.
 	landed := mongo.AuditRecord{Owner: owner, Minute: minute, Who: "audit-partial-doctor", Thing: "audit-partial-thermo",
 		Stream: "temperature", Action: "read", Purpose: "care", Effect: "allow", Rule: "policy", Policy: "p", PolicyOwner: owner, Count: 2}
-	if err := st.AddAudit(ctx, []mongo.AuditBatch{{ID: mongo.AuditBatchID(owner, minute, "w", 1), Owner: owner, Minute: minute,
+	if err := f.st.AddAudit(ctx, []mongo.AuditBatch{{ID: mongo.AuditBatchID(owner, minute, "w", 1), Owner: owner, Minute: minute,
 		Records: []mongo.AuditRecord{landed}}}); err != nil {
 		t.Fatal(err)
 	}
-	recs, err := a.Query(ctx, owner, minute, minute.Add(time.Minute), 0)
-	if err != nil || len(recs) != 1 || recs[0] != landed {
-		t.Fatalf("Query = %+v, %v; want the 2 counted once: %+v", recs, err, landed)
+	if recs := f.queried(t, owner, minute); len(recs) != 1 || recs[0] != landed {
+		t.Fatalf("Query = %+v; want the 2 counted once: %+v", recs, landed)
 	}
-	a.Flush(ctx)
-	a.Close()
-	if n := storedCount(t, st, owner, minute); n != 2 {
+	f.audit.Flush(ctx)
+	f.audit.Close()
+	if n := storedCount(t, f.st, owner, minute); n != 2 {
 		t.Fatalf("stored %d after the retry, want 2", n)
 	}
 }
@@ -253,22 +244,19 @@ func TestAuditCountsAPartlyStoredBatchOnce(t *testing.T) {
 // A minute with more records for one owner than a batch holds is stored in
 // several batches; a client's overlong purpose is cut, not refused.
 func TestAuditSplitsBatchesAndClipsFields(t *testing.T) {
-	st := broker.EmptyStore(t)
-	ctx := context.Background()
+	f := newAuditFixture(t, "")
 	const owner = "audit-split-owner"
-	at := &testClock{}
 	minute := time.Date(2026, 11, 28, 14, 0, 0, 0, time.UTC)
-	a := hooks.NewAudit(hooks.AuditConfig{Store: st, Clock: at, Log: zerolog.Nop(), Retention: time.Hour})
 	read := policies.Decision{Effect: policies.Deny, Rule: "default", Owner: owner, Thing: "audit-split-thermo", Stream: "temperature"}
-	at.Set(minute.Add(10 * time.Second))
+	f.at.Set(minute.Add(10 * time.Second))
 	long := strings.Repeat("p", 300_000)
 	n := mongo.MaxAuditBatch + 1
 	for i := range n {
-		a.Record(policies.UserPrincipal(fmt.Sprintf("audit-split-%d", i)), policies.ActRead, long, read)
+		f.audit.Record(policies.UserPrincipal(fmt.Sprintf("audit-split-%d", i)), policies.ActRead, long, read)
 	}
-	at.Set(minute.Add(66 * time.Second))
-	a.Close()
-	batches, err := st.AuditBatches(ctx, owner, minute, minute.Add(time.Minute))
+	f.at.Set(minute.Add(66 * time.Second))
+	f.audit.Close()
+	batches, err := f.st.AuditBatches(context.Background(), owner, minute, minute.Add(time.Minute))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -292,33 +280,20 @@ func TestAuditSplitsBatchesAndClipsFields(t *testing.T) {
 // is TestAuditKeepsBatchesWhileTheStoreIsDown's, at a size the embedded
 // store writes in a test's time.)
 func TestAuditBacklogIsBounded(t *testing.T) {
-	st := broker.EmptyStore(t)
-	ctx := context.Background()
+	f := newAuditFixture(t, "")
 	const owner = "audit-backlog-owner"
-	at := &testClock{}
 	first := time.Date(2026, 11, 28, 15, 0, 0, 0, time.UTC)
-	a := hooks.NewAudit(hooks.AuditConfig{Store: st, Clock: at, Log: zerolog.Nop(), Retention: time.Hour})
 	read := policies.Decision{Effect: policies.Deny, Rule: "default", Owner: owner, Thing: "audit-backlog-thermo", Stream: "temperature"}
-	down, cancel := context.WithCancel(ctx)
-	cancel()
 	// Minute one: 2,000 records (one batch); minute two: 99,000 (50 batches).
 	for minute, n := range []int{mongo.MaxAuditBatch, 99_000} {
-		at.Set(first.Add(time.Duration(minute)*time.Minute + 10*time.Second))
+		f.at.Set(first.Add(time.Duration(minute)*time.Minute + 10*time.Second))
 		for i := range n {
-			a.Record(policies.UserPrincipal(fmt.Sprintf("audit-backlog-%d", i)), policies.ActRead, "", read)
+			f.audit.Record(policies.UserPrincipal(fmt.Sprintf("audit-backlog-%d", i)), policies.ActRead, "", read)
 		}
-		at.Set(first.Add(time.Duration(minute+1)*time.Minute + 6*time.Second))
-		a.Flush(down)
+		f.at.Set(first.Add(time.Duration(minute+1)*time.Minute + 6*time.Second))
+		f.audit.Flush(f.down)
 	}
-	queried := func(from time.Time) int {
-		t.Helper()
-		recs, err := a.Query(ctx, owner, from, from.Add(time.Minute), 0)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return len(recs)
-	}
-	if one, two := queried(first), queried(first.Add(time.Minute)); one != 0 || two != 99_000 {
+	if one, two := len(f.queried(t, owner, first)), len(f.queried(t, owner, first.Add(time.Minute))); one != 0 || two != 99_000 {
 		t.Fatalf("%d records of minute one and %d of minute two kept; want 0 (dropped, the oldest) and 99,000", one, two)
 	}
 }
@@ -372,6 +347,36 @@ func TestAuditStartMigratesTheLegacyTrail(t *testing.T) {
 	if err != nil || len(recs) != 1 || recs[0].Count != 9 {
 		t.Errorf("Query = %+v, %v; want one record of 9", recs, err)
 	}
+}
+
+// auditFixture is an audit trail on a metadata store of its own (a prune
+// drops whole days, which would reach into other tests' records), with its
+// clock and a context whose store calls all fail: the store down.
+type auditFixture struct {
+	st    *mongo.Store
+	audit *hooks.Audit
+	at    *testClock
+	down  context.Context
+}
+
+func newAuditFixture(t *testing.T, writer string) auditFixture {
+	t.Helper()
+	st := broker.EmptyStore(t)
+	at := &testClock{}
+	down, cancel := context.WithCancel(context.Background())
+	cancel()
+	a := hooks.NewAudit(hooks.AuditConfig{Store: st, Clock: at, Log: zerolog.Nop(), Retention: time.Hour, Writer: writer})
+	return auditFixture{st: st, audit: a, at: at, down: down}
+}
+
+// queried returns owner's records, stored or not yet, of the minute from.
+func (f auditFixture) queried(t *testing.T, owner string, from time.Time) []mongo.AuditRecord {
+	t.Helper()
+	recs, err := f.audit.Query(context.Background(), owner, from, from.Add(time.Minute), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return recs
 }
 
 // storedCount is the count owner's stored records hold for the minute from.
