@@ -17,7 +17,7 @@ import (
 )
 
 // The audit trail (docs/control-plane.md) is stored in one collection per
-// UTC day, named by AuditCollection, each holding one document per owner,
+// UTC day, named by auditCollection, each holding one document per owner,
 // minute and write:
 //
 //	audit.2026-11-26  {_id: owner|unix minute|writer|n, owner, minute,
@@ -98,8 +98,8 @@ func AuditBatchID(owner string, minute time.Time, writer string, n int64) string
 	return fmt.Sprintf("%s|%d|%s|%d", owner, minute.Unix()/60, writer, n)
 }
 
-// AuditCollection is the collection holding the records of t's UTC day.
-func AuditCollection(t time.Time) string { return auditPrefix + t.UTC().Format(auditDayFormat) }
+// auditCollection is the collection holding the records of t's UTC day.
+func auditCollection(t time.Time) string { return auditPrefix + t.UTC().Format(auditDayFormat) }
 
 type auditDoc struct {
 	ID      string    `bson:"_id"`
@@ -127,7 +127,7 @@ func (s *Store) AddAudit(ctx context.Context, batches []AuditBatch) error {
 		if err != nil {
 			return fmt.Errorf("encode audit batch %s: %w", b.ID, err)
 		}
-		day := AuditCollection(b.Minute)
+		day := auditCollection(b.Minute)
 		if _, ok := byDay[day]; !ok {
 			days = append(days, day)
 		}
@@ -176,8 +176,8 @@ func onlyDuplicates(err error) bool {
 	return true
 }
 
-// auditDayCollections lists the stored day collections, oldest first, with the
-// start of each day.
+// auditDayCollections lists the stored day collections, oldest first,
+// with the start of each day.
 func (s *Store) auditDayCollections(ctx context.Context) ([]string, []time.Time, error) {
 	names, err := s.db.ListCollectionNames(ctx, bson.D{})
 	if err != nil {
@@ -221,8 +221,8 @@ func (s *Store) AuditBatches(ctx context.Context, owner string, since, until tim
 			if err := json.Unmarshal([]byte(d.Records), &recs); err != nil {
 				return nil, fmt.Errorf("read audit records of %s: document %s: %w", day, d.ID, err)
 			}
-			for i := range recs {
-				recs[i].Owner, recs[i].Minute = d.Owner, d.Minute.UTC()
+			for j := range recs {
+				recs[j].Owner, recs[j].Minute = d.Owner, d.Minute.UTC()
 			}
 			out = append(out, AuditBatch{ID: d.ID, Owner: d.Owner, Minute: d.Minute.UTC(), Records: recs})
 		}
