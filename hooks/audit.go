@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -33,6 +34,10 @@ type Audit struct {
 	writer    string                             // this run's name in stored documents' ids
 
 	shards [auditShards]auditShard
+	// minute is the current minute, kept by a ticker while the audit runs
+	// on the wall clock (0 otherwise): reading the clock was half of what
+	// recording a delivery cost.
+	minute atomic.Int64
 
 	flushMu   sync.Mutex         // one flush at a time; guards open, pending, batches and lastPrune
 	open      map[auditKey]int64 // counts of minutes not over yet (and a late count of one that is)
@@ -161,7 +166,7 @@ var effectNames = [...]string{"deny", "allow", "constrained"}
 // Record counts one decision. It is the enforcer's AuditFunc: owners' own
 // access, a thing's own and decisions about unowned things are not recorded.
 // It does not allocate once the minute's key exists.
-func (a *Audit) Record(p policies.Principal, act policies.Action, purpose string, d policies.Decision) {
+func (a *Audit) Record(p policies.Principal, act policies.Action, purpose string, d *policies.Decision) {
 	if d.Owner == "" || d.Thing == "" {
 		return
 	}
@@ -181,7 +186,7 @@ func (a *Audit) Record(p policies.Principal, act policies.Action, purpose string
 	}
 	k := auditKey{owner: d.Owner, who: p.ID, whoKind: p.Kind, thing: d.Thing, stream: mongo.ClipAuditField(d.Stream),
 		purpose: mongo.ClipAuditField(purpose), action: act, effect: effect, rule: d.Rule, policy: d.PolicyID,
-		polOwner: d.PolicyOwner, minute: a.clock.Now().Unix() / 60}
+		polOwner: d.PolicyOwner, minute: a.currentMinute()}
 	// Sharded by who and which thing: one subscriber's deliveries from many
 	// things (a fan-in) are recorded from as many publishers' goroutines at
 	// once, and on one lock they queued behind whichever holder the
@@ -199,6 +204,32 @@ func (a *Audit) Record(p policies.Principal, act policies.Action, purpose string
 	s.mu.Unlock()
 }
 
+// currentMinute is the minute a record made now counts in.
+func (a *Audit) currentMinute() int64 {
+	if m := a.minute.Load(); m != 0 {
+		return m
+	}
+	return a.clock.Now().Unix() / 60
+}
+
+// keepMinute updates a.minute every second until stop closes. A record may
+// so count in the minute before its own for up to a second (longer if this
+// goroutine is starved); it is then a late count of that minute, which a
+// flush stores in its own document, not a lost one.
+func (a *Audit) keepMinute(stop <-chan struct{}) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		a.minute.Store(time.Now().Unix() / 60)
+		select {
+		case <-stop:
+			a.minute.Store(0)
+			return
+		case <-t.C:
+		}
+	}
+}
+
 // Start flushes every interval until Close, and moves a trail stored by
 // an earlier Veil into the current layout.
 func (a *Audit) Start(interval time.Duration) {
@@ -210,9 +241,18 @@ func (a *Audit) Start(interval time.Duration) {
 		defer close(migrated)
 		a.migrate(ctx)
 	}()
+	ticked := make(chan struct{})
+	if _, wall := a.clock.(policies.SystemClock); wall {
+		go func() {
+			defer close(ticked)
+			a.keepMinute(a.stop)
+		}()
+	} else {
+		close(ticked) // a test's clock is read on every record
+	}
 	go func() {
 		defer close(a.done)
-		defer func() { <-migrated }()
+		defer func() { <-migrated; <-ticked }()
 		t := time.NewTicker(interval)
 		defer t.Stop()
 		for {

@@ -190,16 +190,16 @@ func TestAuditRecordAggregatesWithoutAllocating(t *testing.T) {
 	doctor := policies.UserPrincipal("doctor")
 	d := policies.Decision{Effect: policies.Allow, Rule: "policy", PolicyID: "doctor-location", PolicyOwner: "an",
 		Owner: "an", Thing: "watch-1", Stream: "location", View: &policies.View{}}
-	a.Record(doctor, policies.ActRead, "diagnosis", d) // creates the minute's key
-	allocs := testing.AllocsPerRun(1000, func() { a.Record(doctor, policies.ActRead, "diagnosis", d) })
+	a.Record(doctor, policies.ActRead, "diagnosis", &d) // creates the minute's key
+	allocs := testing.AllocsPerRun(1000, func() { a.Record(doctor, policies.ActRead, "diagnosis", &d) })
 	if allocs != 0 {
 		t.Fatalf("Record allocates %.1f times per call", allocs)
 	}
 	owner := policies.Decision{Effect: policies.Allow, Rule: "owner", Owner: "an", Thing: "watch-1", Stream: "location"}
-	a.Record(policies.UserPrincipal("an"), policies.ActRead, "", owner)
-	a.Record(policies.UserPrincipal("peter"), policies.ActRead, "", policies.Decision{Effect: policies.Allow, Rule: "co_owner", Owner: "an", Thing: "watch-1"})
-	a.Record(policies.UserPrincipal("x"), policies.ActRead, "", policies.Decision{Rule: "unknown-thing"})
-	a.Record(policies.UserPrincipal("stranger"), policies.ActRead, "", policies.Decision{Rule: "default", Owner: "an", Thing: "watch-1", Stream: "location"})
+	a.Record(policies.UserPrincipal("an"), policies.ActRead, "", &owner)
+	a.Record(policies.UserPrincipal("peter"), policies.ActRead, "", &policies.Decision{Effect: policies.Allow, Rule: "co_owner", Owner: "an", Thing: "watch-1"})
+	a.Record(policies.UserPrincipal("x"), policies.ActRead, "", &policies.Decision{Rule: "unknown-thing"})
+	a.Record(policies.UserPrincipal("stranger"), policies.ActRead, "", &policies.Decision{Rule: "default", Owner: "an", Thing: "watch-1", Stream: "location"})
 	var n int
 	var total int64
 	for i := range a.shards {
@@ -230,7 +230,7 @@ func TestAuditRecordManyKeysOneShard(t *testing.T) {
 	for round := 0; round < 50; round++ {
 		for i, purpose := range purposes {
 			for range i + 1 {
-				a.Record(doctor, policies.ActRead, purpose, policies.Decision{Rule: "default", Owner: "an", Thing: "watch-1", Stream: "location"})
+				a.Record(doctor, policies.ActRead, purpose, &policies.Decision{Rule: "default", Owner: "an", Thing: "watch-1", Stream: "location"})
 			}
 		}
 	}
@@ -248,6 +248,43 @@ func TestAuditRecordManyKeysOneShard(t *testing.T) {
 	}
 }
 
+type fixedClock time.Time
+
+func (c fixedClock) Now() time.Time { return time.Time(c) }
+
+// On the wall clock a running audit reads the minute a ticker keeps, not
+// the clock; the minute must be the current one, and be dropped on stop.
+func TestAuditKeepsTheMinute(t *testing.T) {
+	a := NewAudit(AuditConfig{})
+	stop, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		a.keepMinute(stop)
+	}()
+	deadline := time.Now().Add(5 * time.Second)
+	for a.minute.Load() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the minute was never kept")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	before := time.Now().Unix() / 60
+	got := a.currentMinute()
+	if after := time.Now().Unix() / 60; got < before-1 || got > after {
+		t.Fatalf("minute %d, want %d..%d", got, before-1, after)
+	}
+	close(stop)
+	<-done
+	if m := a.minute.Load(); m != 0 {
+		t.Fatalf("minute %d kept after stop", m)
+	}
+	at := time.Date(2026, 11, 26, 10, 30, 0, 0, time.UTC)
+	a = NewAudit(AuditConfig{Clock: fixedClock(at)})
+	if got, want := a.currentMinute(), at.Unix()/60; got != want {
+		t.Fatalf("minute %d on a test clock, want %d", got, want)
+	}
+}
+
 func BenchmarkAuditRecord(b *testing.B) {
 	a := NewAudit(AuditConfig{})
 	p := policies.UserPrincipal("doctor")
@@ -256,7 +293,7 @@ func BenchmarkAuditRecord(b *testing.B) {
 	b.ReportAllocs()
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
-			a.Record(p, policies.ActRead, "diagnosis", d)
+			a.Record(p, policies.ActRead, "diagnosis", &d)
 		}
 	})
 }
@@ -275,7 +312,7 @@ func BenchmarkAuditRecordFanIn(b *testing.B) {
 	b.RunParallel(func(pb *testing.PB) {
 		i := 0
 		for pb.Next() {
-			a.Record(p, policies.ActRead, "", ds[i%len(ds)])
+			a.Record(p, policies.ActRead, "", &ds[i%len(ds)])
 			i += 7
 		}
 	})

@@ -67,7 +67,9 @@ type EnforcerConfig struct {
 
 // AuditFunc receives one access decision: who, what action, under which
 // declared purpose, and the engine's decision (thing, stream, rule, policy).
-type AuditFunc func(p policies.Principal, act policies.Action, purpose string, d policies.Decision)
+// The decision is shared (see policies.Engine.DecideShared): it must not be
+// modified or kept.
+type AuditFunc func(p policies.Principal, act policies.Action, purpose string, d *policies.Decision)
 
 // Attach adds an audit sink and system-topic handlers to an enforcer built
 // before them (the control plane is assembled after the enforcer). Call it
@@ -203,7 +205,7 @@ func (h *Enforcer) decideWrite(p policies.Principal, topic string, audit bool) b
 	if res.Kind == policies.ResCommand {
 		act = policies.ActCommand
 	}
-	d := h.engine.Decide(policies.Request{Principal: p, Topic: topic, Action: act})
+	d := h.engine.DecideShared(&policies.Request{Principal: p, Topic: topic, Action: act})
 	if audit && h.audit != nil {
 		h.audit(p, act, "", d)
 	}
@@ -278,19 +280,21 @@ func (h *Enforcer) maySubscribe(cl *mqtt.Client, s *session, filter, purpose str
 
 // decideRead finds the decision for a delivery to s on topic, trying each
 // purpose the client declared for it.
-func (h *Enforcer) decideRead(s *session, topic string) policies.Decision {
+func (h *Enforcer) decideRead(s *session, topic string) *policies.Decision {
 	d, _ := h.decideReadPurpose(s, topic)
 	return d
 }
 
 // decideReadPurpose is decideRead that also names the purpose decided under.
-func (h *Enforcer) decideReadPurpose(s *session, topic string) (policies.Decision, string) {
+// The decision is shared: it must not be modified.
+func (h *Enforcer) decideReadPurpose(s *session, topic string) (*policies.Decision, string) {
 	var buf [4]string
-	var d policies.Decision
+	var d *policies.Decision
 	var purpose string
+	req := policies.Request{Principal: s.principal, Topic: topic, Action: policies.ActRead}
 	for _, purpose = range s.purposes(topic, buf[:0]) {
-		d = h.engine.Decide(policies.Request{Principal: s.principal, Topic: topic, Action: policies.ActRead, Purpose: purpose})
-		if d.Allowed() {
+		req.Purpose = purpose
+		if d = h.engine.DecideShared(&req); d.Allowed() {
 			return d, purpose
 		}
 	}

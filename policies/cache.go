@@ -142,11 +142,13 @@ func (c *decisionCache) get(k *cacheKey, clock Clock) *cacheEntry {
 	return e
 }
 
-// put stores d computed at global generation gl. The generations in deps
-// were read during the evaluation, under the engine's read lock, so a change
-// that raced with it has bumped one of them and the entry is born stale.
-func (c *decisionCache) put(k *cacheKey, d Decision, gl uint64, deps []depRef) {
+// put stores d computed at global generation gl, and returns its entry. The
+// generations in deps were read during the evaluation, under the engine's
+// read lock, so a change that raced with it has bumped one of them and the
+// entry is born stale.
+func (c *decisionCache) put(k *cacheKey, d Decision, gl uint64, deps []depRef) *cacheEntry {
 	e := &cacheEntry{key: *k, d: d, global: gl, ndeps: len(deps)}
 	copy(e.deps[:], deps)
 	c.slot(k).Store(e)
+	return e
 }

@@ -345,3 +345,43 @@ func TestCacheCoOwnerPolicyChange(t *testing.T) {
 		t.Error("peter still counted as a co-owner")
 	}
 }
+
+// DecideShared hands out the cache's own decision: it must be Decide's
+// answer, shared while it holds, and left alone by a change, which makes
+// the next call answer anew.
+func TestDecideShared(t *testing.T) {
+	e := household(t, newFakeClock(t0))
+	_ = e.PutPolicy("an", Policy{ID: "doc", Priority: 1, Effect: "allow", Subjects: []string{"role:doctor"},
+		Resources: []string{"things/watch-1/data/location"}, Actions: []Action{ActRead},
+		Constraints: []Constraint{{Kind: "accuracy", Field: "lat", Step: 0.01}}})
+	reqs := []Request{
+		{Principal: UserPrincipal("doctor"), Topic: "things/watch-1/data/location", Action: ActRead},
+		{Principal: UserPrincipal("an"), Topic: "things/lock-1/state", Action: ActRead},
+		{Principal: UserPrincipal("stranger"), Topic: "things/watch-1/data/location", Action: ActRead},
+		{Principal: UserPrincipal("doctor"), Topic: "things/no-such-thing/data/x", Action: ActRead}, // not cached
+	}
+	for _, req := range reqs {
+		want := e.Decide(req)
+		got := e.DecideShared(&req)
+		if *got != want {
+			t.Fatalf("%+v: DecideShared %+v, Decide %+v", req, *got, want)
+		}
+		if again := e.DecideShared(&req); *again != want {
+			t.Fatalf("%+v: second DecideShared %+v", req, *again)
+		}
+	}
+	doctor := &reqs[0]
+	first := e.DecideShared(doctor)
+	if again := e.DecideShared(doctor); again != first {
+		t.Fatal("a cached decision was not shared")
+	}
+	kept := *first
+	_ = e.PutPolicy("an", Policy{ID: "doc", Priority: 1, Effect: "deny", Subjects: []string{"role:doctor"},
+		Resources: []string{"things/watch-1/data/location"}, Actions: []Action{ActRead}})
+	if after := e.DecideShared(doctor); after.Allowed() || after == first {
+		t.Fatalf("after the change: %+v (shared: %v)", *after, after == first)
+	}
+	if *first != kept {
+		t.Fatalf("a change modified a shared decision: %+v, was %+v", *first, kept)
+	}
+}

@@ -628,22 +628,28 @@ func (x *evalCtx) expiresBefore(t packedTime) bool {
 func (x *evalCtx) active(r *relRec) bool { return r.status == statActive && x.inWindow(r) }
 
 // Decide answers one request, from the cache when it can.
-func (e *Engine) Decide(req Request) Decision {
-	k := &req
-	if c := e.cache.get(k, e.clock); c != nil {
-		return c.d
+func (e *Engine) Decide(req Request) Decision { return *e.DecideShared(&req) }
+
+// DecideShared is Decide for the delivery path: the decision it returns may
+// be the cache's own, shared by every caller and never to be modified, and
+// req is not copied. A decision is 144 bytes; copying it (and the request)
+// through the hooks was most of what deciding a delivery from the cache
+// cost.
+func (e *Engine) DecideShared(req *Request) *Decision {
+	if c := e.cache.get(req, e.clock); c != nil {
+		return &c.d
 	}
 	e.mu.RLock()
-	x := evalCtx{e: e, req: req, now: e.clock.Now()}
+	x := evalCtx{e: e, req: *req, now: e.clock.Now()}
 	d := e.evaluate(&x)
 	gl := e.global.n.Load()
 	e.mu.RUnlock()
 	d.Expires = x.expires
 	d.Dynamic = x.dynamic
 	if !x.dynamic && !x.uncacheable {
-		e.cache.put(k, d, gl, x.deps[:x.ndeps])
+		return &e.cache.put(req, d, gl, x.deps[:x.ndeps]).d
 	}
-	return d
+	return &d
 }
 
 // DecideUncached evaluates without the cache (benchmarks, audits).
