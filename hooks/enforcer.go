@@ -449,8 +449,8 @@ func (h *Enforcer) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet
 			return pk, packets.ErrRejectPacket
 		}
 	}
-	if res, ok := policies.ParseTopic(pk.TopicName); ok && res.Kind == policies.ResData && h.live != nil {
-		h.live.Observe(res.Thing, res.Name, pk.Payload)
+	if res, ok := policies.ParseTopic(pk.TopicName); h.live != nil && ok && res.Kind == policies.ResData {
+		h.live.Observe(pk.TopicName, pk.Payload)
 	}
 	m := newMessage(pk.TopicName, pk.Payload, &h.parses)
 	h.fanouts.begin(m)

@@ -1,6 +1,7 @@
 package hooks
 
 import (
+	"maps"
 	"sync"
 	"sync/atomic"
 
@@ -13,13 +14,20 @@ import (
 // Observe runs on every publish, Value only when a condition asks, so a
 // reading is kept as the publisher sent it and parsed the first time a
 // condition reads it: a broker whose policies never look at live data pays
-// one pointer store per publish, not a JSON parse.
+// a map read and one pointer store per publish, not a JSON parse.
 type LiveValues struct {
-	streams sync.Map // liveKey → *atomic.Pointer[liveReading]; read without a lock by every publish
+	// Streams by data topic, read without a lock by every publish: an
+	// immutable map, replaced whole with the ones added since once those
+	// have been asked for often enough to pay for the copy (so a broker
+	// with many streams does not copy all of them for each new one).
+	streams atomic.Pointer[map[string]*liveSlot]
+	mu      sync.Mutex
+	added   map[string]*liveSlot // streams not in streams yet; under mu
+	misses  int                  // lookups that found a stream only in added; under mu
 	pool    fastjson.ParserPool
 }
 
-type liveKey struct{ thing, stream string }
+type liveSlot = atomic.Pointer[liveReading]
 
 // liveReading is one stream's latest payload; fields holds its top-level
 // scalars once parsed (nil if it was not a JSON object).
@@ -34,32 +42,73 @@ func NewLiveValues() *LiveValues { return &LiveValues{} }
 
 // Value implements policies.ContextProvider.
 func (l *LiveValues) Value(thing, stream, field string) (any, bool) {
-	slot, ok := l.streams.Load(liveKey{thing, stream})
-	if !ok {
+	var buf [128]byte
+	key := append(append(append(append(buf[:0], "things/"...), thing...), "/data/"...), stream...)
+	slot := l.slot(string(key), nil)
+	if slot == nil {
 		return nil, false
 	}
-	r := slot.(*atomic.Pointer[liveReading]).Load()
+	r := slot.Load()
 	r.once.Do(func() { r.fields = l.parse(r.raw) })
 	v, ok := r.fields[field]
 	return v, ok
 }
 
-// Observe records payload as the latest reading of thing's stream. The
-// payload is kept, not copied: the caller must not modify it afterwards
-// (mochi reads every packet into a fresh buffer).
-func (l *LiveValues) Observe(thing, stream string, payload []byte) {
+// Observe records payload as the latest reading of the stream of topic, a
+// data topic (things/{thing}/data/{stream}). The payload is kept, not
+// copied: the caller must not modify it afterwards (mochi reads every
+// packet into a fresh buffer).
+func (l *LiveValues) Observe(topic string, payload []byte) {
 	r := &liveReading{raw: payload}
-	k := liveKey{thing, stream}
-	if slot, ok := l.streams.Load(k); ok {
-		slot.(*atomic.Pointer[liveReading]).Store(r)
-		return
+	if s := l.slot(topic, r); s.Load() != r {
+		s.Store(r)
 	}
-	// A stream's first reading is in its slot before anyone can see the slot.
-	fresh := new(atomic.Pointer[liveReading])
-	fresh.Store(r)
-	if slot, loaded := l.streams.LoadOrStore(k, fresh); loaded {
-		slot.(*atomic.Pointer[liveReading]).Store(r)
+}
+
+// slot returns the slot of topic's stream. A stream not seen yet gets one
+// holding first, so that nobody sees it empty; with first nil it has none.
+func (l *LiveValues) slot(topic string, first *liveReading) *liveSlot {
+	if m := l.streams.Load(); m != nil {
+		if s := (*m)[topic]; s != nil {
+			return s
+		}
 	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	read := l.streams.Load()
+	if read != nil {
+		if s := (*read)[topic]; s != nil { // promoted meanwhile
+			return s
+		}
+	}
+	s := l.added[topic]
+	switch {
+	case s != nil:
+		l.misses++
+	case first == nil:
+		return nil
+	default:
+		s = new(liveSlot)
+		s.Store(first)
+		if l.added == nil {
+			l.added = map[string]*liveSlot{}
+		}
+		l.added[topic] = s
+	}
+	n := 0
+	if read != nil {
+		n = len(*read)
+	}
+	if l.misses >= len(l.added)+n/8 {
+		m := make(map[string]*liveSlot, n+len(l.added))
+		if read != nil {
+			maps.Copy(m, *read)
+		}
+		maps.Copy(m, l.added)
+		l.streams.Store(&m)
+		l.added, l.misses = nil, 0
+	}
+	return s
 }
 
 // parse returns the top-level scalar fields of a JSON object; anything else

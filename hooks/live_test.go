@@ -8,9 +8,9 @@ import (
 
 func TestLiveValues(t *testing.T) {
 	l := NewLiveValues()
-	l.Observe("thermo-1", "temperature", []byte(`{"value":21.37,"unit":"C","ok":true,"door":false,"nested":{"x":1},"list":[1],"nil":null}`))
-	l.Observe("thermo-1", "humidity", []byte(`not json`))
-	l.Observe("thermo-1", "battery", []byte(`[1,2]`))
+	l.Observe("things/thermo-1/data/temperature", []byte(`{"value":21.37,"unit":"C","ok":true,"door":false,"nested":{"x":1},"list":[1],"nil":null}`))
+	l.Observe("things/thermo-1/data/humidity", []byte(`not json`))
+	l.Observe("things/thermo-1/data/battery", []byte(`[1,2]`))
 	for _, c := range []struct {
 		thing, stream, field string
 		want                 any // nil: absent
@@ -34,12 +34,51 @@ func TestLiveValues(t *testing.T) {
 	}
 
 	// A newer reading replaces the whole previous one, fields it lacks included.
-	l.Observe("thermo-1", "temperature", []byte(`{"value":19}`))
+	l.Observe("things/thermo-1/data/temperature", []byte(`{"value":19}`))
 	if got, _ := l.Value("thermo-1", "temperature", "value"); got != 19.0 {
 		t.Errorf("after a newer reading value = %v, want 19", got)
 	}
 	if got, ok := l.Value("thermo-1", "temperature", "unit"); ok {
 		t.Errorf("a field of the previous reading survived: unit = %v", got)
+	}
+}
+
+// Streams first seen at different times, some read often, some never:
+// each must keep its own latest reading across the moves of the new ones
+// into the map read without a lock.
+func TestLiveValuesManyStreams(t *testing.T) {
+	l := NewLiveValues()
+	const streams = 2000
+	for round := range 3 {
+		for i := range streams {
+			if i%(round+1) != 0 {
+				continue // later rounds skip some: they keep an older reading
+			}
+			l.Observe(fmt.Sprintf("things/t-%d/data/s", i), fmt.Appendf(nil, `{"v":%d}`, round*streams+i))
+			if i%7 == 0 { // a condition reading a young stream at once
+				if v, ok := l.Value(fmt.Sprintf("t-%d", i), "s", "v"); !ok || v != float64(round*streams+i) {
+					t.Fatalf("round %d stream %d: just observed, Value = %v, %v", round, i, v, ok)
+				}
+			}
+		}
+	}
+	for i := range streams {
+		last := 0
+		for round := range 3 {
+			if i%(round+1) == 0 {
+				last = round
+			}
+		}
+		v, ok := l.Value(fmt.Sprintf("t-%d", i), "s", "v")
+		if !ok || v != float64(last*streams+i) {
+			t.Fatalf("stream %d: Value = %v, %v; want %d", i, v, ok, last*streams+i)
+		}
+	}
+	if _, ok := l.Value("t-0", "other", "v"); ok {
+		t.Fatal("a stream never observed has a value")
+	}
+	if m := l.streams.Load(); m == nil || len(*m) < streams/2 {
+		t.Fatalf("the streams were never moved to the map read without a lock")
 	}
 }
 
@@ -53,7 +92,7 @@ func TestLiveValuesConcurrent(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			for i := range 500 {
-				l.Observe(fmt.Sprintf("t-%d", i%3), "s", fmt.Appendf(nil, `{"v":%d}`, w*1000+i))
+				l.Observe(fmt.Sprintf("things/t-%d/data/s", i%3), fmt.Appendf(nil, `{"v":%d}`, w*1000+i))
 			}
 		}()
 		go func() {
@@ -78,16 +117,16 @@ func TestLiveValuesConcurrent(t *testing.T) {
 // records its payload, from many publishers' goroutines at once.
 func BenchmarkLiveObserve(b *testing.B) {
 	l := NewLiveValues()
-	things := make([]string, 30)
-	for i := range things {
-		things[i] = fmt.Sprintf("sensor-%d", i+1)
+	topics := make([]string, 30)
+	for i := range topics {
+		topics[i] = fmt.Sprintf("things/sensor-%d/data/temperature", i+1)
 	}
 	payload := []byte(`{"temperature":21.37}`)
 	b.ReportAllocs()
 	b.RunParallel(func(pb *testing.PB) {
 		i := 0
 		for pb.Next() {
-			l.Observe(things[i%len(things)], "temperature", payload)
+			l.Observe(topics[i%len(topics)], payload)
 			i++
 		}
 	})
