@@ -478,27 +478,32 @@ func (h *Enforcer) OnPacketEncode(cl *mqtt.Client, pk packets.Packet) packets.Pa
 	}
 	s := h.session(cl)
 	if s == nil {
-		return h.drop(cl, pk)
-	}
-	defer h.timing.encodeEnd(h.timing.encodeStart(&s.encodes))
-	d := h.decideRead(s, pk.TopicName)
-	if !d.Allowed() {
-		return h.drop(cl, pk)
-	}
-	if d.View == nil || !d.View.Rewrites() {
+		h.drop(cl, &pk)
 		return pk
 	}
-	out, err := h.views.render(d.View, pk.Payload)
-	if err != nil {
-		return h.drop(cl, pk)
+	// No defer, and the packet (800 bytes) is edited in place: a defer
+	// makes the function zero its result on entry, and every call taking
+	// or returning a packet copies it.
+	started := h.timing.encodeStart(&s.encodes)
+	d := h.decideRead(s, pk.TopicName)
+	switch {
+	case !d.Allowed():
+		h.drop(cl, &pk)
+	case d.View == nil || !d.View.Rewrites():
+	default:
+		if out, err := h.views.render(d.View, pk.Payload); err != nil {
+			h.drop(cl, &pk)
+		} else {
+			pk.Payload = out
+		}
 	}
-	pk.Payload = out
+	h.timing.encodeEnd(started)
 	return pk
 }
 
 // drop turns pk into a packet mochi cannot encode, so WritePacket writes
 // nothing, and forgets it as inflight so it is never resent.
-func (h *Enforcer) drop(cl *mqtt.Client, pk packets.Packet) packets.Packet {
+func (h *Enforcer) drop(cl *mqtt.Client, pk *packets.Packet) {
 	h.count("encode_dropped")
 	h.log.Debug().Str("client", cl.ID).Str("topic", pk.TopicName).Msg("delivery refused at encode")
 	if pk.FixedHeader.Qos > 0 {
@@ -506,7 +511,6 @@ func (h *Enforcer) drop(cl *mqtt.Client, pk packets.Packet) packets.Packet {
 	}
 	pk.FixedHeader.Type = packets.Reserved
 	pk.Payload = nil
-	return pk
 }
 
 // OnSessionEstablish prunes what a taken-over session would resend: inflight

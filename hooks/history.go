@@ -235,7 +235,7 @@ func (h *History) parse(cl *mqtt.Client, pk packets.Packet) (q query, err error)
 	// The same decision a live delivery gets, for the action history. An
 	// unknown thing and a refused one answer alike: nobody learns which
 	// things exist.
-	if !h.engine.Decide(h.request(q)).Allowed() {
+	if d := h.engine.Decide(h.request(q)); !d.Allowed() {
 		return q, fmt.Errorf("not allowed: the history of %s is not shared with you", q.resource)
 	}
 	if h.source == nil {

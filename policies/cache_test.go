@@ -166,11 +166,11 @@ func TestCacheConcurrentChanges(t *testing.T) {
 			})
 		}
 		e.DeletePolicy("an", "doc")
-		if e.Decide(req).Allowed() {
+		if e.DecideShared(&req).Allowed() {
 			t.Fatal("allowed right after the policy was deleted")
 		}
 		wg.Wait()
-		if e.Decide(req).Allowed() {
+		if e.DecideShared(&req).Allowed() {
 			t.Fatal("allowed after the racing readers finished")
 		}
 	}
@@ -208,7 +208,8 @@ func TestMaySubscribe(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.who.String()+" "+tc.filter, func(t *testing.T) {
-			if got := e.MaySubscribe(tc.who, tc.filter, tc.purpose).Reason(); got != tc.want {
+			if d := e.MaySubscribe(tc.who, tc.filter, tc.purpose); d.Reason() != tc.want {
+				got := d.Reason()
 				t.Fatalf("got %s, want %s", got, tc.want)
 			}
 		})
@@ -320,7 +321,8 @@ func TestCacheCoOwnerPolicyChange(t *testing.T) {
 	check := func(step, want string) {
 		t.Helper()
 		e.Decide(req) // cached, if it can be
-		if got, unc := e.Decide(req).Reason(), e.DecideUncached(req).Reason(); got != want || unc != want {
+		d, u := e.Decide(req), e.DecideUncached(req)
+		if got, unc := d.Reason(), u.Reason(); got != want || unc != want {
 			t.Fatalf("%s: cached %s, uncached %s, want %s", step, got, unc, want)
 		}
 	}

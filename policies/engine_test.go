@@ -70,8 +70,9 @@ func household(t testing.TB, clock Clock) *Engine {
 	return e
 }
 
-func decide(e *Engine, who Principal, topic string, act Action, purpose string) Decision {
-	return e.Decide(Request{Principal: who, Topic: topic, Action: act, Purpose: purpose})
+func decide(e *Engine, who Principal, topic string, act Action, purpose string) *Decision {
+	d := e.Decide(Request{Principal: who, Topic: topic, Action: act, Purpose: purpose})
+	return &d
 }
 
 func TestBuiltinRules(t *testing.T) {
@@ -149,7 +150,7 @@ func TestVisitorWindowBoundaries(t *testing.T) {
 	clock := newFakeClock(windowFrom.Add(-time.Nanosecond))
 	e := household(t, clock)
 	ruth := UserPrincipal("ruth")
-	cmd := func() Decision { return decide(e, ruth, "things/lock-1/cmd/unlock", ActCommand, "") }
+	cmd := func() *Decision { return decide(e, ruth, "things/lock-1/cmd/unlock", ActCommand, "") }
 	if d := cmd(); d.Allowed() {
 		t.Fatal("allowed 1ns before valid_from")
 	} else if !d.Expires.Equal(windowFrom) {

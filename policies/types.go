@@ -262,15 +262,17 @@ type Decision struct {
 	Expires time.Time
 }
 
-// Allowed reports whether the decision grants access.
-func (d Decision) Allowed() bool { return d.Effect == Allow }
+// Allowed reports whether the decision grants access. Decision's methods
+// take a pointer: a decision is 144 bytes, and a value receiver, even
+// inlined, copied it on every delivery.
+func (d *Decision) Allowed() bool { return d.Effect == Allow }
 
 // Constrained reports whether an allowed decision rewrites or limits data.
-func (d Decision) Constrained() bool { return d.View != nil }
+func (d *Decision) Constrained() bool { return d.View != nil }
 
 // Reason renders why, for logs and the audit trail: "rule:owner",
 // "policy:doctor-location", "deny:default".
-func (d Decision) Reason() string {
+func (d *Decision) Reason() string {
 	if d.Rule == "policy" {
 		return "policy:" + d.PolicyID
 	}
