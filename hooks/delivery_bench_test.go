@@ -25,12 +25,22 @@ func BenchmarkDeliveryHooks(b *testing.B) {
 	}
 }
 
-func benchDeliveryHooks(b *testing.B, fanin bool) {
-	e := policies.NewEngine(policies.Options{Secret: []byte("bench")})
+// deliveryFixture is an enforcer over the household of
+// BenchmarkDeliveryHooks, with clients made without a network.
+type deliveryFixture struct {
+	tb       testing.TB
+	engine   *policies.Engine
+	enforcer *Enforcer
+	server   *mqtt.Server
+	sessions *Sessions
+}
+
+func newDeliveryFixture(tb testing.TB, clock policies.Clock) *deliveryFixture {
+	e := policies.NewEngine(policies.Options{Secret: []byte("bench"), Clock: clock})
 	must := func(err error) {
-		b.Helper()
+		tb.Helper()
 		if err != nil {
-			b.Fatal(err)
+			tb.Fatal(err)
 		}
 	}
 	must(e.PutUser(policies.User{Name: "an"}))
@@ -39,25 +49,37 @@ func benchDeliveryHooks(b *testing.B, fanin bool) {
 	for i := range 30 {
 		must(e.PutThing(policies.Thing{ID: fmt.Sprintf("sensor-%d", i), Owner: "an", Kind: "sensor", Streams: []string{"temperature"}}))
 	}
-	must(e.PutPolicy("an", policies.Policy{ID: "doctor-temperature", Priority: 40, Effect: "allow", Subjects: []string{"role:doctor"},
-		Resources: []string{"things/+/data/temperature"}, Actions: []policies.Action{policies.ActRead},
-		Constraints: []policies.Constraint{{Kind: "accuracy", Field: "temperature", Step: 0.1}}}))
+	must(e.PutPolicy("an", doctorTemperature))
 
 	srv := mqtt.New(&mqtt.Options{InlineClient: false})
-	sessions := &Sessions{}
-	client := func(id string, p policies.Principal) *mqtt.Client {
-		x, y := net.Pipe()
-		b.Cleanup(func() { _ = x.Close(); _ = y.Close() })
-		cl := srv.NewClient(x, "bench", id, false)
-		sessions.put(cl, newSession(p, false, ""))
-		return cl
+	audit := NewAudit(AuditConfig{Clock: clock})
+	if clock == nil {
+		stop := make(chan struct{})
+		go audit.keepMinute(stop) // as Start does
+		tb.Cleanup(func() { close(stop) })
 	}
-	audit := NewAudit(AuditConfig{})
-	stop := make(chan struct{})
-	go audit.keepMinute(stop) // as Start does
-	b.Cleanup(func() { close(stop) })
-	h := NewEnforcer(EnforcerConfig{Engine: e, Sessions: sessions, Server: srv, Live: NewLiveValues(), Audit: audit.Record})
+	f := &deliveryFixture{tb: tb, engine: e, server: srv, sessions: &Sessions{}}
+	f.enforcer = NewEnforcer(EnforcerConfig{Engine: e, Sessions: f.sessions, Server: srv, Clock: clock, Live: NewLiveValues(), Audit: audit.Record})
+	return f
+}
 
+// doctorTemperature is the example household's doctor policy.
+var doctorTemperature = policies.Policy{ID: "doctor-temperature", Priority: 40, Effect: "allow", Subjects: []string{"role:doctor"},
+	Resources: []string{"things/+/data/temperature"}, Actions: []policies.Action{policies.ActRead},
+	Constraints: []policies.Constraint{{Kind: "accuracy", Field: "temperature", Step: 0.1}}}
+
+// client returns a connected client of p with a session.
+func (f *deliveryFixture) client(id string, p policies.Principal) *mqtt.Client {
+	x, y := net.Pipe()
+	f.tb.Cleanup(func() { _ = x.Close(); _ = y.Close() })
+	cl := f.server.NewClient(x, "bench", id, false)
+	f.sessions.put(cl, newSession(p, false, ""))
+	return cl
+}
+
+func benchDeliveryHooks(b *testing.B, fanin bool) {
+	f := newDeliveryFixture(b, nil)
+	h, client := f.enforcer, f.client
 	var pubs, subs []*mqtt.Client
 	if fanin {
 		for i := range 30 {

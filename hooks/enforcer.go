@@ -319,7 +319,8 @@ func (h *Enforcer) mayDeliver(cl *mqtt.Client, s *session, topic string) bool {
 		}
 		return false
 	}
-	d, purpose := h.decideReadPurpose(s, topic)
+	m := h.fanouts.current(topic)
+	d, purpose := h.decideDelivery(s, topic, m)
 	if h.audit != nil {
 		h.audit(s.principal, policies.ActRead, purpose, d)
 	}
@@ -330,8 +331,11 @@ func (h *Enforcer) mayDeliver(cl *mqtt.Client, s *session, topic string) bool {
 	if d.View == nil {
 		return true
 	}
+	if m == nil {
+		m = h.retainedMessage(topic)
+	}
 	// Without the payload at hand, OnPacketEncode judges the real one.
-	if m := h.currentMessage(topic); m != nil {
+	if m != nil {
 		if _, err := h.views.renderMessage(d.View, m); err != nil {
 			h.count("delivery_withheld")
 			return false
@@ -344,12 +348,26 @@ func (h *Enforcer) mayDeliver(cl *mqtt.Client, s *session, topic string) bool {
 	return true
 }
 
-// currentMessage is the message being fanned out on topic (set in OnPublish),
-// or else the retained message a new subscription is being sent.
-func (h *Enforcer) currentMessage(topic string) *message {
-	if m := h.fanouts.current(topic); m != nil {
-		return m
+// decideDelivery is decideReadPurpose for a delivery of m (nil: not a
+// fan-out's), asking the engine once per principal in a fan-out when the
+// subscriber declared its purpose on CONNECT only. A policy change during
+// the fan-out reaches this message's later subscribers at encode, where
+// every delivery is decided again.
+func (h *Enforcer) decideDelivery(s *session, topic string, m *message) (*policies.Decision, string) {
+	if m == nil || !s.connectPurposeOnly() {
+		return h.decideReadPurpose(s, topic)
 	}
+	if d := m.decision(s.principal, s.purpose); d != nil {
+		return d, s.purpose
+	}
+	d, purpose := h.decideReadPurpose(s, topic)
+	m.decide(s.principal, purpose, d)
+	return d, purpose
+}
+
+// retainedMessage is the retained message on topic, which a new
+// subscription is being sent.
+func (h *Enforcer) retainedMessage(topic string) *message {
 	if h.server == nil {
 		return nil
 	}
@@ -485,7 +503,7 @@ func (h *Enforcer) OnPacketEncode(cl *mqtt.Client, pk packets.Packet) packets.Pa
 	// makes the function zero its result on entry, and every call taking
 	// or returning a packet copies it.
 	started := h.timing.encodeStart(&s.encodes)
-	d := h.decideRead(s, pk.TopicName)
+	d := h.decideEncode(s, pk.TopicName)
 	switch {
 	case !d.Allowed():
 		h.drop(cl, &pk)
@@ -499,6 +517,22 @@ func (h *Enforcer) OnPacketEncode(cl *mqtt.Client, pk packets.Packet) packets.Pa
 	}
 	h.timing.encodeEnd(started)
 	return pk
+}
+
+// decideEncode is decideRead for the write loop, which asks the engine
+// again only when the topic or the configuration changed since its last
+// delivery (for a subscriber that declared its purpose on CONNECT only).
+func (h *Enforcer) decideEncode(s *session, topic string) *policies.Decision {
+	if !s.connectPurposeOnly() {
+		return h.decideRead(s, topic)
+	}
+	changes := h.engine.Changes()
+	if d := s.encoded.get(topic, changes); d != nil {
+		return d
+	}
+	d := h.decideRead(s, topic)
+	s.encoded.put(topic, changes, d)
+	return d
 }
 
 // drop turns pk into a packet mochi cannot encode, so WritePacket writes

@@ -29,6 +29,46 @@ type session struct {
 	pending  atomic.Pointer[map[string]string] // filters of a SUBSCRIBE being processed → purpose
 
 	encodes atomic.Uint64 // PUBLISH packets encoded for the client (Timing samples by it)
+
+	// The write loop's last delivery decision: consecutive deliveries are
+	// mostly of one topic, and deciding again cost a fan-out more than
+	// anything else Veil does per delivery but the audit.
+	encoded encodeMemo
+}
+
+// encodeMemo is a delivery decision for one topic, valid while the
+// engine's configuration is unchanged. A mutex, not atomics: the write loop
+// is nearly its only user (a resend may encode from another goroutine), and
+// replacing it must not allocate, since a fan-in's subscriber gets a
+// different topic with every delivery.
+type encodeMemo struct {
+	mu      sync.Mutex
+	topic   string
+	changes uint64 // Engine.Changes() before d was decided
+	d       *policies.Decision
+}
+
+// get returns the decision for topic if it was the last one kept and the
+// configuration has not changed since (changes is Engine.Changes()).
+func (m *encodeMemo) get(topic string, changes uint64) *policies.Decision {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.d != nil && m.changes == changes && m.topic == topic {
+		return m.d
+	}
+	return nil
+}
+
+// put keeps d, decided for topic after the configuration's changes-th
+// change, unless it must be decided anew each time (it depends on live
+// data or ends at a time).
+func (m *encodeMemo) put(topic string, changes uint64, d *policies.Decision) {
+	if d.Dynamic || !d.Expires.IsZero() {
+		return
+	}
+	m.mu.Lock()
+	m.topic, m.changes, m.d = topic, changes, d
+	m.mu.Unlock()
 }
 
 // filterPurpose is one subscription that declared a purpose.
@@ -52,6 +92,13 @@ func (s *session) purposes(topic string, buf []string) []string {
 		buf = append(buf, s.purpose)
 	}
 	return buf
+}
+
+// connectPurposeOnly reports whether every delivery to s is asked for
+// under its CONNECT purpose: no subscription declared one.
+func (s *session) connectPurposeOnly() bool {
+	fps := s.purposed.Load()
+	return fps == nil || len(*fps) == 0
 }
 
 // subscribed records granted filters, or forgets them (purpose nil).

@@ -61,6 +61,14 @@ type message struct {
 	parses *atomic.Int64
 	memo   [2]atomic.Pointer[rendered]
 
+	// The delivery decisions of the fan-out so far, by principal: mochi
+	// asks once per subscriber, and a fan-out's subscribers are mostly a
+	// few principals (a household's devices and apps). decisions counts the
+	// questions, so that a message with one subscriber (a fan-in) keeps
+	// nothing.
+	decided   [4]atomic.Pointer[decidedFor]
+	decisions atomic.Int32
+
 	// Set when the message's publish path is timed (Timing).
 	timedSince time.Time
 	timedNS    atomic.Int64
@@ -68,6 +76,45 @@ type message struct {
 
 func newMessage(topic string, raw []byte, parses *atomic.Int64) *message {
 	return &message{topic: topic, raw: raw, parses: parses}
+}
+
+// decidedFor is a delivery decision of one message for who, asking under
+// purpose.
+type decidedFor struct {
+	who     policies.Principal
+	purpose string
+	d       *policies.Decision
+}
+
+// decision returns the decision of this message's fan-out for who under
+// purpose, or nil when there is none yet.
+func (m *message) decision(who policies.Principal, purpose string) *policies.Decision {
+	for i := range m.decided {
+		e := m.decided[i].Load()
+		if e == nil {
+			break
+		}
+		if e.who == who && e.purpose == purpose {
+			return e.d
+		}
+	}
+	return nil
+}
+
+// decide counts a delivery question and keeps d, the answer for who under
+// purpose, for the fan-out's later subscribers: from the second question
+// on, and only a decision that holds for the whole fan-out (one that
+// depends on live data or ends at a time is asked anew).
+func (m *message) decide(who policies.Principal, purpose string, d *policies.Decision) {
+	if m.decisions.Add(1) < 2 || d.Dynamic || !d.Expires.IsZero() {
+		return
+	}
+	e := &decidedFor{who: who, purpose: purpose, d: d}
+	for i := range m.decided {
+		if m.decided[i].CompareAndSwap(nil, e) {
+			return
+		}
+	}
 }
 
 // fanouts holds the messages being fanned out right now, by topic, so that
