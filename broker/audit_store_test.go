@@ -50,7 +50,7 @@ func TestAuditWritesFinishedMinutes(t *testing.T) {
 		Thing: "audit-thermo", Stream: "temperature"}
 	record := func(a *hooks.Audit, n int) {
 		for range n {
-			a.Record(doctor, policies.ActRead, "care", &read)
+			a.Record(doctor, policies.ActRead, "care", &read, 1)
 		}
 	}
 	minute := func(hhmm string) time.Time {
@@ -129,8 +129,8 @@ func TestAuditPrunesOneIntervalAfterTheStart(t *testing.T) {
 
 	at.Set(day(9, 0, 10))
 	a := newAudit()
-	a.Record(doctor, policies.ActRead, "care", &read)
-	a.Record(doctor, policies.ActRead, "care", &read)
+	a.Record(doctor, policies.ActRead, "care", &read, 1)
+	a.Record(doctor, policies.ActRead, "care", &read, 1)
 	at.Set(day(9, 1, 6))
 	a.Close() // 09:00's two, expiring at 10:00
 	if n := stored(day(9, 0, 0)); n != 2 {
@@ -141,7 +141,7 @@ func TestAuditPrunesOneIntervalAfterTheStart(t *testing.T) {
 	at.Set(day(10, 5, 0))
 	b := newAudit()
 	defer b.Close()
-	b.Record(doctor, policies.ActRead, "care", &read) // 10:05, expiring at 11:05
+	b.Record(doctor, policies.ActRead, "care", &read, 1) // 10:05, expiring at 11:05
 	down, cancel := context.WithCancel(ctx)
 	cancel() // a flush whose store calls all fail
 	for _, step := range []struct {
@@ -189,15 +189,15 @@ func TestAuditKeepsBatchesWhileTheStoreIsDown(t *testing.T) {
 	}
 
 	f.at.Set(minute.Add(10 * time.Second))
-	f.audit.Record(doctor, policies.ActRead, "care", &read)
-	f.audit.Record(doctor, policies.ActRead, "care", &read)
+	f.audit.Record(doctor, policies.ActRead, "care", &read, 1)
+	f.audit.Record(doctor, policies.ActRead, "care", &read, 1)
 	f.at.Set(minute.Add(66 * time.Second))
 	f.audit.Flush(f.down)
 	if s, q := counts(); s != 0 || q != 2 {
 		t.Fatalf("store down: stored %d, queried %d; want 0, 2", s, q)
 	}
 	f.at.Set(minute.Add(59 * time.Second)) // a decision counted late, for the minute already batched
-	f.audit.Record(doctor, policies.ActRead, "care", &read)
+	f.audit.Record(doctor, policies.ActRead, "care", &read, 1)
 	f.at.Set(minute.Add(67 * time.Second))
 	f.audit.Flush(ctx)
 	if s, q := counts(); s != 3 || q != 3 {
@@ -220,8 +220,8 @@ func TestAuditCountsAPartlyStoredBatchOnce(t *testing.T) {
 	read := policies.Decision{Effect: policies.Allow, Rule: "policy", PolicyID: "p", PolicyOwner: owner, Owner: owner,
 		Thing: "audit-partial-thermo", Stream: "temperature"}
 	f.at.Set(minute.Add(10 * time.Second))
-	f.audit.Record(policies.UserPrincipal("audit-partial-doctor"), policies.ActRead, "care", &read)
-	f.audit.Record(policies.UserPrincipal("audit-partial-doctor"), policies.ActRead, "care", &read)
+	f.audit.Record(policies.UserPrincipal("audit-partial-doctor"), policies.ActRead, "care", &read, 1)
+	f.audit.Record(policies.UserPrincipal("audit-partial-doctor"), policies.ActRead, "care", &read, 1)
 	f.at.Set(minute.Add(66 * time.Second))
 	f.audit.Flush(f.down)
 	// The write that failed had stored its batch after all.
@@ -252,7 +252,7 @@ func TestAuditSplitsBatchesAndClipsFields(t *testing.T) {
 	long := strings.Repeat("p", 300_000)
 	n := mongo.MaxAuditBatch + 1
 	for i := range n {
-		f.audit.Record(policies.UserPrincipal(fmt.Sprintf("audit-split-%d", i)), policies.ActRead, long, &read)
+		f.audit.Record(policies.UserPrincipal(fmt.Sprintf("audit-split-%d", i)), policies.ActRead, long, &read, 1)
 	}
 	f.at.Set(minute.Add(66 * time.Second))
 	f.audit.Close()
@@ -288,7 +288,7 @@ func TestAuditBacklogIsBounded(t *testing.T) {
 	for minute, n := range []int{mongo.MaxAuditBatch, 99_000} {
 		f.at.Set(first.Add(time.Duration(minute)*time.Minute + 10*time.Second))
 		for i := range n {
-			f.audit.Record(policies.UserPrincipal(fmt.Sprintf("audit-backlog-%d", i)), policies.ActRead, "", &read)
+			f.audit.Record(policies.UserPrincipal(fmt.Sprintf("audit-backlog-%d", i)), policies.ActRead, "", &read, 1)
 		}
 		f.at.Set(first.Add(time.Duration(minute+1)*time.Minute + 6*time.Second))
 		f.audit.Flush(f.down)

@@ -98,11 +98,11 @@ type recentCount struct {
 	n int64
 }
 
-// add counts one k; the caller holds mu.
-func (s *auditShard) add(k auditKey) {
+// add counts n of k; the caller holds mu.
+func (s *auditShard) add(k auditKey, n int64) {
 	for i := range s.recent {
 		if r := &s.recent[i]; r.n > 0 && r.k == k {
-			r.n++
+			r.n += n
 			return
 		}
 	}
@@ -111,7 +111,7 @@ func (s *auditShard) add(k auditKey) {
 	if r.n > 0 {
 		s.m[r.k] += r.n
 	}
-	*r = recentCount{k: k, n: 1}
+	*r = recentCount{k: k, n: n}
 }
 
 // drain folds the recent counts into m; the caller holds mu.
@@ -164,10 +164,10 @@ const (
 
 var effectNames = [...]string{"deny", "allow", "constrained"}
 
-// Record counts one decision. It is the enforcer's AuditFunc: owners' own
-// access, a thing's own and decisions about unowned things are not recorded.
-// It does not allocate once the minute's key exists.
-func (a *Audit) Record(p policies.Principal, act policies.Action, purpose string, d *policies.Decision) {
+// Record counts n alike decisions. It is the enforcer's AuditFunc: owners'
+// own access, a thing's own and decisions about unowned things are not
+// recorded. It does not allocate once the minute's key exists.
+func (a *Audit) Record(p policies.Principal, act policies.Action, purpose string, d *policies.Decision, n int64) {
 	if d.Owner == "" || d.Thing == "" {
 		return
 	}
@@ -198,7 +198,7 @@ func (a *Audit) Record(p policies.Principal, act policies.Action, purpose string
 	h := uint64(uintptr(unsafe.Pointer(unsafe.StringData(p.ID)))) ^ uint64(uintptr(unsafe.Pointer(unsafe.StringData(d.Thing))))*31
 	s := &a.shards[(h*0x9E3779B97F4A7C15>>32)%auditShards]
 	s.mu.Lock()
-	s.add(k)
+	s.add(k, n)
 	s.mu.Unlock()
 }
 

@@ -190,16 +190,16 @@ func TestAuditRecordAggregatesWithoutAllocating(t *testing.T) {
 	doctor := policies.UserPrincipal("doctor")
 	d := policies.Decision{Effect: policies.Allow, Rule: "policy", PolicyID: "doctor-location", PolicyOwner: "an",
 		Owner: "an", Thing: "watch-1", Stream: "location", View: &policies.View{}}
-	a.Record(doctor, policies.ActRead, "diagnosis", &d) // creates the minute's key
-	allocs := testing.AllocsPerRun(1000, func() { a.Record(doctor, policies.ActRead, "diagnosis", &d) })
+	a.Record(doctor, policies.ActRead, "diagnosis", &d, 1) // creates the minute's key
+	allocs := testing.AllocsPerRun(1000, func() { a.Record(doctor, policies.ActRead, "diagnosis", &d, 1) })
 	if allocs != 0 {
 		t.Fatalf("Record allocates %.1f times per call", allocs)
 	}
 	owner := policies.Decision{Effect: policies.Allow, Rule: "owner", Owner: "an", Thing: "watch-1", Stream: "location"}
-	a.Record(policies.UserPrincipal("an"), policies.ActRead, "", &owner)
-	a.Record(policies.UserPrincipal("peter"), policies.ActRead, "", &policies.Decision{Effect: policies.Allow, Rule: "co_owner", Owner: "an", Thing: "watch-1"})
-	a.Record(policies.UserPrincipal("x"), policies.ActRead, "", &policies.Decision{Rule: "unknown-thing"})
-	a.Record(policies.UserPrincipal("stranger"), policies.ActRead, "", &policies.Decision{Rule: "default", Owner: "an", Thing: "watch-1", Stream: "location"})
+	a.Record(policies.UserPrincipal("an"), policies.ActRead, "", &owner, 1)
+	a.Record(policies.UserPrincipal("peter"), policies.ActRead, "", &policies.Decision{Effect: policies.Allow, Rule: "co_owner", Owner: "an", Thing: "watch-1"}, 1)
+	a.Record(policies.UserPrincipal("x"), policies.ActRead, "", &policies.Decision{Rule: "unknown-thing"}, 1)
+	a.Record(policies.UserPrincipal("stranger"), policies.ActRead, "", &policies.Decision{Rule: "default", Owner: "an", Thing: "watch-1", Stream: "location"}, 1)
 	var n int
 	var total int64
 	for i := range a.shards {
@@ -230,7 +230,7 @@ func TestAuditRecordManyKeysOneShard(t *testing.T) {
 	for round := 0; round < 50; round++ {
 		for i, purpose := range purposes {
 			for range i + 1 {
-				a.Record(doctor, policies.ActRead, purpose, &policies.Decision{Rule: "default", Owner: "an", Thing: "watch-1", Stream: "location"})
+				a.Record(doctor, policies.ActRead, purpose, &policies.Decision{Rule: "default", Owner: "an", Thing: "watch-1", Stream: "location"}, 1)
 			}
 		}
 	}
@@ -293,7 +293,7 @@ func BenchmarkAuditRecord(b *testing.B) {
 	b.ReportAllocs()
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
-			a.Record(p, policies.ActRead, "diagnosis", &d)
+			a.Record(p, policies.ActRead, "diagnosis", &d, 1)
 		}
 	})
 }
@@ -312,7 +312,7 @@ func BenchmarkAuditRecordFanIn(b *testing.B) {
 	b.RunParallel(func(pb *testing.PB) {
 		i := 0
 		for pb.Next() {
-			a.Record(p, policies.ActRead, "", &ds[i%len(ds)])
+			a.Record(p, policies.ActRead, "", &ds[i%len(ds)], 1)
 			i += 7
 		}
 	})

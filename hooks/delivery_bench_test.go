@@ -36,6 +36,12 @@ type deliveryFixture struct {
 }
 
 func newDeliveryFixture(tb testing.TB, clock policies.Clock) *deliveryFixture {
+	return newAuditedFixture(tb, clock, nil)
+}
+
+// newAuditedFixture is newDeliveryFixture telling audit (nil: an Audit)
+// every decision.
+func newAuditedFixture(tb testing.TB, clock policies.Clock, auditFn AuditFunc) *deliveryFixture {
 	e := policies.NewEngine(policies.Options{Secret: []byte("bench"), Clock: clock})
 	must := func(err error) {
 		tb.Helper()
@@ -59,7 +65,10 @@ func newDeliveryFixture(tb testing.TB, clock policies.Clock) *deliveryFixture {
 		tb.Cleanup(func() { close(stop) })
 	}
 	f := &deliveryFixture{tb: tb, engine: e, server: srv, sessions: &Sessions{}}
-	f.enforcer = NewEnforcer(EnforcerConfig{Engine: e, Sessions: f.sessions, Server: srv, Clock: clock, Live: NewLiveValues(), Audit: audit.Record})
+	if auditFn == nil {
+		auditFn = audit.Record
+	}
+	f.enforcer = NewEnforcer(EnforcerConfig{Engine: e, Sessions: f.sessions, Server: srv, Clock: clock, Live: NewLiveValues(), Audit: auditFn})
 	return f
 }
 

@@ -65,11 +65,12 @@ type EnforcerConfig struct {
 	Timing *Timing
 }
 
-// AuditFunc receives one access decision: who, what action, under which
-// declared purpose, and the engine's decision (thing, stream, rule, policy).
+// AuditFunc receives n alike access decisions: who, what action, under
+// which declared purpose, and the engine's decision (thing, stream, rule,
+// policy).
 // The decision is shared (see policies.Engine.DecideShared): it must not be
 // modified or kept.
-type AuditFunc func(p policies.Principal, act policies.Action, purpose string, d *policies.Decision)
+type AuditFunc func(p policies.Principal, act policies.Action, purpose string, d *policies.Decision, n int64)
 
 // Attach adds an audit sink and system-topic handlers to an enforcer built
 // before them (the control plane is assembled after the enforcer). Call it
@@ -207,7 +208,7 @@ func (h *Enforcer) decideWrite(p policies.Principal, topic string, audit bool) b
 	}
 	d := h.engine.DecideShared(&policies.Request{Principal: p, Topic: topic, Action: act})
 	if audit && h.audit != nil {
-		h.audit(p, act, "", d)
+		h.audit(p, act, "", d, 1)
 	}
 	return d.Allowed()
 }
@@ -320,9 +321,13 @@ func (h *Enforcer) mayDeliver(cl *mqtt.Client, s *session, topic string) bool {
 		return false
 	}
 	m := h.fanouts.current(topic)
-	d, purpose := h.decideDelivery(s, topic, m)
+	d, purpose, kept := h.decideDelivery(s, topic, m)
 	if h.audit != nil {
-		h.audit(s.principal, policies.ActRead, purpose, d)
+		if kept != nil {
+			h.countDelivery(m, kept)
+		} else {
+			h.audit(s.principal, policies.ActRead, purpose, d, 1)
+		}
 	}
 	if !d.Allowed() {
 		h.count("delivery_denied")
@@ -353,16 +358,49 @@ func (h *Enforcer) mayDeliver(cl *mqtt.Client, s *session, topic string) bool {
 // subscriber declared its purpose on CONNECT only. A policy change during
 // the fan-out reaches this message's later subscribers at encode, where
 // every delivery is decided again.
-func (h *Enforcer) decideDelivery(s *session, topic string, m *message) (*policies.Decision, string) {
+// The decision kept in m is returned too, if there is one, to count the
+// delivery for the audit with.
+func (h *Enforcer) decideDelivery(s *session, topic string, m *message) (*policies.Decision, string, *decidedFor) {
 	if m == nil || !s.connectPurposeOnly() {
-		return h.decideReadPurpose(s, topic)
+		d, purpose := h.decideReadPurpose(s, topic)
+		return d, purpose, nil
 	}
-	if d := m.decision(s.principal, s.purpose); d != nil {
-		return d, s.purpose
+	if e := m.decision(s.principal, s.purpose); e != nil {
+		return e.d, s.purpose, e
 	}
 	d, purpose := h.decideReadPurpose(s, topic)
-	m.decide(s.principal, purpose, d)
-	return d, purpose
+	return d, purpose, m.decide(s.principal, purpose, d)
+}
+
+// countDelivery counts a delivery decided by e, kept in m, for the audit:
+// in e while the fan-out lasts, recorded together when it ends
+// (auditFanout). One counted after that is recorded here, with whatever
+// else came late: the increment comes before the look at closed, and the
+// closing after closed is set, so one of the two records it.
+func (h *Enforcer) countDelivery(m *message, e *decidedFor) {
+	e.n.Add(1)
+	if m.closed.Load() {
+		if n := e.n.Swap(0); n > 0 {
+			h.audit(e.who, policies.ActRead, e.purpose, e.d, n)
+		}
+	}
+}
+
+// auditFanout records the deliveries counted in m's decisions, once m's
+// fan-out has ended or another message took its place.
+func (h *Enforcer) auditFanout(m *message) {
+	if m == nil || h.audit == nil || m.closed.Swap(true) {
+		return
+	}
+	for i := range m.decided {
+		e := m.decided[i].Load()
+		if e == nil {
+			break
+		}
+		if n := e.n.Swap(0); n > 0 {
+			h.audit(e.who, policies.ActRead, e.purpose, e.d, n)
+		}
+	}
 }
 
 // retainedMessage is the retained message on topic, which a new
@@ -471,7 +509,7 @@ func (h *Enforcer) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet
 		h.live.Observe(pk.TopicName, pk.Payload)
 	}
 	m := newMessage(pk.TopicName, pk.Payload, &h.parses)
-	h.fanouts.begin(m)
+	h.auditFanout(h.fanouts.begin(m))
 	if timed {
 		h.timing.begin(m, decision, started)
 	}
@@ -480,7 +518,7 @@ func (h *Enforcer) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet
 
 // OnPublished ends the fan-out.
 func (h *Enforcer) OnPublished(cl *mqtt.Client, pk packets.Packet) {
-	h.fanouts.end(pk.TopicName, pk.Payload)
+	h.auditFanout(h.fanouts.end(pk.TopicName, pk.Payload))
 	h.timing.end(pk.TopicName, pk.Payload)
 }
 

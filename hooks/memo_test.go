@@ -1,6 +1,9 @@
 package hooks
 
 import (
+	"fmt"
+	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -115,5 +118,109 @@ func TestFanoutDecisionsPerPrincipalAndPurpose(t *testing.T) {
 			}
 		}
 		h.OnPublished(sensor, pk)
+	}
+}
+
+// auditTally adds up what an enforcer tells its audit, by who and effect.
+type auditTally struct {
+	mu sync.Mutex
+	n  map[string]int64
+}
+
+func (a *auditTally) record(p policies.Principal, _ policies.Action, _ string, d *policies.Decision, n int64) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.n == nil {
+		a.n = map[string]int64{}
+	}
+	a.n[p.ID+" "+d.Reason()] += n
+}
+
+// fanOut publishes one message of pub on its topic to every one of subs,
+// as mochi calls the hooks.
+func fanOut(t *testing.T, h *Enforcer, pub *mqtt.Client, subs []*mqtt.Client) {
+	topic := "things/" + pub.ID[:strings.IndexByte(pub.ID+"#", '#')] + "/data/temperature"
+	pk := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish}, TopicName: topic, Payload: []byte(`{"temperature":21.37}`)}
+	if !h.OnACLCheck(pub, topic, true) {
+		t.Error("publish refused")
+		return
+	}
+	if _, err := h.OnPublish(pub, pk); err != nil {
+		t.Error(err)
+		return
+	}
+	for _, sub := range subs {
+		h.OnACLCheck(sub, topic, false)
+	}
+	h.OnPublished(pub, pk)
+}
+
+// A fan-out counts its deliveries for the audit in the decisions it keeps
+// and records them when it ends. Every delivery must be counted exactly
+// once: with publishers at once on different topics and on one topic (whose
+// messages take each other's place while their fan-outs run).
+func TestFanoutAuditCountsEveryDelivery(t *testing.T) {
+	var tally auditTally
+	f := newAuditedFixture(t, nil, tally.record)
+	var subs []*mqtt.Client
+	for i := range 10 {
+		subs = append(subs, f.client(fmt.Sprintf("an-%d", i), policies.UserPrincipal("an")),
+			f.client(fmt.Sprintf("doctor-%d", i), policies.UserPrincipal("doctor")),
+			f.client(fmt.Sprintf("stranger-%d", i), policies.UserPrincipal("stranger")))
+	}
+	// Client ids "sensor-5#a" and "sensor-5#b": two connections of one thing.
+	var pubs []*mqtt.Client
+	for _, id := range []string{"sensor-1", "sensor-2", "sensor-3", "sensor-5#a", "sensor-5#b"} {
+		pubs = append(pubs, f.client(id, policies.ThingPrincipal(id[:strings.IndexByte(id+"#", '#')])))
+	}
+	const messages = 200
+	var wg sync.WaitGroup
+	for _, pub := range pubs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range messages {
+				fanOut(t, f.enforcer, pub, subs)
+			}
+		}()
+	}
+	wg.Wait()
+	deliveries := int64(len(pubs) * messages * 10)
+	for who, reason := range map[string]string{"an": "rule:owner", "doctor": "policy:doctor-temperature", "stranger": "deny:default"} {
+		if got := tally.n[who+" "+reason]; got != deliveries {
+			t.Errorf("%s: %d deliveries audited as %s, want %d (all: %v)", who, got, reason, deliveries, tally.n)
+		}
+	}
+}
+
+// A message that another topic's takes the place of in the middle of its
+// fan-out records what it counted then; its later deliveries are recorded
+// one by one.
+func TestFanoutAuditSurvivesEviction(t *testing.T) {
+	var tally auditTally
+	f := newAuditedFixture(t, nil, tally.record)
+	h := f.enforcer
+	a := "things/sensor-1/data/temperature"
+	var b string // a topic sharing a's slot in the table of fan-outs
+	for i := 0; b == ""; i++ {
+		if topic := fmt.Sprintf("things/t%d/data/temperature", i); h.fanouts.slot(topic) == h.fanouts.slot(a) {
+			b = topic
+		}
+	}
+	doctors := []*mqtt.Client{f.client("doctor-0", policies.UserPrincipal("doctor")), f.client("doctor-1", policies.UserPrincipal("doctor")),
+		f.client("doctor-2", policies.UserPrincipal("doctor")), f.client("doctor-3", policies.UserPrincipal("doctor"))}
+	sensor := f.client("sensor-1", policies.ThingPrincipal("sensor-1"))
+	pa := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish}, TopicName: a, Payload: []byte(`{"temperature":21.37}`)}
+	if _, err := h.OnPublish(sensor, pa); err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range doctors[:3] { // the second and third are counted in the message
+		h.OnACLCheck(d, a, false)
+	}
+	h.auditFanout(h.fanouts.begin(newMessage(b, []byte(`{}`), nil))) // as OnPublish of b does
+	h.OnACLCheck(doctors[3], a, false)
+	h.OnPublished(sensor, pa)
+	if got := tally.n["doctor policy:doctor-temperature"]; got != 4 {
+		t.Fatalf("%d deliveries audited, want 4 (all: %v)", got, tally.n)
 	}
 }

@@ -69,7 +69,7 @@ func (h *Enforcer) mayReceive(cl *mqtt.Client, topic string) bool {
 		return true
 	}
 	if h.audit != nil {
-		h.audit(s.principal, policies.ActRead, purpose, d)
+		h.audit(s.principal, policies.ActRead, purpose, d, 1)
 	}
 	h.count("delivery_denied")
 	return false

@@ -68,6 +68,7 @@ type message struct {
 	// nothing.
 	decided   [4]atomic.Pointer[decidedFor]
 	decisions atomic.Int32
+	closed    atomic.Bool // the fan-out is over: its audit counts are recorded
 
 	// Set when the message's publish path is timed (Timing).
 	timedSince time.Time
@@ -84,18 +85,19 @@ type decidedFor struct {
 	who     policies.Principal
 	purpose string
 	d       *policies.Decision
+	n       atomic.Int64 // deliveries decided by it, not yet told the audit
 }
 
 // decision returns the decision of this message's fan-out for who under
 // purpose, or nil when there is none yet.
-func (m *message) decision(who policies.Principal, purpose string) *policies.Decision {
+func (m *message) decision(who policies.Principal, purpose string) *decidedFor {
 	for i := range m.decided {
 		e := m.decided[i].Load()
 		if e == nil {
 			break
 		}
 		if e.who == who && e.purpose == purpose {
-			return e.d
+			return e
 		}
 	}
 	return nil
@@ -105,16 +107,18 @@ func (m *message) decision(who policies.Principal, purpose string) *policies.Dec
 // purpose, for the fan-out's later subscribers: from the second question
 // on, and only a decision that holds for the whole fan-out (one that
 // depends on live data or ends at a time is asked anew).
-func (m *message) decide(who policies.Principal, purpose string, d *policies.Decision) {
+// It returns what it kept, or nil.
+func (m *message) decide(who policies.Principal, purpose string, d *policies.Decision) *decidedFor {
 	if m.decisions.Add(1) < 2 || d.Dynamic || !d.Expires.IsZero() {
-		return
+		return nil
 	}
 	e := &decidedFor{who: who, purpose: purpose, d: d}
 	for i := range m.decided {
 		if m.decided[i].CompareAndSwap(nil, e) {
-			return
+			return e
 		}
 	}
+	return nil
 }
 
 // fanouts holds the messages being fanned out right now, by topic, so that
@@ -141,8 +145,9 @@ func (f *fanouts) slot(topic string) *atomic.Pointer[message] {
 	return &f.slots[maphash.String(f.seed, topic)&(uint64(len(f.slots))-1)]
 }
 
-// begin makes m the message being fanned out on its topic.
-func (f *fanouts) begin(m *message) { f.slot(m.topic).Store(m) }
+// begin makes m the message being fanned out on its topic, and returns
+// the one it took the place of.
+func (f *fanouts) begin(m *message) *message { return f.slot(m.topic).Swap(m) }
 
 // current returns the message being fanned out on topic, or nil.
 func (f *fanouts) current(topic string) *message {
@@ -152,12 +157,14 @@ func (f *fanouts) current(topic string) *message {
 	return nil
 }
 
-// end forgets the message with payload raw on topic, if it is still there.
-func (f *fanouts) end(topic string, raw []byte) {
+// end forgets the message with payload raw on topic, and returns it, if
+// it is still there (if not, whoever took its place has it).
+func (f *fanouts) end(topic string, raw []byte) *message {
 	slot := f.slot(topic)
-	if m := slot.Load(); m != nil && m.topic == topic && sameBytes(m.raw, raw) {
-		slot.CompareAndSwap(m, nil)
+	if m := slot.Load(); m != nil && m.topic == topic && sameBytes(m.raw, raw) && slot.CompareAndSwap(m, nil) {
+		return m
 	}
+	return nil
 }
 
 func (m *message) payload() (*policies.Payload, error) {
