@@ -1,6 +1,9 @@
 package policies
 
-import "strings"
+import (
+	"math/bits"
+	"strings"
+)
 
 // ResourceKind says which part of a thing a topic addresses.
 type ResourceKind uint8
@@ -21,44 +24,92 @@ type Resource struct {
 }
 
 // ParseTopic parses a concrete application topic. It does not allocate:
-// the strings are slices of topic.
+// the strings are slices of topic. Every publish parses its topic twice
+// (its decision, OnPublish), so it is one pass over the bytes: a topic is
+// valid when it is things/{thing}[/state|/data/{stream}|/cmd/{name}] with
+// non-empty levels and no wildcard or NUL anywhere.
 func ParseTopic(topic string) (Resource, bool) {
-	rest, ok := strings.CutPrefix(topic, "things/")
-	if !ok {
+	const prefix = "things/"
+	if len(topic) <= len(prefix) || topic[:len(prefix)] != prefix {
 		return Resource{}, false
 	}
-	thing, rest, more := strings.Cut(rest, "/")
-	if !validLevel(thing) {
+	rest := topic[len(prefix):]
+	s1, s2 := -1, -1 // the slashes after the thing and after the kind
+	// slash records the slash at j, or reports a fourth level.
+	slash := func(j int) bool {
+		switch {
+		case s1 < 0:
+			s1 = j
+		case s2 < 0:
+			s2 = j
+		default:
+			return false
+		}
+		return true
+	}
+	i := 0
+	for ; len(rest)-i >= 8; i += 8 { // eight bytes at a time, as plainEnd does
+		w := load64(rest[i:])
+		for m := topicSpecial(w); m != 0; {
+			k := bits.TrailingZeros64(m) >> 3
+			if rest[i+k] != '/' || !slash(i+k) {
+				return Resource{}, false // a wildcard, a NUL or a fourth level
+			}
+			// The flags above the lowest may be false: look again at the
+			// bytes after it alone.
+			sh := uint(k+1) * 8
+			if sh == 64 {
+				break
+			}
+			m = topicSpecial(w>>sh) & (highBits >> sh) << sh
+		}
+	}
+	for ; i < len(rest); i++ {
+		switch rest[i] {
+		case '/':
+			if !slash(i) {
+				return Resource{}, false
+			}
+		case '+', '#', 0:
+			return Resource{}, false
+		}
+	}
+	if s1 < 0 {
+		return Resource{Thing: rest, Kind: ResDocument}, true
+	}
+	thing := rest[:s1]
+	if thing == "" {
 		return Resource{}, false
 	}
-	if !more {
-		return Resource{Thing: thing, Kind: ResDocument}, true
+	if s2 < 0 {
+		if rest[s1+1:] == "state" {
+			return Resource{Thing: thing, Kind: ResState}, true
+		}
+		return Resource{}, false
 	}
-	kind, name, hasName := strings.Cut(rest, "/")
+	kind, name := rest[s1+1:s2], rest[s2+1:]
 	switch {
-	case kind == "state" && !hasName:
-		return Resource{Thing: thing, Kind: ResState}, true
-	case kind == "data" && hasName && validLevel(name) && !strings.Contains(name, "/"):
+	case name == "":
+		return Resource{}, false
+	case kind == "data":
 		return Resource{Thing: thing, Kind: ResData, Name: name}, true
-	case kind == "cmd" && hasName && validLevel(name) && !strings.Contains(name, "/"):
+	case kind == "cmd":
 		return Resource{Thing: thing, Kind: ResCommand, Name: name}, true
 	}
 	return Resource{}, false
 }
 
-// validLevel is a non-empty concrete topic level. (A loop: ContainsAny
-// builds a byte set on every call, and every publish parses its topic.)
-func validLevel(s string) bool {
-	if s == "" {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		switch s[i] {
-		case '+', '#', 0:
-			return false
-		}
-	}
-	return true
+const highBits = 0x8080808080808080
+
+// topicSpecial sets the high bit of the bytes of w (little-endian) that are
+// '/', '+', '#' or NUL, exactly for the lowest such byte (the has-zero-byte
+// tests may also flag a byte above a flagged one, never one below).
+func topicSpecial(w uint64) uint64 {
+	const ones = 0x0101010101010101
+	s := w ^ (ones * '/')
+	p := w ^ (ones * '+')
+	h := w ^ (ones * '#')
+	return ((s-ones)&^s | (p-ones)&^p | (h-ones)&^h | (w-ones)&^w) & highBits
 }
 
 // ValidFilter reports whether f is a valid MQTT topic filter: non-empty,
