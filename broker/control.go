@@ -68,6 +68,7 @@ func (b *Broker) addControlPlane(srv *mqtt.Server) error {
 				if n := b.Sessions.Sweep(srv); n > 0 {
 					b.log.Debug().Int("dropped", n).Msg("session records of finished clients dropped")
 				}
+				b.enforcer.SweepFanouts(false)
 			}
 		}
 	}()
@@ -83,6 +84,7 @@ func (b *Broker) closeControlPlane() {
 	}
 	close(b.control.stop)
 	<-b.control.done
+	b.enforcer.SweepFanouts(true) // MQTT is closed: no fan-out is running
 	b.control.audit.Close()
 	b.control = nil
 }

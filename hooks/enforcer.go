@@ -69,7 +69,7 @@ type EnforcerConfig struct {
 // which declared purpose, and the engine's decision (thing, stream, rule,
 // policy).
 // The decision is shared (see policies.Engine.DecideShared): it must not be
-// modified or kept.
+// modified.
 type AuditFunc func(p policies.Principal, act policies.Action, purpose string, d *policies.Decision, n int64)
 
 // Attach adds an audit sink and system-topic handlers to an enforcer built
@@ -355,9 +355,10 @@ func (h *Enforcer) mayDeliver(cl *mqtt.Client, s *session, topic string) bool {
 
 // decideDelivery is decideReadPurpose for a delivery of m (nil: not a
 // fan-out's), asking the engine once per principal in a fan-out when the
-// subscriber declared its purpose on CONNECT only. A policy change during
-// the fan-out reaches this message's later subscribers at encode, where
-// every delivery is decided again.
+// subscriber declared its purpose on CONNECT only, and again after any
+// change of the configuration (a kept decision holds for the changes it
+// was asked at: a message whose fan-out never ended is found by later
+// retained deliveries).
 // The decision kept in m is returned too, if there is one, to count the
 // delivery for the audit with.
 func (h *Enforcer) decideDelivery(s *session, topic string, m *message) (*policies.Decision, string, *decidedFor) {
@@ -365,11 +366,12 @@ func (h *Enforcer) decideDelivery(s *session, topic string, m *message) (*polici
 		d, purpose := h.decideReadPurpose(s, topic)
 		return d, purpose, nil
 	}
-	if e := m.decision(s.principal, s.purpose); e != nil {
+	changes := h.engine.Changes()
+	if e := m.decision(s.principal, s.purpose, changes); e != nil {
 		return e.d, s.purpose, e
 	}
 	d, purpose := h.decideReadPurpose(s, topic)
-	return d, purpose, m.decide(s.principal, purpose, d)
+	return d, purpose, m.decide(s.principal, purpose, changes, d)
 }
 
 // countDelivery counts a delivery decided by e, kept in m, for the audit:
@@ -384,6 +386,15 @@ func (h *Enforcer) countDelivery(m *message, e *decidedFor) {
 			h.audit(e.who, policies.ActRead, e.purpose, e.d, n)
 		}
 	}
+}
+
+// SweepFanouts hands the audit the counts of messages whose fan-out never
+// ended (mochi calls no OnPublished for a publish whose acknowledgement
+// failed or that a later hook refused) and forgets them; the broker calls
+// it every minute, which closes a message the second time it sees it, and
+// with all before its audit's last flush.
+func (h *Enforcer) SweepFanouts(all bool) {
+	h.fanouts.sweep(all, h.auditFanout)
 }
 
 // auditFanout records the deliveries counted in m's decisions, once m's
@@ -568,7 +579,11 @@ func (h *Enforcer) decideEncode(s *session, topic string) *policies.Decision {
 	if d := s.encoded.get(topic, changes); d != nil {
 		return d
 	}
-	d := h.decideRead(s, topic)
+	// Asked under the CONNECT purpose by name, not through s.purposes: a
+	// subscription declaring another purpose may arrive meanwhile, and a
+	// decision asked under it must not be kept for the deliveries after its
+	// unsubscribe.
+	d := h.engine.DecideShared(&policies.Request{Principal: s.principal, Topic: topic, Action: policies.ActRead, Purpose: s.purpose})
 	s.encoded.put(topic, changes, d)
 	return d
 }

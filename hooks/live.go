@@ -44,9 +44,14 @@ func NewLiveValues() *LiveValues { return &LiveValues{} }
 func (l *LiveValues) Value(thing, stream, field string) (any, bool) {
 	var buf [128]byte
 	key := append(append(append(append(buf[:0], "things/"...), thing...), "/data/"...), stream...)
-	slot := l.slot(string(key), nil)
+	var slot *liveSlot
+	if m := l.streams.Load(); m != nil {
+		slot = (*m)[string(key)] // a map index with string(key) does not allocate
+	}
 	if slot == nil {
-		return nil, false
+		if slot = l.slot(string(key), nil); slot == nil {
+			return nil, false
+		}
 	}
 	r := slot.Load()
 	r.once.Do(func() { r.fields = l.parse(r.raw) })

@@ -224,3 +224,92 @@ func TestFanoutAuditSurvivesEviction(t *testing.T) {
 		t.Fatalf("%d deliveries audited, want 4 (all: %v)", got, tally.n)
 	}
 }
+
+// A message whose fan-out never ended (mochi calls no OnPublished when the
+// publisher's acknowledgement fails) stays in the table: later deliveries
+// that find it (retained ones) must see every change of the configuration,
+// and the sweeps must hand its counts to the audit.
+func TestUnendedFanout(t *testing.T) {
+	var tally auditTally
+	f := newAuditedFixture(t, nil, tally.record)
+	h := f.enforcer
+	sensor := f.client("sensor-1", policies.ThingPrincipal("sensor-1"))
+	var doctors []*mqtt.Client
+	for i := range 4 {
+		doctors = append(doctors, f.client(fmt.Sprintf("doctor-%d", i), policies.UserPrincipal("doctor")))
+	}
+	pk := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish}, TopicName: memoTopic, Payload: []byte(`{"temperature":21.37}`)}
+	if _, err := h.OnPublish(sensor, pk); err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range doctors[:3] {
+		if !h.OnACLCheck(d, memoTopic, false) {
+			t.Fatal("the doctor was refused before the change")
+		}
+	}
+	stop := policies.Policy{ID: "stop-doctor", Priority: 0, Effect: "deny", Subjects: []string{"role:doctor"},
+		Resources: []string{"things/+/data/temperature"}, Actions: []policies.Action{policies.ActRead}}
+	if err := f.engine.PutPolicy("an", stop); err != nil {
+		t.Fatal(err)
+	}
+	if h.OnACLCheck(doctors[3], memoTopic, false) {
+		t.Fatal("a delivery decided after the change used the decision kept before it")
+	}
+	counted := func() int64 {
+		tally.mu.Lock()
+		defer tally.mu.Unlock()
+		return tally.n["doctor policy:doctor-temperature"]
+	}
+	if got := counted(); got != 1 { // the first one; the next two are in the message
+		t.Fatalf("%d allowed deliveries audited before the sweeps, want 1", got)
+	}
+	h.SweepFanouts(false)
+	if got := counted(); got != 1 {
+		t.Fatalf("%d audited after the first sweep, want 1 (a message is closed the second time)", got)
+	}
+	h.SweepFanouts(false)
+	if got := counted(); got != 3 {
+		t.Fatalf("%d audited after the second sweep, want 3", got)
+	}
+	if got := tally.n["doctor policy:stop-doctor"]; got != 1 {
+		t.Fatalf("%d denied deliveries audited, want 1 (all: %v)", got, tally.n)
+	}
+	if m := h.fanouts.current(memoTopic); m != nil {
+		t.Fatal("the swept message is still in the table")
+	}
+}
+
+// A subscription's purpose decides the deliveries it matches, and once it
+// is gone the CONNECT purpose decides again: the write loop must not keep
+// what it decided under the subscription's.
+func TestEncodeUnderSubscriptionThenConnectPurpose(t *testing.T) {
+	f := newDeliveryFixture(t, nil)
+	raw := policies.Policy{ID: "doctor-care", Priority: 10, Effect: "allow", Subjects: []string{"role:doctor"},
+		Resources: []string{"things/+/data/temperature"}, Actions: []policies.Action{policies.ActRead}, Purposes: []string{"care"}}
+	if err := f.engine.PutPolicy("an", raw); err != nil {
+		t.Fatal(err)
+	}
+	doctor := f.client("doctor-0", policies.UserPrincipal("doctor"))
+	s := newSession(policies.UserPrincipal("doctor"), false, "marketing")
+	f.sessions.put(doctor, s)
+	care := "care"
+	steps := []struct {
+		name string
+		subs map[string]*string
+		want string
+	}{
+		{"CONNECT purpose", nil, `{"temperature":21.4}`},
+		{"subscribed for care", map[string]*string{"things/sensor-1/#": &care}, `{"temperature":21.37}`},
+		{"care unsubscribed", map[string]*string{"things/sensor-1/#": nil}, `{"temperature":21.4}`},
+	}
+	for _, st := range steps {
+		if st.subs != nil {
+			s.subscribed(st.subs)
+		}
+		for range 2 {
+			if got, ok := encode(f.enforcer, doctor, `{"temperature":21.37}`); !ok || got != st.want {
+				t.Fatalf("%s: encoded %q, %v; want %q", st.name, got, ok, st.want)
+			}
+		}
+	}
+}

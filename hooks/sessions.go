@@ -52,11 +52,12 @@ type encodeMemo struct {
 // configuration has not changed since (changes is Engine.Changes()).
 func (m *encodeMemo) get(topic string, changes uint64) *policies.Decision {
 	m.mu.Lock()
-	defer m.mu.Unlock()
-	if m.d != nil && m.changes == changes && m.topic == topic {
-		return m.d
+	d := m.d
+	if d == nil || m.changes != changes || m.topic != topic {
+		d = nil
 	}
-	return nil
+	m.mu.Unlock()
+	return d
 }
 
 // put keeps d, decided for topic after the configuration's changes-th

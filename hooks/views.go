@@ -69,6 +69,7 @@ type message struct {
 	decided   [4]atomic.Pointer[decidedFor]
 	decisions atomic.Int32
 	closed    atomic.Bool // the fan-out is over: its audit counts are recorded
+	swept     atomic.Bool // seen by a sweep of the fan-outs (SweepFanouts)
 
 	// Set when the message's publish path is timed (Timing).
 	timedSince time.Time
@@ -84,19 +85,20 @@ func newMessage(topic string, raw []byte, parses *atomic.Int64) *message {
 type decidedFor struct {
 	who     policies.Principal
 	purpose string
+	changes uint64 // Engine.Changes() before d was asked for
 	d       *policies.Decision
 	n       atomic.Int64 // deliveries decided by it, not yet told the audit
 }
 
 // decision returns the decision of this message's fan-out for who under
-// purpose, or nil when there is none yet.
-func (m *message) decision(who policies.Principal, purpose string) *decidedFor {
+// purpose, asked at the configuration's changes-th change, or nil.
+func (m *message) decision(who policies.Principal, purpose string, changes uint64) *decidedFor {
 	for i := range m.decided {
 		e := m.decided[i].Load()
 		if e == nil {
 			break
 		}
-		if e.who == who && e.purpose == purpose {
+		if e.changes == changes && e.who == who && e.purpose == purpose {
 			return e
 		}
 	}
@@ -108,11 +110,11 @@ func (m *message) decision(who policies.Principal, purpose string) *decidedFor {
 // on, and only a decision that holds for the whole fan-out (one that
 // depends on live data or ends at a time is asked anew).
 // It returns what it kept, or nil.
-func (m *message) decide(who policies.Principal, purpose string, d *policies.Decision) *decidedFor {
+func (m *message) decide(who policies.Principal, purpose string, changes uint64, d *policies.Decision) *decidedFor {
 	if m.decisions.Add(1) < 2 || d.Dynamic || !d.Expires.IsZero() {
 		return nil
 	}
-	e := &decidedFor{who: who, purpose: purpose, d: d}
+	e := &decidedFor{who: who, purpose: purpose, changes: changes, d: d}
 	for i := range m.decided {
 		if m.decided[i].CompareAndSwap(nil, e) {
 			return e
@@ -123,11 +125,12 @@ func (m *message) decide(who policies.Principal, purpose string, d *policies.Dec
 
 // fanouts holds the messages being fanned out right now, by topic, so that
 // the deliveries' ACL checks (which mochi gives the topic only) find the
-// payload. It is a direct-mapped table read and written without locks; a
-// message evicted by another topic sharing its slot, or by a second
-// publisher on its topic, only costs its remaining deliveries the early
-// judgement of their payload: OnPacketEncode judges each delivery's real
-// payload in any case.
+// payload and the decisions the message keeps. It is a direct-mapped table
+// read and written without locks; a message evicted by another topic
+// sharing its slot, or by a second publisher on its topic, hands the audit
+// what it counted, and only costs its remaining deliveries the early
+// judgement of their payload (OnPacketEncode judges each delivery's real
+// payload in any case) and a decision and audit record each.
 type fanouts struct {
 	seed  maphash.Seed
 	slots [1024]atomic.Pointer[message]
@@ -155,6 +158,21 @@ func (f *fanouts) current(topic string) *message {
 		return m
 	}
 	return nil
+}
+
+// sweep closes and forgets the messages a sweep saw before (all: every
+// message), and marks the others.
+func (f *fanouts) sweep(all bool, closeMessage func(*message)) {
+	for i := range f.slots {
+		m := f.slots[i].Load()
+		if m == nil {
+			continue
+		}
+		if all || m.swept.Swap(true) {
+			f.slots[i].CompareAndSwap(m, nil)
+			closeMessage(m)
+		}
+	}
 }
 
 // end forgets the message with payload raw on topic, and returns it, if
