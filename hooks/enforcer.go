@@ -390,9 +390,9 @@ func (h *Enforcer) countDelivery(m *message, e *decidedFor) {
 
 // SweepFanouts hands the audit the counts of messages whose fan-out never
 // ended (mochi calls no OnPublished for a publish whose acknowledgement
-// failed or that a later hook refused) and forgets them; the broker calls
-// it every minute, which closes a message the second time it sees it, and
-// with all before its audit's last flush.
+// failed or that a later hook refused) and forgets them. The broker calls
+// it every minute, and a message is closed the second time a sweep sees
+// it; with all, every message is, as before the audit's last flush.
 func (h *Enforcer) SweepFanouts(all bool) {
 	h.fanouts.sweep(all, h.auditFanout)
 }
