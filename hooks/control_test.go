@@ -248,10 +248,6 @@ func TestAuditRecordManyKeysOneShard(t *testing.T) {
 	}
 }
 
-type fixedClock time.Time
-
-func (c fixedClock) Now() time.Time { return time.Time(c) }
-
 // On the wall clock a running audit reads the minute a ticker keeps, not
 // the clock; the minute must be the current one, and be dropped on stop.
 func TestAuditKeepsTheMinute(t *testing.T) {
@@ -279,7 +275,9 @@ func TestAuditKeepsTheMinute(t *testing.T) {
 		t.Fatalf("minute %d kept after stop", m)
 	}
 	at := time.Date(2026, 11, 26, 10, 30, 0, 0, time.UTC)
-	a = NewAudit(AuditConfig{Clock: fixedClock(at)})
+	clock := &settableClock{}
+	clock.Set(at)
+	a = NewAudit(AuditConfig{Clock: clock})
 	if got, want := a.currentMinute(), at.Unix()/60; got != want {
 		t.Fatalf("minute %d on a test clock, want %d", got, want)
 	}
