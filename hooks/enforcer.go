@@ -241,9 +241,9 @@ func (h *Enforcer) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
 		return h.maySubscribe(cl, s, topic, purpose)
 	}
 	if m := h.timing.timing(topic); m != nil {
-		start := time.Now()
+		start := deliveryStart()
 		ok := h.mayDeliver(cl, s, topic)
-		m.timedNS.Add(int64(time.Since(start)))
+		m.timed.deliveryEnd(start)
 		return ok
 	}
 	return h.mayDeliver(cl, s, topic)

@@ -5,7 +5,6 @@ import (
 	"hash/maphash"
 	"sync"
 	"sync/atomic"
-	"time"
 	"unsafe"
 
 	"github.com/veil-iot/veil/policies"
@@ -71,9 +70,7 @@ type message struct {
 	closed    atomic.Bool // the fan-out is over: its audit counts are recorded
 	swept     atomic.Bool // seen by a sweep of the fan-outs (SweepFanouts)
 
-	// Set when the message's publish path is timed (Timing).
-	timedSince time.Time
-	timedNS    atomic.Int64
+	timed *timedPath // set when the message's publish path is timed (Timing)
 }
 
 func newMessage(topic string, raw []byte, parses *atomic.Int64) *message {
