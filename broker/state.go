@@ -44,11 +44,17 @@ type stateStore struct {
 
 	db       *bbolt.DB
 	commitMu sync.Mutex                      // one transaction at a time, in order
-	mu       sync.Mutex                      // guards pending and closed
+	mu       sync.Mutex                      // guards pending, onDisk and closed
 	pending  map[string]storage.Serializable // key → value to put; nil = delete
-	closed   bool
-	stop     chan struct{}
-	done     chan struct{}
+	// onDisk holds the in-flight keys that may be in the file: found there
+	// at start, or handed to a commit and not deleted since. An in-flight
+	// message acknowledged before any commit took it is dropped from
+	// pending rather than deleted, so a QoS 1 delivery acknowledged within
+	// the interval costs the commit nothing, not even a lookup.
+	onDisk map[string]struct{}
+	closed bool
+	stop   chan struct{}
+	done   chan struct{}
 
 	commits atomic.Int64 // transactions committed
 	changes atomic.Int64 // changes recorded (puts and deletes)
@@ -58,7 +64,7 @@ type stateStore struct {
 var stateBucket = []byte("mochi")
 
 func newStateStore(path string, interval time.Duration) *stateStore {
-	return &stateStore{path: path, interval: interval, pending: map[string]storage.Serializable{}}
+	return &stateStore{path: path, interval: interval, pending: map[string]storage.Serializable{}, onDisk: map[string]struct{}{}}
 }
 
 // ID implements mqtt.Hook.
@@ -89,6 +95,10 @@ func (s *stateStore) Init(any) error {
 		return fmt.Errorf("%s: %w", s.path, err)
 	}
 	s.db = db
+	if err := s.scan(inflightPrefix, func(k, _ []byte) { s.onDisk[string(k)] = struct{}{} }); err != nil {
+		_ = db.Close()
+		return fmt.Errorf("%s: %w", s.path, err)
+	}
 	if s.interval > 0 {
 		s.stop, s.done = make(chan struct{}), make(chan struct{})
 		go s.commitLoop()
@@ -149,9 +159,22 @@ func (s *stateStore) commit() error {
 		return nil
 	}
 	s.pending = make(map[string]storage.Serializable, len(batch))
+	for k, v := range batch {
+		if v != nil && isInflight(k) {
+			s.onDisk[k] = struct{}{}
+		}
+	}
 	s.mu.Unlock()
 	err := s.write(batch)
-	if err != nil {
+	if err == nil {
+		s.mu.Lock()
+		for k, v := range batch {
+			if v == nil {
+				delete(s.onDisk, k)
+			}
+		}
+		s.mu.Unlock()
+	} else {
 		s.mu.Lock()
 		for k, v := range batch {
 			if _, newer := s.pending[k]; !newer {
@@ -215,7 +238,11 @@ func (s *stateStore) record(key string, v storage.Serializable) {
 		s.Log.Debug("broker state change after stop, dropped", "key", key)
 		return
 	}
-	s.pending[key] = v
+	if v == nil && s.neverWritten(key) {
+		delete(s.pending, key)
+	} else {
+		s.pending[key] = v
+	}
 	s.mu.Unlock()
 	s.changes.Add(1)
 	if s.interval <= 0 {
@@ -225,6 +252,24 @@ func (s *stateStore) record(key string, v storage.Serializable) {
 	}
 }
 
+// neverWritten reports whether key is an in-flight message recorded since
+// the last commit took the pending changes and not in the file: its
+// packet id cannot have been reused while an earlier message with it was
+// in flight, so nothing with its key has reached the file since it was
+// last deleted there. The caller holds s.mu.
+func (s *stateStore) neverWritten(key string) bool {
+	if v := s.pending[key]; v == nil || !isInflight(key) {
+		return false
+	}
+	_, maybe := s.onDisk[key]
+	return !maybe
+}
+
+// inflightPrefix begins the keys of in-flight messages.
+const inflightPrefix = storage.InflightKey + "_"
+
+func isInflight(key string) bool { return strings.HasPrefix(key, inflightPrefix) }
+
 // Keys as mochi's bolt hook writes them.
 func clientKey(id string) string { return storage.ClientKey + "_" + id }
 func subscriptionKey(id, filter string) string {
@@ -232,7 +277,7 @@ func subscriptionKey(id, filter string) string {
 }
 func retainedKey(topic string) string { return storage.RetainedKey + "_" + topic }
 func inflightKey(id string, pk packets.Packet) string {
-	return storage.InflightKey + "_" + id + ":" + pk.FormatID()
+	return inflightPrefix + id + ":" + pk.FormatID()
 }
 
 // OnSessionEstablished implements mqtt.Hook.
@@ -358,13 +403,21 @@ func storedMessage(id, kind, client string, pk packets.Packet, sent int64) *stor
 // record that does not decode is logged and skipped: one damaged session
 // must not keep the broker from starting.
 func (s *stateStore) each(prefix string, visit func([]byte) error) error {
+	return s.scan(prefix, func(k, v []byte) {
+		if err := visit(v); err != nil {
+			s.Log.Error("broker state record unreadable, skipped", "key", string(k), "error", err)
+		}
+	})
+}
+
+// scan calls visit with every committed key that starts with prefix, and
+// its value; both are valid only during the call.
+func (s *stateStore) scan(prefix string, visit func(k, v []byte)) error {
 	return s.db.View(func(tx *bbolt.Tx) error {
 		c := tx.Bucket(stateBucket).Cursor()
 		p := []byte(prefix)
 		for k, v := c.Seek(p); k != nil && bytes.HasPrefix(k, p); k, v = c.Next() {
-			if err := visit(v); err != nil {
-				s.Log.Error("broker state record unreadable, skipped", "key", string(k), "error", err)
-			}
+			visit(k, v)
 		}
 		return nil
 	})
@@ -404,7 +457,7 @@ func (s *stateStore) StoredRetainedMessages() ([]storage.Message, error) {
 // StoredInflightMessages implements mqtt.Hook, with packet ids restored
 // from the key ("IFM_{client}:{id}") where the record lacks one.
 func (s *stateStore) StoredInflightMessages() ([]storage.Message, error) {
-	msgs, err := s.messages(storage.InflightKey + "_")
+	msgs, err := s.messages(inflightPrefix)
 	for i := range msgs {
 		if msgs[i].PacketID != 0 {
 			continue

@@ -151,6 +151,88 @@ func TestStateStoreWritesBehind(t *testing.T) {
 	}
 }
 
+// An in-flight message acknowledged before a commit took it costs the file
+// nothing; one a commit wrote is deleted from the file, also when its
+// packet id is reused meanwhile, and also after a restart.
+func TestStateStoreInflightLifecycle(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "mqtt.db")
+	s := openState(t, path, time.Hour)
+	cl := stateClient("owner-1")
+	const topic = "things/thermo-1/data/temperature"
+	inFile := func(s *stateStore) map[uint16]string {
+		t.Helper()
+		msgs, err := s.StoredInflightMessages()
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := map[uint16]string{}
+		for _, m := range msgs {
+			got[m.PacketID] = string(m.Payload)
+		}
+		return got
+	}
+	commit := func(s *stateStore) {
+		t.Helper()
+		if err := s.commit(); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// Acknowledged within the interval: nothing pending, nothing committed.
+	s.OnQosPublish(cl, qosPacket(1, topic), 1, 0)
+	s.OnQosComplete(cl, qosPacket(1, topic))
+	if len(s.pending) != 0 {
+		t.Fatalf("pending after an acknowledgement within the interval: %v", s.pending)
+	}
+	commit(s)
+	if n := s.commits.Load(); n != 0 {
+		t.Fatalf("%d transactions for a message acknowledged within the interval", n)
+	}
+
+	// Written, then acknowledged: deleted from the file.
+	s.OnQosPublish(cl, qosPacket(2, topic), 1, 0)
+	commit(s)
+	if got := inFile(s); len(got) != 1 || got[2] == "" {
+		t.Fatalf("in the file after a commit: %v, want packet 2", got)
+	}
+	s.OnQosComplete(cl, qosPacket(2, topic))
+	commit(s)
+	if got := inFile(s); len(got) != 0 {
+		t.Fatalf("in the file after the acknowledgement: %v, want nothing", got)
+	}
+
+	// Written; acknowledged; its id reused by a message acknowledged within
+	// the same interval: the file must still lose the first one.
+	s.OnQosPublish(cl, qosPacket(3, topic), 1, 0)
+	commit(s)
+	s.OnQosComplete(cl, qosPacket(3, topic))
+	reused := qosPacket(3, topic)
+	reused.Payload = []byte(`{"value":22}`)
+	s.OnQosPublish(cl, reused, 1, 0)
+	s.OnQosComplete(cl, reused)
+	commit(s)
+	if got := inFile(s); len(got) != 0 {
+		t.Fatalf("in the file after packet id 3 was reused and acknowledged: %v, want nothing", got)
+	}
+
+	// In the file at a restart, acknowledged after it.
+	s.OnQosPublish(cl, qosPacket(4, topic), 1, 0)
+	if err := s.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	s = openState(t, path, time.Hour)
+	defer s.Stop()
+	if got := inFile(s); len(got) != 1 || got[4] == "" {
+		t.Fatalf("in the file at restart: %v, want packet 4", got)
+	}
+	s.OnQosPublish(cl, qosPacket(4, topic), 1, 0) // mochi's resend
+	s.OnQosComplete(cl, qosPacket(4, topic))
+	commit(s)
+	if got := inFile(s); len(got) != 0 {
+		t.Fatalf("in the file after the restored message was acknowledged: %v, want nothing", got)
+	}
+}
+
 // Pending changes reach the disk within the interval, without a stop.
 func TestStateStoreCommitsEachInterval(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "mqtt.db")
