@@ -4,10 +4,12 @@ import (
 	"io"
 	"log/slog"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/hooks/storage"
 	"github.com/mochi-mqtt/server/v2/hooks/storage/bolt"
 	"github.com/mochi-mqtt/server/v2/packets"
 	"github.com/mochi-mqtt/server/v2/system"
@@ -230,6 +232,19 @@ func TestStateStoreInflightLifecycle(t *testing.T) {
 	commit(s)
 	if got := inFile(s); len(got) != 0 {
 		t.Fatalf("in the file after the restored message was acknowledged: %v, want nothing", got)
+	}
+}
+
+// In-flight keys are mochi's bolt hook's, whatever the client id's length.
+func TestInflightKeyIsMochis(t *testing.T) {
+	for _, c := range []struct {
+		client string
+		id     uint16
+	}{{"owner-1", 1}, {"", 65535}, {strings.Repeat("long-client-", 12), 4096}} {
+		pk := packets.Packet{PacketID: c.id}
+		if got, want := inflightKey(c.client, c.id), storage.InflightKey+"_"+c.client+":"+pk.FormatID(); got != want {
+			t.Errorf("inflightKey(%q, %d) = %q, want %q", c.client, c.id, got, want)
+		}
 	}
 }
 
