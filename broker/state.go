@@ -276,6 +276,7 @@ func subscriptionKey(id, filter string) string {
 	return storage.SubscriptionKey + "_" + id + ":" + filter
 }
 func retainedKey(topic string) string { return storage.RetainedKey + "_" + topic }
+
 // inflightKey is "IFM_{client}:{packet id}", built in one allocation: it
 // is built twice for every QoS 1 or 2 delivery.
 func inflightKey(client string, packetID uint16) string {
