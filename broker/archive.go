@@ -73,7 +73,7 @@ func (b *Broker) addArchive(srv *mqtt.Server) error {
 	if err := srv.AddHook(a.history, nil); err != nil {
 		return err
 	}
-	b.enforcer.Attach(nil, hooks.HistoryTopics{})
+	b.enforcer.Attach(nil, a.history)
 	return nil
 }
 

@@ -125,8 +125,13 @@ func NewControl(c ControlConfig) *Control {
 // ID names the hook.
 func (c *Control) ID() string { return "veil-control" }
 
-// Provides lists the events handled.
-func (c *Control) Provides(b byte) bool { return b == mqtt.OnPublish || b == mqtt.OnStarted }
+// The enforcer finds its publishes by this interface; a changed
+// signature must not silently drop them.
+var _ SystemPublisher = (*Control)(nil)
+
+// Provides lists the events handled. Its publishes come through the
+// enforcer (SystemPublisher), not as a hook of their own.
+func (c *Control) Provides(b byte) bool { return b == mqtt.OnStarted }
 
 // ---------------------------------------------------------------------------
 // Topics.

@@ -90,6 +90,17 @@ type SystemTopics interface {
 	MayDeliver(cl *mqtt.Client, p policies.Principal, topic string) (handled, allowed bool)
 }
 
+// SystemPublisher is SystemTopics that also handles the publishes to its
+// namespace, as mochi's OnPublish does (returning the packet unchanged
+// and no error for a topic outside it). The enforcer hands it every
+// publish to a $-topic, so the broker's own handlers are not hooks of
+// their own: mochi copies the 800-byte packet into and out of every
+// OnPublish hook for every message, data or not.
+type SystemPublisher interface {
+	SystemTopics
+	OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error)
+}
+
 // renderingSlots sizes the table of renderings. A rendering is needed until
 // the last subscriber's write loop has encoded it, and at full rate write
 // loops run hundreds of messages behind the publisher; one evicted sooner
@@ -516,6 +527,9 @@ func (h *Enforcer) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet
 			return pk, packets.ErrRejectPacket
 		}
 	}
+	if strings.HasPrefix(pk.TopicName, "$") {
+		return h.systemPublish(cl, pk)
+	}
 	m := newMessage(pk.TopicName, pk.Payload, &h.parses)
 	if res, ok := policies.ParseTopic(pk.TopicName); h.live != nil && ok && res.Kind == policies.ResData {
 		m.live.raw = pk.Payload
@@ -524,6 +538,19 @@ func (h *Enforcer) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet
 	h.auditFanout(h.fanouts.begin(m))
 	if timed {
 		h.timing.begin(m, decision, started)
+	}
+	return pk, nil
+}
+
+// systemPublish hands a publish to a $-topic to the attached handlers.
+func (h *Enforcer) systemPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
+	for _, st := range h.system {
+		if sp, ok := st.(SystemPublisher); ok {
+			var err error
+			if pk, err = sp.OnPublish(cl, pk); err != nil {
+				return pk, err
+			}
+		}
 	}
 	return pk, nil
 }

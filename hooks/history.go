@@ -88,6 +88,7 @@ func (HistoryTopics) MayDeliver(_ *mqtt.Client, _ policies.Principal, topic stri
 // again with it as "from". Errors: {"topic", "ok": false, "error"}.
 type History struct {
 	mqtt.HookBase
+	HistoryTopics // who may publish, subscribe and receive in $history
 	engine   *policies.Engine
 	sessions *Sessions
 	server   *mqtt.Server
@@ -129,8 +130,12 @@ func NewHistory(c HistoryConfig) *History {
 // ID names the hook.
 func (h *History) ID() string { return "veil-history" }
 
-// Provides lists the events the hook handles.
-func (h *History) Provides(b byte) bool { return b == mqtt.OnPublish }
+var _ SystemPublisher = (*History)(nil)
+
+// Provides lists the events the hook handles: none. It is a hook for its
+// lifecycle (Stop waits for running queries); its requests come through
+// the enforcer, as a SystemPublisher.
+func (h *History) Provides(byte) bool { return false }
 
 // Close cancels running queries and waits for them.
 func (h *History) Close() {
