@@ -47,10 +47,10 @@ type stateStore struct {
 	mu       sync.Mutex                      // guards pending, onDisk and closed
 	pending  map[string]storage.Serializable // key → value to put; nil = delete
 	// onDisk holds the in-flight keys that may be in the file: found there
-	// at start, or handed to a commit and not deleted since. An in-flight
-	// message acknowledged before any commit took it is dropped from
-	// pending rather than deleted, so a QoS 1 delivery acknowledged within
-	// the interval costs the commit nothing, not even a lookup.
+	// at start, or handed to a commit and not deleted since. Deleting an
+	// in-flight key outside it only drops what is pending for it, so a
+	// QoS 1 delivery acknowledged within the interval costs the commit
+	// nothing, not even a lookup.
 	onDisk map[string]struct{}
 	closed bool
 	stop   chan struct{}
@@ -238,7 +238,7 @@ func (s *stateStore) record(key string, v storage.Serializable) {
 		s.Log.Debug("broker state change after stop, dropped", "key", key)
 		return
 	}
-	if v == nil && s.neverWritten(key) {
+	if v == nil && isInflight(key) && !s.mayBeInFile(key) {
 		delete(s.pending, key)
 	} else {
 		s.pending[key] = v
@@ -252,17 +252,14 @@ func (s *stateStore) record(key string, v storage.Serializable) {
 	}
 }
 
-// neverWritten reports whether key is an in-flight message recorded since
-// the last commit took the pending changes and not in the file: its
-// packet id cannot have been reused while an earlier message with it was
-// in flight, so nothing with its key has reached the file since it was
-// last deleted there. The caller holds s.mu.
-func (s *stateStore) neverWritten(key string) bool {
-	if v := s.pending[key]; v == nil || !isInflight(key) {
-		return false
-	}
+// mayBeInFile reports whether the in-flight key may be in the file. One
+// that is not was recorded, at most, since the last commit took the
+// pending changes: a packet id is not reused while a message with it is in
+// flight, so nothing with its key has reached the file since it was last
+// deleted there. The caller holds s.mu.
+func (s *stateStore) mayBeInFile(key string) bool {
 	_, maybe := s.onDisk[key]
-	return !maybe
+	return maybe
 }
 
 // inflightPrefix begins the keys of in-flight messages.
@@ -362,8 +359,14 @@ func (s *stateStore) OnRetainMessage(cl *mqtt.Client, pk packets.Packet, r int64
 // OnRetainedExpired implements mqtt.Hook.
 func (s *stateStore) OnRetainedExpired(topic string) { s.record(retainedKey(topic), nil) }
 
-// OnQosPublish implements mqtt.Hook.
+// OnQosPublish implements mqtt.Hook. The PUBACK of a QoS 1 publish a
+// client sent is in flight only while mochi writes it (it completes it in
+// the same call), so it is not recorded: after a crash there would be
+// nothing to resend.
 func (s *stateStore) OnQosPublish(cl *mqtt.Client, pk packets.Packet, sent int64, _ int) {
+	if pk.FixedHeader.Type == packets.Puback {
+		return
+	}
 	id := inflightKey(cl.ID, pk.PacketID)
 	s.record(id, storedMessage(id, storage.InflightKey, cl.ID, pk, sent))
 }

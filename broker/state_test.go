@@ -191,6 +191,17 @@ func TestStateStoreInflightLifecycle(t *testing.T) {
 		t.Fatalf("%d transactions for a message acknowledged within the interval", n)
 	}
 
+	// The PUBACK of a client's QoS 1 publish, completed as it is written.
+	ack := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Puback}, PacketID: 7}
+	s.OnQosPublish(cl, ack, 1, 0)
+	if len(s.pending) != 0 {
+		t.Fatalf("pending after an inbound PUBACK: %v", s.pending)
+	}
+	s.OnQosComplete(cl, ack)
+	if len(s.pending) != 0 {
+		t.Fatalf("pending after the PUBACK completed: %v", s.pending)
+	}
+
 	// Written, then acknowledged: deleted from the file.
 	s.OnQosPublish(cl, qosPacket(2, topic), 1, 0)
 	commit(s)
