@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"net"
+	"runtime"
 	"strings"
 	"sync"
 	"time"
@@ -27,11 +28,21 @@ type Credentials struct {
 	hashes   map[string]string
 	verified map[[32]byte]string // digest(key, secret) → hash it matched
 	key      [32]byte
+	hashing  chan struct{} // a slot per argon2id verification running
 }
+
+// hashSlots bounds the argon2id verifications running at once. Each holds
+// its hash's memory until it ends (64 MiB with Veil's parameters), so a
+// connect storm — every device after a restart, or one client per
+// address of an attacker's — would otherwise hold that many times the
+// connections arriving, and leave the runtime returning gigabytes to the
+// operating system afterwards. A verification runs on two threads (p=2),
+// so half the processors keep the machine busy; later ones wait.
+func hashSlots() int { return max(1, runtime.GOMAXPROCS(0)/2) }
 
 // NewCredentials returns an empty store.
 func NewCredentials() *Credentials {
-	c := &Credentials{hashes: map[string]string{}, verified: map[[32]byte]string{}}
+	c := &Credentials{hashes: map[string]string{}, verified: map[[32]byte]string{}, hashing: make(chan struct{}, hashSlots())}
 	_, _ = rand.Read(c.key[:])
 	return c
 }
@@ -86,7 +97,7 @@ func (c *Credentials) Verify(principal string, secret []byte) bool {
 	if hit && seen == hash {
 		return true
 	}
-	match, err := argon2id.ComparePasswordAndHash(string(secret), hash)
+	match, err := c.Compare(string(secret), hash)
 	if err != nil || !match {
 		return false
 	}
@@ -97,6 +108,23 @@ func (c *Credentials) Verify(principal string, secret []byte) bool {
 	c.verified[d] = hash
 	c.mu.Unlock()
 	return true
+}
+
+// Compare checks secret against an argon2id hash, in one of the store's
+// slots (hashSlots): every argon2id computation of the broker goes through
+// Compare or Hash.
+func (c *Credentials) Compare(secret, hash string) (bool, error) {
+	c.hashing <- struct{}{}
+	defer func() { <-c.hashing }()
+	return argon2id.ComparePasswordAndHash(secret, hash)
+}
+
+// Hash returns the argon2id hash of secret with params, in one of the
+// store's slots.
+func (c *Credentials) Hash(secret string, params *argon2id.Params) (string, error) {
+	c.hashing <- struct{}{}
+	defer func() { <-c.hashing }()
+	return argon2id.CreateHash(secret, params)
 }
 
 // FailureLimiter refuses logins from a remote address after too many

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"strings"
 
-	"github.com/alexedwards/argon2id"
 
 	"github.com/veil-iot/veil/adapters/mongo"
 	"github.com/veil-iot/veil/policies"
@@ -100,11 +99,11 @@ func (c *Control) enroll(p policies.Principal, serial string, payload []byte) re
 		return unavailable(c.log, err)
 	}
 	code = code[:claimCodeHalfLength] + "-" + code[claimCodeHalfLength:]
-	secretHash, err := argon2id.CreateHash(secret, c.params)
+	secretHash, err := c.creds.Hash(secret, c.params)
 	if err != nil {
 		return unavailable(c.log, err)
 	}
-	codeHash, err := argon2id.CreateHash(code, c.params)
+	codeHash, err := c.creds.Hash(code, c.params)
 	if err != nil {
 		return unavailable(c.log, err)
 	}
@@ -190,7 +189,7 @@ func (c *Control) claim(p policies.Principal, t cfgTopic, payload []byte) result
 	if hash == "" {
 		return fail()
 	}
-	if match, err := argon2id.ComparePasswordAndHash(strings.ToUpper(strings.TrimSpace(req.Code)), hash); err != nil || !match {
+	if match, err := c.creds.Compare(strings.ToUpper(strings.TrimSpace(req.Code)), hash); err != nil || !match {
 		return fail()
 	}
 	if won, err := c.store.DeleteClaim(ctx, t.thing); err != nil {
@@ -225,7 +224,7 @@ func (c *Control) AddFactory(ctx context.Context, serial, secret, model, vendor 
 	if secret == "" {
 		return fmt.Errorf("factory secret of %q: must not be empty", serial)
 	}
-	hash, err := argon2id.CreateHash(secret, c.params)
+	hash, err := c.creds.Hash(secret, c.params)
 	if err != nil {
 		return err
 	}

@@ -1,0 +1,46 @@
+package hooks
+
+import (
+	"testing"
+	"time"
+
+	"github.com/alexedwards/argon2id"
+)
+
+// TestVerificationsWaitForASlot: with every argon2id slot taken, a
+// verification that needs one waits, and runs once a slot frees; one
+// answered from the verified cache does not wait.
+func TestVerificationsWaitForASlot(t *testing.T) {
+	c := NewCredentials()
+	hash, err := argon2id.CreateHash("s3cret", &argon2id.Params{Memory: 1024, Iterations: 1, Parallelism: 1, SaltLength: 16, KeyLength: 32})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Set("thing:a", hash)
+	c.Set("thing:b", hash)
+	if !c.Verify("thing:a", []byte("s3cret")) {
+		t.Fatal("thing:a refused")
+	}
+	for range cap(c.hashing) {
+		c.hashing <- struct{}{}
+	}
+	if !c.Verify("thing:a", []byte("s3cret")) {
+		t.Fatal("thing:a refused from the verified cache while the slots are taken")
+	}
+	done := make(chan bool)
+	go func() { done <- c.Verify("thing:b", []byte("s3cret")) }()
+	select {
+	case <-done:
+		t.Fatal("a verification ran with every slot taken")
+	case <-time.After(100 * time.Millisecond):
+	}
+	<-c.hashing
+	select {
+	case ok := <-done:
+		if !ok {
+			t.Fatal("thing:b refused")
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the verification did not run once a slot freed")
+	}
+}
