@@ -64,12 +64,7 @@ func (l *LiveValues) Value(thing, stream, field string) (any, bool) {
 // copied: the caller must not modify it afterwards (mochi reads every
 // packet into a fresh buffer).
 func (l *LiveValues) Observe(topic string, payload []byte) {
-	l.observe(topic, &liveReading{raw: payload})
-}
-
-// observe records r, which is not to be changed afterwards, as the latest
-// reading of topic's stream.
-func (l *LiveValues) observe(topic string, r *liveReading) {
+	r := &liveReading{raw: payload}
 	if s := l.slot(topic, r); s.Load() != r {
 		s.Store(r)
 	}

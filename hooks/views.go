@@ -71,10 +71,6 @@ type message struct {
 	swept     atomic.Bool // seen by a sweep of the fan-outs (SweepFanouts)
 
 	timed *timedPath // set when the message's publish path is timed (Timing)
-
-	// The message as its stream's latest reading (LiveValues), held here
-	// rather than allocated on its own for every publish.
-	live liveReading
 }
 
 func newMessage(topic string, raw []byte, parses *atomic.Int64) *message {
