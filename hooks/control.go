@@ -440,6 +440,9 @@ func (c *Control) handle(cl *mqtt.Client, p policies.Principal, pk packets.Packe
 	if p.Kind != policies.KindUser {
 		return notAuthorized()
 	}
+	if t.kind == "claim" {
+		return c.claim(p, t, pk.Payload) // takes the lock after its argon2id
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	switch t.kind {
@@ -449,8 +452,6 @@ func (c *Control) handle(cl *mqtt.Client, p policies.Principal, pk packets.Packe
 		return c.auditQuery(p, t, pk.Payload)
 	case "thing":
 		return c.putThing(p, t, pk.Payload)
-	case "claim":
-		return c.claim(p, t, pk.Payload)
 	case "relation":
 		if len(pk.Payload) == 0 {
 			return c.revoke(p, t)

@@ -67,6 +67,31 @@ func (c *Control) enroll(p policies.Principal, serial string, payload []byte) re
 		return fail(errUnknownSerial)
 	}
 
+	if _, exists := c.engine.Thing(id); exists {
+		return fail(errAlreadyEnrolled)
+	}
+	// The device's secret and claim code are made and hashed before the
+	// control plane's lock is taken and the store's deadline starts:
+	// waiting for an argon2id slot (a connect storm) must hold up neither
+	// other owners' changes nor this enrolment's writes.
+	secret, err := randomString(32, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
+	if err != nil {
+		return unavailable(c.log, err)
+	}
+	code, err := randomString(2*claimCodeHalfLength, claimCodeAlphabet)
+	if err != nil {
+		return unavailable(c.log, err)
+	}
+	code = code[:claimCodeHalfLength] + "-" + code[claimCodeHalfLength:]
+	secretHash, err := c.creds.Hash(secret, c.params)
+	if err != nil {
+		return unavailable(c.log, err)
+	}
+	codeHash, err := c.creds.Hash(code, c.params)
+	if err != nil {
+		return unavailable(c.log, err)
+	}
+
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	ctx, cancel := c.ctx()
@@ -89,23 +114,6 @@ func (c *Control) enroll(p policies.Principal, serial string, payload []byte) re
 			return unavailable(c.log, err)
 		}
 		c.log.Warn().Str("serial", serial).Msg("completing an enrolment that stopped part-way")
-	}
-	secret, err := randomString(32, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
-	if err != nil {
-		return unavailable(c.log, err)
-	}
-	code, err := randomString(2*claimCodeHalfLength, claimCodeAlphabet)
-	if err != nil {
-		return unavailable(c.log, err)
-	}
-	code = code[:claimCodeHalfLength] + "-" + code[claimCodeHalfLength:]
-	secretHash, err := c.creds.Hash(secret, c.params)
-	if err != nil {
-		return unavailable(c.log, err)
-	}
-	codeHash, err := c.creds.Hash(code, c.params)
-	if err != nil {
-		return unavailable(c.log, err)
 	}
 	now := c.clock.Now()
 	won, err := c.store.MarkEnrolled(ctx, serial, id, now)
@@ -177,19 +185,27 @@ func (c *Control) claim(p policies.Principal, t cfgTopic, payload []byte) result
 		c.log.Info().Str("thing", t.thing).Str("by", p.ID).Msg("claim refused")
 		return refuse(codeNotAuthorized, errClaimRefused)
 	}
-	ctx, cancel := c.ctx()
-	defer cancel()
 	if _, exists := c.engine.Thing(t.thing); !exists {
 		return fail()
 	}
-	hash, err := c.store.ClaimHash(ctx, t.thing)
+	hash, err := c.claimHash(t.thing)
 	if err != nil {
 		return unavailable(c.log, err)
 	}
 	if hash == "" {
 		return fail()
 	}
+	// Compared outside the control plane's lock and before the store's
+	// deadline for the writes starts, as enrol hashes (a connect storm's
+	// argon2id may keep it waiting for a slot).
 	if match, err := c.creds.Compare(strings.ToUpper(strings.TrimSpace(req.Code)), hash); err != nil || !match {
+		return fail()
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	ctx, cancel := c.ctx()
+	defer cancel()
+	if _, exists := c.engine.Thing(t.thing); !exists { // deleted meanwhile
 		return fail()
 	}
 	if won, err := c.store.DeleteClaim(ctx, t.thing); err != nil {
@@ -212,6 +228,13 @@ func (c *Control) claim(p policies.Principal, t cfgTopic, payload []byte) result
 	}
 	c.log.Info().Str("thing", t.thing).Str("installer", p.ID).Msg("thing claimed")
 	return ok(map[string]any{"thing": t.thing, "relation": string(policies.RelInstaller)})
+}
+
+// claimHash reads the claim code's hash of thing ("" when it has none).
+func (c *Control) claimHash(thing string) (string, error) {
+	ctx, cancel := c.ctx()
+	defer cancel()
+	return c.store.ClaimHash(ctx, thing)
 }
 
 // AddFactory registers (or updates) a device's factory credential: the
