@@ -2,6 +2,7 @@ package hooks
 
 import (
 	"bytes"
+	"cmp"
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
@@ -28,7 +29,7 @@ type Credentials struct {
 	hashes   map[string]string
 	verified map[[32]byte]string // digest(key, secret) → hash it matched
 	key      [32]byte
-	hashing  chan struct{} // a slot per argon2id verification running
+	hashing  chan struct{} // a slot per argon2id computation running
 }
 
 // hashSlots bounds the argon2id verifications running at once. Each holds
@@ -82,24 +83,38 @@ func (c *Credentials) digest(principal string, secret []byte) [32]byte {
 	return d
 }
 
-// Verify reports whether secret matches principal's stored hash.
+// Verify reports whether secret matches principal's stored hash, waiting
+// for an argon2id slot as long as it takes.
 func (c *Credentials) Verify(principal string, secret []byte) bool {
+	ok, _ := c.Check(principal, secret, 0)
+	return ok
+}
+
+// Check is Verify giving up when no argon2id slot frees within wait (0:
+// no limit), and then reporting busy: a client whose login waits longer
+// has likely given up, and checking it anyway would only lengthen the
+// queue of those behind it.
+func (c *Credentials) Check(principal string, secret []byte, wait time.Duration) (ok, busy bool) {
 	c.mu.RLock()
 	hash, ok := c.hashes[principal]
 	c.mu.RUnlock()
 	if !ok || len(secret) == 0 {
-		return false
+		return false, false
 	}
 	d := c.digest(principal, secret)
 	c.mu.RLock()
 	seen, hit := c.verified[d]
 	c.mu.RUnlock()
 	if hit && seen == hash {
-		return true
+		return true, false
 	}
-	match, err := c.Compare(string(secret), hash)
+	if !c.takeSlot(wait) {
+		return false, true
+	}
+	match, err := argon2id.ComparePasswordAndHash(string(secret), hash)
+	<-c.hashing
 	if err != nil || !match {
-		return false
+		return false, false
 	}
 	c.mu.Lock()
 	if len(c.verified) > 100_000 {
@@ -107,14 +122,36 @@ func (c *Credentials) Verify(principal string, secret []byte) bool {
 	}
 	c.verified[d] = hash
 	c.mu.Unlock()
-	return true
+	return true, false
+}
+
+// takeSlot waits for an argon2id slot, at most wait unless wait is 0, and
+// reports whether it got one.
+func (c *Credentials) takeSlot(wait time.Duration) bool {
+	select {
+	case c.hashing <- struct{}{}:
+		return true
+	default:
+	}
+	if wait <= 0 {
+		c.hashing <- struct{}{}
+		return true
+	}
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case c.hashing <- struct{}{}:
+		return true
+	case <-t.C:
+		return false
+	}
 }
 
 // Compare checks secret against an argon2id hash, in one of the store's
-// slots (hashSlots): every argon2id computation of the broker goes through
-// Compare or Hash.
+// slots (hashSlots). The broker's argon2id goes through Verify, Check,
+// Compare and Hash, except the bootstrap's at start, which bounds its own.
 func (c *Credentials) Compare(secret, hash string) (bool, error) {
-	c.hashing <- struct{}{}
+	c.takeSlot(0)
 	defer func() { <-c.hashing }()
 	return argon2id.ComparePasswordAndHash(secret, hash)
 }
@@ -122,7 +159,7 @@ func (c *Credentials) Compare(secret, hash string) (bool, error) {
 // Hash returns the argon2id hash of secret with params, in one of the
 // store's slots.
 func (c *Credentials) Hash(secret string, params *argon2id.Params) (string, error) {
-	c.hashing <- struct{}{}
+	c.takeSlot(0)
 	defer func() { <-c.hashing }()
 	return argon2id.CreateHash(secret, params)
 }
@@ -242,7 +279,7 @@ func (a *Authenticator) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet
 	addr := remoteHost(cl.Net.Remote)
 	p, admin, reason := a.authenticate(cl, pk, addr)
 	if reason != "" {
-		if reason != "rate-limited" {
+		if reason != "rate-limited" && reason != "busy" {
 			a.limiter.Fail(addr)
 		}
 		a.log.Info().Str("client", cl.ID).Str("user", string(pk.Connect.Username)).Str("remote", cl.Net.Remote).
@@ -279,8 +316,8 @@ func (a *Authenticator) authenticate(cl *mqtt.Client, pk packets.Packet, addr st
 		if cl.ID != name {
 			return policies.Principal{}, false, "thing-client-id-mismatch"
 		}
-		if !a.creds.Verify("thing:"+name, pk.Connect.Password) {
-			return policies.Principal{}, false, "bad-secret"
+		if ok, busy := a.creds.Check("thing:"+name, pk.Connect.Password, loginSlotWait); !ok {
+			return policies.Principal{}, false, cmp.Or(busyReason(busy), "bad-secret")
 		}
 		return policies.ThingPrincipal(name), false, ""
 	}
@@ -292,8 +329,8 @@ func (a *Authenticator) authenticate(cl *mqtt.Client, pk packets.Packet, addr st
 	if !ok {
 		return policies.Principal{}, false, "unknown-user"
 	}
-	if !a.userSecretOK(name, pk.Connect.Password) {
-		return policies.Principal{}, false, "bad-password"
+	if ok, busy := a.userSecretOK(name, pk.Connect.Password); !ok {
+		return policies.Principal{}, false, cmp.Or(busyReason(busy), "bad-password")
 	}
 	// A client id belongs to one principal while its session exists.
 	if a.server != nil {
@@ -321,18 +358,33 @@ func (a *Authenticator) authenticateFactory(cl *mqtt.Client, serial string, secr
 	if a.serials.Blocked(serial) {
 		return policies.Principal{}, false, "rate-limited"
 	}
-	if !a.creds.Verify(FactoryUserPrefix+serial, secret) {
+	if ok, busy := a.creds.Check(FactoryUserPrefix+serial, secret, loginSlotWait); busy {
+		return policies.Principal{}, false, "busy"
+	} else if !ok {
 		a.serials.Fail(serial)
 		return policies.Principal{}, false, "bad-factory-secret"
 	}
 	return policies.Principal{Kind: policies.KindDevice, ID: serial}, false, ""
 }
 
-func (a *Authenticator) userSecretOK(name string, password []byte) bool {
+func (a *Authenticator) userSecretOK(name string, password []byte) (ok, busy bool) {
 	if a.jwt != nil && looksLikeJWT(password) {
-		return a.verifyJWT(name, string(password))
+		return a.verifyJWT(name, string(password)), false
 	}
-	return a.creds.Verify("user:"+name, password)
+	return a.creds.Check("user:"+name, password, loginSlotWait)
+}
+
+// loginSlotWait is how long a CONNECT waits for an argon2id slot before it
+// is refused as "busy" (not counted as a failed login). mochi answers
+// every refused CONNECT with "bad username or password"; the log and
+// /metrics say busy.
+const loginSlotWait = 10 * time.Second
+
+func busyReason(busy bool) string {
+	if busy {
+		return "busy"
+	}
+	return ""
 }
 
 func looksLikeJWT(b []byte) bool {

@@ -44,3 +44,30 @@ func TestVerificationsWaitForASlot(t *testing.T) {
 		t.Fatal("the verification did not run once a slot freed")
 	}
 }
+
+// TestLoginGivesUpWhenBusy: a check that cannot get a slot within its wait
+// reports busy, not a wrong secret; a remembered one does not wait.
+func TestLoginGivesUpWhenBusy(t *testing.T) {
+	c := NewCredentials()
+	hash, err := argon2id.CreateHash("s3cret", &argon2id.Params{Memory: 1024, Iterations: 1, Parallelism: 1, SaltLength: 16, KeyLength: 32})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Set("thing:a", hash)
+	c.Set("thing:b", hash)
+	if ok, busy := c.Check("thing:a", []byte("s3cret"), time.Second); !ok || busy {
+		t.Fatalf("thing:a with a free slot: ok %v busy %v", ok, busy)
+	}
+	for range cap(c.hashing) {
+		c.hashing <- struct{}{}
+	}
+	if ok, busy := c.Check("thing:b", []byte("s3cret"), 50*time.Millisecond); ok || !busy {
+		t.Fatalf("thing:b with every slot taken: ok %v busy %v, want busy", ok, busy)
+	}
+	if ok, busy := c.Check("thing:a", []byte("s3cret"), 50*time.Millisecond); !ok || busy {
+		t.Fatalf("thing:a from the verified cache with every slot taken: ok %v busy %v", ok, busy)
+	}
+	if ok, busy := c.Check("thing:a", []byte("wrong"), 50*time.Millisecond); ok || !busy {
+		t.Fatalf("a wrong secret with every slot taken: ok %v busy %v, want busy (not judged)", ok, busy)
+	}
+}

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"strings"
 
-
 	"github.com/veil-iot/veil/adapters/mongo"
 	"github.com/veil-iot/veil/policies"
 )

@@ -89,13 +89,13 @@ func (HistoryTopics) MayDeliver(_ *mqtt.Client, _ policies.Principal, topic stri
 type History struct {
 	mqtt.HookBase
 	HistoryTopics // who may publish, subscribe and receive in $history
-	engine   *policies.Engine
-	sessions *Sessions
-	server   *mqtt.Server
-	source   HistorySource
-	clock    policies.Clock
-	log      zerolog.Logger
-	metrics  *Metrics
+	engine        *policies.Engine
+	sessions      *Sessions
+	server        *mqtt.Server
+	source        HistorySource
+	clock         policies.Clock
+	log           zerolog.Logger
+	metrics       *Metrics
 
 	once   sync.Once
 	inline *mqtt.Client
