@@ -70,9 +70,6 @@ func (b *Broker) addArchive(srv *mqtt.Server) error {
 		Engine: b.Engine, Sessions: b.Sessions, Server: srv, Source: src, Clock: b.cfg.Clock,
 		Log: b.log.With().Str("component", "history").Logger(), Metrics: b.Metrics,
 	})
-	if err := srv.AddHook(a.history, nil); err != nil {
-		return err
-	}
 	b.enforcer.Attach(nil, a.history)
 	return nil
 }

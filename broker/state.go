@@ -252,11 +252,10 @@ func (s *stateStore) record(key string, v storage.Serializable) {
 	}
 }
 
-// mayBeInFile reports whether the in-flight key may be in the file. One
-// that is not was recorded, at most, since the last commit took the
-// pending changes: a packet id is not reused while a message with it is in
-// flight, so nothing with its key has reached the file since it was last
-// deleted there. The caller holds s.mu.
+// mayBeInFile reports whether the in-flight key may be in the file:
+// onDisk holds every in-flight key in it (found at start, or handed to a
+// commit and not deleted since), so one outside it was at most recorded
+// since the last commit took the pending changes. The caller holds s.mu.
 func (s *stateStore) mayBeInFile(key string) bool {
 	_, maybe := s.onDisk[key]
 	return maybe
@@ -274,8 +273,9 @@ func subscriptionKey(id, filter string) string {
 }
 func retainedKey(topic string) string { return storage.RetainedKey + "_" + topic }
 
-// inflightKey is "IFM_{client}:{packet id}", built in one allocation: it
-// is built twice for every QoS 1 or 2 delivery.
+// inflightKey is "IFM_{client}:{packet id}", built in one allocation for
+// client ids up to about 80 bytes: it is built twice for every QoS 1 or 2
+// delivery.
 func inflightKey(client string, packetID uint16) string {
 	var buf [96]byte
 	b := append(append(append(buf[:0], inflightPrefix...), client...), ':')
@@ -361,8 +361,9 @@ func (s *stateStore) OnRetainedExpired(topic string) { s.record(retainedKey(topi
 
 // OnQosPublish implements mqtt.Hook. The PUBACK of a QoS 1 publish a
 // client sent is in flight only while mochi writes it (it completes it in
-// the same call), so it is not recorded: after a crash there would be
-// nothing to resend.
+// the same call, or, if the write fails, leaves it to the session's next
+// connection to resend), so it is not recorded: a crash loses at most an
+// acknowledgement the client will ask for again by resending.
 func (s *stateStore) OnQosPublish(cl *mqtt.Client, pk packets.Packet, sent int64, _ int) {
 	if pk.FixedHeader.Type == packets.Puback {
 		return

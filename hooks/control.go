@@ -97,7 +97,8 @@ type Control struct {
 	ready  atomic.Bool
 }
 
-// NewControl returns the control plane; add it to the server after the enforcer.
+// NewControl returns the control plane; add it to the server (for
+// OnStarted) and Attach it to the enforcer, which hands it its publishes.
 func NewControl(c ControlConfig) *Control {
 	if c.Clock == nil {
 		c.Clock = policies.SystemClock{}

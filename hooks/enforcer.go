@@ -92,10 +92,12 @@ type SystemTopics interface {
 
 // SystemPublisher is SystemTopics that also handles the publishes to its
 // namespace, as mochi's OnPublish does (returning the packet unchanged
-// and no error for a topic outside it). The enforcer hands it every
-// publish to a $-topic, so the broker's own handlers are not hooks of
-// their own: mochi copies the 800-byte packet into and out of every
-// OnPublish hook for every message, data or not.
+// and no error for a topic outside it). The enforcer's OnPublish hands it
+// the publishes to $-topics (not inline ones, nor those it refuses), so
+// the broker's own handlers are not hooks of their own: mochi copies the
+// 800-byte packet into and out of every OnPublish hook for every message,
+// data or not. A hook added after the enforcer that refused a $-publish
+// would do so after the handler acted on it; none does.
 type SystemPublisher interface {
 	SystemTopics
 	OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error)
@@ -506,7 +508,8 @@ func (h *Enforcer) OnUnsubscribed(cl *mqtt.Client, pk packets.Packet) {
 }
 
 // OnPublish re-checks the topic after inbound alias resolution (mochi checks
-// the ACL before it resolves an alias) and keeps the message for the
+// the ACL before it resolves an alias), hands a publish to a $-topic to the
+// attached SystemPublishers, and keeps any other message for the
 // per-recipient decisions of its fan-out.
 func (h *Enforcer) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
 	var started time.Time

@@ -87,15 +87,15 @@ func (HistoryTopics) MayDeliver(_ *mqtt.Client, _ policies.Principal, topic stri
 // (on the last page only) is set when the limit cut the answer short: ask
 // again with it as "from". Errors: {"topic", "ok": false, "error"}.
 type History struct {
-	mqtt.HookBase
 	HistoryTopics // who may publish, subscribe and receive in $history
-	engine        *policies.Engine
-	sessions      *Sessions
-	server        *mqtt.Server
-	source        HistorySource
-	clock         policies.Clock
-	log           zerolog.Logger
-	metrics       *Metrics
+
+	engine   *policies.Engine
+	sessions *Sessions
+	server   *mqtt.Server
+	source   HistorySource
+	clock    policies.Clock
+	log      zerolog.Logger
+	metrics  *Metrics
 
 	once   sync.Once
 	inline *mqtt.Client
@@ -127,15 +127,9 @@ func NewHistory(c HistoryConfig) *History {
 	return h
 }
 
-// ID names the hook.
-func (h *History) ID() string { return "veil-history" }
-
+// History is not a hook of mochi's: its requests come through the
+// enforcer, as a SystemPublisher, and the broker Closes it.
 var _ SystemPublisher = (*History)(nil)
-
-// Provides lists the events the hook handles: none. It is a hook for its
-// lifecycle (Stop waits for running queries); its requests come through
-// the enforcer, as a SystemPublisher.
-func (h *History) Provides(byte) bool { return false }
 
 // Close cancels running queries and waits for them.
 func (h *History) Close() {

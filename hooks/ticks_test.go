@@ -43,7 +43,8 @@ func TestTimedPathTotal(t *testing.T) {
 		{"ticks at two per nanosecond", 1000, 500, 2000, 4000, 1250},
 		{"ticks at one per nanosecond", 1000, 500, 2000, 2000, 1500},
 		{"no deliveries", 1000, 0, 2000, 4000, 1000},
-		{"no ticks elapsed", 1000, 500, 2000, 0, 1000},
+		{"no ticks elapsed: the whole span", 1000, 500, 2000, 0, 3000},
+		{"more ticks in deliveries than in the span: the span", 1000, 5000, 2000, 4000, 3000},
 	} {
 		p := &timedPath{ns: tc.ns}
 		p.delivery.Store(tc.ticks)
