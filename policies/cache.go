@@ -36,7 +36,7 @@ type depRef struct {
 // publisher's goroutine), and a collision simply replaces the older entry.
 type decisionCache struct {
 	seed   uint64
-	mask   uint64
+	shift  uint8 // 64 - log2(len(slots)): a slot is the top bits of a Fibonacci hash
 	slots  []atomic.Pointer[cacheEntry]
 	global *generation
 }
@@ -46,11 +46,16 @@ func newDecisionCache(entries int, global *generation) *decisionCache {
 		entries = 1 << 18
 	}
 	n := 1 << bits.Len(uint(entries-1)) // a power of two ≥ entries
-	return &decisionCache{seed: maphash.Comparable(maphash.MakeSeed(), 0) | 1, mask: uint64(n - 1), slots: make([]atomic.Pointer[cacheEntry], n), global: global}
+	return &decisionCache{seed: maphash.Comparable(maphash.MakeSeed(), 0) | 1, shift: uint8(64 - bits.Len(uint(n-1))),
+		slots: make([]atomic.Pointer[cacheEntry], n), global: global}
 }
 
+// slot takes the top bits of the hash times the golden ratio: they mix
+// every bit of the hash, where its low bits alone clustered for short
+// names under some seeds (TestDecisionCacheHashSpreads failed about one
+// run in 300 with a mask).
 func (c *decisionCache) slot(k *cacheKey) *atomic.Pointer[cacheEntry] {
-	return &c.slots[c.hash(k)&c.mask]
+	return &c.slots[(c.hash(k)*0x9E3779B97F4A7C15)>>c.shift]
 }
 
 // hash mixes the whole key (a seeded multiply-mix over 16-byte chunks, as
