@@ -7,10 +7,10 @@ import (
 	"github.com/alexedwards/argon2id"
 )
 
-// TestVerificationsWaitForASlot: with every argon2id slot taken, a
-// verification that needs one waits, and runs once a slot frees; one
-// answered from the verified cache does not wait.
-func TestVerificationsWaitForASlot(t *testing.T) {
+// twoThings returns credentials for thing:a and thing:b, both "s3cret",
+// hashed cheaply.
+func twoThings(t *testing.T) *Credentials {
+	t.Helper()
 	c := NewCredentials()
 	hash, err := argon2id.CreateHash("s3cret", &argon2id.Params{Memory: 1024, Iterations: 1, Parallelism: 1, SaltLength: 16, KeyLength: 32})
 	if err != nil {
@@ -18,6 +18,14 @@ func TestVerificationsWaitForASlot(t *testing.T) {
 	}
 	c.Set("thing:a", hash)
 	c.Set("thing:b", hash)
+	return c
+}
+
+// TestVerificationsWaitForASlot: with every argon2id slot taken, a
+// verification that needs one waits, and runs once a slot frees; one
+// answered from the verified cache does not wait.
+func TestVerificationsWaitForASlot(t *testing.T) {
+	c := twoThings(t)
 	if !c.Verify("thing:a", []byte("s3cret")) {
 		t.Fatal("thing:a refused")
 	}
@@ -48,13 +56,7 @@ func TestVerificationsWaitForASlot(t *testing.T) {
 // TestLoginGivesUpWhenBusy: a check that cannot get a slot within its wait
 // reports busy, not a wrong secret; a remembered one does not wait.
 func TestLoginGivesUpWhenBusy(t *testing.T) {
-	c := NewCredentials()
-	hash, err := argon2id.CreateHash("s3cret", &argon2id.Params{Memory: 1024, Iterations: 1, Parallelism: 1, SaltLength: 16, KeyLength: 32})
-	if err != nil {
-		t.Fatal(err)
-	}
-	c.Set("thing:a", hash)
-	c.Set("thing:b", hash)
+	c := twoThings(t)
 	if ok, busy := c.Check("thing:a", []byte("s3cret"), time.Second); !ok || busy {
 		t.Fatalf("thing:a with a free slot: ok %v busy %v", ok, busy)
 	}
