@@ -32,7 +32,7 @@ type Credentials struct {
 	hashing  chan struct{} // a slot per argon2id computation running
 }
 
-// hashSlots bounds the argon2id verifications running at once. Each holds
+// hashSlots bounds the argon2id computations running at once. Each holds
 // its hash's memory until it ends (64 MiB with Veil's parameters), so a
 // connect storm — every device after a restart, or one client per
 // address of an attacker's — would otherwise hold that many times the
@@ -111,9 +111,7 @@ func (c *Credentials) Check(principal string, secret []byte, wait time.Duration)
 	if !c.takeSlot(wait) {
 		return false, true
 	}
-	match, err := argon2id.ComparePasswordAndHash(string(secret), hash)
-	<-c.hashing
-	if err != nil || !match {
+	if match, err := c.compareInSlot(string(secret), hash); err != nil || !match {
 		return false, false
 	}
 	c.mu.Lock()
@@ -152,6 +150,11 @@ func (c *Credentials) takeSlot(wait time.Duration) bool {
 // Compare and Hash, except the bootstrap's at start, which bounds its own.
 func (c *Credentials) Compare(secret, hash string) (bool, error) {
 	c.takeSlot(0)
+	return c.compareInSlot(secret, hash)
+}
+
+// compareInSlot compares in the slot its caller took, and frees it.
+func (c *Credentials) compareInSlot(secret, hash string) (bool, error) {
 	defer func() { <-c.hashing }()
 	return argon2id.ComparePasswordAndHash(secret, hash)
 }
