@@ -3,7 +3,9 @@ package policies
 import (
 	"cmp"
 	"fmt"
+	"maps"
 	"math"
+	"math/bits"
 	"slices"
 	"strconv"
 	"strings"
@@ -23,6 +25,23 @@ const (
 type subject struct {
 	kind  subjectKind
 	value string
+}
+
+// String is the subject as a policy names it.
+func (s subject) String() string {
+	switch s.kind {
+	case subjAny:
+		return "*"
+	case subjUser:
+		return "user:" + s.value
+	case subjThing:
+		return "thing:" + s.value
+	case subjRole:
+		return "role:" + s.value
+	case subjRelation:
+		return "relation:" + s.value
+	}
+	return s.value // a userset keeps the whole of it
 }
 
 func parseSubject(s string) (subject, bool) {
@@ -67,6 +86,14 @@ type resource struct {
 	prefix string
 }
 
+// String is the resource as a policy names it.
+func (r resource) String() string {
+	if r.stream != "" {
+		return "stream:" + r.stream
+	}
+	return r.filter
+}
+
 func (r resource) matches(topic string, res Resource) bool {
 	if r.stream != "" {
 		return res.Kind == ResData && res.Name == r.stream
@@ -97,18 +124,42 @@ func (r resource) overlaps(filter string) bool {
 	return FiltersOverlap(r.filter, filter)
 }
 
-// compiled is a policy ready for evaluation.
+// compiled is a policy ready for evaluation. It keeps no copy of the
+// Policy it came from (Policies puts one back together, see source): a
+// loaded population's policies are what the garbage collector scans on
+// every cycle, and a Policy is a score of pointers, most of them to what
+// the compiled parts already hold in another form. Its pointers come
+// first, so that a collection scans no further than srcWhen and extra.
 type compiled struct {
 	owner     string
-	p         Policy
-	allow     bool
+	id        string
 	subjects  []subject
 	resources []resource
-	actions   uint8 // bit per Action
 	purposes  []string
 	when      *cond
 	view      *View
+	srcWhen   *Condition    // p.When as given (shared by equal conditions in a Load)
+	extra     *policyExtras // nil unless p has a description or constraints, or actions order cannot hold
+	priority  int
+	order     uint64 // p.Actions in order, a nibble each (index in Actions + 1); see extra.actions
+	actions   uint8  // bit per Action
+	allow     bool
+	nils      uint8 // which of p's Subjects, Resources and Actions were nil rather than empty
 }
+
+// policyExtras is what of a Policy evaluation does not need, for the few
+// policies that have any.
+type policyExtras struct {
+	description string
+	constraints []Constraint
+	actions     []Action // p.Actions, when they are over 16 (repeated)
+}
+
+const (
+	nilSubjects uint8 = 1 << iota
+	nilResources
+	nilActions
+)
 
 func actionBit(a Action) uint8 {
 	for i, x := range Actions {
@@ -133,14 +184,16 @@ func compilePacked(owner string, p Policy, key []byte, pk *packer) (*compiled, e
 		return nil, fmt.Errorf("policy id must not be empty")
 	}
 	c := &compiled{}
+	str := func(s string) string { return s }
 	if pk != nil {
-		owner, p = pk.str(owner), pk.policy(p)
+		str = pk.str
+		owner, p.ID, p.Description, p.Purposes = pk.str(owner), pk.str(p.ID), pk.str(p.Description), pk.strList(p.Purposes)
 		c = &pk.compiled.take(1)[0]
 		c.subjects, c.resources = pk.subjects.take(len(p.Subjects))[:0], pk.resources.take(len(p.Resources))[:0]
 	}
-	c.owner, c.p, c.allow, c.purposes = owner, p, p.Effect == "allow", p.Purposes
+	c.owner, c.id, c.priority, c.allow, c.purposes = owner, p.ID, p.Priority, p.Effect == "allow", p.Purposes
 	for _, s := range p.Subjects {
-		sub, ok := parseSubject(s)
+		sub, ok := parseSubject(str(s))
 		if !ok {
 			return nil, fmt.Errorf("policy %q: invalid subject %q", p.ID, s)
 		}
@@ -148,29 +201,51 @@ func compilePacked(owner string, p Policy, key []byte, pk *packer) (*compiled, e
 	}
 	for _, r := range p.Resources {
 		if stream, ok := strings.CutPrefix(r, "stream:"); ok {
-			c.resources = append(c.resources, resource{stream: stream})
+			c.resources = append(c.resources, resource{stream: str(stream)})
 			continue
 		}
 		if !ValidFilter(r) {
 			return nil, fmt.Errorf("policy %q: invalid resource %q", p.ID, r)
 		}
+		r = str(r)
 		c.resources = append(c.resources, resource{filter: r, prefix: literalPrefix(r)})
 	}
-	for _, a := range p.Actions {
+	for i, a := range p.Actions {
 		b := actionBit(a)
 		if b == 0 {
 			return nil, fmt.Errorf("policy %q: unknown action %q", p.ID, a)
 		}
 		c.actions |= b
+		if i < 16 {
+			c.order |= uint64(bits.TrailingZeros8(b)+1) << (4 * i)
+		}
+	}
+	for _, l := range []struct {
+		isNil bool
+		bit   uint8
+	}{{p.Subjects == nil, nilSubjects}, {p.Resources == nil, nilResources}, {p.Actions == nil, nilActions}} {
+		if l.isNil {
+			c.nils |= l.bit
+		}
+	}
+	if p.Description != "" || p.Constraints != nil || len(p.Actions) > 16 {
+		c.extra = &policyExtras{}
+		if pk != nil {
+			c.extra = &pk.extras.take(1)[0]
+		}
+		c.extra.description, c.extra.constraints = p.Description, p.Constraints
+		if len(p.Actions) > 16 {
+			c.extra.actions = slices.Clone(p.Actions)
+		}
 	}
 	if p.When != nil {
 		var ok bool
 		if pk != nil {
-			c.p.When, c.when, ok = pk.cond(p.When)
+			c.srcWhen, c.when, ok = pk.cond(p.When)
 		} else {
 			var w cond
 			w, ok = compileCond(p.When)
-			c.when = &w
+			c.srcWhen, c.when = p.When, &w
 		}
 		if !ok {
 			return nil, fmt.Errorf("policy %q: invalid condition", p.ID)
@@ -184,6 +259,39 @@ func compilePacked(owner string, p Policy, key []byte, pk *packer) (*compiled, e
 		c.view = v
 	}
 	return c, nil
+}
+
+// source puts back together the Policy c was compiled from, equal to it
+// field by field (its lists fresh, but for Purposes, Constraints and the
+// condition, which are shared and must not be modified).
+func (c *compiled) source() Policy {
+	p := Policy{ID: c.id, Priority: c.priority, Effect: "deny", Purposes: c.purposes, When: c.srcWhen}
+	if c.allow {
+		p.Effect = "allow"
+	}
+	if c.nils&nilSubjects == 0 {
+		p.Subjects = make([]string, len(c.subjects))
+		for i, s := range c.subjects {
+			p.Subjects[i] = s.String()
+		}
+	}
+	if c.nils&nilResources == 0 {
+		p.Resources = make([]string, len(c.resources))
+		for i, r := range c.resources {
+			p.Resources[i] = r.String()
+		}
+	}
+	if c.extra != nil {
+		p.Description, p.Constraints = c.extra.description, c.extra.constraints
+		p.Actions = slices.Clone(c.extra.actions)
+	}
+	if p.Actions == nil && c.nils&nilActions == 0 {
+		p.Actions = []Action{}
+		for o := c.order; o != 0; o >>= 4 {
+			p.Actions = append(p.Actions, Actions[o&0xf-1])
+		}
+	}
+	return p
 }
 
 // applies reports whether the policy covers the action, purpose and resource.
@@ -204,7 +312,7 @@ func (c *compiled) applies(req *Request, res Resource) bool {
 
 // comparePolicies orders by ascending priority, then id, then owner.
 func comparePolicies(a, b *compiled) int {
-	return cmp.Or(cmp.Compare(a.p.Priority, b.p.Priority), strings.Compare(a.p.ID, b.p.ID), strings.Compare(a.owner, b.owner))
+	return cmp.Or(cmp.Compare(a.priority, b.priority), strings.Compare(a.id, b.id), strings.Compare(a.owner, b.owner))
 }
 
 // packer lays out what a bulk Load keeps, so that a large population is a
@@ -218,11 +326,13 @@ type packer struct {
 	strs      map[string]string
 	arena     strings.Builder // the current arena; full ones live on through their strings
 	strings   block[string]
-	actions   block[Action]
 	subjects  block[subject]
 	resources block[resource]
 	compiled  block[compiled]
+	extras    block[policyExtras]
 	conds     map[string]packedCond
+	attrSets  map[string]Attributes
+	lists     map[string][]string
 }
 
 type packedCond struct {
@@ -233,7 +343,54 @@ type packedCond struct {
 const arenaSize = 64 << 10
 
 func newPacker() *packer {
-	return &packer{strs: map[string]string{}, conds: map[string]packedCond{}}
+	return &packer{strs: map[string]string{}, conds: map[string]packedCond{},
+		attrSets: map[string]Attributes{}, lists: map[string][]string{}}
+}
+
+// attrs returns normalized attributes a, or the earlier item's equal to
+// them: a population's attributes take few distinct values (roles,
+// levels), and each map is a few hundred bytes the collector scans.
+func (pk *packer) attrs(a Attributes) Attributes {
+	if len(a) == 0 {
+		return a
+	}
+	var b strings.Builder
+	for _, k := range slices.Sorted(maps.Keys(a)) {
+		b.WriteString(strconv.Quote(k))
+		if !scalarKey(&b, a[k]) {
+			return a
+		}
+	}
+	if v, ok := pk.attrSets[b.String()]; ok {
+		return v
+	}
+	out := make(Attributes, len(a))
+	for k, v := range a {
+		if s, ok := v.(string); ok {
+			v = pk.str(s)
+		}
+		out[pk.str(k)] = v
+	}
+	pk.attrSets[b.String()] = out
+	return out
+}
+
+// sharedList is strList for a list many items have alike (a thing's
+// streams): equal lists are one.
+func (pk *packer) sharedList(list []string) []string {
+	if len(list) == 0 {
+		return pk.strList(list)
+	}
+	var b strings.Builder
+	for _, s := range list {
+		b.WriteString(strconv.Quote(s))
+	}
+	if v, ok := pk.lists[b.String()]; ok {
+		return v
+	}
+	v := pk.strList(list)
+	pk.lists[b.String()] = v
+	return v
 }
 
 // str returns s's copy in an arena.
@@ -267,21 +424,6 @@ func (pk *packer) strList(list []string) []string {
 		out[i] = pk.str(s)
 	}
 	return out
-}
-
-// policy copies p's strings and lists (not its constraints, which its view
-// has compiled; nor its condition: see cond).
-func (pk *packer) policy(p Policy) Policy {
-	p.ID, p.Description, p.Effect = pk.str(p.ID), pk.str(p.Description), pk.str(p.Effect)
-	p.Subjects, p.Resources, p.Purposes = pk.strList(p.Subjects), pk.strList(p.Resources), pk.strList(p.Purposes)
-	if p.Actions != nil {
-		acts := pk.actions.take(len(p.Actions))
-		for i, a := range p.Actions {
-			acts[i] = Action(pk.str(string(a)))
-		}
-		p.Actions = acts
-	}
-	return p
 }
 
 // cond compiles w, or returns the earlier policy's condition equal to it

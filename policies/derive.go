@@ -31,8 +31,8 @@ func (e *Engine) Warnings(owner string, p Policy) []string {
 	defer e.mu.RUnlock()
 	shared := map[string]bool{}
 	for _, c := range e.policies[owner] {
-		if c.allow && c.p.ID != p.ID {
-			for _, s := range e.streamsOf(owner, c.p.Resources) {
+		if c.allow && c.id != p.ID {
+			for _, s := range e.streamsOf(owner, c.source().Resources) {
 				shared[s] = true
 			}
 		}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/maphash"
+	"maps"
 	"slices"
 	"strings"
 	"sync"
@@ -319,7 +320,7 @@ func (e *Engine) PutPolicy(owner string, p Policy) error {
 }
 
 func (e *Engine) putCompiled(c *compiled) {
-	list := slices.DeleteFunc(e.policies[c.owner], func(x *compiled) bool { return x.p.ID == c.p.ID })
+	list := slices.DeleteFunc(e.policies[c.owner], func(x *compiled) bool { return x.id == c.id })
 	i, _ := slices.BinarySearchFunc(list, c, comparePolicies)
 	e.policies[c.owner] = slices.Insert(list, i, c)
 	e.rels.setPolicyOwner(c.owner, true)
@@ -333,7 +334,7 @@ func (e *Engine) DeletePolicy(owner, id string) bool {
 	defer e.changes.Add(1)
 	list := e.policies[owner]
 	n := len(list)
-	list = slices.DeleteFunc(list, func(x *compiled) bool { return x.p.ID == id })
+	list = slices.DeleteFunc(list, func(x *compiled) bool { return x.id == id })
 	if len(list) == n {
 		return false
 	}
@@ -358,9 +359,10 @@ func (e *Engine) ownerSecret(owner string) []byte {
 // first; on any error nothing changes and all problems are reported.
 //
 // The engine keeps its own compact copy (see packer and relStore): of s it
-// references afterwards only attribute values, memberships, policy
-// constraints and one of each distinct policy condition, so a caller that
-// drops s leaves few small objects of it behind.
+// references afterwards only memberships, policy constraints and one of
+// each distinct policy condition, so a caller that drops s leaves few small
+// objects of it behind. Equal attributes, and equal lists of streams, are
+// kept once.
 func (e *Engine) Load(s Snapshot) error {
 	var errs []error
 	pk := newPacker()
@@ -371,7 +373,7 @@ func (e *Engine) Load(s Snapshot) error {
 			errs = append(errs, fmt.Errorf("users[%d]: %v", i, errOr(err, "name must not be empty")))
 			continue
 		}
-		u.Name, u.Attributes = pk.str(u.Name), a
+		u.Name, u.Attributes = pk.str(u.Name), pk.attrs(a)
 		users = append(users, u)
 	}
 	things := make([]Thing, 0, len(s.Things))
@@ -381,8 +383,8 @@ func (e *Engine) Load(s Snapshot) error {
 			errs = append(errs, fmt.Errorf("things[%d]: %v", i, errOr(err, "id must not be empty")))
 			continue
 		}
-		t.ID, t.Owner, t.Kind, t.Place, t.Attributes = pk.str(t.ID), pk.str(t.Owner), pk.str(t.Kind), pk.str(t.Place), a
-		t.Streams = pk.strList(t.Streams)
+		t.ID, t.Owner, t.Kind, t.Place, t.Attributes = pk.str(t.ID), pk.str(t.Owner), pk.str(t.Kind), pk.str(t.Place), pk.attrs(a)
+		t.Streams = pk.sharedList(t.Streams)
 		things = append(things, t)
 	}
 	places := make([]Place, len(s.Places))
@@ -468,7 +470,9 @@ func (e *Engine) User(name string) (User, bool) {
 	if u == nil {
 		return User{}, false
 	}
-	return *u, true
+	c := *u
+	c.Attributes = maps.Clone(u.Attributes) // shared with other users after a Load
+	return c, true
 }
 
 // Thing returns a copy of the thing.
@@ -479,7 +483,9 @@ func (e *Engine) Thing(id string) (Thing, bool) {
 	if t == nil {
 		return Thing{}, false
 	}
-	return *t, true
+	c := *t
+	c.Attributes, c.Streams = maps.Clone(t.Attributes), slices.Clone(t.Streams) // shared with other things after a Load
+	return c, true
 }
 
 // Place returns a copy of the place.
@@ -490,16 +496,19 @@ func (e *Engine) Place(id string) (Place, bool) {
 	if p == nil {
 		return Place{}, false
 	}
-	return *p, true
+	c := *p
+	c.Attributes = maps.Clone(p.Attributes)
+	return c, true
 }
 
-// Policies returns owner's policies in evaluation order.
+// Policies returns owner's policies in evaluation order, each equal to
+// the one put (put back together from its compiled form: see compiled).
 func (e *Engine) Policies(owner string) []Policy {
 	e.mu.RLock()
 	defer e.mu.RUnlock()
 	out := make([]Policy, len(e.policies[owner]))
 	for i, c := range e.policies[owner] {
-		out[i] = c.p
+		out[i] = c.source()
 	}
 	return out
 }
@@ -720,7 +729,7 @@ func (e *Engine) evaluate(x *evalCtx) Decision {
 		if c.when != nil && !c.when.eval(x) {
 			continue
 		}
-		base.Rule, base.PolicyID, base.PolicyOwner = "policy", c.p.ID, c.owner
+		base.Rule, base.PolicyID, base.PolicyOwner = "policy", c.id, c.owner
 		if c.allow {
 			base.Effect = Allow
 			base.View = c.view

@@ -731,3 +731,85 @@ func TestDependDedupsWhenFull(t *testing.T) {
 		t.Fatal("one generation too many is cacheable")
 	}
 }
+
+// The engine keeps a policy only in compiled form: what Policies returns is
+// put back together from it, and must equal what was put, through PutPolicy
+// and through Load alike.
+func TestPoliciesReadBackAsPut(t *testing.T) {
+	lo, hi := -5.0, 40.0
+	many := make([]Action, 0, 18) // over the 16 a compiled policy orders in place
+	for i := range 18 {
+		many = append(many, Actions[i%len(Actions)])
+	}
+	tests := []Policy{
+		{ID: "plain", Priority: 1, Effect: "allow", Subjects: []string{"user:ruth"}, Resources: []string{"things/t1/data/#"}, Actions: []Action{ActRead}},
+		{ID: "every-kind", Priority: -3, Effect: "deny", Description: "all kinds of subject and resource",
+			Subjects:  []string{"*", "user:ruth", "thing:t1", "role:doctor", "relation:co_owner", "org:acme#member", "place:home#visitor"},
+			Resources: []string{"stream:location", "things/+/state", "things/t1/data/temperature", "#"},
+			Actions:   []Action{ActHistory, ActRead, ActCommand, ActPublish}, Purposes: []string{"care", "research"}},
+		{ID: "nil-lists", Effect: "allow"},
+		{ID: "empty-lists", Effect: "allow", Subjects: []string{}, Resources: []string{}, Actions: []Action{}, Purposes: []string{}},
+		{ID: "repeated-actions", Effect: "allow", Subjects: []string{"user:bo"}, Resources: []string{"things/t1/data/#"}, Actions: many},
+		{ID: "sixteen-actions", Effect: "allow", Subjects: []string{"user:bo"}, Resources: []string{"things/t1/data/#"}, Actions: many[:16]},
+		{ID: "constrained", Priority: 7, Effect: "allow", Subjects: []string{"role:doctor"}, Resources: []string{"stream:temperature"},
+			Actions: []Action{ActRead}, When: &Condition{Any: []Condition{{Attr: "requester.level", Op: OpGe, Value: 2.0}, {All: []Condition{}}}},
+			Constraints: []Constraint{{Kind: ConstraintAccuracy, Field: "temperature", Step: 0.5}, {Kind: ConstraintRange, Field: "temperature", Min: &lo, Max: &hi}}},
+	}
+	put := NewEngine(Options{Clock: newFakeClock(t0)})
+	snap := Snapshot{Users: []User{{Name: "an"}}}
+	for _, p := range tests {
+		if err := put.PutPolicy("an", p); err != nil {
+			t.Fatalf("%s: %v", p.ID, err)
+		}
+		snap.Policies = append(snap.Policies, OwnedPolicy{Owner: "an", Policy: p})
+	}
+	loaded := NewEngine(Options{Clock: newFakeClock(t0)})
+	if err := loaded.Load(snap); err != nil {
+		t.Fatal(err)
+	}
+	for name, e := range map[string]*Engine{"PutPolicy": put, "Load": loaded} {
+		got := map[string]Policy{}
+		for _, p := range e.Policies("an") {
+			got[p.ID] = p
+		}
+		for _, want := range tests {
+			if !reflect.DeepEqual(got[want.ID], want) {
+				t.Errorf("%s: policy %s reads back as\n%+v\nwant\n%+v", name, want.ID, got[want.ID], want)
+			}
+		}
+	}
+}
+
+// Load keeps one map for equal attributes and one list for equal streams;
+// what User and Thing hand out is the caller's to change.
+func TestLoadSharesEqualAttributes(t *testing.T) {
+	snap := Snapshot{
+		Users: []User{{Name: "a", Attributes: Attributes{"role": "guest", "level": 1}}, {Name: "b", Attributes: Attributes{"level": 1.0, "role": "guest"}},
+			{Name: "c", Attributes: Attributes{"role": "guest", "level": 2.0}}},
+		Things: []Thing{{ID: "t1", Streams: []string{"temperature"}, Attributes: Attributes{"room": "hall"}},
+			{ID: "t2", Streams: []string{"temperature"}, Attributes: Attributes{"room": "hall"}}},
+	}
+	e := NewEngine(Options{Clock: newFakeClock(t0)})
+	if err := e.Load(snap); err != nil {
+		t.Fatal(err)
+	}
+	e.mu.RLock()
+	sameMap := func(x, y Attributes) bool { return reflect.ValueOf(x).UnsafePointer() == reflect.ValueOf(y).UnsafePointer() }
+	if !sameMap(e.users["a"].Attributes, e.users["b"].Attributes) || sameMap(e.users["a"].Attributes, e.users["c"].Attributes) {
+		t.Error("equal attributes not shared, or differing ones shared")
+	}
+	if !sameMap(e.things["t1"].Attributes, e.things["t2"].Attributes) || &e.things["t1"].Streams[0] != &e.things["t2"].Streams[0] {
+		t.Error("equal thing attributes or streams not shared")
+	}
+	e.mu.RUnlock()
+	a, _ := e.User("a")
+	a.Attributes["level"] = 5.0
+	t1, _ := e.Thing("t1")
+	t1.Attributes["room"], t1.Streams[0] = "attic", "location"
+	if b, _ := e.User("b"); b.Attributes["level"] != 1.0 {
+		t.Errorf("a change to a's copy reached b: %v", b.Attributes)
+	}
+	if t2, _ := e.Thing("t2"); t2.Attributes["room"] != "hall" || t2.Streams[0] != "temperature" {
+		t.Errorf("a change to t1's copy reached t2: %+v", t2)
+	}
+}

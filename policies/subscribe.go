@@ -87,7 +87,7 @@ func (e *Engine) MaySubscribe(p Principal, filter, purpose string) Decision {
 		}
 		for _, r := range c.resources {
 			if r.overlaps(filter) {
-				base.Effect, base.Rule, base.PolicyID, base.PolicyOwner = Allow, "policy", c.p.ID, c.owner
+				base.Effect, base.Rule, base.PolicyID, base.PolicyOwner = Allow, "policy", c.id, c.owner
 				return base
 			}
 		}
