@@ -794,7 +794,9 @@ func TestLoadSharesEqualAttributes(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.mu.RLock()
-	sameMap := func(x, y Attributes) bool { return reflect.ValueOf(x).UnsafePointer() == reflect.ValueOf(y).UnsafePointer() }
+	sameMap := func(x, y Attributes) bool {
+		return reflect.ValueOf(x).UnsafePointer() == reflect.ValueOf(y).UnsafePointer()
+	}
 	if !sameMap(e.users["a"].Attributes, e.users["b"].Attributes) || sameMap(e.users["a"].Attributes, e.users["c"].Attributes) {
 		t.Error("equal attributes not shared, or differing ones shared")
 	}
