@@ -6,6 +6,7 @@ import (
 	"maps"
 	"math"
 	"math/bits"
+	"reflect"
 	"slices"
 	"strconv"
 	"strings"
@@ -257,6 +258,9 @@ func compilePacked(owner string, p Policy, key []byte, pk *packer) (*compiled, e
 			return nil, fmt.Errorf("policy %q: %w", p.ID, err)
 		}
 		c.view = v
+		if pk != nil {
+			c.view, c.extra.constraints = pk.view(v, p.Constraints)
+		}
 	}
 	return c, nil
 }
@@ -332,6 +336,7 @@ type packer struct {
 	extras    block[policyExtras]
 	conds     map[string]packedCond
 	attrSets  map[string]Attributes
+	views     map[string][]packedView
 	lists     map[string][]string
 }
 
@@ -344,7 +349,7 @@ const arenaSize = 64 << 10
 
 func newPacker() *packer {
 	return &packer{strs: map[string]string{}, conds: map[string]packedCond{},
-		attrSets: map[string]Attributes{}, lists: map[string][]string{}}
+		attrSets: map[string]Attributes{}, lists: map[string][]string{}, views: map[string][]packedView{}}
 }
 
 // attrs returns normalized attributes a, or the earlier item's equal to
@@ -373,6 +378,27 @@ func (pk *packer) attrs(a Attributes) Attributes {
 	}
 	pk.attrSets[b.String()] = out
 	return out
+}
+
+// packedView is a view and the constraints it was compiled from.
+type packedView struct {
+	v  *View
+	cs []Constraint
+}
+
+// view returns v and cs, or an earlier policy's equal view and constraints:
+// owners often give the same constraints (a doctor sees locations to
+// 0.01°). Views with equal keys render alike (a pseudonymizing view's key
+// names its owner's key); the constraints are compared as well, so that
+// Policies reads each policy back exactly as it was.
+func (pk *packer) view(v *View, cs []Constraint) (*View, []Constraint) {
+	for _, pv := range pk.views[v.Key()] {
+		if reflect.DeepEqual(pv.cs, cs) {
+			return pv.v, pv.cs
+		}
+	}
+	pk.views[v.Key()] = append(pk.views[v.Key()], packedView{v, cs})
+	return v, cs
 }
 
 // sharedList is strList for a list many items have alike (a thing's

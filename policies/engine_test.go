@@ -815,3 +815,39 @@ func TestLoadSharesEqualAttributes(t *testing.T) {
 		t.Errorf("a change to t1's copy reached t2: %+v", t2)
 	}
 }
+
+// Load keeps one view for equal constraints of different owners, but not
+// for a pseudonymization, whose pseudonyms differ by owner.
+func TestLoadSharesEqualViews(t *testing.T) {
+	round := []Constraint{{Kind: ConstraintAccuracy, Field: "lat", Step: 0.01}}
+	pseudonym := []Constraint{{Kind: ConstraintPseudonymize, Field: "device"}}
+	policy := func(owner, id string, cs []Constraint) OwnedPolicy {
+		return OwnedPolicy{Owner: owner, Policy: Policy{ID: id, Effect: "allow", Subjects: []string{"role:doctor"},
+			Resources: []string{"stream:location"}, Actions: []Action{ActRead}, Constraints: slices.Clone(cs)}}
+	}
+	snap := Snapshot{Users: []User{{Name: "an"}, {Name: "bo"}}, Policies: []OwnedPolicy{
+		policy("an", "round", round), policy("bo", "round", round), policy("an", "coarser", []Constraint{{Kind: ConstraintAccuracy, Field: "lat", Step: 0.1}}),
+		policy("an", "pseudonym", pseudonym), policy("bo", "pseudonym", pseudonym)}}
+	e := NewEngine(Options{Clock: newFakeClock(t0), Secret: []byte("engine secret")})
+	if err := e.Load(snap); err != nil {
+		t.Fatal(err)
+	}
+	view := func(owner, id string) *View {
+		for _, c := range e.policies[owner] {
+			if c.id == id {
+				return c.view
+			}
+		}
+		t.Fatalf("no policy %s/%s", owner, id)
+		return nil
+	}
+	if view("an", "round") != view("bo", "round") {
+		t.Error("equal constraints of two owners: two views")
+	}
+	if view("an", "round") == view("an", "coarser") {
+		t.Error("differing constraints share a view")
+	}
+	if view("an", "pseudonym") == view("bo", "pseudonym") {
+		t.Error("two owners' pseudonymizations share a view")
+	}
+}
