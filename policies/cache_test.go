@@ -387,3 +387,28 @@ func TestDecideShared(t *testing.T) {
 		t.Fatalf("a change modified a shared decision: %+v, was %+v", *first, kept)
 	}
 }
+
+// A generation is found again by its key, never moves as the table grows
+// (cached decisions point at it), and a user and a thing of one name have
+// one each.
+func TestGenTable(t *testing.T) {
+	e := NewEngine(Options{Clock: newFakeClock(t0)})
+	first := e.subjects.get(e.subjectKey(UserPrincipal("ruth")))
+	first.bump()
+	for i := range 3 * genBlock {
+		e.subjects.get(e.subjectKey(UserPrincipal(fmt.Sprint("user-", i))))
+	}
+	again := e.subjects.get(e.subjectKey(UserPrincipal("ruth")))
+	if again != first || again.n.Load() != 1 {
+		t.Fatalf("ruth's generation moved or changed: %p %p, %d", first, again, again.n.Load())
+	}
+	if e.subjects.find(e.subjectKey(ThingPrincipal("ruth"))) != nil {
+		t.Fatal("the thing ruth has the user ruth's generation")
+	}
+	if g := e.subjects.get(e.subjectKey(ThingPrincipal("ruth"))); g == first || len(e.subjects.ids) != 3*genBlock+2 {
+		t.Fatalf("%d generations for %d keys", len(e.subjects.ids), 3*genBlock+2)
+	}
+	if e.owners.find(e.ownerKey("nobody")) != nil {
+		t.Fatal("a generation for an owner never seen")
+	}
+}
