@@ -202,6 +202,9 @@ func compilePacked(owner string, p Policy, key []byte, pk *packer) (*compiled, e
 	}
 	for _, r := range p.Resources {
 		if stream, ok := strings.CutPrefix(r, "stream:"); ok {
+			if stream == "" {
+				return nil, fmt.Errorf("policy %q: invalid resource %q (want stream:{name})", p.ID, r)
+			}
 			c.resources = append(c.resources, resource{stream: str(stream)})
 			continue
 		}
@@ -266,10 +269,11 @@ func compilePacked(owner string, p Policy, key []byte, pk *packer) (*compiled, e
 }
 
 // source puts back together the Policy c was compiled from, equal to it
-// field by field (its lists fresh, but for Purposes, Constraints and the
-// condition, which are shared and must not be modified).
+// field by field, and the caller's to change: nothing in it is shared with
+// the engine (Purposes is what evaluation reads) or with other policies
+// (equal conditions and constraints are one after a Load).
 func (c *compiled) source() Policy {
-	p := Policy{ID: c.id, Priority: c.priority, Effect: "deny", Purposes: c.purposes, When: c.srcWhen}
+	p := Policy{ID: c.id, Priority: c.priority, Effect: "deny", Purposes: slices.Clone(c.purposes), When: cloneCondition(c.srcWhen)}
 	if c.allow {
 		p.Effect = "allow"
 	}
@@ -286,7 +290,7 @@ func (c *compiled) source() Policy {
 		}
 	}
 	if c.extra != nil {
-		p.Description, p.Constraints = c.extra.description, c.extra.constraints
+		p.Description, p.Constraints = c.extra.description, cloneConstraints(c.extra.constraints)
 		p.Actions = slices.Clone(c.extra.actions)
 	}
 	if p.Actions == nil && c.nils&nilActions == 0 {
@@ -380,6 +384,48 @@ func (pk *packer) attrs(a Attributes) Attributes {
 	return out
 }
 
+func cloneCondition(w *Condition) *Condition {
+	if w == nil {
+		return nil
+	}
+	c := *w
+	c.Not = cloneCondition(w.Not)
+	c.All, c.Any = cloneConditions(w.All), cloneConditions(w.Any)
+	if l, ok := w.Value.([]any); ok {
+		c.Value = slices.Clone(l)
+	}
+	return &c
+}
+
+func cloneConditions(l []Condition) []Condition {
+	if l == nil {
+		return nil
+	}
+	out := make([]Condition, len(l))
+	for i := range l {
+		out[i] = *cloneCondition(&l[i])
+	}
+	return out
+}
+
+func cloneConstraints(cs []Constraint) []Constraint {
+	if cs == nil {
+		return nil
+	}
+	out := slices.Clone(cs)
+	for i := range out {
+		c := &out[i]
+		if c.Min != nil {
+			c.Min = new(*c.Min)
+		}
+		if c.Max != nil {
+			c.Max = new(*c.Max)
+		}
+		c.Keep, c.Drop = slices.Clone(c.Keep), slices.Clone(c.Drop)
+	}
+	return out
+}
+
 // packedView is a view and the constraints it was compiled from.
 type packedView struct {
 	v  *View
@@ -388,10 +434,14 @@ type packedView struct {
 
 // view returns v and cs, or an earlier policy's equal view and constraints:
 // owners often give the same constraints (a doctor sees locations to
-// 0.01°). Views with equal keys render alike (a pseudonymizing view's key
-// names its owner's key); the constraints are compared as well, so that
-// Policies reads each policy back exactly as it was.
+// 0.01°). Views with equal keys render alike; the constraints are compared
+// as well, so that Policies reads each policy back exactly as it was. A
+// pseudonymizing view is its owner's alone: its key names the owner's key
+// by a fingerprint only.
 func (pk *packer) view(v *View, cs []Constraint) (*View, []Constraint) {
+	if v.hmacs != nil {
+		return v, cs
+	}
 	for _, pv := range pk.views[v.Key()] {
 		if reflect.DeepEqual(pv.cs, cs) {
 			return pv.v, pv.cs
@@ -505,6 +555,9 @@ func condKey(b *strings.Builder, c *Condition, depth int) bool {
 	b.WriteString(strconv.Quote(string(c.Op)))
 	b.WriteString(strconv.Quote(c.Ref))
 	if l, ok := c.Value.([]any); ok {
+		if l == nil {
+			b.WriteString("Ln")
+		}
 		b.WriteString("L" + strconv.Itoa(len(l)))
 		for _, v := range l {
 			if !scalarKey(b, v) {

@@ -381,8 +381,8 @@ func (e *Engine) ownerSecret(owner string) []byte {
 // first; on any error nothing changes and all problems are reported.
 //
 // The engine keeps its own compact copy (see packer and relStore): of s it
-// references afterwards only memberships, policy constraints and one of
-// each distinct policy condition, so a caller that drops s leaves few small
+// references afterwards only memberships, policy constraints (one of each
+// distinct list) and one of each distinct policy condition, so a caller that drops s leaves few small
 // objects of it behind. Equal attributes, and equal lists of streams, are
 // kept once.
 func (e *Engine) Load(s Snapshot) error {
@@ -409,10 +409,15 @@ func (e *Engine) Load(s Snapshot) error {
 		t.Streams = pk.sharedList(t.Streams)
 		things = append(things, t)
 	}
-	places := make([]Place, len(s.Places))
+	places := make([]Place, 0, len(s.Places))
 	for i, p := range s.Places {
-		p.ID, p.Owner, p.Parent = pk.str(p.ID), pk.str(p.Owner), pk.str(p.Parent)
-		places[i] = p
+		a, err := p.Attributes.Normalize()
+		if err != nil || p.ID == "" {
+			errs = append(errs, fmt.Errorf("places[%d]: %v", i, errOr(err, "id must not be empty")))
+			continue
+		}
+		p.ID, p.Owner, p.Parent, p.Attributes = pk.str(p.ID), pk.str(p.Owner), pk.str(p.Parent), pk.attrs(a)
+		places = append(places, p)
 	}
 	for i, r := range s.Relationships {
 		if err := r.Validate(); err != nil {

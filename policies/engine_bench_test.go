@@ -126,8 +126,9 @@ func BenchmarkDecideUncached(b *testing.B) {
 // scans for pointers (MiB-scan: what every cycle marks again while the
 // broker runs; pointer-free memory is never scanned), and the time of one
 // full collection with the engine alive (gc-ms, the fastest of three, and
-// gc-cpu-ms, the processor time the collector spent on each of them, which
-// other work on the machine does not inflate).
+// gc-cpu-ms, the runtime's estimate of the processor time the collector
+// spent on each of them, less sensitive than gc-ms to other work on the
+// machine).
 func BenchmarkLoad(b *testing.B) {
 	var heap, objects, scan, gcTime, gcCPU float64
 	scanned := []metrics.Sample{{Name: "/gc/scan/heap:bytes"}}

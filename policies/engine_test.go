@@ -475,12 +475,23 @@ func TestLoadPacksSnapshot(t *testing.T) {
 			t.Errorf("policy %s: %+v, want %+v", want.ID, got[i], want)
 		}
 	}
-	if got[0].When != got[3].When || got[0].When == got[1].When {
+	kept := e.policies["an"]
+	if kept[0].srcWhen != kept[3].srcWhen || kept[0].when != kept[3].when || kept[0].when == kept[1].when {
 		t.Error("equal conditions not shared, or differing ones shared")
 	}
+	// What Policies hands out is the caller's: nothing it changes reaches
+	// the engine or another policy.
 	got[0].Subjects = append(got[0].Subjects, "user:x")
-	if again := e.Policies("an"); !reflect.DeepEqual(again[1].Subjects, []string{"user:ruth", "user:bo"}) {
+	got[0].Purposes[0], got[0].When.Value, got[3].When.Attr = "ads", 3.0, "requester.age"
+	again := e.Policies("an")
+	if !reflect.DeepEqual(again[1].Subjects, []string{"user:ruth", "user:bo"}) {
 		t.Errorf("an append ran into the next policy: %v", again[1].Subjects)
+	}
+	if again[0].Purposes[0] != "care" || again[0].When.Value != 2.0 || again[3].When.Attr != "requester.level" {
+		t.Errorf("a change to a copy reached the engine: %+v, %+v", again[0], again[3].When)
+	}
+	if d := decide(e, UserPrincipal("ruth"), "things/t1/data/temperature", ActRead, "care"); d.PolicyID != "a" {
+		t.Errorf("after changes to copies, ruth: %s, want policy a", d.Reason())
 	}
 	if th, _ := e.Thing("t1"); !reflect.DeepEqual(th, snap.Things[0]) {
 		t.Errorf("thing: %+v", th)
@@ -736,6 +747,9 @@ func TestDependDedupsWhenFull(t *testing.T) {
 // put back together from it, and must equal what was put, through PutPolicy
 // and through Load alike.
 func TestPoliciesReadBackAsPut(t *testing.T) {
+	if err := NewEngine(Options{}).PutPolicy("an", Policy{ID: "x", Effect: "allow", Resources: []string{"stream:"}}); err == nil {
+		t.Error(`resource "stream:" accepted`)
+	}
 	lo, hi := -5.0, 40.0
 	many := make([]Action, 0, 18) // over the 16 a compiled policy orders in place
 	for i := range 18 {
@@ -751,6 +765,10 @@ func TestPoliciesReadBackAsPut(t *testing.T) {
 		{ID: "empty-lists", Effect: "allow", Subjects: []string{}, Resources: []string{}, Actions: []Action{}, Purposes: []string{}},
 		{ID: "repeated-actions", Effect: "allow", Subjects: []string{"user:bo"}, Resources: []string{"things/t1/data/#"}, Actions: many},
 		{ID: "sixteen-actions", Effect: "allow", Subjects: []string{"user:bo"}, Resources: []string{"things/t1/data/#"}, Actions: many[:16]},
+		{ID: "in-nothing", Effect: "allow", Subjects: []string{"role:doctor"}, Resources: []string{"stream:x"}, Actions: []Action{ActRead},
+			When: &Condition{Attr: "requester.role", Op: OpIn, Value: []any{}}},
+		{ID: "in-nil", Effect: "allow", Subjects: []string{"role:doctor"}, Resources: []string{"stream:x"}, Actions: []Action{ActRead},
+			When: &Condition{Attr: "requester.role", Op: OpIn, Value: []any(nil)}},
 		{ID: "constrained", Priority: 7, Effect: "allow", Subjects: []string{"role:doctor"}, Resources: []string{"stream:temperature"},
 			Actions: []Action{ActRead}, When: &Condition{Any: []Condition{{Attr: "requester.level", Op: OpGe, Value: 2.0}, {All: []Condition{}}}},
 			Constraints: []Constraint{{Kind: ConstraintAccuracy, Field: "temperature", Step: 0.5}, {Kind: ConstraintRange, Field: "temperature", Min: &lo, Max: &hi}}},
@@ -788,6 +806,7 @@ func TestLoadSharesEqualAttributes(t *testing.T) {
 			{Name: "c", Attributes: Attributes{"role": "guest", "level": 2.0}}},
 		Things: []Thing{{ID: "t1", Streams: []string{"temperature"}, Attributes: Attributes{"room": "hall"}},
 			{ID: "t2", Streams: []string{"temperature"}, Attributes: Attributes{"room": "hall"}}},
+		Places: []Place{{ID: "home", Attributes: Attributes{"floors": 2}}},
 	}
 	e := NewEngine(Options{Clock: newFakeClock(t0)})
 	if err := e.Load(snap); err != nil {
@@ -813,6 +832,12 @@ func TestLoadSharesEqualAttributes(t *testing.T) {
 	}
 	if t2, _ := e.Thing("t2"); t2.Attributes["room"] != "hall" || t2.Streams[0] != "temperature" {
 		t.Errorf("a change to t1's copy reached t2: %+v", t2)
+	}
+	if p, _ := e.Place("home"); p.Attributes["floors"] != 2.0 {
+		t.Errorf("a place's attributes are not normalized as PutPlace does: %#v", p.Attributes)
+	}
+	if err := NewEngine(Options{}).Load(Snapshot{Places: []Place{{ID: "p", Attributes: Attributes{"x": []int{1}}}}}); err == nil {
+		t.Error("a place with a list attribute loaded")
 	}
 }
 
@@ -849,5 +874,16 @@ func TestLoadSharesEqualViews(t *testing.T) {
 	}
 	if view("an", "pseudonym") == view("bo", "pseudonym") {
 		t.Error("two owners' pseudonymizations share a view")
+	}
+	an := e.Policies("an")
+	for i := range an {
+		if an[i].ID == "round" {
+			an[i].Constraints[0].Step = 1
+		}
+	}
+	for _, p := range e.Policies("bo") {
+		if p.ID == "round" && p.Constraints[0].Step != 0.01 {
+			t.Errorf("a change to an's copy reached bo's policy: %+v", p.Constraints)
+		}
 	}
 }
