@@ -224,13 +224,14 @@ func compilePacked(owner string, p Policy, key []byte, pk *packer) (*compiled, e
 			c.order |= uint64(bits.TrailingZeros8(b)+1) << (4 * i)
 		}
 	}
-	for _, l := range []struct {
-		isNil bool
-		bit   uint8
-	}{{p.Subjects == nil, nilSubjects}, {p.Resources == nil, nilResources}, {p.Actions == nil, nilActions}} {
-		if l.isNil {
-			c.nils |= l.bit
-		}
+	if p.Subjects == nil {
+		c.nils |= nilSubjects
+	}
+	if p.Resources == nil {
+		c.nils |= nilResources
+	}
+	if p.Actions == nil {
+		c.nils |= nilActions
 	}
 	if p.Description != "" || p.Constraints != nil || len(p.Actions) > 16 {
 		c.extra = &policyExtras{}
