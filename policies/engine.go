@@ -382,9 +382,9 @@ func (e *Engine) ownerSecret(owner string) []byte {
 //
 // The engine keeps its own compact copy (see packer and relStore): of s it
 // references afterwards only memberships, policy constraints (one of each
-// distinct list) and one of each distinct policy condition, so a caller that drops s leaves few small
-// objects of it behind. Equal attributes, and equal lists of streams, are
-// kept once.
+// distinct list) and one of each distinct policy condition, so a caller
+// that drops s leaves few small objects of it behind. Equal attributes,
+// and equal lists of streams, are kept once.
 func (e *Engine) Load(s Snapshot) error {
 	var errs []error
 	pk := newPacker()
