@@ -234,9 +234,10 @@ func compilePacked(owner string, p Policy, key []byte, pk *packer) (*compiled, e
 		c.nils |= nilActions
 	}
 	if p.Description != "" || p.Constraints != nil || len(p.Actions) > 16 {
-		c.extra = &policyExtras{}
 		if pk != nil {
 			c.extra = &pk.extras.take(1)[0]
+		} else {
+			c.extra = &policyExtras{}
 		}
 		c.extra.description, c.extra.constraints = p.Description, p.Constraints
 		if len(p.Actions) > 16 {
