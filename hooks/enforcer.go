@@ -206,20 +206,37 @@ func claimedPrincipal(e *policies.Engine, cl *mqtt.Client, pk packets.Packet) (p
 
 // mayWrite decides a publish by p to topic.
 func (h *Enforcer) mayWrite(p policies.Principal, topic string) bool {
-	return h.decideWrite(p, topic, false)
+	return h.decideWrite(p, nil, topic, false)
 }
 
-// decideWrite decides a publish by p to topic, telling the audit sink when asked.
-func (h *Enforcer) decideWrite(p policies.Principal, topic string, audit bool) bool {
-	res, ok := policies.ParseTopic(topic)
-	if !ok {
-		return false
+// decideWrite decides a publish by p to topic, telling the audit sink when
+// asked. With the publisher's session, its last decision is kept there
+// and taken again for the same topic while the configuration is
+// unchanged.
+func (h *Enforcer) decideWrite(p policies.Principal, s *session, topic string, audit bool) bool {
+	var (
+		changes uint64
+		d       *policies.Decision
+		act     policies.Action
+	)
+	if s != nil {
+		changes = h.engine.Changes()
+		d, act = s.wrote.get(topic, changes)
 	}
-	act := policies.ActPublish
-	if res.Kind == policies.ResCommand {
-		act = policies.ActCommand
+	if d == nil {
+		res, ok := policies.ParseTopic(topic)
+		if !ok {
+			return false
+		}
+		act = policies.ActPublish
+		if res.Kind == policies.ResCommand {
+			act = policies.ActCommand
+		}
+		d = h.engine.DecideShared(&policies.Request{Principal: p, Topic: topic, Action: act})
+		if s != nil {
+			s.wrote.put(topic, act, changes, d)
+		}
 	}
-	d := h.engine.DecideShared(&policies.Request{Principal: p, Topic: topic, Action: act})
 	if audit && h.audit != nil {
 		h.audit(p, act, "", d, 1)
 	}
@@ -244,7 +261,7 @@ func (h *Enforcer) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
 			}
 			return false
 		}
-		ok := h.timing.timePublishDecision(cl, func() bool { return h.decideWrite(s.principal, topic, true) })
+		ok := h.timing.timePublishDecision(cl, func() bool { return h.decideWrite(s.principal, s, topic, true) })
 		if !ok {
 			h.count("publish_denied")
 		}
@@ -606,7 +623,7 @@ func (h *Enforcer) decideEncode(s *session, topic string) *policies.Decision {
 		return h.decideRead(s, topic)
 	}
 	changes := h.engine.Changes()
-	if d := s.encoded.get(topic, changes); d != nil {
+	if d, _ := s.encoded.get(topic, changes); d != nil {
 		return d
 	}
 	// Asked under the CONNECT purpose by name, not through s.purposes: a
@@ -614,7 +631,7 @@ func (h *Enforcer) decideEncode(s *session, topic string) *policies.Decision {
 	// decision asked under it must not be kept for the deliveries after its
 	// unsubscribe.
 	d := h.engine.DecideShared(&policies.Request{Principal: s.principal, Topic: topic, Action: policies.ActRead, Purpose: s.purpose})
-	s.encoded.put(topic, changes, d)
+	s.encoded.put(topic, policies.ActRead, changes, d)
 	return d
 }
 

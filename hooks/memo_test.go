@@ -2,6 +2,7 @@ package hooks
 
 import (
 	"fmt"
+	"maps"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -312,4 +313,81 @@ func TestEncodeUnderSubscriptionThenConnectPurpose(t *testing.T) {
 			}
 		}
 	}
+}
+
+// A publisher's session keeps its last publish decision; a change of the
+// configuration or of the topic, and a decision that ends at a time, must
+// still be decided anew for the very next publish, and every publish is
+// audited under its own action.
+func TestPublishDecisionFollowsChangesAndTime(t *testing.T) {
+	clock := &settableClock{}
+	clock.Set(time.Date(2026, 11, 26, 17, 59, 0, 0, time.UTC))
+	var tally actionTally
+	f := newAuditedFixture(t, clock, tally.record)
+	h := f.enforcer
+	doctor := f.client("doctor-0", policies.UserPrincipal("doctor"))
+	const reset, reading = "things/sensor-1/cmd/reset", "things/sensor-1/data/temperature"
+	mayReset := policies.Policy{ID: "doctor-reset", Priority: 40, Effect: "allow", Subjects: []string{"role:doctor"},
+		Resources: []string{"things/+/cmd/reset"}, Actions: []policies.Action{policies.ActCommand}}
+	if err := f.engine.PutPolicy("an", mayReset); err != nil {
+		t.Fatal(err)
+	}
+	steps := []struct {
+		step  string
+		topic string
+		want  bool
+		then  func()
+	}{
+		{"allowed", reset, true, nil},
+		{"allowed again", reset, true, nil},
+		{"another topic", reading, false, nil},
+		{"back", reset, true, func() {
+			deny := mayReset
+			deny.Effect = "deny"
+			if err := f.engine.PutPolicy("an", deny); err != nil {
+				t.Fatal(err)
+			}
+		}},
+		{"after the deny", reset, false, func() {
+			// Until 18:00 only: the decision ends at a time, so it is never kept.
+			until18 := mayReset
+			until18.When = &policies.Condition{Attr: "env.hour", Op: policies.OpLt, Value: 18.0}
+			if err := f.engine.PutPolicy("an", until18); err != nil {
+				t.Fatal(err)
+			}
+		}},
+		{"at 17:59", reset, true, func() { clock.Add(2 * time.Minute) }},
+		{"at 18:01, nothing else changed", reset, false, nil},
+	}
+	for _, s := range steps {
+		if got := h.OnACLCheck(doctor, s.topic, true); got != s.want {
+			t.Fatalf("%s: publish to %s allowed = %v, want %v", s.step, s.topic, got, s.want)
+		}
+		if s.then != nil {
+			s.then()
+		}
+	}
+	want := map[string]int64{"command allow": 4, "command deny": 2, "publish deny": 1}
+	if !maps.Equal(tally.n, want) {
+		t.Errorf("audited %v, want %v", tally.n, want)
+	}
+}
+
+// actionTally adds up what an enforcer tells its audit, by action and effect.
+type actionTally struct {
+	mu sync.Mutex
+	n  map[string]int64
+}
+
+func (a *actionTally) record(_ policies.Principal, act policies.Action, _ string, d *policies.Decision, n int64) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.n == nil {
+		a.n = map[string]int64{}
+	}
+	effect := "deny"
+	if d.Allowed() {
+		effect = "allow"
+	}
+	a.n[string(act)+" "+effect] += n
 }
