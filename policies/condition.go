@@ -290,15 +290,15 @@ func (x *evalCtx) attr(p attrPath) (any, bool) {
 		return normalizeScalar(v)
 	case nsEnvHour:
 		t := x.local()
-		x.expireAt(time.Date(t.Year(), t.Month(), t.Day(), t.Hour()+1, 0, 0, 0, t.Location()))
+		x.expireAt(nextHour(t))
 		return float64(t.Hour()), true
 	case nsEnvWeekday:
 		t := x.local()
-		x.expireAt(time.Date(t.Year(), t.Month(), t.Day()+1, 0, 0, 0, 0, t.Location()))
+		x.expireAt(nextDay(t))
 		return strings.ToLower(t.Weekday().String()), true
 	case nsEnvTime:
 		t := x.local()
-		x.expireAt(time.Date(t.Year(), t.Month(), t.Day(), t.Hour(), t.Minute()+1, 0, 0, t.Location()))
+		x.expireAt(t.Add(time.Minute - time.Duration(t.Second())*time.Second - time.Duration(t.Nanosecond())))
 		return t.Format("15:04"), true
 	case nsPurpose:
 		return x.req.Purpose, true
@@ -346,4 +346,24 @@ func thingAttr(t *Thing, key string) (any, bool) {
 	}
 	v, ok := t.Attributes[key]
 	return v, ok
+}
+
+// nextHour is when the local hour of t next changes. Counted from t, not
+// built with time.Date: in the hour a clock goes back, time.Date names the
+// second 02:00 (say) where the hour changes at the first.
+func nextHour(t time.Time) time.Time {
+	return t.Add(time.Hour - time.Duration(t.Minute())*time.Minute - time.Duration(t.Second())*time.Second - time.Duration(t.Nanosecond()))
+}
+
+// nextDay is when the local date of t next changes: the next midnight, or
+// its first occurrence where a clock goes back across midnight.
+func nextDay(t time.Time) time.Time {
+	c := time.Date(t.Year(), t.Month(), t.Day()+1, 0, 0, 0, 0, t.Location())
+	for {
+		p := c.Add(-time.Hour)
+		if !p.After(t) || p.Day() == t.Day() {
+			return c
+		}
+		c = p
+	}
 }

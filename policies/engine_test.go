@@ -887,3 +887,63 @@ func TestLoadSharesEqualViews(t *testing.T) {
 		}
 	}
 }
+
+// env.* decisions expire when the local hour, minute or date next changes,
+// also on the days clocks change: in the hour a clock goes back, the hour
+// changes at the first 02:00, not the second.
+func TestEnvBoundariesAcrossClockChanges(t *testing.T) {
+	berlin, err := time.LoadLocation("Europe/Berlin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	havana, err := time.LoadLocation("America/Havana") // clocks go back from 01:00 to 00:00
+	if err != nil {
+		t.Fatal(err)
+	}
+	utc := func(s string) time.Time {
+		t.Helper()
+		v, err := time.Parse(time.RFC3339, s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	for _, c := range []struct {
+		name string
+		now  time.Time // as UTC instants
+		loc  *time.Location
+		hour time.Time
+		day  time.Time
+	}{
+		{"an ordinary hour", utc("2026-11-26T20:30:15Z"), berlin, utc("2026-11-26T21:00:00Z"), utc("2026-11-26T23:00:00Z")},
+		{"01:30 CEST before the clocks go back", utc("2026-10-24T23:30:00Z"), berlin, utc("2026-10-25T00:00:00Z"), utc("2026-10-25T23:00:00Z")},
+		{"the first 02:30 (CEST)", utc("2026-10-25T00:30:00Z"), berlin, utc("2026-10-25T01:00:00Z"), utc("2026-10-25T23:00:00Z")},
+		{"the second 02:30 (CET)", utc("2026-10-25T01:30:00Z"), berlin, utc("2026-10-25T02:00:00Z"), utc("2026-10-25T23:00:00Z")},
+		{"01:30 CET before the clocks go forward", utc("2026-03-29T00:30:00Z"), berlin, utc("2026-03-29T01:00:00Z"), utc("2026-03-29T22:00:00Z")},
+		// Havana goes back from 01:00 CDT to 00:00 CST on 2026-11-01:
+		// midnight comes twice, and the date changes at the first.
+		{"23:30 before midnight comes twice", utc("2026-11-01T03:30:00Z"), havana, utc("2026-11-01T04:00:00Z"), utc("2026-11-01T04:00:00Z")},
+		{"the first 00:30 (CDT)", utc("2026-11-01T04:30:00Z"), havana, utc("2026-11-01T05:00:00Z"), utc("2026-11-02T05:00:00Z")},
+	} {
+		local := c.now.In(c.loc)
+		if got := nextHour(local); !got.Equal(c.hour) {
+			t.Errorf("%s (%s): next hour %s, want %s", c.name, local, got.UTC(), c.hour)
+		}
+		if got := nextDay(local); !got.Equal(c.day) {
+			t.Errorf("%s (%s): next day %s, want %s", c.name, local, got.UTC(), c.day)
+		}
+	}
+	// Through the engine: a decision under env.hour at 01:30 CEST holds
+	// until 02:00 CEST, not 02:00 CET an hour later.
+	clock := newFakeClock(utc("2026-10-24T23:30:00Z"))
+	e := NewEngine(Options{Clock: clock, Location: berlin})
+	_ = e.PutUser(User{Name: "an"})
+	_ = e.PutUser(User{Name: "x"})
+	_ = e.PutThing(Thing{ID: "w", Owner: "an"})
+	_ = e.PutPolicy("an", Policy{ID: "p", Effect: "allow", Subjects: []string{"*"}, Resources: []string{"#"},
+		Actions: []Action{ActRead}, When: &Condition{Attr: "env.hour", Op: OpEq, Value: 1.0}})
+	d := decide(e, UserPrincipal("x"), "things/w/state", ActRead, "")
+	if !d.Allowed() || !d.Expires.Equal(utc("2026-10-25T00:00:00Z")) {
+		t.Fatalf("at 01:30 CEST: %s, expires %s; want allowed until 00:00 UTC", d.Reason(), d.Expires.UTC())
+	}
+}
