@@ -212,16 +212,17 @@ func (b *Broker) startMQTT() error {
 		if err != nil {
 			return err
 		}
-		if err := srv.AddHook(hooks.NewAuthenticator(hooks.AuthConfig{
-			Engine: b.Engine, Credentials: b.Credentials, Sessions: b.Sessions, Server: srv, JWT: jwtCfg,
-			Log: b.log.With().Str("component", "auth").Logger(), Metrics: b.Metrics,
-		}), nil); err != nil {
-			return err
-		}
 		b.enforcer = hooks.NewEnforcer(hooks.EnforcerConfig{
 			Engine: b.Engine, Sessions: b.Sessions, Server: srv, Clock: b.cfg.Clock, Live: b.Live,
 			Log: b.log.With().Str("component", "enforcer").Logger(), Metrics: b.Metrics, Timing: b.Timing,
 		})
+		if err := srv.AddHook(hooks.NewAuthenticator(hooks.AuthConfig{
+			Engine: b.Engine, Credentials: b.Credentials, Sessions: b.Sessions, Server: srv, JWT: jwtCfg,
+			MayPublish: b.enforcer.MayPublish,
+			Log:        b.log.With().Str("component", "auth").Logger(), Metrics: b.Metrics,
+		}), nil); err != nil {
+			return err
+		}
 		if err := srv.AddHook(b.enforcer, nil); err != nil {
 			return err
 		}

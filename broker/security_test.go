@@ -47,6 +47,17 @@ func TestThingWithAnotherThingsIDRefused(t *testing.T) {
 	connect(t, "thermo-1", "thermo-1-secret", connOpts{clientID: "thermo-1"})
 }
 
+// A client id is a topic level of the replies and of things' topics: one
+// with a '/' would let client "app" read the replies of "app/alice".
+func TestClientIDThatIsNotATopicLevelRefused(t *testing.T) {
+	for _, id := range []string{"an-app/alice", "an+", "an#", "/"} {
+		if _, err := dial(t, "an", "an-pass", connOpts{clientID: id}); err == nil {
+			t.Fatalf("client id %q accepted", id)
+		}
+	}
+	connect(t, "an", "an-pass", connOpts{clientID: "an-app.alice_1"})
+}
+
 func TestOwnerReceivesExactRawBytes(t *testing.T) {
 	an := connect(t, "an", "an-pass", connOpts{})
 	an.mustSubscribe("", "things/thermo-1/data/temperature")
@@ -141,6 +152,50 @@ func TestStrangerPublishRejected(t *testing.T) {
 	}
 }
 
+// The will is decided only once the credentials are good: before them, a
+// refusal told anyone whether a user may publish a topic.
+func TestWillRefusalNeedsGoodCredentials(t *testing.T) {
+	will := &paho.WillMessage{Topic: "things/lock-1/cmd/unlock", Payload: []byte(`{}`), QoS: 1}
+	for _, c := range []struct {
+		user, pass string
+		want       byte
+	}{
+		{"stranger", "wrong", 0x86}, // may not publish there: says nothing about it
+		{"an", "wrong", 0x86},       // may: the same answer
+		{"nobody", "x", 0x86},
+		{"stranger", "stranger-pass", 0x87}, // the right password: told why
+	} {
+		if got := connackCode(t, c.user, c.pass, will); got != c.want {
+			t.Errorf("%s/%s with a will on things/lock-1/cmd/unlock: CONNACK 0x%02x, want 0x%02x", c.user, c.pass, got, c.want)
+		}
+	}
+}
+
+// connackCode sends one CONNECT with will and returns the CONNACK's reason
+// code. From an address of its own: its wrong passwords must not bring the
+// other tests' address to the login limiter.
+func connackCode(t *testing.T, user, pass string, will *paho.WillMessage) byte {
+	t.Helper()
+	d := net.Dialer{Timeout: 5 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.9")}}
+	conn, err := d.Dial("tcp", veil.Addr("mqtt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	pc := paho.NewClient(paho.ClientConfig{Conn: conn})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	ca, err := pc.Connect(ctx, &paho.Connect{ClientID: user + "-will-probe", Username: user, UsernameFlag: true,
+		Password: []byte(pass), PasswordFlag: true, CleanStart: true, KeepAlive: 30, WillMessage: will})
+	if ca == nil {
+		t.Fatalf("%s: no CONNACK: %v", user, err)
+	}
+	if err == nil {
+		_ = pc.Disconnect(&paho.Disconnect{})
+	}
+	return ca.ReasonCode
+}
+
 func TestWillOnAnotherTopicNeverPublished(t *testing.T) {
 	an := connect(t, "an", "an-pass", connOpts{})
 	an.mustSubscribeNew("things/lock-1/#")
@@ -148,7 +203,9 @@ func TestWillOnAnotherTopicNeverPublished(t *testing.T) {
 	if _, err := dial(t, "stranger", "stranger-pass", connOpts{will: will}); err == nil {
 		t.Fatal("a will on another owner's topic was accepted at CONNECT")
 	}
-	// A thing's own will is accepted and delivered when it drops.
+	// A thing's own will is accepted and delivered when it drops: at once,
+	// though it asked for an hour's delay (mochi would send a delayed will
+	// without asking Veil, on rights decided an hour before).
 	conn, err := net.Dial("tcp", veil.Addr("mqtt"))
 	if err != nil {
 		t.Fatal(err)
@@ -156,9 +213,12 @@ func TestWillOnAnotherTopicNeverPublished(t *testing.T) {
 	pc := paho.NewClient(paho.ClientConfig{Conn: conn})
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
+	hour := uint32(3600)
 	if _, err := pc.Connect(ctx, &paho.Connect{ClientID: "lock-1", Username: "lock-1", UsernameFlag: true,
 		Password: []byte("lock-1-secret"), PasswordFlag: true, CleanStart: true, KeepAlive: 30,
-		WillMessage: &paho.WillMessage{Topic: "things/lock-1/state", Payload: []byte(`{"online":false}`), QoS: 1}}); err != nil {
+		Properties:     &paho.ConnectProperties{SessionExpiryInterval: &hour},
+		WillMessage:    &paho.WillMessage{Topic: "things/lock-1/state", Payload: []byte(`{"online":false}`), QoS: 1},
+		WillProperties: &paho.WillProperties{WillDelayInterval: &hour}}); err != nil {
 		t.Fatal(err)
 	}
 	conn.Close() // no DISCONNECT: the will fires
@@ -293,6 +353,47 @@ func TestTopicAliasSubscriberGetsRewrittenPayloads(t *testing.T) {
 			t.Fatalf("message %d: %s %s, want %s", i, m.topic, m.payload, want)
 		}
 	}
+}
+
+// A PUBLISH by topic alias only is decided on the topic the alias stands
+// for: allowed where its publisher may publish, refused where not (mochi
+// checks the empty topic before it resolves the alias).
+func TestTopicAliasPublishIsDecided(t *testing.T) {
+	doc := connect(t, "doctor", "doctor-pass", connOpts{})
+	doc.mustSubscribe("", "things/thermo-1/data/temperature")
+	an := connect(t, "an", "an-pass", connOpts{})
+	an.mustSubscribeNew("things/lock-1/#")
+	thermo := connect(t, "thermo-1", "thermo-1-secret", connOpts{clientID: "thermo-1"})
+	byAlias := func(c *client, topic string, alias uint16, payload string) byte {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		r, err := c.Publish(ctx, &paho.Publish{Topic: topic, QoS: 1, Payload: []byte(payload),
+			Properties: &paho.PublishProperties{TopicAlias: &alias}})
+		if r != nil {
+			return r.ReasonCode
+		}
+		if err != nil {
+			t.Fatalf("publish by alias %d: %v", alias, err)
+		}
+		return 0
+	}
+	byAlias(thermo, "things/thermo-1/data/temperature", 1, `{"temperature":20.14}`)
+	byAlias(thermo, "", 1, `{"temperature":20.26}`)
+	for _, want := range []string{`{"temperature":20.1}`, `{"temperature":20.3}`} {
+		if m := doc.next(); m.payload != want || m.topic != "things/thermo-1/data/temperature" {
+			t.Fatalf("doctor got %s %s, want %s", m.topic, m.payload, want)
+		}
+	}
+	// The stranger's alias for another owner's lock is never registered.
+	s := connect(t, "stranger", "stranger-pass", connOpts{})
+	if code := byAlias(s, "things/lock-1/cmd/unlock", 1, `{}`); code != 0x87 {
+		t.Fatalf("alias registration on the lock: reason 0x%02x, want 0x87", code)
+	}
+	if code := byAlias(s, "", 1, `{}`); code != 0x87 {
+		t.Fatalf("publish by the unregistered alias: reason 0x%02x, want 0x87", code)
+	}
+	an.nothing(quiet)
 }
 
 func TestRangeFilteredSubscriber(t *testing.T) {

@@ -238,6 +238,7 @@ type Authenticator struct {
 	limiter  *FailureLimiter
 	serials  *FailureLimiter
 	jwt      *JWTConfig
+	mayWill  func(p policies.Principal, topic string) bool
 	log      zerolog.Logger
 	metrics  *Metrics
 }
@@ -254,8 +255,11 @@ type AuthConfig struct {
 	// failures per 15 minutes.
 	SerialLimiter *FailureLimiter
 	JWT           *JWTConfig // nil: no bearer tokens
-	Log           zerolog.Logger
-	Metrics       *Metrics
+	// MayPublish decides the will of a CONNECT, once its credentials are
+	// good (Enforcer.MayPublish); nil: wills are decided when sent only.
+	MayPublish func(p policies.Principal, topic string) bool
+	Log        zerolog.Logger
+	Metrics    *Metrics
 }
 
 // NewAuthenticator returns the hook.
@@ -267,7 +271,7 @@ func NewAuthenticator(c AuthConfig) *Authenticator {
 		c.SerialLimiter = NewFailureLimiter(5, 15*time.Minute, nil)
 	}
 	return &Authenticator{engine: c.Engine, creds: c.Credentials, sessions: c.Sessions, server: c.Server,
-		limiter: c.Limiter, serials: c.SerialLimiter, jwt: c.JWT, log: c.Log, metrics: c.Metrics}
+		limiter: c.Limiter, serials: c.SerialLimiter, jwt: c.JWT, mayWill: c.MayPublish, log: c.Log, metrics: c.Metrics}
 }
 
 // ID names the hook.
@@ -282,7 +286,8 @@ func (a *Authenticator) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet
 	addr := remoteHost(cl.Net.Remote)
 	p, admin, reason := a.authenticate(cl, pk, addr)
 	if reason != "" {
-		if reason != "rate-limited" && reason != "busy" {
+		// A refusal before any secret was checked helps nobody guess one.
+		if reason != "rate-limited" && reason != "busy" && reason != reasonClientID {
 			a.limiter.Fail(addr)
 		}
 		a.log.Info().Str("client", cl.ID).Str("user", string(pk.Connect.Username)).Str("remote", cl.Net.Remote).
@@ -290,6 +295,22 @@ func (a *Authenticator) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet
 		if a.metrics != nil {
 			a.metrics.count("auth_refused")
 		}
+		return false
+	}
+	// The will is decided here, after the credentials: decided before them
+	// (in OnConnect), a refusal told anyone who sent a CONNECT whether a
+	// user may publish a topic. A refusal is its own CONNACK (not authorized,
+	// where mochi would send bad credentials): the connection is stopped
+	// first, so mochi's own CONNACK is never written.
+	if pk.Connect.WillFlag && a.mayWill != nil && !a.mayWill(p, pk.Connect.WillTopic) {
+		a.log.Info().Str("client", cl.ID).Str("principal", p.String()).Str("reason", "will-refused").Msg("connection refused")
+		if a.metrics != nil {
+			a.metrics.count("will_refused")
+		}
+		if a.server != nil {
+			_ = a.server.SendConnack(cl, packets.ErrNotAuthorized, false, nil)
+		}
+		cl.Stop(packets.ErrNotAuthorized)
 		return false
 	}
 	a.sessions.put(cl, newSession(p, admin, userProperty(pk.Properties.User, PurposeProperty)))
@@ -307,6 +328,11 @@ func (a *Authenticator) authenticate(cl *mqtt.Client, pk packets.Packet, addr st
 	}
 	if cl.Net.Inline {
 		return policies.Principal{}, false, "inline"
+	}
+	// A client id is a topic level ($config/replies/{id}/…, things/{id}/…):
+	// with a '/' in it, client "app" could read the replies of "app/alice".
+	if strings.ContainsAny(cl.ID, "/+#") {
+		return policies.Principal{}, false, reasonClientID
 	}
 	// A device enrolling: client id enroll-{serial}, username
 	// factory:{serial}, password its factory secret ("factory:{serial}" in
@@ -343,6 +369,9 @@ func (a *Authenticator) authenticate(cl *mqtt.Client, pk packets.Packet, addr st
 	}
 	return policies.UserPrincipal(name), u.Admin, ""
 }
+
+// reasonClientID refuses a client id that is not a topic level.
+const reasonClientID = "client-id-not-a-topic-level"
 
 // FactoryUserPrefix starts the username of a device enrolling with its
 // factory credential; EnrollClientPrefix its client id.

@@ -8,6 +8,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
@@ -43,6 +44,7 @@ type Enforcer struct {
 	fanouts *fanouts
 	timing  *Timing
 	parking parking
+	rates   rateBook
 	parses  atomic.Int64
 }
 
@@ -165,43 +167,32 @@ func (h *Enforcer) session(cl *mqtt.Client) *session {
 	return s
 }
 
-// OnConnect refuses a will the client may not publish, and switches off
-// outbound topic aliases so every delivery carries its topic.
+// OnConnect switches off outbound topic aliases so every delivery carries
+// its topic. The will is decided after authentication (AuthConfig.MayPublish)
+// and again when it is sent (OnWill).
 func (h *Enforcer) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
 	cl.Properties.Props.TopicAliasMaximum = 0
-	if pk.Connect.WillFlag {
-		p, ok := claimedPrincipal(h.engine, cl, pk)
-		if !ok || !h.mayWrite(p, pk.Connect.WillTopic) {
-			h.count("will_refused")
-			_ = h.server.SendConnack(cl, packets.ErrNotAuthorized, false, nil)
-			return packets.ErrNotAuthorized
-		}
-	}
 	return nil
+}
+
+// MayPublish reports whether p may publish to topic now (a will, at CONNECT).
+func (h *Enforcer) MayPublish(p policies.Principal, topic string) bool {
+	return h.mayWrite(p, topic)
 }
 
 // OnWill re-checks the will when it is sent: rights may have been revoked
 // since CONNECT. A refused will is sent where nobody can receive it (mochi
-// offers no way to cancel it here).
+// offers no way to cancel it here). A will is sent at once, without the
+// delay its client asked for: mochi sends a delayed will without calling
+// any hook, so it would go out on rights decided now, however long before.
 func (h *Enforcer) OnWill(cl *mqtt.Client, will mqtt.Will) (mqtt.Will, error) {
+	cl.Properties.Will.WillDelayInterval = 0
 	s := h.session(cl)
 	if s == nil || !h.mayWrite(s.principal, will.TopicName) {
 		h.count("will_refused")
 		will.TopicName, will.Retain, will.Payload = droppedWillTopic, false, nil
 	}
 	return will, nil
-}
-
-// claimedPrincipal is who a CONNECT says it is (authentication follows).
-func claimedPrincipal(e *policies.Engine, cl *mqtt.Client, pk packets.Packet) (policies.Principal, bool) {
-	name := string(pk.Connect.Username)
-	if name == "" {
-		return policies.Principal{}, false
-	}
-	if _, ok := e.Thing(name); ok && cl.ID == name {
-		return policies.ThingPrincipal(name), true
-	}
-	return policies.UserPrincipal(name), true
 }
 
 // mayWrite decides a publish by p to topic.
@@ -253,6 +244,12 @@ func (h *Enforcer) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
 		return false
 	}
 	if write {
+		if topic == "" {
+			// A PUBLISH by topic alias only: mochi resolves the alias after
+			// this check, and OnPublish decides (and audits) the topic.
+			s.aliasOnly.Store(true)
+			return true
+		}
 		if strings.HasPrefix(topic, "$") {
 			for _, st := range h.system {
 				if handled, ok := st.MayPublish(cl, s.principal, topic); handled {
@@ -376,7 +373,7 @@ func (h *Enforcer) mayDeliver(cl *mqtt.Client, s *session, topic string) bool {
 			return false
 		}
 	}
-	if r := d.View.Rate(); r > 0 && !s.allowRate(topic, r, h.clock.Now()) {
+	if r := d.View.Rate(); r > 0 && !h.rates.allow(s.principal, topic, r, h.clock.Now()) {
 		h.count("delivery_rate_limited")
 		return false
 	}
@@ -472,9 +469,9 @@ func (h *Enforcer) OnSubscribe(cl *mqtt.Client, pk packets.Packet) packets.Packe
 		return pk
 	}
 	purpose := userProperty(pk.Properties.User, PurposeProperty)
-	pending := make(map[string]string, len(pk.Filters))
+	pending := make(map[string]pendingFilter, len(pk.Filters))
 	for _, f := range pk.Filters {
-		pending[f.Filter] = purpose
+		pending[f.Filter] = pendingFilter{purpose: purpose, at: unsafe.StringData(f.Filter)}
 	}
 	s.beginSubscribe(pending)
 	return pk
@@ -493,7 +490,7 @@ func (h *Enforcer) OnSubscribed(cl *mqtt.Client, pk packets.Packet, codes []byte
 			filter, shared := stripShare(f.Filter)
 			var purpose string
 			if pending != nil {
-				purpose = (*pending)[f.Filter]
+				purpose = (*pending)[f.Filter].purpose
 			}
 			granted[filter] = &purpose
 			if !shared {
@@ -542,8 +539,14 @@ func (h *Enforcer) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet
 	}
 	if pk.Properties.TopicAliasFlag {
 		s := h.session(cl)
-		if s == nil || !h.mayWrite(s.principal, pk.TopicName) {
+		if s == nil || !h.decideWrite(s.principal, nil, pk.TopicName, s.aliasOnly.Swap(false)) {
 			h.count("publish_denied")
+			// mochi acknowledges a refusal (0x87) only given as a Code and
+			// only for an MQTT 5 publish at QoS 1 or 2; any other Code it
+			// would publish regardless.
+			if cl.Properties.ProtocolVersion == 5 && pk.FixedHeader.Qos > 0 {
+				return pk, packets.ErrNotAuthorized
+			}
 			return pk, packets.ErrRejectPacket
 		}
 	}
@@ -608,7 +611,11 @@ func (h *Enforcer) OnPacketEncode(cl *mqtt.Client, pk packets.Packet) packets.Pa
 		if out, err := h.views.render(d.View, pk.Payload); err != nil {
 			h.drop(cl, &pk)
 		} else {
+			// The view says what of the message this subscriber gets: the
+			// publisher's user properties and correlation data are data
+			// no constraint rewrites, so they go no further.
 			pk.Payload = out
+			pk.Properties.User, pk.Properties.CorrelationData = nil, nil
 		}
 	}
 	h.timing.encodeEnd(started)

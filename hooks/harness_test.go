@@ -79,12 +79,13 @@ func serve(t testing.TB, e *policies.Engine, creds *hooks.Credentials, with ...f
 	if e != nil {
 		sessions := &hooks.Sessions{}
 		log := zerolog.Nop()
-		must(t, srv.AddHook(hooks.NewAuthenticator(hooks.AuthConfig{Engine: e, Credentials: creds, Sessions: sessions, Server: srv, Log: log}), nil))
 		cfg := hooks.EnforcerConfig{Engine: e, Sessions: sessions, Server: srv, Log: log}
 		for _, w := range with {
 			w(&cfg)
 		}
 		enf = hooks.NewEnforcer(cfg)
+		must(t, srv.AddHook(hooks.NewAuthenticator(hooks.AuthConfig{Engine: e, Credentials: creds, Sessions: sessions, Server: srv,
+			MayPublish: enf.MayPublish, Log: log}), nil))
 		must(t, srv.AddHook(enf, nil))
 	} else {
 		must(t, srv.AddHook(new(auth.AllowHook), nil))

@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+	"unsafe"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
@@ -390,4 +391,75 @@ func (a *actionTally) record(_ policies.Principal, act policies.Action, _ string
 		effect = "allow"
 	}
 	a.n[string(act)+" "+effect] += n
+}
+
+// While a SUBSCRIBE is processed, a delivery on a topic equal to one of its
+// filters is still a delivery: its rate limit holds. Only mochi's check of
+// the filter itself (the very string of the packet) is a subscribe check.
+func TestDeliveryDuringSubscribeOfEqualFilter(t *testing.T) {
+	f := newDeliveryFixture(t, nil)
+	hourly := doctorTemperature
+	hourly.Constraints = []policies.Constraint{{Kind: "rate", Seconds: 3600}}
+	if err := f.engine.PutPolicy("an", hourly); err != nil {
+		t.Fatal(err)
+	}
+	h := f.enforcer
+	doctor := f.client("doctor-0", policies.UserPrincipal("doctor"))
+	filter := string([]byte(memoTopic)) // as mochi decodes it from the SUBSCRIBE
+	sub := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Subscribe}, Filters: packets.Subscriptions{{Filter: filter}}}
+	h.OnSubscribe(doctor, sub)
+	if !h.OnACLCheck(doctor, filter, false) {
+		t.Fatal("the doctor may not subscribe to the temperature")
+	}
+	for i, want := range []bool{true, false, false} {
+		topic := string([]byte(memoTopic)) // the publisher's packet's
+		if got := h.OnACLCheck(doctor, topic, false); got != want {
+			t.Fatalf("delivery %d during the SUBSCRIBE: allowed = %v, want %v (one an hour)", i, got, want)
+		}
+	}
+	h.OnSubscribed(doctor, sub, []byte{0})
+	if h.OnACLCheck(doctor, memoTopic, false) {
+		t.Fatal("a delivery after the SUBSCRIBE passed the hourly rate")
+	}
+}
+
+func TestSubscribingIsTheFilterItself(t *testing.T) {
+	s := newSession(policies.UserPrincipal("doctor"), false, "")
+	filter := string([]byte(memoTopic))
+	s.beginSubscribe(map[string]pendingFilter{filter: {purpose: "care", at: unsafe.StringData(filter)}})
+	if p, ok := s.subscribing(filter); !ok || p != "care" {
+		t.Fatalf("the filter itself: %q, %v", p, ok)
+	}
+	if _, ok := s.subscribing(string([]byte(memoTopic))); ok {
+		t.Fatal("an equal topic taken for the filter")
+	}
+	s.beginSubscribe(nil)
+	if _, ok := s.subscribing(filter); ok {
+		t.Fatal("the filter after the SUBSCRIBE ended")
+	}
+}
+
+// A rewritten delivery carries the rewritten payload only: user properties
+// and correlation data, which no constraint rewrites, stay behind; a raw
+// delivery keeps them.
+func TestRewrittenDeliveryDropsPublisherProperties(t *testing.T) {
+	f := newDeliveryFixture(t, nil)
+	h := f.enforcer
+	props := packets.Properties{User: []packets.UserProperty{{Key: "lat", Val: "48.7758"}}, CorrelationData: []byte("48.7758,9.1829")}
+	for _, c := range []struct {
+		who  *mqtt.Client
+		want bool
+	}{
+		{f.client("an-0", policies.UserPrincipal("an")), true},
+		{f.client("doctor-0", policies.UserPrincipal("doctor")), false},
+	} {
+		out := h.OnPacketEncode(c.who, packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish}, TopicName: memoTopic,
+			Payload: []byte(`{"temperature":21.37}`), Properties: props})
+		if out.FixedHeader.Type != packets.Publish {
+			t.Fatalf("%s: delivery refused", c.who.ID)
+		}
+		if kept := len(out.Properties.User) > 0 || len(out.Properties.CorrelationData) > 0; kept != c.want {
+			t.Errorf("%s: properties kept = %v, want %v (%+v)", c.who.ID, kept, c.want, out.Properties)
+		}
+	}
 }

@@ -5,7 +5,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"time"
 	"unsafe"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
@@ -20,15 +19,18 @@ type session struct {
 	purpose   string // declared on CONNECT (user property "purpose")
 
 	mu   sync.Mutex
-	subs map[string]string    // subscribed filter (no $share prefix) → declared purpose; under mu
-	last map[string]time.Time // topic → last delivery, for rate constraints; under mu
+	subs map[string]string // subscribed filter (no $share prefix) → declared purpose; under mu
 
 	// Every delivery reads these two, so they are immutable snapshots read
 	// without the lock; writers replace them under mu.
-	purposed atomic.Pointer[[]filterPurpose]   // the subs that declared a purpose
-	pending  atomic.Pointer[map[string]string] // filters of a SUBSCRIBE being processed → purpose
+	purposed atomic.Pointer[[]filterPurpose]          // the subs that declared a purpose
+	pending  atomic.Pointer[map[string]pendingFilter] // filters of a SUBSCRIBE being processed
 
 	encodes atomic.Uint64 // PUBLISH packets encoded for the client (Timing samples by it)
+
+	// aliasOnly is set by the ACL check of a PUBLISH with an empty topic
+	// (an alias), and taken by its OnPublish, which audits the resolved one.
+	aliasOnly atomic.Bool
 
 	// The write loop's last delivery decision: consecutive deliveries are
 	// mostly of one topic, and deciding again cost a fan-out more than
@@ -129,9 +131,16 @@ func (s *session) subscribed(filters map[string]*string) {
 	s.purposed.Store(&fps)
 }
 
+// pendingFilter is a filter of a SUBSCRIBE being processed: its declared
+// purpose, and where the filter's bytes are.
+type pendingFilter struct {
+	purpose string
+	at      *byte
+}
+
 // beginSubscribe notes the filters of a SUBSCRIBE being processed, so that
 // their ACL checks can be told from deliveries; nil ends it.
-func (s *session) beginSubscribe(filters map[string]string) {
+func (s *session) beginSubscribe(filters map[string]pendingFilter) {
 	if filters == nil {
 		s.pending.Store(nil)
 		return
@@ -140,29 +149,21 @@ func (s *session) beginSubscribe(filters map[string]string) {
 }
 
 // subscribing reports whether topic is a filter of a SUBSCRIBE now being
-// processed for this client, and its purpose.
-func (s *session) subscribing(filter string) (string, bool) {
+// processed for this client, and its purpose. It must be the filter itself,
+// the very string of the SUBSCRIBE packet that mochi checks, not one equal
+// to it: a delivery on a topic equal to a filter, arriving meanwhile, is a
+// delivery (its rate limit and audit apply), and its topic is another
+// string (the publisher's packet's).
+func (s *session) subscribing(topic string) (string, bool) {
 	m := s.pending.Load()
 	if m == nil {
 		return "", false
 	}
-	p, ok := (*m)[filter]
-	return p, ok
-}
-
-// allowRate reports whether a delivery on topic is due under a rate of one
-// message per period, and records it if so.
-func (s *session) allowRate(topic string, period time.Duration, now time.Time) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.last == nil {
-		s.last = map[string]time.Time{}
+	f, ok := (*m)[topic]
+	if !ok || f.at != unsafe.StringData(topic) {
+		return "", false
 	}
-	if last, ok := s.last[topic]; ok && now.Sub(last) < period {
-		return false
-	}
-	s.last[topic] = now
-	return true
+	return f.purpose, true
 }
 
 // Sessions maps mochi clients to Veil sessions. Every hook of every
