@@ -284,7 +284,7 @@ func (h *Enforcer) maySubscribe(cl *mqtt.Client, s *session, filter, purpose str
 	}
 	switch {
 	case strings.HasPrefix(f, "$SYS"):
-		return s.admin && !shared
+		return h.isAdmin(s) && !shared
 	case strings.HasPrefix(f, "$config/replies/"):
 		own := "$config/replies/" + cl.ID
 		return f == own || strings.HasPrefix(f, own+"/")
@@ -329,13 +329,24 @@ func (h *Enforcer) decideReadPurpose(s *session, topic string) (*policies.Decisi
 	return d, purpose
 }
 
+// isAdmin reports whether s's user is an admin now: a demotion holds from
+// the next $SYS message, not from the client's next connection. (A
+// promotion needs one: s.admin is what the user was at CONNECT.)
+func (h *Enforcer) isAdmin(s *session) bool {
+	if !s.admin || s.principal.Kind != policies.KindUser {
+		return false
+	}
+	u, ok := h.engine.User(s.principal.ID)
+	return ok && u.Admin
+}
+
 // mayDeliver decides one delivery, including the verdicts that depend on
 // the payload (withheld by a constraint) and the subscriber's rate.
 func (h *Enforcer) mayDeliver(cl *mqtt.Client, s *session, topic string) bool {
 	if strings.HasPrefix(topic, "$") {
 		switch {
 		case strings.HasPrefix(topic, "$SYS"):
-			return s.admin
+			return h.isAdmin(s)
 		case strings.HasPrefix(topic, "$config/replies/"):
 			rest := topic[len("$config/replies/"):]
 			return rest == cl.ID || strings.HasPrefix(rest, cl.ID+"/")

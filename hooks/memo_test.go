@@ -463,3 +463,22 @@ func TestRewrittenDeliveryDropsPublisherProperties(t *testing.T) {
 		}
 	}
 }
+
+// An admin demoted while connected gets no further $SYS message.
+func TestDemotedAdminLosesSys(t *testing.T) {
+	f := newDeliveryFixture(t, nil)
+	if err := f.engine.PutUser(policies.User{Name: "root", Admin: true}); err != nil {
+		t.Fatal(err)
+	}
+	root := f.client("root-0", policies.UserPrincipal("root"))
+	f.sessions.put(root, newSession(policies.UserPrincipal("root"), true, ""))
+	if !f.enforcer.OnACLCheck(root, "$SYS/broker/uptime", false) {
+		t.Fatal("an admin does not get $SYS")
+	}
+	if err := f.engine.PutUser(policies.User{Name: "root"}); err != nil {
+		t.Fatal(err)
+	}
+	if f.enforcer.OnACLCheck(root, "$SYS/broker/uptime", false) {
+		t.Fatal("a demoted admin still gets $SYS")
+	}
+}
