@@ -139,7 +139,8 @@ var enforcerEvents = Events(
 )
 
 // session returns the client's session; a session restored from storage
-// after a restart (authenticated before it) is re-created from its username.
+// after a restart (authenticated before it) is re-created from its username
+// and its CONNECT purpose.
 // For a client whose connection is closed the re-created session is not
 // kept: mochi still calls hooks for a client after OnDisconnect forgot it
 // (OnUnsubscribed as it drops the subscriptions, a delivery decided as the
@@ -153,11 +154,14 @@ func (h *Enforcer) session(cl *mqtt.Client) *session {
 		return nil
 	}
 	name := string(cl.Properties.Username)
+	// The CONNECT purpose as the authenticator read it: mochi keeps the
+	// CONNECT's user properties with the session, across a restart too.
+	purpose := userProperty(cl.Properties.Props.User, PurposeProperty)
 	var s *session
 	if _, ok := h.engine.Thing(name); ok && cl.ID == name {
-		s = newSession(policies.ThingPrincipal(name), false, "")
+		s = newSession(policies.ThingPrincipal(name), false, purpose)
 	} else if u, ok := h.engine.User(name); ok {
-		s = newSession(policies.UserPrincipal(name), u.Admin, "")
+		s = newSession(policies.UserPrincipal(name), u.Admin, purpose)
 	} else {
 		return nil
 	}

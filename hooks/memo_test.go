@@ -3,6 +3,7 @@ package hooks
 import (
 	"fmt"
 	"maps"
+	"net"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -480,5 +481,31 @@ func TestDemotedAdminLosesSys(t *testing.T) {
 	}
 	if f.enforcer.OnACLCheck(root, "$SYS/broker/uptime", false) {
 		t.Fatal("a demoted admin still gets $SYS")
+	}
+}
+
+// A session restored after a restart (no Veil record, only mochi's client)
+// is decided under the purpose its CONNECT declared, as before the restart.
+func TestRestoredSessionKeepsConnectPurpose(t *testing.T) {
+	f := newDeliveryFixture(t, nil)
+	forDiagnosis := doctorTemperature
+	forDiagnosis.Purposes = []string{"diagnosis"}
+	if err := f.engine.PutPolicy("an", forDiagnosis); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		purpose string
+		want    bool
+	}{{"diagnosis", true}, {"", false}} {
+		x, y := net.Pipe()
+		t.Cleanup(func() { _ = x.Close(); _ = y.Close() })
+		cl := f.server.NewClient(x, "bench", "doctor-restored-"+c.purpose, false)
+		cl.Properties.Username = []byte("doctor")
+		if c.purpose != "" {
+			cl.Properties.Props.User = []packets.UserProperty{{Key: PurposeProperty, Val: c.purpose}}
+		}
+		if got := f.enforcer.OnACLCheck(cl, memoTopic, false); got != c.want {
+			t.Errorf("restored session with CONNECT purpose %q: delivered = %v, want %v", c.purpose, got, c.want)
+		}
 	}
 }
