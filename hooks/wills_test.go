@@ -1,0 +1,85 @@
+package hooks_test
+
+import (
+	"context"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/eclipse/paho.golang/paho"
+
+	"github.com/veil-iot/veil/policies"
+)
+
+// A will with a delay is decided when it is due, on the rights of that
+// moment: sent after its delay when nothing changed, never when the right
+// was revoked meanwhile or the client came back to its session, at once
+// when the client came back with a clean start (its session ended).
+func TestDelayedWillDecidedWhenDue(t *testing.T) {
+	const topic = "things/thermo-1/cmd/reset"
+	mayReset := policies.Policy{ID: "doctor-reset", Priority: 40, Effect: "allow", Subjects: []string{"role:doctor"},
+		Resources: []string{"things/+/cmd/reset"}, Actions: []policies.Action{policies.ActCommand}}
+	for _, c := range []struct {
+		name     string
+		meantime func(t *testing.T, e *policies.Engine, addr string)
+		want     bool // received after the delay
+		early    bool // received at once
+	}{
+		{"nothing changed", nil, true, false},
+		{"revoked during the delay", func(t *testing.T, e *policies.Engine, _ string) {
+			deny := mayReset
+			deny.Effect = "deny"
+			must(t, e.PutPolicy("an", deny))
+		}, false, false},
+		{"back to the session", func(t *testing.T, _ *policies.Engine, addr string) {
+			dialSession(t, addr, "doctor-will", "doctor", "doctor", 60, nil)
+		}, false, false},
+		{"back with a clean start", func(t *testing.T, _ *policies.Engine, addr string) {
+			dialSession(t, addr, "doctor-will", "doctor", "doctor", 0, nil)
+		}, true, true},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			e, creds := household(t)
+			must(t, e.PutPolicy("an", mayReset))
+			_, addr, _ := serve(t, e, creds)
+			var owner counter
+			an := dialCounting(t, addr, "an-sub", "an", "an", &owner)
+			subscribe(t, an, "things/thermo-1/cmd/#")
+
+			conn, err := net.Dial("tcp", addr)
+			must(t, err)
+			pc := paho.NewClient(paho.ClientConfig{Conn: conn})
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			delay, expiry := uint32(1), uint32(60)
+			if _, err := pc.Connect(ctx, &paho.Connect{ClientID: "doctor-will", Username: "doctor", UsernameFlag: true,
+				Password: []byte("doctor"), PasswordFlag: true, CleanStart: true, KeepAlive: 30,
+				Properties:     &paho.ConnectProperties{SessionExpiryInterval: &expiry},
+				WillMessage:    &paho.WillMessage{Topic: topic, Payload: []byte(`{"reset":true}`), QoS: 1},
+				WillProperties: &paho.WillProperties{WillDelayInterval: &delay}}); err != nil {
+				t.Fatal(err)
+			}
+			_ = conn.Close() // no DISCONNECT: the will is due in a second
+			dropped := time.Now()
+			time.Sleep(200 * time.Millisecond)
+			if c.meantime != nil {
+				c.meantime(t, e, addr)
+			}
+			// Before the delay is over: half a second after the drop, or as
+			// soon as an early will arrived (by 0.8 s at the latest).
+			for c.early && owner.n.Load() == 0 && time.Since(dropped) < 800*time.Millisecond {
+				time.Sleep(10 * time.Millisecond)
+			}
+			if !c.early {
+				time.Sleep(time.Until(dropped.Add(500 * time.Millisecond)))
+			}
+			if got := owner.n.Load() > 0; got != c.early {
+				t.Fatalf("before the delay was over: will received = %v, want %v", got, c.early)
+			}
+			time.Sleep(time.Until(dropped.Add(2 * time.Second)))
+			if got := owner.n.Load(); got != map[bool]int64{true: 1, false: 0}[c.want] {
+				t.Fatalf("after the delay: %d wills received, want %v", got, c.want)
+			}
+		})
+	}
+}
