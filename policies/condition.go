@@ -298,7 +298,7 @@ func (x *evalCtx) attr(p attrPath) (any, bool) {
 		return strings.ToLower(t.Weekday().String()), true
 	case nsEnvTime:
 		t := x.local()
-		x.expireAt(t.Add(time.Minute - time.Duration(t.Second())*time.Second - time.Duration(t.Nanosecond())))
+		x.expireAt(nextMinute(t))
 		return t.Format("15:04"), true
 	case nsPurpose:
 		return x.req.Purpose, true
@@ -352,18 +352,39 @@ func thingAttr(t *Thing, key string) (any, bool) {
 // built with time.Date: in the hour a clock goes back, time.Date names the
 // second 02:00 (say) where the hour changes at the first.
 func nextHour(t time.Time) time.Time {
-	return t.Add(time.Hour - time.Duration(t.Minute())*time.Minute - time.Duration(t.Second())*time.Second - time.Duration(t.Nanosecond()))
+	next := t.Add(time.Hour - time.Duration(t.Minute())*time.Minute - time.Duration(t.Second())*time.Second - time.Duration(t.Nanosecond()))
+	return zoneEndFirst(t, next, func(x time.Time) bool { return x.Hour() != t.Hour() })
 }
 
-// nextDay is when the local date of t next changes: the next midnight, or
-// its first occurrence where a clock goes back across midnight.
+// nextMinute is when the local minute of t next changes.
+func nextMinute(t time.Time) time.Time {
+	next := t.Add(time.Minute - time.Duration(t.Second())*time.Second - time.Duration(t.Nanosecond()))
+	return zoneEndFirst(t, next, func(x time.Time) bool { return x.Minute() != t.Minute() })
+}
+
+// nextDay is when the local date of t next changes: the next midnight, its
+// first occurrence where a clock goes back across midnight, or where a
+// clock skips midnight the instant it skips to (time.Date names 23:00 of
+// the day before there, or the second midnight where it comes twice).
 func nextDay(t time.Time) time.Time {
+	otherDay := func(x time.Time) bool { return x.YearDay() != t.YearDay() || x.Year() != t.Year() }
 	c := time.Date(t.Year(), t.Month(), t.Day()+1, 0, 0, 0, 0, t.Location())
-	for {
-		p := c.Add(-time.Hour)
-		if !p.After(t) || p.Day() == t.Day() {
-			return c
+	next := t.Add(time.Hour) // no midnight where expected: look again soon
+	for _, x := range [...]time.Time{c.Add(-time.Hour), c, c.Add(time.Hour)} {
+		if x.After(t) && otherDay(x) {
+			next = x
+			break
 		}
-		c = p
 	}
+	return zoneEndFirst(t, next, otherDay)
+}
+
+// zoneEndFirst returns next, or the end of t's zone offset if that comes
+// first and changed holds there: a clock change off the hour (Chatham's at
+// :45) changes the local hour at that instant.
+func zoneEndFirst(t, next time.Time, changed func(time.Time) bool) time.Time {
+	if _, end := t.ZoneBounds(); !end.IsZero() && end.After(t) && end.Before(next) && changed(end.In(t.Location())) {
+		return end
+	}
+	return next
 }

@@ -597,7 +597,9 @@ func (x *evalCtx) local() time.Time {
 // expireAt records that the answer may change at t.
 func (x *evalCtx) expireAt(t time.Time) {
 	if !t.After(x.now) {
-		return
+		// A boundary already passed would leave the answer cached for ever:
+		// it expires at once instead, so it is asked again every time.
+		t = x.now
 	}
 	if x.expires.IsZero() || t.Before(x.expires) {
 		x.expires = t

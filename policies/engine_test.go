@@ -900,6 +900,14 @@ func TestEnvBoundariesAcrossClockChanges(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	azores, err := time.LoadLocation("Atlantic/Azores") // clocks skip midnight in March
+	if err != nil {
+		t.Fatal(err)
+	}
+	chatham, err := time.LoadLocation("Pacific/Chatham") // clocks change at :45
+	if err != nil {
+		t.Fatal(err)
+	}
 	utc := func(s string) time.Time {
 		t.Helper()
 		v, err := time.Parse(time.RFC3339, s)
@@ -924,6 +932,12 @@ func TestEnvBoundariesAcrossClockChanges(t *testing.T) {
 		// midnight comes twice, and the date changes at the first.
 		{"23:30 before midnight comes twice", utc("2026-11-01T03:30:00Z"), havana, utc("2026-11-01T04:00:00Z"), utc("2026-11-01T04:00:00Z")},
 		{"the first 00:30 (CDT)", utc("2026-11-01T04:30:00Z"), havana, utc("2026-11-01T05:00:00Z"), utc("2026-11-02T05:00:00Z")},
+		// The Azores go from 00:00 (-01) to 01:00 (+00) on 2026-03-29:
+		// midnight never comes, and the date changes at the skip.
+		{"23:30 before midnight is skipped", utc("2026-03-29T00:30:00Z"), azores, utc("2026-03-29T01:00:00Z"), utc("2026-03-29T01:00:00Z")},
+		// Chatham goes back from 03:45 (+13:45) to 02:45 (+12:45) at
+		// 14:00 UTC on 2026-04-04: the hour changes then, not at 04:00.
+		{"03:35 before the clocks go back at :45", utc("2026-04-04T13:50:00Z"), chatham, utc("2026-04-04T14:00:00Z"), utc("2026-04-05T11:15:00Z")},
 	} {
 		local := c.now.In(c.loc)
 		if got := nextHour(local); !got.Equal(c.hour) {
@@ -945,5 +959,58 @@ func TestEnvBoundariesAcrossClockChanges(t *testing.T) {
 	d := decide(e, UserPrincipal("x"), "things/w/state", ActRead, "")
 	if !d.Allowed() || !d.Expires.Equal(utc("2026-10-25T00:00:00Z")) {
 		t.Fatalf("at 01:30 CEST: %s, expires %s; want allowed until 00:00 UTC", d.Reason(), d.Expires.UTC())
+	}
+
+	// A Saturday-only grant in the Azores, late on the Saturday before
+	// midnight is skipped, ends with the Saturday.
+	clock = newFakeClock(utc("2026-03-29T00:30:00Z"))
+	e = NewEngine(Options{Clock: clock, Location: azores})
+	_ = e.PutUser(User{Name: "an"})
+	_ = e.PutUser(User{Name: "x"})
+	_ = e.PutThing(Thing{ID: "w", Owner: "an"})
+	_ = e.PutPolicy("an", Policy{ID: "p", Effect: "allow", Subjects: []string{"*"}, Resources: []string{"#"},
+		Actions: []Action{ActRead}, When: &Condition{Attr: "env.weekday", Op: OpEq, Value: "saturday"}})
+	if d := decide(e, UserPrincipal("x"), "things/w/state", ActRead, ""); !d.Allowed() || !d.Expires.Equal(utc("2026-03-29T01:00:00Z")) {
+		t.Fatalf("Saturday 23:30 in the Azores: %s, expires %s; want allowed until 01:00 UTC", d.Reason(), d.Expires.UTC())
+	}
+	clock.Set(utc("2026-03-29T01:00:00Z"))
+	if d := decide(e, UserPrincipal("x"), "things/w/state", ActRead, ""); d.Allowed() {
+		t.Fatal("the Saturday-only grant still holds on Sunday")
+	}
+}
+
+// Around every clock change of 2026 in zones with unusual ones, an env.*
+// boundary is never late: up to the instant before it, the local hour,
+// minute and date are still those the decision was made at.
+func TestEnvBoundariesNeverLate(t *testing.T) {
+	for _, name := range []string{"Europe/Berlin", "America/Havana", "Atlantic/Azores", "Pacific/Chatham",
+		"Australia/Lord_Howe", "America/Santiago", "Asia/Kathmandu", "America/St_Johns"} {
+		loc, err := time.LoadLocation(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for at := time.Date(2026, 1, 1, 0, 0, 0, 0, loc); at.Year() == 2026; {
+			_, end := at.ZoneBounds()
+			if end.IsZero() || end.Year() > 2026 {
+				break
+			}
+			for x := end.Add(-26 * time.Hour); x.Before(end.Add(2 * time.Hour)); x = x.Add(7*time.Minute + 13*time.Second) {
+				l := x.In(loc)
+				for _, c := range []struct {
+					what string
+					next time.Time
+					same func(time.Time) bool
+				}{
+					{"hour", nextHour(l), func(y time.Time) bool { return y.Hour() == l.Hour() }},
+					{"minute", nextMinute(l), func(y time.Time) bool { return y.Minute() == l.Minute() }},
+					{"date", nextDay(l), func(y time.Time) bool { return y.YearDay() == l.YearDay() }},
+				} {
+					if !c.next.After(l) || !c.same(c.next.Add(-time.Nanosecond).In(loc)) {
+						t.Fatalf("%s at %s: next %s change at %s is not the first", name, l, c.what, c.next.In(loc))
+					}
+				}
+			}
+			at = end
+		}
 	}
 }
