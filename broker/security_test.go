@@ -359,11 +359,11 @@ func TestTopicAliasPublishIsDecided(t *testing.T) {
 	an := connect(t, "an", "an-pass", connOpts{})
 	an.mustSubscribeNew("things/lock-1/#")
 	thermo := connect(t, "thermo-1", "thermo-1-secret", connOpts{clientID: "thermo-1"})
-	byAlias := func(c *client, topic string, alias uint16, payload string) byte {
+	byAlias := func(c *client, topic string, alias uint16, payload string, qos ...byte) byte {
 		t.Helper()
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		r, err := c.Publish(ctx, &paho.Publish{Topic: topic, QoS: 1, Payload: []byte(payload),
+		r, err := c.Publish(ctx, &paho.Publish{Topic: topic, QoS: append(qos, 1)[0], Payload: []byte(payload),
 			Properties: &paho.PublishProperties{TopicAlias: &alias}})
 		if r != nil {
 			return r.ReasonCode
@@ -387,6 +387,27 @@ func TestTopicAliasPublishIsDecided(t *testing.T) {
 	}
 	if code := byAlias(s, "", 1, `{}`); code != 0x87 {
 		t.Fatalf("publish by the unregistered alias: reason 0x%02x, want 0x87", code)
+	}
+	an.nothing(quiet)
+
+	// An alias registered while allowed is decided again on every use: after
+	// the right is revoked, a publish by it is refused (PUBREC 0x87 at QoS 2).
+	reset := policies.Policy{ID: "doctor-reset-alias", Priority: 40, Effect: "allow", Subjects: []string{"role:doctor"},
+		Resources: []string{"things/lock-1/cmd/reset"}, Actions: []policies.Action{policies.ActCommand}}
+	if err := veil.Engine.PutPolicy("an", reset); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { veil.Engine.DeletePolicy("an", reset.ID) })
+	doctor := connect(t, "doctor", "doctor-pass", connOpts{clientID: "doctor-alias"})
+	if code := byAlias(doctor, "things/lock-1/cmd/reset", 3, `{"n":1}`, 2); code >= 0x80 {
+		t.Fatalf("the doctor's allowed reset: reason 0x%02x", code)
+	}
+	if m := an.next(); m.payload != `{"n":1}` {
+		t.Fatalf("owner got %+v", m)
+	}
+	veil.Engine.DeletePolicy("an", reset.ID)
+	if code := byAlias(doctor, "", 3, `{"n":2}`, 2); code != 0x87 {
+		t.Fatalf("a reset by alias after the revocation: reason 0x%02x, want 0x87", code)
 	}
 	an.nothing(quiet)
 }

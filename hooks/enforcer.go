@@ -278,10 +278,12 @@ func (h *Enforcer) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
 		return false
 	}
 	if write {
+		// A PUBLISH by topic alias only: mochi resolves the alias after
+		// this check, and OnPublish decides (and audits) the topic. Set
+		// for every publish, so a publish mochi dropped between the two
+		// leaves nothing behind for the next one.
+		s.aliasOnly.Store(topic == "")
 		if topic == "" {
-			// A PUBLISH by topic alias only: mochi resolves the alias after
-			// this check, and OnPublish decides (and audits) the topic.
-			s.aliasOnly.Store(true)
 			return true
 		}
 		if strings.HasPrefix(topic, "$") {
@@ -516,7 +518,11 @@ func (h *Enforcer) OnSubscribe(cl *mqtt.Client, pk packets.Packet) packets.Packe
 	purpose := userProperty(pk.Properties.User, PurposeProperty)
 	pending := make(map[string]pendingFilter, len(pk.Filters))
 	for _, f := range pk.Filters {
-		pending[f.Filter] = pendingFilter{purpose: purpose, at: unsafe.StringData(f.Filter)}
+		// A filter may come twice in one SUBSCRIBE: each copy is its own
+		// string, and each is checked.
+		p := pending[f.Filter]
+		p.purpose, p.at = purpose, append(p.at, unsafe.StringData(f.Filter))
+		pending[f.Filter] = p
 	}
 	s.beginSubscribe(pending)
 	return pk
@@ -586,12 +592,7 @@ func (h *Enforcer) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet
 		s := h.session(cl)
 		if s == nil || !h.decideWrite(s.principal, nil, pk.TopicName, s.aliasOnly.Swap(false)) {
 			h.count("publish_denied")
-			// mochi acknowledges a refusal (0x87) only given as a Code and
-			// only for an MQTT 5 publish at QoS 1 or 2; any other Code it
-			// would publish regardless.
-			if cl.Properties.ProtocolVersion == 5 && pk.FixedHeader.Qos > 0 {
-				return pk, packets.ErrNotAuthorized
-			}
+			refusePublish(cl, &pk)
 			return pk, packets.ErrRejectPacket
 		}
 	}
@@ -607,6 +608,22 @@ func (h *Enforcer) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet
 		h.timing.begin(m, decision, started)
 	}
 	return pk, nil
+}
+
+// refusePublish acknowledges a publish OnPublish refuses with 0x87 (not
+// authorized), as mochi does for one its ACL check refuses: a PUBACK at
+// QoS 1, a PUBREC at QoS 2, nothing at QoS 0. mochi itself would answer an
+// error from OnPublish with a PUBACK whatever the QoS, and log it.
+func refusePublish(cl *mqtt.Client, pk *packets.Packet) {
+	ack := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Puback}, PacketID: pk.PacketID,
+		ReasonCode: packets.ErrNotAuthorized.Code, Properties: packets.Properties{ReasonString: packets.ErrNotAuthorized.Reason}}
+	switch pk.FixedHeader.Qos {
+	case 0:
+		return
+	case 2:
+		ack.FixedHeader.Type = packets.Pubrec
+	}
+	_ = cl.WritePacket(ack)
 }
 
 // systemPublish hands a publish to a $-topic to the attached handlers.
@@ -657,10 +674,13 @@ func (h *Enforcer) OnPacketEncode(cl *mqtt.Client, pk packets.Packet) packets.Pa
 			h.drop(cl, &pk)
 		} else {
 			// The view says what of the message this subscriber gets: the
-			// publisher's user properties and correlation data are data
-			// no constraint rewrites, so they go no further.
+			// publisher's user properties, correlation data, content type
+			// and response topic are data no constraint rewrites, so they
+			// go no further (payload format, expiry and subscription ids
+			// are the broker's and the subscriber's).
 			pk.Payload = out
 			pk.Properties.User, pk.Properties.CorrelationData = nil, nil
+			pk.Properties.ContentType, pk.Properties.ResponseTopic = "", ""
 		}
 	}
 	h.timing.encodeEnd(started)

@@ -427,7 +427,7 @@ func TestDeliveryDuringSubscribeOfEqualFilter(t *testing.T) {
 func TestSubscribingIsTheFilterItself(t *testing.T) {
 	s := newSession(policies.UserPrincipal("doctor"), false, "")
 	filter := string([]byte(memoTopic))
-	s.beginSubscribe(map[string]pendingFilter{filter: {purpose: "care", at: unsafe.StringData(filter)}})
+	s.beginSubscribe(map[string]pendingFilter{filter: {purpose: "care", at: []*byte{unsafe.StringData(filter)}}})
 	if p, ok := s.subscribing(filter); !ok || p != "care" {
 		t.Fatalf("the filter itself: %q, %v", p, ok)
 	}
@@ -440,13 +440,14 @@ func TestSubscribingIsTheFilterItself(t *testing.T) {
 	}
 }
 
-// A rewritten delivery carries the rewritten payload only: user properties
-// and correlation data, which no constraint rewrites, stay behind; a raw
-// delivery keeps them.
+// A rewritten delivery carries the rewritten payload only: user properties,
+// correlation data, content type and response topic, which no constraint
+// rewrites, stay behind; a raw delivery keeps them.
 func TestRewrittenDeliveryDropsPublisherProperties(t *testing.T) {
 	f := newDeliveryFixture(t, nil)
 	h := f.enforcer
-	props := packets.Properties{User: []packets.UserProperty{{Key: "lat", Val: "48.7758"}}, CorrelationData: []byte("48.7758,9.1829")}
+	props := packets.Properties{User: []packets.UserProperty{{Key: "lat", Val: "48.7758"}}, CorrelationData: []byte("48.7758,9.1829"),
+		ContentType: "lat=48.7758", ResponseTopic: "lat/48.7758"}
 	for _, c := range []struct {
 		who  *mqtt.Client
 		want bool
@@ -459,7 +460,8 @@ func TestRewrittenDeliveryDropsPublisherProperties(t *testing.T) {
 		if out.FixedHeader.Type != packets.Publish {
 			t.Fatalf("%s: delivery refused", c.who.ID)
 		}
-		if kept := len(out.Properties.User) > 0 || len(out.Properties.CorrelationData) > 0; kept != c.want {
+		p := out.Properties
+		if kept := len(p.User) > 0 || len(p.CorrelationData) > 0 || p.ContentType != "" || p.ResponseTopic != ""; kept != c.want {
 			t.Errorf("%s: properties kept = %v, want %v (%+v)", c.who.ID, kept, c.want, out.Properties)
 		}
 	}
@@ -507,5 +509,30 @@ func TestRestoredSessionKeepsConnectPurpose(t *testing.T) {
 		if got := f.enforcer.OnACLCheck(cl, memoTopic, false); got != c.want {
 			t.Errorf("restored session with CONNECT purpose %q: delivered = %v, want %v", c.purpose, got, c.want)
 		}
+	}
+}
+
+// A filter given twice in one SUBSCRIBE is checked as a filter both times:
+// neither check is taken for a delivery (which would use up the rate).
+func TestRepeatedFilterInOneSubscribe(t *testing.T) {
+	f := newDeliveryFixture(t, nil)
+	hourly := doctorTemperature
+	hourly.Constraints = []policies.Constraint{{Kind: "rate", Seconds: 3600}}
+	if err := f.engine.PutPolicy("an", hourly); err != nil {
+		t.Fatal(err)
+	}
+	h := f.enforcer
+	doctor := f.client("doctor-0", policies.UserPrincipal("doctor"))
+	first, second := string([]byte(memoTopic)), string([]byte(memoTopic))
+	sub := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Subscribe}, Filters: packets.Subscriptions{{Filter: first}, {Filter: second}}}
+	h.OnSubscribe(doctor, sub)
+	for _, filter := range []string{first, second} {
+		if !h.OnACLCheck(doctor, filter, false) {
+			t.Fatal("the doctor may not subscribe to the temperature")
+		}
+	}
+	h.OnSubscribed(doctor, sub, []byte{0, 0})
+	if !h.OnACLCheck(doctor, string([]byte(memoTopic)), false) {
+		t.Fatal("the first delivery after the SUBSCRIBE was held back: a filter check used up the rate")
 	}
 }

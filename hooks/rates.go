@@ -1,6 +1,7 @@
 package hooks
 
 import (
+	"strings"
 	"sync"
 	"time"
 
@@ -36,6 +37,9 @@ func (b *rateBook) allow(who policies.Principal, topic string, period time.Durat
 	if b.until == nil {
 		b.until = map[rateKey]time.Time{}
 	}
+	// topic is a slice of the publisher's whole packet: the book keeps a
+	// copy, not the payload (a map assignment stores the key it is given).
+	k.topic = strings.Clone(topic)
 	b.until[k] = now.Add(period)
 	// Periods that ended hold nothing back: forget them whenever the book
 	// has doubled since it was last pruned, so it stays at most twice the

@@ -2,6 +2,7 @@ package hooks
 
 import (
 	"maps"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -49,6 +50,7 @@ type session struct {
 // from another goroutine), and replacing it must not allocate, since a
 // fan-in's subscriber gets a different topic with every delivery.
 type decisionMemo struct {
+	clone   bool // keep a copy of the topic (a memo that is seldom replaced)
 	mu      sync.Mutex
 	topic   string
 	act     policies.Action
@@ -76,6 +78,11 @@ func (m *decisionMemo) put(topic string, act policies.Action, changes uint64, d 
 	if d.Dynamic || !d.Expires.IsZero() {
 		return
 	}
+	if m.clone {
+		// topic is a slice of the publisher's whole packet (mochi does not
+		// copy it): kept, it would keep the payload too.
+		topic = strings.Clone(topic)
+	}
 	m.mu.Lock()
 	m.topic, m.act, m.changes, m.d = topic, act, changes, d
 	m.mu.Unlock()
@@ -85,7 +92,9 @@ func (m *decisionMemo) put(topic string, act policies.Action, changes uint64, d 
 type filterPurpose struct{ filter, purpose string }
 
 func newSession(p policies.Principal, admin bool, purpose string) *session {
-	return &session{principal: p, admin: admin, purpose: purpose, subs: map[string]string{}}
+	s := &session{principal: p, admin: admin, purpose: purpose, subs: map[string]string{}}
+	s.wrote.clone = true
+	return s
 }
 
 // purposes lists the purposes under which a delivery on topic is asked
@@ -132,10 +141,10 @@ func (s *session) subscribed(filters map[string]*string) {
 }
 
 // pendingFilter is a filter of a SUBSCRIBE being processed: its declared
-// purpose, and where the filter's bytes are.
+// purpose, and where the bytes of each of its copies in the packet are.
 type pendingFilter struct {
 	purpose string
-	at      *byte
+	at      []*byte
 }
 
 // beginSubscribe notes the filters of a SUBSCRIBE being processed, so that
@@ -160,7 +169,7 @@ func (s *session) subscribing(topic string) (string, bool) {
 		return "", false
 	}
 	f, ok := (*m)[topic]
-	if !ok || f.at != unsafe.StringData(topic) {
+	if !ok || !slices.Contains(f.at, unsafe.StringData(topic)) {
 		return "", false
 	}
 	return f.purpose, true
