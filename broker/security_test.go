@@ -326,6 +326,38 @@ func TestRevokedQoS1NotResent(t *testing.T) {
 	}
 }
 
+// A QoS 1 message queued for an offline doctor in the evening, under the
+// evening's view (a tenth of a degree), is resent next morning under that
+// view too, though in the morning the doctor may read it exactly.
+func TestQueuedQoS1KeepsItsView(t *testing.T) {
+	daytime := policies.Policy{ID: "doctor-thermo-daytime", Priority: 5, Effect: "allow", Subjects: []string{"role:doctor"},
+		Resources: []string{"things/thermo-1/data/temperature"}, Actions: []policies.Action{policies.ActRead},
+		When: &policies.Condition{Attr: "env.hour", Op: policies.OpLt, Value: 18.0}}
+	if err := veil.Engine.PutPolicy("an", daytime); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { veil.Engine.DeletePolicy("an", daytime.ID); clock.Set(evening) })
+	clock.Set(evening)
+	doc := connect(t, "doctor", "doctor-pass", connOpts{clientID: "doctor-queued", expiry: 300})
+	doc.mustSubscribe("", "things/thermo-1/data/temperature")
+	_ = doc.Disconnect(&paho.Disconnect{})
+	time.Sleep(100 * time.Millisecond)
+	thermo := connect(t, "thermo-1", "thermo-1-secret", connOpts{clientID: "thermo-1"})
+	thermo.publish("things/thermo-1/data/temperature", `{"temperature":21.37}`, false)
+
+	clock.Set(evening.Add(13 * time.Hour)) // 09:00 next day
+	again := connect(t, "doctor", "doctor-pass", connOpts{clientID: "doctor-queued", expiry: 300})
+	if m := again.next(); m.payload != `{"temperature":21.4}` {
+		t.Fatalf("the evening's reading resent in the morning as %s, want the evening's view {\"temperature\":21.4}", m.payload)
+	}
+	// A reading of the morning is exact.
+	again.mustSubscribe("", "things/thermo-1/data/temperature")
+	thermo.publish("things/thermo-1/data/temperature", `{"temperature":21.37}`, false)
+	if m := again.next(); m.payload != `{"temperature":21.37}` {
+		t.Fatalf("the morning's reading: %s", m.payload)
+	}
+}
+
 func policyByID(t *testing.T, owner, id string) policies.Policy {
 	t.Helper()
 	for _, p := range veil.Engine.Policies(owner) {

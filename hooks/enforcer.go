@@ -1,6 +1,7 @@
 package hooks
 
 import (
+	"bytes"
 	"cmp"
 	"errors"
 	"slices"
@@ -137,6 +138,7 @@ var enforcerEvents = Events(
 	mqtt.OnConnect, mqtt.OnACLCheck, mqtt.OnSubscribe, mqtt.OnSubscribed, mqtt.OnUnsubscribed,
 	mqtt.OnPublish, mqtt.OnPublished, mqtt.OnPacketEncode, mqtt.OnSessionEstablish,
 	mqtt.OnDisconnect, mqtt.OnClientExpired, mqtt.OnWill, mqtt.OnSelectSubscribers,
+	mqtt.OnQosPublish, mqtt.OnQosComplete, mqtt.OnQosDropped,
 )
 
 // session returns the client's session; a session restored from storage
@@ -424,7 +426,47 @@ func (h *Enforcer) mayDeliver(cl *mqtt.Client, s *session, topic string) bool {
 		h.count("delivery_rate_limited")
 		return false
 	}
+	if d.Dynamic || !d.Expires.IsZero() {
+		// The view may be looser by the time the message is written (a
+		// queued or resent QoS 1 or 2 delivery): OnQosPublish keeps it.
+		var raw []byte
+		if m != nil {
+			raw = m.raw
+		}
+		s.lastTimed.Store(&timedDelivery{topic: topic, raw: raw, view: d.View})
+	}
 	return true
+}
+
+// OnQosPublish keeps, by packet id, the view a QoS 1 or 2 delivery was
+// decided under when that view may be looser later (it depends on live
+// data or ends at a time): a queued or resent packet is written under it
+// as well as under the view of that moment (OnPacketEncode).
+func (h *Enforcer) OnQosPublish(cl *mqtt.Client, pk packets.Packet, sent int64, resends int) {
+	if pk.FixedHeader.Dup || cl.Net.Inline {
+		return // a resend: kept when it was first queued, if ever
+	}
+	s := h.sessions.get(cl)
+	if s == nil {
+		return
+	}
+	t := s.lastTimed.Swap(nil)
+	if t == nil || t.topic != pk.TopicName || (t.raw != nil && !bytes.Equal(t.raw, pk.Payload)) {
+		return
+	}
+	s.keepQueued(pk.PacketID, t.view)
+}
+
+// OnQosComplete forgets the view kept for an acknowledged delivery.
+func (h *Enforcer) OnQosComplete(cl *mqtt.Client, pk packets.Packet) { h.forgetQueued(cl, pk.PacketID) }
+
+// OnQosDropped forgets the view kept for a delivery mochi gave up on.
+func (h *Enforcer) OnQosDropped(cl *mqtt.Client, pk packets.Packet) { h.forgetQueued(cl, pk.PacketID) }
+
+func (h *Enforcer) forgetQueued(cl *mqtt.Client, id uint16) {
+	if s := h.sessions.get(cl); s != nil && s.nqueued.Load() > 0 {
+		s.forgetQueued(id)
+	}
 }
 
 // decideDelivery is decideReadPurpose for a delivery of m (nil: not a
@@ -665,9 +707,27 @@ func (h *Enforcer) OnPacketEncode(cl *mqtt.Client, pk packets.Packet) packets.Pa
 	// or returning a packet copies it.
 	started := h.timing.encodeStart(&s.encodes)
 	d := h.decideEncode(s, pk.TopicName)
+	var queued *policies.View
+	if pk.FixedHeader.Qos > 0 && s.nqueued.Load() > 0 {
+		queued = s.queuedView(pk.PacketID)
+	}
 	switch {
 	case !d.Allowed():
 		h.drop(cl, &pk)
+	case queued != nil && queued != d.View:
+		// Queued under a view that may have been stricter than today's:
+		// rendered under both, so it reveals no more than either allows.
+		out, err := h.views.render(queued, pk.Payload)
+		if err == nil && d.View != nil && d.View.Rewrites() {
+			out, err = d.View.Apply(out)
+		}
+		if err != nil {
+			h.drop(cl, &pk)
+		} else {
+			pk.Payload = out
+			pk.Properties.User, pk.Properties.CorrelationData = nil, nil
+			pk.Properties.ContentType, pk.Properties.ResponseTopic = "", ""
+		}
 	case d.View == nil || !d.View.Rewrites():
 	default:
 		if out, err := h.views.render(d.View, pk.Payload); err != nil {
@@ -757,6 +817,13 @@ func (h *Enforcer) OnSessionEstablish(cl *mqtt.Client, pk packets.Packet) {
 		}
 		old.mu.Unlock()
 		s.subscribed(kept)
+		// The views its queued deliveries were decided under go with the
+		// in-flight messages mochi hands the new connection to resend.
+		old.qmu.Lock()
+		for id, v := range old.queued {
+			s.keepQueued(id, v)
+		}
+		old.qmu.Unlock()
 	}
 	// mochi drops the old client once the new one has its state; a
 	// persistent session's old client gets no OnDisconnect after this.

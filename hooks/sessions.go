@@ -29,6 +29,15 @@ type session struct {
 
 	encodes atomic.Uint64 // PUBLISH packets encoded for the client (Timing samples by it)
 
+	// lastTimed is the last delivery decided under a view that may be
+	// looser later, for OnQosPublish to bind to the packet mochi queues.
+	lastTimed atomic.Pointer[timedDelivery]
+	// queued holds those views by packet id until the delivery is
+	// acknowledged; nqueued counts them, so that most deliveries skip it.
+	qmu     sync.Mutex
+	queued  map[uint16]*policies.View
+	nqueued atomic.Int32
+
 	// aliasOnly is set by the ACL check of a PUBLISH with an empty topic
 	// (an alias), and taken by its OnPublish, which audits the resolved one.
 	aliasOnly atomic.Bool
@@ -86,6 +95,37 @@ func (m *decisionMemo) put(topic string, act policies.Action, changes uint64, d 
 	m.mu.Lock()
 	m.topic, m.act, m.changes, m.d = topic, act, changes, d
 	m.mu.Unlock()
+}
+
+// timedDelivery is a delivery decided under a view that may be looser
+// later: its topic, payload (nil: not at hand) and view.
+type timedDelivery struct {
+	topic string
+	raw   []byte
+	view  *policies.View
+}
+
+func (s *session) keepQueued(id uint16, v *policies.View) {
+	s.qmu.Lock()
+	defer s.qmu.Unlock()
+	if s.queued == nil {
+		s.queued = map[uint16]*policies.View{}
+	}
+	s.queued[id] = v
+	s.nqueued.Store(int32(len(s.queued)))
+}
+
+func (s *session) queuedView(id uint16) *policies.View {
+	s.qmu.Lock()
+	defer s.qmu.Unlock()
+	return s.queued[id]
+}
+
+func (s *session) forgetQueued(id uint16) {
+	s.qmu.Lock()
+	defer s.qmu.Unlock()
+	delete(s.queued, id)
+	s.nqueued.Store(int32(len(s.queued)))
 }
 
 // filterPurpose is one subscription that declared a purpose.
