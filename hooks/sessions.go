@@ -105,14 +105,17 @@ type timedDelivery struct {
 	view  *policies.View
 }
 
-func (s *session) keepQueued(id uint16, v *policies.View) {
+// keepQueued keeps v for packet id, and reports whether id had none.
+func (s *session) keepQueued(id uint16, v *policies.View) bool {
 	s.qmu.Lock()
 	defer s.qmu.Unlock()
 	if s.queued == nil {
 		s.queued = map[uint16]*policies.View{}
 	}
+	_, had := s.queued[id]
 	s.queued[id] = v
 	s.nqueued.Store(int32(len(s.queued)))
+	return !had
 }
 
 func (s *session) queuedView(id uint16) *policies.View {
@@ -121,11 +124,15 @@ func (s *session) queuedView(id uint16) *policies.View {
 	return s.queued[id]
 }
 
-func (s *session) forgetQueued(id uint16) {
+// forgetQueued forgets the view kept for packet id, and reports whether
+// there was one.
+func (s *session) forgetQueued(id uint16) bool {
 	s.qmu.Lock()
 	defer s.qmu.Unlock()
+	_, had := s.queued[id]
 	delete(s.queued, id)
 	s.nqueued.Store(int32(len(s.queued)))
+	return had
 }
 
 // filterPurpose is one subscription that declared a purpose.
