@@ -1,7 +1,6 @@
 package hooks
 
 import (
-	"bytes"
 	"cmp"
 	"errors"
 	"slices"
@@ -48,8 +47,8 @@ type Enforcer struct {
 	rates   rateBook
 	wills   delayedWills
 
-	timedSeen atomic.Bool  // a delivery was decided under a view that may be looser later
-	nqueued   atomic.Int64 // views kept for queued deliveries, in all sessions
+	timedSeen atomic.Bool // a delivery was decided under a view that may be looser later
+	queued    queuedViews
 	parses    atomic.Int64
 }
 
@@ -144,7 +143,7 @@ func (h *Enforcer) Provides(b byte) bool {
 	case mqtt.OnQosPublish:
 		return h.timedSeen.Load()
 	case mqtt.OnQosComplete, mqtt.OnQosDropped:
-		return h.nqueued.Load() > 0
+		return h.queued.n.Load() > 0
 	}
 	return enforcerEvents.Has(b)
 }
@@ -221,7 +220,7 @@ func (h *Enforcer) OnWill(cl *mqtt.Client, will mqtt.Will) (mqtt.Will, error) {
 		delay = expiry
 	}
 	if delay > 0 && h.server != nil {
-		h.wills.hold(cl.ID, s.principal, will, delay, h.sendDelayedWill)
+		h.wills.hold(cl, s.principal, will, delay, h.sendDelayedWill)
 		will.TopicName, will.Retain, will.Payload = droppedWillTopic, false, nil
 	}
 	return will, nil
@@ -230,6 +229,12 @@ func (h *Enforcer) OnWill(cl *mqtt.Client, will mqtt.Will) (mqtt.Will, error) {
 // sendDelayedWill publishes a held will that is due, if its client may
 // publish it now.
 func (h *Enforcer) sendDelayedWill(d *delayedWill) {
+	// mochi establishes a new connection's session before it drops the old
+	// connection, whose will is then held after the new one could cancel
+	// it: a newer connection that resumed the session cancels it here.
+	if cur, ok := h.server.Clients.Get(d.client.ID); ok && cur != d.client && !cur.Properties.Clean {
+		return
+	}
 	if !h.decideWrite(d.who, nil, d.will.TopicName, true) {
 		h.count("will_refused")
 		return
@@ -440,51 +445,50 @@ func (h *Enforcer) mayDeliver(cl *mqtt.Client, s *session, topic string) bool {
 		h.count("delivery_rate_limited")
 		return false
 	}
-	if d.Dynamic || !d.Expires.IsZero() {
+	if (d.Dynamic || !d.Expires.IsZero()) && !h.timedSeen.Load() {
 		// The view may be looser by the time the message is written (a
 		// queued or resent QoS 1 or 2 delivery): OnQosPublish keeps it.
-		var raw []byte
-		if m != nil {
-			raw = m.raw
-		}
-		s.lastTimed.Store(&timedDelivery{topic: topic, raw: raw, view: d.View})
-		if !h.timedSeen.Load() {
-			h.timedSeen.Store(true)
-		}
+		h.timedSeen.Store(true)
 	}
 	return true
 }
 
-// OnQosPublish keeps, by packet id, the view a QoS 1 or 2 delivery was
+// OnQosPublish keeps, by packet id, the view a QoS 1 or 2 delivery is
 // decided under when that view may be looser later (it depends on live
 // data or ends at a time): a queued or resent packet is written under it
-// as well as under the view of that moment (OnPacketEncode).
+// as well as under the view of that moment (OnPacketEncode). It decides
+// here, on the goroutine mochi just checked the delivery on and with the
+// packet it queues, so that deliveries to one subscriber from several
+// publishers at once cannot swap their views.
 func (h *Enforcer) OnQosPublish(cl *mqtt.Client, pk packets.Packet, sent int64, resends int) {
-	if pk.FixedHeader.Dup || cl.Net.Inline {
-		return // a resend: kept when it was first queued, if ever
+	if pk.FixedHeader.Type != packets.Publish || pk.FixedHeader.Dup || cl.Net.Inline || strings.HasPrefix(pk.TopicName, "$") {
+		return // a resend keeps what its first send kept
 	}
-	s := h.sessions.get(cl)
-	if s == nil {
-		return
+	var v *policies.View
+	if s := h.session(cl); s != nil {
+		if d := h.decideRead(s, pk.TopicName); d.Allowed() && (d.Dynamic || !d.Expires.IsZero()) {
+			v = d.View
+		}
 	}
-	t := s.lastTimed.Swap(nil)
-	if t == nil || t.topic != pk.TopicName || (t.raw != nil && !bytes.Equal(t.raw, pk.Payload)) {
-		return
-	}
-	if s.keepQueued(pk.PacketID, t.view) {
-		h.nqueued.Add(1)
-	}
+	h.queued.keep(cl.ID, pk.PacketID, v) // nil: a reused packet id keeps nothing of the last
 }
 
-// OnQosComplete forgets the view kept for an acknowledged delivery.
-func (h *Enforcer) OnQosComplete(cl *mqtt.Client, pk packets.Packet) { h.forgetQueued(cl, pk.PacketID) }
+// OnQosComplete forgets the view kept for an acknowledged delivery. mochi
+// also calls it for the client's own publishes (with the ack it built, or
+// a PUBREL), whose packet ids are the client's: those are not looked at.
+func (h *Enforcer) OnQosComplete(cl *mqtt.Client, pk packets.Packet) {
+	if pk.FixedHeader.Type == packets.Pubrel || pk.FixedHeader.Type == packets.Puback && pk.Created != 0 {
+		return
+	}
+	h.queued.keep(cl.ID, pk.PacketID, nil)
+}
 
-// OnQosDropped forgets the view kept for a delivery mochi gave up on.
-func (h *Enforcer) OnQosDropped(cl *mqtt.Client, pk packets.Packet) { h.forgetQueued(cl, pk.PacketID) }
-
-func (h *Enforcer) forgetQueued(cl *mqtt.Client, id uint16) {
-	if s := h.sessions.get(cl); s != nil && s.nqueued.Load() > 0 && s.forgetQueued(id) {
-		h.nqueued.Add(-1)
+// OnQosDropped forgets the view kept for a delivery mochi gave up on; not
+// for a session taken over, whose in-flight messages mochi moved to the
+// new connection before it dropped them from the old one.
+func (h *Enforcer) OnQosDropped(cl *mqtt.Client, pk packets.Packet) {
+	if !cl.IsTakenOver() {
+		h.queued.keep(cl.ID, pk.PacketID, nil)
 	}
 }
 
@@ -727,8 +731,8 @@ func (h *Enforcer) OnPacketEncode(cl *mqtt.Client, pk packets.Packet) packets.Pa
 	started := h.timing.encodeStart(&s.encodes)
 	d := h.decideEncode(s, pk.TopicName)
 	var queued *policies.View
-	if pk.FixedHeader.Qos > 0 && s.nqueued.Load() > 0 {
-		queued = s.queuedView(pk.PacketID)
+	if pk.FixedHeader.Qos > 0 {
+		queued = h.queued.get(cl.ID, pk.PacketID)
 	}
 	switch {
 	case !d.Allowed():
@@ -793,6 +797,7 @@ func (h *Enforcer) drop(cl *mqtt.Client, pk *packets.Packet) {
 	h.log.Debug().Str("client", cl.ID).Str("topic", pk.TopicName).Msg("delivery refused at encode")
 	if pk.FixedHeader.Qos > 0 {
 		cl.State.Inflight.Delete(pk.PacketID)
+		h.queued.keep(cl.ID, pk.PacketID, nil)
 	}
 	pk.FixedHeader.Type = packets.Reserved
 	pk.Payload = nil
@@ -809,6 +814,9 @@ func (h *Enforcer) OnSessionEstablish(cl *mqtt.Client, pk packets.Packet) {
 	if d := h.wills.takeNow(cl.ID); d != nil && pk.Connect.Clean {
 		h.sendDelayedWill(d)
 	}
+	if pk.Connect.Clean {
+		h.queued.forgetClient(cl.ID) // mochi starts it with nothing in flight
+	}
 	existing, ok := h.server.Clients.Get(cl.ID)
 	if !ok || existing == cl {
 		return
@@ -824,6 +832,7 @@ func (h *Enforcer) OnSessionEstablish(cl *mqtt.Client, pk packets.Packet) {
 		}
 		if s == nil || !h.decideRead(s, m.TopicName).Allowed() {
 			existing.State.Inflight.Delete(m.PacketID)
+			h.queued.keep(cl.ID, m.PacketID, nil)
 			h.count("inflight_pruned")
 		}
 	}
@@ -836,17 +845,6 @@ func (h *Enforcer) OnSessionEstablish(cl *mqtt.Client, pk packets.Packet) {
 		}
 		old.mu.Unlock()
 		s.subscribed(kept)
-		// The views its queued deliveries were decided under go with the
-		// in-flight messages mochi hands the new connection to resend.
-		old.qmu.Lock()
-		for id, v := range old.queued {
-			if !s.keepQueued(id, v) {
-				h.nqueued.Add(-1) // the new session had it already
-			}
-		}
-		old.queued = nil
-		old.nqueued.Store(0)
-		old.qmu.Unlock()
 	}
 	// mochi drops the old client once the new one has its state; a
 	// persistent session's old client gets no OnDisconnect after this.
@@ -896,6 +894,7 @@ func (h *Enforcer) OnClientExpired(cl *mqtt.Client) { h.endSession(cl) }
 func (h *Enforcer) endSession(cl *mqtt.Client) {
 	h.forgetParked(cl.ID, nil)
 	h.sessions.drop(cl)
+	h.queued.forgetClient(cl.ID)
 }
 
 func (h *Enforcer) count(what string) {

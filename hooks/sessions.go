@@ -29,15 +29,6 @@ type session struct {
 
 	encodes atomic.Uint64 // PUBLISH packets encoded for the client (Timing samples by it)
 
-	// lastTimed is the last delivery decided under a view that may be
-	// looser later, for OnQosPublish to bind to the packet mochi queues.
-	lastTimed atomic.Pointer[timedDelivery]
-	// queued holds those views by packet id until the delivery is
-	// acknowledged; nqueued counts them, so that most deliveries skip it.
-	qmu     sync.Mutex
-	queued  map[uint16]*policies.View
-	nqueued atomic.Int32
-
 	// aliasOnly is set by the ACL check of a PUBLISH with an empty topic
 	// (an alias), and taken by its OnPublish, which audits the resolved one.
 	aliasOnly atomic.Bool
@@ -95,44 +86,6 @@ func (m *decisionMemo) put(topic string, act policies.Action, changes uint64, d 
 	m.mu.Lock()
 	m.topic, m.act, m.changes, m.d = topic, act, changes, d
 	m.mu.Unlock()
-}
-
-// timedDelivery is a delivery decided under a view that may be looser
-// later: its topic, payload (nil: not at hand) and view.
-type timedDelivery struct {
-	topic string
-	raw   []byte
-	view  *policies.View
-}
-
-// keepQueued keeps v for packet id, and reports whether id had none.
-func (s *session) keepQueued(id uint16, v *policies.View) bool {
-	s.qmu.Lock()
-	defer s.qmu.Unlock()
-	if s.queued == nil {
-		s.queued = map[uint16]*policies.View{}
-	}
-	_, had := s.queued[id]
-	s.queued[id] = v
-	s.nqueued.Store(int32(len(s.queued)))
-	return !had
-}
-
-func (s *session) queuedView(id uint16) *policies.View {
-	s.qmu.Lock()
-	defer s.qmu.Unlock()
-	return s.queued[id]
-}
-
-// forgetQueued forgets the view kept for packet id, and reports whether
-// there was one.
-func (s *session) forgetQueued(id uint16) bool {
-	s.qmu.Lock()
-	defer s.qmu.Unlock()
-	_, had := s.queued[id]
-	delete(s.queued, id)
-	s.nqueued.Store(int32(len(s.queued)))
-	return had
 }
 
 // filterPurpose is one subscription that declared a purpose.

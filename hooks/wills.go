@@ -21,14 +21,16 @@ type delayedWills struct {
 }
 
 type delayedWill struct {
-	who   policies.Principal
-	will  mqtt.Will
-	timer *time.Timer
+	client *mqtt.Client
+	who    policies.Principal
+	will   mqtt.Will
+	timer  *time.Timer
 }
 
-// hold keeps the will of client id for delay, then hands it to send unless
-// it was taken meanwhile. A will held before for the same id is replaced.
-func (w *delayedWills) hold(id string, who policies.Principal, will mqtt.Will, delay time.Duration, send func(*delayedWill)) {
+// hold keeps the will of cl for delay, then hands it to send unless it was
+// taken meanwhile. A will held before for the same client id is replaced.
+func (w *delayedWills) hold(cl *mqtt.Client, who policies.Principal, will mqtt.Will, delay time.Duration, send func(*delayedWill)) {
+	id := cl.ID
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.stopped {
@@ -40,7 +42,7 @@ func (w *delayedWills) hold(id string, who policies.Principal, will mqtt.Will, d
 	if old := w.pending[id]; old != nil {
 		old.timer.Stop()
 	}
-	d := &delayedWill{who: who, will: will}
+	d := &delayedWill{client: cl, who: who, will: will}
 	d.timer = time.AfterFunc(delay, func() {
 		if w.take(id, d) {
 			send(d)

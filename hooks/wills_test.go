@@ -83,3 +83,39 @@ func TestDelayedWillDecidedWhenDue(t *testing.T) {
 		})
 	}
 }
+
+// A client that takes over its own session (a reconnect the broker had not
+// noticed as a drop) must not have its delayed will sent [MQTT-3.1.3-9].
+func TestDelayedWillCancelledByTakeover(t *testing.T) {
+	const topic = "things/thermo-1/cmd/reset"
+	mayReset := policies.Policy{ID: "doctor-reset", Priority: 40, Effect: "allow", Subjects: []string{"role:doctor"},
+		Resources: []string{"things/+/cmd/reset"}, Actions: []policies.Action{policies.ActCommand}}
+	e, creds := household(t)
+	must(t, e.PutPolicy("an", mayReset))
+	_, addr, _ := serve(t, e, creds)
+	var owner counter
+	an := dialCounting(t, addr, "an-sub", "an", "an", &owner)
+	subscribe(t, an, "things/thermo-1/cmd/#")
+
+	conn, err := net.Dial("tcp", addr)
+	must(t, err)
+	defer conn.Close()
+	pc := paho.NewClient(paho.ClientConfig{Conn: conn})
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	delay, expiry := uint32(1), uint32(60)
+	if _, err := pc.Connect(ctx, &paho.Connect{ClientID: "doctor-will", Username: "doctor", UsernameFlag: true,
+		Password: []byte("doctor"), PasswordFlag: true, CleanStart: true, KeepAlive: 30,
+		Properties:     &paho.ConnectProperties{SessionExpiryInterval: &expiry},
+		WillMessage:    &paho.WillMessage{Topic: topic, Payload: []byte(`{"reset":true}`), QoS: 1},
+		WillProperties: &paho.WillProperties{WillDelayInterval: &delay}}); err != nil {
+		t.Fatal(err)
+	}
+	// The same client comes back on a new connection, resuming its session,
+	// before the broker saw the old one drop.
+	dialSession(t, addr, "doctor-will", "doctor", "doctor", 60, nil)
+	time.Sleep(2500 * time.Millisecond)
+	if n := owner.n.Load(); n != 0 {
+		t.Fatalf("%d delayed will(s) published though the client is connected to its session again", n)
+	}
+}

@@ -1,0 +1,74 @@
+package hooks
+
+import (
+	"sync"
+	"sync/atomic"
+
+	"github.com/veil-iot/veil/policies"
+)
+
+// queuedViews remembers, by client id and packet id, the view a QoS 1 or 2
+// delivery was decided under when that view may be looser by the time the
+// packet is written (it ends at a time or depends on live data): mochi
+// keeps the raw payload in flight, and writes it later to an offline
+// session that comes back, or resends it. Keyed by client id, not session
+// record, so the views follow a takeover and a session restored after a
+// restart.
+type queuedViews struct {
+	mu sync.Mutex
+	by map[string]map[uint16]*policies.View
+	n  atomic.Int64 // views kept: most deliveries look no further
+}
+
+// keep remembers v for packet pid of client id; nil forgets it.
+func (q *queuedViews) keep(id string, pid uint16, v *policies.View) {
+	if v == nil && q.n.Load() == 0 {
+		return
+	}
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	ids := q.by[id]
+	_, had := ids[pid]
+	switch {
+	case v != nil && !had:
+		if ids == nil {
+			if q.by == nil {
+				q.by = map[string]map[uint16]*policies.View{}
+			}
+			ids = map[uint16]*policies.View{}
+			q.by[id] = ids
+		}
+		q.n.Add(1)
+	case v == nil && had:
+		delete(ids, pid)
+		if len(ids) == 0 {
+			delete(q.by, id)
+		}
+		q.n.Add(-1)
+		return
+	case v == nil:
+		return
+	}
+	ids[pid] = v
+}
+
+// get returns the view kept for packet pid of client id, or nil.
+func (q *queuedViews) get(id string, pid uint16) *policies.View {
+	if q.n.Load() == 0 {
+		return nil
+	}
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.by[id][pid]
+}
+
+// forgetClient forgets every view kept for client id: its session ended.
+func (q *queuedViews) forgetClient(id string) {
+	if q.n.Load() == 0 {
+		return
+	}
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.n.Add(-int64(len(q.by[id])))
+	delete(q.by, id)
+}

@@ -1,0 +1,132 @@
+package hooks
+
+import (
+	"net"
+	"testing"
+	"time"
+
+	"github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/veil-iot/veil/policies"
+)
+
+// nightAndDay is the delivery fixture where the doctor reads temperatures
+// to a whole degree at night and exactly by day (before 18:00), at 23:00.
+func nightAndDay(t *testing.T) (*deliveryFixture, *settableClock) {
+	clock := &settableClock{}
+	clock.Set(time.Date(2026, 11, 26, 23, 0, 0, 0, time.UTC))
+	f := newDeliveryFixture(t, clock)
+	coarse := doctorTemperature
+	coarse.Constraints = []policies.Constraint{{Kind: "accuracy", Field: "temperature", Step: 1}}
+	precise := policies.Policy{ID: "doctor-daytime", Priority: 10, Effect: "allow", Subjects: []string{"role:doctor"},
+		Resources: []string{"things/+/data/temperature"}, Actions: []policies.Action{policies.ActRead},
+		When: &policies.Condition{Attr: "env.hour", Op: policies.OpLt, Value: 18.0}}
+	for _, p := range []policies.Policy{coarse, precise} {
+		if err := f.engine.PutPolicy("an", p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return f, clock
+}
+
+func queuedPk(topic string, id uint16, dup bool) packets.Packet {
+	return packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 1, Dup: dup}, PacketID: id,
+		TopicName: topic, Payload: []byte(`{"temperature":21.37}`)}
+}
+
+// Two publishers deliver to one subscriber at once (publishToClient runs on
+// each publisher's goroutine): ACL A, ACL B, OnQosPublish A, OnQosPublish B.
+func TestInterleavedDeliveriesKeepTheirViews(t *testing.T) {
+	f, clock := nightAndDay(t)
+	h := f.enforcer
+	doctor := f.client("doctor-0", policies.UserPrincipal("doctor"))
+	a, b := "things/sensor-1/data/temperature", "things/sensor-2/data/temperature"
+	if !h.OnACLCheck(doctor, a, false) || !h.OnACLCheck(doctor, b, false) {
+		t.Fatal("denied")
+	}
+	h.OnQosPublish(doctor, queuedPk(a, 7, false), 0, 0)
+	h.OnQosPublish(doctor, queuedPk(b, 8, false), 0, 0)
+	clock.Set(time.Date(2026, 11, 27, 9, 0, 0, 0, time.UTC))
+	for id, topic := range map[uint16]string{7: a, 8: b} {
+		out := h.OnPacketEncode(doctor, queuedPk(topic, id, true))
+		if string(out.Payload) != `{"temperature":21}` {
+			t.Errorf("id %d queued at night, resent in the morning as %s", id, out.Payload)
+		}
+	}
+}
+
+// The subscriber's own QoS 2 PUBLISH: mochi calls OnQosPublish with its
+// PUBREC between another publisher's ACL check and OnQosPublish.
+func TestInboundPubrecLeavesViewsAlone(t *testing.T) {
+	f, clock := nightAndDay(t)
+	h := f.enforcer
+	doctor := f.client("doctor-0", policies.UserPrincipal("doctor"))
+	a := "things/sensor-1/data/temperature"
+	if !h.OnACLCheck(doctor, a, false) {
+		t.Fatal("denied")
+	}
+	h.OnQosPublish(doctor, packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Pubrec}, PacketID: 3}, 0, 0)
+	h.OnQosPublish(doctor, queuedPk(a, 7, false), 0, 0)
+	clock.Set(time.Date(2026, 11, 27, 9, 0, 0, 0, time.UTC))
+	if out := h.OnPacketEncode(doctor, queuedPk(a, 7, true)); string(out.Payload) != `{"temperature":21}` {
+		t.Errorf("resent in the morning as %s", out.Payload)
+	}
+}
+
+// A delivery dropped at encode (decision now deny) leaves its view behind;
+// the packet id, reused for a later delivery, is rendered under it.
+func TestReusedPacketIDLeavesNoStaleView(t *testing.T) {
+	f, _ := nightAndDay(t)
+	h := f.enforcer
+	doctor := f.client("doctor-0", policies.UserPrincipal("doctor"))
+	a := "things/sensor-1/data/temperature"
+	if !h.OnACLCheck(doctor, a, false) {
+		t.Fatal("denied")
+	}
+	h.OnQosPublish(doctor, queuedPk(a, 7, false), 0, 0)
+	deny := policies.Policy{ID: "deny", Priority: 0, Effect: "deny", Subjects: []string{"role:doctor"},
+		Resources: []string{"things/+/data/temperature"}, Actions: []policies.Action{policies.ActRead}}
+	if err := f.engine.PutPolicy("an", deny); err != nil {
+		t.Fatal(err)
+	}
+	if out := h.OnPacketEncode(doctor, queuedPk(a, 7, false)); out.FixedHeader.Type == packets.Publish {
+		t.Fatal("not dropped")
+	}
+	// The configuration now lets the doctor read exactly, no time involved.
+	for _, id := range []string{"deny", "doctor-temperature", "doctor-daytime"} {
+		f.engine.DeletePolicy("an", id)
+	}
+	exact := policies.Policy{ID: "exact", Priority: 10, Effect: "allow", Subjects: []string{"role:doctor"},
+		Resources: []string{"things/+/data/temperature"}, Actions: []policies.Action{policies.ActRead}}
+	if err := f.engine.PutPolicy("an", exact); err != nil {
+		t.Fatal(err)
+	}
+	if !h.OnACLCheck(doctor, a, false) {
+		t.Fatal("denied")
+	}
+	h.OnQosPublish(doctor, queuedPk(a, 7, false), 0, 0)
+	out := h.OnPacketEncode(doctor, queuedPk(a, 7, false))
+	if string(out.Payload) != `{"temperature":21.37}` {
+		t.Errorf("a later, exact delivery reusing id 7 written as %s", out.Payload)
+	}
+}
+
+// A session restored after a restart (closed client, no Veil record): a
+// delivery queued for it under a timed view is not remembered.
+func TestRestoredSessionKeepsQueuedViews(t *testing.T) {
+	f, _ := nightAndDay(t)
+	h := f.enforcer
+	x, y := net.Pipe()
+	t.Cleanup(func() { _ = x.Close(); _ = y.Close() })
+	cl := f.server.NewClient(x, "bench", "doctor-restored", false)
+	cl.Properties.Username = []byte("doctor")
+	cl.Stop(packets.ErrServerShuttingDown) // as loadClients does
+	a := "things/sensor-1/data/temperature"
+	if !h.OnACLCheck(cl, a, false) {
+		t.Fatal("denied")
+	}
+	h.OnQosPublish(cl, queuedPk(a, 7, false), 0, 0)
+	if h.queued.n.Load() == 0 {
+		t.Error("the queued delivery's view was not kept for the restored session")
+	}
+}
