@@ -124,19 +124,25 @@ func TestFanoutDecisionsPerPrincipalAndPurpose(t *testing.T) {
 	}
 }
 
-// auditTally adds up what an enforcer tells its audit, by who and effect.
+// auditTally adds up what an enforcer tells its audit, by who and effect
+// (by key, when set).
 type auditTally struct {
-	mu sync.Mutex
-	n  map[string]int64
+	mu  sync.Mutex
+	n   map[string]int64
+	key func(policies.Principal, policies.Action, *policies.Decision) string
 }
 
-func (a *auditTally) record(p policies.Principal, _ policies.Action, _ string, d *policies.Decision, n int64) {
+func (a *auditTally) record(p policies.Principal, act policies.Action, _ string, d *policies.Decision, n int64) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if a.n == nil {
 		a.n = map[string]int64{}
 	}
-	a.n[p.ID+" "+d.Reason()] += n
+	k := p.ID + " " + d.Reason()
+	if a.key != nil {
+		k = a.key(p, act, d)
+	}
+	a.n[k] += n
 }
 
 // fanOut publishes one message of pub on its topic to every one of subs,
@@ -324,7 +330,12 @@ func TestEncodeUnderSubscriptionThenConnectPurpose(t *testing.T) {
 func TestPublishDecisionFollowsChangesAndTime(t *testing.T) {
 	clock := &settableClock{}
 	clock.Set(time.Date(2026, 11, 26, 17, 59, 0, 0, time.UTC))
-	var tally actionTally
+	tally := auditTally{key: func(_ policies.Principal, act policies.Action, d *policies.Decision) string {
+		if d.Allowed() {
+			return string(act) + " allow"
+		}
+		return string(act) + " deny"
+	}}
 	f := newAuditedFixture(t, clock, tally.record)
 	h := f.enforcer
 	doctor := f.client("doctor-0", policies.UserPrincipal("doctor"))
@@ -373,25 +384,6 @@ func TestPublishDecisionFollowsChangesAndTime(t *testing.T) {
 	if !maps.Equal(tally.n, want) {
 		t.Errorf("audited %v, want %v", tally.n, want)
 	}
-}
-
-// actionTally adds up what an enforcer tells its audit, by action and effect.
-type actionTally struct {
-	mu sync.Mutex
-	n  map[string]int64
-}
-
-func (a *actionTally) record(_ policies.Principal, act policies.Action, _ string, d *policies.Decision, n int64) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if a.n == nil {
-		a.n = map[string]int64{}
-	}
-	effect := "deny"
-	if d.Allowed() {
-		effect = "allow"
-	}
-	a.n[string(act)+" "+effect] += n
 }
 
 // While a SUBSCRIBE is processed, a delivery on a topic equal to one of its
@@ -534,53 +526,5 @@ func TestRepeatedFilterInOneSubscribe(t *testing.T) {
 	h.OnSubscribed(doctor, sub, []byte{0, 0})
 	if !h.OnACLCheck(doctor, string([]byte(memoTopic)), false) {
 		t.Fatal("the first delivery after the SUBSCRIBE was held back: a filter check used up the rate")
-	}
-}
-
-// A QoS 1 delivery queued at night under the coarse view is still coarse
-// when it is resent in the morning, when a live delivery would be precise:
-// it is written under the view it was decided under as well as today's.
-func TestQueuedDeliveryKeepsItsView(t *testing.T) {
-	clock := &settableClock{}
-	clock.Set(time.Date(2026, 11, 26, 23, 0, 0, 0, time.UTC))
-	f := newDeliveryFixture(t, clock)
-	coarse := doctorTemperature
-	coarse.Constraints = []policies.Constraint{{Kind: "accuracy", Field: "temperature", Step: 1}}
-	precise := policies.Policy{ID: "doctor-daytime", Priority: 10, Effect: "allow", Subjects: []string{"role:doctor"},
-		Resources: []string{"things/+/data/temperature"}, Actions: []policies.Action{policies.ActRead},
-		When: &policies.Condition{Attr: "env.hour", Op: policies.OpLt, Value: 18.0}}
-	for _, p := range []policies.Policy{coarse, precise} {
-		if err := f.engine.PutPolicy("an", p); err != nil {
-			t.Fatal(err)
-		}
-	}
-	h := f.enforcer
-	doctor := f.client("doctor-0", policies.UserPrincipal("doctor"))
-	publish := func(id uint16, dup bool) packets.Packet {
-		return packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 1, Dup: dup}, PacketID: id,
-			TopicName: memoTopic, Payload: []byte(`{"temperature":21.37}`)}
-	}
-	if !h.OnACLCheck(doctor, memoTopic, false) {
-		t.Fatal("the doctor may not read the temperature at night")
-	}
-	h.OnQosPublish(doctor, publish(7, false), 0, 0)
-
-	clock.Set(time.Date(2026, 11, 27, 9, 0, 0, 0, time.UTC))
-	for _, c := range []struct {
-		step string
-		id   uint16
-		want string
-	}{
-		{"queued at night, resent in the morning", 7, `{"temperature":21}`},
-		{"decided in the morning", 8, `{"temperature":21.37}`},
-	} {
-		out := h.OnPacketEncode(doctor, publish(c.id, true))
-		if got := string(out.Payload); out.FixedHeader.Type != packets.Publish || got != c.want {
-			t.Errorf("%s: wrote %q, want %q", c.step, got, c.want)
-		}
-	}
-	h.OnQosComplete(doctor, packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Puback}, PacketID: 7})
-	if out := h.OnPacketEncode(doctor, publish(7, true)); string(out.Payload) != `{"temperature":21.37}` {
-		t.Errorf("after its acknowledgement, packet id 7 reused: wrote %q under the night's view", out.Payload)
 	}
 }

@@ -130,3 +130,35 @@ func TestRestoredSessionKeepsQueuedViews(t *testing.T) {
 		t.Error("the queued delivery's view was not kept for the restored session")
 	}
 }
+
+// A QoS 1 delivery queued at night under the coarse view is still coarse
+// when it is resent in the morning, when a live delivery would be precise:
+// it is written under the view it was decided under as well as today's.
+func TestQueuedDeliveryKeepsItsView(t *testing.T) {
+	f, clock := nightAndDay(t)
+	h := f.enforcer
+	doctor := f.client("doctor-0", policies.UserPrincipal("doctor"))
+	if !h.OnACLCheck(doctor, memoTopic, false) {
+		t.Fatal("the doctor may not read the temperature at night")
+	}
+	h.OnQosPublish(doctor, queuedPk(memoTopic, 7, false), 0, 0)
+
+	clock.Set(time.Date(2026, 11, 27, 9, 0, 0, 0, time.UTC))
+	for _, c := range []struct {
+		step string
+		id   uint16
+		want string
+	}{
+		{"queued at night, resent in the morning", 7, `{"temperature":21}`},
+		{"decided in the morning", 8, `{"temperature":21.37}`},
+	} {
+		out := h.OnPacketEncode(doctor, queuedPk(memoTopic, c.id, true))
+		if got := string(out.Payload); out.FixedHeader.Type != packets.Publish || got != c.want {
+			t.Errorf("%s: wrote %q, want %q", c.step, got, c.want)
+		}
+	}
+	h.OnQosComplete(doctor, packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Puback}, PacketID: 7})
+	if out := h.OnPacketEncode(doctor, queuedPk(memoTopic, 7, true)); string(out.Payload) != `{"temperature":21.37}` {
+		t.Errorf("after its acknowledgement, packet id 7 reused: wrote %q under the night's view", out.Payload)
+	}
+}

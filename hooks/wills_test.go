@@ -16,9 +16,6 @@ import (
 // was revoked meanwhile or the client came back to its session, at once
 // when the client came back with a clean start (its session ended).
 func TestDelayedWillDecidedWhenDue(t *testing.T) {
-	const topic = "things/thermo-1/cmd/reset"
-	mayReset := policies.Policy{ID: "doctor-reset", Priority: 40, Effect: "allow", Subjects: []string{"role:doctor"},
-		Resources: []string{"things/+/cmd/reset"}, Actions: []policies.Action{policies.ActCommand}}
 	for _, c := range []struct {
 		name     string
 		meantime func(t *testing.T, e *policies.Engine, addr string)
@@ -39,26 +36,7 @@ func TestDelayedWillDecidedWhenDue(t *testing.T) {
 		}, true, true},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			e, creds := household(t)
-			must(t, e.PutPolicy("an", mayReset))
-			_, addr, _ := serve(t, e, creds)
-			var owner counter
-			an := dialCounting(t, addr, "an-sub", "an", "an", &owner)
-			subscribe(t, an, "things/thermo-1/cmd/#")
-
-			conn, err := net.Dial("tcp", addr)
-			must(t, err)
-			pc := paho.NewClient(paho.ClientConfig{Conn: conn})
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			defer cancel()
-			delay, expiry := uint32(1), uint32(60)
-			if _, err := pc.Connect(ctx, &paho.Connect{ClientID: "doctor-will", Username: "doctor", UsernameFlag: true,
-				Password: []byte("doctor"), PasswordFlag: true, CleanStart: true, KeepAlive: 30,
-				Properties:     &paho.ConnectProperties{SessionExpiryInterval: &expiry},
-				WillMessage:    &paho.WillMessage{Topic: topic, Payload: []byte(`{"reset":true}`), QoS: 1},
-				WillProperties: &paho.WillProperties{WillDelayInterval: &delay}}); err != nil {
-				t.Fatal(err)
-			}
+			e, addr, owner, conn := delayedWillSetup(t)
 			_ = conn.Close() // no DISCONNECT: the will is due in a second
 			dropped := time.Now()
 			time.Sleep(200 * time.Millisecond)
@@ -87,30 +65,8 @@ func TestDelayedWillDecidedWhenDue(t *testing.T) {
 // A client that takes over its own session (a reconnect the broker had not
 // noticed as a drop) must not have its delayed will sent [MQTT-3.1.3-9].
 func TestDelayedWillCancelledByTakeover(t *testing.T) {
-	const topic = "things/thermo-1/cmd/reset"
-	mayReset := policies.Policy{ID: "doctor-reset", Priority: 40, Effect: "allow", Subjects: []string{"role:doctor"},
-		Resources: []string{"things/+/cmd/reset"}, Actions: []policies.Action{policies.ActCommand}}
-	e, creds := household(t)
-	must(t, e.PutPolicy("an", mayReset))
-	_, addr, _ := serve(t, e, creds)
-	var owner counter
-	an := dialCounting(t, addr, "an-sub", "an", "an", &owner)
-	subscribe(t, an, "things/thermo-1/cmd/#")
-
-	conn, err := net.Dial("tcp", addr)
-	must(t, err)
+	_, addr, owner, conn := delayedWillSetup(t)
 	defer conn.Close()
-	pc := paho.NewClient(paho.ClientConfig{Conn: conn})
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	delay, expiry := uint32(1), uint32(60)
-	if _, err := pc.Connect(ctx, &paho.Connect{ClientID: "doctor-will", Username: "doctor", UsernameFlag: true,
-		Password: []byte("doctor"), PasswordFlag: true, CleanStart: true, KeepAlive: 30,
-		Properties:     &paho.ConnectProperties{SessionExpiryInterval: &expiry},
-		WillMessage:    &paho.WillMessage{Topic: topic, Payload: []byte(`{"reset":true}`), QoS: 1},
-		WillProperties: &paho.WillProperties{WillDelayInterval: &delay}}); err != nil {
-		t.Fatal(err)
-	}
 	// The same client comes back on a new connection, resuming its session,
 	// before the broker saw the old one drop.
 	dialSession(t, addr, "doctor-will", "doctor", "doctor", 60, nil)
@@ -119,3 +75,37 @@ func TestDelayedWillCancelledByTakeover(t *testing.T) {
 		t.Fatalf("%d delayed will(s) published though the client is connected to its session again", n)
 	}
 }
+
+// delayedWillSetup serves the household where the doctor may command a
+// reset, with an (the owner) counting what reaches the thermostat's
+// commands, and connects the doctor with a will on the reset, due a second
+// after it drops. The connection is returned open.
+func delayedWillSetup(t *testing.T) (*policies.Engine, string, *counter, net.Conn) {
+	t.Helper()
+	e, creds := household(t)
+	must(t, e.PutPolicy("an", mayReset))
+	_, addr, _ := serve(t, e, creds)
+	owner := new(counter)
+	an := dialCounting(t, addr, "an-sub", "an", "an", owner)
+	subscribe(t, an, "things/thermo-1/cmd/#")
+	conn, err := net.Dial("tcp", addr)
+	must(t, err)
+	pc := paho.NewClient(paho.ClientConfig{Conn: conn})
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	delay, expiry := uint32(1), uint32(60)
+	if _, err := pc.Connect(ctx, &paho.Connect{ClientID: "doctor-will", Username: "doctor", UsernameFlag: true,
+		Password: []byte("doctor"), PasswordFlag: true, CleanStart: true, KeepAlive: 30,
+		Properties:     &paho.ConnectProperties{SessionExpiryInterval: &expiry},
+		WillMessage:    &paho.WillMessage{Topic: resetTopic, Payload: []byte(`{"reset":true}`), QoS: 1},
+		WillProperties: &paho.WillProperties{WillDelayInterval: &delay}}); err != nil {
+		t.Fatal(err)
+	}
+	return e, addr, owner, conn
+}
+
+// resetTopic is the command the doctor may send (mayReset).
+const resetTopic = "things/thermo-1/cmd/reset"
+
+var mayReset = policies.Policy{ID: "doctor-reset", Priority: 40, Effect: "allow", Subjects: []string{"role:doctor"},
+	Resources: []string{"things/+/cmd/reset"}, Actions: []policies.Action{policies.ActCommand}}

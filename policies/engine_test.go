@@ -347,15 +347,22 @@ func TestEnvUsesConfiguredTimeZone(t *testing.T) {
 		t.Fatal(err)
 	}
 	clock := newFakeClock(t0) // 20:00 UTC = 21:00 in Berlin
-	e := NewEngine(Options{Clock: clock, Location: berlin})
+	e := envEngine(clock, berlin, &Condition{Attr: "env.hour", Op: OpEq, Value: 21.0})
+	if d := decide(e, UserPrincipal("x"), "things/w/state", ActRead, ""); !d.Allowed() {
+		t.Fatalf("env.hour should be 21 in Berlin: %s", d.Reason())
+	}
+}
+
+// envEngine is an engine in loc where anyone may read an's thing w when
+// the condition holds.
+func envEngine(clock Clock, loc *time.Location, when *Condition) *Engine {
+	e := NewEngine(Options{Clock: clock, Location: loc})
 	_ = e.PutUser(User{Name: "an"})
 	_ = e.PutUser(User{Name: "x"})
 	_ = e.PutThing(Thing{ID: "w", Owner: "an"})
 	_ = e.PutPolicy("an", Policy{ID: "p", Effect: "allow", Subjects: []string{"*"}, Resources: []string{"#"},
-		Actions: []Action{ActRead}, When: &Condition{Attr: "env.hour", Op: OpEq, Value: 21.0}})
-	if d := decide(e, UserPrincipal("x"), "things/w/state", ActRead, ""); !d.Allowed() {
-		t.Fatalf("env.hour should be 21 in Berlin: %s", d.Reason())
-	}
+		Actions: []Action{ActRead}, When: when})
+	return e
 }
 
 // Relationships come back as they were put (zones included), a put replaces
@@ -950,12 +957,7 @@ func TestEnvBoundariesAcrossClockChanges(t *testing.T) {
 	// Through the engine: a decision under env.hour at 01:30 CEST holds
 	// until 02:00 CEST, not 02:00 CET an hour later.
 	clock := newFakeClock(utc("2026-10-24T23:30:00Z"))
-	e := NewEngine(Options{Clock: clock, Location: berlin})
-	_ = e.PutUser(User{Name: "an"})
-	_ = e.PutUser(User{Name: "x"})
-	_ = e.PutThing(Thing{ID: "w", Owner: "an"})
-	_ = e.PutPolicy("an", Policy{ID: "p", Effect: "allow", Subjects: []string{"*"}, Resources: []string{"#"},
-		Actions: []Action{ActRead}, When: &Condition{Attr: "env.hour", Op: OpEq, Value: 1.0}})
+	e := envEngine(clock, berlin, &Condition{Attr: "env.hour", Op: OpEq, Value: 1.0})
 	d := decide(e, UserPrincipal("x"), "things/w/state", ActRead, "")
 	if !d.Allowed() || !d.Expires.Equal(utc("2026-10-25T00:00:00Z")) {
 		t.Fatalf("at 01:30 CEST: %s, expires %s; want allowed until 00:00 UTC", d.Reason(), d.Expires.UTC())
@@ -964,12 +966,7 @@ func TestEnvBoundariesAcrossClockChanges(t *testing.T) {
 	// A Saturday-only grant in the Azores, late on the Saturday before
 	// midnight is skipped, ends with the Saturday.
 	clock = newFakeClock(utc("2026-03-29T00:30:00Z"))
-	e = NewEngine(Options{Clock: clock, Location: azores})
-	_ = e.PutUser(User{Name: "an"})
-	_ = e.PutUser(User{Name: "x"})
-	_ = e.PutThing(Thing{ID: "w", Owner: "an"})
-	_ = e.PutPolicy("an", Policy{ID: "p", Effect: "allow", Subjects: []string{"*"}, Resources: []string{"#"},
-		Actions: []Action{ActRead}, When: &Condition{Attr: "env.weekday", Op: OpEq, Value: "saturday"}})
+	e = envEngine(clock, azores, &Condition{Attr: "env.weekday", Op: OpEq, Value: "saturday"})
 	if d := decide(e, UserPrincipal("x"), "things/w/state", ActRead, ""); !d.Allowed() || !d.Expires.Equal(utc("2026-03-29T01:00:00Z")) {
 		t.Fatalf("Saturday 23:30 in the Azores: %s, expires %s; want allowed until 01:00 UTC", d.Reason(), d.Expires.UTC())
 	}
