@@ -390,12 +390,7 @@ func TestPublishDecisionFollowsChangesAndTime(t *testing.T) {
 // filters is still a delivery: its rate limit holds. Only mochi's check of
 // the filter itself (the very string of the packet) is a subscribe check.
 func TestDeliveryDuringSubscribeOfEqualFilter(t *testing.T) {
-	f := newDeliveryFixture(t, nil)
-	hourly := doctorTemperature
-	hourly.Constraints = []policies.Constraint{{Kind: "rate", Seconds: 3600}}
-	if err := f.engine.PutPolicy("an", hourly); err != nil {
-		t.Fatal(err)
-	}
+	f := hourlyDoctor(t, nil)
 	h := f.enforcer
 	doctor := f.client("doctor-0", policies.UserPrincipal("doctor"))
 	filter := string([]byte(memoTopic)) // as mochi decodes it from the SUBSCRIBE
@@ -507,12 +502,7 @@ func TestRestoredSessionKeepsConnectPurpose(t *testing.T) {
 // A filter given twice in one SUBSCRIBE is checked as a filter both times:
 // neither check is taken for a delivery (which would use up the rate).
 func TestRepeatedFilterInOneSubscribe(t *testing.T) {
-	f := newDeliveryFixture(t, nil)
-	hourly := doctorTemperature
-	hourly.Constraints = []policies.Constraint{{Kind: "rate", Seconds: 3600}}
-	if err := f.engine.PutPolicy("an", hourly); err != nil {
-		t.Fatal(err)
-	}
+	f := hourlyDoctor(t, nil)
 	h := f.enforcer
 	doctor := f.client("doctor-0", policies.UserPrincipal("doctor"))
 	first, second := string([]byte(memoTopic)), string([]byte(memoTopic))
@@ -527,4 +517,17 @@ func TestRepeatedFilterInOneSubscribe(t *testing.T) {
 	if !h.OnACLCheck(doctor, string([]byte(memoTopic)), false) {
 		t.Fatal("the first delivery after the SUBSCRIBE was held back: a filter check used up the rate")
 	}
+}
+
+// hourlyDoctor is the delivery fixture where the doctor gets one reading
+// an hour.
+func hourlyDoctor(t *testing.T, clock policies.Clock) *deliveryFixture {
+	t.Helper()
+	f := newDeliveryFixture(t, clock)
+	hourly := doctorTemperature
+	hourly.Constraints = []policies.Constraint{{Kind: "rate", Seconds: 3600}}
+	if err := f.engine.PutPolicy("an", hourly); err != nil {
+		t.Fatal(err)
+	}
+	return f
 }

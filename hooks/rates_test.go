@@ -14,12 +14,7 @@ import (
 func TestRateHoldsForTheRequester(t *testing.T) {
 	clock := &settableClock{}
 	clock.Set(time.Date(2026, 11, 26, 9, 0, 0, 0, time.UTC))
-	f := newDeliveryFixture(t, clock)
-	hourly := doctorTemperature
-	hourly.Constraints = []policies.Constraint{{Kind: "rate", Seconds: 3600}}
-	if err := f.engine.PutPolicy("an", hourly); err != nil {
-		t.Fatal(err)
-	}
+	f := hourlyDoctor(t, clock)
 	h := f.enforcer
 	phone := f.client("doctor-phone", policies.UserPrincipal("doctor"))
 	laptop := f.client("doctor-laptop", policies.UserPrincipal("doctor"))
