@@ -49,6 +49,7 @@ type Enforcer struct {
 
 	timedSeen atomic.Bool // a delivery was decided under a view that may be looser later
 	queued    queuedViews
+	latest    sync.Map // client id → the *mqtt.Client that last established its session
 	parses    atomic.Int64
 }
 
@@ -219,6 +220,17 @@ func (h *Enforcer) OnWill(cl *mqtt.Client, will mqtt.Will) (mqtt.Will, error) {
 	if expiry := time.Duration(cl.Properties.Props.SessionExpiryInterval) * time.Second; expiry < delay {
 		delay = expiry
 	}
+	// mochi establishes a new connection's session before it drops the old
+	// one, whose will comes here after the new connection could cancel it:
+	// one that resumed the session cancels it now, a clean start ended the
+	// session and makes it due now.
+	if cur, ok := h.latest.Load(cl.ID); ok && cur != cl {
+		if !cur.(*mqtt.Client).Properties.Clean {
+			will.TopicName, will.Retain, will.Payload = droppedWillTopic, false, nil
+			return will, nil
+		}
+		delay = 0
+	}
 	if delay > 0 && h.server != nil {
 		h.wills.hold(cl, s.principal, will, delay, h.sendDelayedWill)
 		will.TopicName, will.Retain, will.Payload = droppedWillTopic, false, nil
@@ -229,12 +241,6 @@ func (h *Enforcer) OnWill(cl *mqtt.Client, will mqtt.Will) (mqtt.Will, error) {
 // sendDelayedWill publishes a held will that is due, if its client may
 // publish it now.
 func (h *Enforcer) sendDelayedWill(d *delayedWill) {
-	// mochi establishes a new connection's session before it drops the old
-	// connection, whose will is then held after the new one could cancel
-	// it: a newer connection that resumed the session cancels it here.
-	if cur, ok := h.server.Clients.Get(d.client.ID); ok && cur != d.client && !cur.Properties.Clean {
-		return
-	}
 	if !h.decideWrite(d.who, nil, d.will.TopicName, true) {
 		h.count("will_refused")
 		return
@@ -464,6 +470,9 @@ func (h *Enforcer) OnQosPublish(cl *mqtt.Client, pk packets.Packet, sent int64, 
 	if pk.FixedHeader.Type != packets.Publish || pk.FixedHeader.Dup || cl.Net.Inline || strings.HasPrefix(pk.TopicName, "$") {
 		return // a resend keeps what its first send kept
 	}
+	if cl.IsTakenOver() {
+		return // a late delivery to a replaced connection: mochi moved its in-flight messages
+	}
 	var v *policies.View
 	if s := h.session(cl); s != nil {
 		if d := h.decideRead(s, pk.TopicName); d.Allowed() && (d.Dynamic || !d.Expires.IsZero()) {
@@ -480,7 +489,7 @@ func (h *Enforcer) OnQosComplete(cl *mqtt.Client, pk packets.Packet) {
 	if pk.FixedHeader.Type == packets.Pubrel || pk.FixedHeader.Type == packets.Puback && pk.Created != 0 {
 		return
 	}
-	h.queued.keep(cl.ID, pk.PacketID, nil)
+	h.queued.forget(cl, pk.PacketID)
 }
 
 // OnQosDropped forgets the view kept for a delivery mochi gave up on; not
@@ -488,7 +497,7 @@ func (h *Enforcer) OnQosComplete(cl *mqtt.Client, pk packets.Packet) {
 // new connection before it dropped them from the old one.
 func (h *Enforcer) OnQosDropped(cl *mqtt.Client, pk packets.Packet) {
 	if !cl.IsTakenOver() {
-		h.queued.keep(cl.ID, pk.PacketID, nil)
+		h.queued.forget(cl, pk.PacketID)
 	}
 }
 
@@ -737,7 +746,7 @@ func (h *Enforcer) OnPacketEncode(cl *mqtt.Client, pk packets.Packet) packets.Pa
 	switch {
 	case !d.Allowed():
 		h.drop(cl, &pk)
-	case queued != nil && queued != d.View:
+	case queued != nil && (d.View == nil || queued.Key() != d.View.Key()):
 		// Queued under a view that may have been stricter than today's:
 		// rendered under both, so it reveals no more than either allows.
 		out, err := h.views.render(queued, pk.Payload)
@@ -796,8 +805,8 @@ func (h *Enforcer) drop(cl *mqtt.Client, pk *packets.Packet) {
 	h.count("encode_dropped")
 	h.log.Debug().Str("client", cl.ID).Str("topic", pk.TopicName).Msg("delivery refused at encode")
 	if pk.FixedHeader.Qos > 0 {
+		h.queued.keep(cl.ID, pk.PacketID, nil) // first: once deleted, the id may be reused
 		cl.State.Inflight.Delete(pk.PacketID)
-		h.queued.keep(cl.ID, pk.PacketID, nil)
 	}
 	pk.FixedHeader.Type = packets.Reserved
 	pk.Payload = nil
@@ -809,6 +818,7 @@ func (h *Enforcer) OnSessionEstablish(cl *mqtt.Client, pk packets.Packet) {
 	if h.server == nil {
 		return
 	}
+	h.latest.Store(cl.ID, cl)
 	// A new connection to the session cancels a will held for its delay; a
 	// clean start ends the session, and the will is due now.
 	if d := h.wills.takeNow(cl.ID); d != nil && pk.Connect.Clean {
@@ -831,8 +841,8 @@ func (h *Enforcer) OnSessionEstablish(cl *mqtt.Client, pk packets.Packet) {
 			continue
 		}
 		if s == nil || !h.decideRead(s, m.TopicName).Allowed() {
+			h.queued.keep(cl.ID, m.PacketID, nil) // first: once deleted, the id may be reused
 			existing.State.Inflight.Delete(m.PacketID)
-			h.queued.keep(cl.ID, m.PacketID, nil)
 			h.count("inflight_pruned")
 		}
 	}
@@ -894,6 +904,10 @@ func (h *Enforcer) OnClientExpired(cl *mqtt.Client) { h.endSession(cl) }
 func (h *Enforcer) endSession(cl *mqtt.Client) {
 	h.forgetParked(cl.ID, nil)
 	h.sessions.drop(cl)
+	if cur, ok := h.latest.Load(cl.ID); ok && cur != cl {
+		return // a newer connection holds the session, and its in-flight messages
+	}
+	h.latest.CompareAndDelete(cl.ID, cl)
 	h.queued.forgetClient(cl.ID)
 }
 

@@ -4,6 +4,8 @@ import (
 	"sync"
 	"sync/atomic"
 
+	mqtt "github.com/mochi-mqtt/server/v2"
+
 	"github.com/veil-iot/veil/policies"
 )
 
@@ -50,6 +52,28 @@ func (q *queuedViews) keep(id string, pid uint16, v *policies.View) {
 		return
 	}
 	ids[pid] = v
+}
+
+// forget forgets the view kept for packet pid of cl, once mochi has freed
+// the id: not if it is in flight again, a later packet's (looked at under
+// the lock, and a packet is in flight before its view is kept).
+func (q *queuedViews) forget(cl *mqtt.Client, pid uint16) {
+	if q.n.Load() == 0 {
+		return
+	}
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if _, again := cl.State.Inflight.Get(pid); again {
+		return
+	}
+	ids := q.by[cl.ID]
+	if _, had := ids[pid]; had {
+		delete(ids, pid)
+		if len(ids) == 0 {
+			delete(q.by, cl.ID)
+		}
+		q.n.Add(-1)
+	}
 }
 
 // get returns the view kept for packet pid of client id, or nil.

@@ -21,10 +21,9 @@ type delayedWills struct {
 }
 
 type delayedWill struct {
-	client *mqtt.Client
-	who    policies.Principal
-	will   mqtt.Will
-	timer  *time.Timer
+	who   policies.Principal
+	will  mqtt.Will
+	timer *time.Timer
 }
 
 // hold keeps the will of cl for delay, then hands it to send unless it was
@@ -42,7 +41,7 @@ func (w *delayedWills) hold(cl *mqtt.Client, who policies.Principal, will mqtt.W
 	if old := w.pending[id]; old != nil {
 		old.timer.Stop()
 	}
-	d := &delayedWill{client: cl, who: who, will: will}
+	d := &delayedWill{who: who, will: will}
 	d.timer = time.AfterFunc(delay, func() {
 		if w.take(id, d) {
 			send(d)

@@ -76,6 +76,22 @@ func TestDelayedWillCancelledByTakeover(t *testing.T) {
 	}
 }
 
+// A connection that resumed the session and then ended it (session
+// expiry 0) still cancelled the old connection's delayed will: mochi
+// dropped the old connection after the new one had established the
+// session.
+func TestDelayedWillCancelledByResumeThatEnds(t *testing.T) {
+	_, addr, owner, conn := delayedWillSetup(t)
+	defer conn.Close()
+	b := dialSession(t, addr, "doctor-will", "doctor", "doctor", 60, nil, func(c *paho.Connect) { c.Properties = nil })
+	time.Sleep(200 * time.Millisecond)
+	_ = b.Disconnect(&paho.Disconnect{})
+	time.Sleep(2300 * time.Millisecond)
+	if n := owner.n.Load(); n != 0 {
+		t.Fatalf("%d delayed will(s) of the taken-over connection published after the resuming one's session ended", n)
+	}
+}
+
 // delayedWillSetup serves the household where the doctor may command a
 // reset, with an (the owner) counting what reaches the thermostat's
 // commands, and connects the doctor with a will on the reset, due a second
