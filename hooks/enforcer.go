@@ -742,6 +742,16 @@ func (h *Enforcer) OnPacketEncode(cl *mqtt.Client, pk packets.Packet) packets.Pa
 	var queued *policies.View
 	if pk.FixedHeader.Qos > 0 {
 		queued = h.queued.get(cl.ID, pk.PacketID)
+		if queued == nil && pk.FixedHeader.Dup && d.Allowed() && !d.Expires.IsZero() {
+			// A resend with no view kept (queued before a restart) under a
+			// time-bound decision: decided as of when it was published.
+			then := h.decideReadAt(s, pk.TopicName, time.Unix(pk.Created, 0))
+			if !then.Allowed() {
+				d = &then
+			} else if then.View != nil {
+				queued = then.View
+			}
+		}
 	}
 	switch {
 	case !d.Allowed():
@@ -777,6 +787,19 @@ func (h *Enforcer) OnPacketEncode(cl *mqtt.Client, pk packets.Packet) packets.Pa
 	}
 	h.timing.encodeEnd(started)
 	return pk
+}
+
+// decideReadAt is decideRead as of at (uncached: a resend after a restart).
+func (h *Enforcer) decideReadAt(s *session, topic string, at time.Time) policies.Decision {
+	var buf [4]string
+	var d policies.Decision
+	req := policies.Request{Principal: s.principal, Topic: topic, Action: policies.ActRead}
+	for _, req.Purpose = range s.purposes(topic, buf[:0]) {
+		if d = h.engine.DecideAt(req, at); d.Allowed() {
+			break
+		}
+	}
+	return d
 }
 
 // decideEncode is decideRead for the write loop, which asks the engine

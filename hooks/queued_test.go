@@ -162,3 +162,31 @@ func TestQueuedDeliveryKeepsItsView(t *testing.T) {
 		t.Errorf("after its acknowledgement, packet id 7 reused: wrote %q under the night's view", out.Payload)
 	}
 }
+
+// A QoS 1 delivery queued at night before a restart has no view kept (the
+// records are in memory): resent in the morning, it is decided as of when
+// it was published, and written under the night's view too.
+func TestResendAfterRestartDecidedAsOfItsTime(t *testing.T) {
+	f, clock := nightAndDay(t)
+	h := f.enforcer
+	doctor := f.client("doctor-0", policies.UserPrincipal("doctor"))
+	night := time.Date(2026, 11, 26, 23, 0, 0, 0, time.UTC)
+	clock.Set(time.Date(2026, 11, 27, 9, 0, 0, 0, time.UTC))
+	for _, c := range []struct {
+		step    string
+		created time.Time
+		dup     bool
+		want    string
+	}{
+		{"queued at night, resent in the morning", night, true, `{"temperature":21}`},
+		{"published in the morning, resent", night.Add(10 * time.Hour), true, `{"temperature":21.37}`},
+		{"queued at night, first written in the morning", night, false, `{"temperature":21.37}`},
+	} {
+		pk := queuedPk(memoTopic, 7, c.dup)
+		pk.Created = c.created.Unix()
+		out := h.OnPacketEncode(doctor, pk)
+		if got := string(out.Payload); out.FixedHeader.Type != packets.Publish || got != c.want {
+			t.Errorf("%s: wrote %q, want %q", c.step, got, c.want)
+		}
+	}
+}

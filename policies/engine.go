@@ -690,6 +690,19 @@ func (e *Engine) DecideShared(req *Request) *Decision {
 	return &d
 }
 
+// DecideAt evaluates req as of at, without the cache: for a message queued
+// at at and written now, whose time-bound rights are those of then. Live
+// data (data.*) are read as they are now: their past is not kept.
+func (e *Engine) DecideAt(req Request, at time.Time) Decision {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	x := evalCtx{e: e, req: req, now: at}
+	d := e.evaluate(&x)
+	d.Expires = x.expires
+	d.Dynamic = x.dynamic
+	return d
+}
+
 // DecideUncached evaluates without the cache (benchmarks, audits).
 func (e *Engine) DecideUncached(req Request) Decision {
 	e.mu.RLock()
