@@ -1011,3 +1011,24 @@ func TestEnvBoundariesNeverLate(t *testing.T) {
 		}
 	}
 }
+
+// DecideAt answers as of the given instant, whatever the clock says, and
+// leaves the cache alone.
+func TestDecideAt(t *testing.T) {
+	berlin, err := time.LoadLocation("Europe/Berlin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	clock := newFakeClock(time.Date(2026, 11, 27, 8, 0, 0, 0, time.UTC)) // 09:00 in Berlin
+	e := envEngine(clock, berlin, &Condition{Attr: "env.hour", Op: OpLt, Value: 18.0})
+	req := Request{Principal: UserPrincipal("x"), Topic: "things/w/state", Action: ActRead}
+	if d := e.DecideAt(req, time.Date(2026, 11, 26, 22, 0, 0, 0, time.UTC)); d.Allowed() {
+		t.Fatalf("as of 23:00 in Berlin: %s, want denied", d.Reason())
+	}
+	if d := e.Decide(req); !d.Allowed() {
+		t.Fatalf("now (09:00 in Berlin): %s, want allowed", d.Reason())
+	}
+	if d := e.DecideAt(req, time.Date(2026, 11, 27, 7, 0, 0, 0, time.UTC)); !d.Allowed() {
+		t.Fatalf("as of 08:00 in Berlin: %s, want allowed", d.Reason())
+	}
+}
