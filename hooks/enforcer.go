@@ -47,6 +47,7 @@ type Enforcer struct {
 	rates   rateBook
 	wills   delayedWills
 
+	started   int64       // unix seconds: in-flight messages created before were restored from the store
 	timedSeen atomic.Bool // a delivery was decided under a view that may be looser later
 	queued    queuedViews
 	latest    sync.Map // client id → the *mqtt.Client that last established its session
@@ -127,7 +128,7 @@ func NewEnforcer(c EnforcerConfig) *Enforcer {
 	if c.Clock == nil {
 		c.Clock = policies.SystemClock{}
 	}
-	return &Enforcer{engine: c.Engine, sessions: c.Sessions, server: c.Server, clock: c.Clock, live: c.Live,
+	return &Enforcer{started: c.Clock.Now().Unix(), engine: c.Engine, sessions: c.Sessions, server: c.Server, clock: c.Clock, live: c.Live,
 		views: newRenderings(renderingSlots), fanouts: newFanouts(), timing: c.Timing, log: c.Log, metrics: c.Metrics, system: c.System, audit: c.Audit}
 }
 
@@ -224,7 +225,9 @@ func (h *Enforcer) OnWill(cl *mqtt.Client, will mqtt.Will) (mqtt.Will, error) {
 	// one, whose will comes here after the new connection could cancel it:
 	// one that resumed the session cancels it now, a clean start ended the
 	// session and makes it due now.
-	if cur, ok := h.latest.Load(cl.ID); ok && cur != cl {
+	// (A will without a delay is due as its connection ends, taken over
+	// or not.)
+	if cur, ok := h.latest.Load(cl.ID); ok && cur != cl && delay > 0 {
 		if !cur.(*mqtt.Client).Properties.Clean {
 			will.TopicName, will.Retain, will.Payload = droppedWillTopic, false, nil
 			return will, nil
@@ -742,9 +745,11 @@ func (h *Enforcer) OnPacketEncode(cl *mqtt.Client, pk packets.Packet) packets.Pa
 	var queued *policies.View
 	if pk.FixedHeader.Qos > 0 {
 		queued = h.queued.get(cl.ID, pk.PacketID)
-		if queued == nil && pk.FixedHeader.Dup && d.Allowed() && !d.Expires.IsZero() {
-			// A resend with no view kept (queued before a restart) under a
-			// time-bound decision: decided as of when it was published.
+		if queued == nil && pk.FixedHeader.Dup && !pk.FixedHeader.Retain && pk.Created < h.started && d.Allowed() && !d.Expires.IsZero() {
+			// A resend queued before this process started (restored from
+			// the store, with no view kept) under a time-bound decision:
+			// decided as of when it was published. Not a retained message,
+			// whose Created is its first publish, not its queueing.
 			then := h.decideReadAt(s, pk.TopicName, time.Unix(pk.Created, 0))
 			if !then.Allowed() {
 				d = &then
@@ -925,11 +930,11 @@ func (h *Enforcer) OnClientExpired(cl *mqtt.Client) { h.endSession(cl) }
 
 // endSession forgets cl's session and its parked subscriptions.
 func (h *Enforcer) endSession(cl *mqtt.Client) {
-	h.forgetParked(cl.ID, nil)
 	h.sessions.drop(cl)
 	if cur, ok := h.latest.Load(cl.ID); ok && cur != cl {
-		return // a newer connection holds the session, and its in-flight messages
+		return // a newer connection holds the session: its parked filters, its in-flight messages
 	}
+	h.forgetParked(cl.ID, nil)
 	h.latest.CompareAndDelete(cl.ID, cl)
 	h.queued.forgetClient(cl.ID)
 }

@@ -165,12 +165,14 @@ func TestQueuedDeliveryKeepsItsView(t *testing.T) {
 
 // A QoS 1 delivery queued at night before a restart has no view kept (the
 // records are in memory): resent in the morning, it is decided as of when
-// it was published, and written under the night's view too.
+// it was published, and written under the night's view too. One queued
+// since the start had its view kept if it needed one (none here: nothing
+// was recorded), and is decided as of now.
 func TestResendAfterRestartDecidedAsOfItsTime(t *testing.T) {
 	f, clock := nightAndDay(t)
 	h := f.enforcer
 	doctor := f.client("doctor-0", policies.UserPrincipal("doctor"))
-	night := time.Date(2026, 11, 26, 23, 0, 0, 0, time.UTC)
+	night := time.Date(2026, 11, 26, 22, 0, 0, 0, time.UTC) // before the enforcer started, at 23:00
 	clock.Set(time.Date(2026, 11, 27, 9, 0, 0, 0, time.UTC))
 	for _, c := range []struct {
 		step    string
@@ -181,6 +183,7 @@ func TestResendAfterRestartDecidedAsOfItsTime(t *testing.T) {
 		{"queued at night, resent in the morning", night, true, `{"temperature":21}`},
 		{"published in the morning, resent", night.Add(10 * time.Hour), true, `{"temperature":21.37}`},
 		{"queued at night, first written in the morning", night, false, `{"temperature":21.37}`},
+		{"queued at night since the start, resent in the morning", night.Add(90 * time.Minute), true, `{"temperature":21.37}`},
 	} {
 		pk := queuedPk(memoTopic, 7, c.dup)
 		pk.Created = c.created.Unix()
