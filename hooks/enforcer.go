@@ -47,7 +47,6 @@ type Enforcer struct {
 	rates   rateBook
 	wills   delayedWills
 
-	started   int64       // unix seconds: in-flight messages created before were restored from the store
 	timedSeen atomic.Bool // a delivery was decided under a view that may be looser later
 	queued    queuedViews
 	latest    sync.Map // client id → the *mqtt.Client that last established its session
@@ -128,7 +127,7 @@ func NewEnforcer(c EnforcerConfig) *Enforcer {
 	if c.Clock == nil {
 		c.Clock = policies.SystemClock{}
 	}
-	return &Enforcer{started: c.Clock.Now().Unix(), engine: c.Engine, sessions: c.Sessions, server: c.Server, clock: c.Clock, live: c.Live,
+	return &Enforcer{engine: c.Engine, sessions: c.Sessions, server: c.Server, clock: c.Clock, live: c.Live,
 		views: newRenderings(renderingSlots), fanouts: newFanouts(), timing: c.Timing, log: c.Log, metrics: c.Metrics, system: c.System, audit: c.Audit}
 }
 
@@ -745,18 +744,6 @@ func (h *Enforcer) OnPacketEncode(cl *mqtt.Client, pk packets.Packet) packets.Pa
 	var queued *policies.View
 	if pk.FixedHeader.Qos > 0 {
 		queued = h.queued.get(cl.ID, pk.PacketID)
-		if queued == nil && pk.FixedHeader.Dup && !pk.FixedHeader.Retain && pk.Created < h.started && d.Allowed() && !d.Expires.IsZero() {
-			// A resend queued before this process started (restored from
-			// the store, with no view kept) under a time-bound decision:
-			// decided as of when it was published. Not a retained message,
-			// whose Created is its first publish, not its queueing.
-			then := h.decideReadAt(s, pk.TopicName, time.Unix(pk.Created, 0))
-			if !then.Allowed() {
-				d = &then
-			} else if then.View != nil {
-				queued = then.View
-			}
-		}
 	}
 	switch {
 	case !d.Allowed():
@@ -864,11 +851,29 @@ func (h *Enforcer) OnSessionEstablish(cl *mqtt.Client, pk packets.Packet) {
 	h.forgetParked(cl.ID, nil)
 	s := h.session(cl)
 	old := h.sessions.get(existing)
+	// A client mochi restored from its store at start (it has no connection)
+	// brought in-flight messages whose views were never kept (they are in
+	// memory): one under a time-bound decision is decided again as of when
+	// it was published, before keepResendOrder restamps those times.
+	restored := existing.Net.Conn == nil && !existing.Net.Inline
 	for _, m := range existing.State.Inflight.GetAll(false) {
 		if m.FixedHeader.Type != packets.Publish {
 			continue
 		}
-		if s == nil || !h.decideRead(s, m.TopicName).Allowed() {
+		var d *policies.Decision
+		if s != nil {
+			d = h.decideRead(s, m.TopicName)
+		}
+		if d != nil && d.Allowed() && restored && !m.FixedHeader.Retain && !d.Expires.IsZero() && h.queued.get(cl.ID, m.PacketID) == nil {
+			// (Not a retained message: its time is its first publish.)
+			then := h.decideReadAt(s, m.TopicName, time.Unix(m.Created, 0))
+			if !then.Allowed() {
+				d = &then
+			} else if then.View != nil {
+				h.queued.keep(cl.ID, m.PacketID, then.View)
+			}
+		}
+		if d == nil || !d.Allowed() {
 			h.queued.keep(cl.ID, m.PacketID, nil) // first: once deleted, the id may be reused
 			existing.State.Inflight.Delete(m.PacketID)
 			h.count("inflight_pruned")

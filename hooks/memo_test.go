@@ -531,3 +531,32 @@ func hourlyDoctor(t *testing.T, clock policies.Clock) *deliveryFixture {
 	}
 	return f
 }
+
+// A connection that resumed the session cancels the old connection's will
+// only if it has a delay: one without is due as that connection ends,
+// taken over or not. (Whether mochi then sends it depends on which its
+// read loop sees first, the close or the read error, so this is decided
+// here, at the hook.)
+func TestTakeoverCancelsOnlyADelayedWill(t *testing.T) {
+	f := newDeliveryFixture(t, nil)
+	reset := policies.Policy{ID: "doctor-reset", Priority: 40, Effect: "allow", Subjects: []string{"role:doctor"},
+		Resources: []string{"things/+/cmd/reset"}, Actions: []policies.Action{policies.ActCommand}}
+	if err := f.engine.PutPolicy("an", reset); err != nil {
+		t.Fatal(err)
+	}
+	old := f.client("doctor-will", policies.UserPrincipal("doctor"))
+	newer := f.client("doctor-will", policies.UserPrincipal("doctor"))
+	f.enforcer.latest.Store("doctor-will", newer) // it resumed the session (no clean start)
+	const topic = "things/sensor-1/cmd/reset"
+	for _, c := range []struct {
+		delay uint32
+		want  string
+	}{{0, topic}, {5, droppedWillTopic}} {
+		old.Properties.Will.WillDelayInterval = c.delay
+		old.Properties.Props.SessionExpiryInterval = 60
+		w, err := f.enforcer.OnWill(old, mqtt.Will{TopicName: topic, Payload: []byte(`{}`)})
+		if err != nil || w.TopicName != c.want {
+			t.Errorf("will with a delay of %d s after a takeover: sent to %q (%v), want %q", c.delay, w.TopicName, err, c.want)
+		}
+	}
+}

@@ -164,32 +164,43 @@ func TestQueuedDeliveryKeepsItsView(t *testing.T) {
 }
 
 // A QoS 1 delivery queued at night before a restart has no view kept (the
-// records are in memory): resent in the morning, it is decided as of when
-// it was published, and written under the night's view too. One queued
-// since the start had its view kept if it needed one (none here: nothing
-// was recorded), and is decided as of now.
+// views are in memory): when the doctor comes back in the morning to the
+// session mochi restored from its store, it is decided as of when it was
+// published, and written under the night's view too; one no longer allowed
+// as of then is not resent; a retained one is decided as of now (its time
+// is its first publish).
 func TestResendAfterRestartDecidedAsOfItsTime(t *testing.T) {
 	f, clock := nightAndDay(t)
 	h := f.enforcer
-	doctor := f.client("doctor-0", policies.UserPrincipal("doctor"))
-	night := time.Date(2026, 11, 26, 22, 0, 0, 0, time.UTC) // before the enforcer started, at 23:00
+	night := time.Date(2026, 11, 26, 22, 0, 0, 0, time.UTC)
+	restored := f.server.NewClient(nil, "t", "doctor-0", false) // as mochi's loadClients makes it
+	restored.Properties.Username = []byte("doctor")
+	queue := func(id uint16, created time.Time, retain bool) {
+		pk := queuedPk(memoTopic, id, false)
+		pk.Created, pk.FixedHeader.Retain = created.Unix(), retain
+		restored.State.Inflight.Set(pk)
+	}
+	queue(1, night, false)
+	queue(2, night.Add(10*time.Hour), false) // published in the morning, before the restart
+	queue(3, night, true)
+	f.server.Clients.Add(restored)
+
 	clock.Set(time.Date(2026, 11, 27, 9, 0, 0, 0, time.UTC))
+	doctor := f.client("doctor-0", policies.UserPrincipal("doctor"))
+	h.OnSessionEstablish(doctor, packets.Packet{Connect: packets.ConnectParams{Clean: false}})
 	for _, c := range []struct {
-		step    string
-		created time.Time
-		dup     bool
-		want    string
+		step string
+		id   uint16
+		want string
 	}{
-		{"queued at night, resent in the morning", night, true, `{"temperature":21}`},
-		{"published in the morning, resent", night.Add(10 * time.Hour), true, `{"temperature":21.37}`},
-		{"queued at night, first written in the morning", night, false, `{"temperature":21.37}`},
-		{"queued at night since the start, resent in the morning", night.Add(90 * time.Minute), true, `{"temperature":21.37}`},
+		{"queued at night", 1, `{"temperature":21}`},
+		{"queued in the morning", 2, `{"temperature":21.37}`},
+		{"retained, queued at night", 3, `{"temperature":21.37}`},
 	} {
-		pk := queuedPk(memoTopic, 7, c.dup)
-		pk.Created = c.created.Unix()
+		pk := queuedPk(memoTopic, c.id, true)
 		out := h.OnPacketEncode(doctor, pk)
 		if got := string(out.Payload); out.FixedHeader.Type != packets.Publish || got != c.want {
-			t.Errorf("%s: wrote %q, want %q", c.step, got, c.want)
+			t.Errorf("%s, resent in the morning: wrote %q, want %q", c.step, got, c.want)
 		}
 	}
 }

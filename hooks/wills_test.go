@@ -92,25 +92,11 @@ func TestDelayedWillCancelledByResumeThatEnds(t *testing.T) {
 	}
 }
 
-// A will without a delay is sent when its connection is taken over, as
-// when it drops (MQTT 5 §3.1.4; every MQTT 3.1.1 will is such a will).
-func TestUndelayedWillSentOnTakeover(t *testing.T) {
-	_, addr, owner, conn := delayedWillSetup(t, 0)
-	defer conn.Close()
-	dialSession(t, addr, "doctor-will", "doctor", "doctor", 60, nil)
-	for deadline := time.Now().Add(2 * time.Second); owner.n.Load() == 0 && time.Now().Before(deadline); {
-		time.Sleep(10 * time.Millisecond)
-	}
-	if n := owner.n.Load(); n != 1 {
-		t.Fatalf("%d wills published on the takeover, want 1", n)
-	}
-}
-
 // delayedWillSetup serves the household where the doctor may command a
 // reset, with an (the owner) counting what reaches the thermostat's
 // commands, and connects the doctor with a will on the reset, due a second
 // after it drops. The connection is returned open.
-func delayedWillSetup(t *testing.T, delays ...uint32) (*policies.Engine, string, *counter, net.Conn) {
+func delayedWillSetup(t *testing.T) (*policies.Engine, string, *counter, net.Conn) {
 	t.Helper()
 	e, creds := household(t)
 	must(t, e.PutPolicy("an", mayReset))
@@ -123,7 +109,7 @@ func delayedWillSetup(t *testing.T, delays ...uint32) (*policies.Engine, string,
 	pc := paho.NewClient(paho.ClientConfig{Conn: conn})
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	delay, expiry := append(delays, 1)[0], uint32(60)
+	delay, expiry := uint32(1), uint32(60)
 	if _, err := pc.Connect(ctx, &paho.Connect{ClientID: "doctor-will", Username: "doctor", UsernameFlag: true,
 		Password: []byte("doctor"), PasswordFlag: true, CleanStart: true, KeepAlive: 30,
 		Properties:     &paho.ConnectProperties{SessionExpiryInterval: &expiry},
