@@ -42,11 +42,7 @@ func (q *queuedViews) keep(id string, pid uint16, v *policies.View) {
 		}
 		q.n.Add(1)
 	case v == nil && had:
-		delete(ids, pid)
-		if len(ids) == 0 {
-			delete(q.by, id)
-		}
-		q.n.Add(-1)
+		q.removeLocked(id, pid)
 		return
 	case v == nil:
 		return
@@ -66,14 +62,20 @@ func (q *queuedViews) forget(cl *mqtt.Client, pid uint16) {
 	if _, again := cl.State.Inflight.Get(pid); again {
 		return
 	}
-	ids := q.by[cl.ID]
-	if _, had := ids[pid]; had {
-		delete(ids, pid)
-		if len(ids) == 0 {
-			delete(q.by, cl.ID)
-		}
-		q.n.Add(-1)
+	if _, had := q.by[cl.ID][pid]; had {
+		q.removeLocked(cl.ID, pid)
 	}
+}
+
+// removeLocked forgets the view kept for packet pid of client id, which
+// is there. Callers hold q.mu.
+func (q *queuedViews) removeLocked(id string, pid uint16) {
+	ids := q.by[id]
+	delete(ids, pid)
+	if len(ids) == 0 {
+		delete(q.by, id)
+	}
+	q.n.Add(-1)
 }
 
 // get returns the view kept for packet pid of client id, or nil.

@@ -36,6 +36,7 @@ func queuedPk(topic string, id uint16, dup bool) packets.Packet {
 
 // Two publishers deliver to one subscriber at once (publishToClient runs on
 // each publisher's goroutine): ACL A, ACL B, OnQosPublish A, OnQosPublish B.
+// Each delivery keeps its own view.
 func TestInterleavedDeliveriesKeepTheirViews(t *testing.T) {
 	f, clock := nightAndDay(t)
 	h := f.enforcer
@@ -56,7 +57,8 @@ func TestInterleavedDeliveriesKeepTheirViews(t *testing.T) {
 }
 
 // The subscriber's own QoS 2 PUBLISH: mochi calls OnQosPublish with its
-// PUBREC between another publisher's ACL check and OnQosPublish.
+// PUBREC between another publisher's ACL check and OnQosPublish. The
+// delivery still keeps its view.
 func TestInboundPubrecLeavesViewsAlone(t *testing.T) {
 	f, clock := nightAndDay(t)
 	h := f.enforcer
@@ -73,8 +75,8 @@ func TestInboundPubrecLeavesViewsAlone(t *testing.T) {
 	}
 }
 
-// A delivery dropped at encode (decision now deny) leaves its view behind;
-// the packet id, reused for a later delivery, is rendered under it.
+// A delivery dropped at encode (decision now deny) leaves no view behind: a
+// later delivery reusing its packet id is written under its own decision.
 func TestReusedPacketIDLeavesNoStaleView(t *testing.T) {
 	f, _ := nightAndDay(t)
 	h := f.enforcer
@@ -112,7 +114,7 @@ func TestReusedPacketIDLeavesNoStaleView(t *testing.T) {
 }
 
 // A session restored after a restart (closed client, no Veil record): a
-// delivery queued for it under a timed view is not remembered.
+// delivery queued for it under a timed view is remembered.
 func TestRestoredSessionKeepsQueuedViews(t *testing.T) {
 	f, _ := nightAndDay(t)
 	h := f.enforcer
@@ -166,9 +168,8 @@ func TestQueuedDeliveryKeepsItsView(t *testing.T) {
 // A QoS 1 delivery queued at night before a restart has no view kept (the
 // views are in memory): when the doctor comes back in the morning to the
 // session mochi restored from its store, it is decided as of when it was
-// published, and written under the night's view too; one no longer allowed
-// as of then is not resent; a retained one is decided as of now (its time
-// is its first publish).
+// published, and written under the night's view too; a retained one is
+// decided as of now (its time is its first publish).
 func TestResendAfterRestartDecidedAsOfItsTime(t *testing.T) {
 	f, clock := nightAndDay(t)
 	h := f.enforcer
