@@ -745,40 +745,43 @@ func (h *Enforcer) OnPacketEncode(cl *mqtt.Client, pk packets.Packet) packets.Pa
 	if pk.FixedHeader.Qos > 0 {
 		queued = h.queued.get(cl.ID, pk.PacketID)
 	}
-	switch {
-	case !d.Allowed():
+	if !d.Allowed() {
 		h.drop(cl, &pk)
-	case queued != nil && (d.View == nil || queued.Key() != d.View.Key()):
-		// Queued under a view that may have been stricter than today's:
-		// rendered under both, so it reveals no more than either allows.
-		out, err := h.views.render(queued, pk.Payload)
-		if err == nil && d.View != nil && d.View.Rewrites() {
-			out, err = d.View.Apply(out)
-		}
-		if err != nil {
-			h.drop(cl, &pk)
-		} else {
-			pk.Payload = out
-			pk.Properties.User, pk.Properties.CorrelationData = nil, nil
-			pk.Properties.ContentType, pk.Properties.ResponseTopic = "", ""
-		}
-	case d.View == nil || !d.View.Rewrites():
-	default:
-		if out, err := h.views.render(d.View, pk.Payload); err != nil {
-			h.drop(cl, &pk)
-		} else {
-			// The view says what of the message this subscriber gets: the
-			// publisher's user properties, correlation data, content type
-			// and response topic are data no constraint rewrites, so they
-			// go no further (payload format, expiry and subscription ids
-			// are the broker's and the subscriber's).
-			pk.Payload = out
-			pk.Properties.User, pk.Properties.CorrelationData = nil, nil
-			pk.Properties.ContentType, pk.Properties.ResponseTopic = "", ""
-		}
+	} else if out, rewritten, err := h.payloadFor(d, queued, pk.Payload); err != nil {
+		h.drop(cl, &pk)
+	} else if rewritten {
+		// The view says what of the message this subscriber gets: the
+		// publisher's user properties, correlation data, content type and
+		// response topic are data no constraint rewrites, so they go no
+		// further (payload format, expiry and subscription ids are the
+		// broker's and the subscriber's).
+		pk.Payload = out
+		pk.Properties.User, pk.Properties.CorrelationData = nil, nil
+		pk.Properties.ContentType, pk.Properties.ResponseTopic = "", ""
 	}
 	h.timing.encodeEnd(started)
 	return pk
+}
+
+// payloadFor returns what a delivery allowed by d gets of the payload raw,
+// queued (when not nil) under a view that may have been stricter than d's:
+// raw itself when no view rewrites it (rewritten false), an error wrapping
+// policies.ErrWithheld when the subscriber gets nothing.
+func (h *Enforcer) payloadFor(d *policies.Decision, queued *policies.View, raw []byte) (out []byte, rewritten bool, err error) {
+	switch {
+	case queued != nil && (d.View == nil || queued.Key() != d.View.Key()):
+		// Rendered under both, so it reveals no more than either allows.
+		out, err = h.views.render(queued, raw)
+		if err == nil && d.View != nil && d.View.Rewrites() {
+			out, err = d.View.Apply(out)
+		}
+		return out, true, err
+	case d.View == nil || !d.View.Rewrites():
+		return raw, false, nil
+	default:
+		out, err = h.views.render(d.View, raw)
+		return out, true, err
+	}
 }
 
 // decideReadAt is decideRead as of at (uncached: a resend after a restart).
@@ -828,7 +831,8 @@ func (h *Enforcer) drop(cl *mqtt.Client, pk *packets.Packet) {
 }
 
 // OnSessionEstablish prunes what a taken-over session would resend: inflight
-// messages the (possibly changed) rights no longer allow.
+// messages the (possibly changed) rights no longer allow, or whose payload
+// the view now withholds.
 func (h *Enforcer) OnSessionEstablish(cl *mqtt.Client, pk packets.Packet) {
 	if h.server == nil {
 		return
@@ -871,6 +875,15 @@ func (h *Enforcer) OnSessionEstablish(cl *mqtt.Client, pk packets.Packet) {
 				d = &then
 			} else if then.View != nil {
 				h.queued.keep(cl.ID, m.PacketID, then.View)
+			}
+		}
+		if d != nil && d.Allowed() {
+			// A payload the view now withholds is pruned too: mochi gives
+			// up the whole resend, and the connection, at the first packet
+			// the encode hook refuses. (Its rendering stays in the table
+			// for that hook.)
+			if _, _, err := h.payloadFor(d, h.queued.get(cl.ID, m.PacketID), m.Payload); err != nil {
+				d = nil
 			}
 		}
 		if d == nil || !d.Allowed() {
