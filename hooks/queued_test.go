@@ -168,22 +168,32 @@ func TestQueuedDeliveryKeepsItsView(t *testing.T) {
 // A QoS 1 delivery queued at night before a restart has no view kept (the
 // views are in memory): when the doctor comes back in the morning to the
 // session mochi restored from its store, it is decided as of when it was
-// published, and written under the night's view too; a retained one is
-// decided as of now (its time is its first publish).
+// published, and written under the night's view too, or pruned if it was
+// not allowed then; a retained one is decided as of now (its time is its
+// first publish).
 func TestResendAfterRestartDecidedAsOfItsTime(t *testing.T) {
 	f, clock := nightAndDay(t)
 	h := f.enforcer
 	night := time.Date(2026, 11, 26, 22, 0, 0, 0, time.UTC)
+	// sensor-2 is off for the doctor in the evening and at night.
+	nightOff := "things/sensor-2/data/temperature"
+	if err := f.engine.PutPolicy("an", policies.Policy{ID: "sensor-2-nights", Priority: 5, Effect: "deny",
+		Subjects: []string{"role:doctor"}, Resources: []string{nightOff}, Actions: []policies.Action{policies.ActRead},
+		When: &policies.Condition{Attr: "env.hour", Op: policies.OpGe, Value: 18.0}}); err != nil {
+		t.Fatal(err)
+	}
 	restored := f.server.NewClient(nil, "t", "doctor-0", false) // as mochi's loadClients makes it
 	restored.Properties.Username = []byte("doctor")
-	queue := func(id uint16, created time.Time, retain bool) {
-		pk := queuedPk(memoTopic, id, false)
+	queue := func(topic string, id uint16, created time.Time, retain bool) {
+		pk := queuedPk(topic, id, false)
 		pk.Created, pk.FixedHeader.Retain = created.Unix(), retain
 		restored.State.Inflight.Set(pk)
 	}
-	queue(1, night, false)
-	queue(2, night.Add(10*time.Hour), false) // published in the morning, before the restart
-	queue(3, night, true)
+	queue(memoTopic, 1, night, false)
+	queue(memoTopic, 2, night.Add(10*time.Hour), false) // published in the morning, before the restart
+	queue(memoTopic, 3, night, true)
+	queue(nightOff, 4, night, false)
+	queue(nightOff, 5, night.Add(10*time.Hour), false)
 	f.server.Clients.Add(restored)
 
 	clock.Set(time.Date(2026, 11, 27, 9, 0, 0, 0, time.UTC))
@@ -197,11 +207,17 @@ func TestResendAfterRestartDecidedAsOfItsTime(t *testing.T) {
 		{"queued at night", 1, `{"temperature":21}`},
 		{"queued in the morning", 2, `{"temperature":21.37}`},
 		{"retained, queued at night", 3, `{"temperature":21.37}`},
+		{"queued in the morning from the sensor off at night", 5, `{"temperature":21.37}`},
 	} {
 		pk := queuedPk(memoTopic, c.id, true)
 		out := h.OnPacketEncode(doctor, pk)
 		if got := string(out.Payload); out.FixedHeader.Type != packets.Publish || got != c.want {
 			t.Errorf("%s, resent in the morning: wrote %q, want %q", c.step, got, c.want)
+		}
+	}
+	for id, want := range map[uint16]bool{1: true, 2: true, 3: true, 4: false, 5: true} {
+		if _, kept := restored.State.Inflight.Get(id); kept != want {
+			t.Errorf("packet %d kept for the resend: %v, want %v", id, kept, want)
 		}
 	}
 }
