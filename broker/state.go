@@ -369,7 +369,41 @@ func (s *stateStore) OnQosPublish(cl *mqtt.Client, pk packets.Packet, sent int64
 		return
 	}
 	id := inflightKey(cl.ID, pk.PacketID)
-	s.record(id, storedMessage(id, storage.InflightKey, cl.ID, pk, sent))
+	m := storedMessage(id, storage.InflightKey, cl.ID, pk, sent)
+	if pk.FixedHeader.Dup {
+		if created, ok := s.storedCreated(id, pk); ok && created < m.Created {
+			m.Created = created
+		}
+	}
+	s.record(id, m)
+}
+
+// storedCreated returns when the in-flight message stored under key was
+// created, if it is pk. The enforcer restamps the messages of a burst a
+// second apart before mochi resends them (to keep their order), and decides
+// a message restored after a restart as of its creation time: the store
+// keeps the first one. Only resends look, a session's first after a
+// reconnection.
+func (s *stateStore) storedCreated(key string, pk packets.Packet) (int64, bool) {
+	s.commitMu.Lock() // no commit takes pending changes meanwhile
+	defer s.commitMu.Unlock()
+	s.mu.Lock()
+	v, pending := s.pending[key]
+	s.mu.Unlock()
+	m, _ := v.(*storage.Message)
+	if !pending {
+		_ = s.db.View(func(tx *bbolt.Tx) error {
+			if b := tx.Bucket(stateBucket).Get([]byte(key)); b != nil {
+				m = new(storage.Message)
+				return m.UnmarshalBinary(b)
+			}
+			return nil
+		})
+	}
+	if m == nil || m.TopicName != pk.TopicName || !bytes.Equal(m.Payload, pk.Payload) {
+		return 0, false
+	}
+	return m.Created, true
 }
 
 // OnQosComplete implements mqtt.Hook.
@@ -380,6 +414,14 @@ func (s *stateStore) OnQosComplete(cl *mqtt.Client, pk packets.Packet) {
 // OnQosDropped implements mqtt.Hook.
 func (s *stateStore) OnQosDropped(cl *mqtt.Client, pk packets.Packet) {
 	s.record(inflightKey(cl.ID, pk.PacketID), nil)
+}
+
+// forgetInflight deletes the stored copy of an in-flight message the
+// enforcer took out of a session without mochi calling a hook (refused at
+// encode, pruned before a resend): kept, it would come back at the next
+// start and be offered to the client again.
+func (s *stateStore) forgetInflight(client string, packetID uint16) {
+	s.record(inflightKey(client, packetID), nil)
 }
 
 // OnSysInfoTick implements mqtt.Hook.

@@ -3,6 +3,7 @@ package broker
 import (
 	"io"
 	"log/slog"
+	"maps"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -243,6 +244,81 @@ func TestStateStoreInflightLifecycle(t *testing.T) {
 	commit(s)
 	if got := inFile(s); len(got) != 0 {
 		t.Fatalf("in the file after the restored message was acknowledged: %v, want nothing", got)
+	}
+}
+
+// A resend keeps the creation time the message was stored with: the
+// enforcer restamps a burst's resends a second apart (to keep their order)
+// and decides a message restored after a restart as of that time. A new
+// message on a reused packet id is stored with its own.
+func TestStateStoreKeepsFirstCreationTimeOfResends(t *testing.T) {
+	for _, interval := range []time.Duration{0, time.Hour} {
+		t.Run(interval.String(), func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "mqtt.db")
+			s := openState(t, path, interval)
+			cl := stateClient("doctor-1")
+			const topic = "things/thermo-1/data/temperature"
+			first := qosPacket(1, topic)
+			s.OnQosPublish(cl, first, first.Created, 0)
+			resent := first
+			resent.FixedHeader.Dup, resent.Created = true, first.Created+2 // restamped
+			if interval > 0 {
+				// The first one in the file, the resend pending.
+				if err := s.commit(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			s.OnQosPublish(cl, resent, resent.Created, 0)
+			other := qosPacket(2, topic)
+			s.OnQosPublish(cl, other, other.Created, 0)
+			s.OnQosComplete(cl, other)
+			reused := qosPacket(2, topic) // id 2 again, another message, later
+			reused.Payload, reused.Created = []byte(`{"value":22}`), first.Created+5
+			s.OnQosPublish(cl, reused, reused.Created, 0)
+			resentReused := reused
+			resentReused.FixedHeader.Dup, resentReused.Created = true, reused.Created+1
+			s.OnQosPublish(cl, resentReused, resentReused.Created, 0)
+			if err := s.Stop(); err != nil {
+				t.Fatal(err)
+			}
+
+			s = openState(t, path, interval)
+			defer s.Stop()
+			msgs, err := s.StoredInflightMessages()
+			if err := err; err != nil {
+				t.Fatal(err)
+			}
+			got := map[uint16]int64{}
+			for _, m := range msgs {
+				got[m.PacketID] = m.Created
+			}
+			want := map[uint16]int64{1: first.Created, 2: reused.Created}
+			if !maps.Equal(got, want) {
+				t.Errorf("stored creation times %v, want %v", got, want)
+			}
+		})
+	}
+}
+
+// An in-flight message the enforcer takes out of a session (mochi calls no
+// hook for it) leaves the store too.
+func TestStateStoreForgetsWhatTheEnforcerDrops(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "mqtt.db")
+	s := openState(t, path, time.Hour)
+	cl := stateClient("doctor-1")
+	pk := qosPacket(1, "things/thermo-1/data/temperature")
+	s.OnQosPublish(cl, pk, pk.Created, 0)
+	if err := s.commit(); err != nil {
+		t.Fatal(err)
+	}
+	s.forgetInflight(cl.ID, 1)
+	if err := s.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	s = openState(t, path, time.Hour)
+	defer s.Stop()
+	if msgs, err := s.StoredInflightMessages(); err != nil || len(msgs) != 0 {
+		t.Errorf("stored after the enforcer dropped it: %v (%v)", msgs, err)
 	}
 }
 

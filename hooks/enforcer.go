@@ -43,6 +43,7 @@ type Enforcer struct {
 
 	fanouts *fanouts
 	timing  *Timing
+	dropped func(clientID string, packetID uint16)
 	parking parking
 	rates   rateBook
 	wills   delayedWills
@@ -70,6 +71,11 @@ type EnforcerConfig struct {
 	Audit AuditFunc
 	// Timing, when set, samples the time enforcement adds to deliveries.
 	Timing *Timing
+	// Dropped, when set, is told each in-flight message Veil takes out of
+	// a session (refused at encode, pruned before a resend), before mochi
+	// may reuse its packet id: mochi calls no hook for these, and a store
+	// of sessions would bring them back after a restart.
+	Dropped func(clientID string, packetID uint16)
 }
 
 // AuditFunc receives n alike access decisions: who, what action, under
@@ -128,7 +134,8 @@ func NewEnforcer(c EnforcerConfig) *Enforcer {
 		c.Clock = policies.SystemClock{}
 	}
 	return &Enforcer{engine: c.Engine, sessions: c.Sessions, server: c.Server, clock: c.Clock, live: c.Live,
-		views: newRenderings(renderingSlots), fanouts: newFanouts(), timing: c.Timing, log: c.Log, metrics: c.Metrics, system: c.System, audit: c.Audit}
+		views: newRenderings(renderingSlots), fanouts: newFanouts(), timing: c.Timing, log: c.Log, metrics: c.Metrics, system: c.System, audit: c.Audit,
+		dropped: c.Dropped}
 }
 
 // ID names the hook.
@@ -138,11 +145,12 @@ func (h *Enforcer) ID() string { return "veil-enforcer" }
 // they have work: mochi passes every QoS 1 or 2 delivery and acknowledgement
 // (an 800-byte packet, by value) to each hook providing them, about 3 % of
 // a QoS 1 delivery, and most configurations never decide a delivery under
-// a view that may be looser later.
+// a view that may be looser later. OnQosPublish also while any view is
+// kept: a packet id reused must forget the view of its last message.
 func (h *Enforcer) Provides(b byte) bool {
 	switch b {
 	case mqtt.OnQosPublish:
-		return h.timedSeen.Load()
+		return h.timedSeen.Load() || h.queued.n.Load() > 0
 	case mqtt.OnQosComplete, mqtt.OnQosDropped:
 		return h.queued.n.Load() > 0
 	}
@@ -822,12 +830,27 @@ func (h *Enforcer) decideEncode(s *session, topic string) *policies.Decision {
 func (h *Enforcer) drop(cl *mqtt.Client, pk *packets.Packet) {
 	h.count("encode_dropped")
 	h.log.Debug().Str("client", cl.ID).Str("topic", pk.TopicName).Msg("delivery refused at encode")
+	// Only while its id holds this very message (mochi's in-flight copy
+	// shares the payload): an id freed while the packet waited in the
+	// outbound queue (its expiry) may hold another message by now.
 	if pk.FixedHeader.Qos > 0 {
-		h.queued.keep(cl.ID, pk.PacketID, nil) // first: once deleted, the id may be reused
-		cl.State.Inflight.Delete(pk.PacketID)
+		if cur, ok := cl.State.Inflight.Get(pk.PacketID); ok && sameBytes(cur.Payload, pk.Payload) {
+			h.forgetInflight(cl, pk.PacketID)
+		}
 	}
 	pk.FixedHeader.Type = packets.Reserved
 	pk.Payload = nil
+}
+
+// forgetInflight takes packet pid out of cl's in-flight messages, and its
+// view and stored copy with it: those first, since once it is deleted mochi
+// may reuse the id for another message.
+func (h *Enforcer) forgetInflight(cl *mqtt.Client, pid uint16) {
+	h.queued.keep(cl.ID, pid, nil)
+	if h.dropped != nil {
+		h.dropped(cl.ID, pid)
+	}
+	cl.State.Inflight.Delete(pid)
 }
 
 // OnSessionEstablish prunes what a taken-over session would resend: inflight
@@ -855,44 +878,10 @@ func (h *Enforcer) OnSessionEstablish(cl *mqtt.Client, pk packets.Packet) {
 	h.forgetParked(cl.ID, nil)
 	s := h.session(cl)
 	old := h.sessions.get(existing)
-	// A client mochi restored from its store at start (it has no connection)
-	// brought in-flight messages whose views were never kept (they are in
-	// memory): one under a time-bound decision is decided again as of when
-	// it was published, before keepResendOrder restamps those times.
-	restored := existing.Net.Conn == nil && !existing.Net.Inline
-	for _, m := range existing.State.Inflight.GetAll(false) {
-		if m.FixedHeader.Type != packets.Publish {
-			continue
-		}
-		var d *policies.Decision
-		if s != nil {
-			d = h.decideRead(s, m.TopicName)
-		}
-		if d != nil && d.Allowed() && restored && !m.FixedHeader.Retain && !d.Expires.IsZero() && h.queued.get(cl.ID, m.PacketID) == nil {
-			// (Not a retained message: its time is its first publish.)
-			then := h.decideReadAt(s, m.TopicName, time.Unix(m.Created, 0))
-			if !then.Allowed() {
-				d = &then
-			} else if then.View != nil {
-				h.queued.keep(cl.ID, m.PacketID, then.View)
-			}
-		}
-		if d != nil && d.Allowed() {
-			// A payload the view now withholds is pruned too: mochi gives
-			// up the whole resend, and the connection, at the first packet
-			// the encode hook refuses. (Its rendering stays in the table
-			// for that hook.)
-			if _, _, err := h.payloadFor(d, h.queued.get(cl.ID, m.PacketID), m.Payload); err != nil {
-				d = nil
-			}
-		}
-		if d == nil || !d.Allowed() {
-			h.queued.keep(cl.ID, m.PacketID, nil) // first: once deleted, the id may be reused
-			existing.State.Inflight.Delete(m.PacketID)
-			h.count("inflight_pruned")
-		}
+	if !pk.Connect.Clean { // (a clean start: mochi discards them)
+		h.pruneInflight(cl, existing, s)
+		keepResendOrder(existing)
 	}
-	keepResendOrder(existing)
 	if old != nil && s != nil && !pk.Connect.Clean {
 		old.mu.Lock()
 		kept := make(map[string]*string, len(old.subs))
@@ -905,6 +894,78 @@ func (h *Enforcer) OnSessionEstablish(cl *mqtt.Client, pk packets.Packet) {
 	// mochi drops the old client once the new one has its state; a
 	// persistent session's old client gets no OnDisconnect after this.
 	h.sessions.drop(existing)
+}
+
+// pruneInflight takes out of the in-flight messages of existing, which cl
+// takes over, those cl may no longer have (s is cl's session, nil: none),
+// and those whose payload the view now withholds: mochi gives up the whole
+// resend, and the connection, at the first packet the encode hook refuses.
+// (The renderings stay in the table for that hook.)
+func (h *Enforcer) pruneInflight(cl, existing *mqtt.Client, s *session) {
+	// A client mochi restored from its store at start (it has no
+	// connection) brought in-flight messages whose views were never kept
+	// (they are in memory): each is decided again as of its time.
+	restored := existing.Net.Conn == nil && !existing.Net.Inline
+	for _, m := range existing.State.Inflight.GetAll(false) {
+		if m.FixedHeader.Type != packets.Publish {
+			continue
+		}
+		var d *policies.Decision
+		if s != nil {
+			d = h.decideRead(s, m.TopicName)
+		}
+		if d != nil && d.Allowed() && restored && h.queued.get(cl.ID, m.PacketID) == nil {
+			if then, ok := h.restoredView(s, m, d); !ok {
+				d = nil
+			} else if then != nil && !h.queued.keepInflight(existing, m.PacketID, then) {
+				continue // gone meanwhile (its in-flight expiry)
+			}
+		}
+		if d != nil && d.Allowed() {
+			if _, _, err := h.payloadFor(d, h.queued.get(cl.ID, m.PacketID), m.Payload); err != nil {
+				d = nil
+			}
+		}
+		if d == nil || !d.Allowed() {
+			h.forgetInflight(existing, m.PacketID)
+			h.count("inflight_pruned")
+		}
+	}
+}
+
+// maxRestoredSteps bounds how many decisions restoredView walks through.
+const maxRestoredSteps = 200
+
+// restoredView decides again a message m of a session restored after a
+// restart, allowed now by d, whose view did not survive it: as of when it
+// was published, when its delivery was decided. A retained one may have
+// been delivered at any time since (on a subscription, or live with
+// "retain as published"), so every decision from then to now counts. It
+// returns the view the message was delivered under, when it may be
+// stricter than d's (nil: d's), and false if a decision of its time denies
+// it, or if they are more views than one message can be written under (or
+// more than maxRestoredSteps).
+func (h *Enforcer) restoredView(s *session, m packets.Packet, d *policies.Decision) (*policies.View, bool) {
+	var kept *policies.View
+	now := h.clock.Now()
+	at := time.Unix(m.Created, 0)
+	for range maxRestoredSteps {
+		then := h.decideReadAt(s, m.TopicName, at)
+		if !then.Allowed() {
+			return nil, false
+		}
+		if v := then.View; v != nil && (d.View == nil || v.Key() != d.View.Key()) {
+			if kept != nil && kept.Key() != v.Key() {
+				return nil, false
+			}
+			kept = v
+		}
+		if !m.FixedHeader.Retain || then.Expires.IsZero() || !then.Expires.Before(now) {
+			return kept, true
+		}
+		at = then.Expires
+	}
+	return nil, false
 }
 
 // keepResendOrder makes mochi resend cl's in-flight messages in the order

@@ -29,6 +29,11 @@ func (q *queuedViews) keep(id string, pid uint16, v *policies.View) {
 	}
 	q.mu.Lock()
 	defer q.mu.Unlock()
+	q.putLocked(id, pid, v)
+}
+
+// putLocked is keep under q.mu.
+func (q *queuedViews) putLocked(id string, pid uint16, v *policies.View) {
 	ids := q.by[id]
 	_, had := ids[pid]
 	switch {
@@ -48,6 +53,20 @@ func (q *queuedViews) keep(id string, pid uint16, v *policies.View) {
 		return
 	}
 	ids[pid] = v
+}
+
+// keepInflight keeps v for packet pid of cl if pid is in flight, and
+// reports whether it was: looked at under the lock, like forget, so a view
+// cannot outlive a message mochi frees meanwhile (mochi deletes the
+// message before its hook forgets the view).
+func (q *queuedViews) keepInflight(cl *mqtt.Client, pid uint16, v *policies.View) bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if _, ok := cl.State.Inflight.Get(pid); !ok {
+		return false
+	}
+	q.putLocked(cl.ID, pid, v)
+	return true
 }
 
 // forget forgets the view kept for packet pid of cl, once mochi has freed

@@ -169,8 +169,9 @@ func TestQueuedDeliveryKeepsItsView(t *testing.T) {
 // views are in memory): when the doctor comes back in the morning to the
 // session mochi restored from its store, it is decided as of when it was
 // published, and written under the night's view too, or pruned if it was
-// not allowed then; a retained one is decided as of now (its time is its
-// first publish).
+// not allowed then; a retained one may have been delivered any time since
+// its publish, so it is written under the view of that time as well, or
+// pruned if any of it denied it.
 func TestResendAfterRestartDecidedAsOfItsTime(t *testing.T) {
 	f, clock := nightAndDay(t)
 	h := f.enforcer
@@ -194,6 +195,7 @@ func TestResendAfterRestartDecidedAsOfItsTime(t *testing.T) {
 	queue(memoTopic, 3, night, true)
 	queue(nightOff, 4, night, false)
 	queue(nightOff, 5, night.Add(10*time.Hour), false)
+	queue(nightOff, 6, night.Add(-5*time.Hour), true) // retained at 17:00, maybe delivered at night
 	f.server.Clients.Add(restored)
 
 	clock.Set(time.Date(2026, 11, 27, 9, 0, 0, 0, time.UTC))
@@ -206,7 +208,7 @@ func TestResendAfterRestartDecidedAsOfItsTime(t *testing.T) {
 	}{
 		{"queued at night", 1, `{"temperature":21}`},
 		{"queued in the morning", 2, `{"temperature":21.37}`},
-		{"retained, queued at night", 3, `{"temperature":21.37}`},
+		{"retained, queued at night", 3, `{"temperature":21}`},
 		{"queued in the morning from the sensor off at night", 5, `{"temperature":21.37}`},
 	} {
 		pk := queuedPk(memoTopic, c.id, true)
@@ -215,7 +217,7 @@ func TestResendAfterRestartDecidedAsOfItsTime(t *testing.T) {
 			t.Errorf("%s, resent in the morning: wrote %q, want %q", c.step, got, c.want)
 		}
 	}
-	for id, want := range map[uint16]bool{1: true, 2: true, 3: true, 4: false, 5: true} {
+	for id, want := range map[uint16]bool{1: true, 2: true, 3: true, 4: false, 5: true, 6: false} {
 		if _, kept := restored.State.Inflight.Get(id); kept != want {
 			t.Errorf("packet %d kept for the resend: %v, want %v", id, kept, want)
 		}
