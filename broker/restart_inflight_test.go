@@ -1,0 +1,138 @@
+package broker_test
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/eclipse/paho.golang/paho"
+	"github.com/rs/zerolog"
+
+	"github.com/veil-iot/veil/broker"
+)
+
+// Messages queued for the doctor's offline session are resent after the
+// broker restarts as they were decided when they were published (rounded),
+// in order, though the doctor may read them exactly by the time the
+// session is resumed; and again so after a second restart, their first
+// resend not acknowledged. mochi restores the session and its in-flight
+// messages from Veil's state store without calling a hook: the views they
+// were decided under are gone with the first broker.
+func TestQueuedMessagesSurviveRestartsAsDecided(t *testing.T) {
+	dir := t.TempDir()
+	// mochi stamps a message with the wall clock: the doctor reads exactly
+	// except in the hour the test publishes in (and the next, should it
+	// end meanwhile), when the household's doctor-thermo policy rounds.
+	published := time.Now().UTC()
+	clk := &testClock{}
+	clk.Set(published)
+	b := startWithClock(t, dir, clk)
+	an := mustCfg(t, b.Addr("mqtt"), "an", "an-pass")
+	h := published.Hour()
+	an.mustOK("$config/users/an/policies/doctor-exact", fmt.Sprintf(`{"id":"doctor-exact","priority":5,"effect":"allow",`+
+		`"subjects":["role:doctor"],"resources":["things/thermo-1/data/temperature"],"actions":["read"],`+
+		`"when":{"not":{"attr":"env.hour","op":"in","value":[%d,%d]}}}`, h, (h+1)%24))
+	const topic = "things/thermo-1/data/temperature"
+	doc, _ := doctorSession(t, b.Addr("mqtt"), false)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if sa, err := doc.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: topic, QoS: 1}}}); err != nil || sa.Reasons[0] != 1 {
+		t.Fatalf("doctor's subscription: %v %v", sa, err)
+	}
+	_ = doc.Disconnect(&paho.Disconnect{})
+	thermo, err := dialCfg(t, b.Addr("mqtt"), "", "thermo-1", "thermo-1-secret", "thermo-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{`{"temperature":21.37}`, `{"temperature":22.44}`, `{"temperature":23.51}`} {
+		if code := thermo.publish(topic, p); code != 0 {
+			t.Fatalf("thermo-1 publish: 0x%02x", code)
+		}
+	}
+	b.Close()
+
+	rounded := []string{`{"temperature":21.4}`, `{"temperature":22.4}`, `{"temperature":23.5}`}
+	clk.Set(published.Add(3 * time.Hour)) // exact by now
+	b = startWithClock(t, dir, clk)
+	doc, got := doctorSession(t, b.Addr("mqtt"), true) // not acknowledged
+	expect(t, "after the first restart", got, rounded)
+	_ = doc.Disconnect(&paho.Disconnect{})
+	b.Close()
+
+	b = startWithClock(t, dir, clk)
+	defer b.Close()
+	_, got = doctorSession(t, b.Addr("mqtt"), false)
+	expect(t, "after the second restart", got, rounded)
+	thermo, err = dialCfg(t, b.Addr("mqtt"), "", "thermo-1", "thermo-1-secret", "thermo-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code := thermo.publish(topic, `{"temperature":24.62}`); code != 0 {
+		t.Fatalf("thermo-1 publish: 0x%02x", code)
+	}
+	expect(t, "published now", got, []string{`{"temperature":24.62}`})
+}
+
+// startWithClock starts a broker of the test's own on dataDir with the
+// household bootstrap and clock.
+func startWithClock(t *testing.T, dataDir string, clock *testClock) *broker.Broker {
+	t.Helper()
+	cfg := broker.Defaults()
+	cfg.MQTT, cfg.HTTP, cfg.DataDir, cfg.Clock = "127.0.0.1:0", "", dataDir, clock
+	cfg.Bootstrap, cfg.LogLevel = "testdata/e2e/household.yaml", "warn"
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	b, err := broker.Start(ctx, cfg, zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// doctorSession connects the doctor to the persistent session
+// "doctor-restart" at addr, acknowledging what it receives unless
+// manualAcks, and returns the client and the payloads it receives.
+func doctorSession(t *testing.T, addr string, manualAcks bool) (*paho.Client, chan string) {
+	t.Helper()
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan string, 100)
+	pc := paho.NewClient(paho.ClientConfig{Conn: conn, EnableManualAcknowledgment: manualAcks,
+		OnPublishReceived: []func(paho.PublishReceived) (bool, error){func(pr paho.PublishReceived) (bool, error) {
+			got <- string(pr.Packet.Payload)
+			return true, nil
+		}}})
+	expiry := uint32(3600)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := pc.Connect(ctx, &paho.Connect{ClientID: "doctor-restart", KeepAlive: 30, Username: "doctor", UsernameFlag: true,
+		Password: []byte("doctor-pass"), PasswordFlag: true, Properties: &paho.ConnectProperties{SessionExpiryInterval: &expiry}}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = pc.Disconnect(&paho.Disconnect{}) })
+	return pc, got
+}
+
+// expect fails unless got delivers want, in order, and nothing more.
+func expect(t *testing.T, when string, got chan string, want []string) {
+	t.Helper()
+	for i, w := range want {
+		select {
+		case p := <-got:
+			if p != w {
+				t.Fatalf("%s: message %d is %s, want %s", when, i+1, p, w)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("%s: message %d (%s) never came", when, i+1, w)
+		}
+	}
+	select {
+	case p := <-got:
+		t.Fatalf("%s: unexpected %s", when, p)
+	case <-time.After(300 * time.Millisecond):
+	}
+}
