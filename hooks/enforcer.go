@@ -784,7 +784,14 @@ func (h *Enforcer) payloadFor(d *policies.Decision, queued *policies.View, raw [
 			out, err = d.View.Apply(out)
 		}
 		return out, true, err
-	case d.View == nil || !d.View.Rewrites():
+	case d.View == nil:
+		return raw, false, nil
+	case !d.View.Rewrites():
+		// Written as published, if it is a reading (a JSON object), as
+		// under any constraint; the fan-out's own check is in the table.
+		if _, err = h.views.render(d.View, raw); err != nil {
+			return nil, false, err
+		}
 		return raw, false, nil
 	default:
 		out, err = h.views.render(d.View, raw)

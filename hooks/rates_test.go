@@ -5,6 +5,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mochi-mqtt/server/v2/packets"
+
 	"github.com/veil-iot/veil/policies"
 )
 
@@ -56,5 +58,37 @@ func TestRateBookForgetsEndedPeriods(t *testing.T) {
 	}
 	if b.allow(doctor, "things/s-999/data/t", time.Second, now) {
 		t.Fatal("a stream delivered 10 ms ago passed again")
+	}
+}
+
+// Under a rate-only view a delivery is written as published, properties
+// and all, but only if it is a reading (a JSON object), as under any
+// constraint: also when the fan-out could not judge its payload (the
+// message had left the table of fan-outs), or judged another one.
+func TestRateOnlyViewWritesReadingsOnly(t *testing.T) {
+	clock := &settableClock{}
+	clock.Set(time.Date(2026, 11, 26, 9, 0, 0, 0, time.UTC))
+	f := hourlyDoctor(t, clock)
+	h := f.enforcer
+	doctor := f.client("doctor-0", policies.UserPrincipal("doctor"))
+	for _, c := range []struct {
+		payload string
+		written bool
+	}{
+		{`{"temperature":21.37}`, true},
+		{`21.37`, false},
+		{`{"temperature":21.37,"temperature":99}`, false},
+	} {
+		pk := queuedPk(memoTopic, 0, false)
+		pk.FixedHeader.Qos, pk.Payload = 0, []byte(c.payload)
+		pk.Properties.User = []packets.UserProperty{{Key: "unit", Val: "C"}}
+		out := h.OnPacketEncode(doctor, pk)
+		written := out.FixedHeader.Type == packets.Publish
+		if written != c.written {
+			t.Errorf("%s: written %v, want %v", c.payload, written, c.written)
+		}
+		if written && (string(out.Payload) != c.payload || len(out.Properties.User) != 1) {
+			t.Errorf("%s: written as %q with user properties %v, want as published", c.payload, out.Payload, out.Properties.User)
+		}
 	}
 }

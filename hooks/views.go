@@ -208,9 +208,9 @@ func (r *renderings) renderMessage(v *policies.View, m *message) ([]byte, error)
 		// does the parse and the rendering in one pass and keeps no parse,
 		// a third cheaper than ParsePayload and Render (a fan-in renders
 		// every message in one view only). A second view parses once for
-		// itself and any later ones. Not for a view that does not rewrite:
-		// Apply copies the bytes without looking at them, where the payload
-		// must still be a JSON object to be delivered under a constraint.
+		// itself and any later ones, and so does a view that does not
+		// rewrite (its check that the payload is a JSON object is that
+		// parse).
 		out, err = v.Apply(m.raw)
 		r.parses.Add(1)
 		r.renders.Add(1)

@@ -593,10 +593,8 @@ func ParsePayload(b []byte) (*Payload, error) {
 // Payload.
 //
 // A view that does not rewrite (Rewrites is false) returns a copy of the
-// bytes p was parsed from; callers may skip ParsePayload for such views
-// and forward the payload as it is, which Apply also does. The two differ
-// there: Apply does not look at the bytes, while ParsePayload refuses what
-// is not a JSON object. A nil or zero Payload is withheld.
+// bytes p was parsed from, as Apply does. A nil or zero Payload is
+// withheld.
 func (v *View) Render(p *Payload) ([]byte, error) {
 	if p == nil || len(p.objs) == 0 {
 		return nil, fmt.Errorf("%w: payload: not parsed", ErrWithheld)
@@ -626,15 +624,16 @@ func (v *View) Render(p *Payload) ([]byte, error) {
 // The output is compact JSON in the payload's key order; every scalar no
 // constraint touched keeps its exact original text (1e3 stays 1e3), only
 // whitespace between tokens is dropped. A view that only rate-limits
-// returns a copy of payload without looking at it.
+// returns a copy of payload once it is found to be a JSON object: a
+// delivery under any constraint is of a reading.
 func (v *View) Apply(payload []byte) ([]byte, error) {
-	if !v.rewrites {
-		return append([]byte{}, payload...), nil
-	}
 	st := getScratch()
 	defer st.release()
 	if err := st.parse(payload); err != nil {
 		return nil, err
+	}
+	if !v.rewrites {
+		return append([]byte{}, payload...), nil
 	}
 	return st.render(v, &st.pl)
 }

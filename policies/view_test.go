@@ -302,10 +302,16 @@ func TestViewRate(t *testing.T) {
 	if v.Rewrites() {
 		t.Error("a rate-only view rewrites")
 	}
-	for _, in := range []string{`{"t":21.37}`, `not json at all`, ``} {
+	for _, in := range []string{`{"t":21.37}`, `{ "t" : [1, 2] }`} {
 		out, err := v.Apply([]byte(in))
 		if err != nil || string(out) != in {
 			t.Errorf("rate-only Apply(%q) = %q, %v", in, out, err)
+		}
+	}
+	// A delivery under any constraint is of a reading, a JSON object.
+	for _, in := range []string{`not json at all`, ``, `[1,2]`, `{"t":1,"t":2}`} {
+		if out, err := v.Apply([]byte(in)); !errors.Is(err, ErrWithheld) || out != nil {
+			t.Errorf("rate-only Apply(%q) = %q, %v; want withheld", in, out, err)
 		}
 	}
 	if d := mustView(t, testKey, rate(0.5), accuracy("t", 1)).Rate(); d != 500*time.Millisecond {
