@@ -192,6 +192,9 @@ func (b *Broker) startMQTT() error {
 	b.timingMetrics = append(b.timingMetrics, spanMetric)
 
 	b.state = newStateStore(filepath.Join(b.cfg.DataDir, "mqtt.db"), b.cfg.StateSync)
+	if b.cfg.Clock != nil {
+		b.state.now = b.cfg.Clock.Now
+	}
 	if err := srv.AddHook(b.state, nil); err != nil {
 		return fmt.Errorf("broker state store: %w", err)
 	}
@@ -215,7 +218,7 @@ func (b *Broker) startMQTT() error {
 		b.enforcer = hooks.NewEnforcer(hooks.EnforcerConfig{
 			Engine: b.Engine, Sessions: b.Sessions, Server: srv, Clock: b.cfg.Clock, Live: b.Live,
 			Log: b.log.With().Str("component", "enforcer").Logger(), Metrics: b.Metrics, Timing: b.Timing,
-			Dropped: b.state.forgetInflight,
+			Dropped: b.state.forgetInflight, DecidedAt: b.state.decidedAt,
 		})
 		if err := srv.AddHook(hooks.NewAuthenticator(hooks.AuthConfig{
 			Engine: b.Engine, Credentials: b.Credentials, Sessions: b.Sessions, Server: srv, JWT: jwtCfg,

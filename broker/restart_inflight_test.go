@@ -75,6 +75,50 @@ func TestQueuedMessagesSurviveRestartsAsDecided(t *testing.T) {
 	expect(t, "published now", got, []string{`{"temperature":24.62}`})
 }
 
+// A retained message delivered on a subscription and not acknowledged
+// before a restart is resent as it was decided when it was delivered, not
+// when it was published: the state store keeps the time of the delivery.
+func TestRetainedDeliveryAcrossRestartDecidedAsDelivered(t *testing.T) {
+	dir := t.TempDir()
+	published := time.Now().UTC() // mochi stamps the message with the wall clock
+	subscribed := published.Add(6 * time.Hour)
+	clk := &testClock{}
+	clk.Set(published)
+	b := startWithClock(t, dir, clk)
+	an := mustCfg(t, b.Addr("mqtt"), "an", "an-pass")
+	// Exact except in the hour of the subscription (and the next), when the
+	// household's doctor-thermo policy rounds.
+	h := subscribed.Hour()
+	an.mustOK("$config/users/an/policies/doctor-exact", fmt.Sprintf(`{"id":"doctor-exact","priority":5,"effect":"allow",`+
+		`"subjects":["role:doctor"],"resources":["things/thermo-1/data/temperature"],"actions":["read"],`+
+		`"when":{"not":{"attr":"env.hour","op":"in","value":[%d,%d]}}}`, h, (h+1)%24))
+	const topic = "things/thermo-1/data/temperature"
+	thermo, err := dialCfg(t, b.Addr("mqtt"), "", "thermo-1", "thermo-1-secret", "thermo-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := thermo.pc.Publish(ctx, &paho.Publish{Topic: topic, QoS: 1, Retain: true, Payload: []byte(`{"temperature":20.47}`)}); err != nil {
+		t.Fatal(err)
+	}
+
+	clk.Set(subscribed)
+	doc, got := doctorSession(t, b.Addr("mqtt"), true) // not acknowledged
+	if sa, err := doc.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: topic, QoS: 1}}}); err != nil || sa.Reasons[0] != 1 {
+		t.Fatalf("doctor's subscription: %v %v", sa, err)
+	}
+	expect(t, "on the subscription", got, []string{`{"temperature":20.5}`})
+	_ = doc.Disconnect(&paho.Disconnect{})
+	b.Close()
+
+	clk.Set(subscribed.Add(3 * time.Hour)) // exact by now
+	b = startWithClock(t, dir, clk)
+	defer b.Close()
+	_, got = doctorSession(t, b.Addr("mqtt"), false)
+	expect(t, "after the restart", got, []string{`{"temperature":20.5}`})
+}
+
 // startWithClock starts a broker of the test's own on dataDir with the
 // household bootstrap and clock.
 func startWithClock(t *testing.T, dataDir string, clock *testClock) *broker.Broker {

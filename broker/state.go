@@ -58,13 +58,21 @@ type stateStore struct {
 
 	commits atomic.Int64 // transactions committed
 	changes atomic.Int64 // changes recorded (puts and deletes)
+
+	// now is the clock the decision times of deliveries are read from (the
+	// enforcer's: it decides a restored message as of that time).
+	now func() time.Time
+	// decided holds, by in-flight key, when the delivery of each in-flight
+	// message read at start was decided, until the enforcer asks (decidedAt).
+	decided map[string]int64 // under mu
 }
 
 // stateBucket is mochi's bolt hook's bucket name.
 var stateBucket = []byte("mochi")
 
 func newStateStore(path string, interval time.Duration) *stateStore {
-	return &stateStore{path: path, interval: interval, pending: map[string]storage.Serializable{}, onDisk: map[string]struct{}{}}
+	return &stateStore{path: path, interval: interval, pending: map[string]storage.Serializable{}, onDisk: map[string]struct{}{},
+		now: time.Now}
 }
 
 // ID implements mqtt.Hook.
@@ -364,27 +372,30 @@ func (s *stateStore) OnRetainedExpired(topic string) { s.record(retainedKey(topi
 // the same call, or, if the write fails, leaves it to the session's next
 // connection to resend), so it is not recorded: a crash loses at most an
 // acknowledgement the client will ask for again by resending.
+//
+// A delivery is stored with when it was decided, in the record's Sent
+// (mochi passes the creation time there, and reads neither back): a message
+// restored after a restart is decided again as of then (decidedAt), which
+// for a retained message is its subscription, not its publish. A resend
+// (DUP) of the same message keeps the stored times: the enforcer restamps
+// the creation times of a burst a second apart to keep its resend order.
 func (s *stateStore) OnQosPublish(cl *mqtt.Client, pk packets.Packet, sent int64, _ int) {
 	if pk.FixedHeader.Type == packets.Puback {
 		return
 	}
 	id := inflightKey(cl.ID, pk.PacketID)
 	m := storedMessage(id, storage.InflightKey, cl.ID, pk, sent)
-	if pk.FixedHeader.Dup {
-		if created, ok := s.storedCreated(id, pk); ok && created < m.Created {
-			m.Created = created
-		}
+	if !pk.FixedHeader.Dup {
+		m.Sent = s.now().Unix()
+	} else if old := s.stored(id, pk); old != nil {
+		m.Created, m.Sent = min(m.Created, old.Created), old.Sent
 	}
 	s.record(id, m)
 }
 
-// storedCreated returns when the in-flight message stored under key was
-// created, if it is pk. The enforcer restamps the messages of a burst a
-// second apart before mochi resends them (to keep their order), and decides
-// a message restored after a restart as of its creation time: the store
-// keeps the first one. Only resends look, a session's first after a
-// reconnection.
-func (s *stateStore) storedCreated(key string, pk packets.Packet) (int64, bool) {
+// stored returns the in-flight message stored under key, if it is pk.
+// Only resends look, a session's first after a reconnection.
+func (s *stateStore) stored(key string, pk packets.Packet) *storage.Message {
 	s.commitMu.Lock() // no commit takes pending changes meanwhile
 	defer s.commitMu.Unlock()
 	s.mu.Lock()
@@ -401,9 +412,21 @@ func (s *stateStore) storedCreated(key string, pk packets.Packet) (int64, bool) 
 		})
 	}
 	if m == nil || m.TopicName != pk.TopicName || !bytes.Equal(m.Payload, pk.Payload) {
-		return 0, false
+		return nil
 	}
-	return m.Created, true
+	return m
+}
+
+// decidedAt returns when the delivery of packet packetID, in flight for
+// client at start, was decided, once: the enforcer asks as the client comes
+// back to its session.
+func (s *stateStore) decidedAt(client string, packetID uint16) (time.Time, bool) {
+	key := inflightKey(client, packetID)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	at, ok := s.decided[key]
+	delete(s.decided, key)
+	return time.Unix(at, 0), ok && at > 0
 }
 
 // OnQosComplete implements mqtt.Hook.
@@ -509,6 +532,13 @@ func (s *stateStore) StoredRetainedMessages() ([]storage.Message, error) {
 // from the key ("IFM_{client}:{id}") where the record lacks one.
 func (s *stateStore) StoredInflightMessages() ([]storage.Message, error) {
 	msgs, err := s.messages(inflightPrefix)
+	decided := make(map[string]int64, len(msgs))
+	for _, m := range msgs {
+		decided[m.ID] = m.Sent
+	}
+	s.mu.Lock()
+	s.decided = decided
+	s.mu.Unlock()
 	for i := range msgs {
 		if msgs[i].PacketID != 0 {
 			continue

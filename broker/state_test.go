@@ -60,7 +60,8 @@ func TestStateStoreRoundTrip(t *testing.T) {
 			s.OnRetainMessage(cl, retained, 1)
 			s.OnRetainMessage(cl, qosPacket(0, "things/lock-1/gone"), 1)
 			s.OnRetainMessage(cl, qosPacket(0, "things/lock-1/gone"), -1)
-			s.OnQosPublish(cl, qosPacket(7, "things/thermo-1/data/temperature"), 1764100001, 0)
+			s.now = func() time.Time { return time.Unix(1764100001, 0) } // when the delivery was decided
+			s.OnQosPublish(cl, qosPacket(7, "things/thermo-1/data/temperature"), 1764100000, 0)
 			s.OnQosPublish(cl, qosPacket(8, "things/thermo-1/data/temperature"), 1764100001, 0)
 			s.OnQosComplete(cl, qosPacket(8, "things/thermo-1/data/temperature"))
 			s.OnSysInfoTick(&system.Info{Version: "test", MessagesReceived: 42})
@@ -247,18 +248,21 @@ func TestStateStoreInflightLifecycle(t *testing.T) {
 	}
 }
 
-// A resend keeps the creation time the message was stored with: the
-// enforcer restamps a burst's resends a second apart (to keep their order)
-// and decides a message restored after a restart as of that time. A new
-// message on a reused packet id is stored with its own.
-func TestStateStoreKeepsFirstCreationTimeOfResends(t *testing.T) {
+// A delivery is stored with when it was decided, and a resend keeps the
+// stored times: the enforcer restamps a burst's resends a second apart (to
+// keep their order) and decides a message restored after a restart as of
+// its delivery. A new message on a reused packet id is stored with its own;
+// after a restart each time is told once.
+func TestStateStoreKeepsDeliveryTimesOfResends(t *testing.T) {
 	for _, interval := range []time.Duration{0, time.Hour} {
 		t.Run(interval.String(), func(t *testing.T) {
 			path := filepath.Join(t.TempDir(), "mqtt.db")
 			s := openState(t, path, interval)
+			clock := time.Unix(1764200000, 0)
+			s.now = func() time.Time { return clock }
 			cl := stateClient("doctor-1")
 			const topic = "things/thermo-1/data/temperature"
-			first := qosPacket(1, topic)
+			first := qosPacket(1, topic) // created at 1764100000, a retained message
 			s.OnQosPublish(cl, first, first.Created, 0)
 			resent := first
 			resent.FixedHeader.Dup, resent.Created = true, first.Created+2 // restamped
@@ -268,6 +272,7 @@ func TestStateStoreKeepsFirstCreationTimeOfResends(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
+			clock = clock.Add(time.Hour)
 			s.OnQosPublish(cl, resent, resent.Created, 0)
 			other := qosPacket(2, topic)
 			s.OnQosPublish(cl, other, other.Created, 0)
@@ -275,6 +280,7 @@ func TestStateStoreKeepsFirstCreationTimeOfResends(t *testing.T) {
 			reused := qosPacket(2, topic) // id 2 again, another message, later
 			reused.Payload, reused.Created = []byte(`{"value":22}`), first.Created+5
 			s.OnQosPublish(cl, reused, reused.Created, 0)
+			clock = clock.Add(time.Hour)
 			resentReused := reused
 			resentReused.FixedHeader.Dup, resentReused.Created = true, reused.Created+1
 			s.OnQosPublish(cl, resentReused, resentReused.Created, 0)
@@ -285,16 +291,23 @@ func TestStateStoreKeepsFirstCreationTimeOfResends(t *testing.T) {
 			s = openState(t, path, interval)
 			defer s.Stop()
 			msgs, err := s.StoredInflightMessages()
-			if err := err; err != nil {
+			if err != nil {
 				t.Fatal(err)
 			}
 			got := map[uint16]int64{}
 			for _, m := range msgs {
 				got[m.PacketID] = m.Created
 			}
-			want := map[uint16]int64{1: first.Created, 2: reused.Created}
-			if !maps.Equal(got, want) {
+			if want := map[uint16]int64{1: first.Created, 2: reused.Created}; !maps.Equal(got, want) {
 				t.Errorf("stored creation times %v, want %v", got, want)
+			}
+			for id, want := range map[uint16]int64{1: 1764200000, 2: 1764203600} {
+				if at, ok := s.decidedAt(cl.ID, id); !ok || at.Unix() != want {
+					t.Errorf("packet %d decided at %v (%v), want %v", id, at.Unix(), ok, want)
+				}
+				if _, again := s.decidedAt(cl.ID, id); again {
+					t.Errorf("packet %d: its delivery time told twice", id)
+				}
 			}
 		})
 	}

@@ -44,6 +44,7 @@ type Enforcer struct {
 	fanouts *fanouts
 	timing  *Timing
 	dropped func(clientID string, packetID uint16)
+	decided func(clientID string, packetID uint16) (time.Time, bool)
 	parking parking
 	rates   rateBook
 	wills   delayedWills
@@ -76,6 +77,11 @@ type EnforcerConfig struct {
 	// may reuse its packet id: mochi calls no hook for these, and a store
 	// of sessions would bring them back after a restart.
 	Dropped func(clientID string, packetID uint16)
+	// DecidedAt, when set, tells when the delivery of packet packetID, in
+	// flight for clientID when the broker started, was decided (the state
+	// store records it): such a message is decided again as of then. Unset,
+	// or unknown, it is as of the message's creation.
+	DecidedAt func(clientID string, packetID uint16) (time.Time, bool)
 }
 
 // AuditFunc receives n alike access decisions: who, what action, under
@@ -135,7 +141,7 @@ func NewEnforcer(c EnforcerConfig) *Enforcer {
 	}
 	return &Enforcer{engine: c.Engine, sessions: c.Sessions, server: c.Server, clock: c.Clock, live: c.Live,
 		views: newRenderings(renderingSlots), fanouts: newFanouts(), timing: c.Timing, log: c.Log, metrics: c.Metrics, system: c.System, audit: c.Audit,
-		dropped: c.Dropped}
+		dropped: c.Dropped, decided: c.DecidedAt}
 }
 
 // ID names the hook.
@@ -489,7 +495,7 @@ func (h *Enforcer) OnQosPublish(cl *mqtt.Client, pk packets.Packet, sent int64, 
 			v = d.View
 		}
 	}
-	h.queued.keep(cl.ID, pk.PacketID, v) // nil: a reused packet id keeps nothing of the last
+	h.queued.keep(cl.ID, pk.PacketID, v, pk.Payload) // nil: a reused packet id keeps nothing of the last
 }
 
 // OnQosComplete forgets the view kept for an acknowledged delivery. mochi
@@ -751,7 +757,7 @@ func (h *Enforcer) OnPacketEncode(cl *mqtt.Client, pk packets.Packet) packets.Pa
 	d := h.decideEncode(s, pk.TopicName)
 	var queued *policies.View
 	if pk.FixedHeader.Qos > 0 {
-		queued = h.queued.get(cl.ID, pk.PacketID)
+		queued = h.queued.get(cl.ID, pk.PacketID, pk.Payload)
 	}
 	if !d.Allowed() {
 		h.drop(cl, &pk)
@@ -837,23 +843,24 @@ func (h *Enforcer) decideEncode(s *session, topic string) *policies.Decision {
 func (h *Enforcer) drop(cl *mqtt.Client, pk *packets.Packet) {
 	h.count("encode_dropped")
 	h.log.Debug().Str("client", cl.ID).Str("topic", pk.TopicName).Msg("delivery refused at encode")
-	// Only while its id holds this very message (mochi's in-flight copy
-	// shares the payload): an id freed while the packet waited in the
-	// outbound queue (its expiry) may hold another message by now.
 	if pk.FixedHeader.Qos > 0 {
-		if cur, ok := cl.State.Inflight.Get(pk.PacketID); ok && sameBytes(cur.Payload, pk.Payload) {
-			h.forgetInflight(cl, pk.PacketID)
-		}
+		h.forgetInflight(cl, pk.PacketID, pk.Payload)
 	}
 	pk.FixedHeader.Type = packets.Reserved
 	pk.Payload = nil
 }
 
 // forgetInflight takes packet pid out of cl's in-flight messages, and its
-// view and stored copy with it: those first, since once it is deleted mochi
-// may reuse the id for another message.
-func (h *Enforcer) forgetInflight(cl *mqtt.Client, pid uint16) {
-	h.queued.keep(cl.ID, pid, nil)
+// view and stored copy with it, if the id still holds the message whose
+// payload is payload (mochi's in-flight copies share it): an id freed
+// meanwhile (the message's expiry, an acknowledgement) may hold another
+// message by now. The view and the stored copy go first: once the id is
+// deleted, mochi may reuse it.
+func (h *Enforcer) forgetInflight(cl *mqtt.Client, pid uint16, payload []byte) {
+	if cur, ok := cl.State.Inflight.Get(pid); !ok || !sameBytes(cur.Payload, payload) {
+		return
+	}
+	h.queued.keep(cl.ID, pid, nil, nil)
 	if h.dropped != nil {
 		h.dropped(cl.ID, pid)
 	}
@@ -886,17 +893,19 @@ func (h *Enforcer) OnSessionEstablish(cl *mqtt.Client, pk packets.Packet) {
 	s := h.session(cl)
 	old := h.sessions.get(existing)
 	if !pk.Connect.Clean { // (a clean start: mochi discards them)
+		// The subscriptions' purposes first: the session's messages are
+		// decided under them.
+		if old != nil && s != nil {
+			old.mu.Lock()
+			kept := make(map[string]*string, len(old.subs))
+			for f, p := range old.subs {
+				kept[f] = &p
+			}
+			old.mu.Unlock()
+			s.subscribed(kept)
+		}
 		h.pruneInflight(cl, existing, s)
 		keepResendOrder(existing)
-	}
-	if old != nil && s != nil && !pk.Connect.Clean {
-		old.mu.Lock()
-		kept := make(map[string]*string, len(old.subs))
-		for f, p := range old.subs {
-			kept[f] = &p
-		}
-		old.mu.Unlock()
-		s.subscribed(kept)
 	}
 	// mochi drops the old client once the new one has its state; a
 	// persistent session's old client gets no OnDisconnect after this.
@@ -911,7 +920,8 @@ func (h *Enforcer) OnSessionEstablish(cl *mqtt.Client, pk packets.Packet) {
 func (h *Enforcer) pruneInflight(cl, existing *mqtt.Client, s *session) {
 	// A client mochi restored from its store at start (it has no
 	// connection) brought in-flight messages whose views were never kept
-	// (they are in memory): each is decided again as of its time.
+	// (they are in memory): each is decided again as of when its delivery
+	// was, and written under that view too.
 	restored := existing.Net.Conn == nil && !existing.Net.Inline
 	for _, m := range existing.State.Inflight.GetAll(false) {
 		if m.FixedHeader.Type != packets.Publish {
@@ -921,58 +931,36 @@ func (h *Enforcer) pruneInflight(cl, existing *mqtt.Client, s *session) {
 		if s != nil {
 			d = h.decideRead(s, m.TopicName)
 		}
-		if d != nil && d.Allowed() && restored && h.queued.get(cl.ID, m.PacketID) == nil {
-			if then, ok := h.restoredView(s, m, d); !ok {
+		if d != nil && d.Allowed() && restored && h.queued.get(cl.ID, m.PacketID, m.Payload) == nil {
+			then := h.decideReadAt(s, m.TopicName, h.restoredDecisionTime(cl.ID, m))
+			if !then.Allowed() {
 				d = nil
-			} else if then != nil && !h.queued.keepInflight(existing, m.PacketID, then) {
+			} else if then.View != nil && !h.queued.keepInflight(existing, m.PacketID, m.Payload, then.View) {
 				continue // gone meanwhile (its in-flight expiry)
 			}
 		}
 		if d != nil && d.Allowed() {
-			if _, _, err := h.payloadFor(d, h.queued.get(cl.ID, m.PacketID), m.Payload); err != nil {
+			if _, _, err := h.payloadFor(d, h.queued.get(cl.ID, m.PacketID, m.Payload), m.Payload); err != nil {
 				d = nil
 			}
 		}
 		if d == nil || !d.Allowed() {
-			h.forgetInflight(existing, m.PacketID)
+			h.forgetInflight(existing, m.PacketID, m.Payload)
 			h.count("inflight_pruned")
 		}
 	}
 }
 
-// maxRestoredSteps bounds how many decisions restoredView walks through.
-const maxRestoredSteps = 200
-
-// restoredView decides again a message m of a session restored after a
-// restart, allowed now by d, whose view did not survive it: as of when it
-// was published, when its delivery was decided. A retained one may have
-// been delivered at any time since (on a subscription, or live with
-// "retain as published"), so every decision from then to now counts. It
-// returns the view the message was delivered under, when it may be
-// stricter than d's (nil: d's), and false if a decision of its time denies
-// it, or if they are more views than one message can be written under (or
-// more than maxRestoredSteps).
-func (h *Enforcer) restoredView(s *session, m packets.Packet, d *policies.Decision) (*policies.View, bool) {
-	var kept *policies.View
-	now := h.clock.Now()
-	at := time.Unix(m.Created, 0)
-	for range maxRestoredSteps {
-		then := h.decideReadAt(s, m.TopicName, at)
-		if !then.Allowed() {
-			return nil, false
+// restoredDecisionTime returns when the delivery of m, restored after a
+// restart for client id, was decided: as the state store recorded it (for
+// a retained message, its subscription), else when m was published.
+func (h *Enforcer) restoredDecisionTime(id string, m packets.Packet) time.Time {
+	if h.decided != nil {
+		if at, ok := h.decided(id, m.PacketID); ok {
+			return at
 		}
-		if v := then.View; v != nil && (d.View == nil || v.Key() != d.View.Key()) {
-			if kept != nil && kept.Key() != v.Key() {
-				return nil, false
-			}
-			kept = v
-		}
-		if !m.FixedHeader.Retain || then.Expires.IsZero() || !then.Expires.Before(now) {
-			return kept, true
-		}
-		at = then.Expires
 	}
-	return nil, false
+	return time.Unix(m.Created, 0)
 }
 
 // keepResendOrder makes mochi resend cl's in-flight messages in the order
@@ -981,7 +969,8 @@ func (h *Enforcer) restoredView(s *session, m packets.Packet, d *policies.Decisi
 // an offline session came back in any order. Their packet ids were taken
 // in sending order, so each message that shares its second with an earlier
 // one is stamped a second later than it, which only delays its in-flight
-// expiry by as many seconds.
+// expiry by as many seconds (the state store keeps the first time). A
+// message no longer in flight (its expiry) is not set back.
 func keepResendOrder(cl *mqtt.Client) {
 	msgs := cl.State.Inflight.GetAll(false)
 	if len(msgs) < 2 {
@@ -993,7 +982,9 @@ func keepResendOrder(cl *mqtt.Client) {
 	for i := 1; i < len(msgs); i++ {
 		if msgs[i].Created <= msgs[i-1].Created {
 			msgs[i].Created = msgs[i-1].Created + 1
-			cl.State.Inflight.Set(msgs[i])
+			if cur, ok := cl.State.Inflight.Get(msgs[i].PacketID); ok && sameBytes(cur.Payload, msgs[i].Payload) {
+				cl.State.Inflight.Set(msgs[i])
+			}
 		}
 	}
 }

@@ -3,6 +3,7 @@ package hooks
 import (
 	"sync"
 	"sync/atomic"
+	"unsafe"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 
@@ -18,31 +19,41 @@ import (
 // restart.
 type queuedViews struct {
 	mu sync.Mutex
-	by map[string]map[uint16]*policies.View
+	by map[string]map[uint16]queuedView
 	n  atomic.Int64 // views kept: most deliveries look no further
 }
 
-// keep remembers v for packet pid of client id; nil forgets it.
-func (q *queuedViews) keep(id string, pid uint16, v *policies.View) {
+// queuedView is the view of one in-flight message, and where its payload
+// is: mochi's copies of an in-flight message share the payload, so a packet
+// found under the id is told from another message that took the id since
+// (its expiry freed it while the packet waited in the outbound queue).
+type queuedView struct {
+	view    *policies.View
+	payload *byte
+}
+
+// keep remembers v for packet pid of client id, whose payload is payload;
+// nil forgets it.
+func (q *queuedViews) keep(id string, pid uint16, v *policies.View, payload []byte) {
 	if v == nil && q.n.Load() == 0 {
 		return
 	}
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	q.putLocked(id, pid, v)
+	q.putLocked(id, pid, v, payload)
 }
 
 // putLocked is keep under q.mu.
-func (q *queuedViews) putLocked(id string, pid uint16, v *policies.View) {
+func (q *queuedViews) putLocked(id string, pid uint16, v *policies.View, payload []byte) {
 	ids := q.by[id]
 	_, had := ids[pid]
 	switch {
 	case v != nil && !had:
 		if ids == nil {
 			if q.by == nil {
-				q.by = map[string]map[uint16]*policies.View{}
+				q.by = map[string]map[uint16]queuedView{}
 			}
-			ids = map[uint16]*policies.View{}
+			ids = map[uint16]queuedView{}
 			q.by[id] = ids
 		}
 		q.n.Add(1)
@@ -52,20 +63,20 @@ func (q *queuedViews) putLocked(id string, pid uint16, v *policies.View) {
 	case v == nil:
 		return
 	}
-	ids[pid] = v
+	ids[pid] = queuedView{view: v, payload: unsafe.SliceData(payload)}
 }
 
-// keepInflight keeps v for packet pid of cl if pid is in flight, and
-// reports whether it was: looked at under the lock, like forget, so a view
-// cannot outlive a message mochi frees meanwhile (mochi deletes the
-// message before its hook forgets the view).
-func (q *queuedViews) keepInflight(cl *mqtt.Client, pid uint16, v *policies.View) bool {
+// keepInflight keeps v for packet pid of cl if pid holds the message whose
+// payload is payload, and reports whether it did: looked at under the lock,
+// like forget, so a view cannot outlive a message mochi frees meanwhile
+// (mochi deletes the message before its hook forgets the view).
+func (q *queuedViews) keepInflight(cl *mqtt.Client, pid uint16, payload []byte, v *policies.View) bool {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	if _, ok := cl.State.Inflight.Get(pid); !ok {
+	if cur, ok := cl.State.Inflight.Get(pid); !ok || !sameBytes(cur.Payload, payload) {
 		return false
 	}
-	q.putLocked(cl.ID, pid, v)
+	q.putLocked(cl.ID, pid, v, payload)
 	return true
 }
 
@@ -97,14 +108,19 @@ func (q *queuedViews) removeLocked(id string, pid uint16) {
 	q.n.Add(-1)
 }
 
-// get returns the view kept for packet pid of client id, or nil.
-func (q *queuedViews) get(id string, pid uint16) *policies.View {
+// get returns the view kept for packet pid of client id, if it was kept for
+// the message whose payload is payload, or nil.
+func (q *queuedViews) get(id string, pid uint16, payload []byte) *policies.View {
 	if q.n.Load() == 0 {
 		return nil
 	}
 	q.mu.Lock()
-	defer q.mu.Unlock()
-	return q.by[id][pid]
+	qv := q.by[id][pid]
+	q.mu.Unlock()
+	if qv.payload != unsafe.SliceData(payload) {
+		return nil
+	}
+	return qv.view
 }
 
 // forgetClient forgets every view kept for client id: its session ended.

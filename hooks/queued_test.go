@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
 
 	"github.com/veil-iot/veil/policies"
@@ -29,9 +30,24 @@ func nightAndDay(t *testing.T) (*deliveryFixture, *settableClock) {
 	return f, clock
 }
 
+// queuedPk is a new QoS 1 delivery: a message of its own (mochi copies the
+// payload for each delivery, and its in-flight copies share it).
 func queuedPk(topic string, id uint16, dup bool) packets.Packet {
 	return packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 1, Dup: dup}, PacketID: id,
 		TopicName: topic, Payload: []byte(`{"temperature":21.37}`)}
+}
+
+// resent is pk as mochi resends it: the same message, marked DUP.
+func resent(pk packets.Packet) packets.Packet {
+	pk.FixedHeader.Dup = true
+	return pk
+}
+
+// inflight puts pk in cl's in-flight messages, as mochi does before it
+// calls OnQosPublish, and returns it.
+func inflight(cl *mqtt.Client, pk packets.Packet) packets.Packet {
+	cl.State.Inflight.Set(pk)
+	return pk
 }
 
 // Two publishers deliver to one subscriber at once (publishToClient runs on
@@ -45,11 +61,12 @@ func TestInterleavedDeliveriesKeepTheirViews(t *testing.T) {
 	if !h.OnACLCheck(doctor, a, false) || !h.OnACLCheck(doctor, b, false) {
 		t.Fatal("denied")
 	}
-	h.OnQosPublish(doctor, queuedPk(a, 7, false), 0, 0)
-	h.OnQosPublish(doctor, queuedPk(b, 8, false), 0, 0)
+	pks := map[uint16]packets.Packet{7: queuedPk(a, 7, false), 8: queuedPk(b, 8, false)}
+	h.OnQosPublish(doctor, pks[7], 0, 0)
+	h.OnQosPublish(doctor, pks[8], 0, 0)
 	clock.Set(time.Date(2026, 11, 27, 9, 0, 0, 0, time.UTC))
-	for id, topic := range map[uint16]string{7: a, 8: b} {
-		out := h.OnPacketEncode(doctor, queuedPk(topic, id, true))
+	for id, pk := range pks {
+		out := h.OnPacketEncode(doctor, resent(pk))
 		if string(out.Payload) != `{"temperature":21}` {
 			t.Errorf("id %d queued at night, resent in the morning as %s", id, out.Payload)
 		}
@@ -68,9 +85,10 @@ func TestInboundPubrecLeavesViewsAlone(t *testing.T) {
 		t.Fatal("denied")
 	}
 	h.OnQosPublish(doctor, packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Pubrec}, PacketID: 3}, 0, 0)
-	h.OnQosPublish(doctor, queuedPk(a, 7, false), 0, 0)
+	pk := queuedPk(a, 7, false)
+	h.OnQosPublish(doctor, pk, 0, 0)
 	clock.Set(time.Date(2026, 11, 27, 9, 0, 0, 0, time.UTC))
-	if out := h.OnPacketEncode(doctor, queuedPk(a, 7, true)); string(out.Payload) != `{"temperature":21}` {
+	if out := h.OnPacketEncode(doctor, resent(pk)); string(out.Payload) != `{"temperature":21}` {
 		t.Errorf("resent in the morning as %s", out.Payload)
 	}
 }
@@ -85,14 +103,18 @@ func TestReusedPacketIDLeavesNoStaleView(t *testing.T) {
 	if !h.OnACLCheck(doctor, a, false) {
 		t.Fatal("denied")
 	}
-	h.OnQosPublish(doctor, queuedPk(a, 7, false), 0, 0)
+	first := inflight(doctor, queuedPk(a, 7, false))
+	h.OnQosPublish(doctor, first, 0, 0)
 	deny := policies.Policy{ID: "deny", Priority: 0, Effect: "deny", Subjects: []string{"role:doctor"},
 		Resources: []string{"things/+/data/temperature"}, Actions: []policies.Action{policies.ActRead}}
 	if err := f.engine.PutPolicy("an", deny); err != nil {
 		t.Fatal(err)
 	}
-	if out := h.OnPacketEncode(doctor, queuedPk(a, 7, false)); out.FixedHeader.Type == packets.Publish {
+	if out := h.OnPacketEncode(doctor, first); out.FixedHeader.Type == packets.Publish {
 		t.Fatal("not dropped")
+	}
+	if _, ok := doctor.State.Inflight.Get(7); ok {
+		t.Fatal("dropped, and still in flight")
 	}
 	// The configuration now lets the doctor read exactly, no time involved.
 	for _, id := range []string{"deny", "doctor-temperature", "doctor-daytime"} {
@@ -106,8 +128,9 @@ func TestReusedPacketIDLeavesNoStaleView(t *testing.T) {
 	if !h.OnACLCheck(doctor, a, false) {
 		t.Fatal("denied")
 	}
-	h.OnQosPublish(doctor, queuedPk(a, 7, false), 0, 0)
-	out := h.OnPacketEncode(doctor, queuedPk(a, 7, false))
+	later := inflight(doctor, queuedPk(a, 7, false))
+	h.OnQosPublish(doctor, later, 0, 0)
+	out := h.OnPacketEncode(doctor, later)
 	if string(out.Payload) != `{"temperature":21.37}` {
 		t.Errorf("a later, exact delivery reusing id 7 written as %s", out.Payload)
 	}
@@ -143,18 +166,20 @@ func TestQueuedDeliveryKeepsItsView(t *testing.T) {
 	if !h.OnACLCheck(doctor, memoTopic, false) {
 		t.Fatal("the doctor may not read the temperature at night")
 	}
-	h.OnQosPublish(doctor, queuedPk(memoTopic, 7, false), 0, 0)
+	night := queuedPk(memoTopic, 7, false)
+	h.OnQosPublish(doctor, night, 0, 0)
 
 	clock.Set(time.Date(2026, 11, 27, 9, 0, 0, 0, time.UTC))
 	for _, c := range []struct {
 		step string
-		id   uint16
+		pk   packets.Packet
 		want string
 	}{
-		{"queued at night, resent in the morning", 7, `{"temperature":21}`},
-		{"decided in the morning", 8, `{"temperature":21.37}`},
+		{"queued at night, resent in the morning", resent(night), `{"temperature":21}`},
+		{"decided in the morning", queuedPk(memoTopic, 8, false), `{"temperature":21.37}`},
+		{"another message on the night's id (its expiry freed it)", queuedPk(memoTopic, 7, false), `{"temperature":21.37}`},
 	} {
-		out := h.OnPacketEncode(doctor, queuedPk(memoTopic, c.id, true))
+		out := h.OnPacketEncode(doctor, c.pk)
 		if got := string(out.Payload); out.FixedHeader.Type != packets.Publish || got != c.want {
 			t.Errorf("%s: wrote %q, want %q", c.step, got, c.want)
 		}
@@ -167,15 +192,16 @@ func TestQueuedDeliveryKeepsItsView(t *testing.T) {
 
 // A QoS 1 delivery queued at night before a restart has no view kept (the
 // views are in memory): when the doctor comes back in the morning to the
-// session mochi restored from its store, it is decided as of when it was
-// published, and written under the night's view too, or pruned if it was
-// not allowed then; a retained one may have been delivered any time since
-// its publish, so it is written under the view of that time as well, or
-// pruned if any of it denied it.
+// session mochi restored from its store, it is decided again as of when its
+// delivery was decided — as the state store recorded it, else when it was
+// published — and written under that view too, or pruned if it was not
+// allowed then. For a retained message the two differ: it was delivered on
+// a subscription, maybe long after its publish.
 func TestResendAfterRestartDecidedAsOfItsTime(t *testing.T) {
 	f, clock := nightAndDay(t)
 	h := f.enforcer
 	night := time.Date(2026, 11, 26, 22, 0, 0, 0, time.UTC)
+	evening := night.Add(-5 * time.Hour) // 17:00, still day
 	// sensor-2 is off for the doctor in the evening and at night.
 	nightOff := "things/sensor-2/data/temperature"
 	if err := f.engine.PutPolicy("an", policies.Policy{ID: "sensor-2-nights", Priority: 5, Effect: "deny",
@@ -185,17 +211,26 @@ func TestResendAfterRestartDecidedAsOfItsTime(t *testing.T) {
 	}
 	restored := f.server.NewClient(nil, "t", "doctor-0", false) // as mochi's loadClients makes it
 	restored.Properties.Username = []byte("doctor")
-	queue := func(topic string, id uint16, created time.Time, retain bool) {
+	decided := map[uint16]time.Time{}
+	queue := func(topic string, id uint16, created, delivered time.Time, retain bool) {
 		pk := queuedPk(topic, id, false)
 		pk.Created, pk.FixedHeader.Retain = created.Unix(), retain
 		restored.State.Inflight.Set(pk)
+		if !delivered.IsZero() {
+			decided[id] = delivered
+		}
 	}
-	queue(memoTopic, 1, night, false)
-	queue(memoTopic, 2, night.Add(10*time.Hour), false) // published in the morning, before the restart
-	queue(memoTopic, 3, night, true)
-	queue(nightOff, 4, night, false)
-	queue(nightOff, 5, night.Add(10*time.Hour), false)
-	queue(nightOff, 6, night.Add(-5*time.Hour), true) // retained at 17:00, maybe delivered at night
+	queue(memoTopic, 1, night, night, false)
+	queue(memoTopic, 2, night.Add(10*time.Hour), time.Time{}, false) // the morning, before the restart; no time recorded
+	queue(memoTopic, 3, evening, night, true)                        // retained at 17:00, delivered at night
+	queue(nightOff, 4, night, night, false)
+	queue(nightOff, 5, night.Add(10*time.Hour), night.Add(10*time.Hour), false)
+	queue(nightOff, 6, evening, night, true)                    // retained at 17:00, delivered at night: not allowed then
+	queue(nightOff, 7, evening, time.Time{}, true)              // as 6, its delivery's time unknown: its publish's
+	h.decided = func(id string, pid uint16) (time.Time, bool) { // as the state store
+		at, ok := decided[pid]
+		return at, ok && id == "doctor-0"
+	}
 	f.server.Clients.Add(restored)
 
 	clock.Set(time.Date(2026, 11, 27, 9, 0, 0, 0, time.UTC))
@@ -204,22 +239,27 @@ func TestResendAfterRestartDecidedAsOfItsTime(t *testing.T) {
 	for _, c := range []struct {
 		step string
 		id   uint16
-		want string
+		want string // "": pruned
 	}{
 		{"queued at night", 1, `{"temperature":21}`},
 		{"queued in the morning", 2, `{"temperature":21.37}`},
-		{"retained, queued at night", 3, `{"temperature":21}`},
+		{"retained in the evening, delivered at night", 3, `{"temperature":21}`},
+		{"queued at night from the sensor off at night", 4, ""},
 		{"queued in the morning from the sensor off at night", 5, `{"temperature":21.37}`},
+		{"retained in the evening by the sensor off at night, delivered at night", 6, ""},
+		{"retained in the evening by the sensor off at night, delivered when?", 7, `{"temperature":21.37}`},
 	} {
-		pk := queuedPk(memoTopic, c.id, true)
-		out := h.OnPacketEncode(doctor, pk)
+		pk, kept := restored.State.Inflight.Get(c.id)
+		if kept != (c.want != "") {
+			t.Errorf("%s: kept for the resend %v, want %v", c.step, kept, c.want != "")
+			continue
+		}
+		if !kept {
+			continue
+		}
+		out := h.OnPacketEncode(doctor, resent(pk))
 		if got := string(out.Payload); out.FixedHeader.Type != packets.Publish || got != c.want {
 			t.Errorf("%s, resent in the morning: wrote %q, want %q", c.step, got, c.want)
-		}
-	}
-	for id, want := range map[uint16]bool{1: true, 2: true, 3: true, 4: false, 5: true, 6: false} {
-		if _, kept := restored.State.Inflight.Get(id); kept != want {
-			t.Errorf("packet %d kept for the resend: %v, want %v", id, kept, want)
 		}
 	}
 }

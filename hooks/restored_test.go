@@ -34,7 +34,7 @@ func TestRestoredMessageDecidedAsOfItsTimeWhateverNow(t *testing.T) {
 	clock.Set(time.Date(2026, 11, 27, 9, 0, 0, 0, time.UTC))
 	doctor := f.client("doctor-0", policies.UserPrincipal("doctor"))
 	h.OnSessionEstablish(doctor, packets.Packet{Connect: packets.ConnectParams{Clean: false}})
-	if out := h.OnPacketEncode(doctor, queuedPk(memoTopic, 1, true)); string(out.Payload) != `{"temperature":21}` {
+	if out := h.OnPacketEncode(doctor, resent(pk)); string(out.Payload) != `{"temperature":21}` {
 		t.Errorf("queued at 22:00 (coarse), resent after the restart as %s", out.Payload)
 	}
 }
@@ -71,5 +71,67 @@ func TestCleanStartToARestoredSessionKeepsNoViews(t *testing.T) {
 	}
 	if out := h.OnPacketEncode(doctor, fresh); string(out.Payload) != `{"temperature":21.37}` {
 		t.Errorf("a morning delivery written as %s (the discarded night message's view)", out.Payload)
+	}
+}
+
+// A restored message keeps the view of its delivery also when it is the
+// view of its first resend: not acknowledged, it is resent again at a later
+// takeover (no restart), when today's view may be looser.
+func TestRestoredViewKeptForLaterTakeovers(t *testing.T) {
+	f, clock := nightAndDay(t) // 23:00: coarse, ends at midnight
+	h := f.enforcer
+	night := time.Date(2026, 11, 26, 22, 0, 0, 0, time.UTC)
+	restored := f.server.NewClient(nil, "t", "doctor-0", false)
+	restored.Properties.Username = []byte("doctor")
+	pk := queuedPk(memoTopic, 1, false)
+	pk.Created = night.Unix()
+	restored.State.Inflight.Set(pk)
+	f.server.Clients.Add(restored)
+
+	// First resumption after the restart, still at night.
+	doc1 := f.client("doctor-0", policies.UserPrincipal("doctor"))
+	h.OnSessionEstablish(doc1, packets.Packet{Connect: packets.ConnectParams{Clean: false}})
+	doc1.State.Inflight = restored.State.Inflight.Clone() // inheritClientSession
+	f.server.Clients.Add(doc1)
+	if out := h.OnPacketEncode(doc1, resent(pk)); string(out.Payload) != `{"temperature":21}` {
+		t.Fatalf("first resend at 23:00: %s", out.Payload)
+	}
+	// Not acknowledged; the doctor comes back in the morning (same broker run).
+	clock.Set(time.Date(2026, 11, 27, 9, 0, 0, 0, time.UTC))
+	doc2 := f.client("doctor-0", policies.UserPrincipal("doctor"))
+	h.OnSessionEstablish(doc2, packets.Packet{Connect: packets.ConnectParams{Clean: false}})
+	doc2.State.Inflight = doc1.State.Inflight.Clone()
+	if out := h.OnPacketEncode(doc2, resent(pk)); string(out.Payload) != `{"temperature":21}` {
+		t.Errorf("queued at 22:00 (coarse), resent at 09:00 after one unacknowledged resend as %s", out.Payload)
+	}
+}
+
+// A takeover decides the session's in-flight messages under the purposes
+// its subscriptions declared, not its CONNECT purpose only.
+func TestTakeoverDecidesUnderSubscriptionPurposes(t *testing.T) {
+	f, _ := nightAndDay(t)
+	h := f.enforcer
+	for _, id := range []string{"doctor-temperature", "doctor-daytime"} {
+		f.engine.DeletePolicy("an", id)
+	}
+	if err := f.engine.PutPolicy("an", policies.Policy{ID: "diag", Priority: 10, Effect: "allow", Subjects: []string{"role:doctor"},
+		Resources: []string{"things/+/data/temperature"}, Actions: []policies.Action{policies.ActRead}, Purposes: []string{"diagnosis"}}); err != nil {
+		t.Fatal(err)
+	}
+	old := f.client("doctor-0", policies.UserPrincipal("doctor"))
+	p := "diagnosis"
+	h.sessions.get(old).subscribed(map[string]*string{"things/+/data/temperature": &p})
+	if !h.OnACLCheck(old, memoTopic, false) {
+		t.Fatal("delivery denied under the subscription's purpose")
+	}
+	old.State.Inflight.Set(queuedPk(memoTopic, 1, false))
+	f.server.Clients.Add(old)
+	cl := f.client("doctor-0", policies.UserPrincipal("doctor"))
+	h.OnSessionEstablish(cl, packets.Packet{Connect: packets.ConnectParams{Clean: false}})
+	if _, ok := old.State.Inflight.Get(1); !ok {
+		t.Error("a message the doctor may read (purpose declared on SUBSCRIBE) was pruned at the takeover")
+	}
+	if !h.OnACLCheck(cl, memoTopic, false) {
+		t.Error("after the takeover a live delivery is denied")
 	}
 }
