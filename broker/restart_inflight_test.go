@@ -119,6 +119,56 @@ func TestRetainedDeliveryAcrossRestartDecidedAsDelivered(t *testing.T) {
 	expect(t, "after the restart", got, []string{`{"temperature":20.5}`})
 }
 
+// A message queued under a view that depends on live data is resent after a
+// restart under that view, though the live data allow more by then: their
+// past is not kept, so the state store keeps the view itself.
+func TestLiveDataViewSurvivesRestart(t *testing.T) {
+	dir := t.TempDir()
+	clk := &testClock{}
+	clk.Set(time.Now().UTC())
+	b := startWithClock(t, dir, clk)
+	an := mustCfg(t, b.Addr("mqtt"), "an", "an-pass")
+	// Exact while the room is humid; else the household's doctor-thermo
+	// policy rounds.
+	an.mustOK("$config/users/an/policies/doctor-humid", `{"id":"doctor-humid","priority":5,"effect":"allow",`+
+		`"subjects":["role:doctor"],"resources":["things/thermo-1/data/temperature"],"actions":["read"],`+
+		`"when":{"attr":"data.thermo-1.humidity.h","op":"gt","value":50}}`)
+	const topic = "things/thermo-1/data/temperature"
+	doc, _ := doctorSession(t, b.Addr("mqtt"), false)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if sa, err := doc.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: topic, QoS: 1}}}); err != nil || sa.Reasons[0] != 1 {
+		t.Fatalf("doctor's subscription: %v %v", sa, err)
+	}
+	_ = doc.Disconnect(&paho.Disconnect{})
+	thermo, err := dialCfg(t, b.Addr("mqtt"), "", "thermo-1", "thermo-1-secret", "thermo-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range [][2]string{{"things/thermo-1/data/humidity", `{"h":40}`}, {topic, `{"temperature":21.37}`}} {
+		if code := thermo.publish(m[0], m[1]); code != 0 {
+			t.Fatalf("thermo-1 publish %s: 0x%02x", m[0], code)
+		}
+	}
+	b.Close()
+
+	b = startWithClock(t, dir, clk)
+	defer b.Close()
+	thermo, err = dialCfg(t, b.Addr("mqtt"), "", "thermo-1", "thermo-1-secret", "thermo-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code := thermo.publish("things/thermo-1/data/humidity", `{"h":60}`); code != 0 {
+		t.Fatalf("thermo-1 publish: 0x%02x", code)
+	}
+	_, got := doctorSession(t, b.Addr("mqtt"), false)
+	expect(t, "after the restart, the room humid now", got, []string{`{"temperature":21.4}`})
+	if code := thermo.publish(topic, `{"temperature":22.51}`); code != 0 {
+		t.Fatalf("thermo-1 publish: 0x%02x", code)
+	}
+	expect(t, "published now", got, []string{`{"temperature":22.51}`})
+}
+
 // startWithClock starts a broker of the test's own on dataDir with the
 // household bootstrap and clock.
 func startWithClock(t *testing.T, dataDir string, clock *testClock) *broker.Broker {

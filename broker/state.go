@@ -62,9 +62,9 @@ type stateStore struct {
 	// now is the clock the decision times of deliveries are read from (the
 	// enforcer's: it decides a restored message as of that time).
 	now func() time.Time
-	// decided holds, by in-flight key, when the delivery of each in-flight
-	// message read at start was decided, until the enforcer asks (decidedAt).
-	decided map[string]int64 // under mu
+	// restored holds, by in-flight key, what was kept of each in-flight
+	// message read at start, until the enforcer asks (Restored).
+	restored map[string]hooks.RestoredDelivery // under mu
 }
 
 // stateBucket is mochi's bolt hook's bucket name.
@@ -367,68 +367,6 @@ func (s *stateStore) OnRetainMessage(cl *mqtt.Client, pk packets.Packet, r int64
 // OnRetainedExpired implements mqtt.Hook.
 func (s *stateStore) OnRetainedExpired(topic string) { s.record(retainedKey(topic), nil) }
 
-// OnQosPublish implements mqtt.Hook. The PUBACK of a QoS 1 publish a
-// client sent is in flight only while mochi writes it (it completes it in
-// the same call, or, if the write fails, leaves it to the session's next
-// connection to resend), so it is not recorded: a crash loses at most an
-// acknowledgement the client will ask for again by resending.
-//
-// A delivery is stored with when it was decided, in the record's Sent
-// (mochi passes the creation time there, and reads neither back): a message
-// restored after a restart is decided again as of then (decidedAt), which
-// for a retained message is its subscription, not its publish. A resend
-// (DUP) of the same message keeps the stored times: the enforcer restamps
-// the creation times of a burst a second apart to keep its resend order.
-func (s *stateStore) OnQosPublish(cl *mqtt.Client, pk packets.Packet, sent int64, _ int) {
-	if pk.FixedHeader.Type == packets.Puback {
-		return
-	}
-	id := inflightKey(cl.ID, pk.PacketID)
-	m := storedMessage(id, storage.InflightKey, cl.ID, pk, sent)
-	if !pk.FixedHeader.Dup {
-		m.Sent = s.now().Unix()
-	} else if old := s.stored(id, pk); old != nil {
-		m.Created, m.Sent = min(m.Created, old.Created), old.Sent
-	}
-	s.record(id, m)
-}
-
-// stored returns the in-flight message stored under key, if it is pk.
-// Only resends look, a session's first after a reconnection.
-func (s *stateStore) stored(key string, pk packets.Packet) *storage.Message {
-	s.commitMu.Lock() // no commit takes pending changes meanwhile
-	defer s.commitMu.Unlock()
-	s.mu.Lock()
-	v, pending := s.pending[key]
-	s.mu.Unlock()
-	m, _ := v.(*storage.Message)
-	if !pending {
-		_ = s.db.View(func(tx *bbolt.Tx) error {
-			if b := tx.Bucket(stateBucket).Get([]byte(key)); b != nil {
-				m = new(storage.Message)
-				return m.UnmarshalBinary(b)
-			}
-			return nil
-		})
-	}
-	if m == nil || m.TopicName != pk.TopicName || !bytes.Equal(m.Payload, pk.Payload) {
-		return nil
-	}
-	return m
-}
-
-// decidedAt returns when the delivery of packet packetID, in flight for
-// client at start, was decided, once: the enforcer asks as the client comes
-// back to its session.
-func (s *stateStore) decidedAt(client string, packetID uint16) (time.Time, bool) {
-	key := inflightKey(client, packetID)
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	at, ok := s.decided[key]
-	delete(s.decided, key)
-	return time.Unix(at, 0), ok && at > 0
-}
-
 // OnQosComplete implements mqtt.Hook.
 func (s *stateStore) OnQosComplete(cl *mqtt.Client, pk packets.Packet) {
 	s.record(inflightKey(cl.ID, pk.PacketID), nil)
@@ -437,14 +375,6 @@ func (s *stateStore) OnQosComplete(cl *mqtt.Client, pk packets.Packet) {
 // OnQosDropped implements mqtt.Hook.
 func (s *stateStore) OnQosDropped(cl *mqtt.Client, pk packets.Packet) {
 	s.record(inflightKey(cl.ID, pk.PacketID), nil)
-}
-
-// forgetInflight deletes the stored copy of an in-flight message the
-// enforcer took out of a session without mochi calling a hook (refused at
-// encode, pruned before a resend): kept, it would come back at the next
-// start and be offered to the client again.
-func (s *stateStore) forgetInflight(client string, packetID uint16) {
-	s.record(inflightKey(client, packetID), nil)
 }
 
 // OnSysInfoTick implements mqtt.Hook.
@@ -526,30 +456,6 @@ func (s *stateStore) StoredSubscriptions() (v []storage.Subscription, err error)
 // StoredRetainedMessages implements mqtt.Hook.
 func (s *stateStore) StoredRetainedMessages() ([]storage.Message, error) {
 	return s.messages(storage.RetainedKey + "_")
-}
-
-// StoredInflightMessages implements mqtt.Hook, with packet ids restored
-// from the key ("IFM_{client}:{id}") where the record lacks one.
-func (s *stateStore) StoredInflightMessages() ([]storage.Message, error) {
-	msgs, err := s.messages(inflightPrefix)
-	decided := make(map[string]int64, len(msgs))
-	for _, m := range msgs {
-		decided[m.ID] = m.Sent
-	}
-	s.mu.Lock()
-	s.decided = decided
-	s.mu.Unlock()
-	for i := range msgs {
-		if msgs[i].PacketID != 0 {
-			continue
-		}
-		if j := strings.LastIndexByte(msgs[i].ID, ':'); j >= 0 {
-			if id, err := strconv.ParseUint(msgs[i].ID[j+1:], 10, 16); err == nil {
-				msgs[i].PacketID = uint16(id)
-			}
-		}
-	}
-	return msgs, err
 }
 
 func (s *stateStore) messages(prefix string) (v []storage.Message, err error) {

@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"maps"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -15,6 +16,9 @@ import (
 	"github.com/mochi-mqtt/server/v2/packets"
 	"github.com/mochi-mqtt/server/v2/system"
 	"go.etcd.io/bbolt"
+
+	"github.com/veil-iot/veil/hooks"
+	"github.com/veil-iot/veil/policies"
 )
 
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -302,12 +306,57 @@ func TestStateStoreKeepsDeliveryTimesOfResends(t *testing.T) {
 				t.Errorf("stored creation times %v, want %v", got, want)
 			}
 			for id, want := range map[uint16]int64{1: 1764200000, 2: 1764203600} {
-				if at, ok := s.decidedAt(cl.ID, id); !ok || at.Unix() != want {
-					t.Errorf("packet %d decided at %v (%v), want %v", id, at.Unix(), ok, want)
+				if r, ok := s.Restored(cl.ID, id); !ok || r.DecidedAt.Unix() != want || r.View != nil {
+					t.Errorf("packet %d decided at %v, view %v (%v), want %v and none", id, r.DecidedAt.Unix(), r.View, ok, want)
 				}
-				if _, again := s.decidedAt(cl.ID, id); again {
-					t.Errorf("packet %d: its delivery time told twice", id)
+				if _, again := s.Restored(cl.ID, id); again {
+					t.Errorf("packet %d: what was kept of it told twice", id)
 				}
+			}
+		})
+	}
+}
+
+// The view a delivery was decided under is stored with it when the enforcer
+// keeps one, kept by its resend, and told after a restart; not for another
+// message that took the id, nor after the acknowledgement.
+func TestStateStoreKeepsViewsOfDeliveries(t *testing.T) {
+	for _, interval := range []time.Duration{0, time.Hour} {
+		t.Run(interval.String(), func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "mqtt.db")
+			s := openState(t, path, interval)
+			cl := stateClient("doctor-1")
+			const topic = "things/watch-1/data/location"
+			coarse := hooks.StoredView{Owner: "an", Constraints: []policies.Constraint{{Kind: "accuracy", Field: "lat", Step: 0.01}}}
+			pk := qosPacket(1, topic)
+			s.OnQosPublish(cl, pk, pk.Created, 0)
+			s.KeepView(cl.ID, pk, coarse)
+			resent := pk
+			resent.FixedHeader.Dup = true
+			s.OnQosPublish(cl, resent, resent.Created, 0) // keeps the view
+			acked := qosPacket(2, topic)
+			s.OnQosPublish(cl, acked, acked.Created, 0)
+			s.OnQosComplete(cl, acked)
+			s.KeepView(cl.ID, acked, coarse) // too late: acknowledged
+			other := qosPacket(3, topic)
+			s.OnQosPublish(cl, other, other.Created, 0)
+			another := other
+			another.Payload = []byte(`{"lat":1}`)
+			s.KeepView(cl.ID, another, coarse) // another message's
+			if err := s.Stop(); err != nil {
+				t.Fatal(err)
+			}
+			s = openState(t, path, interval)
+			defer s.Stop()
+			msgs, err := s.StoredInflightMessages()
+			if err != nil || len(msgs) != 2 {
+				t.Fatalf("restored %d messages (%v), want 2", len(msgs), err)
+			}
+			if r, ok := s.Restored(cl.ID, 1); !ok || r.View == nil || !reflect.DeepEqual(*r.View, coarse) {
+				t.Errorf("packet 1: view %+v (%v), want %+v", r.View, ok, coarse)
+			}
+			if r, ok := s.Restored(cl.ID, 3); !ok || r.View != nil {
+				t.Errorf("packet 3: view %+v (%v), want none", r.View, ok)
 			}
 		})
 	}
@@ -324,7 +373,7 @@ func TestStateStoreForgetsWhatTheEnforcerDrops(t *testing.T) {
 	if err := s.commit(); err != nil {
 		t.Fatal(err)
 	}
-	s.forgetInflight(cl.ID, 1)
+	s.Dropped(cl.ID, 1)
 	if err := s.Stop(); err != nil {
 		t.Fatal(err)
 	}

@@ -41,13 +41,12 @@ type Enforcer struct {
 	system []SystemTopics
 	audit  AuditFunc
 
-	fanouts *fanouts
-	timing  *Timing
-	dropped func(clientID string, packetID uint16)
-	decided func(clientID string, packetID uint16) (time.Time, bool)
-	parking parking
-	rates   rateBook
-	wills   delayedWills
+	fanouts  *fanouts
+	timing   *Timing
+	inflight InflightStore
+	parking  parking
+	rates    rateBook
+	wills    delayedWills
 
 	timedSeen atomic.Bool // a delivery was decided under a view that may be looser later
 	queued    queuedViews
@@ -72,16 +71,9 @@ type EnforcerConfig struct {
 	Audit AuditFunc
 	// Timing, when set, samples the time enforcement adds to deliveries.
 	Timing *Timing
-	// Dropped, when set, is told each in-flight message Veil takes out of
-	// a session (refused at encode, pruned before a resend), before mochi
-	// may reuse its packet id: mochi calls no hook for these, and a store
-	// of sessions would bring them back after a restart.
-	Dropped func(clientID string, packetID uint16)
-	// DecidedAt, when set, tells when the delivery of packet packetID, in
-	// flight for clientID when the broker started, was decided (the state
-	// store records it): such a message is decided again as of then. Unset,
-	// or unknown, it is as of the message's creation.
-	DecidedAt func(clientID string, packetID uint16) (time.Time, bool)
+	// Inflight, when set, keeps across a restart what the enforcer knows of
+	// the in-flight messages the broker's state store keeps.
+	Inflight InflightStore
 }
 
 // AuditFunc receives n alike access decisions: who, what action, under
@@ -141,7 +133,7 @@ func NewEnforcer(c EnforcerConfig) *Enforcer {
 	}
 	return &Enforcer{engine: c.Engine, sessions: c.Sessions, server: c.Server, clock: c.Clock, live: c.Live,
 		views: newRenderings(renderingSlots), fanouts: newFanouts(), timing: c.Timing, log: c.Log, metrics: c.Metrics, system: c.System, audit: c.Audit,
-		dropped: c.Dropped, decided: c.DecidedAt}
+		inflight: c.Inflight}
 }
 
 // ID names the hook.
@@ -490,12 +482,16 @@ func (h *Enforcer) OnQosPublish(cl *mqtt.Client, pk packets.Packet, sent int64, 
 		return // a late delivery to a replaced connection: mochi moved its in-flight messages
 	}
 	var v *policies.View
+	var owner string
 	if s := h.session(cl); s != nil {
 		if d := h.decideRead(s, pk.TopicName); d.Allowed() && (d.Dynamic || !d.Expires.IsZero()) {
-			v = d.View
+			v, owner = d.View, d.PolicyOwner
 		}
 	}
 	h.queued.keep(cl.ID, pk.PacketID, v, pk.Payload) // nil: a reused packet id keeps nothing of the last
+	if v != nil && h.inflight != nil {
+		h.inflight.KeepView(cl.ID, pk, StoredView{Owner: owner, Constraints: v.Constraints()})
+	}
 }
 
 // OnQosComplete forgets the view kept for an acknowledged delivery. mochi
@@ -861,8 +857,8 @@ func (h *Enforcer) forgetInflight(cl *mqtt.Client, pid uint16, payload []byte) {
 		return
 	}
 	h.queued.keep(cl.ID, pid, nil, nil)
-	if h.dropped != nil {
-		h.dropped(cl.ID, pid)
+	if h.inflight != nil {
+		h.inflight.Dropped(cl.ID, pid)
 	}
 	cl.State.Inflight.Delete(pid)
 }
@@ -932,10 +928,9 @@ func (h *Enforcer) pruneInflight(cl, existing *mqtt.Client, s *session) {
 			d = h.decideRead(s, m.TopicName)
 		}
 		if d != nil && d.Allowed() && restored && h.queued.get(cl.ID, m.PacketID, m.Payload) == nil {
-			then := h.decideReadAt(s, m.TopicName, h.restoredDecisionTime(cl.ID, m))
-			if !then.Allowed() {
+			if v, ok := h.restoredView(cl.ID, s, m); !ok {
 				d = nil
-			} else if then.View != nil && !h.queued.keepInflight(existing, m.PacketID, m.Payload, then.View) {
+			} else if v != nil && !h.queued.keepInflight(existing, m.PacketID, m.Payload, v) {
 				continue // gone meanwhile (its in-flight expiry)
 			}
 		}
@@ -951,16 +946,31 @@ func (h *Enforcer) pruneInflight(cl, existing *mqtt.Client, s *session) {
 	}
 }
 
-// restoredDecisionTime returns when the delivery of m, restored after a
-// restart for client id, was decided: as the state store recorded it (for
-// a retained message, its subscription), else when m was published.
-func (h *Enforcer) restoredDecisionTime(id string, m packets.Packet) time.Time {
-	if h.decided != nil {
-		if at, ok := h.decided(id, m.PacketID); ok {
-			return at
-		}
+// restoredView returns the view the delivery of m, restored after a restart
+// for client id, was decided under (nil: none), or false if it must not be
+// written. The store kept the view if it could be looser later; else the
+// delivery is decided again as of when it was (for a retained message, its
+// subscription), or as of m's creation if the store does not know. A kept
+// view that no longer compiles withholds the message.
+func (h *Enforcer) restoredView(id string, s *session, m packets.Packet) (*policies.View, bool) {
+	var r RestoredDelivery
+	if h.inflight != nil {
+		r, _ = h.inflight.Restored(id, m.PacketID)
 	}
-	return time.Unix(m.Created, 0)
+	if r.View != nil {
+		v, err := h.engine.ViewFor(r.View.Owner, r.View.Constraints)
+		if err != nil {
+			h.log.Warn().Str("client", id).Str("topic", m.TopicName).Err(err).Msg("stored view of an in-flight message does not compile; not resent")
+			return nil, false
+		}
+		return v, true
+	}
+	at := r.DecidedAt
+	if at.IsZero() {
+		at = time.Unix(m.Created, 0)
+	}
+	then := h.decideReadAt(s, m.TopicName, at)
+	return then.View, then.Allowed()
 }
 
 // keepResendOrder makes mochi resend cl's in-flight messages in the order

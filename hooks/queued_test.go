@@ -225,12 +225,13 @@ func TestResendAfterRestartDecidedAsOfItsTime(t *testing.T) {
 	queue(memoTopic, 3, evening, night, true)                        // retained at 17:00, delivered at night
 	queue(nightOff, 4, night, night, false)
 	queue(nightOff, 5, night.Add(10*time.Hour), night.Add(10*time.Hour), false)
-	queue(nightOff, 6, evening, night, true)                    // retained at 17:00, delivered at night: not allowed then
-	queue(nightOff, 7, evening, time.Time{}, true)              // as 6, its delivery's time unknown: its publish's
-	h.decided = func(id string, pid uint16) (time.Time, bool) { // as the state store
-		at, ok := decided[pid]
-		return at, ok && id == "doctor-0"
+	queue(nightOff, 6, evening, night, true)       // retained at 17:00, delivered at night: not allowed then
+	queue(nightOff, 7, evening, time.Time{}, true) // as 6, its delivery's time unknown: its publish's
+	store := &restoredStore{client: "doctor-0", of: map[uint16]RestoredDelivery{}}
+	for id, at := range decided {
+		store.of[id] = RestoredDelivery{DecidedAt: at}
 	}
+	h.inflight = store
 	f.server.Clients.Add(restored)
 
 	clock.Set(time.Date(2026, 11, 27, 9, 0, 0, 0, time.UTC))
@@ -262,4 +263,19 @@ func TestResendAfterRestartDecidedAsOfItsTime(t *testing.T) {
 			t.Errorf("%s, resent in the morning: wrote %q, want %q", c.step, got, c.want)
 		}
 	}
+}
+
+// restoredStore is an InflightStore as the state store is after a restart:
+// it tells what it kept of client's in-flight messages.
+type restoredStore struct {
+	client string
+	of     map[uint16]RestoredDelivery
+}
+
+func (r *restoredStore) Dropped(string, uint16)                      {}
+func (r *restoredStore) KeepView(string, packets.Packet, StoredView) {}
+func (r *restoredStore) Restored(id string, pid uint16) (RestoredDelivery, bool) {
+	d, ok := r.of[pid]
+	delete(r.of, pid)
+	return d, ok && id == r.client
 }

@@ -135,3 +135,44 @@ func TestTakeoverDecidesUnderSubscriptionPurposes(t *testing.T) {
 		t.Error("after the takeover a live delivery is denied")
 	}
 }
+
+// A message whose view the state store kept (one that depends on live
+// data, whose past is not kept, cannot be decided again) is written under
+// that view after a restart, whatever the decision as of its delivery; one
+// whose stored view no longer compiles is not written at all.
+func TestRestoredMessageWrittenUnderItsStoredView(t *testing.T) {
+	f, clock := nightAndDay(t)
+	h := f.enforcer
+	morning := time.Date(2026, 11, 27, 9, 0, 0, 0, time.UTC) // exact by day
+	restored := f.server.NewClient(nil, "t", "doctor-0", false)
+	restored.Properties.Username = []byte("doctor")
+	for id := uint16(1); id <= 3; id++ {
+		pk := queuedPk(memoTopic, id, false)
+		pk.Created = morning.Add(-time.Hour).Unix()
+		restored.State.Inflight.Set(pk)
+	}
+	f.server.Clients.Add(restored)
+	h.inflight = &restoredStore{client: "doctor-0", of: map[uint16]RestoredDelivery{
+		1: {DecidedAt: morning.Add(-time.Hour), View: &StoredView{Owner: "an",
+			Constraints: []policies.Constraint{{Kind: "accuracy", Field: "temperature", Step: 1}}}},
+		2: {DecidedAt: morning.Add(-time.Hour)},
+		3: {DecidedAt: morning.Add(-time.Hour), View: &StoredView{Owner: "an",
+			Constraints: []policies.Constraint{{Kind: "accuracy", Field: "temperature", Step: -1}}}},
+	}}
+	clock.Set(morning)
+	doctor := f.client("doctor-0", policies.UserPrincipal("doctor"))
+	h.OnSessionEstablish(doctor, packets.Packet{Connect: packets.ConnectParams{Clean: false}})
+	for id, want := range map[uint16]string{1: `{"temperature":21}`, 2: `{"temperature":21.37}`, 3: ""} {
+		pk, kept := restored.State.Inflight.Get(id)
+		if kept != (want != "") {
+			t.Errorf("packet %d kept for the resend: %v, want %v", id, kept, want != "")
+			continue
+		}
+		if !kept {
+			continue
+		}
+		if out := h.OnPacketEncode(doctor, resent(pk)); string(out.Payload) != want {
+			t.Errorf("packet %d resent as %s, want %s", id, out.Payload, want)
+		}
+	}
+}

@@ -371,6 +371,13 @@ func (e *Engine) DeletePolicy(owner, id string) bool {
 }
 
 // ownerSecret is the owner's pseudonymisation key.
+// ViewFor compiles cs as a policy of owner's would be: a view kept outside
+// the engine, as its constraints and whose policy it came from, is the same
+// view again (the same key; pseudonyms under the owner's key).
+func (e *Engine) ViewFor(owner string, cs []Constraint) (*View, error) {
+	return NewView(e.ownerSecret(owner), cs)
+}
+
 func (e *Engine) ownerSecret(owner string) []byte {
 	m := hmac.New(sha256.New, e.secret)
 	m.Write([]byte(owner))

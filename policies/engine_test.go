@@ -1032,3 +1032,44 @@ func TestDecideAt(t *testing.T) {
 		t.Fatalf("as of 08:00 in Berlin: %s, want allowed", d.Reason())
 	}
 }
+
+// A view kept outside the engine as its constraints and whose policy it came
+// from is compiled again to the same view: the same key, the same output,
+// pseudonyms under the owner's key included.
+func TestViewForRebuildsAPolicysView(t *testing.T) {
+	e := NewEngine(Options{Secret: []byte("test")})
+	for _, u := range []User{{Name: "an"}, {Name: "bo"}, {Name: "doctor", Attributes: Attributes{"role": "doctor"}}} {
+		if err := e.PutUser(u); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := e.PutThing(Thing{ID: "watch-1", Owner: "an", Kind: "sensor", Streams: []string{"location"}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.PutPolicy("an", Policy{ID: "coarse", Priority: 10, Effect: "allow", Subjects: []string{"role:doctor"},
+		Resources: []string{"things/watch-1/data/location"}, Actions: []Action{ActRead},
+		Constraints: []Constraint{{Kind: ConstraintAccuracy, Field: "lat", Step: 0.01}, {Kind: ConstraintPseudonymize, Field: "id"}}}); err != nil {
+		t.Fatal(err)
+	}
+	d := e.Decide(Request{Principal: UserPrincipal("doctor"), Topic: "things/watch-1/data/location", Action: ActRead})
+	if d.View == nil || d.PolicyOwner != "an" {
+		t.Fatalf("decision: view %v, policy owner %q", d.View, d.PolicyOwner)
+	}
+	again, err := e.ViewFor(d.PolicyOwner, d.View.Constraints())
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := []byte(`{"lat":48.77583,"id":"an-watch"}`)
+	want, _ := d.View.Apply(in)
+	got, err := again.Apply(in)
+	if again.Key() != d.View.Key() || err != nil || string(got) != string(want) {
+		t.Errorf("rebuilt view: key %q, %s (%v); want key %q, %s", again.Key(), got, err, d.View.Key(), want)
+	}
+	other, err := e.ViewFor("bo", d.View.Constraints())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out, _ := other.Apply(in); other.Key() == d.View.Key() || string(out) == string(want) {
+		t.Errorf("another owner's view pseudonymizes alike: key %q, %s", other.Key(), out)
+	}
+}

@@ -73,6 +73,7 @@ type View struct {
 	rate     time.Duration
 	ops      []viewOp
 	rewrites bool
+	cs       []Constraint // as given to NewView (Constraints)
 	// hmacs pools HMAC-SHA256 states keyed with the owner's key; nil unless
 	// a pseudonymize constraint is present.
 	hmacs *sync.Pool
@@ -116,7 +117,7 @@ type viewOp struct {
 // with an error naming the constraint, so that a bad document cannot crash
 // or quietly weaken enforcement.
 func NewView(key []byte, cs []Constraint) (*View, error) {
-	v := &View{}
+	v := &View{cs: slices.Clone(cs)}
 	var kb strings.Builder
 	pseudo := false
 	for i, c := range cs {
@@ -356,6 +357,11 @@ func writeConstraintKey(b *strings.Builder, c Constraint, op viewOp) {
 // also fixes Rate), plus, when a pseudonymize constraint is present, a
 // fingerprint of the owner's key (never the key).
 func (v *View) Key() string { return v.key }
+
+// Constraints returns the constraints v was compiled from, for a view kept
+// outside the engine (the broker's state store) to be compiled again
+// (Engine.ViewFor). They are shared: callers must not modify them.
+func (v *View) Constraints() []Constraint { return v.cs }
 
 // Rate is the minimum period between two messages to one requester; zero
 // when unlimited. The caller enforces it per subscriber. With several rate

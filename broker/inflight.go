@@ -1,0 +1,194 @@
+package broker
+
+import (
+	"bytes"
+	"encoding/json"
+	"strconv"
+	"strings"
+	"time"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/hooks/storage"
+	"github.com/mochi-mqtt/server/v2/packets"
+	"go.etcd.io/bbolt"
+
+	"github.com/veil-iot/veil/hooks"
+)
+
+// inflightRecord is an in-flight message as the state store keeps it:
+// mochi's record, and what the enforcer must know of it after a restart
+// (hooks.InflightStore): when its delivery was decided, in Sent (mochi
+// passes the creation time there, and reads neither back), and the view it
+// was decided under, when that may be looser later. The view is a field
+// mochi's own hook does not know, and ignores.
+type inflightRecord struct {
+	storage.Message
+	View *hooks.StoredView `json:"veil_view,omitempty"`
+}
+
+// MarshalBinary implements storage.Serializable.
+func (r *inflightRecord) MarshalBinary() ([]byte, error) { return json.Marshal(r) }
+
+// UnmarshalBinary reads a record, also one mochi's hook wrote.
+func (r *inflightRecord) UnmarshalBinary(b []byte) error { return json.Unmarshal(b, r) }
+
+// OnQosPublish implements mqtt.Hook. The PUBACK of a QoS 1 publish a
+// client sent is in flight only while mochi writes it (it completes it in
+// the same call, or, if the write fails, leaves it to the session's next
+// connection to resend), so it is not recorded: a crash loses at most an
+// acknowledgement the client will ask for again by resending.
+//
+// A delivery is stored with when it was decided (now: mochi calls this
+// right after its ACL check); for a retained message that is its
+// subscription, not its publish. A resend (DUP) of the same message keeps
+// what was stored of it: the enforcer restamps the creation times of a
+// burst a second apart to keep its resend order.
+func (s *stateStore) OnQosPublish(cl *mqtt.Client, pk packets.Packet, sent int64, _ int) {
+	if pk.FixedHeader.Type == packets.Puback {
+		return
+	}
+	id := inflightKey(cl.ID, pk.PacketID)
+	r := &inflightRecord{Message: *storedMessage(id, storage.InflightKey, cl.ID, pk, sent)}
+	if !pk.FixedHeader.Dup {
+		r.Sent = s.now().Unix()
+	} else {
+		s.commitMu.Lock()
+		old, _ := s.inflight(id)
+		s.commitMu.Unlock()
+		if old != nil && old.TopicName == pk.TopicName && bytes.Equal(old.Payload, pk.Payload) {
+			r.Created, r.Sent, r.View = min(r.Created, old.Created), old.Sent, old.View
+		}
+	}
+	s.record(id, r)
+}
+
+// inflight returns the in-flight record stored under key, pending or in
+// the file, and whether it was pending. The caller holds commitMu, so no
+// commit takes the pending changes meanwhile. Only resends and views kept
+// look, not every delivery.
+func (s *stateStore) inflight(key string) (*inflightRecord, bool) {
+	s.mu.Lock()
+	v, pending := s.pending[key]
+	s.mu.Unlock()
+	if pending {
+		r, _ := v.(*inflightRecord)
+		return r, true
+	}
+	var r *inflightRecord
+	_ = s.db.View(func(tx *bbolt.Tx) error {
+		if b := tx.Bucket(stateBucket).Get([]byte(key)); b != nil {
+			r = new(inflightRecord)
+			return r.UnmarshalBinary(b)
+		}
+		return nil
+	})
+	return r, false
+}
+
+// KeepView implements hooks.InflightStore: the record of the delivery gets
+// the view, unless it changed meanwhile (acknowledged, its id reused). It
+// runs on the publisher's goroutine for every delivery that keeps a view,
+// so it never waits for a commit: the record is still pending (recorded a
+// moment ago), or else, handed to a commit since (always so with
+// --state-sync 0), read from the file and recorded again.
+func (s *stateStore) KeepView(client string, pk packets.Packet, v hooks.StoredView) {
+	key := inflightKey(client, pk.PacketID)
+	kept := s.withView(key, nil, pk.Payload, v)
+	if kept == nil {
+		var r *inflightRecord
+		_ = s.db.View(func(tx *bbolt.Tx) error {
+			if b := tx.Bucket(stateBucket).Get([]byte(key)); b != nil {
+				r = new(inflightRecord)
+				return r.UnmarshalBinary(b)
+			}
+			return nil
+		})
+		if r == nil || !bytes.Equal(r.Payload, pk.Payload) {
+			return
+		}
+		if kept = s.withView(key, r, pk.Payload, v); kept == nil {
+			return
+		}
+	}
+	s.changes.Add(1)
+	if s.interval <= 0 {
+		if err := s.commit(); err != nil {
+			s.Log.Error("broker state not saved", "key", key, "error", err)
+		}
+	}
+}
+
+// withView puts, as the pending change of key, the record of the message
+// with payload with view v: the pending record, if there is one (fromFile
+// nil), or fromFile, read from the file, if nothing is pending and the key
+// may be in the file. It returns what it put, or nil.
+func (s *stateStore) withView(key string, fromFile *inflightRecord, payload []byte, v hooks.StoredView) *inflightRecord {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	cur, pending := s.pending[key]
+	r, _ := cur.(*inflightRecord)
+	switch {
+	case s.closed:
+		return nil
+	case fromFile == nil && pending && r != nil && bytes.Equal(r.Payload, payload):
+	case fromFile != nil && !pending && s.mayBeInFile(key):
+		r = fromFile
+	default:
+		return nil
+	}
+	kept := *r
+	kept.View = &v
+	s.pending[key] = &kept
+	return &kept
+}
+
+// Dropped implements hooks.InflightStore: the stored copy of an in-flight
+// message the enforcer took out of a session goes too, or it would come
+// back at the next start.
+func (s *stateStore) Dropped(client string, packetID uint16) {
+	s.record(inflightKey(client, packetID), nil)
+}
+
+// Restored implements hooks.InflightStore: what was kept of an in-flight
+// message read at start, told once.
+func (s *stateStore) Restored(client string, packetID uint16) (hooks.RestoredDelivery, bool) {
+	key := inflightKey(client, packetID)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	r, ok := s.restored[key]
+	delete(s.restored, key)
+	return r, ok
+}
+
+// StoredInflightMessages implements mqtt.Hook, with packet ids restored
+// from the key ("IFM_{client}:{id}") where the record lacks one. What the
+// enforcer must know of them is kept for Restored.
+func (s *stateStore) StoredInflightMessages() ([]storage.Message, error) {
+	var msgs []storage.Message
+	restored := map[string]hooks.RestoredDelivery{}
+	err := s.each(inflightPrefix, func(b []byte) error {
+		var r inflightRecord
+		if err := r.UnmarshalBinary(b); err != nil {
+			return err
+		}
+		if r.PacketID == 0 {
+			if j := strings.LastIndexByte(r.ID, ':'); j >= 0 {
+				if id, err := strconv.ParseUint(r.ID[j+1:], 10, 16); err == nil {
+					r.PacketID = uint16(id)
+				}
+			}
+		}
+		var d hooks.RestoredDelivery
+		if r.Sent > 0 {
+			d.DecidedAt = time.Unix(r.Sent, 0)
+		}
+		d.View = r.View
+		restored[r.ID] = d
+		msgs = append(msgs, r.Message)
+		return nil
+	})
+	s.mu.Lock()
+	s.restored = restored
+	s.mu.Unlock()
+	return msgs, err
+}
