@@ -150,13 +150,12 @@ func (s *stateStore) Dropped(client string, packetID uint16) {
 }
 
 // Restored implements hooks.InflightStore: what was kept of an in-flight
-// message read at start, told once.
+// message read at start, while it is the message under its id (record
+// forgets it once the message is acknowledged, dropped or replaced).
 func (s *stateStore) Restored(client string, packetID uint16) (hooks.RestoredDelivery, bool) {
-	key := inflightKey(client, packetID)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	r, ok := s.restored[key]
-	delete(s.restored, key)
+	r, ok := s.restored[inflightKey(client, packetID)]
 	return r, ok
 }
 

@@ -251,6 +251,9 @@ func (s *stateStore) record(key string, v storage.Serializable) {
 	} else {
 		s.pending[key] = v
 	}
+	if r, put := v.(*inflightRecord); v == nil || put && !r.FixedHeader.Dup {
+		delete(s.restored, key) // the message read at start is gone, its id maybe another's
+	}
 	s.mu.Unlock()
 	s.changes.Add(1)
 	if s.interval <= 0 {
@@ -372,8 +375,14 @@ func (s *stateStore) OnQosComplete(cl *mqtt.Client, pk packets.Packet) {
 	s.record(inflightKey(cl.ID, pk.PacketID), nil)
 }
 
-// OnQosDropped implements mqtt.Hook.
+// OnQosDropped implements mqtt.Hook; not for a session taken over: mochi
+// moves its in-flight messages to the new connection, then drops them from
+// the old one (a clean start drops them before it marks the old one taken
+// over, and they go).
 func (s *stateStore) OnQosDropped(cl *mqtt.Client, pk packets.Packet) {
+	if cl.IsTakenOver() {
+		return
+	}
 	s.record(inflightKey(cl.ID, pk.PacketID), nil)
 }
 

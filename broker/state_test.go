@@ -256,7 +256,7 @@ func TestStateStoreInflightLifecycle(t *testing.T) {
 // stored times: the enforcer restamps a burst's resends a second apart (to
 // keep their order) and decides a message restored after a restart as of
 // its delivery. A new message on a reused packet id is stored with its own;
-// after a restart each time is told once.
+// after a restart each is told while its message is in flight.
 func TestStateStoreKeepsDeliveryTimesOfResends(t *testing.T) {
 	for _, interval := range []time.Duration{0, time.Hour} {
 		t.Run(interval.String(), func(t *testing.T) {
@@ -309,8 +309,20 @@ func TestStateStoreKeepsDeliveryTimesOfResends(t *testing.T) {
 				if r, ok := s.Restored(cl.ID, id); !ok || r.DecidedAt.Unix() != want || r.View != nil {
 					t.Errorf("packet %d decided at %v, view %v (%v), want %v and none", id, r.DecidedAt.Unix(), r.View, ok, want)
 				}
-				if _, again := s.Restored(cl.ID, id); again {
-					t.Errorf("packet %d: what was kept of it told twice", id)
+			}
+			// Forgotten once the message is acknowledged, or its id taken by
+			// another; not by a resend.
+			s.OnQosPublish(cl, resent, resent.Created, 0)
+			if _, ok := s.Restored(cl.ID, 1); !ok {
+				t.Error("packet 1: forgotten at its resend")
+			}
+			s.OnQosComplete(cl, resent)
+			fresh := qosPacket(2, topic)
+			fresh.Payload = []byte(`{"value":23}`)
+			s.OnQosPublish(cl, fresh, fresh.Created, 0)
+			for _, id := range []uint16{1, 2} {
+				if _, still := s.Restored(cl.ID, id); still {
+					t.Errorf("packet %d: what was kept of it still told", id)
 				}
 			}
 		})

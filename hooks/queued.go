@@ -38,9 +38,9 @@ type InflightStore interface {
 	// under, when it may be looser later (it ends at a time or depends on
 	// live data, whose past is not kept). It must not block.
 	KeepView(clientID string, pk packets.Packet, v StoredView)
-	// Restored tells, once, what was kept of packet packetID, in flight for
-	// clientID when the broker started: when its delivery was decided, and
-	// the view kept for it, if any.
+	// Restored tells what was kept of packet packetID, in flight for
+	// clientID when the broker started, while it is still that message:
+	// when its delivery was decided, and the view kept for it, if any.
 	Restored(clientID string, packetID uint16) (RestoredDelivery, bool)
 }
 

@@ -203,14 +203,13 @@ func (r *renderings) renderMessage(v *policies.View, m *message) ([]byte, error)
 	}
 	var out []byte
 	var err error
-	if v.Rewrites() && m.memo[0].Load() == nil {
+	if m.memo[0].Load() == nil {
 		// The message's first view renders straight from the bytes: Apply
 		// does the parse and the rendering in one pass and keeps no parse,
 		// a third cheaper than ParsePayload and Render (a fan-in renders
-		// every message in one view only). A second view parses once for
-		// itself and any later ones, and so does a view that does not
-		// rewrite (its check that the payload is a JSON object is that
-		// parse).
+		// every message in one view only); for a view that does not
+		// rewrite it is the check that the payload is a JSON object. A
+		// second view parses once for itself and any later ones.
 		out, err = v.Apply(m.raw)
 		r.parses.Add(1)
 		r.renders.Add(1)
