@@ -218,7 +218,7 @@ func (b *Broker) startMQTT() error {
 		b.enforcer = hooks.NewEnforcer(hooks.EnforcerConfig{
 			Engine: b.Engine, Sessions: b.Sessions, Server: srv, Clock: b.cfg.Clock, Live: b.Live,
 			Log: b.log.With().Str("component", "enforcer").Logger(), Metrics: b.Metrics, Timing: b.Timing,
-			Inflight: b.state,
+			State: b.state,
 		})
 		if err := srv.AddHook(hooks.NewAuthenticator(hooks.AuthConfig{
 			Engine: b.Engine, Credentials: b.Credentials, Sessions: b.Sessions, Server: srv, JWT: jwtCfg,

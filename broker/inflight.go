@@ -17,7 +17,7 @@ import (
 
 // inflightRecord is an in-flight message as the state store keeps it:
 // mochi's record, and what the enforcer must know of it after a restart
-// (hooks.InflightStore): when its delivery was decided, in Sent (mochi
+// (hooks.StateStore): when its delivery was decided, in Sent (mochi
 // passes the creation time there, and reads neither back), and the view it
 // was decided under, when that may be looser later. The view is a field
 // mochi's own hook does not know, and ignores.
@@ -85,7 +85,7 @@ func (s *stateStore) inflight(key string) (*inflightRecord, bool) {
 	return r, false
 }
 
-// KeepView implements hooks.InflightStore: the record of the delivery gets
+// KeepView implements hooks.StateStore: the record of the delivery gets
 // the view, unless it changed meanwhile (acknowledged, its id reused). It
 // runs on the publisher's goroutine for every delivery that keeps a view,
 // so it never waits for a commit: the record is still pending (recorded a
@@ -142,14 +142,14 @@ func (s *stateStore) withView(key string, fromFile *inflightRecord, payload []by
 	return &kept
 }
 
-// Dropped implements hooks.InflightStore: the stored copy of an in-flight
+// Dropped implements hooks.StateStore: the stored copy of an in-flight
 // message the enforcer took out of a session goes too, or it would come
 // back at the next start.
 func (s *stateStore) Dropped(client string, packetID uint16) {
 	s.record(inflightKey(client, packetID), nil)
 }
 
-// Restored implements hooks.InflightStore: what was kept of an in-flight
+// Restored implements hooks.StateStore: what was kept of an in-flight
 // message read at start, while it is the message under its id (record
 // forgets it once the message is acknowledged, dropped or replaced).
 func (s *stateStore) Restored(client string, packetID uint16) (hooks.RestoredDelivery, bool) {

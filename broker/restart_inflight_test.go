@@ -177,6 +177,49 @@ func TestLiveDataViewSurvivesRestart(t *testing.T) {
 	expect(t, "published now", got, []string{`{"temperature":22.51}`})
 }
 
+// A subscription keeps the purpose it declared across a restart: the doctor
+// reads the watch's location for diagnosis only, declared on SUBSCRIBE, and a
+// position published while the doctor is away after the restart is queued
+// for them under that purpose, rounded. A subscription refused before the
+// restart is not restored by it.
+func TestSubscriptionPurposeSurvivesRestart(t *testing.T) {
+	dir := t.TempDir()
+	clk := &testClock{}
+	clk.Set(time.Now().UTC())
+	b := startWithClock(t, dir, clk)
+	const topic = "things/watch-1/data/location"
+	doc, _ := doctorSession(t, b.Addr("mqtt"), false)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	sa, err := doc.Subscribe(ctx, &paho.Subscribe{
+		Subscriptions: []paho.SubscribeOptions{{Topic: topic, QoS: 1}, {Topic: "things/lock-1/#", QoS: 1}},
+		Properties:    &paho.SubscribeProperties{User: paho.UserProperties{{Key: "purpose", Value: "diagnosis"}}}})
+	if sa == nil || sa.Reasons[0] != 1 || sa.Reasons[1] < 0x80 { // (paho errs when one is refused)
+		t.Fatalf("doctor's subscriptions: %v %v; want the location granted, lock-1 refused", sa, err)
+	}
+	_ = doc.Disconnect(&paho.Disconnect{})
+	b.Close()
+
+	b = startWithClock(t, dir, clk)
+	defer b.Close()
+	watch, err := dialCfg(t, b.Addr("mqtt"), "", "watch-1", "watch-1-secret", "watch-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code := watch.publish(topic, `{"lat":48.77583,"lon":9.18294}`); code != 0 {
+		t.Fatalf("watch-1 publish: 0x%02x", code)
+	}
+	lock, err := dialCfg(t, b.Addr("mqtt"), "", "lock-1", "lock-1-secret", "lock-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code := lock.publish("things/lock-1/state", `{"locked":true}`); code != 0 {
+		t.Fatalf("lock-1 publish: 0x%02x", code)
+	}
+	_, got := doctorSession(t, b.Addr("mqtt"), false)
+	expect(t, "queued after the restart", got, []string{`{"lat":48.78,"lon":9.18}`})
+}
+
 // startWithClock starts a broker of the test's own on dataDir with the
 // household bootstrap and clock.
 func startWithClock(t *testing.T, dataDir string, clock *testClock) *broker.Broker {

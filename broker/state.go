@@ -2,6 +2,7 @@ package broker
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
@@ -65,6 +66,9 @@ type stateStore struct {
 	// restored holds, by in-flight key, what was kept of each in-flight
 	// message read at start, until the enforcer asks (Restored).
 	restored map[string]hooks.RestoredDelivery // under mu
+	// purposes holds, by client id and filter, the purposes the stored
+	// subscriptions declared, as read at start (Purposes).
+	purposes map[string]map[string]string // under mu
 }
 
 // stateBucket is mochi's bolt hook's bucket name.
@@ -337,18 +341,37 @@ func (s *stateStore) OnClientExpired(cl *mqtt.Client) { s.record(clientKey(cl.ID
 
 // OnSubscribed implements mqtt.Hook.
 func (s *stateStore) OnSubscribed(cl *mqtt.Client, pk packets.Packet, codes []byte) {
+	purpose := hooks.SubscribePurpose(pk)
 	for i, f := range pk.Filters {
 		if i >= len(codes) {
 			break
 		}
+		if codes[i] > packets.CodeGrantedQos2.Code {
+			continue // refused: mochi would subscribe it again at the next start
+		}
 		id := subscriptionKey(cl.ID, f.Filter)
-		s.record(id, &storage.Subscription{
+		s.record(id, &subscriptionRecord{Subscription: storage.Subscription{
 			ID: id, T: storage.SubscriptionKey, Client: cl.ID, Qos: codes[i], Filter: f.Filter,
 			Identifier: f.Identifier, NoLocal: f.NoLocal, RetainHandling: f.RetainHandling,
 			RetainAsPublished: f.RetainAsPublished,
-		})
+		}, Purpose: purpose})
 	}
 }
+
+// subscriptionRecord is a subscription as the state store keeps it:
+// mochi's record, and the purpose it declared (a field mochi's own hook
+// does not know, and ignores), which the enforcer decides its deliveries
+// under after a restart too.
+type subscriptionRecord struct {
+	storage.Subscription
+	Purpose string `json:"veil_purpose,omitempty"`
+}
+
+// MarshalBinary implements storage.Serializable.
+func (r *subscriptionRecord) MarshalBinary() ([]byte, error) { return json.Marshal(r) }
+
+// UnmarshalBinary reads a record, also one mochi's hook wrote.
+func (r *subscriptionRecord) UnmarshalBinary(b []byte) error { return json.Unmarshal(b, r) }
 
 // OnUnsubscribed implements mqtt.Hook.
 func (s *stateStore) OnUnsubscribed(cl *mqtt.Client, pk packets.Packet) {
@@ -449,17 +472,38 @@ func (s *stateStore) StoredClients() (v []storage.Client, err error) {
 	return v, err
 }
 
-// StoredSubscriptions implements mqtt.Hook.
+// StoredSubscriptions implements mqtt.Hook. The purposes they declared are
+// kept for the enforcer (Purposes).
 func (s *stateStore) StoredSubscriptions() (v []storage.Subscription, err error) {
+	purposes := map[string]map[string]string{}
 	err = s.each(storage.SubscriptionKey+"_", func(b []byte) error {
-		var sub storage.Subscription
-		if err := sub.UnmarshalBinary(b); err != nil {
+		var r subscriptionRecord
+		if err := r.UnmarshalBinary(b); err != nil {
 			return err
 		}
-		v = append(v, sub)
+		if r.Purpose != "" {
+			if purposes[r.Client] == nil {
+				purposes[r.Client] = map[string]string{}
+			}
+			purposes[r.Client][r.Filter] = r.Purpose
+		}
+		v = append(v, r.Subscription)
 		return nil
 	})
+	s.mu.Lock()
+	s.purposes = purposes
+	s.mu.Unlock()
 	return v, err
+}
+
+// Purposes implements hooks.StateStore: the purposes the subscriptions of
+// a client declared, as read at start. They are not kept up to date: the
+// enforcer asks for a session mochi restored at start only, until the
+// client comes back (its own record has them from then on).
+func (s *stateStore) Purposes(client string) map[string]string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.purposes[client]
 }
 
 // StoredRetainedMessages implements mqtt.Hook.

@@ -6,6 +6,7 @@ import (
 	"maps"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -371,6 +372,40 @@ func TestStateStoreKeepsViewsOfDeliveries(t *testing.T) {
 				t.Errorf("packet 3: view %+v (%v), want none", r.View, ok)
 			}
 		})
+	}
+}
+
+// A granted subscription is stored with the purpose its SUBSCRIBE declared,
+// told after a restart; a refused one is not stored (mochi would subscribe
+// it at the next start).
+func TestStateStoreSubscriptionsAndPurposes(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "mqtt.db")
+	s := openState(t, path, time.Hour)
+	cl := stateClient("doctor-1")
+	s.OnSubscribed(cl, packets.Packet{
+		Filters:    packets.Subscriptions{{Filter: "things/watch-1/data/location", Qos: 1}, {Filter: "things/lock-1/#", Qos: 1}},
+		Properties: packets.Properties{User: []packets.UserProperty{{Key: "purpose", Val: "diagnosis"}}},
+	}, []byte{1, packets.ErrNotAuthorized.Code})
+	s.OnSubscribed(cl, packets.Packet{Filters: packets.Subscriptions{{Filter: "things/thermo-1/data/temperature"}}}, []byte{0})
+	if err := s.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	s = openState(t, path, time.Hour)
+	defer s.Stop()
+	subs, err := s.StoredSubscriptions()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var filters []string
+	for _, sub := range subs {
+		filters = append(filters, sub.Filter)
+	}
+	slices.Sort(filters)
+	if want := []string{"things/thermo-1/data/temperature", "things/watch-1/data/location"}; !slices.Equal(filters, want) {
+		t.Errorf("stored subscriptions %v, want %v", filters, want)
+	}
+	if got, want := s.Purposes(cl.ID), map[string]string{"things/watch-1/data/location": "diagnosis"}; !maps.Equal(got, want) {
+		t.Errorf("purposes %v, want %v", got, want)
 	}
 }
 

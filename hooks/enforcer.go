@@ -41,12 +41,12 @@ type Enforcer struct {
 	system []SystemTopics
 	audit  AuditFunc
 
-	fanouts  *fanouts
-	timing   *Timing
-	inflight InflightStore
-	parking  parking
-	rates    rateBook
-	wills    delayedWills
+	fanouts *fanouts
+	timing  *Timing
+	state   StateStore
+	parking parking
+	rates   rateBook
+	wills   delayedWills
 
 	timedSeen atomic.Bool // a delivery was decided under a view that may be looser later
 	queued    queuedViews
@@ -71,9 +71,9 @@ type EnforcerConfig struct {
 	Audit AuditFunc
 	// Timing, when set, samples the time enforcement adds to deliveries.
 	Timing *Timing
-	// Inflight, when set, keeps across a restart what the enforcer knows of
-	// the in-flight messages the broker's state store keeps.
-	Inflight InflightStore
+	// State, when set, keeps across a restart what the enforcer knows of
+	// the sessions and in-flight messages the broker's state store keeps.
+	State StateStore
 }
 
 // AuditFunc receives n alike access decisions: who, what action, under
@@ -133,7 +133,7 @@ func NewEnforcer(c EnforcerConfig) *Enforcer {
 	}
 	return &Enforcer{engine: c.Engine, sessions: c.Sessions, server: c.Server, clock: c.Clock, live: c.Live,
 		views: newRenderings(renderingSlots), fanouts: newFanouts(), timing: c.Timing, log: c.Log, metrics: c.Metrics, system: c.System, audit: c.Audit,
-		inflight: c.Inflight}
+		state: c.State}
 }
 
 // ID names the hook.
@@ -187,6 +187,18 @@ func (h *Enforcer) session(cl *mqtt.Client) *session {
 		s = newSession(policies.UserPrincipal(name), u.Admin, purpose)
 	} else {
 		return nil
+	}
+	if cl.Net.Conn == nil && h.state != nil {
+		// A session mochi restored from its store at start: its
+		// subscriptions' purposes are the store's.
+		if ps := h.state.Purposes(cl.ID); len(ps) > 0 {
+			subs := make(map[string]*string, len(ps))
+			for f, p := range ps {
+				filter, _ := stripShare(f)
+				subs[filter] = &p
+			}
+			s.subscribed(subs)
+		}
 	}
 	if !cl.Closed() {
 		h.sessions.put(cl, s)
@@ -489,8 +501,8 @@ func (h *Enforcer) OnQosPublish(cl *mqtt.Client, pk packets.Packet, sent int64, 
 		}
 	}
 	h.queued.keep(cl.ID, pk.PacketID, v, pk.Payload) // nil: a reused packet id keeps nothing of the last
-	if v != nil && h.inflight != nil {
-		h.inflight.KeepView(cl.ID, pk, StoredView{Owner: owner, Constraints: v.Constraints()})
+	if v != nil && h.state != nil {
+		h.state.KeepView(cl.ID, pk, StoredView{Owner: owner, Constraints: v.Constraints()})
 	}
 }
 
@@ -601,7 +613,7 @@ func (h *Enforcer) OnSubscribe(cl *mqtt.Client, pk packets.Packet) packets.Packe
 	if s == nil {
 		return pk
 	}
-	purpose := userProperty(pk.Properties.User, PurposeProperty)
+	purpose := SubscribePurpose(pk)
 	pending := make(map[string]pendingFilter, len(pk.Filters))
 	for _, f := range pk.Filters {
 		// A filter may come twice in one SUBSCRIBE: each copy is its own
@@ -612,6 +624,12 @@ func (h *Enforcer) OnSubscribe(cl *mqtt.Client, pk packets.Packet) packets.Packe
 	}
 	s.beginSubscribe(pending)
 	return pk
+}
+
+// SubscribePurpose returns the purpose a SUBSCRIBE declares for its
+// subscriptions ("": none, the CONNECT one holds).
+func SubscribePurpose(pk packets.Packet) string {
+	return userProperty(pk.Properties.User, PurposeProperty)
 }
 
 // OnSubscribed records the granted filters with their purposes.
@@ -857,8 +875,8 @@ func (h *Enforcer) forgetInflight(cl *mqtt.Client, pid uint16, payload []byte) {
 		return
 	}
 	h.queued.keep(cl.ID, pid, nil, nil)
-	if h.inflight != nil {
-		h.inflight.Dropped(cl.ID, pid)
+	if h.state != nil {
+		h.state.Dropped(cl.ID, pid)
 	}
 	cl.State.Inflight.Delete(pid)
 }
@@ -887,8 +905,8 @@ func (h *Enforcer) OnSessionEstablish(cl *mqtt.Client, pk packets.Packet) {
 	// (or drops them for a clean start): none is parked any more.
 	h.forgetParked(cl.ID, nil)
 	s := h.session(cl)
-	old := h.sessions.get(existing)
-	if !pk.Connect.Clean { // (a clean start: mochi discards them)
+	old := h.session(existing) // (a session restored at start: re-created, with its stored purposes)
+	if !pk.Connect.Clean {     // (a clean start: mochi discards them)
 		// The subscriptions' purposes first: the session's messages are
 		// decided under them.
 		if old != nil && s != nil {
@@ -954,8 +972,8 @@ func (h *Enforcer) pruneInflight(cl, existing *mqtt.Client, s *session) {
 // view that no longer compiles withholds the message.
 func (h *Enforcer) restoredView(id string, s *session, m packets.Packet) (*policies.View, bool) {
 	var r RestoredDelivery
-	if h.inflight != nil {
-		r, _ = h.inflight.Restored(id, m.PacketID)
+	if h.state != nil {
+		r, _ = h.state.Restored(id, m.PacketID)
 	}
 	if r.View != nil {
 		v, err := h.engine.ViewFor(r.View.Owner, r.View.Constraints)

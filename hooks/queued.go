@@ -3,11 +3,9 @@ package hooks
 import (
 	"sync"
 	"sync/atomic"
-	"time"
 	"unsafe"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
-	"github.com/mochi-mqtt/server/v2/packets"
 
 	"github.com/veil-iot/veil/policies"
 )
@@ -23,38 +21,6 @@ type queuedViews struct {
 	mu sync.Mutex
 	by map[string]map[uint16]queuedView
 	n  atomic.Int64 // views kept: most deliveries look no further
-}
-
-// InflightStore keeps, with the in-flight messages a broker stores across a
-// restart (mochi restores them without calling any hook), what the
-// enforcer must know of them then: mochi's store keeps the messages, not
-// how they were decided.
-type InflightStore interface {
-	// Dropped is told of an in-flight message the enforcer took out of a
-	// session (refused at encode, pruned before a resend), before mochi
-	// may reuse its packet id: mochi calls no hook for these.
-	Dropped(clientID string, packetID uint16)
-	// KeepView is told the view the delivery pk, in flight, was decided
-	// under, when it may be looser later (it ends at a time or depends on
-	// live data, whose past is not kept). It must not block.
-	KeepView(clientID string, pk packets.Packet, v StoredView)
-	// Restored tells what was kept of packet packetID, in flight for
-	// clientID when the broker started, while it is still that message:
-	// when its delivery was decided, and the view kept for it, if any.
-	Restored(clientID string, packetID uint16) (RestoredDelivery, bool)
-}
-
-// StoredView is a view as stored: its constraints and whose policy they are
-// (Engine.ViewFor compiles them again).
-type StoredView struct {
-	Owner       string                `json:"owner"`
-	Constraints []policies.Constraint `json:"constraints"`
-}
-
-// RestoredDelivery is what a store kept of an in-flight delivery.
-type RestoredDelivery struct {
-	DecidedAt time.Time   // zero: unknown
-	View      *StoredView // nil: none kept
 }
 
 // queuedView is the view of one in-flight message, and where its payload

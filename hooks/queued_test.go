@@ -231,7 +231,7 @@ func TestResendAfterRestartDecidedAsOfItsTime(t *testing.T) {
 	for id, at := range decided {
 		store.of[id] = RestoredDelivery{DecidedAt: at}
 	}
-	h.inflight = store
+	h.state = store
 	f.server.Clients.Add(restored)
 
 	clock.Set(time.Date(2026, 11, 27, 9, 0, 0, 0, time.UTC))
@@ -265,11 +265,19 @@ func TestResendAfterRestartDecidedAsOfItsTime(t *testing.T) {
 	}
 }
 
-// restoredStore is an InflightStore as the state store is after a restart:
+// restoredStore is a StateStore as the state store is after a restart:
 // it tells what it kept of client's in-flight messages.
 type restoredStore struct {
-	client string
-	of     map[uint16]RestoredDelivery
+	client   string
+	of       map[uint16]RestoredDelivery
+	purposes map[string]string
+}
+
+func (r *restoredStore) Purposes(id string) map[string]string {
+	if id != r.client {
+		return nil
+	}
+	return r.purposes
 }
 
 func (r *restoredStore) Dropped(string, uint16)                      {}

@@ -152,7 +152,7 @@ func TestRestoredMessageWrittenUnderItsStoredView(t *testing.T) {
 		restored.State.Inflight.Set(pk)
 	}
 	f.server.Clients.Add(restored)
-	h.inflight = &restoredStore{client: "doctor-0", of: map[uint16]RestoredDelivery{
+	h.state = &restoredStore{client: "doctor-0", of: map[uint16]RestoredDelivery{
 		1: {DecidedAt: morning.Add(-time.Hour), View: &StoredView{Owner: "an",
 			Constraints: []policies.Constraint{{Kind: "accuracy", Field: "temperature", Step: 1}}}},
 		2: {DecidedAt: morning.Add(-time.Hour)},
