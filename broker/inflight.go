@@ -44,7 +44,10 @@ func (r *inflightRecord) UnmarshalBinary(b []byte) error { return json.Unmarshal
 // what was stored of it: the enforcer restamps the creation times of a
 // burst a second apart to keep its resend order.
 func (s *stateStore) OnQosPublish(cl *mqtt.Client, pk packets.Packet, sent int64, _ int) {
-	if pk.FixedHeader.Type == packets.Puback {
+	if pk.FixedHeader.Type == packets.Puback || cl.IsTakenOver() {
+		// (A late delivery to a replaced connection: mochi moved its
+		// in-flight messages, this one is lost with the connection, and
+		// its packet id may be the new connection's next.)
 		return
 	}
 	id := inflightKey(cl.ID, pk.PacketID)
@@ -88,13 +91,14 @@ func (s *stateStore) inflight(key string) (*inflightRecord, bool) {
 // KeepView implements hooks.StateStore: the record of the delivery gets
 // the view, unless it changed meanwhile (acknowledged, its id reused). It
 // runs on the publisher's goroutine for every delivery that keeps a view,
-// so it never waits for a commit: the record is still pending (recorded a
-// moment ago), or else, handed to a commit since (always so with
-// --state-sync 0), read from the file and recorded again.
+// so it never waits for a commit: the record is found pending (recorded a
+// moment ago), or in the batch a commit is writing, or, committed since
+// (always so with --state-sync 0, which then commits twice), in the file,
+// and recorded again with the view.
 func (s *stateStore) KeepView(client string, pk packets.Packet, v hooks.StoredView) {
 	key := inflightKey(client, pk.PacketID)
-	kept := s.withView(key, nil, pk.Payload, v)
-	if kept == nil {
+	kept, done := s.withView(key, nil, pk.Payload, v)
+	if !done {
 		var r *inflightRecord
 		_ = s.db.View(func(tx *bbolt.Tx) error {
 			if b := tx.Bucket(stateBucket).Get([]byte(key)); b != nil {
@@ -103,12 +107,13 @@ func (s *stateStore) KeepView(client string, pk packets.Packet, v hooks.StoredVi
 			}
 			return nil
 		})
-		if r == nil || !bytes.Equal(r.Payload, pk.Payload) {
+		if r == nil {
 			return
 		}
-		if kept = s.withView(key, r, pk.Payload, v); kept == nil {
-			return
-		}
+		kept, _ = s.withView(key, r, pk.Payload, v)
+	}
+	if kept == nil {
+		return
 	}
 	s.changes.Add(1)
 	if s.interval <= 0 {
@@ -119,27 +124,36 @@ func (s *stateStore) KeepView(client string, pk packets.Packet, v hooks.StoredVi
 }
 
 // withView puts, as the pending change of key, the record of the message
-// with payload with view v: the pending record, if there is one (fromFile
-// nil), or fromFile, read from the file, if nothing is pending and the key
-// may be in the file. It returns what it put, or nil.
-func (s *stateStore) withView(key string, fromFile *inflightRecord, payload []byte, v hooks.StoredView) *inflightRecord {
+// with payload with view v, and returns it: the record pending, or else in
+// the batch being committed, or else fromFile (nil: not read yet), read
+// from the file, if the key may still be there. done is false when the
+// file must be read first.
+func (s *stateStore) withView(key string, fromFile *inflightRecord, payload []byte, v hooks.StoredView) (kept *inflightRecord, done bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	cur, pending := s.pending[key]
+	cur, found := s.pending[key]
+	if !found {
+		cur, found = s.committing[key]
+	}
 	r, _ := cur.(*inflightRecord)
 	switch {
 	case s.closed:
-		return nil
-	case fromFile == nil && pending && r != nil && bytes.Equal(r.Payload, payload):
-	case fromFile != nil && !pending && s.mayBeInFile(key):
-		r = fromFile
+		return nil, true
+	case found: // the latest change of the key; a delete (nil) means gone
+	case !s.mayBeInFile(key):
+		return nil, true
+	case fromFile == nil:
+		return nil, false
 	default:
-		return nil
+		r = fromFile
 	}
-	kept := *r
-	kept.View = &v
-	s.pending[key] = &kept
-	return &kept
+	if r == nil || !bytes.Equal(r.Payload, payload) {
+		return nil, true
+	}
+	k := *r
+	k.View = &v
+	s.pending[key] = &k
+	return &k, true
 }
 
 // Dropped implements hooks.StateStore: the stored copy of an in-flight

@@ -2,9 +2,11 @@ package broker
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -45,8 +47,12 @@ type stateStore struct {
 
 	db       *bbolt.DB
 	commitMu sync.Mutex                      // one transaction at a time, in order
-	mu       sync.Mutex                      // guards pending, onDisk and closed
+	mu       sync.Mutex                      // guards pending, committing, onDisk and closed
 	pending  map[string]storage.Serializable // key → value to put; nil = delete
+	// committing is the batch a commit is writing (taken from pending),
+	// until it is written or put back: what KeepView finds in neither
+	// pending nor the file.
+	committing map[string]storage.Serializable
 	// onDisk holds the in-flight keys that may be in the file: found there
 	// at start, or handed to a commit and not deleted since. Deleting an
 	// in-flight key outside it only drops what is pending for it, so a
@@ -68,7 +74,7 @@ type stateStore struct {
 	restored map[string]hooks.RestoredDelivery // under mu
 	// purposes holds, by client id and filter, the purposes the stored
 	// subscriptions declared, as read at start (Purposes).
-	purposes map[string]map[string]string // under mu
+	purposes map[string][]hooks.SubscriptionPurpose // under mu
 }
 
 // stateBucket is mochi's bolt hook's bucket name.
@@ -164,10 +170,21 @@ func (s *stateStore) commitLoop() {
 func (s *stateStore) commit() error {
 	s.commitMu.Lock()
 	defer s.commitMu.Unlock()
+	batch := s.takePending()
+	if len(batch) == 0 {
+		return nil
+	}
+	err := s.write(batch)
+	s.committed(batch, err)
+	return err
+}
+
+// takePending hands the pending changes to a commit, which holds commitMu.
+func (s *stateStore) takePending() map[string]storage.Serializable {
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	batch := s.pending
 	if len(batch) == 0 {
-		s.mu.Unlock()
 		return nil
 	}
 	s.pending = make(map[string]storage.Serializable, len(batch))
@@ -176,26 +193,26 @@ func (s *stateStore) commit() error {
 			s.onDisk[k] = struct{}{}
 		}
 	}
-	s.mu.Unlock()
-	err := s.write(batch)
-	if err == nil {
-		s.mu.Lock()
-		for k, v := range batch {
-			if v == nil {
-				delete(s.onDisk, k)
-			}
-		}
-		s.mu.Unlock()
-	} else {
-		s.mu.Lock()
-		for k, v := range batch {
+	s.committing = batch
+	return batch
+}
+
+// committed ends the commit of batch: written (err nil), or put back
+// behind any newer change of the same key.
+func (s *stateStore) committed(batch map[string]storage.Serializable, err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.committing = nil
+	for k, v := range batch {
+		switch {
+		case err == nil && v == nil:
+			delete(s.onDisk, k)
+		case err != nil:
 			if _, newer := s.pending[k]; !newer {
 				s.pending[k] = v
 			}
 		}
-		s.mu.Unlock()
 	}
-	return err
 }
 
 // write applies batch in one transaction. Deleting keys that never reached
@@ -336,8 +353,14 @@ func (s *stateStore) OnDisconnect(cl *mqtt.Client, _ error, expire bool) {
 	}
 }
 
-// OnClientExpired implements mqtt.Hook.
-func (s *stateStore) OnClientExpired(cl *mqtt.Client) { s.record(clientKey(cl.ID), nil) }
+// OnClientExpired implements mqtt.Hook; what was read at start of the
+// client's session goes too.
+func (s *stateStore) OnClientExpired(cl *mqtt.Client) {
+	s.record(clientKey(cl.ID), nil)
+	s.mu.Lock()
+	delete(s.purposes, cl.ID)
+	s.mu.Unlock()
+}
 
 // OnSubscribed implements mqtt.Hook.
 func (s *stateStore) OnSubscribed(cl *mqtt.Client, pk packets.Packet, codes []byte) {
@@ -354,7 +377,7 @@ func (s *stateStore) OnSubscribed(cl *mqtt.Client, pk packets.Packet, codes []by
 			ID: id, T: storage.SubscriptionKey, Client: cl.ID, Qos: codes[i], Filter: f.Filter,
 			Identifier: f.Identifier, NoLocal: f.NoLocal, RetainHandling: f.RetainHandling,
 			RetainAsPublished: f.RetainAsPublished,
-		}, Purpose: purpose})
+		}, Purpose: purpose, Seq: time.Now().UnixNano()})
 	}
 }
 
@@ -365,6 +388,10 @@ func (s *stateStore) OnSubscribed(cl *mqtt.Client, pk packets.Packet, codes []by
 type subscriptionRecord struct {
 	storage.Subscription
 	Purpose string `json:"veil_purpose,omitempty"`
+	// Seq orders the subscriptions of a client as they were made (the wall
+	// clock's nanoseconds): the enforcer keeps one purpose per filter
+	// without its $share prefix, the last subscription's.
+	Seq int64 `json:"veil_seq,omitempty"`
 }
 
 // MarshalBinary implements storage.Serializable.
@@ -475,32 +502,35 @@ func (s *stateStore) StoredClients() (v []storage.Client, err error) {
 // StoredSubscriptions implements mqtt.Hook. The purposes they declared are
 // kept for the enforcer (Purposes).
 func (s *stateStore) StoredSubscriptions() (v []storage.Subscription, err error) {
-	purposes := map[string]map[string]string{}
+	var recs []subscriptionRecord
 	err = s.each(storage.SubscriptionKey+"_", func(b []byte) error {
 		var r subscriptionRecord
 		if err := r.UnmarshalBinary(b); err != nil {
 			return err
 		}
-		if r.Purpose != "" {
-			if purposes[r.Client] == nil {
-				purposes[r.Client] = map[string]string{}
-			}
-			purposes[r.Client][r.Filter] = r.Purpose
-		}
+		recs = append(recs, r)
 		v = append(v, r.Subscription)
 		return nil
 	})
+	slices.SortStableFunc(recs, func(a, b subscriptionRecord) int {
+		return cmp.Or(cmp.Compare(a.Seq, b.Seq), cmp.Compare(a.Filter, b.Filter))
+	})
+	purposes := map[string][]hooks.SubscriptionPurpose{}
+	for _, r := range recs {
+		purposes[r.Client] = append(purposes[r.Client], hooks.SubscriptionPurpose{Filter: r.Filter, Purpose: r.Purpose})
+	}
 	s.mu.Lock()
 	s.purposes = purposes
 	s.mu.Unlock()
 	return v, err
 }
 
-// Purposes implements hooks.StateStore: the purposes the subscriptions of
-// a client declared, as read at start. They are not kept up to date: the
-// enforcer asks for a session mochi restored at start only, until the
-// client comes back (its own record has them from then on).
-func (s *stateStore) Purposes(client string) map[string]string {
+// Purposes implements hooks.StateStore: the subscriptions of a client and
+// the purposes they declared, in the order they were made, as read at
+// start. They are not kept up to date: the enforcer asks for a session
+// mochi restored at start only, until the client comes back (its own
+// record has them from then on).
+func (s *stateStore) Purposes(client string) []hooks.SubscriptionPurpose {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.purposes[client]

@@ -404,8 +404,9 @@ func TestStateStoreSubscriptionsAndPurposes(t *testing.T) {
 	if want := []string{"things/thermo-1/data/temperature", "things/watch-1/data/location"}; !slices.Equal(filters, want) {
 		t.Errorf("stored subscriptions %v, want %v", filters, want)
 	}
-	if got, want := s.Purposes(cl.ID), map[string]string{"things/watch-1/data/location": "diagnosis"}; !maps.Equal(got, want) {
-		t.Errorf("purposes %v, want %v", got, want)
+	want := []hooks.SubscriptionPurpose{{Filter: "things/watch-1/data/location", Purpose: "diagnosis"}, {Filter: "things/thermo-1/data/temperature"}}
+	if got := s.Purposes(cl.ID); !slices.Equal(got, want) {
+		t.Errorf("purposes %v, want %v, in the order subscribed", got, want)
 	}
 }
 

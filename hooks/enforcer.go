@@ -51,6 +51,7 @@ type Enforcer struct {
 	timedSeen atomic.Bool // a delivery was decided under a view that may be looser later
 	queued    queuedViews
 	latest    sync.Map // client id → the *mqtt.Client that last established its session
+	restored  sync.Map // client id → the subscriptions' purposes of a session restored at start
 	parses    atomic.Int64
 }
 
@@ -191,12 +192,7 @@ func (h *Enforcer) session(cl *mqtt.Client) *session {
 	if cl.Net.Conn == nil && h.state != nil {
 		// A session mochi restored from its store at start: its
 		// subscriptions' purposes are the store's.
-		if ps := h.state.Purposes(cl.ID); len(ps) > 0 {
-			subs := make(map[string]*string, len(ps))
-			for f, p := range ps {
-				filter, _ := stripShare(f)
-				subs[filter] = &p
-			}
+		if subs := h.restoredPurposes(cl.ID); len(subs) > 0 {
 			s.subscribed(subs)
 		}
 	}
@@ -204,6 +200,25 @@ func (h *Enforcer) session(cl *mqtt.Client) *session {
 		h.sessions.put(cl, s)
 	}
 	return s
+}
+
+// restoredPurposes returns the subscriptions and purposes of a session
+// mochi restored at start, as the store told them, as OnSubscribed would
+// have recorded them one after another (a filter without its $share prefix,
+// the last subscription's purpose). They are kept by client id: such a
+// session, offline, is re-created for every delivery to it.
+func (h *Enforcer) restoredPurposes(id string) map[string]*string {
+	if m, ok := h.restored.Load(id); ok {
+		return m.(map[string]*string)
+	}
+	ps := h.state.Purposes(id)
+	subs := make(map[string]*string, len(ps))
+	for _, p := range ps {
+		filter, _ := stripShare(p.Filter)
+		subs[filter] = &p.Purpose
+	}
+	h.restored.Store(id, subs)
+	return subs
 }
 
 // OnConnect switches off outbound topic aliases so every delivery carries
@@ -775,6 +790,8 @@ func (h *Enforcer) OnPacketEncode(cl *mqtt.Client, pk packets.Packet) packets.Pa
 	}
 	if !d.Allowed() {
 		h.drop(cl, &pk)
+	} else if queued == nil && d.View == nil {
+		// Raw, most deliveries: not even a call.
 	} else if out, rewritten, err := h.payloadFor(d, queued, pk.Payload); err != nil {
 		h.drop(cl, &pk)
 	} else if rewritten {
@@ -889,6 +906,7 @@ func (h *Enforcer) OnSessionEstablish(cl *mqtt.Client, pk packets.Packet) {
 		return
 	}
 	h.latest.Store(cl.ID, cl)
+	defer h.restored.Delete(cl.ID) // the session's record has them from now on
 	// A new connection to the session cancels a will held for its delay; a
 	// clean start ends the session, and the will is due now.
 	if d := h.wills.takeNow(cl.ID); d != nil && pk.Connect.Clean {
@@ -1042,6 +1060,7 @@ func (h *Enforcer) endSession(cl *mqtt.Client) {
 	h.forgetParked(cl.ID, nil)
 	h.latest.CompareAndDelete(cl.ID, cl)
 	h.queued.forgetClient(cl.ID)
+	h.restored.Delete(cl.ID)
 }
 
 func (h *Enforcer) count(what string) {

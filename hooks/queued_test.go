@@ -270,10 +270,10 @@ func TestResendAfterRestartDecidedAsOfItsTime(t *testing.T) {
 type restoredStore struct {
 	client   string
 	of       map[uint16]RestoredDelivery
-	purposes map[string]string
+	purposes []SubscriptionPurpose
 }
 
-func (r *restoredStore) Purposes(id string) map[string]string {
+func (r *restoredStore) Purposes(id string) []SubscriptionPurpose {
 	if id != r.client {
 		return nil
 	}

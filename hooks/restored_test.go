@@ -176,3 +176,31 @@ func TestRestoredMessageWrittenUnderItsStoredView(t *testing.T) {
 		}
 	}
 }
+
+// A session restored at start has the purposes its subscriptions declared,
+// recorded one after another as OnSubscribed did: a filter without its
+// $share prefix, the last subscription's purpose, none included.
+func TestRestoredSessionPurposesInSubscriptionOrder(t *testing.T) {
+	const x = "things/sensor-1/data/temperature"
+	for _, c := range []struct {
+		name string
+		subs []SubscriptionPurpose
+		want string
+	}{
+		{"shared with a purpose, then plain without", []SubscriptionPurpose{{"$share/g/" + x, "diagnosis"}, {x, ""}}, ""},
+		{"plain without, then shared with a purpose", []SubscriptionPurpose{{x, ""}, {"$share/g/" + x, "diagnosis"}}, "diagnosis"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			f, _ := nightAndDay(t)
+			h := f.enforcer
+			h.state = &restoredStore{client: "doctor-0", purposes: c.subs}
+			restored := f.server.NewClient(nil, "t", "doctor-0", false)
+			restored.Properties.Username = []byte("doctor")
+			restored.Stop(packets.ErrServerShuttingDown) // as loadClients does
+			s := h.session(restored)
+			if got := s.purposes(x, nil); len(got) != 1 || got[0] != c.want {
+				t.Errorf("purposes of a delivery on %s: %q, want [%q]", x, got, c.want)
+			}
+		})
+	}
+}

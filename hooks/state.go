@@ -25,11 +25,15 @@ type StateStore interface {
 	// clientID when the broker started, while it is still that message:
 	// when its delivery was decided, and the view kept for it, if any.
 	Restored(clientID string, packetID uint16) (RestoredDelivery, bool)
-	// Purposes tells the purposes the stored subscriptions of clientID
-	// declared, by filter as subscribed, for a session mochi restored at
-	// start (nil: none).
-	Purposes(clientID string) map[string]string
+	// Purposes tells the stored subscriptions of clientID and the purposes
+	// they declared, in the order they were made, for a session mochi
+	// restored at start.
+	Purposes(clientID string) []SubscriptionPurpose
 }
+
+// SubscriptionPurpose is a subscription's filter as subscribed and the
+// purpose its SUBSCRIBE declared ("": none).
+type SubscriptionPurpose struct{ Filter, Purpose string }
 
 // StoredView is a view as stored: its constraints and whose policy they are
 // (Engine.ViewFor compiles them again).

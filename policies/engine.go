@@ -370,7 +370,6 @@ func (e *Engine) DeletePolicy(owner, id string) bool {
 	return true
 }
 
-// ownerSecret is the owner's pseudonymisation key.
 // ViewFor compiles cs as a policy of owner's would be: a view kept outside
 // the engine, as its constraints and whose policy it came from, is the same
 // view again (the same key; pseudonyms under the owner's key).
@@ -378,6 +377,7 @@ func (e *Engine) ViewFor(owner string, cs []Constraint) (*View, error) {
 	return NewView(e.ownerSecret(owner), cs)
 }
 
+// ownerSecret is the owner's pseudonymisation key.
 func (e *Engine) ownerSecret(owner string) []byte {
 	m := hmac.New(sha256.New, e.secret)
 	m.Write([]byte(owner))
