@@ -353,13 +353,54 @@ func (s *stateStore) OnDisconnect(cl *mqtt.Client, _ error, expire bool) {
 	}
 }
 
-// OnClientExpired implements mqtt.Hook; what was read at start of the
-// client's session goes too.
+// OnClientExpired implements mqtt.Hook. mochi drops an expired session's
+// client only: its subscriptions and in-flight messages go here too, or
+// they would stay in the file for good (mochi skips them at start, their
+// client gone), and so does what was read of them at start.
 func (s *stateStore) OnClientExpired(cl *mqtt.Client) {
 	s.record(clientKey(cl.ID), nil)
+	for _, k := range s.keysOf(cl.ID) {
+		s.record(k, nil)
+	}
 	s.mu.Lock()
 	delete(s.purposes, cl.ID)
 	s.mu.Unlock()
+}
+
+// keysOf returns the keys of client id's subscriptions and in-flight
+// messages, pending or in the file. Keys alone are ambiguous ("SUB_a:b:c"
+// is client a's filter "b:c" or client "a:b"'s "c"), so the records say
+// whose they are.
+func (s *stateStore) keysOf(id string) []string {
+	s.commitMu.Lock() // the file and the pending changes, with no commit between
+	defer s.commitMu.Unlock()
+	var keys []string
+	whose := func(b []byte) string {
+		var rec struct {
+			Client string `json:"client"`
+		}
+		_ = json.Unmarshal(b, &rec)
+		return rec.Client
+	}
+	prefixes := []string{storage.SubscriptionKey + "_" + id + ":", inflightPrefix + id + ":"}
+	for _, p := range prefixes {
+		_ = s.scan(p, func(k, v []byte) {
+			if whose(v) == id {
+				keys = append(keys, string(k))
+			}
+		})
+	}
+	s.mu.Lock()
+	for k, v := range s.pending {
+		if v == nil || !(strings.HasPrefix(k, prefixes[0]) || strings.HasPrefix(k, prefixes[1])) {
+			continue
+		}
+		if b, err := v.MarshalBinary(); err == nil && whose(b) == id {
+			keys = append(keys, k)
+		}
+	}
+	s.mu.Unlock()
+	return keys
 }
 
 // OnSubscribed implements mqtt.Hook.

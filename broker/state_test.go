@@ -410,6 +410,36 @@ func TestStateStoreSubscriptionsAndPurposes(t *testing.T) {
 	}
 }
 
+// An expired session's subscriptions and in-flight messages leave the file
+// with it (mochi drops the client only); another client's stay, also one
+// whose id the expired one's is a prefix of.
+func TestStateStoreExpiryTakesTheSessionsRecords(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "mqtt.db")
+	s := openState(t, path, time.Hour)
+	gone, other := stateClient("doctor-1"), stateClient("doctor-1:b")
+	for _, cl := range []*mqtt.Client{gone, other} {
+		s.OnSessionEstablished(cl, packets.Packet{})
+		s.OnSubscribed(cl, packets.Packet{Filters: packets.Subscriptions{{Filter: "b:things/+/data/#", Qos: 1}}}, []byte{1})
+		s.OnQosPublish(cl, qosPacket(1, "things/thermo-1/data/temperature"), 1764100000, 0)
+	}
+	if err := s.commit(); err != nil { // some in the file, some pending
+		t.Fatal(err)
+	}
+	s.OnQosPublish(gone, qosPacket(2, "things/thermo-1/data/temperature"), 1764100000, 0)
+	s.OnClientExpired(gone)
+	if err := s.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	s = openState(t, path, time.Hour)
+	defer s.Stop()
+	subs, _ := s.StoredSubscriptions()
+	msgs, _ := s.StoredInflightMessages()
+	clients, _ := s.StoredClients()
+	if len(subs) != 1 || subs[0].Client != other.ID || len(msgs) != 1 || msgs[0].Client != other.ID || len(clients) != 1 {
+		t.Errorf("after doctor-1 expired: subscriptions %+v, in flight %d, clients %d; want doctor-1:b's only", subs, len(msgs), len(clients))
+	}
+}
+
 // An in-flight message the enforcer takes out of a session (mochi calls no
 // hook for it) leaves the store too.
 func TestStateStoreForgetsWhatTheEnforcerDrops(t *testing.T) {
