@@ -195,9 +195,6 @@ func (b *Broker) startMQTT() error {
 	if b.cfg.Clock != nil {
 		b.state.now = b.cfg.Clock.Now
 	}
-	if err := srv.AddHook(b.state, nil); err != nil {
-		return fmt.Errorf("broker state store: %w", err)
-	}
 	// First of the OnPublish hooks, with enforcement on or off alike.
 	if err := srv.AddHook(span, nil); err != nil {
 		return err
@@ -230,6 +227,11 @@ func (b *Broker) startMQTT() error {
 		if err := srv.AddHook(b.enforcer, nil); err != nil {
 			return err
 		}
+	}
+	// After the enforcer: its OnQosPublish tells the store the view of a
+	// delivery (KeepView) before the store records the delivery with it.
+	if err := srv.AddHook(b.state, nil); err != nil {
+		return fmt.Errorf("broker state store: %w", err)
 	}
 
 	if err := b.addArchive(srv); err != nil {

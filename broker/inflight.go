@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unsafe"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/hooks/storage"
@@ -24,6 +25,16 @@ import (
 type inflightRecord struct {
 	storage.Message
 	View *hooks.StoredView `json:"veil_view,omitempty"`
+	// Raw says the enforcer kept no view because live data allowed the
+	// delivery raw (a record without either was not told of).
+	Raw bool `json:"veil_raw,omitempty"`
+}
+
+// toldView is a view KeepView was told of, waiting for the store's
+// OnQosPublish of the same delivery (the enforcer's runs first).
+type toldView struct {
+	payload *byte // the delivery's payload: mochi hands both hooks the same slice
+	view    *hooks.StoredView
 }
 
 // MarshalBinary implements storage.Serializable.
@@ -45,23 +56,29 @@ func (r *inflightRecord) UnmarshalBinary(b []byte) error { return json.Unmarshal
 // burst a second apart to keep its resend order.
 func (s *stateStore) OnQosPublish(cl *mqtt.Client, pk packets.Packet, sent int64, _ int) {
 	if pk.FixedHeader.Type == packets.Puback || cl.IsTakenOver() {
-		// (A late delivery to a replaced connection: mochi moved its
-		// in-flight messages, this one is lost with the connection, and
-		// its packet id may be the new connection's next.)
+		// (A delivery to a replaced connection: if mochi moved it to the
+		// new one, the resend records it, with what KeepView was told.)
 		return
 	}
 	id := inflightKey(cl.ID, pk.PacketID)
 	r := &inflightRecord{Message: *storedMessage(id, storage.InflightKey, cl.ID, pk, sent)}
-	if !pk.FixedHeader.Dup {
-		r.Sent = s.now().Unix()
-	} else {
+	if pk.FixedHeader.Dup {
 		s.commitMu.Lock()
 		old, _ := s.inflight(id)
 		s.commitMu.Unlock()
 		if old != nil && old.TopicName == pk.TopicName && bytes.Equal(old.Payload, pk.Payload) {
-			r.Created, r.Sent, r.View = min(r.Created, old.Created), old.Sent, old.View
+			r.Created, r.Sent, r.View, r.Raw = min(r.Created, old.Created), old.Sent, old.View, old.Raw
+			s.record(id, r)
+			return
 		}
 	}
+	r.Sent = s.now().Unix()
+	s.mu.Lock()
+	if t, ok := s.told[id]; ok && t.payload == unsafe.SliceData(pk.Payload) {
+		r.View, r.Raw = t.view, t.view == nil
+		delete(s.told, id)
+	}
+	s.mu.Unlock()
 	s.record(id, r)
 }
 
@@ -88,72 +105,17 @@ func (s *stateStore) inflight(key string) (*inflightRecord, bool) {
 	return r, false
 }
 
-// KeepView implements hooks.StateStore: the record of the delivery gets
-// the view, unless it changed meanwhile (acknowledged, its id reused). It
-// runs on the publisher's goroutine for every delivery that keeps a view,
-// so it never waits for a commit: the record is found pending (recorded a
-// moment ago), or in the batch a commit is writing, or, committed since
-// (always so with --state-sync 0, which then commits twice), in the file,
-// and recorded again with the view.
-func (s *stateStore) KeepView(client string, pk packets.Packet, v hooks.StoredView) {
+// KeepView implements hooks.StateStore: the view is held until the store
+// records the delivery, a moment later on the same goroutine, and written
+// with it: no commit, nor a crash, can come between the two.
+func (s *stateStore) KeepView(client string, pk packets.Packet, v *hooks.StoredView) {
 	key := inflightKey(client, pk.PacketID)
-	kept, done := s.withView(key, nil, pk.Payload, v)
-	if !done {
-		var r *inflightRecord
-		_ = s.db.View(func(tx *bbolt.Tx) error {
-			if b := tx.Bucket(stateBucket).Get([]byte(key)); b != nil {
-				r = new(inflightRecord)
-				return r.UnmarshalBinary(b)
-			}
-			return nil
-		})
-		if r == nil {
-			return
-		}
-		kept, _ = s.withView(key, r, pk.Payload, v)
-	}
-	if kept == nil {
-		return
-	}
-	s.changes.Add(1)
-	if s.interval <= 0 {
-		if err := s.commit(); err != nil {
-			s.Log.Error("broker state not saved", "key", key, "error", err)
-		}
-	}
-}
-
-// withView puts, as the pending change of key, the record of the message
-// with payload with view v, and returns it: the record pending, or else in
-// the batch being committed, or else fromFile (nil: not read yet), read
-// from the file, if the key may still be there. done is false when the
-// file must be read first.
-func (s *stateStore) withView(key string, fromFile *inflightRecord, payload []byte, v hooks.StoredView) (kept *inflightRecord, done bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	cur, found := s.pending[key]
-	if !found {
-		cur, found = s.committing[key]
+	if s.told == nil {
+		s.told = map[string]toldView{}
 	}
-	r, _ := cur.(*inflightRecord)
-	switch {
-	case s.closed:
-		return nil, true
-	case found: // the latest change of the key; a delete (nil) means gone
-	case !s.mayBeInFile(key):
-		return nil, true
-	case fromFile == nil:
-		return nil, false
-	default:
-		r = fromFile
-	}
-	if r == nil || !bytes.Equal(r.Payload, payload) {
-		return nil, true
-	}
-	k := *r
-	k.View = &v
-	s.pending[key] = &k
-	return &k, true
+	s.told[key] = toldView{payload: unsafe.SliceData(pk.Payload), view: v}
 }
 
 // Dropped implements hooks.StateStore: the stored copy of an in-flight
@@ -191,11 +153,10 @@ func (s *stateStore) StoredInflightMessages() ([]storage.Message, error) {
 				}
 			}
 		}
-		var d hooks.RestoredDelivery
+		d := hooks.RestoredDelivery{View: r.View, Raw: r.Raw}
 		if r.Sent > 0 {
 			d.DecidedAt = time.Unix(r.Sent, 0)
 		}
-		d.View = r.View
 		restored[r.ID] = d
 		msgs = append(msgs, r.Message)
 		return nil

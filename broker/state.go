@@ -47,12 +47,9 @@ type stateStore struct {
 
 	db       *bbolt.DB
 	commitMu sync.Mutex                      // one transaction at a time, in order
-	mu       sync.Mutex                      // guards pending, committing, onDisk and closed
+	mu       sync.Mutex                      // guards pending, onDisk, closed and the maps below
 	pending  map[string]storage.Serializable // key → value to put; nil = delete
-	// committing is the batch a commit is writing (taken from pending),
-	// until it is written or put back: what KeepView finds in neither
-	// pending nor the file.
-	committing map[string]storage.Serializable
+
 	// onDisk holds the in-flight keys that may be in the file: found there
 	// at start, or handed to a commit and not deleted since. Deleting an
 	// in-flight key outside it only drops what is pending for it, so a
@@ -72,6 +69,9 @@ type stateStore struct {
 	// restored holds, by in-flight key, what was kept of each in-flight
 	// message read at start, until the enforcer asks (Restored).
 	restored map[string]hooks.RestoredDelivery // under mu
+	// told holds, by in-flight key, the view KeepView was told of a
+	// delivery until OnQosPublish records it.
+	told map[string]toldView // under mu
 	// purposes holds, by client id and filter, the purposes the stored
 	// subscriptions declared, as read at start (Purposes).
 	purposes map[string][]hooks.SubscriptionPurpose // under mu
@@ -193,7 +193,6 @@ func (s *stateStore) takePending() map[string]storage.Serializable {
 			s.onDisk[k] = struct{}{}
 		}
 	}
-	s.committing = batch
 	return batch
 }
 
@@ -202,7 +201,6 @@ func (s *stateStore) takePending() map[string]storage.Serializable {
 func (s *stateStore) committed(batch map[string]storage.Serializable, err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.committing = nil
 	for k, v := range batch {
 		switch {
 		case err == nil && v == nil:
@@ -274,6 +272,9 @@ func (s *stateStore) record(key string, v storage.Serializable) {
 	}
 	if r, put := v.(*inflightRecord); v == nil || put && !r.FixedHeader.Dup {
 		delete(s.restored, key) // the message read at start is gone, its id maybe another's
+	}
+	if v == nil {
+		delete(s.told, key)
 	}
 	s.mu.Unlock()
 	s.changes.Add(1)

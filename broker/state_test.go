@@ -330,9 +330,10 @@ func TestStateStoreKeepsDeliveryTimesOfResends(t *testing.T) {
 	}
 }
 
-// The view a delivery was decided under is stored with it when the enforcer
-// keeps one, kept by its resend, and told after a restart; not for another
-// message that took the id, nor after the acknowledgement.
+// The view a delivery was decided under, told by the enforcer just before
+// the store records the delivery, is written with the record, kept by its
+// resend, and told after a restart; "raw by live data" likewise. A view told
+// for another message under the id (another payload) is not taken.
 func TestStateStoreKeepsViewsOfDeliveries(t *testing.T) {
 	for _, interval := range []time.Duration{0, time.Hour} {
 		t.Run(interval.String(), func(t *testing.T) {
@@ -341,35 +342,37 @@ func TestStateStoreKeepsViewsOfDeliveries(t *testing.T) {
 			cl := stateClient("doctor-1")
 			const topic = "things/watch-1/data/location"
 			coarse := hooks.StoredView{Owner: "an", Constraints: []policies.Constraint{{Kind: "accuracy", Field: "lat", Step: 0.01}}}
+			deliver := func(pk packets.Packet, v *hooks.StoredView) {
+				s.KeepView(cl.ID, pk, v) // the enforcer's OnQosPublish
+				s.OnQosPublish(cl, pk, pk.Created, 0)
+			}
 			pk := qosPacket(1, topic)
-			s.OnQosPublish(cl, pk, pk.Created, 0)
-			s.KeepView(cl.ID, pk, coarse)
+			deliver(pk, &coarse)
 			resent := pk
 			resent.FixedHeader.Dup = true
 			s.OnQosPublish(cl, resent, resent.Created, 0) // keeps the view
-			acked := qosPacket(2, topic)
-			s.OnQosPublish(cl, acked, acked.Created, 0)
-			s.OnQosComplete(cl, acked)
-			s.KeepView(cl.ID, acked, coarse) // too late: acknowledged
+			raw := qosPacket(2, topic)
+			deliver(raw, nil)
 			other := qosPacket(3, topic)
+			s.KeepView(cl.ID, qosPacket(3, topic), &coarse) // another message's payload
 			s.OnQosPublish(cl, other, other.Created, 0)
-			another := other
-			another.Payload = []byte(`{"lat":1}`)
-			s.KeepView(cl.ID, another, coarse) // another message's
 			if err := s.Stop(); err != nil {
 				t.Fatal(err)
 			}
 			s = openState(t, path, interval)
 			defer s.Stop()
 			msgs, err := s.StoredInflightMessages()
-			if err != nil || len(msgs) != 2 {
-				t.Fatalf("restored %d messages (%v), want 2", len(msgs), err)
+			if err != nil || len(msgs) != 3 {
+				t.Fatalf("restored %d messages (%v), want 3", len(msgs), err)
 			}
-			if r, ok := s.Restored(cl.ID, 1); !ok || r.View == nil || !reflect.DeepEqual(*r.View, coarse) {
-				t.Errorf("packet 1: view %+v (%v), want %+v", r.View, ok, coarse)
+			if r, ok := s.Restored(cl.ID, 1); !ok || r.View == nil || !reflect.DeepEqual(*r.View, coarse) || r.Raw {
+				t.Errorf("packet 1: %+v (%v), want the view %+v", r, ok, coarse)
 			}
-			if r, ok := s.Restored(cl.ID, 3); !ok || r.View != nil {
-				t.Errorf("packet 3: view %+v (%v), want none", r.View, ok)
+			if r, ok := s.Restored(cl.ID, 2); !ok || r.View != nil || !r.Raw {
+				t.Errorf("packet 2: %+v (%v), want raw", r, ok)
+			}
+			if r, ok := s.Restored(cl.ID, 3); !ok || r.View != nil || r.Raw {
+				t.Errorf("packet 3: %+v (%v), want nothing told", r, ok)
 			}
 		})
 	}

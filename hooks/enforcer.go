@@ -470,6 +470,11 @@ func (h *Enforcer) mayDeliver(cl *mqtt.Client, s *session, topic string) bool {
 		return false
 	}
 	if d.View == nil {
+		if d.Dynamic && !h.timedSeen.Load() {
+			// Raw by live data now: a restart must know it was (their
+			// past is not kept), so OnQosPublish tells the store.
+			h.timedSeen.Store(true)
+		}
 		return true
 	}
 	if m == nil {
@@ -494,6 +499,17 @@ func (h *Enforcer) mayDeliver(cl *mqtt.Client, s *session, topic string) bool {
 	return true
 }
 
+// OnClientExpired forgets an expired persistent session, and takes its
+// subscriptions out of mochi's index: mochi drops the client only, and a
+// later session under the same client id, anyone's, would be delivered
+// what they match (decided under its own rights) without having asked.
+func (h *Enforcer) OnClientExpired(cl *mqtt.Client) {
+	if h.server != nil {
+		h.server.UnsubscribeClient(cl)
+	}
+	h.endSession(cl)
+}
+
 // OnQosPublish keeps, by packet id, the view a QoS 1 or 2 delivery is
 // decided under when that view may be looser later (it depends on live
 // data or ends at a time): a queued or resent packet is written under it
@@ -505,20 +521,50 @@ func (h *Enforcer) OnQosPublish(cl *mqtt.Client, pk packets.Packet, sent int64, 
 	if pk.FixedHeader.Type != packets.Publish || pk.FixedHeader.Dup || cl.Net.Inline || strings.HasPrefix(pk.TopicName, "$") {
 		return // a resend keeps what its first send kept
 	}
+	// A connection taken over meanwhile: mochi may have moved the message
+	// to the new one (its Set came before the move), which then holds it
+	// under the same id; else it is a late delivery, lost with the old
+	// connection, whose id may be another message's of the new one.
+	holder := cl
 	if cl.IsTakenOver() {
-		return // a late delivery to a replaced connection: mochi moved its in-flight messages
+		cur, ok := h.currentClient(cl.ID)
+		if !ok || cur == cl {
+			return
+		}
+		holder = cur
 	}
 	var v *policies.View
 	var owner string
-	if s := h.session(cl); s != nil {
+	var dynamic bool
+	if s := h.session(holder); s != nil {
 		if d := h.decideRead(s, pk.TopicName); d.Allowed() && (d.Dynamic || !d.Expires.IsZero()) {
-			v, owner = d.View, d.PolicyOwner
+			v, owner, dynamic = d.View, d.PolicyOwner, d.Dynamic
 		}
 	}
-	h.queued.keep(cl.ID, pk.PacketID, v, pk.Payload) // nil: a reused packet id keeps nothing of the last
-	if v != nil && h.state != nil {
-		h.state.KeepView(cl.ID, pk, StoredView{Owner: owner, Constraints: v.Constraints()})
+	if holder != cl {
+		if v == nil || !h.queued.keepInflight(holder, pk.PacketID, pk.Payload, v) {
+			return
+		}
+	} else {
+		h.queued.keep(cl.ID, pk.PacketID, v, pk.Payload) // nil: a reused packet id keeps nothing of the last
 	}
+	if h.state != nil && (v != nil || dynamic) {
+		// A view, or none because live data allowed the delivery raw:
+		// after a restart neither can be decided again.
+		var sv *StoredView
+		if v != nil {
+			sv = &StoredView{Owner: owner, Constraints: v.Constraints()}
+		}
+		h.state.KeepView(cl.ID, pk, sv)
+	}
+}
+
+// currentClient returns the client mochi holds under id.
+func (h *Enforcer) currentClient(id string) (*mqtt.Client, bool) {
+	if h.server == nil {
+		return nil, false
+	}
+	return h.server.Clients.Get(id)
 }
 
 // OnQosComplete forgets the view kept for an acknowledged delivery. mochi
@@ -888,6 +934,9 @@ func (h *Enforcer) drop(cl *mqtt.Client, pk *packets.Packet) {
 // message by now. The view and the stored copy go first: once the id is
 // deleted, mochi may reuse it.
 func (h *Enforcer) forgetInflight(cl *mqtt.Client, pid uint16, payload []byte) {
+	if cl.IsTakenOver() {
+		return // mochi moves its in-flight messages to the new connection, which holds them
+	}
 	if cur, ok := cl.State.Inflight.Get(pid); !ok || !sameBytes(cur.Payload, payload) {
 		return
 	}
@@ -993,19 +1042,27 @@ func (h *Enforcer) restoredView(id string, s *session, m packets.Packet) (*polic
 	if h.state != nil {
 		r, _ = h.state.Restored(id, m.PacketID)
 	}
-	if r.View != nil {
+	switch {
+	case r.View != nil:
 		v, err := h.engine.ViewFor(r.View.Owner, r.View.Constraints)
 		if err != nil {
 			h.log.Warn().Str("client", id).Str("topic", m.TopicName).Err(err).Msg("stored view of an in-flight message does not compile; not resent")
 			return nil, false
 		}
 		return v, true
+	case r.Raw:
+		return nil, true
 	}
 	at := r.DecidedAt
 	if at.IsZero() {
 		at = time.Unix(m.Created, 0)
 	}
 	then := h.decideReadAt(s, m.TopicName, at)
+	if then.Dynamic {
+		// Decided by live data, whose past is not kept, and the store does
+		// not know how (a record older than this version): not resent.
+		return nil, false
+	}
 	return then.View, then.Allowed()
 }
 
@@ -1047,9 +1104,6 @@ func (h *Enforcer) OnDisconnect(cl *mqtt.Client, err error, expire bool) {
 		h.endSession(cl)
 	}
 }
-
-// OnClientExpired forgets an expired persistent session.
-func (h *Enforcer) OnClientExpired(cl *mqtt.Client) { h.endSession(cl) }
 
 // endSession forgets cl's session and its parked subscriptions.
 func (h *Enforcer) endSession(cl *mqtt.Client) {

@@ -280,8 +280,8 @@ func (r *restoredStore) Purposes(id string) []SubscriptionPurpose {
 	return r.purposes
 }
 
-func (r *restoredStore) Dropped(string, uint16)                      {}
-func (r *restoredStore) KeepView(string, packets.Packet, StoredView) {}
+func (r *restoredStore) Dropped(string, uint16)                       {}
+func (r *restoredStore) KeepView(string, packets.Packet, *StoredView) {}
 func (r *restoredStore) Restored(id string, pid uint16) (RestoredDelivery, bool) {
 	d, ok := r.of[pid]
 	delete(r.of, pid)

@@ -1,8 +1,11 @@
 package hooks
 
 import (
+	"reflect"
+	"sync/atomic"
 	"testing"
 	"time"
+	"unsafe"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
@@ -203,4 +206,70 @@ func TestRestoredSessionPurposesInSubscriptionOrder(t *testing.T) {
 			}
 		})
 	}
+}
+
+// A restored message whose delivery was decided by live data is written as
+// the store says it was decided (a view, or raw); one the store says nothing
+// of (a record older than the stored views) is not written at all: live
+// data's past is not kept, so it cannot be decided again.
+func TestRestoredLiveDataDeliveryAsTheStoreTells(t *testing.T) {
+	f, _ := nightAndDay(t)
+	h := f.enforcer
+	// Exact when sensor-1 runs hot, by live data; else whole degrees.
+	if err := f.engine.PutPolicy("an", policies.Policy{ID: "hot", Priority: 1, Effect: "allow", Subjects: []string{"role:doctor"},
+		Resources: []string{memoTopic}, Actions: []policies.Action{policies.ActRead},
+		When: &policies.Condition{Attr: "data.sensor-1.temperature.temperature", Op: policies.OpGt, Value: 30.0}}); err != nil {
+		t.Fatal(err)
+	}
+	restored := f.server.NewClient(nil, "t", "doctor-0", false)
+	restored.Properties.Username = []byte("doctor")
+	for id := uint16(1); id <= 3; id++ {
+		restored.State.Inflight.Set(queuedPk(memoTopic, id, false))
+	}
+	f.server.Clients.Add(restored)
+	h.state = &restoredStore{client: "doctor-0", of: map[uint16]RestoredDelivery{
+		1: {View: &StoredView{Owner: "an", Constraints: []policies.Constraint{{Kind: "accuracy", Field: "temperature", Step: 1}}}},
+		2: {Raw: true},
+	}}
+	doctor := f.client("doctor-0", policies.UserPrincipal("doctor"))
+	h.OnSessionEstablish(doctor, packets.Packet{Connect: packets.ConnectParams{Clean: false}})
+	for id, want := range map[uint16]string{1: `{"temperature":21}`, 2: `{"temperature":21}`, 3: ""} {
+		pk, kept := restored.State.Inflight.Get(id)
+		if kept != (want != "") {
+			t.Errorf("packet %d kept for the resend: %v, want %v", id, kept, want != "")
+			continue
+		}
+		if !kept {
+			continue
+		}
+		// Today (23:00, nothing hot) the doctor reads whole degrees: packet
+		// 2, raw when it was delivered, is written under today's view.
+		if out := h.OnPacketEncode(doctor, resent(pk)); string(out.Payload) != want {
+			t.Errorf("packet %d resent as %s, want %s", id, out.Payload, want)
+		}
+	}
+}
+
+// A packet the replaced connection's write loop refuses while mochi moves
+// its in-flight messages to the new connection is not taken out of them:
+// the new connection holds the same message under the same id.
+func TestDropOnAReplacedConnectionLeavesTheMovedMessage(t *testing.T) {
+	f, _ := nightAndDay(t)
+	h := f.enforcer
+	old := f.client("doctor-0", policies.UserPrincipal("doctor"))
+	pk := inflight(old, queuedPk("things/sensor-1/data/humidity", 1, false)) // no right to it: refused at encode
+	setTakenOver(old)
+	if out := h.OnPacketEncode(old, pk); out.FixedHeader.Type == packets.Publish {
+		t.Fatal("written")
+	}
+	if _, ok := old.State.Inflight.Get(1); !ok {
+		t.Error("taken out of the replaced connection's in-flight messages, which mochi is moving")
+	}
+}
+
+// setTakenOver marks cl as mochi does when another connection resumes its
+// session (the flag is mochi's own).
+func setTakenOver(cl *mqtt.Client) {
+	f := reflect.ValueOf(&cl.State).Elem().FieldByName("isTakenOver")
+	(*atomic.Bool)(unsafe.Pointer(f.UnsafeAddr())).Store(true)
 }

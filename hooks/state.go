@@ -17,10 +17,12 @@ type StateStore interface {
 	// session (refused at encode, pruned before a resend), before mochi
 	// may reuse its packet id: mochi calls no hook for these.
 	Dropped(clientID string, packetID uint16)
-	// KeepView is told the view the delivery pk, in flight, was decided
-	// under, when it may be looser later (it ends at a time or depends on
-	// live data, whose past is not kept). It must not block.
-	KeepView(clientID string, pk packets.Packet, v StoredView)
+	// KeepView is told the view the delivery pk was decided under, when it
+	// may be looser later (it ends at a time or depends on live data, whose
+	// past is not kept; nil: raw, by live data), before the store records
+	// pk (the enforcer's OnQosPublish runs first), so that the record and
+	// its view are written together. It must not block.
+	KeepView(clientID string, pk packets.Packet, v *StoredView)
 	// Restored tells what was kept of packet packetID, in flight for
 	// clientID when the broker started, while it is still that message:
 	// when its delivery was decided, and the view kept for it, if any.
@@ -46,4 +48,5 @@ type StoredView struct {
 type RestoredDelivery struct {
 	DecidedAt time.Time   // zero: unknown
 	View      *StoredView // nil: none kept
+	Raw       bool        // no view: the delivery was decided raw by live data
 }
