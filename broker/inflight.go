@@ -33,6 +33,7 @@ type inflightRecord struct {
 // toldView is a view KeepView was told of, waiting for the store's
 // OnQosPublish of the same delivery (the enforcer's runs first).
 type toldView struct {
+	client  string
 	payload *byte // the delivery's payload: mochi hands both hooks the same slice
 	view    *hooks.StoredView
 }
@@ -74,10 +75,12 @@ func (s *stateStore) OnQosPublish(cl *mqtt.Client, pk packets.Packet, sent int64
 	}
 	r.Sent = s.now().Unix()
 	s.mu.Lock()
-	if t, ok := s.told[id]; ok && t.payload == unsafe.SliceData(pk.Payload) {
+	// (An empty payload has no address of its own to tell it by, and
+	// nothing a view could rewrite.)
+	if t, ok := s.told[id]; ok && len(pk.Payload) > 0 && t.payload == unsafe.SliceData(pk.Payload) {
 		r.View, r.Raw = t.view, t.view == nil
-		delete(s.told, id)
 	}
+	delete(s.told, id)
 	s.mu.Unlock()
 	s.record(id, r)
 }
@@ -115,7 +118,7 @@ func (s *stateStore) KeepView(client string, pk packets.Packet, v *hooks.StoredV
 	if s.told == nil {
 		s.told = map[string]toldView{}
 	}
-	s.told[key] = toldView{payload: unsafe.SliceData(pk.Payload), view: v}
+	s.told[key] = toldView{client: client, payload: unsafe.SliceData(pk.Payload), view: v}
 }
 
 // Dropped implements hooks.StateStore: the stored copy of an in-flight
@@ -145,6 +148,9 @@ func (s *stateStore) StoredInflightMessages() ([]storage.Message, error) {
 		var r inflightRecord
 		if err := r.UnmarshalBinary(b); err != nil {
 			return err
+		}
+		if s.orphan(r.ID, r.Client) {
+			return nil
 		}
 		if r.PacketID == 0 {
 			if j := strings.LastIndexByte(r.ID, ':'); j >= 0 {

@@ -220,6 +220,45 @@ func TestSubscriptionPurposeSurvivesRestart(t *testing.T) {
 	expect(t, "queued after the restart", got, []string{`{"lat":48.78,"lon":9.18}`})
 }
 
+// A message delivered raw by live data to a session restored at start and
+// still offline is resent raw when the client comes back: it was decided in
+// this process (a review found it pruned, as if its record were of an older
+// version).
+func TestRawLiveDataDeliveryToARestoredSessionKept(t *testing.T) {
+	dir := t.TempDir()
+	clk := &testClock{}
+	clk.Set(time.Now().UTC())
+	b := startWithClock(t, dir, clk)
+	an := mustCfg(t, b.Addr("mqtt"), "an", "an-pass")
+	an.mustOK("$config/users/an/policies/doctor-humid", `{"id":"doctor-humid","priority":5,"effect":"allow",`+
+		`"subjects":["role:doctor"],"resources":["things/thermo-1/data/temperature"],"actions":["read"],`+
+		`"when":{"attr":"data.thermo-1.humidity.h","op":"gt","value":50}}`)
+	const topic = "things/thermo-1/data/temperature"
+	doc, _ := doctorSession(t, b.Addr("mqtt"), false)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if sa, err := doc.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: topic, QoS: 1}}}); err != nil || sa.Reasons[0] != 1 {
+		t.Fatalf("doctor's subscription: %v %v", sa, err)
+	}
+	_ = doc.Disconnect(&paho.Disconnect{})
+	b.Close()
+
+	// The doctor's session is restored, offline; the room is humid.
+	b = startWithClock(t, dir, clk)
+	defer b.Close()
+	thermo, err := dialCfg(t, b.Addr("mqtt"), "", "thermo-1", "thermo-1-secret", "thermo-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range [][2]string{{"things/thermo-1/data/humidity", `{"h":60}`}, {topic, `{"temperature":21.37}`}} {
+		if code := thermo.publish(m[0], m[1]); code != 0 {
+			t.Fatalf("thermo-1 publish %s: 0x%02x", m[0], code)
+		}
+	}
+	_, got := doctorSession(t, b.Addr("mqtt"), false)
+	expect(t, "queued for the restored session, raw by live data, humid still", got, []string{`{"temperature":21.37}`})
+}
+
 // startWithClock starts a broker of the test's own on dataDir with the
 // household bootstrap and clock.
 func startWithClock(t *testing.T, dataDir string, clock *testClock) *broker.Broker {

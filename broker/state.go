@@ -75,6 +75,9 @@ type stateStore struct {
 	// purposes holds, by client id and filter, the purposes the stored
 	// subscriptions declared, as read at start (Purposes).
 	purposes map[string][]hooks.SubscriptionPurpose // under mu
+	// kept holds, by client id, whether mochi keeps the session read at
+	// start (StoredClients); nil until then.
+	kept map[string]bool // under mu
 }
 
 // stateBucket is mochi's bolt hook's bucket name.
@@ -359,12 +362,20 @@ func (s *stateStore) OnDisconnect(cl *mqtt.Client, _ error, expire bool) {
 // they would stay in the file for good (mochi skips them at start, their
 // client gone), and so does what was read of them at start.
 func (s *stateStore) OnClientExpired(cl *mqtt.Client) {
+	if cl.IsTakenOver() {
+		return // resumed meanwhile: the records are the new connection's
+	}
 	s.record(clientKey(cl.ID), nil)
 	for _, k := range s.keysOf(cl.ID) {
 		s.record(k, nil)
 	}
 	s.mu.Lock()
 	delete(s.purposes, cl.ID)
+	for k, t := range s.told {
+		if t.client == cl.ID {
+			delete(s.told, k)
+		}
+	}
 	s.mu.Unlock()
 }
 
@@ -529,16 +540,41 @@ func (s *stateStore) scan(prefix string, visit func(k, v []byte)) error {
 }
 
 // StoredClients implements mqtt.Hook.
+// StoredClients implements mqtt.Hook. It notes which sessions mochi keeps
+// at start: a session that ends with its connection (MQTT 5 expiry 0, or a
+// 3.1.1 clean session), stored because the broker stopped while it was
+// connected, is dropped (loadClients), and its subscriptions and in-flight
+// messages, read after it, go with it (StoredSubscriptions,
+// StoredInflightMessages): mochi would put the subscriptions in its index
+// under a client id it no longer holds, for a later session under that id.
 func (s *stateStore) StoredClients() (v []storage.Client, err error) {
+	kept := map[string]bool{}
 	err = s.each(storage.ClientKey+"_", func(b []byte) error {
 		var c storage.Client
 		if err := c.UnmarshalBinary(b); err != nil {
 			return err
 		}
+		ends := c.ProtocolVersion == 5 && c.Properties.SessionExpiryInterval == 0 || c.ProtocolVersion < 5 && c.Clean
+		kept[c.ID] = !ends
 		v = append(v, c)
 		return nil
 	})
+	s.mu.Lock()
+	s.kept = kept
+	s.mu.Unlock()
 	return v, err
+}
+
+// orphan reports whether a record of client, read at start, belongs to no
+// session mochi keeps (StoredClients), and deletes it if so.
+func (s *stateStore) orphan(key, client string) bool {
+	s.mu.Lock()
+	orphan := s.kept != nil && !s.kept[client]
+	s.mu.Unlock()
+	if orphan {
+		s.record(key, nil)
+	}
+	return orphan
 }
 
 // StoredSubscriptions implements mqtt.Hook. The purposes they declared are
@@ -549,6 +585,9 @@ func (s *stateStore) StoredSubscriptions() (v []storage.Subscription, err error)
 		var r subscriptionRecord
 		if err := r.UnmarshalBinary(b); err != nil {
 			return err
+		}
+		if s.orphan(r.ID, r.Client) {
+			return nil
 		}
 		recs = append(recs, r)
 		v = append(v, r.Subscription)

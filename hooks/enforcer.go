@@ -504,10 +504,13 @@ func (h *Enforcer) mayDeliver(cl *mqtt.Client, s *session, topic string) bool {
 // later session under the same client id, anyone's, would be delivered
 // what they match (decided under its own rights) without having asked.
 func (h *Enforcer) OnClientExpired(cl *mqtt.Client) {
+	if cl.IsTakenOver() {
+		return // resumed meanwhile: the session lives on in the new connection
+	}
+	h.endSession(cl) // first: a parked filter put back meanwhile would outlive it
 	if h.server != nil {
 		h.server.UnsubscribeClient(cl)
 	}
-	h.endSession(cl)
 }
 
 // OnQosPublish keeps, by packet id, the view a QoS 1 or 2 delivery is
@@ -542,7 +545,14 @@ func (h *Enforcer) OnQosPublish(cl *mqtt.Client, pk packets.Packet, sent int64, 
 		}
 	}
 	if holder != cl {
-		if v == nil || !h.queued.keepInflight(holder, pk.PacketID, pk.Payload, v) {
+		moved := false
+		if v != nil {
+			moved = h.queued.keepInflight(holder, pk.PacketID, pk.Payload, v)
+		} else if dynamic {
+			cur, ok := holder.State.Inflight.Get(pk.PacketID)
+			moved = ok && sameBytes(cur.Payload, pk.Payload)
+		}
+		if !moved {
 			return
 		}
 	} else {
@@ -1040,7 +1050,12 @@ func (h *Enforcer) pruneInflight(cl, existing *mqtt.Client, s *session) {
 func (h *Enforcer) restoredView(id string, s *session, m packets.Packet) (*policies.View, bool) {
 	var r RestoredDelivery
 	if h.state != nil {
-		r, _ = h.state.Restored(id, m.PacketID)
+		var read bool
+		if r, read = h.state.Restored(id, m.PacketID); !read {
+			// Delivered since the start, to the session offline: decided
+			// in this process, its view, if it may loosen, is kept.
+			return nil, true
+		}
 	}
 	switch {
 	case r.View != nil:

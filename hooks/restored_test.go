@@ -230,6 +230,7 @@ func TestRestoredLiveDataDeliveryAsTheStoreTells(t *testing.T) {
 	h.state = &restoredStore{client: "doctor-0", of: map[uint16]RestoredDelivery{
 		1: {View: &StoredView{Owner: "an", Constraints: []policies.Constraint{{Kind: "accuracy", Field: "temperature", Step: 1}}}},
 		2: {Raw: true},
+		3: {}, // read at start, of an older version: nothing told of how it was decided
 	}}
 	doctor := f.client("doctor-0", policies.UserPrincipal("doctor"))
 	h.OnSessionEstablish(doctor, packets.Packet{Connect: packets.ConnectParams{Clean: false}})
