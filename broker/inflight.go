@@ -143,13 +143,16 @@ func (s *stateStore) Restored(client string, packetID uint16) (hooks.RestoredDel
 // enforcer must know of them is kept for Restored.
 func (s *stateStore) StoredInflightMessages() ([]storage.Message, error) {
 	var msgs []storage.Message
+	var orphans []string
+	defer func() { s.forget(orphans) }()
 	restored := map[string]hooks.RestoredDelivery{}
 	err := s.each(inflightPrefix, func(b []byte) error {
 		var r inflightRecord
 		if err := r.UnmarshalBinary(b); err != nil {
 			return err
 		}
-		if s.orphan(r.ID, r.Client) {
+		if s.orphan(r.Client) {
+			orphans = append(orphans, r.ID)
 			return nil
 		}
 		if r.PacketID == 0 {

@@ -566,27 +566,36 @@ func (s *stateStore) StoredClients() (v []storage.Client, err error) {
 }
 
 // orphan reports whether a record of client, read at start, belongs to no
-// session mochi keeps (StoredClients), and deletes it if so.
-func (s *stateStore) orphan(key, client string) bool {
+// session mochi keeps (StoredClients). The caller deletes it once its scan
+// is over (forget): a commit must not open bbolt's write transaction while
+// the scan's read transaction is open in the same goroutine (with
+// --state-sync 0, record commits at once), which can deadlock on a remap.
+func (s *stateStore) orphan(client string) bool {
 	s.mu.Lock()
-	orphan := s.kept != nil && !s.kept[client]
-	s.mu.Unlock()
-	if orphan {
-		s.record(key, nil)
+	defer s.mu.Unlock()
+	return s.kept != nil && !s.kept[client]
+}
+
+// forget deletes keys.
+func (s *stateStore) forget(keys []string) {
+	for _, k := range keys {
+		s.record(k, nil)
 	}
-	return orphan
 }
 
 // StoredSubscriptions implements mqtt.Hook. The purposes they declared are
 // kept for the enforcer (Purposes).
 func (s *stateStore) StoredSubscriptions() (v []storage.Subscription, err error) {
 	var recs []subscriptionRecord
+	var orphans []string
+	defer func() { s.forget(orphans) }()
 	err = s.each(storage.SubscriptionKey+"_", func(b []byte) error {
 		var r subscriptionRecord
 		if err := r.UnmarshalBinary(b); err != nil {
 			return err
 		}
-		if s.orphan(r.ID, r.Client) {
+		if s.orphan(r.Client) {
+			orphans = append(orphans, r.ID)
 			return nil
 		}
 		recs = append(recs, r)
