@@ -336,14 +336,18 @@ func (s *stateStore) saveClient(cl *mqtt.Client) {
 		ProtocolVersion: cl.Properties.ProtocolVersion,
 		Properties: storage.ClientProperties{
 			SessionExpiryInterval: props.SessionExpiryInterval,
-			AuthenticationMethod:  props.AuthenticationMethod,
-			AuthenticationData:    props.AuthenticationData,
-			RequestProblemInfo:    props.RequestProblemInfo,
-			RequestResponseInfo:   props.RequestResponseInfo,
-			ReceiveMaximum:        props.ReceiveMaximum,
-			TopicAliasMaximum:     props.TopicAliasMaximum,
-			User:                  props.User,
-			MaximumPacketSize:     props.MaximumPacketSize,
+			// Without the flag, mochi expires a restored session after its
+			// own maximum (days), not the interval the client asked for.
+			SessionExpiryIntervalFlag: props.SessionExpiryIntervalFlag,
+			AuthenticationMethod:      props.AuthenticationMethod,
+			AuthenticationData:        props.AuthenticationData,
+			RequestProblemInfo:        props.RequestProblemInfo,
+			RequestProblemInfoFlag:    props.RequestProblemInfoFlag,
+			RequestResponseInfo:       props.RequestResponseInfo,
+			ReceiveMaximum:            props.ReceiveMaximum,
+			TopicAliasMaximum:         props.TopicAliasMaximum,
+			User:                      props.User,
+			MaximumPacketSize:         props.MaximumPacketSize,
 		},
 		Will: storage.ClientWill(cl.Properties.Will),
 	})
