@@ -324,9 +324,29 @@ func (s *stateStore) OnSessionEstablished(cl *mqtt.Client, _ packets.Packet) { s
 // OnWillSent implements mqtt.Hook: the client record no longer holds the will.
 func (s *stateStore) OnWillSent(cl *mqtt.Client, _ packets.Packet) { s.saveClient(cl) }
 
-func (s *stateStore) saveClient(cl *mqtt.Client) {
+func (s *stateStore) saveClient(cl *mqtt.Client) { s.saveClientStopped(cl, 0) }
+
+// clientRecord is a session as the state store keeps it: mochi's record,
+// and when its connection ended (a field mochi's own hook does not know,
+// and ignores), so that a session whose expiry ran out while the broker was
+// down is not restored for another whole interval (mochi restarts the
+// clock of every session it restores).
+type clientRecord struct {
+	storage.Client
+	Stopped int64 `json:"veil_stopped,omitempty"` // unix seconds; 0: connected when last stored
+}
+
+// MarshalBinary implements storage.Serializable.
+func (r *clientRecord) MarshalBinary() ([]byte, error) { return json.Marshal(r) }
+
+// UnmarshalBinary reads a record, also one mochi's hook wrote.
+func (r *clientRecord) UnmarshalBinary(b []byte) error { return json.Unmarshal(b, r) }
+
+// saveClientStopped records cl's session, whose connection ended at
+// stopped (unix seconds; 0: connected).
+func (s *stateStore) saveClientStopped(cl *mqtt.Client, stopped int64) {
 	props := cl.Properties.Props.Copy(false)
-	s.record(clientKey(cl.ID), &storage.Client{
+	s.record(clientKey(cl.ID), &clientRecord{Stopped: stopped, Client: storage.Client{
 		ID:              cl.ID,
 		T:               storage.ClientKey,
 		Remote:          cl.Net.Remote,
@@ -350,14 +370,18 @@ func (s *stateStore) saveClient(cl *mqtt.Client) {
 			MaximumPacketSize:         props.MaximumPacketSize,
 		},
 		Will: storage.ClientWill(cl.Properties.Will),
-	})
+	}})
 }
 
 // OnDisconnect implements mqtt.Hook: a session that ends is forgotten,
 // one taken over by a new connection is not.
 func (s *stateStore) OnDisconnect(cl *mqtt.Client, _ error, expire bool) {
-	if expire && !errors.Is(cl.StopCause(), packets.ErrSessionTakenOver) {
+	switch {
+	case errors.Is(cl.StopCause(), packets.ErrSessionTakenOver) || cl.IsTakenOver():
+	case expire:
 		s.record(clientKey(cl.ID), nil)
+	case cl.Net.Conn != nil: // (not a session mochi restores at start)
+		s.saveClientStopped(cl, time.Now().Unix()) // mochi's expiry runs on the wall clock
 	}
 }
 
@@ -543,7 +567,6 @@ func (s *stateStore) scan(prefix string, visit func(k, v []byte)) error {
 	})
 }
 
-// StoredClients implements mqtt.Hook.
 // StoredClients implements mqtt.Hook. It notes which sessions mochi keeps
 // at start: a session that ends with its connection (MQTT 5 expiry 0, or a
 // 3.1.1 clean session), stored because the broker stopped while it was
@@ -553,12 +576,23 @@ func (s *stateStore) scan(prefix string, visit func(k, v []byte)) error {
 // under a client id it no longer holds, for a later session under that id.
 func (s *stateStore) StoredClients() (v []storage.Client, err error) {
 	kept := map[string]bool{}
+	var expired []string
+	defer func() { s.forget(expired) }()
+	now := time.Now().Unix()
 	err = s.each(storage.ClientKey+"_", func(b []byte) error {
-		var c storage.Client
-		if err := c.UnmarshalBinary(b); err != nil {
+		var r clientRecord
+		if err := r.UnmarshalBinary(b); err != nil {
 			return err
 		}
+		c := r.Client
 		ends := c.ProtocolVersion == 5 && c.Properties.SessionExpiryInterval == 0 || c.ProtocolVersion < 5 && c.Clean
+		if !ends && r.Stopped > 0 && c.ProtocolVersion == 5 && c.Properties.SessionExpiryIntervalFlag &&
+			r.Stopped+int64(c.Properties.SessionExpiryInterval) < now {
+			// Expired while the broker was down: not handed to mochi.
+			expired = append(expired, clientKey(c.ID))
+			kept[c.ID] = false
+			return nil
+		}
 		kept[c.ID] = !ends
 		v = append(v, c)
 		return nil

@@ -4,6 +4,7 @@ import (
 	"io"
 	"log/slog"
 	"maps"
+	"net"
 	"path/filepath"
 	"reflect"
 	"slices"
@@ -440,6 +441,72 @@ func TestStateStoreExpiryTakesTheSessionsRecords(t *testing.T) {
 	clients, _ := s.StoredClients()
 	if len(subs) != 1 || subs[0].Client != other.ID || len(msgs) != 1 || msgs[0].Client != other.ID || len(clients) != 1 {
 		t.Errorf("after doctor-1 expired: subscriptions %+v, in flight %d, clients %d; want doctor-1:b's only", subs, len(msgs), len(clients))
+	}
+}
+
+// A session whose expiry ran out while the broker was down is not restored
+// (mochi would restart its clock), nor its subscriptions and messages; one
+// whose interval still runs, and one connected when last stored, are.
+func TestStateStoreDropsSessionsExpiredWhileDown(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "mqtt.db")
+	s := openState(t, path, time.Hour)
+	now := time.Now().Unix()
+	for _, c := range []struct {
+		id      string
+		stopped int64
+	}{{"gone", now - 600}, {"running", now - 10}, {"connected", 0}} {
+		cl := stateClient(c.id)
+		cl.Properties.Props.SessionExpiryInterval, cl.Properties.Props.SessionExpiryIntervalFlag = 60, true
+		s.saveClientStopped(cl, c.stopped)
+		s.OnSubscribed(cl, packets.Packet{Filters: packets.Subscriptions{{Filter: "things/+/data/#", Qos: 1}}}, []byte{1})
+		s.OnQosPublish(cl, qosPacket(1, "things/thermo-1/data/temperature"), 1764100000, 0)
+	}
+	if err := s.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	s = openState(t, path, time.Hour)
+	defer s.Stop()
+	clients, _ := s.StoredClients()
+	subs, _ := s.StoredSubscriptions()
+	msgs, _ := s.StoredInflightMessages()
+	var ids []string
+	for _, c := range clients {
+		ids = append(ids, c.ID)
+	}
+	slices.Sort(ids)
+	if !slices.Equal(ids, []string{"connected", "running"}) || len(subs) != 2 || len(msgs) != 2 {
+		t.Errorf("restored clients %v, %d subscriptions, %d messages; want connected and running, 2 and 2", ids, len(subs), len(msgs))
+	}
+	for _, sub := range subs {
+		if sub.Client == "gone" {
+			t.Error("the expired session's subscription restored")
+		}
+	}
+}
+
+// A connection that ends leaves its persistent session stored with when it
+// ended; mochi's own disconnect of a session it restores at start does not
+// (the time from before the restart stands).
+func TestStateStoreRecordsWhenASessionsConnectionEnded(t *testing.T) {
+	s := openState(t, filepath.Join(t.TempDir(), "mqtt.db"), time.Hour)
+	defer s.Stop()
+	x, y := net.Pipe()
+	defer x.Close()
+	defer y.Close()
+	live, restored := stateClient("live"), stateClient("restored")
+	live.Net.Conn = x
+	s.saveClientStopped(restored, 1764100000)
+	before := time.Now().Unix()
+	s.OnDisconnect(live, nil, false)
+	s.OnDisconnect(restored, packets.ErrServerShuttingDown, false)
+	for id, ok := range map[string]func(int64) bool{
+		"live":     func(st int64) bool { return st >= before },
+		"restored": func(st int64) bool { return st == 1764100000 },
+	} {
+		r, _ := s.pending[clientKey(id)].(*clientRecord)
+		if r == nil || !ok(r.Stopped) {
+			t.Errorf("%s: stored %+v", id, r)
+		}
 	}
 }
 

@@ -504,13 +504,17 @@ func (h *Enforcer) mayDeliver(cl *mqtt.Client, s *session, topic string) bool {
 // later session under the same client id, anyone's, would be delivered
 // what they match (decided under its own rights) without having asked.
 func (h *Enforcer) OnClientExpired(cl *mqtt.Client) {
-	if cl.IsTakenOver() {
-		return // resumed meanwhile: the session lives on in the new connection
+	if cur, ok := h.latest.Load(cl.ID); cl.IsTakenOver() || ok && cur != cl {
+		// Resumed meanwhile: the session lives on in the new connection.
+		// (mochi then deletes the client by id all the same, the new one:
+		// its clearExpiredClients does not look.)
+		return
 	}
 	h.endSession(cl) // first: a parked filter put back meanwhile would outlive it
 	if h.server != nil {
 		h.server.UnsubscribeClient(cl)
 	}
+	h.restored.Delete(cl.ID) // (OnUnsubscribed re-created the session, and cached its purposes)
 }
 
 // OnQosPublish keeps, by packet id, the view a QoS 1 or 2 delivery is
