@@ -195,6 +195,7 @@ func (b *Broker) startMQTT() error {
 	if b.cfg.Clock != nil {
 		b.state.now = b.cfg.Clock.Now
 	}
+	b.state.server, b.state.maxExpiry = srv, srv.Options.Capabilities.MaximumSessionExpiryInterval
 	// First of the OnPublish hooks, with enforcement on or off alike.
 	if err := srv.AddHook(span, nil); err != nil {
 		return err

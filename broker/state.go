@@ -66,6 +66,12 @@ type stateStore struct {
 	// now is the clock the decision times of deliveries are read from (the
 	// enforcer's: it decides a restored message as of that time).
 	now func() time.Time
+	// server, when set, tells which client holds an id now: a connection
+	// resumed meanwhile owns the session's records.
+	server *mqtt.Server
+	// maxExpiry is the broker's maximum session expiry interval (seconds),
+	// which mochi applies to a session without an interval of its own.
+	maxExpiry uint32
 	// restored holds, by in-flight key, what was kept of each in-flight
 	// message read at start, until the enforcer asks (Restored).
 	restored map[string]hooks.RestoredDelivery // under mu
@@ -345,6 +351,9 @@ func (r *clientRecord) UnmarshalBinary(b []byte) error { return json.Unmarshal(b
 // saveClientStopped records cl's session, whose connection ended at
 // stopped (unix seconds; 0: connected).
 func (s *stateStore) saveClientStopped(cl *mqtt.Client, stopped int64) {
+	if s.replaced(cl) {
+		return // (a late hook of a connection another one resumed)
+	}
 	props := cl.Properties.Props.Copy(false)
 	s.record(clientKey(cl.ID), &clientRecord{Stopped: stopped, Client: storage.Client{
 		ID:              cl.ID,
@@ -373,6 +382,15 @@ func (s *stateStore) saveClientStopped(cl *mqtt.Client, stopped int64) {
 	}})
 }
 
+// replaced reports whether another client holds cl's id now.
+func (s *stateStore) replaced(cl *mqtt.Client) bool {
+	if s.server == nil {
+		return false
+	}
+	cur, ok := s.server.Clients.Get(cl.ID)
+	return ok && cur != cl
+}
+
 // OnDisconnect implements mqtt.Hook: a session that ends is forgotten,
 // one taken over by a new connection is not.
 func (s *stateStore) OnDisconnect(cl *mqtt.Client, _ error, expire bool) {
@@ -390,7 +408,7 @@ func (s *stateStore) OnDisconnect(cl *mqtt.Client, _ error, expire bool) {
 // they would stay in the file for good (mochi skips them at start, their
 // client gone), and so does what was read of them at start.
 func (s *stateStore) OnClientExpired(cl *mqtt.Client) {
-	if cl.IsTakenOver() {
+	if cl.IsTakenOver() || s.replaced(cl) {
 		return // resumed meanwhile: the records are the new connection's
 	}
 	s.record(clientKey(cl.ID), nil)
@@ -586,8 +604,11 @@ func (s *stateStore) StoredClients() (v []storage.Client, err error) {
 		}
 		c := r.Client
 		ends := c.ProtocolVersion == 5 && c.Properties.SessionExpiryInterval == 0 || c.ProtocolVersion < 5 && c.Clean
-		if !ends && r.Stopped > 0 && c.ProtocolVersion == 5 && c.Properties.SessionExpiryIntervalFlag &&
-			r.Stopped+int64(c.Properties.SessionExpiryInterval) < now {
+		expiry := s.maxExpiry // as mochi's clearExpiredClients reckons it
+		if c.ProtocolVersion == 5 && c.Properties.SessionExpiryIntervalFlag {
+			expiry = c.Properties.SessionExpiryInterval
+		}
+		if !ends && r.Stopped > 0 && expiry > 0 && r.Stopped+int64(expiry) < now {
 			// Expired while the broker was down: not handed to mochi.
 			expired = append(expired, clientKey(c.ID))
 			kept[c.ID] = false

@@ -445,18 +445,24 @@ func TestStateStoreExpiryTakesTheSessionsRecords(t *testing.T) {
 }
 
 // A session whose expiry ran out while the broker was down is not restored
-// (mochi would restart its clock), nor its subscriptions and messages; one
-// whose interval still runs, and one connected when last stored, are.
+// (mochi would restart its clock), nor its subscriptions and messages: its
+// own interval, or the broker's maximum for a 3.1.1 session; one whose
+// interval still runs, and one connected when last stored, are.
 func TestStateStoreDropsSessionsExpiredWhileDown(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "mqtt.db")
 	s := openState(t, path, time.Hour)
+	s.maxExpiry = 7 * 24 * 3600
 	now := time.Now().Unix()
 	for _, c := range []struct {
 		id      string
 		stopped int64
-	}{{"gone", now - 600}, {"running", now - 10}, {"connected", 0}} {
+		version byte
+	}{{"gone", now - 600, 5}, {"running", now - 10, 5}, {"connected", 0, 5}, {"gone-3.1.1", now - 8*24*3600, 4}} {
 		cl := stateClient(c.id)
 		cl.Properties.Props.SessionExpiryInterval, cl.Properties.Props.SessionExpiryIntervalFlag = 60, true
+		if cl.Properties.ProtocolVersion = c.version; c.version < 5 {
+			cl.Properties.Props.SessionExpiryInterval, cl.Properties.Props.SessionExpiryIntervalFlag = 0, false // the broker's maximum
+		}
 		s.saveClientStopped(cl, c.stopped)
 		s.OnSubscribed(cl, packets.Packet{Filters: packets.Subscriptions{{Filter: "things/+/data/#", Qos: 1}}}, []byte{1})
 		s.OnQosPublish(cl, qosPacket(1, "things/thermo-1/data/temperature"), 1764100000, 0)
@@ -466,6 +472,7 @@ func TestStateStoreDropsSessionsExpiredWhileDown(t *testing.T) {
 	}
 	s = openState(t, path, time.Hour)
 	defer s.Stop()
+	s.maxExpiry = 7 * 24 * 3600
 	clients, _ := s.StoredClients()
 	subs, _ := s.StoredSubscriptions()
 	msgs, _ := s.StoredInflightMessages()
@@ -478,7 +485,7 @@ func TestStateStoreDropsSessionsExpiredWhileDown(t *testing.T) {
 		t.Errorf("restored clients %v, %d subscriptions, %d messages; want connected and running, 2 and 2", ids, len(subs), len(msgs))
 	}
 	for _, sub := range subs {
-		if sub.Client == "gone" {
+		if sub.Client == "gone" || sub.Client == "gone-3.1.1" {
 			t.Error("the expired session's subscription restored")
 		}
 	}

@@ -504,10 +504,12 @@ func (h *Enforcer) mayDeliver(cl *mqtt.Client, s *session, topic string) bool {
 // later session under the same client id, anyone's, would be delivered
 // what they match (decided under its own rights) without having asked.
 func (h *Enforcer) OnClientExpired(cl *mqtt.Client) {
-	if cur, ok := h.latest.Load(cl.ID); cl.IsTakenOver() || ok && cur != cl {
+	if cur, ok := h.currentClient(cl.ID); cl.IsTakenOver() || ok && cur != cl {
 		// Resumed meanwhile: the session lives on in the new connection.
 		// (mochi then deletes the client by id all the same, the new one:
-		// its clearExpiredClients does not look.)
+		// its clearExpiredClients does not look.) A connection still on
+		// its way in finds the session unsubscribed: a loss, where leaving
+		// the filters in mochi's index would deliver them to it unasked.
 		return
 	}
 	h.endSession(cl) // first: a parked filter put back meanwhile would outlive it
