@@ -21,15 +21,8 @@ import (
 func startOwn(t *testing.T, dataDir, mongoURI string) *broker.Broker {
 	t.Helper()
 	cfg := broker.Defaults()
-	cfg.MQTT, cfg.HTTP, cfg.DataDir, cfg.MongoURI = "127.0.0.1:0", "", dataDir, mongoURI
-	cfg.Bootstrap, cfg.LogLevel = "testdata/e2e/household.yaml", "warn"
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	b, err := broker.Start(ctx, cfg, zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
+	cfg.MongoURI = mongoURI
+	return startConfigured(t, dataDir, cfg)
 }
 
 // TestConfigSurvivesRestart: after a restart every stored configuration is

@@ -31,26 +31,11 @@ func TestQueuedMessagesSurviveRestartsAsDecided(t *testing.T) {
 	b := startWithClock(t, dir, clk)
 	an := mustCfg(t, b.Addr("mqtt"), "an", "an-pass")
 	h := published.Hour()
-	an.mustOK("$config/users/an/policies/doctor-exact", fmt.Sprintf(`{"id":"doctor-exact","priority":5,"effect":"allow",`+
-		`"subjects":["role:doctor"],"resources":["things/thermo-1/data/temperature"],"actions":["read"],`+
-		`"when":{"not":{"attr":"env.hour","op":"in","value":[%d,%d]}}}`, h, (h+1)%24))
+	an.mustOK("$config/users/an/policies/doctor-exact", exactExceptHour(h))
 	const topic = "things/thermo-1/data/temperature"
-	doc, _ := doctorSession(t, b.Addr("mqtt"), false)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if sa, err := doc.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: topic, QoS: 1}}}); err != nil || sa.Reasons[0] != 1 {
-		t.Fatalf("doctor's subscription: %v %v", sa, err)
-	}
-	_ = doc.Disconnect(&paho.Disconnect{})
-	thermo, err := dialCfg(t, b.Addr("mqtt"), "", "thermo-1", "thermo-1-secret", "thermo-1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, p := range []string{`{"temperature":21.37}`, `{"temperature":22.44}`, `{"temperature":23.51}`} {
-		if code := thermo.publish(topic, p); code != 0 {
-			t.Fatalf("thermo-1 publish: 0x%02x", code)
-		}
-	}
+	subscribeDoctor(t, b.Addr("mqtt"), topic)
+	publishAs(t, b.Addr("mqtt"), "thermo-1", [2]string{topic, `{"temperature":21.37}`}, [2]string{topic, `{"temperature":22.44}`},
+		[2]string{topic, `{"temperature":23.51}`})
 	b.Close()
 
 	rounded := []string{`{"temperature":21.4}`, `{"temperature":22.4}`, `{"temperature":23.5}`}
@@ -65,13 +50,7 @@ func TestQueuedMessagesSurviveRestartsAsDecided(t *testing.T) {
 	defer b.Close()
 	_, got = doctorSession(t, b.Addr("mqtt"), false)
 	expect(t, "after the second restart", got, rounded)
-	thermo, err = dialCfg(t, b.Addr("mqtt"), "", "thermo-1", "thermo-1-secret", "thermo-1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if code := thermo.publish(topic, `{"temperature":24.62}`); code != 0 {
-		t.Fatalf("thermo-1 publish: 0x%02x", code)
-	}
+	publishAs(t, b.Addr("mqtt"), "thermo-1", [2]string{topic, `{"temperature":24.62}`})
 	expect(t, "published now", got, []string{`{"temperature":24.62}`})
 }
 
@@ -92,9 +71,7 @@ func TestRetainedDeliveryAcrossRestartDecidedAsDelivered(t *testing.T) {
 	// Exact except in the hour of the subscription (and the next), when the
 	// household's doctor-thermo policy rounds.
 	h := subscribed.Hour()
-	an.mustOK("$config/users/an/policies/doctor-exact", fmt.Sprintf(`{"id":"doctor-exact","priority":5,"effect":"allow",`+
-		`"subjects":["role:doctor"],"resources":["things/thermo-1/data/temperature"],"actions":["read"],`+
-		`"when":{"not":{"attr":"env.hour","op":"in","value":[%d,%d]}}}`, h, (h+1)%24))
+	an.mustOK("$config/users/an/policies/doctor-exact", exactExceptHour(h))
 	const topic = "things/thermo-1/data/temperature"
 	thermo, err := dialCfg(t, b.Addr("mqtt"), "", "thermo-1", "thermo-1-secret", "thermo-1")
 	if err != nil {
@@ -138,42 +115,18 @@ func TestLiveDataViewSurvivesRestart(t *testing.T) {
 	an := mustCfg(t, b.Addr("mqtt"), "an", "an-pass")
 	// Exact while the room is humid; else the household's doctor-thermo
 	// policy rounds.
-	an.mustOK("$config/users/an/policies/doctor-humid", `{"id":"doctor-humid","priority":5,"effect":"allow",`+
-		`"subjects":["role:doctor"],"resources":["things/thermo-1/data/temperature"],"actions":["read"],`+
-		`"when":{"attr":"data.thermo-1.humidity.h","op":"gt","value":50}}`)
+	an.mustOK("$config/users/an/policies/doctor-humid", doctorHumid)
 	const topic = "things/thermo-1/data/temperature"
-	doc, _ := doctorSession(t, b.Addr("mqtt"), false)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if sa, err := doc.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: topic, QoS: 1}}}); err != nil || sa.Reasons[0] != 1 {
-		t.Fatalf("doctor's subscription: %v %v", sa, err)
-	}
-	_ = doc.Disconnect(&paho.Disconnect{})
-	thermo, err := dialCfg(t, b.Addr("mqtt"), "", "thermo-1", "thermo-1-secret", "thermo-1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, m := range [][2]string{{"things/thermo-1/data/humidity", `{"h":40}`}, {topic, `{"temperature":21.37}`}} {
-		if code := thermo.publish(m[0], m[1]); code != 0 {
-			t.Fatalf("thermo-1 publish %s: 0x%02x", m[0], code)
-		}
-	}
+	subscribeDoctor(t, b.Addr("mqtt"), topic)
+	publishAs(t, b.Addr("mqtt"), "thermo-1", [2]string{"things/thermo-1/data/humidity", `{"h":40}`}, [2]string{topic, `{"temperature":21.37}`})
 	b.Close()
 
 	b = startWithClock(t, dir, clk)
 	defer b.Close()
-	thermo, err = dialCfg(t, b.Addr("mqtt"), "", "thermo-1", "thermo-1-secret", "thermo-1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if code := thermo.publish("things/thermo-1/data/humidity", `{"h":60}`); code != 0 {
-		t.Fatalf("thermo-1 publish: 0x%02x", code)
-	}
+	publishAs(t, b.Addr("mqtt"), "thermo-1", [2]string{"things/thermo-1/data/humidity", `{"h":60}`})
 	_, got := doctorSession(t, b.Addr("mqtt"), false)
 	expect(t, "after the restart, the room humid now", got, []string{`{"temperature":21.4}`})
-	if code := thermo.publish(topic, `{"temperature":22.51}`); code != 0 {
-		t.Fatalf("thermo-1 publish: 0x%02x", code)
-	}
+	publishAs(t, b.Addr("mqtt"), "thermo-1", [2]string{topic, `{"temperature":22.51}`})
 	expect(t, "published now", got, []string{`{"temperature":22.51}`})
 }
 
@@ -230,33 +183,61 @@ func TestRawLiveDataDeliveryToARestoredSessionKept(t *testing.T) {
 	clk.Set(time.Now().UTC())
 	b := startWithClock(t, dir, clk)
 	an := mustCfg(t, b.Addr("mqtt"), "an", "an-pass")
-	an.mustOK("$config/users/an/policies/doctor-humid", `{"id":"doctor-humid","priority":5,"effect":"allow",`+
-		`"subjects":["role:doctor"],"resources":["things/thermo-1/data/temperature"],"actions":["read"],`+
-		`"when":{"attr":"data.thermo-1.humidity.h","op":"gt","value":50}}`)
+	an.mustOK("$config/users/an/policies/doctor-humid", doctorHumid)
 	const topic = "things/thermo-1/data/temperature"
-	doc, _ := doctorSession(t, b.Addr("mqtt"), false)
+	subscribeDoctor(t, b.Addr("mqtt"), topic)
+	b.Close()
+
+	// The doctor's session is restored, offline; the room is humid.
+	b = startWithClock(t, dir, clk)
+	defer b.Close()
+	publishAs(t, b.Addr("mqtt"), "thermo-1", [2]string{"things/thermo-1/data/humidity", `{"h":60}`}, [2]string{topic, `{"temperature":21.37}`})
+	_, got := doctorSession(t, b.Addr("mqtt"), false)
+	expect(t, "queued for the restored session, raw by live data, humid still", got, []string{`{"temperature":21.37}`})
+}
+
+// exactExceptHour lets the doctor read thermo-1's temperature exactly
+// except in hour h and the next (should h end during the test), when the
+// household's doctor-thermo policy rounds it.
+func exactExceptHour(h int) string {
+	return fmt.Sprintf(`{"id":"doctor-exact","priority":5,"effect":"allow",`+
+		`"subjects":["role:doctor"],"resources":["things/thermo-1/data/temperature"],"actions":["read"],`+
+		`"when":{"not":{"attr":"env.hour","op":"in","value":[%d,%d]}}}`, h, (h+1)%24)
+}
+
+// doctorHumid lets the doctor read thermo-1's temperature exactly while the
+// room is humid (live data); else the household's doctor-thermo policy
+// rounds it.
+const doctorHumid = `{"id":"doctor-humid","priority":5,"effect":"allow",` +
+	`"subjects":["role:doctor"],"resources":["things/thermo-1/data/temperature"],"actions":["read"],` +
+	`"when":{"attr":"data.thermo-1.humidity.h","op":"gt","value":50}}`
+
+// subscribeDoctor subscribes the doctor's persistent session to topic at
+// QoS 1 and leaves it offline.
+func subscribeDoctor(t *testing.T, addr, topic string) {
+	t.Helper()
+	doc, _ := doctorSession(t, addr, false)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if sa, err := doc.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: topic, QoS: 1}}}); err != nil || sa.Reasons[0] != 1 {
 		t.Fatalf("doctor's subscription: %v %v", sa, err)
 	}
 	_ = doc.Disconnect(&paho.Disconnect{})
-	b.Close()
+}
 
-	// The doctor's session is restored, offline; the room is humid.
-	b = startWithClock(t, dir, clk)
-	defer b.Close()
-	thermo, err := dialCfg(t, b.Addr("mqtt"), "", "thermo-1", "thermo-1-secret", "thermo-1")
+// publishAs connects thing (its secret is "{thing}-secret") and publishes
+// each topic and payload at QoS 1.
+func publishAs(t *testing.T, addr, thing string, msgs ...[2]string) {
+	t.Helper()
+	c, err := dialCfg(t, addr, "", thing, thing+"-secret", thing)
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, m := range [][2]string{{"things/thermo-1/data/humidity", `{"h":60}`}, {topic, `{"temperature":21.37}`}} {
-		if code := thermo.publish(m[0], m[1]); code != 0 {
-			t.Fatalf("thermo-1 publish %s: 0x%02x", m[0], code)
+	for _, m := range msgs {
+		if code := c.publish(m[0], m[1]); code != 0 {
+			t.Fatalf("%s publish %s: 0x%02x", thing, m[0], code)
 		}
 	}
-	_, got := doctorSession(t, b.Addr("mqtt"), false)
-	expect(t, "queued for the restored session, raw by live data, humid still", got, []string{`{"temperature":21.37}`})
 }
 
 // startWithClock starts a broker of the test's own on dataDir with the
@@ -264,7 +245,15 @@ func TestRawLiveDataDeliveryToARestoredSessionKept(t *testing.T) {
 func startWithClock(t *testing.T, dataDir string, clock *testClock) *broker.Broker {
 	t.Helper()
 	cfg := broker.Defaults()
-	cfg.MQTT, cfg.HTTP, cfg.DataDir, cfg.Clock = "127.0.0.1:0", "", dataDir, clock
+	cfg.Clock = clock
+	return startConfigured(t, dataDir, cfg)
+}
+
+// startConfigured starts cfg on dataDir (embedded FerretDB unless
+// cfg.MongoURI is set) with the household bootstrap, on ports of its own.
+func startConfigured(t *testing.T, dataDir string, cfg broker.Config) *broker.Broker {
+	t.Helper()
+	cfg.MQTT, cfg.HTTP, cfg.DataDir = "127.0.0.1:0", "", dataDir
 	cfg.Bootstrap, cfg.LogLevel = "testdata/e2e/household.yaml", "warn"
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()

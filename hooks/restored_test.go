@@ -165,19 +165,7 @@ func TestRestoredMessageWrittenUnderItsStoredView(t *testing.T) {
 	clock.Set(morning)
 	doctor := f.client("doctor-0", policies.UserPrincipal("doctor"))
 	h.OnSessionEstablish(doctor, packets.Packet{Connect: packets.ConnectParams{Clean: false}})
-	for id, want := range map[uint16]string{1: `{"temperature":21}`, 2: `{"temperature":21.37}`, 3: ""} {
-		pk, kept := restored.State.Inflight.Get(id)
-		if kept != (want != "") {
-			t.Errorf("packet %d kept for the resend: %v, want %v", id, kept, want != "")
-			continue
-		}
-		if !kept {
-			continue
-		}
-		if out := h.OnPacketEncode(doctor, resent(pk)); string(out.Payload) != want {
-			t.Errorf("packet %d resent as %s, want %s", id, out.Payload, want)
-		}
-	}
+	expectResent(t, h, doctor, restored, map[uint16]string{1: `{"temperature":21}`, 2: `{"temperature":21.37}`, 3: ""})
 }
 
 // A session restored at start has the purposes its subscriptions declared,
@@ -234,19 +222,27 @@ func TestRestoredLiveDataDeliveryAsTheStoreTells(t *testing.T) {
 	}}
 	doctor := f.client("doctor-0", policies.UserPrincipal("doctor"))
 	h.OnSessionEstablish(doctor, packets.Packet{Connect: packets.ConnectParams{Clean: false}})
-	for id, want := range map[uint16]string{1: `{"temperature":21}`, 2: `{"temperature":21}`, 3: ""} {
+	// Today (23:00, nothing hot) the doctor reads whole degrees: packet 2,
+	// raw when it was delivered, is written under today's view.
+	expectResent(t, h, doctor, restored, map[uint16]string{1: `{"temperature":21}`, 2: `{"temperature":21}`, 3: ""})
+}
+
+// expectResent checks which of restored's in-flight messages are kept for
+// the resend to doctor, and how each is written: want by packet id, ""
+// for pruned.
+func expectResent(t *testing.T, h *Enforcer, doctor, restored *mqtt.Client, want map[uint16]string) {
+	t.Helper()
+	for id, w := range want {
 		pk, kept := restored.State.Inflight.Get(id)
-		if kept != (want != "") {
-			t.Errorf("packet %d kept for the resend: %v, want %v", id, kept, want != "")
+		if kept != (w != "") {
+			t.Errorf("packet %d kept for the resend: %v, want %v", id, kept, w != "")
 			continue
 		}
 		if !kept {
 			continue
 		}
-		// Today (23:00, nothing hot) the doctor reads whole degrees: packet
-		// 2, raw when it was delivered, is written under today's view.
-		if out := h.OnPacketEncode(doctor, resent(pk)); string(out.Payload) != want {
-			t.Errorf("packet %d resent as %s, want %s", id, out.Payload, want)
+		if out := h.OnPacketEncode(doctor, resent(pk)); string(out.Payload) != w {
+			t.Errorf("packet %d resent as %s, want %s", id, out.Payload, w)
 		}
 	}
 }
