@@ -328,7 +328,11 @@ func inflightKey(client string, packetID uint16) string {
 func (s *stateStore) OnSessionEstablished(cl *mqtt.Client, _ packets.Packet) { s.saveClient(cl) }
 
 // OnWillSent implements mqtt.Hook: the client record no longer holds the will.
-func (s *stateStore) OnWillSent(cl *mqtt.Client, _ packets.Packet) { s.saveClient(cl) }
+// (A will is sent as the connection ends, or after its delay: the session
+// is stored with when it ended, else a restart would count it as connected.)
+func (s *stateStore) OnWillSent(cl *mqtt.Client, _ packets.Packet) {
+	s.saveClientStopped(cl, cl.StopTime())
+}
 
 func (s *stateStore) saveClient(cl *mqtt.Client) { s.saveClientStopped(cl, 0) }
 
@@ -351,7 +355,7 @@ func (r *clientRecord) UnmarshalBinary(b []byte) error { return json.Unmarshal(b
 // saveClientStopped records cl's session, whose connection ended at
 // stopped (unix seconds; 0: connected).
 func (s *stateStore) saveClientStopped(cl *mqtt.Client, stopped int64) {
-	if s.replaced(cl) {
+	if s.replaced(cl) || cl.IsTakenOver() {
 		return // (a late hook of a connection another one resumed)
 	}
 	props := cl.Properties.Props.Copy(false)
@@ -608,7 +612,7 @@ func (s *stateStore) StoredClients() (v []storage.Client, err error) {
 		if c.ProtocolVersion == 5 && c.Properties.SessionExpiryIntervalFlag {
 			expiry = c.Properties.SessionExpiryInterval
 		}
-		if !ends && r.Stopped > 0 && expiry > 0 && r.Stopped+int64(expiry) < now {
+		if !ends && r.Stopped > 0 && r.Stopped+int64(expiry) < now {
 			// Expired while the broker was down: not handed to mochi.
 			expired = append(expired, clientKey(c.ID))
 			kept[c.ID] = false

@@ -492,23 +492,27 @@ func TestStateStoreDropsSessionsExpiredWhileDown(t *testing.T) {
 }
 
 // A connection that ends leaves its persistent session stored with when it
-// ended; mochi's own disconnect of a session it restores at start does not
-// (the time from before the restart stands).
+// ended, and so does a will sent after its delay; mochi's own disconnect of
+// a session it restores at start does not (the time from before the
+// restart stands).
 func TestStateStoreRecordsWhenASessionsConnectionEnded(t *testing.T) {
 	s := openState(t, filepath.Join(t.TempDir(), "mqtt.db"), time.Hour)
 	defer s.Stop()
 	x, y := net.Pipe()
 	defer x.Close()
 	defer y.Close()
-	live, restored := stateClient("live"), stateClient("restored")
+	live, restored, willed := stateClient("live"), stateClient("restored"), stateClient("willed")
 	live.Net.Conn = x
 	s.saveClientStopped(restored, 1764100000)
 	before := time.Now().Unix()
 	s.OnDisconnect(live, nil, false)
 	s.OnDisconnect(restored, packets.ErrServerShuttingDown, false)
+	willed.Stop(nil) // its will sent after its delay
+	s.OnWillSent(willed, packets.Packet{})
 	for id, ok := range map[string]func(int64) bool{
 		"live":     func(st int64) bool { return st >= before },
 		"restored": func(st int64) bool { return st == 1764100000 },
+		"willed":   func(st int64) bool { return st >= before },
 	} {
 		r, _ := s.pending[clientKey(id)].(*clientRecord)
 		if r == nil || !ok(r.Stopped) {
