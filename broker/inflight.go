@@ -65,7 +65,7 @@ func (s *stateStore) OnQosPublish(cl *mqtt.Client, pk packets.Packet, sent int64
 	r := &inflightRecord{Message: *storedMessage(id, storage.InflightKey, cl.ID, pk, sent)}
 	if pk.FixedHeader.Dup {
 		s.commitMu.Lock()
-		old, _ := s.inflight(id)
+		old := s.inflight(id)
 		s.commitMu.Unlock()
 		if old != nil && old.TopicName == pk.TopicName && bytes.Equal(old.Payload, pk.Payload) {
 			r.Created, r.Sent, r.View, r.Raw = min(r.Created, old.Created), old.Sent, old.View, old.Raw
@@ -86,16 +86,15 @@ func (s *stateStore) OnQosPublish(cl *mqtt.Client, pk packets.Packet, sent int64
 }
 
 // inflight returns the in-flight record stored under key, pending or in
-// the file, and whether it was pending. The caller holds commitMu, so no
-// commit takes the pending changes meanwhile. Only resends and views kept
-// look, not every delivery.
-func (s *stateStore) inflight(key string) (*inflightRecord, bool) {
+// the file. The caller holds commitMu, so no commit takes the pending
+// changes meanwhile. Only resends look, not every delivery.
+func (s *stateStore) inflight(key string) *inflightRecord {
 	s.mu.Lock()
 	v, pending := s.pending[key]
 	s.mu.Unlock()
 	if pending {
 		r, _ := v.(*inflightRecord)
-		return r, true
+		return r
 	}
 	var r *inflightRecord
 	_ = s.db.View(func(tx *bbolt.Tx) error {
@@ -105,7 +104,7 @@ func (s *stateStore) inflight(key string) (*inflightRecord, bool) {
 		}
 		return nil
 	})
-	return r, false
+	return r
 }
 
 // KeepView implements hooks.StateStore: the view is held until the store
