@@ -267,11 +267,19 @@ func (s *stateStore) write(batch map[string]storage.Serializable) error {
 // record notes a change: v is the value to store, nil deletes key. v must
 // not change afterwards (the hooks build it from copies, and mochi never
 // modifies a packet's payload).
-func (s *stateStore) record(key string, v storage.Serializable) {
+func (s *stateStore) record(key string, v storage.Serializable) { s.recordUnless(key, v, nil) }
+
+// recordUnless is record, unless skip, asked under s.mu, says not to: a
+// check that must not be overtaken by another change of the key.
+func (s *stateStore) recordUnless(key string, v storage.Serializable, skip func() bool) {
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
 		s.Log.Debug("broker state change after stop, dropped", "key", key)
+		return
+	}
+	if skip != nil && skip() {
+		s.mu.Unlock()
 		return
 	}
 	if v == nil && isInflight(key) && !s.mayBeInFile(key) {
@@ -355,11 +363,10 @@ func (r *clientRecord) UnmarshalBinary(b []byte) error { return json.Unmarshal(b
 // saveClientStopped records cl's session, whose connection ended at
 // stopped (unix seconds; 0: connected).
 func (s *stateStore) saveClientStopped(cl *mqtt.Client, stopped int64) {
-	if s.replaced(cl) || cl.IsTakenOver() {
-		return // (a late hook of a connection another one resumed)
-	}
 	props := cl.Properties.Props.Copy(false)
-	s.record(clientKey(cl.ID), &clientRecord{Stopped: stopped, Client: storage.Client{
+	// Not for a late hook of a connection another one resumed: asked under
+	// the lock, since the new one records only once mochi holds it.
+	s.recordUnless(clientKey(cl.ID), &clientRecord{Stopped: stopped, Client: storage.Client{
 		ID:              cl.ID,
 		T:               storage.ClientKey,
 		Remote:          cl.Net.Remote,
@@ -383,7 +390,7 @@ func (s *stateStore) saveClientStopped(cl *mqtt.Client, stopped int64) {
 			MaximumPacketSize:         props.MaximumPacketSize,
 		},
 		Will: storage.ClientWill(cl.Properties.Will),
-	}})
+	}}, func() bool { return s.replaced(cl) || cl.IsTakenOver() })
 }
 
 // replaced reports whether another client holds cl's id now.
