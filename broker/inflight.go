@@ -74,15 +74,15 @@ func (s *stateStore) OnQosPublish(cl *mqtt.Client, pk packets.Packet, sent int64
 		}
 	}
 	r.Sent = s.now().Unix()
-	s.mu.Lock()
-	// (An empty payload has no address of its own to tell it by, and
-	// nothing a view could rewrite.)
-	if t, ok := s.told[id]; ok && len(pk.Payload) > 0 && t.payload == unsafe.SliceData(pk.Payload) {
-		r.View, r.Raw = t.view, t.view == nil
-	}
-	delete(s.told, id)
-	s.mu.Unlock()
-	s.record(id, r)
+	s.recordIf(id, r, func() bool { // one lock for both, on every QoS 1/2 delivery
+		// (An empty payload has no address of its own to tell it by, and
+		// nothing a view could rewrite.)
+		if t, ok := s.told[id]; ok && len(pk.Payload) > 0 && t.payload == unsafe.SliceData(pk.Payload) {
+			r.View, r.Raw = t.view, t.view == nil
+		}
+		delete(s.told, id)
+		return true
+	})
 }
 
 // inflight returns the in-flight record stored under key, pending or in

@@ -267,18 +267,19 @@ func (s *stateStore) write(batch map[string]storage.Serializable) error {
 // record notes a change: v is the value to store, nil deletes key. v must
 // not change afterwards (the hooks build it from copies, and mochi never
 // modifies a packet's payload).
-func (s *stateStore) record(key string, v storage.Serializable) { s.recordUnless(key, v, nil) }
+func (s *stateStore) record(key string, v storage.Serializable) { s.recordIf(key, v, nil) }
 
-// recordUnless is record, unless skip, asked under s.mu, says not to: a
-// check that must not be overtaken by another change of the key.
-func (s *stateStore) recordUnless(key string, v storage.Serializable, skip func() bool) {
+// recordIf is record if ok, asked under s.mu, says so: a check that must
+// not be overtaken by another change of the key, or a last touch to v
+// from state the lock guards.
+func (s *stateStore) recordIf(key string, v storage.Serializable, ok func() bool) {
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
 		s.Log.Debug("broker state change after stop, dropped", "key", key)
 		return
 	}
-	if skip != nil && skip() {
+	if ok != nil && !ok() {
 		s.mu.Unlock()
 		return
 	}
@@ -366,7 +367,7 @@ func (s *stateStore) saveClientStopped(cl *mqtt.Client, stopped int64) {
 	props := cl.Properties.Props.Copy(false)
 	// Not for a late hook of a connection another one resumed: asked under
 	// the lock, since the new one records only once mochi holds it.
-	s.recordUnless(clientKey(cl.ID), &clientRecord{Stopped: stopped, Client: storage.Client{
+	s.recordIf(clientKey(cl.ID), &clientRecord{Stopped: stopped, Client: storage.Client{
 		ID:              cl.ID,
 		T:               storage.ClientKey,
 		Remote:          cl.Net.Remote,
@@ -390,7 +391,7 @@ func (s *stateStore) saveClientStopped(cl *mqtt.Client, stopped int64) {
 			MaximumPacketSize:         props.MaximumPacketSize,
 		},
 		Will: storage.ClientWill(cl.Properties.Will),
-	}}, func() bool { return s.replaced(cl) || cl.IsTakenOver() })
+	}}, func() bool { return !s.replaced(cl) && !cl.IsTakenOver() })
 }
 
 // replaced reports whether another client holds cl's id now.
