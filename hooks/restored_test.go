@@ -28,12 +28,8 @@ func TestRestoredMessageDecidedAsOfItsTimeWhateverNow(t *testing.T) {
 	if d := f.engine.DecideAt(policies.Request{Principal: policies.UserPrincipal("doctor"), Topic: memoTopic, Action: policies.ActRead}, night); d.View == nil || d.Expires.IsZero() {
 		t.Fatalf("at night: view %v expires %v; want a timed coarse view", d.View, d.Expires)
 	}
-	restored := f.server.NewClient(nil, "t", "doctor-0", false)
-	restored.Properties.Username = []byte("doctor")
-	pk := queuedPk(memoTopic, 1, false)
-	pk.Created = night.Unix()
-	restored.State.Inflight.Set(pk)
-	f.server.Clients.Add(restored)
+	restored := restoredDoctor(f, night.Unix(), 1)
+	pk, _ := restored.State.Inflight.Get(1)
 	clock.Set(time.Date(2026, 11, 27, 9, 0, 0, 0, time.UTC))
 	doctor := f.client("doctor-0", policies.UserPrincipal("doctor"))
 	h.OnSessionEstablish(doctor, packets.Packet{Connect: packets.ConnectParams{Clean: false}})
@@ -50,12 +46,7 @@ func TestCleanStartToARestoredSessionKeepsNoViews(t *testing.T) {
 	f, clock := nightAndDay(t)
 	h := f.enforcer
 	night := time.Date(2026, 11, 26, 22, 0, 0, 0, time.UTC)
-	restored := f.server.NewClient(nil, "t", "doctor-0", false)
-	restored.Properties.Username = []byte("doctor")
-	pk := queuedPk(memoTopic, 1, false)
-	pk.Created = night.Unix()
-	restored.State.Inflight.Set(pk)
-	f.server.Clients.Add(restored)
+	restored := restoredDoctor(f, night.Unix(), 1)
 	clock.Set(time.Date(2026, 11, 27, 9, 0, 0, 0, time.UTC))
 	doctor := f.client("doctor-0", policies.UserPrincipal("doctor"))
 	h.OnSessionEstablish(doctor, packets.Packet{Connect: packets.ConnectParams{Clean: true}})
@@ -84,12 +75,8 @@ func TestRestoredViewKeptForLaterTakeovers(t *testing.T) {
 	f, clock := nightAndDay(t) // 23:00: coarse, ends at midnight
 	h := f.enforcer
 	night := time.Date(2026, 11, 26, 22, 0, 0, 0, time.UTC)
-	restored := f.server.NewClient(nil, "t", "doctor-0", false)
-	restored.Properties.Username = []byte("doctor")
-	pk := queuedPk(memoTopic, 1, false)
-	pk.Created = night.Unix()
-	restored.State.Inflight.Set(pk)
-	f.server.Clients.Add(restored)
+	restored := restoredDoctor(f, night.Unix(), 1)
+	pk, _ := restored.State.Inflight.Get(1)
 
 	// First resumption after the restart, still at night.
 	doc1 := f.client("doctor-0", policies.UserPrincipal("doctor"))
@@ -147,14 +134,7 @@ func TestRestoredMessageWrittenUnderItsStoredView(t *testing.T) {
 	f, clock := nightAndDay(t)
 	h := f.enforcer
 	morning := time.Date(2026, 11, 27, 9, 0, 0, 0, time.UTC) // exact by day
-	restored := f.server.NewClient(nil, "t", "doctor-0", false)
-	restored.Properties.Username = []byte("doctor")
-	for id := uint16(1); id <= 3; id++ {
-		pk := queuedPk(memoTopic, id, false)
-		pk.Created = morning.Add(-time.Hour).Unix()
-		restored.State.Inflight.Set(pk)
-	}
-	f.server.Clients.Add(restored)
+	restored := restoredDoctor(f, morning.Add(-time.Hour).Unix(), 1, 2, 3)
 	h.state = &restoredStore{client: "doctor-0", of: map[uint16]RestoredDelivery{
 		1: {DecidedAt: morning.Add(-time.Hour), View: &StoredView{Owner: "an",
 			Constraints: []policies.Constraint{{Kind: "accuracy", Field: "temperature", Step: 1}}}},
@@ -209,12 +189,7 @@ func TestRestoredLiveDataDeliveryAsTheStoreTells(t *testing.T) {
 		When: &policies.Condition{Attr: "data.sensor-1.temperature.temperature", Op: policies.OpGt, Value: 30.0}}); err != nil {
 		t.Fatal(err)
 	}
-	restored := f.server.NewClient(nil, "t", "doctor-0", false)
-	restored.Properties.Username = []byte("doctor")
-	for id := uint16(1); id <= 3; id++ {
-		restored.State.Inflight.Set(queuedPk(memoTopic, id, false))
-	}
-	f.server.Clients.Add(restored)
+	restored := restoredDoctor(f, 0, 1, 2, 3)
 	h.state = &restoredStore{client: "doctor-0", of: map[uint16]RestoredDelivery{
 		1: {View: &StoredView{Owner: "an", Constraints: []policies.Constraint{{Kind: "accuracy", Field: "temperature", Step: 1}}}},
 		2: {Raw: true},
@@ -225,6 +200,21 @@ func TestRestoredLiveDataDeliveryAsTheStoreTells(t *testing.T) {
 	// Today (23:00, nothing hot) the doctor reads whole degrees: packet 2,
 	// raw when it was delivered, is written under today's view.
 	expectResent(t, h, doctor, restored, map[uint16]string{1: `{"temperature":21}`, 2: `{"temperature":21}`, 3: ""})
+}
+
+// restoredDoctor is doctor-0's session as mochi's loadClients restores it
+// (a client with no connection), held by the server, with a QoS 1 message
+// on memoTopic created at created (unix seconds) in flight under each id.
+func restoredDoctor(f *deliveryFixture, created int64, ids ...uint16) *mqtt.Client {
+	restored := f.server.NewClient(nil, "t", "doctor-0", false)
+	restored.Properties.Username = []byte("doctor")
+	for _, id := range ids {
+		pk := queuedPk(memoTopic, id, false)
+		pk.Created = created
+		restored.State.Inflight.Set(pk)
+	}
+	f.server.Clients.Add(restored)
+	return restored
 }
 
 // expectResent checks which of restored's in-flight messages are kept for
