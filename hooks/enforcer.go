@@ -780,10 +780,11 @@ func (h *Enforcer) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet
 	if strings.HasPrefix(pk.TopicName, "$") {
 		return h.systemPublish(cl, pk)
 	}
-	if res, ok := policies.ParseTopic(pk.TopicName); h.live != nil && ok && res.Kind == policies.ResData {
-		h.live.Observe(pk.TopicName, pk.Payload)
-	}
 	m := newMessage(pk.TopicName, pk.Payload, &h.parses)
+	if res, ok := policies.ParseTopic(pk.TopicName); h.live != nil && ok && res.Kind == policies.ResData {
+		m.live.raw = pk.Payload
+		h.live.keep(pk.TopicName, &m.live)
+	}
 	h.auditFanout(h.fanouts.begin(m))
 	if timed {
 		h.timing.begin(m, decision, started)

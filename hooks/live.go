@@ -64,7 +64,13 @@ func (l *LiveValues) Value(thing, stream, field string) (any, bool) {
 // copied: the caller must not modify it afterwards (mochi reads every
 // packet into a fresh buffer).
 func (l *LiveValues) Observe(topic string, payload []byte) {
-	r := &liveReading{raw: payload}
+	l.keep(topic, &liveReading{raw: payload})
+}
+
+// keep is Observe of a reading the caller allocated (the enforcer's is part
+// of the message it fans out: one allocation per publish fewer). r must not
+// be changed afterwards.
+func (l *LiveValues) keep(topic string, r *liveReading) {
 	if s := l.slot(topic, r); s.Load() != r {
 		s.Store(r)
 	}

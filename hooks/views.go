@@ -59,6 +59,15 @@ type message struct {
 	err    error
 	parses *atomic.Int64
 	memo   [2]atomic.Pointer[rendered]
+	// first is the message's first rendering, held in place so that a
+	// fan-in (one view per message) allocates no entry for it; taken by
+	// the goroutine that sets firstTaken.
+	first      rendered
+	firstTaken atomic.Bool
+
+	// live is the message as the latest reading of its stream
+	// (LiveValues), held in place for the same reason.
+	live liveReading
 
 	// The delivery decisions of the fan-out so far, by principal: mochi
 	// asks once per subscriber, and a fan-out's subscribers are mostly a
@@ -221,7 +230,13 @@ func (r *renderings) renderMessage(v *policies.View, m *message) ([]byte, error)
 		}
 	}
 	sum := maphash.Bytes(r.seed, m.raw)
-	e := &rendered{view: v, sum: sum, raw: m.raw, out: out, err: err}
+	var e *rendered
+	if m.firstTaken.CompareAndSwap(false, true) {
+		e = &m.first
+		*e = rendered{view: v, sum: sum, raw: m.raw, out: out, err: err}
+	} else {
+		e = &rendered{view: v, sum: sum, raw: m.raw, out: out, err: err}
+	}
 	for i := range m.memo {
 		if m.memo[i].CompareAndSwap(nil, e) {
 			break

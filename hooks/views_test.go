@@ -64,3 +64,46 @@ func TestRenderMessageInAnyOrder(t *testing.T) {
 		}
 	}
 }
+
+// Two publishers on one topic may share a message and render it at once:
+// one of them holds the rendering in the message itself, the other
+// allocates its own, and each gets, and leaves in the table, its view's
+// bytes (the race detector watches the message's first rendering).
+func TestRenderMessageConcurrently(t *testing.T) {
+	key := []byte("0123456789abcdef0123456789abcdef")
+	tenth, err := policies.NewView(key, []policies.Constraint{{Kind: policies.ConstraintAccuracy, Field: "temperature", Step: 0.1}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	whole, err := policies.NewView(key, []policies.Constraint{{Kind: policies.ConstraintAccuracy, Field: "temperature", Step: 1}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[*policies.View]string{tenth: `{"temperature":21.4}`, whole: `{"temperature":21}`}
+	for range 200 {
+		r := newRenderings(64)
+		raw := []byte(`{"temperature":21.37}`)
+		m := newMessage("things/thermo-1/data/temperature", raw, nil)
+		done := make(chan string, 2)
+		for _, v := range []*policies.View{tenth, whole} {
+			go func() {
+				out, err := r.renderMessage(v, m)
+				if err != nil || string(out) != want[v] {
+					done <- string(out)
+					return
+				}
+				done <- ""
+			}()
+		}
+		for range 2 {
+			if got := <-done; got != "" {
+				t.Fatalf("a concurrent rendering wrote %q", got)
+			}
+		}
+		for v, w := range want {
+			if out, err := r.render(v, raw); err != nil || string(out) != w {
+				t.Fatalf("the table holds %q, %v; want %s", out, err, w)
+			}
+		}
+	}
+}
