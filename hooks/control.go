@@ -530,8 +530,13 @@ func (c *Control) ctx() (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.Background(), c.timeout)
 }
 
-// decodeStrict decodes one JSON object into v, refusing unknown fields and trailing data.
+// decodeStrict decodes one JSON object into v, refusing unknown fields,
+// duplicate keys and trailing data, and anything but an object (null would
+// decode as an empty document: a thing's kind, streams and place wiped).
 func decodeStrict(data []byte, v any) error {
+	if err := objectWithoutDuplicates(data); err != nil {
+		return err
+	}
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
@@ -546,6 +551,68 @@ func decodeStrict(data []byte, v any) error {
 	}
 	if _, err := dec.Token(); err != io.EOF {
 		return errors.New("trailing data after the JSON object")
+	}
+	return nil
+}
+
+// objectWithoutDuplicates checks that data starts with a JSON object in
+// which no object, at any depth, repeats a key: encoding/json keeps the
+// last of two, so {"relation":"visitor","relation":"owner"} would read as
+// an owner where a reader of the first key sees a visitor.
+func objectWithoutDuplicates(data []byte) error {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	tok, err := dec.Token()
+	if err != nil {
+		return fmt.Errorf("not a JSON object: %v", err)
+	}
+	if tok != json.Delim('{') {
+		return errors.New("not a JSON object")
+	}
+	return membersWithoutDuplicates(dec, "")
+}
+
+// membersWithoutDuplicates reads an object's members up to its closing
+// brace (the opening one read), path naming it in errors.
+func membersWithoutDuplicates(dec *json.Decoder, path string) error {
+	seen := map[string]bool{}
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return fmt.Errorf("not a JSON object: %v", err)
+		}
+		key, _ := tok.(string)
+		name := key
+		if path != "" {
+			name = path + "." + key
+		}
+		if seen[key] {
+			return fmt.Errorf("%s: duplicate key", name)
+		}
+		seen[key] = true
+		if err := valueWithoutDuplicates(dec, name); err != nil {
+			return err
+		}
+	}
+	_, err := dec.Token() // the closing brace
+	return err
+}
+
+func valueWithoutDuplicates(dec *json.Decoder, path string) error {
+	tok, err := dec.Token()
+	if err != nil {
+		return fmt.Errorf("not a JSON object: %v", err)
+	}
+	switch tok {
+	case json.Delim('{'):
+		return membersWithoutDuplicates(dec, path)
+	case json.Delim('['):
+		for i := 0; dec.More(); i++ {
+			if err := valueWithoutDuplicates(dec, fmt.Sprintf("%s[%d]", path, i)); err != nil {
+				return err
+			}
+		}
+		_, err = dec.Token() // the closing bracket
+		return err
 	}
 	return nil
 }

@@ -141,6 +141,14 @@ func TestDecodeStrict(t *testing.T) {
 		{`{"accept":"yes"}`, "accept: must be a boolean"},
 		{`{"relation":"visitor"} {}`, "trailing data after the JSON object"},
 		{`[1]`, "not a JSON object"},
+		// null would decode as an empty document, wiping what it replaces.
+		{`null`, "not a JSON object"},
+		{` "visitor"`, "not a JSON object"},
+		// encoding/json keeps the last of duplicate keys, at any depth.
+		{`{"relation":"visitor","relation":"owner"}`, "relation: duplicate key"},
+		{`{"relation":"visitor","x":{"a":1,"a":2}}`, "x.a: duplicate key"},
+		{`{"relation":"visitor","x":[{"a":1},{"b":1,"b":2}]}`, "x[1].b: duplicate key"},
+		{`{"relation":"visitor","x":{"a":1},"y":{"a":1}}`, "x: unknown field"},
 	}
 	for _, tc := range tests {
 		var d doc
