@@ -3,6 +3,8 @@ package broker
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -26,8 +28,10 @@ import (
 
 // Bootstrap is the content of a bootstrap file: the users, things, places,
 // relations, memberships and owner policies a deployment starts with
-// (examples/bootstrap.yaml shows every key). It is applied idempotently at
-// every start: items are created or updated, nothing is removed.
+// (examples/bootstrap.yaml shows every key). It is applied at every start:
+// users, places, memberships and factory entries are created or updated;
+// things, relations and policies, which owners edit through the control
+// plane, are seeded (see Apply). Nothing is removed.
 //
 // Passwords and secrets are plaintext in the file and hashed with argon2id
 // when applied; the plaintext is never stored or logged.
@@ -137,6 +141,10 @@ type Summary struct {
 	// stored hash still matched the plaintext and was left as it was.
 	Hashed int `json:"hashed"`
 	Kept   int `json:"kept"`
+	// Owned counts the things, relations and policies left as the control
+	// plane has them (changed, or deleted): unchanged in the file since they
+	// were seeded, or stored before the file named them.
+	Owned int `json:"owned"`
 }
 
 // hashParams are the argon2id parameters of the hashes Apply writes
@@ -827,6 +835,16 @@ func cyclic(parent map[string]string, id string) bool {
 // Applying the same file again leaves the same state and keeps the stored
 // hashes (verified with argon2id against the plaintext, not re-hashed).
 // Items that are in the store but not in the file are left alone.
+//
+// Things, relations and policies are the owners' once seeded: a handed-over
+// lock, a revoked visitor, a deleted policy must stay so across restarts.
+// Each is written when the file names it for the first time, and recorded
+// (a Seed, with a digest of the item); at later starts it is written again
+// only if the file's item has changed since. One already stored that the
+// file names for the first time (made through the control plane, or by a
+// Veil that re-applied the file at every start) is kept as stored. A
+// thing's secret is not the control plane's: a changed one in the file
+// replaces the stored hash of a thing that exists, without creating it.
 func (b *Bootstrap) Apply(ctx context.Context, st *mongo.Store) (Summary, error) {
 	var sum Summary
 	snap, creds, err := st.Load(ctx)
@@ -836,6 +854,29 @@ func (b *Bootstrap) Apply(ctx context.Context, st *mongo.Store) (Summary, error)
 	pl, probs := b.check(&snap)
 	if len(probs) > 0 {
 		return sum, probs.Err()
+	}
+	seeds, err := st.Seeds(ctx)
+	if err != nil {
+		return sum, err
+	}
+	stored := storedKeys(&snap)
+	thingSeeds := make([]seeding, len(pl.things))
+	for i, t := range pl.things {
+		if thingSeeds[i], err = seedingOf(seeds, stored, "thing:"+t.thing.ID, t.thing); err != nil {
+			return sum, err
+		}
+	}
+	relSeeds := make([]seeding, len(pl.rels))
+	for i, r := range pl.rels {
+		if relSeeds[i], err = seedingOf(seeds, stored, relationKey(r), r); err != nil {
+			return sum, err
+		}
+	}
+	polSeeds := make([]seeding, len(pl.pols))
+	for i, p := range pl.pols {
+		if polSeeds[i], err = seedingOf(seeds, stored, policyKey(p.Owner, p.Policy.ID), p); err != nil {
+			return sum, err
+		}
 	}
 
 	// Hash before writing anything, so a failure here writes nothing.
@@ -850,7 +891,8 @@ func (b *Bootstrap) Apply(ctx context.Context, st *mongo.Store) (Summary, error)
 		jobs = append(jobs, job{u.password, creds["user:"+u.user.Name], &userHashes[i]})
 	}
 	for i, t := range pl.things {
-		if t.secret != "" {
+		// A thing the owners deleted keeps no secret either.
+		if t.secret != "" && (thingSeeds[i].write || stored["thing:"+t.thing.ID]) {
 			jobs = append(jobs, job{t.secret, creds["thing:"+t.thing.ID], &thingHashes[i]})
 		}
 	}
@@ -914,16 +956,33 @@ func (b *Bootstrap) Apply(ctx context.Context, st *mongo.Store) (Summary, error)
 		sum.Users++
 	}
 	for i, t := range pl.things {
-		if err := st.PutThing(ctx, t.thing, thingHashes[i]); err != nil {
+		if !thingSeeds[i].write {
+			sum.Owned++
+			if thingHashes[i] != "" {
+				if _, err := st.SetSecretHash(ctx, t.thing.ID, thingHashes[i]); err != nil {
+					return sum, err
+				}
+			}
+		} else if err := st.PutThing(ctx, t.thing, thingHashes[i]); err != nil {
+			return sum, err
+		} else {
+			sum.Things++
+		}
+		if err := thingSeeds[i].record(ctx, st); err != nil {
 			return sum, err
 		}
-		sum.Things++
 	}
-	for _, r := range pl.rels {
-		if err := st.PutRelationship(ctx, r); err != nil {
+	for i, r := range pl.rels {
+		if !relSeeds[i].write {
+			sum.Owned++
+		} else if err := st.PutRelationship(ctx, r); err != nil {
+			return sum, err
+		} else {
+			sum.Relationships++
+		}
+		if err := relSeeds[i].record(ctx, st); err != nil {
 			return sum, err
 		}
-		sum.Relationships++
 	}
 	for _, m := range pl.mems {
 		if err := st.PutMembership(ctx, m); err != nil {
@@ -931,11 +990,17 @@ func (b *Bootstrap) Apply(ctx context.Context, st *mongo.Store) (Summary, error)
 		}
 		sum.Memberships++
 	}
-	for _, p := range pl.pols {
-		if err := st.PutPolicy(ctx, p.Owner, p.Policy); err != nil {
+	for i, p := range pl.pols {
+		if !polSeeds[i].write {
+			sum.Owned++
+		} else if err := st.PutPolicy(ctx, p.Owner, p.Policy); err != nil {
+			return sum, err
+		} else {
+			sum.Policies++
+		}
+		if err := polSeeds[i].record(ctx, st); err != nil {
 			return sum, err
 		}
-		sum.Policies++
 	}
 	for i, f := range b.Factory {
 		if factoryHashes[i] == "" {
@@ -947,6 +1012,64 @@ func (b *Bootstrap) Apply(ctx context.Context, st *mongo.Store) (Summary, error)
 	}
 	sum.Factory = len(b.Factory)
 	return sum, nil
+}
+
+// seeding is what Apply does with a thing, relation or policy of the file.
+type seeding struct {
+	seed  mongo.Seed
+	write bool // write the item (new to the file, or changed in it)
+	fresh bool // record seed (written, or adopted as stored)
+}
+
+// seedingOf decides for item under key: written if the file names it for
+// the first time and it is not stored, or if it changed in the file since
+// it was seeded; kept as stored otherwise.
+func seedingOf(seeds map[string]mongo.Seed, stored map[string]bool, key string, item any) (seeding, error) {
+	j, err := json.Marshal(item)
+	if err != nil {
+		return seeding{}, fmt.Errorf("%s: %w", key, err)
+	}
+	sum := sha256.Sum256(j)
+	sd := mongo.Seed{Key: key, Digest: hex.EncodeToString(sum[:])}
+	prev, seeded := seeds[key]
+	switch {
+	case seeded && prev.Digest == sd.Digest:
+		return seeding{seed: sd}, nil
+	case !seeded && stored[key]:
+		return seeding{seed: sd, fresh: true}, nil
+	}
+	return seeding{seed: sd, write: true, fresh: true}, nil
+}
+
+// record stores the seed, after the item: a failure in between leaves an
+// item stored and not seeded, which the next start adopts as it is.
+func (s seeding) record(ctx context.Context, st *mongo.Store) error {
+	if !s.fresh {
+		return nil
+	}
+	return st.PutSeed(ctx, s.seed)
+}
+
+func relationKey(r policies.Relationship) string {
+	return "relation:" + r.Object() + ":" + r.User + ":" + string(r.Relation)
+}
+
+func policyKey(owner, id string) string { return "policy:" + owner + ":" + id }
+
+// storedKeys returns the seed keys of the things, relations and policies
+// in snap.
+func storedKeys(snap *policies.Snapshot) map[string]bool {
+	keys := make(map[string]bool, len(snap.Things)+len(snap.Relationships)+len(snap.Policies))
+	for _, t := range snap.Things {
+		keys["thing:"+t.ID] = true
+	}
+	for _, r := range snap.Relationships {
+		keys[relationKey(r)] = true
+	}
+	for _, p := range snap.Policies {
+		keys[policyKey(p.Owner, p.Policy.ID)] = true
+	}
+	return keys
 }
 
 // current reports whether stored is a hash of plain made with the current

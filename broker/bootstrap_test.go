@@ -2,6 +2,7 @@ package broker
 
 import (
 	"context"
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -386,5 +387,106 @@ func TestParseBootstrapEmpty(t *testing.T) {
 		if err != nil || len(b.Users) != 0 {
 			t.Fatalf("%q: %v", doc, err)
 		}
+	}
+}
+
+// Things, relations and policies are the owners' once seeded: applying
+// the file again leaves what the control plane changed or deleted, writes
+// what changed in the file, keeps an item already stored that the file
+// names for the first time, and applies a changed thing secret to a thing
+// that exists only.
+func TestBootstrapSeedsWhatOwnersEdit(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	st := emptyStore(t)
+	apply(t, st, exampleFile)
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	// What owners do over MQTT, as the control plane writes it.
+	must(st.DeletePolicy(ctx, "an", "doctor-thermo"))
+	must(st.DeleteRelationship(ctx, "lock-1", "", "ruth", policies.RelVisitor))
+	snap, _ := loadStore(t, st)
+	var thermo policies.Thing
+	for _, th := range snap.Things {
+		if th.ID == "thermo-1" {
+			thermo = th
+		}
+	}
+	thermo.Attributes = policies.Attributes{"room": "attic"}
+	must(st.PutThing(ctx, thermo, ""))
+	must(st.DeleteThing(ctx, "watch-1"))
+	// A policy made over MQTT that a later file also names.
+	mine := policies.Policy{ID: "mine", Priority: 1, Effect: "deny", Subjects: []string{"*"}, Resources: []string{"stream:location"}, Actions: []policies.Action{policies.ActRead}}
+	must(st.PutPolicy(ctx, "an", mine))
+
+	b, err := LoadBootstrap(exampleFile)
+	must(err)
+	for i := range b.Things {
+		if b.Things[i].ID == "watch-1" {
+			b.Things[i].Secret = "watch-1-rotated"
+		}
+		if b.Things[i].ID == "lock-1" {
+			b.Things[i].Secret = "lock-1-rotated"
+		}
+	}
+	b.Policies = append(b.Policies, BootstrapPolicy{Owner: "an", Document: json.RawMessage(
+		`{"id":"mine","priority":99,"effect":"deny","subjects":["*"],"resources":["stream:location"],"actions":["read"]}`)})
+	sum, err := b.Apply(ctx, st)
+	must(err)
+	if sum.Things != 0 || sum.Relationships != 0 || sum.Policies != 0 {
+		t.Errorf("unchanged items written again: %+v", sum)
+	}
+
+	snap, creds := loadStore(t, st)
+	for _, p := range snap.Policies {
+		switch {
+		case p.Policy.ID == "doctor-thermo":
+			t.Error("a policy the owner deleted is back")
+		case p.Policy.ID == "mine" && p.Policy.Priority != 1:
+			t.Errorf("a policy stored before the file named it was overwritten: priority %d", p.Policy.Priority)
+		}
+	}
+	for _, r := range snap.Relationships {
+		if r.User == "ruth" {
+			t.Error("a relation the owner revoked is back")
+		}
+	}
+	for _, th := range snap.Things {
+		if th.ID == "watch-1" {
+			t.Error("a thing the owner deleted is back")
+		}
+		if th.ID == "thermo-1" && th.Attributes["room"] != "attic" {
+			t.Errorf("the owner's change to thermo-1 was overwritten: %+v", th.Attributes)
+		}
+	}
+	if _, ok := creds["thing:watch-1"]; ok {
+		t.Error("the deleted thing's rotated secret was stored")
+	}
+	if ok, _ := argon2id.ComparePasswordAndHash("lock-1-rotated", creds["thing:lock-1"]); !ok {
+		t.Error("lock-1's rotated secret was not applied")
+	}
+
+	// An item changed in the file is the operator's word: written again.
+	for i := range b.Relations {
+		if b.Relations[i].User == "ruth" {
+			b.Relations[i].ValidUntil = "2027-01-31T23:00:00Z"
+		}
+	}
+	sum, err = b.Apply(ctx, st)
+	must(err)
+	if sum.Relationships != 1 {
+		t.Fatalf("a relation changed in the file: %+v", sum)
+	}
+	snap, _ = loadStore(t, st)
+	found := false
+	for _, r := range snap.Relationships {
+		found = found || r.User == "ruth" && r.ValidUntil.Equal(time.Date(2027, 1, 31, 23, 0, 0, 0, time.UTC))
+	}
+	if !found {
+		t.Error("the relation changed in the file was not written")
 	}
 }

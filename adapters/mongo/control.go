@@ -18,6 +18,7 @@ import (
 //	transitions  {_id, at, object, user, relation, from, to, by, reason, invitation}
 //	factory      {_id: serial, secret_hash, model, vendor, enrolled_at, thing}
 //	claims       {_id: thing, code_hash, created}
+//	seeds        {_id: item key, digest, secret_hash}
 //
 // The audit trail has collections of its own, one per day (audit.go).
 const (
@@ -25,7 +26,17 @@ const (
 	CollTransitions = "transitions"
 	CollFactory     = "factory"
 	CollClaims      = "claims"
+	CollSeeds       = "seeds"
 )
+
+// Seed records a bootstrap item the control plane can edit (a thing, a
+// relationship, a policy) as the bootstrap file last gave it: the control
+// plane owns what a file seeded, so a restart writes the item again only if
+// the file's item has changed (broker.Bootstrap.Apply).
+type Seed struct {
+	Key    string `bson:"_id"`    // "thing:lock-1", "relation:thing:lock-1:an:owner", "policy:an:doctor-thermo"
+	Digest string `bson:"digest"` // SHA-256 of the item without its secret
+}
 
 // Invitation is a relationship offered to a user, pending until answered.
 type Invitation struct {
@@ -234,6 +245,38 @@ func (s *Store) DeleteClaim(ctx context.Context, thing string) (bool, error) {
 		return false, fmt.Errorf("delete claim code of %q: %w", thing, err)
 	}
 	return res.DeletedCount == 1, nil
+}
+
+// Seeds returns the bootstrap items seeded so far, by key.
+func (s *Store) Seeds(ctx context.Context) (map[string]Seed, error) {
+	var docs []Seed
+	if err := findAll(ctx, s.coll(CollSeeds), bson.D{}, &docs); err != nil {
+		return nil, fmt.Errorf("read bootstrap seeds: %w", err)
+	}
+	out := make(map[string]Seed, len(docs))
+	for _, d := range docs {
+		out[d.Key] = d
+	}
+	return out, nil
+}
+
+// SetSecretHash replaces the secret hash of the thing id if the thing
+// exists (it is not created); ok says whether it did.
+func (s *Store) SetSecretHash(ctx context.Context, id, secretHash string) (bool, error) {
+	res, err := s.things.UpdateOne(ctx, bson.D{{Key: "_id", Value: id}}, bson.D{{Key: "$set", Value: bson.D{{Key: "secret_hash", Value: secretHash}}}})
+	if err != nil {
+		return false, fmt.Errorf("set the secret of thing %q: %w", id, err)
+	}
+	return res.MatchedCount == 1, nil
+}
+
+// PutSeed records a seeded bootstrap item.
+func (s *Store) PutSeed(ctx context.Context, seed Seed) error {
+	_, err := s.coll(CollSeeds).ReplaceOne(ctx, bson.D{{Key: "_id", Value: seed.Key}}, seed, options.Replace().SetUpsert(true))
+	if err != nil {
+		return fmt.Errorf("put bootstrap seed %s: %w", seed.Key, err)
+	}
+	return nil
 }
 
 // FactoryHashes returns every serial's factory secret hash.
