@@ -731,8 +731,16 @@ func (c *Control) putThing(p policies.Principal, t cfgTopic, payload []byte) res
 	if err != nil {
 		probs = append(probs, "attributes: "+err.Error())
 	}
-	if doc.Place != "" && doc.Place != cur.Place {
-		if r := c.placeRole(p, doc.Place); r == "" {
+	if doc.Place != cur.Place {
+		// Relations on a place hold for the things in it: who links a thing
+		// to a place gives the place's owners and co-owners rights on it,
+		// and who unlinks it takes them away. Only the thing's owner does,
+		// so an installer or a co-owner cannot keep rights through a place
+		// of their own after the hand-over or their revocation.
+		switch {
+		case role != "owner" && role != "admin":
+			probs = append(probs, fmt.Sprintf("place: only the thing's owner may change it (it is %q)", cur.Place))
+		case doc.Place != "" && c.placeRole(p, doc.Place) == "":
 			probs = append(probs, fmt.Sprintf("place: no place %q that you may configure", doc.Place))
 		}
 	}
@@ -1060,6 +1068,12 @@ func (c *Control) answer(p policies.Principal, t cfgTopic, payload []byte) resul
 		if thing.Owner == "" {
 			thing.Owner = r.User
 			newOwner = true
+			// A place the thing was linked to before (by an admin, or by an
+			// older Veil that let installers link) must not keep anyone's
+			// rights on it that the new owner did not choose.
+			if thing.Place != "" && c.placeRole(policies.UserPrincipal(r.User), thing.Place) == "" {
+				thing.Place = ""
+			}
 			if err := c.store.PutThing(ctx, thing, ""); err != nil {
 				r.Status = policies.StatusPending
 				_ = c.store.PutRelationship(ctx, r)

@@ -1,0 +1,137 @@
+package broker_test
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/veil-iot/veil/policies"
+)
+
+// handedOver enrols serial, has Patrick claim it and hand it over to An;
+// it returns the thing id.
+func handedOver(t *testing.T, serial string) string {
+	t.Helper()
+	addr := veil.Addr("mqtt")
+	addFactory(t, serial, "factory-"+serial)
+	enr, err := enrollDevice(t, addr, "", serial, "factory-"+serial, `{"kind":"actuator"}`)
+	if err != nil || !enr.OK {
+		t.Fatalf("enrolment: %v %+v", err, enr)
+	}
+	patrick := mustCfg(t, addr, "patrick", "patrick-pass")
+	an := mustCfg(t, addr, "an", "an-pass")
+	patrick.mustOK("$config/things/"+enr.Thing+"/claim", `{"code":"`+enr.ClaimCode+`"}`)
+	inv := patrick.mustOK("$config/things/"+enr.Thing+"/relations/an", `{"relation":"owner"}`).Inv
+	an.mustOK("$config/invitations/an/"+inv+"/answer", `{"accept":true}`)
+	return enr.Thing
+}
+
+// TestOnlyTheOwnerLinksAThingToAPlace: relations on a place hold for the
+// things in it, so a co-owner who could link the owner's thing into a
+// place he co-owns would keep every right (command, configure, invite)
+// after the owner revoked him on the thing. Only the owner links or
+// unlinks; the owner may link it into a place she may configure.
+func TestOnlyTheOwnerLinksAThingToAPlace(t *testing.T) {
+	addr := veil.Addr("mqtt")
+	id := handedOver(t, "RV-PL-0001")
+	an := mustCfg(t, addr, "an", "an-pass")
+	peter := mustCfg(t, addr, "peter", "peter-pass")
+	inv := an.mustOK("$config/things/"+id+"/relations/peter", `{"relation":"co_owner"}`).Inv
+	peter.mustOK("$config/invitations/peter/"+inv+"/answer", `{"accept":true}`)
+
+	// Peter co-owns home-an (the bootstrap): he may not link the thing to it.
+	r := peter.ask("$config/things/"+id, `{"kind":"actuator","place":"home-an"}`)
+	if r.OK || !strings.Contains(r.Error, "place: only the thing's owner may change it") {
+		t.Fatalf("a co-owner linking the thing to his place: %+v", r)
+	}
+	if th, _ := veil.Engine.Thing(id); th.Place != "" {
+		t.Fatalf("the refused link was applied: place %q", th.Place)
+	}
+	// An revokes Peter on the thing: nothing is left to him.
+	an.mustOK("$config/things/"+id+"/relations/peter", ``)
+	if code := peter.publish("things/"+id+"/cmd/unlock", `{}`); code != 0x87 {
+		t.Errorf("revoked co-owner's unlock: 0x%02x, want 0x87", code)
+	}
+	if r := peter.ask("$config/things/"+id+"/relations/stranger", `{"relation":"co_owner"}`); r.OK {
+		t.Errorf("revoked co-owner still invites a co-owner of the thing: %+v", r)
+	}
+	// The owner links it to her home, and unlinks it again.
+	an.mustOK("$config/things/"+id, `{"kind":"actuator","place":"home-an"}`)
+	if th, _ := veil.Engine.Thing(id); th.Place != "home-an" {
+		t.Fatalf("the owner's link: place %q", th.Place)
+	}
+	an.mustOK("$config/things/"+id, `{"kind":"actuator"}`)
+	if th, _ := veil.Engine.Thing(id); th.Place != "" {
+		t.Fatalf("the owner's unlink: place %q", th.Place)
+	}
+}
+
+// TestHandOverUnlinksTheInstallersPlace: an installer may not link the
+// thing to a place of his own; a link made before the hand-over anyway (by
+// an admin, or an older Veil) to a place the new owner has no standing in
+// is dropped by the hand-over, so that the installer does not stay an owner
+// of the thing through his place.
+func TestHandOverUnlinksTheInstallersPlace(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	// The installer company's depot, as a bootstrap file would define it.
+	depot := policies.Place{ID: "patrick-depot", Owner: "patrick"}
+	rel := policies.Relationship{Place: "patrick-depot", User: "patrick", Relation: policies.RelOwner, Status: policies.StatusActive}
+	must(t, veil.Store.PutPlace(ctx, depot))
+	must(t, veil.Store.PutRelationship(ctx, rel))
+	must(t, veil.Engine.PutPlace(depot))
+	must(t, veil.Engine.PutRelationship(rel))
+
+	addr := veil.Addr("mqtt")
+	addFactory(t, "RV-PL-0002", "factory-RV-PL-0002")
+	enr, err := enrollDevice(t, addr, "", "RV-PL-0002", "factory-RV-PL-0002", `{"kind":"actuator"}`)
+	if err != nil || !enr.OK {
+		t.Fatalf("enrolment: %v %+v", err, enr)
+	}
+	patrick := mustCfg(t, addr, "patrick", "patrick-pass")
+	an := mustCfg(t, addr, "an", "an-pass")
+	patrick.mustOK("$config/things/"+enr.Thing+"/claim", `{"code":"`+enr.ClaimCode+`"}`)
+	if r := patrick.ask("$config/things/"+enr.Thing, `{"kind":"actuator","place":"patrick-depot"}`); r.OK {
+		t.Fatal("the installer linked the thing to his depot")
+	}
+	// Linked anyway, as an admin could.
+	th, _ := veil.Engine.Thing(enr.Thing)
+	th.Place = "patrick-depot"
+	must(t, veil.Store.PutThing(ctx, th, ""))
+	must(t, veil.Engine.PutThing(th))
+
+	inv := patrick.mustOK("$config/things/"+enr.Thing+"/relations/an", `{"relation":"owner"}`).Inv
+	an.mustOK("$config/invitations/an/"+inv+"/answer", `{"accept":true}`)
+
+	th, _ = veil.Engine.Thing(enr.Thing)
+	if th.Owner != "an" || th.Place != "" {
+		t.Fatalf("after the hand-over: owner %q, place %q; want an and none", th.Owner, th.Place)
+	}
+	if stored, _, err := veil.Store.Load(ctx); err != nil {
+		t.Fatal(err)
+	} else {
+		for _, x := range stored.Things {
+			if x.ID == enr.Thing && x.Place != "" {
+				t.Fatalf("the stored thing keeps place %q", x.Place)
+			}
+		}
+	}
+	if code := patrick.publish("things/"+enr.Thing+"/cmd/unlock", `{}`); code != 0x87 {
+		t.Errorf("installer's unlock after hand-over: 0x%02x, want 0x87", code)
+	}
+	if r := patrick.ask("$config/things/"+enr.Thing, `{"kind":"actuator","attributes":{"x":"y"}}`); r.OK {
+		t.Errorf("installer still configures the thing after hand-over")
+	}
+	d := veil.Engine.Decide(policies.Request{Principal: policies.UserPrincipal("patrick"), Topic: "things/" + enr.Thing + "/data/x", Action: policies.ActRead})
+	if d.Allowed() {
+		t.Errorf("installer reads the handed-over thing's raw data (rule %s)", d.Rule)
+	}
+}
+
+func must(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
