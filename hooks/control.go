@@ -760,11 +760,21 @@ func (c *Control) putThing(p policies.Principal, t cfgTopic, payload []byte) res
 	return ok(nil)
 }
 
-// deleteThing removes a thing, its relations and its secret.
+// deleteThing removes a thing, its relations, its pending invitations, its
+// claim code and its secret, and retires the serial it enrolled with: an
+// invitation to it, or its serial enrolled again, must not give anyone a
+// say over a thing that comes back under the same id.
 func (c *Control) deleteThing(ctx context.Context, p policies.Principal, t policies.Thing) result {
+	if err := c.store.RetireFactoryOf(ctx, t.ID, c.clock.Now()); err != nil {
+		return unavailable(c.log, err)
+	}
 	if err := c.store.DeleteThing(ctx, t.ID); err != nil && !errors.Is(err, mongo.ErrNotFound) {
 		return unavailable(c.log, err)
 	}
+	if _, err := c.store.DeleteClaim(ctx, t.ID); err != nil {
+		c.log.Warn().Err(err).Str("thing", t.ID).Msg("claim code of a deleted thing left in the store")
+	}
+	c.endInvitations(ctx, "thing:"+t.ID, "", "revoked")
 	for _, r := range c.engine.Relationships(t.ID, "") {
 		if err := c.store.DeleteRelationship(ctx, t.ID, "", r.User, r.Relation); err != nil && !errors.Is(err, mongo.ErrNotFound) {
 			c.log.Warn().Err(err).Str("thing", t.ID).Msg("relation of a deleted thing left in the store")
@@ -982,7 +992,8 @@ func (c *Control) revoke(p policies.Principal, t cfgTopic) result {
 	return ok(nil)
 }
 
-// endInvitations closes the pending invitations of user on object.
+// endInvitations closes the pending invitations of user ("": anyone's) on
+// object.
 func (c *Control) endInvitations(ctx context.Context, object, user, status string) {
 	invs, err := c.store.Invitations(ctx, "pending")
 	if err != nil {
@@ -990,7 +1001,7 @@ func (c *Control) endInvitations(ctx context.Context, object, user, status strin
 		return
 	}
 	for _, inv := range invs {
-		if inv.Object == object && inv.Invitee == user {
+		if inv.Object == object && (user == "" || inv.Invitee == user) {
 			if changed, err := c.store.SetInvitationStatus(ctx, inv.ID, "pending", status); err == nil && changed {
 				c.retain(invTopic(inv), nil)
 			}

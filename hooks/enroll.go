@@ -102,7 +102,7 @@ func (c *Control) enroll(p policies.Principal, serial string, payload []byte) re
 	if !found {
 		return fail(errUnknownSerial)
 	}
-	if _, exists := c.engine.Thing(id); exists {
+	if _, exists := c.engine.Thing(id); exists || !entry.RetiredAt.IsZero() {
 		return fail(errAlreadyEnrolled)
 	}
 	if !entry.EnrolledAt.IsZero() {

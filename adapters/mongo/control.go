@@ -16,7 +16,7 @@ import (
 //	invitations  {_id: id, invitee, object, thing, place, relation, inviter,
 //	              valid_from, valid_until, created, expires, status}
 //	transitions  {_id, at, object, user, relation, from, to, by, reason, invitation}
-//	factory      {_id: serial, secret_hash, model, vendor, enrolled_at, thing}
+//	factory      {_id: serial, secret_hash, model, vendor, enrolled_at, thing, retired_at}
 //	claims       {_id: thing, code_hash, created}
 //	seeds        {_id: item key, digest, secret_hash}
 //
@@ -75,6 +75,9 @@ type FactoryEntry struct {
 	Vendor     string    `bson:"vendor,omitempty"`
 	EnrolledAt time.Time `bson:"enrolled_at,omitempty"`
 	Thing      string    `bson:"thing,omitempty"`
+	// RetiredAt is when the thing it enrolled as was deleted: the serial
+	// does not enrol again (an enrolment that stopped part-way has none).
+	RetiredAt time.Time `bson:"retired_at,omitempty"`
 }
 
 func (s *Store) coll(name string) *mongo.Collection { return s.db.Collection(name) }
@@ -220,6 +223,17 @@ func (s *Store) UnmarkEnrolled(ctx context.Context, serial string) error {
 	_, err := s.coll(CollFactory).UpdateOne(ctx, bson.D{{Key: "_id", Value: serial}},
 		bson.D{{Key: "$unset", Value: bson.D{{Key: "enrolled_at", Value: ""}, {Key: "thing", Value: ""}}}})
 	return err
+}
+
+// RetireFactoryOf marks the factory entry that enrolled as thing retired
+// (the thing is being deleted), so that its serial does not enrol again.
+func (s *Store) RetireFactoryOf(ctx context.Context, thing string, at time.Time) error {
+	_, err := s.coll(CollFactory).UpdateMany(ctx, bson.D{{Key: "thing", Value: thing}},
+		bson.D{{Key: "$set", Value: bson.D{{Key: "retired_at", Value: at}}}})
+	if err != nil {
+		return fmt.Errorf("retire the factory entry of %q: %w", thing, err)
+	}
+	return nil
 }
 
 // PutClaim stores the hash of a thing's claim code.
