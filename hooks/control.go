@@ -366,6 +366,58 @@ func (c *Control) placeRole(p policies.Principal, place string) string {
 	return role
 }
 
+// standingUntil is when p's standing on a thing or place (whatever
+// objectRole finds) ends: the zero time for an admin, an owner of record,
+// or a relation without an end; else the latest end of the relations in
+// force that give p a say (on the object, on its place, on a place above).
+// Whoever has a say only until then cannot give anyone a say beyond it.
+func (c *Control) standingUntil(p policies.Principal, thing, place string) time.Time {
+	if c.isAdmin(p) {
+		return time.Time{}
+	}
+	now := c.clock.Now()
+	var until time.Time
+	endless := false
+	consider := func(rs []policies.Relationship) {
+		for _, r := range rs {
+			if r.User != p.ID || r.Status != policies.StatusActive || !inWindow(r, now) {
+				continue
+			}
+			switch r.Relation {
+			case policies.RelOwner, policies.RelCoOwner, policies.RelInstaller:
+				if r.ValidUntil.IsZero() {
+					endless = true
+				} else if r.ValidUntil.After(until) {
+					until = r.ValidUntil
+				}
+			}
+		}
+	}
+	if thing != "" {
+		th, _ := c.engine.Thing(thing)
+		if th.Owner == p.ID {
+			return time.Time{}
+		}
+		consider(c.engine.Relationships(thing, ""))
+		place = th.Place
+	}
+	for depth := 0; place != "" && depth < 16; depth++ {
+		pl, ok := c.engine.Place(place)
+		if !ok {
+			break
+		}
+		if pl.Owner == p.ID {
+			return time.Time{}
+		}
+		consider(c.engine.Relationships("", place))
+		place = pl.Parent
+	}
+	if endless {
+		return time.Time{}
+	}
+	return until
+}
+
 func inWindow(r policies.Relationship, t time.Time) bool {
 	return (r.ValidFrom.IsZero() || !t.Before(r.ValidFrom)) && (r.ValidUntil.IsZero() || !t.After(r.ValidUntil))
 }
@@ -917,6 +969,9 @@ func (c *Control) invite(p policies.Principal, t cfgTopic, payload []byte) resul
 	if t.user == p.ID {
 		probs = append(probs, "user: you cannot invite yourself")
 	}
+	if end := c.standingUntil(p, t.thing, t.place); !end.IsZero() && (until.IsZero() || until.After(end)) {
+		probs = append(probs, fmt.Sprintf("valid_until: must be no later than %s, when your own say over it ends", fmtTime(end)))
+	}
 	if len(probs) > 0 {
 		return refuse(codeInvalid, "%s", strings.Join(probs, "; "))
 	}
@@ -1054,9 +1109,14 @@ func (c *Control) answer(p policies.Principal, t cfgTopic, payload []byte) resul
 		c.retain(invTopic(inv), nil)
 		return ok(nil)
 	}
-	// The inviter must still be entitled to grant it.
-	if inv.Inviter != "" && !mayGrant(c.objectRole(policies.UserPrincipal(inv.Inviter), r.Thing, r.Place), r.Relation) {
-		return refuse(codeInvalid, "invitation %q: no longer valid (%s may no longer grant it)", t.id, inv.Inviter)
+	// The inviter must still be entitled to grant it, for as long as it
+	// lasts (the inviter's own window may have been shortened since).
+	if inv.Inviter != "" {
+		inviter := policies.UserPrincipal(inv.Inviter)
+		end := c.standingUntil(inviter, r.Thing, r.Place)
+		if !mayGrant(c.objectRole(inviter, r.Thing, r.Place), r.Relation) || !end.IsZero() && (r.ValidUntil.IsZero() || r.ValidUntil.After(end)) {
+			return refuse(codeInvalid, "invitation %q: no longer valid (%s may no longer grant it)", t.id, inv.Inviter)
+		}
 	}
 	if changed, err := c.store.SetInvitationStatus(ctx, inv.ID, "pending", "accepted"); err != nil {
 		return unavailable(c.log, err)
