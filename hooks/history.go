@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"math/bits"
 	"strings"
 	"sync"
 	"time"
@@ -79,8 +80,9 @@ func (HistoryTopics) MayDeliver(_ *mqtt.Client, _ policies.Principal, topic stri
 // client id} or below; without one the answer goes there — with its
 // correlation data. Every reading passes exactly the decision and view a
 // live delivery to the requester would: Decide(history, purpose), the
-// view's rewrite, withholding (range, non-JSON) and rate (one reading per
-// period of reading time).
+// view's rewrite and withholding (range, non-JSON). A rate of one reading
+// per period releases the first reading of each period of reading time,
+// the periods aligned to the Unix epoch, whatever the query (see walk).
 //
 // Answer pages: {"topic", "ok": true, "page": n, "more": bool,
 // "readings": [{"ts": RFC 3339, "data": {…}}], "next": RFC 3339}. "next"
@@ -310,40 +312,14 @@ func (h *History) answer(q query) {
 		pageBytes = min(pageBytes, q.maxPacket-1024)
 	}
 	page := historyPage{Topic: q.topic, OK: true, Page: 1}
-	size, emitted := 0, 0
-	var lastKept time.Time
-	var failed error
+	size := 0
 	flush := func(more bool) {
 		page.More = more
 		h.reply(q, page)
 		page = historyPage{Topic: q.topic, OK: true, Page: page.Page + 1}
 		size = 0
 	}
-	err := h.source.History(ctx, q.res.Thing, q.res.Name, q.from, q.to, func(t time.Time, reading []byte) bool {
-		// Decided per reading, as per live message (cached in the engine):
-		// a revocation takes effect in the middle of an answer.
-		d := h.engine.Decide(h.request(q))
-		if !d.Allowed() {
-			failed = fmt.Errorf("not allowed: the history of %s is not shared with you", q.resource)
-			return false
-		}
-		out := reading
-		if d.View != nil {
-			var err error
-			if out, err = d.View.Apply(reading); err != nil {
-				return true // withheld for this requester, as a live delivery would be
-			}
-			if r := d.View.Rate(); r > 0 {
-				if !lastKept.IsZero() && t.Sub(lastKept) < r {
-					return true
-				}
-				lastKept = t
-			}
-		}
-		if emitted == q.limit {
-			page.Next = t.UTC().Format(time.RFC3339Nano)
-			return false
-		}
+	next, err := h.walk(ctx, q, func(t time.Time, out []byte) {
 		item := historyItem{TS: t.UTC().Format(time.RFC3339Nano), Data: out}
 		n := len(item.TS) + len(out) + 20
 		if len(page.Readings) > 0 && (len(page.Readings) >= HistoryPageSize || size+n > pageBytes) {
@@ -351,24 +327,153 @@ func (h *History) answer(q query) {
 		}
 		page.Readings = append(page.Readings, item)
 		size += n
-		emitted++
-		return true
 	})
-	if err == nil {
-		err = failed
-	}
 	if err != nil {
 		h.count("history_failed")
 		h.log.Warn().Err(err).Str("topic", q.topic).Str("client", q.cl.ID).Msg("history query failed")
 		msg := err.Error()
-		if failed == nil {
+		if !errors.Is(err, errHistoryNotShared) {
 			msg = "archive unavailable: " + msg
 		}
 		h.reply(q, historyPage{Topic: q.topic, Error: msg, Page: page.Page})
 		return
 	}
+	if !next.IsZero() {
+		page.Next = next.UTC().Format(time.RFC3339Nano)
+	}
 	h.count("history_answered")
 	flush(false)
+}
+
+// errHistoryNotShared is walk's error when the requester may not (or no
+// longer) have the history.
+var errHistoryNotShared = errors.New("not allowed")
+
+// walk streams to emit, oldest first, at most q.limit of the readings of
+// [q.from, q.to) the requester may have, each as its view renders it; next
+// is the time of the first reading past the limit (zero if none).
+//
+// A rate of one reading per period releases the first reading of each
+// period-long bucket of reading time, the buckets aligned to the Unix epoch
+// (floor(t / period)): which readings a rate releases depends on the
+// archive alone, never on the query, so asking again from just after a
+// released reading does not release the next one of its period. A reading
+// the view withholds (range, non-JSON) is none of its bucket's, as it
+// takes no period of a live delivery. The bucket holding q.from began
+// before it: its readings are searched from the bucket's start first
+// (until one passes: the bucket has had its reading), and none before
+// q.from is emitted.
+func (h *History) walk(ctx context.Context, q query, emit func(t time.Time, out []byte)) (next time.Time, err error) {
+	var failed error
+	emitted := 0
+	rate := historyRate{from: q.from}
+	probing := false
+	visit := func(t time.Time, reading []byte) bool {
+		if probing && !t.Before(q.from) {
+			return false // from on is the walk's own
+		}
+		// Decided per reading, as per live message (cached in the engine):
+		// a revocation takes effect in the middle of an answer.
+		d := h.engine.Decide(h.request(q))
+		if !d.Allowed() {
+			failed = fmt.Errorf("%w: the history of %s is not shared with you", errHistoryNotShared, q.resource)
+			return false
+		}
+		out := reading
+		var period time.Duration
+		if d.View != nil {
+			var err error
+			if out, err = d.View.Apply(reading); err != nil {
+				return true // withheld for this requester, as a live delivery would be
+			}
+			period = d.View.Rate()
+		}
+		released := rate.release(t, period)
+		if probing {
+			return false // from's bucket had its reading before from
+		}
+		if !released {
+			return true
+		}
+		if emitted == q.limit {
+			next = t
+			return false
+		}
+		emit(t, out)
+		emitted++
+		return true
+	}
+	if d := h.engine.Decide(h.request(q)); d.View != nil && d.View.Rate() > 0 {
+		if start := rate.search(d.View.Rate()); start.Before(q.from) {
+			probing = true
+			err = h.source.History(ctx, q.res.Thing, q.res.Name, start, q.from, visit)
+			probing = false
+		}
+	}
+	if err == nil && failed == nil {
+		err = h.source.History(ctx, q.res.Thing, q.res.Name, q.from, q.to, visit)
+	}
+	if err == nil {
+		err = failed
+	}
+	if err != nil {
+		return time.Time{}, err
+	}
+	return next, nil
+}
+
+// historyRate is one walk's rate: it sees, oldest first, every reading
+// the requester's view lets through (and, of the bucket holding from,
+// those before from back to the bucket's start, until the first).
+type historyRate struct {
+	from     time.Time     // the query's
+	searched time.Duration // the period whose bucket holding from was searched before from
+	last     time.Time     // the latest reading seen
+	seen     bool          // last is set
+}
+
+// search notes that the bucket holding from under period is searched
+// before from, and returns its start.
+func (r *historyRate) search(period time.Duration) time.Time {
+	r.searched = period
+	return periodStart(r.from, period)
+}
+
+// release notes reading t and reports whether a rate of one reading per
+// period (0: none) releases it: whether it is the first reading of its
+// bucket. A bucket that began before from is known only when it was
+// searched under this period; otherwise nothing of it is released (the
+// policy changed in the middle of the answer).
+func (r *historyRate) release(t time.Time, period time.Duration) bool {
+	prev, seen := r.last, r.seen
+	if !seen || t.After(prev) {
+		r.last, r.seen = t, true
+	}
+	if period <= 0 {
+		return true
+	}
+	start := periodStart(t, period)
+	if seen && !prev.Before(start) {
+		return false // an earlier reading of this bucket
+	}
+	return !start.Before(r.from) || period == r.searched
+}
+
+// periodStart returns the start of the period-long bucket holding t, the
+// buckets aligned to the Unix epoch: t less (t since the epoch) mod
+// period. It holds for any time, also those UnixNano cannot represent
+// (before 1678, after 2262), and for periods that do not divide a day.
+func periodStart(t time.Time, period time.Duration) time.Time {
+	p := uint64(period)
+	// t since the epoch is sec·10⁹ + nsec ns: its remainder is that of
+	// (sec mod p)·(10⁹ mod p) + nsec, at most 2^93, in 128 bits.
+	sec := t.Unix() % int64(period)
+	if sec < 0 {
+		sec += int64(period)
+	}
+	hi, lo := bits.Mul64(uint64(sec), uint64(time.Second)%p)
+	lo, carry := bits.Add64(lo, uint64(t.Nanosecond()), 0)
+	return t.Add(-time.Duration(bits.Rem64(hi+carry, lo, p)))
 }
 
 // reply publishes one answer message to the requester's response topic.

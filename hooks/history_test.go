@@ -1,6 +1,12 @@
 package hooks
 
 import (
+	"context"
+	"fmt"
+	"math"
+	"math/big"
+	"math/rand/v2"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -71,5 +77,309 @@ func TestHistoryTopicsRule(t *testing.T) {
 		if hp != c.handledPub || ap != c.pub || hs != c.handledSub || as != c.sub || hd != c.hDel || ad != c.deliver {
 			t.Errorf("%s: publish %v/%v subscribe %v/%v deliver %v/%v", c.topic, hp, ap, hs, as, hd, ad)
 		}
+	}
+}
+
+// TestHistoryPeriodStart: a rate's buckets are aligned to the Unix epoch
+// (not to time.Truncate's zero time, which differs for periods that do
+// not divide a day), for any time and any period a Duration holds.
+func TestHistoryPeriodStart(t *testing.T) {
+	at := func(s string) time.Time { t, _ := time.Parse(time.RFC3339Nano, s); return t }
+	epoch := time.Unix(0, 0).UTC()
+	for _, c := range []struct {
+		t      string
+		period time.Duration
+		want   time.Time
+	}{
+		{"2026-11-26T10:37:00Z", time.Hour, at("2026-11-26T10:00:00Z")},
+		{"2026-11-26T10:00:00Z", time.Hour, at("2026-11-26T10:00:00Z")},                 // at a boundary: its own bucket
+		{"2026-11-26T09:59:59.999999999Z", time.Hour, at("2026-11-26T09:00:00Z")},       // just before it
+		{"2026-11-26T10:37:00+01:00", 24 * time.Hour, at("2026-11-26T00:00:00Z")},       // UTC days, whatever the zone
+		{"2026-11-26T10:37:00Z", 7 * time.Hour, at("2026-11-26T07:00:00Z")},             // time.Truncate: 05:00
+		{"2026-11-26T10:37:06.999999999Z", 7 * time.Second, at("2026-11-26T10:37:00Z")}, // 7 s divides no minute
+		{"2026-11-26T10:37:00.123456789Z", time.Nanosecond, at("2026-11-26T10:37:00.123456789Z")},
+		{"1969-12-31T23:59:59Z", 7 * time.Second, at("1969-12-31T23:59:53Z")}, // before the epoch
+		{"0001-01-01T00:00:30Z", 7 * time.Second, at("0001-01-01T00:00:25Z")}, // beyond UnixNano
+		{"9999-12-31T23:59:59Z", 7 * time.Hour, at("9999-12-31T18:00:00Z")},
+		{"2026-11-26T10:37:00Z", 1 << 62, epoch},
+		{"1900-01-01T00:00:00Z", 1 << 62, epoch.Add(-(1 << 62))},
+	} {
+		got := periodStart(at(c.t), c.period)
+		if !got.Equal(c.want) {
+			t.Errorf("periodStart(%s, %s) = %s, want %s", c.t, c.period, got.UTC().Format(time.RFC3339Nano), c.want.UTC().Format(time.RFC3339Nano))
+		}
+	}
+	// Against big-number arithmetic, over the whole range of times.
+	rng := rand.New(rand.NewPCG(1, 2))
+	lo, hi := at("0001-01-01T00:00:00Z").Unix(), at("9999-12-31T23:59:59Z").Unix()
+	for range 20000 {
+		tm := time.Unix(lo+rng.Int64N(hi-lo), rng.Int64N(1e9)).UTC()
+		period := time.Duration(1 + rng.Int64N(math.MaxInt64))
+		if rng.IntN(2) == 0 {
+			period = time.Duration(1 + rng.Int64N(int64(48*time.Hour)))
+		}
+		ns := new(big.Int).Mul(big.NewInt(tm.Unix()), big.NewInt(1e9))
+		ns.Add(ns, big.NewInt(int64(tm.Nanosecond())))
+		rem := new(big.Int).Mod(ns, big.NewInt(int64(period))) // Euclidean: 0 <= rem < period
+		if want := tm.Add(-time.Duration(rem.Int64())); !periodStart(tm, period).Equal(want) {
+			t.Fatalf("periodStart(%s, %d) = %s, want %s", tm.Format(time.RFC3339Nano), period, periodStart(tm, period), want)
+		}
+	}
+}
+
+// archived is an archive in memory: readings oldest first.
+type archived []struct {
+	t    time.Time
+	data string
+}
+
+func (a archived) History(ctx context.Context, _, _ string, from, to time.Time, fn func(time.Time, []byte) bool) error {
+	for _, r := range a {
+		if !r.t.Before(from) && r.t.Before(to) && !fn(r.t, []byte(r.data)) {
+			break
+		}
+	}
+	return nil
+}
+
+// rateHistory is a History whose doctor may have thermo-1's temperature
+// history under the constraints given, over archive.
+func rateHistory(t *testing.T, archive HistorySource, constraints string) *History {
+	t.Helper()
+	e := policies.NewEngine(policies.Options{Secret: []byte("test")})
+	if err := e.PutUser(policies.User{Name: "an"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.PutUser(policies.User{Name: "doctor"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.PutThing(policies.Thing{ID: "thermo-1", Owner: "an", Kind: "sensor", Streams: []string{"temperature"}}); err != nil {
+		t.Fatal(err)
+	}
+	p, err := policies.ParsePolicy([]byte(`{"id":"doctor-rate","priority":0,"effect":"allow","subjects":["user:doctor"],
+		"resources":["things/thermo-1/data/temperature"],"actions":["history"],"constraints":` + constraints + `}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.PutPolicy("an", p); err != nil {
+		t.Fatal(err)
+	}
+	return NewHistory(HistoryConfig{Engine: e, Source: archive})
+}
+
+// walkTimes runs one query of the doctor's and returns the times of what
+// it releases, and its next.
+func walkTimes(t *testing.T, h *History, from, to time.Time, limit int) (got []time.Time, next time.Time) {
+	t.Helper()
+	res, _ := policies.ParseTopic("things/thermo-1/data/temperature")
+	q := query{principal: policies.UserPrincipal("doctor"), resource: "things/thermo-1/data/temperature", res: res,
+		from: from, to: to, limit: limit}
+	next, err := h.walk(context.Background(), q, func(t time.Time, _ []byte) { got = append(got, t) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	return got, next
+}
+
+// TestHistoryRateBuckets: under a rate a history answer releases the first
+// reading of each period-long bucket of reading time (aligned to the Unix
+// epoch) and only that, whatever from, to and limit the queries choose:
+// asking again from just after a released reading, from inside a bucket,
+// up to a to inside a bucket, or page by page by "next", releases no
+// second reading of a bucket. A reading exactly at a boundary opens its
+// bucket; a reading the view withholds is none of its bucket's.
+func TestHistoryRateBuckets(t *testing.T) {
+	at := func(s string) time.Time { t, _ := time.Parse(time.RFC3339Nano, "2026-11-26T"+s+"Z"); return t }
+	times := func(ss ...string) []time.Time {
+		var ts []time.Time
+		for _, s := range ss {
+			ts = append(ts, at(s))
+		}
+		return ts
+	}
+	var archive archived
+	for i, s := range []string{"10:00:00", "10:10:00", "10:20:00", "10:30:00", "10:40:00", "10:50:00",
+		"11:00:00", "11:30:00", "13:15:00", "13:45:00", "14:59:59.999999999", "15:00:00"} {
+		archive = append(archive, struct {
+			t    time.Time
+			data string
+		}{at(s), fmt.Sprintf(`{"temperature":%d}`, 20+i)})
+	}
+	type ask struct {
+		from, to string
+		limit    int
+		want     []time.Time
+		next     string
+	}
+	for _, c := range []struct {
+		name        string
+		constraints string
+		asks        []ask
+	}{
+		{"one query", `[{"kind":"rate","seconds":3600}]`, []ask{
+			{from: "09:00:00", to: "16:00:00", want: times("10:00:00", "11:00:00", "13:15:00", "14:59:59.999999999", "15:00:00")},
+		}},
+		{"from moving past each released reading", `[{"kind":"rate","seconds":3600}]`, []ask{
+			{from: "10:00:00", to: "11:00:00", want: times("10:00:00")},
+			{from: "10:00:00.000000001", to: "11:00:00"},
+			{from: "10:10:00", to: "11:00:00"},
+			{from: "10:50:00", to: "11:00:00"},
+			{from: "10:55:00", to: "12:00:00", want: times("11:00:00")}, // the boundary reading opens its hour
+			{from: "11:00:00.000000001", to: "12:00:00"},
+			{from: "11:30:00", to: "14:00:00", want: times("13:15:00")},
+			{from: "13:15:00.000000001", to: "14:00:00"},
+		}},
+		{"to inside a bucket", `[{"kind":"rate","seconds":3600}]`, []ask{
+			{from: "09:00:00", to: "10:00:00"}, // to is exclusive
+			{from: "09:00:00", to: "10:00:00.000000001", want: times("10:00:00")},
+			{from: "13:00:00", to: "13:10:00"},
+			{from: "13:00:00", to: "13:30:00", want: times("13:15:00")},
+			{from: "13:20:00", to: "14:00:00"},
+		}},
+		{"paging by next", `[{"kind":"rate","seconds":3600}]`, []ask{
+			{from: "09:00:00", to: "16:00:00", limit: 2, want: times("10:00:00", "11:00:00"), next: "13:15:00"},
+			{from: "13:15:00", to: "16:00:00", limit: 2, want: times("13:15:00", "14:59:59.999999999"), next: "15:00:00"},
+			{from: "15:00:00", to: "16:00:00", limit: 2, want: times("15:00:00")},
+		}},
+		{"a period that divides no day", `[{"kind":"rate","seconds":25200}]`, []ask{
+			// 7 h buckets from the epoch: …, 07:00, 14:00, … (time.Truncate would say 05:00, 12:00)
+			{from: "09:00:00", to: "16:00:00", want: times("10:00:00", "14:59:59.999999999")},
+			{from: "10:00:00.000000001", to: "16:00:00", want: times("14:59:59.999999999")},
+			{from: "15:00:00", to: "16:00:00"},
+		}},
+		{"withheld readings are none of their bucket's", `[{"kind":"range","field":"temperature","min":21},{"kind":"rate","seconds":3600}]`, []ask{
+			// 10:00 (20) is out of range: 10:10 (21) is the hour's
+			{from: "09:00:00", to: "16:00:00", want: times("10:10:00", "11:00:00", "13:15:00", "14:59:59.999999999", "15:00:00")},
+			{from: "10:05:00", to: "11:00:00", want: times("10:10:00")},
+			{from: "10:10:00.000000001", to: "11:00:00"},
+		}},
+		{"no rate", `[]`, []ask{
+			{from: "10:05:00", to: "11:00:00", want: times("10:10:00", "10:20:00", "10:30:00", "10:40:00", "10:50:00")},
+		}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			h := rateHistory(t, archive, c.constraints)
+			for _, a := range c.asks {
+				limit := a.limit
+				if limit == 0 {
+					limit = DefaultHistoryLimit
+				}
+				got, next := walkTimes(t, h, at(a.from), at(a.to), limit)
+				var wantNext time.Time
+				if a.next != "" {
+					wantNext = at(a.next)
+				}
+				if !slices.EqualFunc(got, a.want, time.Time.Equal) || !next.Equal(wantNext) {
+					t.Errorf("from %s to %s limit %d: got %v next %v, want %v next %v", a.from, a.to, a.limit, got, next, a.want, wantNext)
+				}
+			}
+		})
+	}
+}
+
+// TestHistoryRateReleasesOnlyFirstOfBuckets: over random archives, rates
+// and queries (pages followed by next), every answer holds exactly the
+// first readings of the buckets in its range: no choice of from, to or
+// limit gets anything else.
+func TestHistoryRateReleasesOnlyFirstOfBuckets(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	base := time.Date(2026, 11, 26, 10, 0, 0, 0, time.UTC)
+	for i := range 200 {
+		var archive archived
+		tm := base.Add(time.Duration(rng.Int64N(int64(time.Hour))))
+		for range 1 + rng.IntN(60) {
+			archive = append(archive, struct {
+				t    time.Time
+				data string
+			}{tm, `{"temperature":21}`})
+			tm = tm.Add(time.Duration(rng.Int64N(int64(20 * time.Minute)))) // equal times too
+		}
+		period := []time.Duration{time.Second, 7 * time.Second, time.Minute, 13 * time.Minute, time.Hour, 7 * time.Hour}[rng.IntN(6)]
+		h := rateHistory(t, archive, fmt.Sprintf(`[{"kind":"rate","seconds":%g}]`, period.Seconds()))
+		first := map[time.Time]time.Time{} // bucket start → its first reading
+		for _, r := range archive {
+			start := time.Unix(0, r.t.UnixNano()/int64(period)*int64(period)).UTC()
+			if _, ok := first[start]; !ok {
+				first[start] = r.t
+			}
+		}
+		for range 20 {
+			from := base.Add(time.Duration(rng.Int64N(int64(12 * time.Hour))))
+			to := from.Add(1 + time.Duration(rng.Int64N(int64(12*time.Hour))))
+			var want []time.Time
+			for _, f := range first {
+				if !f.Before(from) && f.Before(to) {
+					want = append(want, f)
+				}
+			}
+			slices.SortFunc(want, time.Time.Compare)
+			limit := 1 + rng.IntN(4)
+			var got []time.Time
+			for f := from; ; {
+				page, next := walkTimes(t, h, f, to, limit)
+				got = append(got, page...)
+				if next.IsZero() {
+					break
+				}
+				f = next
+			}
+			if !slices.EqualFunc(got, want, time.Time.Equal) {
+				t.Fatalf("case %d, rate %s, from %s to %s limit %d: got %v, want %v", i, period, from, to, limit, got, want)
+			}
+		}
+	}
+}
+
+// TestHistoryRateBucketBeforeFrom: of the bucket holding from, the part
+// before from must have been searched (under the period in force) for
+// anything of it to be released; later buckets are wholly seen.
+func TestHistoryRateBucketBeforeFrom(t *testing.T) {
+	at := func(s string) time.Time { t, _ := time.Parse(time.RFC3339Nano, "2026-11-26T"+s+"Z"); return t }
+	for _, c := range []struct {
+		name     string
+		searched time.Duration // 0: not searched
+		found    string        // the reading the search found before from, if any
+		t        string
+		period   time.Duration
+		want     bool
+	}{
+		{"searched, nothing before from", time.Hour, "", "10:40:00", time.Hour, true},
+		{"searched, a reading before from", time.Hour, "10:05:00", "10:40:00", time.Hour, false},
+		{"searched, the next bucket", time.Hour, "10:05:00", "11:00:00", time.Hour, true},
+		{"not searched", 0, "", "10:40:00", time.Hour, false},
+		{"searched under another period", time.Minute, "", "10:40:00", time.Hour, false},
+		{"not searched, the next bucket", 0, "", "11:00:00", time.Hour, true},
+		{"from at a boundary needs no search", 0, "", "10:30:00", 30 * time.Minute, true},
+		{"no rate", 0, "10:05:00", "10:40:00", 0, true},
+	} {
+		r := historyRate{from: at("10:30:00")}
+		if c.searched > 0 {
+			r.search(c.searched)
+		}
+		if c.found != "" {
+			r.release(at(c.found), c.searched)
+		}
+		if got := r.release(at(c.t), c.period); got != c.want {
+			t.Errorf("%s: release = %v, want %v", c.name, got, c.want)
+		}
+	}
+}
+
+// inclusive is an archive that also streams the readings at "to".
+type inclusive struct{ archived }
+
+func (a inclusive) History(ctx context.Context, thing, stream string, from, to time.Time, fn func(time.Time, []byte) bool) error {
+	return a.archived.History(ctx, thing, stream, from, to.Add(time.Nanosecond), fn)
+}
+
+// TestHistoryRateSearchStopsAtFrom: the search of from's bucket before
+// from takes nothing at from, even from a source that streams its end too:
+// the reading at from is the walk's, released once.
+func TestHistoryRateSearchStopsAtFrom(t *testing.T) {
+	at := func(s string) time.Time { t, _ := time.Parse(time.RFC3339Nano, "2026-11-26T"+s+"Z"); return t }
+	h := rateHistory(t, inclusive{archived{{at("10:30:00"), `{"temperature":21}`}, {at("10:40:00"), `{"temperature":22}`}}},
+		`[{"kind":"rate","seconds":3600}]`)
+	if got, _ := walkTimes(t, h, at("10:30:00"), at("11:00:00"), DefaultHistoryLimit); !slices.EqualFunc(got, []time.Time{at("10:30:00")}, time.Time.Equal) {
+		t.Fatalf("got %v, want 10:30 once", got)
 	}
 }
