@@ -1037,10 +1037,20 @@ func (c *Control) revoke(p policies.Principal, t cfgTopic) result {
 	if err := c.store.Ping(ctx); err != nil {
 		return unavailable(c.log, err)
 	}
-	for _, r := range mine {
+	// All of them go from the store before any goes from the engine, and
+	// those gone are put back if one cannot go: a refusal leaves the
+	// relations as they were, not some of them revoked.
+	for i, r := range mine {
 		if err := c.store.DeleteRelationship(ctx, r.Thing, r.Place, r.User, r.Relation); err != nil && !errors.Is(err, mongo.ErrNotFound) {
+			for _, x := range mine[:i] {
+				if err := c.store.PutRelationship(ctx, x); err != nil {
+					c.log.Warn().Err(err).Str("object", x.Object()).Str("user", x.User).Msg("relation not put back after a failed revocation")
+				}
+			}
 			return unavailable(c.log, err)
 		}
+	}
+	for _, r := range mine {
 		c.engine.DeleteRelationship(r.Thing, r.Place, r.User, r.Relation)
 		c.record(ctx, r, string(r.Status), "revoked", p.ID, "revoked", "")
 	}
