@@ -820,20 +820,34 @@ func (c *Control) putThing(p policies.Principal, t cfgTopic, payload []byte) res
 // invitation to it, or its serial enrolled again, must not give anyone a
 // say over a thing that comes back under the same id.
 func (c *Control) deleteThing(ctx context.Context, p policies.Principal, t policies.Thing) result {
-	if err := c.store.RetireFactoryOf(ctx, t.ID, c.clock.Now()); err != nil {
+	// The relations go from the store before the thing (put back if one
+	// cannot go): a relation left behind would hold for a thing re-created
+	// under the same id.
+	rels := c.engine.Relationships(t.ID, "")
+	var deleted []policies.Relationship
+	putBack := func(err error) result {
+		for _, x := range deleted {
+			_ = c.store.PutRelationship(ctx, x)
+		}
 		return unavailable(c.log, err)
 	}
+	for _, r := range rels {
+		if err := c.store.DeleteRelationship(ctx, t.ID, "", r.User, r.Relation); err != nil && !errors.Is(err, mongo.ErrNotFound) {
+			return putBack(err)
+		}
+		deleted = append(deleted, r)
+	}
+	if err := c.store.RetireFactoryOf(ctx, t.ID, c.clock.Now()); err != nil {
+		return putBack(err)
+	}
 	if err := c.store.DeleteThing(ctx, t.ID); err != nil && !errors.Is(err, mongo.ErrNotFound) {
-		return unavailable(c.log, err)
+		return putBack(err)
 	}
 	if _, err := c.store.DeleteClaim(ctx, t.ID); err != nil {
 		c.log.Warn().Err(err).Str("thing", t.ID).Msg("claim code of a deleted thing left in the store")
 	}
 	c.endInvitations(ctx, "thing:"+t.ID, "", "revoked")
-	for _, r := range c.engine.Relationships(t.ID, "") {
-		if err := c.store.DeleteRelationship(ctx, t.ID, "", r.User, r.Relation); err != nil && !errors.Is(err, mongo.ErrNotFound) {
-			c.log.Warn().Err(err).Str("thing", t.ID).Msg("relation of a deleted thing left in the store")
-		}
+	for _, r := range rels {
 		c.engine.DeleteRelationship(t.ID, "", r.User, r.Relation)
 		c.retain("$config/things/"+t.ID+"/relations/"+r.User, nil)
 		c.record(ctx, r, string(r.Status), "ended", p.ID, "thing deleted", "")
@@ -1131,16 +1145,30 @@ func (c *Control) answer(p policies.Principal, t cfgTopic, payload []byte) resul
 			return refuse(codeInvalid, "invitation %q: no longer valid (%s may no longer grant it)", t.id, inv.Inviter)
 		}
 	}
+	// The store first, each write undone if a later one fails, so that a
+	// refusal leaves everything as it was; then the engine.
+	var undo []func()
+	rollback := func(err error) result {
+		for i := len(undo) - 1; i >= 0; i-- {
+			undo[i]()
+		}
+		return unavailable(c.log, err)
+	}
 	if changed, err := c.store.SetInvitationStatus(ctx, inv.ID, "pending", "accepted"); err != nil {
 		return unavailable(c.log, err)
 	} else if !changed {
 		return refuse(codeInvalid, "invitation %q: already answered", t.id)
 	}
+	undo = append(undo, func() { _, _ = c.store.SetInvitationStatus(ctx, inv.ID, "accepted", "pending") })
 	r.Status = policies.StatusActive
 	if err := c.store.PutRelationship(ctx, r); err != nil {
-		_, _ = c.store.SetInvitationStatus(ctx, inv.ID, "accepted", "pending")
-		return unavailable(c.log, err)
+		return rollback(err)
 	}
+	undo = append(undo, func() {
+		pending := r
+		pending.Status = policies.StatusPending
+		_ = c.store.PutRelationship(ctx, pending)
+	})
 	// Hand-over: the first owner becomes the owner of record, and the
 	// installers' access ends (the engine ends it anyway once an owner is
 	// in force; the relations go so that nothing stale is shown).
@@ -1150,6 +1178,7 @@ func (c *Control) answer(p policies.Principal, t cfgTopic, payload []byte) resul
 	if r.Relation == policies.RelOwner && r.Thing != "" {
 		thing, _ = c.engine.Thing(r.Thing)
 		if thing.Owner == "" {
+			before := thing
 			thing.Owner = r.User
 			newOwner = true
 			// A place the thing was linked to before (by an admin, or by an
@@ -1159,11 +1188,9 @@ func (c *Control) answer(p policies.Principal, t cfgTopic, payload []byte) resul
 				thing.Place = ""
 			}
 			if err := c.store.PutThing(ctx, thing, ""); err != nil {
-				r.Status = policies.StatusPending
-				_ = c.store.PutRelationship(ctx, r)
-				_, _ = c.store.SetInvitationStatus(ctx, inv.ID, "accepted", "pending")
-				return unavailable(c.log, err)
+				return rollback(err)
 			}
+			undo = append(undo, func() { _ = c.store.PutThing(ctx, before, "") })
 		}
 		for _, x := range c.engine.Relationships(r.Thing, "") {
 			if x.Relation == policies.RelInstaller {
@@ -1171,7 +1198,8 @@ func (c *Control) answer(p policies.Principal, t cfgTopic, payload []byte) resul
 			}
 		}
 	}
-	// The invitee's other relations on the object are replaced.
+	// The invitee's other relations on the object are replaced: a co-owner
+	// who accepts to be a visitor is not a co-owner again after a restart.
 	for _, x := range c.engine.Relationships(r.Thing, r.Place) {
 		if x.User == r.User && x.Relation != r.Relation {
 			ended = append(ended, x)
@@ -1179,8 +1207,9 @@ func (c *Control) answer(p policies.Principal, t cfgTopic, payload []byte) resul
 	}
 	for _, x := range ended {
 		if err := c.store.DeleteRelationship(ctx, x.Thing, x.Place, x.User, x.Relation); err != nil && !errors.Is(err, mongo.ErrNotFound) {
-			c.log.Warn().Err(err).Str("object", x.Object()).Str("user", x.User).Msg("ended relation left in the store")
+			return rollback(err)
 		}
+		undo = append(undo, func() { _ = c.store.PutRelationship(ctx, x) })
 	}
 	c.record(ctx, r, "pending", "active", p.ID, "accepted", inv.ID)
 	_ = c.engine.PutRelationship(r)
