@@ -65,3 +65,22 @@ func TestDeletedThingTakesItsClaimCode(t *testing.T) {
 		t.Errorf("the deleted thing's claim code is still stored (%v)", err)
 	}
 }
+
+// TestSerialNamingAUserDoesNotEnrol: a serial whose thing id is a user's
+// name does not enrol: things are looked up first at CONNECT, so the user
+// could no longer log in.
+func TestSerialNamingAUserDoesNotEnrol(t *testing.T) {
+	addr := veil.Addr("mqtt")
+	addFactory(t, "PETER", "factory-PETER")
+	r, err := enrollDevice(t, addr, "", "PETER", "factory-PETER", `{"kind":"sensor"}`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.OK || r.Error != "the thing id is a user's name" {
+		t.Fatalf("a serial naming the user peter: %+v", r)
+	}
+	if _, ok := veil.Engine.Thing("peter"); ok {
+		t.Fatal("a thing named peter exists")
+	}
+	mustCfg(t, addr, "peter", "peter-pass") // Peter still logs in
+}

@@ -13,6 +13,7 @@ import (
 const (
 	errUnknownSerial    = "unknown serial"
 	errAlreadyEnrolled  = "already enrolled"
+	errIDTaken          = "the thing id is a user's name" // the user could no longer log in (things are looked up first)
 	errTooManyAttempts  = "too many attempts"
 	errClaimRefused     = "claim refused: wrong code, or the thing cannot be claimed"
 	errNotCertified     = "not authorized: only a certified installer (certified_installer=true) may claim a thing"
@@ -104,6 +105,9 @@ func (c *Control) enroll(p policies.Principal, serial string, payload []byte) re
 	}
 	if _, exists := c.engine.Thing(id); exists || !entry.RetiredAt.IsZero() {
 		return fail(errAlreadyEnrolled)
+	}
+	if _, isUser := c.engine.User(id); isUser {
+		return fail(errIDTaken)
 	}
 	if !entry.EnrolledAt.IsZero() {
 		// Marked enrolled, yet no thing exists: an earlier attempt stopped
