@@ -222,6 +222,55 @@ func TestWillOnAnotherTopicNeverPublished(t *testing.T) {
 	}
 }
 
+// Commands are never retained: mochi would replay a retained command at
+// every later subscription of its thing, on the thing's right to read its
+// own commands alone — a visitor's unlock at every reconnect of the lock,
+// long after her window closed. A retained command is refused whoever may
+// send the command (the visitor inside her window, the owner): PUBACK 0x87
+// at QoS 1, PUBREC 0x87 at QoS 2, dropped at QoS 0, over MQTT 3.1.1 the
+// connection closed; the lock gets it neither live nor when it subscribes
+// again. The visitor's unlock not retained reaches the lock.
+func TestRetainedCommandNeverReplayed(t *testing.T) {
+	const cmd = "things/lock-1/cmd/unlock"
+	lock := connect(t, "lock-1", "lock-1-secret", connOpts{clientID: "lock-1"})
+	lock.mustSubscribe("", "things/lock-1/cmd/#")
+	for _, who := range []struct{ user, pass string }{{"ruth", "ruth-pass"}, {"an", "an-pass"}} {
+		c := connect(t, who.user, who.pass, connOpts{})
+		for qos, want := range []byte{0, 0x87, 0x87} {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			r, err := c.Publish(ctx, &paho.Publish{Topic: cmd, QoS: byte(qos), Retain: true, Payload: []byte(`{"retained":true}`)})
+			cancel()
+			if r == nil {
+				t.Fatalf("%s's retained unlock at QoS %d: %v", who.user, qos, err)
+			}
+			if r.ReasonCode != want { // QoS 0: paho's own success
+				t.Fatalf("%s's retained unlock at QoS %d: reason 0x%02x, want 0x%02x", who.user, qos, r.ReasonCode, want)
+			}
+		}
+		if code := c.publish(cmd, `{"by":"`+who.user+`"}`, false); code != 0 {
+			t.Fatalf("%s's unlock: reason 0x%02x", who.user, code)
+		}
+		if m := lock.next(); m.payload != `{"by":"`+who.user+`"}` {
+			t.Fatalf("lock got %s %s, want %s's unlock not retained", m.topic, m.payload, who.user)
+		}
+	}
+	// MQTT 3.1.1 has no reason in a PUBACK: the connection is closed.
+	pub := needMosquitto(t, "mosquitto_pub")
+	host, port, _ := net.SplitHostPort(veil.Addr("mqtt"))
+	if out, err := exec.Command(pub, "-V", "mqttv311", "-h", host, "-p", port, "-u", "an", "-P", "an-pass", "-q", "1", "-r",
+		"-t", cmd, "-m", `{"retained":"3.1.1"}`).CombinedOutput(); err == nil {
+		t.Errorf("mosquitto_pub of a retained unlock succeeded: %s", out)
+	}
+	lock.nothing(quiet)
+	if pk, ok := veil.MQTT.Topics.Retained.Get(cmd); ok {
+		t.Fatalf("retained on %s: %s", cmd, pk.Payload)
+	}
+	// The lock comes back and subscribes again: nothing is replayed.
+	lock = connect(t, "lock-1", "lock-1-secret", connOpts{clientID: "lock-1"})
+	lock.mustSubscribe("", "things/lock-1/cmd/#")
+	lock.nothing(quiet)
+}
+
 func TestFanoutViews(t *testing.T) {
 	an := connect(t, "an", "an-pass", connOpts{})
 	doc := connect(t, "doctor", "doctor-pass", connOpts{})

@@ -276,7 +276,7 @@ func (h *Enforcer) OnWill(cl *mqtt.Client, will mqtt.Will) (mqtt.Will, error) {
 // sendDelayedWill publishes a held will that is due, if its client may
 // publish it now.
 func (h *Enforcer) sendDelayedWill(d *delayedWill) {
-	if !h.decideWrite(d.who, nil, d.will.TopicName, true) {
+	if !h.decideWrite(d.who, nil, d.will.TopicName, false, auditAll) {
 		h.count("will_refused")
 		return
 	}
@@ -291,16 +291,47 @@ func (h *Enforcer) Stop() error {
 	return nil
 }
 
-// mayWrite decides a publish by p to topic.
+// mayWrite decides a publish by p to topic (not retained).
 func (h *Enforcer) mayWrite(p policies.Principal, topic string) bool {
-	return h.decideWrite(p, nil, topic, false)
+	return h.decideWrite(p, nil, topic, false, auditNone)
 }
 
-// decideWrite decides a publish by p to topic, telling the audit sink when
-// asked. With the publisher's session, its last decision is kept there
-// and taken again for the same topic while the configuration is
-// unchanged.
-func (h *Enforcer) decideWrite(p policies.Principal, s *session, topic string, audit bool) bool {
+// writeAudit says which publish decisions decideWrite tells the audit sink.
+type writeAudit uint8
+
+const (
+	auditNone writeAudit = iota
+	auditAll
+	// auditDeferCommands leaves an allowed command to OnPublish, which
+	// decides it again knowing its retain flag (mochi's ACL check is not
+	// told it): a retained command is refused there, and audited once, as
+	// denied.
+	auditDeferCommands
+)
+
+// RetainedCommandRule is the rule of the denial of a retained command:
+// commands are never retained, whoever may send them. mochi would replay a
+// retained command at every later subscription of its thing — a visitor's
+// unlock at every reconnect of the lock, long after her window closed —
+// on no right but the thing's to read its own commands.
+const RetainedCommandRule = "retained-command"
+
+// RetainedCommand reports whether a publish to topic with the retain flag
+// retain would retain a command.
+func RetainedCommand(topic string, retain bool) bool {
+	if !retain {
+		return false
+	}
+	res, ok := policies.ParseTopic(topic)
+	return ok && res.Kind == policies.ResCommand
+}
+
+// decideWrite decides a publish by p to topic, retained or not, telling the
+// audit sink as asked. A retained command is denied (RetainedCommandRule)
+// where the command is allowed. With the publisher's session, its last
+// decision is kept there and taken again for the same topic while the
+// configuration is unchanged.
+func (h *Enforcer) decideWrite(p policies.Principal, s *session, topic string, retain bool, audit writeAudit) bool {
 	var (
 		changes uint64
 		d       *policies.Decision
@@ -324,7 +355,11 @@ func (h *Enforcer) decideWrite(p policies.Principal, s *session, topic string, a
 			s.wrote.put(topic, act, changes, d)
 		}
 	}
-	if audit && h.audit != nil {
+	if retain && act == policies.ActCommand && d.Allowed() {
+		// Rare, and refused: a decision of its own, never kept.
+		d = &policies.Decision{Effect: policies.Deny, Rule: RetainedCommandRule, Owner: d.Owner, Thing: d.Thing}
+	}
+	if h.audit != nil && (audit == auditAll || audit == auditDeferCommands && (act != policies.ActCommand || !d.Allowed())) {
 		h.audit(p, act, "", d, 1)
 	}
 	return d.Allowed()
@@ -356,7 +391,9 @@ func (h *Enforcer) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
 			}
 			return false
 		}
-		ok := h.timing.timePublishDecision(cl, func() bool { return h.decideWrite(s.principal, s, topic, true) })
+		// Not told the retain flag: OnPublish decides (and audits) a
+		// command again once it is.
+		ok := h.timing.timePublishDecision(cl, func() bool { return h.decideWrite(s.principal, s, topic, false, auditDeferCommands) })
 		if !ok {
 			h.count("publish_denied")
 		}
@@ -754,9 +791,10 @@ func (h *Enforcer) OnUnsubscribed(cl *mqtt.Client, pk packets.Packet) {
 }
 
 // OnPublish re-checks the topic after inbound alias resolution (mochi checks
-// the ACL before it resolves an alias), hands a publish to a $-topic to the
-// attached SystemPublishers, and keeps any other message for the
-// per-recipient decisions of its fan-out.
+// the ACL before it resolves an alias) and a command with its retain flag
+// (mochi's ACL check is not told it; a retained command is refused), hands
+// a publish to a $-topic to the attached SystemPublishers, and keeps any
+// other message for the per-recipient decisions of its fan-out.
 func (h *Enforcer) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
 	var started time.Time
 	decision, timed := h.timing.claim(cl)
@@ -769,9 +807,13 @@ func (h *Enforcer) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet
 	if cl.Net.Inline {
 		return pk, nil
 	}
-	if pk.Properties.TopicAliasFlag {
+	res, parsed := policies.ParseTopic(pk.TopicName)
+	command := parsed && res.Kind == policies.ResCommand
+	if pk.Properties.TopicAliasFlag || command {
+		// Audited here: a publish by alias only (its ACL check saw no
+		// topic), and a command (its ACL check audited it if denied only).
 		s := h.session(cl)
-		if s == nil || !h.decideWrite(s.principal, nil, pk.TopicName, s.aliasOnly.Swap(false)) {
+		if s == nil || !h.decideWrite(s.principal, s, pk.TopicName, pk.FixedHeader.Retain, auditIf(s.aliasOnly.Swap(false) || command)) {
 			h.count("publish_denied")
 			refusePublish(cl, &pk)
 			return pk, packets.ErrRejectPacket
@@ -781,7 +823,7 @@ func (h *Enforcer) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet
 		return h.systemPublish(cl, pk)
 	}
 	m := newMessage(pk.TopicName, pk.Payload, &h.parses)
-	if res, ok := policies.ParseTopic(pk.TopicName); h.live != nil && ok && res.Kind == policies.ResData {
+	if h.live != nil && parsed && res.Kind == policies.ResData {
 		m.live.raw = pk.Payload
 		h.live.keep(pk.TopicName, &m.live)
 	}
@@ -792,10 +834,20 @@ func (h *Enforcer) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet
 	return pk, nil
 }
 
+// auditIf is auditAll if audit, else auditNone.
+func auditIf(audit bool) writeAudit {
+	if audit {
+		return auditAll
+	}
+	return auditNone
+}
+
 // refusePublish acknowledges a publish OnPublish refuses with 0x87 (not
 // authorized), as mochi does for one its ACL check refuses: a PUBACK at
-// QoS 1, a PUBREC at QoS 2, nothing at QoS 0. mochi itself would answer an
-// error from OnPublish with a PUBACK whatever the QoS, and log it.
+// QoS 1, a PUBREC at QoS 2, nothing at QoS 0; an MQTT 3.1.1 client, whose
+// acknowledgements carry no reason, is disconnected at QoS 1 and 2 (a
+// retained command; topic aliases are MQTT 5's). mochi itself would answer
+// an error from OnPublish with a PUBACK whatever the QoS, and log it.
 func refusePublish(cl *mqtt.Client, pk *packets.Packet) {
 	ack := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Puback}, PacketID: pk.PacketID,
 		ReasonCode: packets.ErrNotAuthorized.Code, Properties: packets.Properties{ReasonString: packets.ErrNotAuthorized.Reason}}
@@ -804,6 +856,10 @@ func refusePublish(cl *mqtt.Client, pk *packets.Packet) {
 		return
 	case 2:
 		ack.FixedHeader.Type = packets.Pubrec
+	}
+	if cl.Properties.ProtocolVersion < 5 {
+		cl.Stop(packets.ErrNotAuthorized)
+		return
 	}
 	_ = cl.WritePacket(ack)
 }

@@ -376,6 +376,15 @@ func TestPublishDecisionFollowsChangesAndTime(t *testing.T) {
 		if got := h.OnACLCheck(doctor, s.topic, true); got != s.want {
 			t.Fatalf("%s: publish to %s allowed = %v, want %v", s.step, s.topic, got, s.want)
 		}
+		if s.want {
+			// As mochi goes on: OnPublish audits an allowed command, once
+			// it has seen its retain flag.
+			pk := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 1}, TopicName: s.topic, Payload: []byte(`{}`)}
+			if _, err := h.OnPublish(doctor, pk); err != nil {
+				t.Fatalf("%s: OnPublish refused the publish to %s: %v", s.step, s.topic, err)
+			}
+			h.OnPublished(doctor, pk)
+		}
 		if s.then != nil {
 			s.then()
 		}

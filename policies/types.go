@@ -243,7 +243,8 @@ type Decision struct {
 	Effect Effect
 	// Rule says why: "owner", "co_owner", "installer", "visitor", "self",
 	// "policy" (then PolicyID is set), or for a deny "default", "unknown-topic",
-	// "unknown-thing", "unknown-principal".
+	// "unknown-thing", "unknown-principal"; the broker's enforcer denies a
+	// retained command its sender may send as "retained-command".
 	Rule     string
 	PolicyID string
 	// PolicyOwner is whose policy decided (an owner or a co-owner).
