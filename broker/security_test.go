@@ -229,7 +229,8 @@ func TestWillOnAnotherTopicNeverPublished(t *testing.T) {
 // send the command (the visitor inside her window, the owner): PUBACK 0x87
 // at QoS 1, PUBREC 0x87 at QoS 2, dropped at QoS 0, over MQTT 3.1.1 the
 // connection closed; the lock gets it neither live nor when it subscribes
-// again. The visitor's unlock not retained reaches the lock.
+// again. A will that would retain a command is refused at CONNECT (0x87).
+// The visitor's unlock not retained reaches the lock.
 func TestRetainedCommandNeverReplayed(t *testing.T) {
 	const cmd = "things/lock-1/cmd/unlock"
 	lock := connect(t, "lock-1", "lock-1-secret", connOpts{clientID: "lock-1"})
@@ -269,6 +270,11 @@ func TestRetainedCommandNeverReplayed(t *testing.T) {
 	lock = connect(t, "lock-1", "lock-1-secret", connOpts{clientID: "lock-1"})
 	lock.mustSubscribe("", "things/lock-1/cmd/#")
 	lock.nothing(quiet)
+
+	will := &paho.WillMessage{Topic: cmd, Payload: []byte(`{}`), QoS: 1, Retain: true}
+	if got := connackCode(t, "an", "an-pass", will); got != 0x87 {
+		t.Errorf("the owner with a retained will on %s: CONNACK 0x%02x, want 0x87", cmd, got)
+	}
 }
 
 func TestFanoutViews(t *testing.T) {

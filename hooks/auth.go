@@ -301,8 +301,11 @@ func (a *Authenticator) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet
 	// (in OnConnect), a refusal told anyone who sent a CONNECT whether a
 	// user may publish a topic. A refusal is its own CONNACK (not authorized,
 	// where mochi would send bad credentials): the connection is stopped
-	// first, so mochi's own CONNACK is never written.
-	if pk.Connect.WillFlag && a.mayWill != nil && !a.mayWill(p, pk.Connect.WillTopic) {
+	// first, so mochi's own CONNACK is never written. A will that would
+	// retain a command is refused whoever may send it: commands are never
+	// retained (RetainedCommandRule).
+	if pk.Connect.WillFlag && (RetainedCommand(pk.Connect.WillTopic, pk.Connect.WillRetain) ||
+		a.mayWill != nil && !a.mayWill(p, pk.Connect.WillTopic)) {
 		a.log.Info().Str("client", cl.ID).Str("principal", p.String()).Str("reason", "will-refused").Msg("connection refused")
 		if a.metrics != nil {
 			a.metrics.count("will_refused")

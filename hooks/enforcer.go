@@ -236,14 +236,15 @@ func (h *Enforcer) MayPublish(p policies.Principal, topic string) bool {
 
 // OnWill re-checks the will when it is sent: rights may have been revoked
 // since CONNECT. A refused will is sent where nobody can receive it (mochi
-// offers no way to cancel it here). A will with a delay is held by Veil
-// (delayedWills) and decided again when it is due: mochi would send it
-// without calling any hook.
+// offers no way to cancel it here), as is a retained command (refused at
+// CONNECT already: commands are never retained). A will with a delay is
+// held by Veil (delayedWills) and decided again when it is due: mochi
+// would send it without calling any hook.
 func (h *Enforcer) OnWill(cl *mqtt.Client, will mqtt.Will) (mqtt.Will, error) {
 	delay := time.Duration(cl.Properties.Will.WillDelayInterval) * time.Second
 	cl.Properties.Will.WillDelayInterval = 0 // mochi sends what this returns, at once
 	s := h.session(cl)
-	if s == nil || !h.mayWrite(s.principal, will.TopicName) {
+	if s == nil || !h.decideWrite(s.principal, nil, will.TopicName, will.Retain, auditNone) {
 		h.count("will_refused")
 		will.TopicName, will.Retain, will.Payload = droppedWillTopic, false, nil
 		return will, nil
@@ -274,9 +275,9 @@ func (h *Enforcer) OnWill(cl *mqtt.Client, will mqtt.Will) (mqtt.Will, error) {
 }
 
 // sendDelayedWill publishes a held will that is due, if its client may
-// publish it now.
+// publish it now (never a retained command: OnWill holds none).
 func (h *Enforcer) sendDelayedWill(d *delayedWill) {
-	if !h.decideWrite(d.who, nil, d.will.TopicName, false, auditAll) {
+	if !h.decideWrite(d.who, nil, d.will.TopicName, d.will.Retain, auditAll) {
 		h.count("will_refused")
 		return
 	}
@@ -316,8 +317,8 @@ const (
 // on no right but the thing's to read its own commands.
 const RetainedCommandRule = "retained-command"
 
-// RetainedCommand reports whether a publish to topic with the retain flag
-// retain would retain a command.
+// RetainedCommand reports whether a publish (or a will) to topic with the
+// retain flag retain would retain a command.
 func RetainedCommand(topic string, retain bool) bool {
 	if !retain {
 		return false

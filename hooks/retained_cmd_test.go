@@ -2,6 +2,7 @@ package hooks_test
 
 import (
 	"context"
+	"net"
 	"sync"
 	"testing"
 	"time"
@@ -94,6 +95,52 @@ func TestRetainedCommandRefused(t *testing.T) {
 			}
 		})
 	}
+}
+
+// A CONNECT whose will would retain a command is refused (CONNACK 0x87),
+// whoever may send the command; the same will not retained is accepted
+// where its sender may send it.
+func TestRetainedCommandWillRefused(t *testing.T) {
+	e, creds := household(t)
+	must(t, e.PutPolicy("an", mayReset))
+	_, addr, _ := serve(t, e, creds)
+	for _, c := range []struct {
+		user   string
+		retain bool
+		want   byte
+	}{
+		{"an", true, 0x87},
+		{"doctor", true, 0x87},
+		{"stranger", true, 0x87},
+		{"an", false, 0},
+		{"doctor", false, 0},
+		{"stranger", false, 0x87},
+	} {
+		will := &paho.WillMessage{Topic: resetTopic, Payload: []byte(`{"reset":true}`), QoS: 1, Retain: c.retain}
+		if got := willConnack(t, addr, c.user, will); got != c.want {
+			t.Errorf("%s with a will on %s (retain %v): CONNACK 0x%02x, want 0x%02x", c.user, resetTopic, c.retain, got, c.want)
+		}
+	}
+}
+
+// willConnack connects user with will and returns the CONNACK's reason code.
+func willConnack(t *testing.T, addr, user string, will *paho.WillMessage) byte {
+	t.Helper()
+	conn, err := net.Dial("tcp", addr)
+	must(t, err)
+	defer conn.Close()
+	pc := paho.NewClient(paho.ClientConfig{Conn: conn})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	ca, err := pc.Connect(ctx, &paho.Connect{ClientID: user + "-will", Username: user, UsernameFlag: true,
+		Password: []byte(user), PasswordFlag: true, CleanStart: true, KeepAlive: 30, WillMessage: will})
+	if ca == nil {
+		t.Fatalf("%s: no CONNACK: %v", user, err)
+	}
+	if err == nil {
+		_ = pc.Disconnect(&paho.Disconnect{})
+	}
+	return ca.ReasonCode
 }
 
 // publishCode publishes and returns the reason code of the PUBACK (QoS 1)
