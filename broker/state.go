@@ -697,9 +697,27 @@ func (s *stateStore) Purposes(client string) []hooks.SubscriptionPurpose {
 	return s.purposes[client]
 }
 
-// StoredRetainedMessages implements mqtt.Hook.
+// StoredRetainedMessages implements mqtt.Hook. A retained command, which
+// a broker before commands were never retained kept (hooks.RetainedCommand),
+// is not handed to mochi, and is deleted: mochi would replay it at every
+// subscription of its thing, on no right of its sender's. Here, not once
+// the broker has started: the listeners serve before OnStarted, and every
+// device reconnects at once after a restart.
 func (s *stateStore) StoredRetainedMessages() ([]storage.Message, error) {
-	return s.messages(storage.RetainedKey + "_")
+	v, err := s.messages(storage.RetainedKey + "_")
+	var commands []string
+	v = slices.DeleteFunc(v, func(m storage.Message) bool {
+		if hooks.RetainedCommand(m.TopicName, true) {
+			commands = append(commands, retainedKey(m.TopicName))
+			return true
+		}
+		return false
+	})
+	if len(commands) > 0 {
+		s.Log.Warn("retained commands deleted: commands are never retained", "count", len(commands))
+	}
+	s.forget(commands) // after the scan: see orphan
+	return v, err
 }
 
 func (s *stateStore) messages(prefix string) (v []storage.Message, err error) {

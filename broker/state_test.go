@@ -521,6 +521,53 @@ func TestStateStoreRecordsWhenASessionsConnectionEnded(t *testing.T) {
 	}
 }
 
+// Retained commands, which a broker before commands were never retained
+// kept (also mochi's bolt hook), are not handed to mochi at start and are
+// deleted from the file; other retained messages stay. Also when each
+// change is its own transaction (interval 0): deleted once the scan that
+// found them is over.
+func TestStateStoreDropsRetainedCommands(t *testing.T) {
+	for _, interval := range []time.Duration{0, time.Hour} {
+		t.Run(interval.String(), func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "mqtt.db")
+			old := new(bolt.Hook)
+			old.SetOpts(quiet, nil)
+			if err := old.Init(&bolt.Options{Path: path}); err != nil {
+				t.Fatal(err)
+			}
+			cl := stateClient("ruth-app")
+			for _, topic := range []string{"things/lock-1/cmd/unlock", "things/lock-1/state", "things/thermo-1/cmd/reset", "things/thermo-1/data/temperature"} {
+				old.OnRetainMessage(cl, qosPacket(0, topic), 1)
+			}
+			if err := old.Stop(); err != nil {
+				t.Fatal(err)
+			}
+
+			s := openState(t, path, interval)
+			ret, err := s.StoredRetainedMessages()
+			var topics []string
+			for _, m := range ret {
+				topics = append(topics, m.TopicName)
+			}
+			if want := []string{"things/lock-1/state", "things/thermo-1/data/temperature"}; err != nil || !slices.Equal(topics, want) {
+				t.Errorf("retained handed to mochi: %v (%v), want %v", topics, err, want)
+			}
+			if err := s.Stop(); err != nil {
+				t.Fatal(err)
+			}
+			s = openState(t, path, interval)
+			defer s.Stop()
+			var keys []string
+			if err := s.scan(storage.RetainedKey+"_", func(k, _ []byte) { keys = append(keys, string(k)) }); err != nil {
+				t.Fatal(err)
+			}
+			if want := []string{retainedKey("things/lock-1/state"), retainedKey("things/thermo-1/data/temperature")}; !slices.Equal(keys, want) {
+				t.Errorf("retained in the file: %v, want %v", keys, want)
+			}
+		})
+	}
+}
+
 // An in-flight message the enforcer takes out of a session (mochi calls no
 // hook for it) leaves the store too.
 func TestStateStoreForgetsWhatTheEnforcerDrops(t *testing.T) {
