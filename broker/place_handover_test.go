@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/eclipse/paho.golang/paho"
+
 	"github.com/veil-iot/veil/policies"
 )
 
@@ -133,5 +135,69 @@ func must(t *testing.T, err error) {
 	t.Helper()
 	if err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestThingsRetainedMessagesGoWithItsOwner: a thing's retained messages are
+// its data subject's: the hand-over clears those kept while the installer
+// had it (the new owner does not get them), and deleting the thing clears
+// the owner's (a thing re-created under the id does not carry them).
+func TestThingsRetainedMessagesGoWithItsOwner(t *testing.T) {
+	addr := veil.Addr("mqtt")
+	addFactory(t, "RV-RT-0001", "factory-RV-RT-0001")
+	enr, err := enrollDevice(t, addr, "", "RV-RT-0001", "factory-RV-RT-0001", `{"kind":"sensor","streams":["location"]}`)
+	if err != nil || !enr.OK {
+		t.Fatalf("enrolment: %v %+v", err, enr)
+	}
+	id := enr.Thing
+	dev, err := dialCfg(t, addr, "", id, enr.Secret, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	retained := func() []string {
+		var topics []string
+		for topic := range veil.MQTT.Topics.Retained.GetAll() {
+			if strings.HasPrefix(topic, "things/"+id+"/") {
+				topics = append(topics, topic)
+			}
+		}
+		return topics
+	}
+	publishRetained := func(topic, payload string) {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if pr, err := dev.pc.Publish(ctx, &paho.Publish{Topic: topic, QoS: 1, Retain: true, Payload: []byte(payload)}); err != nil || pr.ReasonCode != 0 {
+			t.Fatalf("retained publish %s: %v %+v", topic, err, pr)
+		}
+	}
+	publishRetained("things/"+id+"/data/location", `{"lat":52.37,"lon":4.89}`)
+	publishRetained("things/"+id+"/state", `{"battery":80}`)
+	if got := retained(); len(got) != 2 {
+		t.Fatalf("retained before the hand-over: %v", got)
+	}
+
+	patrick := mustCfg(t, addr, "patrick", "patrick-pass")
+	an := mustCfg(t, addr, "an", "an-pass")
+	patrick.mustOK("$config/things/"+id+"/claim", `{"code":"`+enr.ClaimCode+`"}`)
+	inv := patrick.mustOK("$config/things/"+id+"/relations/an", `{"relation":"owner"}`).Inv
+	an.mustOK("$config/invitations/an/"+inv+"/answer", `{"accept":true}`)
+	waitFor(t, "the installer's retained messages cleared by the hand-over", func() bool { return len(retained()) == 0 })
+
+	publishRetained("things/"+id+"/data/location", `{"lat":52.09,"lon":5.12}`)
+	if got := retained(); len(got) != 1 {
+		t.Fatalf("retained after the hand-over: %v", got)
+	}
+	an.mustOK("$config/things/"+id, ``)
+	waitFor(t, "the deleted thing's retained messages cleared", func() bool { return len(retained()) == 0 })
+}
+
+// waitFor polls cond for up to 5 s.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); !cond(); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
 	}
 }

@@ -557,6 +557,20 @@ func (c *Control) publish(topic string, payload []byte, retain bool, props packe
 	}
 }
 
+// forgetRetained deletes every retained message of the thing id (readings,
+// states, events): they are its last data subject's, and go neither to a
+// new owner after the hand-over nor to a thing re-created under the id.
+// Deleted the MQTT way (an empty retained publish), so the state store
+// forgets them too and a subscriber allowed raw sees them cleared.
+func (c *Control) forgetRetained(id string) {
+	prefix := "things/" + id + "/"
+	for topic := range c.server.Topics.Retained.GetAll() {
+		if strings.HasPrefix(topic, prefix) {
+			c.publish(topic, nil, true, packets.Properties{})
+		}
+	}
+}
+
 // retain sets (or with a nil doc, deletes) a retained configuration message.
 func (c *Control) retain(topic string, doc any) {
 	var payload []byte
@@ -854,6 +868,7 @@ func (c *Control) deleteThing(ctx context.Context, p policies.Principal, t polic
 	}
 	c.engine.DeleteThing(t.ID)
 	c.creds.Delete("thing:" + t.ID)
+	c.forgetRetained(t.ID)
 	c.retain("$config/things/"+t.ID, nil)
 	c.log.Info().Str("thing", t.ID).Str("by", p.ID).Msg("thing deleted")
 	return ok(nil)
@@ -1216,6 +1231,7 @@ func (c *Control) answer(p policies.Principal, t cfgTopic, payload []byte) resul
 	if newOwner {
 		_ = c.engine.PutThing(thing)
 		c.retain("$config/things/"+thing.ID, docOf(thing))
+		c.forgetRetained(thing.ID)
 	}
 	for _, x := range ended {
 		c.engine.DeleteRelationship(x.Thing, x.Place, x.User, x.Relation)
