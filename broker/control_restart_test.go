@@ -80,7 +80,7 @@ func TestConfigSurvivesRestart(t *testing.T) {
 	if _, ok := got["$config/users/an/policies/restart-gone"]; ok {
 		t.Fatal("a policy deleted from MongoDB is still served after the restart")
 	}
-	if !strings.Contains(got["$config/things/watch-1/relations/peter"], `"status":"active"`) ||
+	if !strings.Contains(got["$config/things/watch-1/relations/peter"], `"status":"active","invitation":"`+inv+`","invited_by":"an"`) ||
 		!strings.Contains(got["$config/things/thermo-1/relations/ruth"], `"status":"pending"`) {
 		t.Fatalf("relations after the restart: %v", got)
 	}

@@ -1445,6 +1445,18 @@ func (c *Control) Reseed() error {
 		byRel[invs[i].Object+"\x00"+invs[i].Invitee+"\x00"+invs[i].Relation] = &invs[i]
 		want[invTopic(invs[i])] = invDoc(invs[i])
 	}
+	// An active relation shows the invitation it was accepted from, as it
+	// did before the restart (the latest accepted one for it).
+	accepted, err := c.store.Invitations(ctx, "accepted")
+	if err != nil {
+		return err
+	}
+	for i := range accepted {
+		key := accepted[i].Object + "\x00" + accepted[i].Invitee + "\x00" + accepted[i].Relation
+		if prev := byRel[key]; prev == nil || prev.Status == "accepted" && accepted[i].Created.After(prev.Created) {
+			byRel[key] = &accepted[i]
+		}
+	}
 	for _, r := range snap.Relationships {
 		topic := relTopic(r)
 		if prev, ok := want[topic].(relationDoc); ok && prev.Status == "active" && r.Status != policies.StatusActive {
