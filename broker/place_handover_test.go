@@ -138,10 +138,11 @@ func must(t *testing.T, err error) {
 	}
 }
 
-// TestThingsRetainedMessagesGoWithItsOwner: a thing's retained messages are
+// TestThingsRetainedMessagesGoWithItsOwner: a thing's retained readings are
 // its data subject's: the hand-over clears those kept while the installer
-// had it (the new owner does not get them), and deleting the thing clears
-// the owner's (a thing re-created under the id does not carry them).
+// had it (the new owner does not get them; the device's state stays, to
+// operate it by), and deleting the thing clears all of them (a thing
+// re-created under the id does not carry them).
 func TestThingsRetainedMessagesGoWithItsOwner(t *testing.T) {
 	addr := veil.Addr("mqtt")
 	addFactory(t, "RV-RT-0001", "factory-RV-RT-0001")
@@ -182,10 +183,13 @@ func TestThingsRetainedMessagesGoWithItsOwner(t *testing.T) {
 	patrick.mustOK("$config/things/"+id+"/claim", `{"code":"`+enr.ClaimCode+`"}`)
 	inv := patrick.mustOK("$config/things/"+id+"/relations/an", `{"relation":"owner"}`).Inv
 	an.mustOK("$config/invitations/an/"+inv+"/answer", `{"accept":true}`)
-	waitFor(t, "the installer's retained messages cleared by the hand-over", func() bool { return len(retained()) == 0 })
+	waitFor(t, "the installer's retained readings cleared by the hand-over", func() bool {
+		got := retained()
+		return len(got) == 1 && got[0] == "things/"+id+"/state"
+	})
 
 	publishRetained("things/"+id+"/data/location", `{"lat":52.09,"lon":5.12}`)
-	if got := retained(); len(got) != 1 {
+	if got := retained(); len(got) != 2 {
 		t.Fatalf("retained after the hand-over: %v", got)
 	}
 	an.mustOK("$config/things/"+id, ``)

@@ -557,13 +557,14 @@ func (c *Control) publish(topic string, payload []byte, retain bool, props packe
 	}
 }
 
-// forgetRetained deletes every retained message of the thing id (readings,
-// states, events): they are its last data subject's, and go neither to a
-// new owner after the hand-over nor to a thing re-created under the id.
-// Deleted the MQTT way (an empty retained publish), so the state store
-// forgets them too and a subscriber allowed raw sees them cleared.
-func (c *Control) forgetRetained(id string) {
-	prefix := "things/" + id + "/"
+// forgetRetained deletes the retained messages of the thing id under
+// things/{id}/{under}: they are its last data subject's, and go neither
+// to a new owner after the hand-over (its readings) nor to a thing
+// re-created under the id (everything). Deleted the MQTT way (an empty
+// retained publish), so the state store forgets them too and a subscriber
+// allowed raw sees them cleared.
+func (c *Control) forgetRetained(id, under string) {
+	prefix := "things/" + id + "/" + under
 	for topic := range c.server.Topics.Retained.GetAll() {
 		if strings.HasPrefix(topic, prefix) {
 			c.publish(topic, nil, true, packets.Properties{})
@@ -868,7 +869,7 @@ func (c *Control) deleteThing(ctx context.Context, p policies.Principal, t polic
 	}
 	c.engine.DeleteThing(t.ID)
 	c.creds.Delete("thing:" + t.ID)
-	c.forgetRetained(t.ID)
+	c.forgetRetained(t.ID, "")
 	c.retain("$config/things/"+t.ID, nil)
 	c.log.Info().Str("thing", t.ID).Str("by", p.ID).Msg("thing deleted")
 	return ok(nil)
@@ -1231,7 +1232,10 @@ func (c *Control) answer(p policies.Principal, t cfgTopic, payload []byte) resul
 	if newOwner {
 		_ = c.engine.PutThing(thing)
 		c.retain("$config/things/"+thing.ID, docOf(thing))
-		c.forgetRetained(thing.ID)
+		// The installer's readings go; the device's state (online,
+		// locked) stays, for the new owner to operate it by: the most it
+		// tells of anyone is that the installer moved the lock.
+		c.forgetRetained(thing.ID, "data/")
 	}
 	for _, x := range ended {
 		c.engine.DeleteRelationship(x.Thing, x.Place, x.User, x.Relation)
