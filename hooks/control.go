@@ -626,7 +626,7 @@ func decodeStrict(data []byte, v any) error {
 }
 
 // objectWithoutDuplicates checks that data starts with a JSON object in
-// which no object, at any depth, repeats a key: encoding/json keeps the
+// which no object, at any depth, repeats a key (in any case): encoding/json keeps the
 // last of two, so {"relation":"visitor","relation":"owner"} would read as
 // an owner where a reader of the first key sees a visitor.
 func objectWithoutDuplicates(data []byte) error {
@@ -655,10 +655,13 @@ func membersWithoutDuplicates(dec *json.Decoder, path string) error {
 		if path != "" {
 			name = path + "." + key
 		}
-		if seen[key] {
+		// encoding/json matches keys to fields ignoring case, so
+		// "relation" and "Relation" are the same field twice.
+		folded := strings.ToLower(key)
+		if seen[folded] {
 			return fmt.Errorf("%s: duplicate key", name)
 		}
-		seen[key] = true
+		seen[folded] = true
 		if err := valueWithoutDuplicates(dec, name); err != nil {
 			return err
 		}

@@ -146,6 +146,7 @@ func TestDecodeStrict(t *testing.T) {
 		{` "visitor"`, "not a JSON object"},
 		// encoding/json keeps the last of duplicate keys, at any depth.
 		{`{"relation":"visitor","relation":"owner"}`, "relation: duplicate key"},
+		{`{"relation":"visitor","Relation":"owner"}`, "Relation: duplicate key"},
 		{`{"relation":"visitor","x":{"a":1,"a":2}}`, "x.a: duplicate key"},
 		{`{"relation":"visitor","x":[{"a":1},{"b":1,"b":2}]}`, "x[1].b: duplicate key"},
 		{`{"relation":"visitor","x":{"a":1},"y":{"a":1}}`, "x: unknown field"},
