@@ -49,3 +49,40 @@ func TestTimeLimitedCoOwnerGrantsWithinHisWindow(t *testing.T) {
 		t.Errorf("the co-owner Peter made during his window still unlocks the next morning: 0x%02x", code)
 	}
 }
+
+// TestWindowedOwnerIsNoOwnerOfRecord: a co-owner of a place with a window
+// invites someone as owner of an ownerless thing in it, within the window.
+// Accepting does not make the invitee the owner of record (which has no
+// end): he is an owner by relation until his window ends, and the thing
+// stays linked to the place.
+func TestWindowedOwnerIsNoOwnerOfRecord(t *testing.T) {
+	addr := veil.Addr("mqtt")
+	addFactory(t, "RV-RW-0001", "factory-RV-RW-0001")
+	enr, err := enrollDevice(t, addr, "", "RV-RW-0001", "factory-RV-RW-0001", `{"kind":"actuator"}`)
+	if err != nil || !enr.OK {
+		t.Fatalf("enrolment: %v %+v", err, enr)
+	}
+	id := enr.Thing
+	admin := mustCfg(t, addr, "admin", "admin-pass")
+	an := mustCfg(t, addr, "an", "an-pass")
+	ruth := mustCfg(t, addr, "ruth", "ruth-pass")
+	stranger := mustCfg(t, addr, "stranger", "stranger-pass")
+	// The ownerless device is installed in An's flat.
+	admin.mustOK("$config/things/"+id, `{"kind":"actuator","place":"home-an"}`)
+	// Ruth house-sits tonight: co-owner of the flat until 23:00.
+	inv := an.mustOK("$config/places/home-an/relations/ruth", `{"relation":"co_owner","valid_until":"2026-11-25T23:00:00Z"}`).Inv
+	ruth.mustOK("$config/invitations/ruth/"+inv+"/answer", `{"accept":true}`)
+	inv = ruth.mustOK("$config/things/"+id+"/relations/stranger", `{"relation":"owner","valid_until":"2026-11-25T22:00:00Z"}`).Inv
+	stranger.mustOK("$config/invitations/stranger/"+inv+"/answer", `{"accept":true}`)
+	if th, _ := veil.Engine.Thing(id); th.Owner != "" || th.Place != "home-an" {
+		t.Fatalf("after a windowed owner accepted: owner of record %q, place %q; want none and home-an", th.Owner, th.Place)
+	}
+	if code := stranger.publish("things/"+id+"/cmd/unlock", `{}`); code != 0 {
+		t.Fatalf("the owner within his window: 0x%02x", code)
+	}
+	clock.Set(time.Date(2026, 11, 26, 9, 0, 0, 0, time.UTC)) // the next morning
+	defer clock.Set(evening)
+	if code := stranger.publish("things/"+id+"/cmd/unlock", `{}`); code != 0x87 {
+		t.Errorf("next morning the owner made by a one-night co-owner still unlocks: 0x%02x", code)
+	}
+}

@@ -44,7 +44,7 @@ func TestOnlyTheOwnerLinksAThingToAPlace(t *testing.T) {
 
 	// Peter co-owns home-an (the bootstrap): he may not link the thing to it.
 	r := peter.ask("$config/things/"+id, `{"kind":"actuator","place":"home-an"}`)
-	if r.OK || !strings.Contains(r.Error, "place: only the thing's owner may change it") {
+	if r.OK || !strings.Contains(r.Error, "place: only the thing's owner of record may change it") {
 		t.Fatalf("a co-owner linking the thing to his place: %+v", r)
 	}
 	if th, _ := veil.Engine.Thing(id); th.Place != "" {
@@ -66,6 +66,37 @@ func TestOnlyTheOwnerLinksAThingToAPlace(t *testing.T) {
 	an.mustOK("$config/things/"+id, `{"kind":"actuator"}`)
 	if th, _ := veil.Engine.Thing(id); th.Place != "" {
 		t.Fatalf("the owner's unlink: place %q", th.Place)
+	}
+}
+
+// TestOwnerByRelationDoesNotLinkAThing: an owner for one night (by
+// relation, not of record) may not link the thing into a place of his own,
+// where he would keep every right after his window and a revocation.
+func TestOwnerByRelationDoesNotLinkAThing(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	flat := policies.Place{ID: "rv-stranger-flat", Owner: "stranger"}
+	rel := policies.Relationship{Place: flat.ID, User: "stranger", Relation: policies.RelOwner, Status: policies.StatusActive}
+	must(t, veil.Store.PutPlace(ctx, flat))
+	must(t, veil.Store.PutRelationship(ctx, rel))
+	must(t, veil.Engine.PutPlace(flat))
+	must(t, veil.Engine.PutRelationship(rel))
+
+	addr := veil.Addr("mqtt")
+	id := handedOver(t, "RV-OW-0001") // An's, owner of record
+	an := mustCfg(t, addr, "an", "an-pass")
+	stranger := mustCfg(t, addr, "stranger", "stranger-pass")
+	inv := an.mustOK("$config/things/"+id+"/relations/stranger", `{"relation":"owner","valid_until":"2026-11-25T23:00:00Z"}`).Inv
+	stranger.mustOK("$config/invitations/stranger/"+inv+"/answer", `{"accept":true}`)
+	if r := stranger.ask("$config/things/"+id, `{"kind":"actuator","place":"rv-stranger-flat"}`); r.OK ||
+		!strings.Contains(r.Error, "place: only the thing's owner of record may change it") {
+		t.Fatalf("a one-night owner linking the thing into his place: %+v", r)
+	}
+	an.mustOK("$config/things/"+id+"/relations/stranger", ``) // An revokes him
+	clock.Set(time.Date(2026, 11, 26, 9, 0, 0, 0, time.UTC))  // and it is the next morning
+	defer clock.Set(evening)
+	if code := stranger.publish("things/"+id+"/cmd/unlock", `{}`); code != 0x87 {
+		t.Errorf("revoked one-night owner still unlocks the next morning: 0x%02x", code)
 	}
 }
 

@@ -809,10 +809,11 @@ func (c *Control) putThing(p policies.Principal, t cfgTopic, payload []byte) res
 		// to a place gives the place's owners and co-owners rights on it,
 		// and who unlinks it takes them away. Only the thing's owner does,
 		// so an installer or a co-owner cannot keep rights through a place
-		// of their own after the hand-over or their revocation.
+		// of their own after the hand-over or their revocation. The owner
+		// of record, that is: an owner by relation may have it for a night.
 		switch {
-		case role != "owner" && role != "admin":
-			probs = append(probs, fmt.Sprintf("place: only the thing's owner may change it (it is %q)", cur.Place))
+		case role != "admin" && cur.Owner != p.ID:
+			probs = append(probs, fmt.Sprintf("place: only the thing's owner of record may change it (it is %q)", cur.Place))
 		case doc.Place != "" && c.placeRole(p, doc.Place) == "":
 			probs = append(probs, fmt.Sprintf("place: no place %q that you may configure", doc.Place))
 		}
@@ -844,8 +845,10 @@ func (c *Control) deleteThing(ctx context.Context, p policies.Principal, t polic
 	rels := c.engine.Relationships(t.ID, "")
 	var deleted []policies.Relationship
 	putBack := func(err error) result {
+		uctx, cancel := c.ctx() // the change's own may be what ran out
+		defer cancel()
 		for _, x := range deleted {
-			_ = c.store.PutRelationship(ctx, x)
+			_ = c.store.PutRelationship(uctx, x)
 		}
 		return unavailable(c.log, err)
 	}
@@ -1075,8 +1078,10 @@ func (c *Control) revoke(p policies.Principal, t cfgTopic) result {
 	// relations as they were, not some of them revoked.
 	for i, r := range mine {
 		if err := c.store.DeleteRelationship(ctx, r.Thing, r.Place, r.User, r.Relation); err != nil && !errors.Is(err, mongo.ErrNotFound) {
+			uctx, cancel := c.ctx() // the change's own may be what ran out
+			defer cancel()
 			for _, x := range mine[:i] {
-				if err := c.store.PutRelationship(ctx, x); err != nil {
+				if err := c.store.PutRelationship(uctx, x); err != nil {
 					c.log.Warn().Err(err).Str("object", x.Object()).Str("user", x.User).Msg("relation not put back after a failed revocation")
 				}
 			}
@@ -1166,10 +1171,12 @@ func (c *Control) answer(p policies.Principal, t cfgTopic, payload []byte) resul
 	}
 	// The store first, each write undone if a later one fails, so that a
 	// refusal leaves everything as it was; then the engine.
-	var undo []func()
+	var undo []func(context.Context)
 	rollback := func(err error) result {
+		uctx, cancel := c.ctx() // the change's own may be what ran out
+		defer cancel()
 		for i := len(undo) - 1; i >= 0; i-- {
-			undo[i]()
+			undo[i](uctx)
 		}
 		return unavailable(c.log, err)
 	}
@@ -1178,12 +1185,12 @@ func (c *Control) answer(p policies.Principal, t cfgTopic, payload []byte) resul
 	} else if !changed {
 		return refuse(codeInvalid, "invitation %q: already answered", t.id)
 	}
-	undo = append(undo, func() { _, _ = c.store.SetInvitationStatus(ctx, inv.ID, "accepted", "pending") })
+	undo = append(undo, func(ctx context.Context) { _, _ = c.store.SetInvitationStatus(ctx, inv.ID, "accepted", "pending") })
 	r.Status = policies.StatusActive
 	if err := c.store.PutRelationship(ctx, r); err != nil {
 		return rollback(err)
 	}
-	undo = append(undo, func() {
+	undo = append(undo, func(ctx context.Context) {
 		pending := r
 		pending.Status = policies.StatusPending
 		_ = c.store.PutRelationship(ctx, pending)
@@ -1196,7 +1203,10 @@ func (c *Control) answer(p policies.Principal, t cfgTopic, payload []byte) resul
 	var ended []policies.Relationship
 	if r.Relation == policies.RelOwner && r.Thing != "" {
 		thing, _ = c.engine.Thing(r.Thing)
-		if thing.Owner == "" {
+		// Only an owner without end, in force now, becomes the owner of
+		// record (which has no end): an owner for one night stays an owner
+		// by relation, and ends with it.
+		if thing.Owner == "" && r.ValidUntil.IsZero() && !now.Before(r.ValidFrom) {
 			before := thing
 			thing.Owner = r.User
 			newOwner = true
@@ -1209,7 +1219,7 @@ func (c *Control) answer(p policies.Principal, t cfgTopic, payload []byte) resul
 			if err := c.store.PutThing(ctx, thing, ""); err != nil {
 				return rollback(err)
 			}
-			undo = append(undo, func() { _ = c.store.PutThing(ctx, before, "") })
+			undo = append(undo, func(ctx context.Context) { _ = c.store.PutThing(ctx, before, "") })
 		}
 		for _, x := range c.engine.Relationships(r.Thing, "") {
 			if x.Relation == policies.RelInstaller {
@@ -1228,7 +1238,7 @@ func (c *Control) answer(p policies.Principal, t cfgTopic, payload []byte) resul
 		if err := c.store.DeleteRelationship(ctx, x.Thing, x.Place, x.User, x.Relation); err != nil && !errors.Is(err, mongo.ErrNotFound) {
 			return rollback(err)
 		}
-		undo = append(undo, func() { _ = c.store.PutRelationship(ctx, x) })
+		undo = append(undo, func(ctx context.Context) { _ = c.store.PutRelationship(ctx, x) })
 	}
 	c.record(ctx, r, "pending", "active", p.ID, "accepted", inv.ID)
 	_ = c.engine.PutRelationship(r)

@@ -1,0 +1,203 @@
+package broker_test
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"net"
+	"net/url"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/veil-iot/veil/adapters/ferretdb"
+	"github.com/veil-iot/veil/adapters/mongo"
+	"github.com/veil-iot/veil/broker"
+)
+
+// stallProxy forwards to upstream; once armed, the first client message
+// containing marker is held (never forwarded) for hold, then its connection
+// is closed: the store operation runs into its deadline.
+type stallProxy struct {
+	ln     net.Listener
+	up     string
+	marker []byte
+	hold   time.Duration
+	armed  atomic.Bool
+	fired  atomic.Bool
+	skip   atomic.Int32 // matches to let through first
+}
+
+func newStallProxy(t *testing.T, upstream string, marker string, hold time.Duration) *stallProxy {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &stallProxy{ln: ln, up: upstream, marker: []byte(marker), hold: hold}
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go p.serve(c)
+		}
+	}()
+	t.Cleanup(func() { ln.Close() })
+	return p
+}
+
+func (p *stallProxy) serve(c net.Conn) {
+	u, err := net.Dial("tcp", p.up)
+	if err != nil {
+		c.Close()
+		return
+	}
+	go func() { _, _ = io.Copy(c, u); c.Close() }()
+	buf := make([]byte, 64<<10)
+	for {
+		n, err := c.Read(buf)
+		if n > 0 {
+			if p.armed.Load() && bytes.Contains(buf[:n], p.marker) && p.skip.Add(-1) < 0 && p.fired.CompareAndSwap(false, true) {
+				time.Sleep(p.hold)
+				c.Close()
+				u.Close()
+				return
+			}
+			if _, werr := u.Write(buf[:n]); werr != nil {
+				c.Close()
+				return
+			}
+		}
+		if err != nil {
+			u.Close()
+			return
+		}
+	}
+}
+
+// TestRefusedAcceptanceLeavesTheStoreAsItWas: an acceptance whose store
+// write runs into its deadline is refused, and its earlier writes are
+// undone on a context of their own (the change's is the one that ran out):
+// the invitation is pending again, no owner of record is set, and the
+// invitee may answer again.
+func TestRefusedAcceptanceLeavesTheStoreAsItWas(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	fdb, err := ferretdb.Start(ctx, t.TempDir(), zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = fdb.Close() })
+	u, _ := url.Parse(fdb.URI())
+	// BSON of a delete command's first element: {delete: "relationships"}.
+	px := newStallProxy(t, u.Host, "\x02delete\x00", 3500*time.Millisecond)
+	pu := *u
+	pu.Host = px.ln.Addr().String()
+
+	cfg := broker.Defaults()
+	cfg.MongoURI = pu.String()
+	b := startConfigured(t, t.TempDir(), cfg)
+	defer b.Close()
+	addr := b.Addr("mqtt")
+	an := mustCfg(t, addr, "an", "an-pass")
+	an.subscribe("$config/invitations/an/#")
+	var inv string
+	deadline := time.After(5 * time.Second)
+	for inv == "" {
+		select {
+		case m := <-an.msgs:
+			if strings.HasPrefix(m.Topic, "$config/invitations/an/") && strings.Contains(string(m.Payload), `"thing":"lock-2"`) {
+				inv = strings.TrimPrefix(m.Topic, "$config/invitations/an/")
+			}
+		case <-deadline:
+			t.Fatal("no invitation for lock-2")
+		}
+	}
+	// The hand-over writes the invitation, the relation, the thing, then
+	// deletes Patrick's installer relation: that delete runs into the deadline.
+	px.armed.Store(true)
+	r := an.ask("$config/invitations/an/"+inv+"/answer", `{"accept":true}`)
+	if r.OK || !px.fired.Load() {
+		t.Fatalf("the acceptance was not refused by the stalled delete: %+v (fired %v)", r, px.fired.Load())
+	}
+	st, err := mongo.Open(ctx, fdb.URI(), "veil")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close(context.Background())
+	got, _, err := st.Invitation(ctx, inv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	snap, _, _ := st.Load(ctx)
+	var owner string
+	for _, th := range snap.Things {
+		if th.ID == "lock-2" {
+			owner = th.Owner
+		}
+	}
+	if got.Status != "pending" || owner != "" {
+		r2 := an.ask("$config/invitations/an/"+inv+"/answer", `{"accept":true}`)
+		t.Errorf("a refused acceptance left the store changed: invitation %q, lock-2 owner of record %q (engine: %v); accepting again: %+v",
+			got.Status, owner, b.Engine.Relationships("lock-2", ""), r2)
+	}
+}
+
+// TestRefusedRevocationLeavesTheStoreAsItWas: the relations a refused
+// revocation deleted before the one that ran into the deadline are put
+// back, so the store and the engine agree (else a restart would drop it).
+func TestRefusedRevocationLeavesTheStoreAsItWas(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	fdb, err := ferretdb.Start(ctx, t.TempDir(), zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = fdb.Close() })
+	u, _ := url.Parse(fdb.URI())
+	px := newStallProxy(t, u.Host, "\x02delete\x00", 3500*time.Millisecond)
+	pu := *u
+	pu.Host = px.ln.Addr().String()
+	cfg := broker.Defaults()
+	cfg.MongoURI = pu.String()
+	b := startConfigured(t, t.TempDir(), cfg)
+	defer b.Close()
+	addr := b.Addr("mqtt")
+	an := mustCfg(t, addr, "an", "an-pass")
+	// Ruth: active visitor of lock-1 (the file) plus a pending co-owner invitation.
+	an.mustOK("$config/things/lock-1/relations/ruth", `{"relation":"co_owner"}`)
+	if n := len(b.Engine.Relationships("lock-1", "")); n < 2 {
+		t.Fatalf("relations on lock-1: %v", b.Engine.Relationships("lock-1", ""))
+	}
+	px.skip.Store(1)
+	px.armed.Store(true)
+	r := an.ask("$config/things/lock-1/relations/ruth", ``)
+	if r.OK || !px.fired.Load() {
+		t.Fatalf("the revocation was not refused by the stalled delete: %+v", r)
+	}
+	st, err := mongo.Open(ctx, fdb.URI(), "veil")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close(context.Background())
+	snap, _, _ := st.Load(ctx)
+	var stored []string
+	for _, x := range snap.Relationships {
+		if x.Thing == "lock-1" && x.User == "ruth" {
+			stored = append(stored, string(x.Relation))
+		}
+	}
+	var engine []string
+	for _, x := range b.Engine.Relationships("lock-1", "") {
+		if x.User == "ruth" {
+			engine = append(engine, string(x.Relation))
+		}
+	}
+	if len(stored) != len(engine) {
+		t.Errorf("a refused revocation left the store and the engine apart: stored %v, engine %v", stored, engine)
+	}
+}
