@@ -3,8 +3,6 @@ package broker
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -839,12 +837,12 @@ func cyclic(parent map[string]string, id string) bool {
 // Things, relations and policies are the owners' once seeded: a handed-over
 // lock, a revoked visitor, a deleted policy must stay so across restarts.
 // Each is written when the file names it for the first time, and recorded
-// (a Seed, with a digest of the item); at later starts it is written again
-// only if the file's item has changed since. One already stored that the
-// file names for the first time (made through the control plane, or by a
-// Veil that re-applied the file at every start) is kept as stored. A
-// thing's secret is not the control plane's: a changed one in the file
-// replaces the stored hash of a thing that exists, without creating it.
+// as the file gave it (a Seed); at later starts only the fields the file
+// changed since are written over the stored item (seeds.go). One already
+// stored that the file names for the first time (made through the control
+// plane, or by a Veil that re-applied the file at every start) is kept as
+// stored. A thing's secret from the file replaces the stored one only if it
+// is still the secret the file seeded.
 func (b *Bootstrap) Apply(ctx context.Context, st *mongo.Store) (Summary, error) {
 	var sum Summary
 	snap, creds, err := st.Load(ctx)
@@ -859,10 +857,13 @@ func (b *Bootstrap) Apply(ctx context.Context, st *mongo.Store) (Summary, error)
 	if err != nil {
 		return sum, err
 	}
-	stored := storedKeys(&snap)
+	stored, err := storedItems(&snap)
+	if err != nil {
+		return sum, err
+	}
 	thingSeeds := make([]seeding, len(pl.things))
 	for i, t := range pl.things {
-		if thingSeeds[i], err = seedingOf(seeds, stored, "thing:"+t.thing.ID, t.thing); err != nil {
+		if thingSeeds[i], err = seedingOf(seeds, stored, thingKey(t.thing.ID), t.thing); err != nil {
 			return sum, err
 		}
 	}
@@ -885,15 +886,17 @@ func (b *Bootstrap) Apply(ctx context.Context, st *mongo.Store) (Summary, error)
 	type job struct {
 		plain, stored string
 		out           *string
+		// seed, for a thing's secret: the secret is the control plane's
+		// once seeded (thingSecret).
+		seed *seeding
 	}
 	var jobs []job
 	for i, u := range pl.users {
-		jobs = append(jobs, job{u.password, creds["user:"+u.user.Name], &userHashes[i]})
+		jobs = append(jobs, job{plain: u.password, stored: creds["user:"+u.user.Name], out: &userHashes[i]})
 	}
 	for i, t := range pl.things {
-		// A thing the owners deleted keeps no secret either.
-		if t.secret != "" && (thingSeeds[i].write || stored["thing:"+t.thing.ID]) {
-			jobs = append(jobs, job{t.secret, creds["thing:"+t.thing.ID], &thingHashes[i]})
+		if t.secret != "" {
+			jobs = append(jobs, job{plain: t.secret, stored: creds["thing:"+t.thing.ID], out: &thingHashes[i], seed: &thingSeeds[i]})
 		}
 	}
 	factoryHashes := make([]string, len(b.Factory))
@@ -903,7 +906,7 @@ func (b *Bootstrap) Apply(ctx context.Context, st *mongo.Store) (Summary, error)
 			return sum, err
 		}
 		for i, f := range b.Factory {
-			jobs = append(jobs, job{f.Secret, stored[f.Serial], &factoryHashes[i]})
+			jobs = append(jobs, job{plain: f.Secret, stored: stored[f.Serial], out: &factoryHashes[i]})
 		}
 	}
 	var (
@@ -918,6 +921,20 @@ func (b *Bootstrap) Apply(ctx context.Context, st *mongo.Store) (Summary, error)
 		sem <- struct{}{}
 		go func() {
 			defer func() { <-sem; wg.Done() }()
+			if j.seed != nil {
+				hashed, err := j.seed.thingSecret(j.plain, j.stored, params, j.out)
+				mu.Lock()
+				defer mu.Unlock()
+				switch {
+				case err != nil:
+					hashErr = err
+				case hashed:
+					sum.Hashed++
+				default:
+					sum.Kept++
+				}
+				return
+			}
 			if current(j.plain, j.stored, params) {
 				mu.Lock()
 				sum.Kept++
@@ -956,31 +973,43 @@ func (b *Bootstrap) Apply(ctx context.Context, st *mongo.Store) (Summary, error)
 		sum.Users++
 	}
 	for i, t := range pl.things {
-		if !thingSeeds[i].write {
+		sd := &thingSeeds[i]
+		if sd.write == nil {
 			sum.Owned++
 			if thingHashes[i] != "" {
 				if _, err := st.SetSecretHash(ctx, t.thing.ID, thingHashes[i]); err != nil {
 					return sum, err
 				}
 			}
-		} else if err := st.PutThing(ctx, t.thing, thingHashes[i]); err != nil {
-			return sum, err
 		} else {
+			var th policies.Thing
+			if err := json.Unmarshal(sd.write, &th); err != nil {
+				return sum, fmt.Errorf("%s: %w", sd.seed.Key, err)
+			}
+			if err := st.PutThing(ctx, th, thingHashes[i]); err != nil {
+				return sum, err
+			}
 			sum.Things++
 		}
-		if err := thingSeeds[i].record(ctx, st); err != nil {
+		if err := sd.record(ctx, st); err != nil {
 			return sum, err
 		}
 	}
-	for i, r := range pl.rels {
-		if !relSeeds[i].write {
+	for i := range pl.rels {
+		sd := &relSeeds[i]
+		if sd.write == nil {
 			sum.Owned++
-		} else if err := st.PutRelationship(ctx, r); err != nil {
-			return sum, err
 		} else {
+			var r policies.Relationship
+			if err := json.Unmarshal(sd.write, &r); err != nil {
+				return sum, fmt.Errorf("%s: %w", sd.seed.Key, err)
+			}
+			if err := st.PutRelationship(ctx, r); err != nil {
+				return sum, err
+			}
 			sum.Relationships++
 		}
-		if err := relSeeds[i].record(ctx, st); err != nil {
+		if err := sd.record(ctx, st); err != nil {
 			return sum, err
 		}
 	}
@@ -990,15 +1019,21 @@ func (b *Bootstrap) Apply(ctx context.Context, st *mongo.Store) (Summary, error)
 		}
 		sum.Memberships++
 	}
-	for i, p := range pl.pols {
-		if !polSeeds[i].write {
+	for i := range pl.pols {
+		sd := &polSeeds[i]
+		if sd.write == nil {
 			sum.Owned++
-		} else if err := st.PutPolicy(ctx, p.Owner, p.Policy); err != nil {
-			return sum, err
 		} else {
+			var p policies.OwnedPolicy
+			if err := json.Unmarshal(sd.write, &p); err != nil {
+				return sum, fmt.Errorf("%s: %w", sd.seed.Key, err)
+			}
+			if err := st.PutPolicy(ctx, p.Owner, p.Policy); err != nil {
+				return sum, err
+			}
 			sum.Policies++
 		}
-		if err := polSeeds[i].record(ctx, st); err != nil {
+		if err := sd.record(ctx, st); err != nil {
 			return sum, err
 		}
 	}
@@ -1012,64 +1047,6 @@ func (b *Bootstrap) Apply(ctx context.Context, st *mongo.Store) (Summary, error)
 	}
 	sum.Factory = len(b.Factory)
 	return sum, nil
-}
-
-// seeding is what Apply does with a thing, relation or policy of the file.
-type seeding struct {
-	seed  mongo.Seed
-	write bool // write the item (new to the file, or changed in it)
-	fresh bool // record seed (written, or adopted as stored)
-}
-
-// seedingOf decides for item under key: written if the file names it for
-// the first time and it is not stored, or if it changed in the file since
-// it was seeded; kept as stored otherwise.
-func seedingOf(seeds map[string]mongo.Seed, stored map[string]bool, key string, item any) (seeding, error) {
-	j, err := json.Marshal(item)
-	if err != nil {
-		return seeding{}, fmt.Errorf("%s: %w", key, err)
-	}
-	sum := sha256.Sum256(j)
-	sd := mongo.Seed{Key: key, Digest: hex.EncodeToString(sum[:])}
-	prev, seeded := seeds[key]
-	switch {
-	case seeded && prev.Digest == sd.Digest:
-		return seeding{seed: sd}, nil
-	case !seeded && stored[key]:
-		return seeding{seed: sd, fresh: true}, nil
-	}
-	return seeding{seed: sd, write: true, fresh: true}, nil
-}
-
-// record stores the seed, after the item: a failure in between leaves an
-// item stored and not seeded, which the next start adopts as it is.
-func (s seeding) record(ctx context.Context, st *mongo.Store) error {
-	if !s.fresh {
-		return nil
-	}
-	return st.PutSeed(ctx, s.seed)
-}
-
-func relationKey(r policies.Relationship) string {
-	return "relation:" + r.Object() + ":" + r.User + ":" + string(r.Relation)
-}
-
-func policyKey(owner, id string) string { return "policy:" + owner + ":" + id }
-
-// storedKeys returns the seed keys of the things, relations and policies
-// in snap.
-func storedKeys(snap *policies.Snapshot) map[string]bool {
-	keys := make(map[string]bool, len(snap.Things)+len(snap.Relationships)+len(snap.Policies))
-	for _, t := range snap.Things {
-		keys["thing:"+t.ID] = true
-	}
-	for _, r := range snap.Relationships {
-		keys[relationKey(r)] = true
-	}
-	for _, p := range snap.Policies {
-		keys[policyKey(p.Owner, p.Policy.ID)] = true
-	}
-	return keys
 }
 
 // current reports whether stored is a hash of plain made with the current

@@ -18,7 +18,7 @@ import (
 //	transitions  {_id, at, object, user, relation, from, to, by, reason, invitation}
 //	factory      {_id: serial, secret_hash, model, vendor, enrolled_at, thing, retired_at}
 //	claims       {_id: thing, code_hash, created}
-//	seeds        {_id: item key, digest, secret_hash}
+//	seeds        {_id: item key, item, secret_hash}
 //
 // The audit trail has collections of its own, one per day (audit.go).
 const (
@@ -31,11 +31,15 @@ const (
 
 // Seed records a bootstrap item the control plane can edit (a thing, a
 // relationship, a policy) as the bootstrap file last gave it: the control
-// plane owns what a file seeded, so a restart writes the item again only if
-// the file's item has changed (broker.Bootstrap.Apply).
+// plane owns what a file seeded, so a restart writes again only what the
+// file changed since (broker.Bootstrap.Apply).
 type Seed struct {
-	Key    string `bson:"_id"`    // "thing:lock-1", "relation:thing:lock-1:an:owner", "policy:an:doctor-thermo"
-	Digest string `bson:"digest"` // SHA-256 of the item without its secret
+	Key  string `bson:"_id"`  // "thing:lock-1", `relation:["thing:lock-1","an","owner"]`, `policy:["an","doctor-thermo"]`
+	Item string `bson:"item"` // the item as the file gave it, JSON, without its secret
+	// SecretHash is the argon2id hash of the thing secret the file gave,
+	// as stored when seeded ("" if none): whether the stored secret is
+	// still the seeded one, without keeping anything faster to guess from.
+	SecretHash string `bson:"secret_hash,omitempty"`
 }
 
 // Invitation is a relationship offered to a user, pending until answered.
