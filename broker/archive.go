@@ -52,6 +52,7 @@ func (b *Broker) addArchive(srv *mqtt.Server) error {
 		b.archive = a
 		if err := srv.AddHook(hooks.NewArchiver(hooks.ArchiverConfig{
 			Engine: b.Engine, Sink: archiveSink{store}, Log: b.log.With().Str("component", "archive").Logger(), Metrics: b.Metrics,
+			Live: b.Live,
 		}), nil); err != nil {
 			return err
 		}

@@ -35,6 +35,7 @@ type Archiver struct {
 	sink    ArchiveSink
 	log     zerolog.Logger
 	metrics *Metrics
+	live    *LiveValues
 }
 
 // ArchiverConfig wires an Archiver.
@@ -43,11 +44,15 @@ type ArchiverConfig struct {
 	Sink    ArchiveSink
 	Log     zerolog.Logger
 	Metrics *Metrics // nil: not counted
+	// Live is the enforcer's: a reading is archived at the time the
+	// enforcer took it, so that a rate releases the same reading live and
+	// through $history (firstOfPeriod). nil: the time it is archived.
+	Live *LiveValues
 }
 
 // NewArchiver returns the hook.
 func NewArchiver(c ArchiverConfig) *Archiver {
-	return &Archiver{engine: c.Engine, sink: c.Sink, log: c.Log, metrics: c.Metrics}
+	return &Archiver{engine: c.Engine, sink: c.Sink, log: c.Log, metrics: c.Metrics, live: c.Live}
 }
 
 // ID names the hook.
@@ -68,6 +73,12 @@ func (h *Archiver) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet
 		return pk, nil
 	}
 	r := Reading{Thing: res.Thing, Stream: res.Name, Payload: pk.Payload, Received: time.Now()}
+	if h.live != nil {
+		// The enforcer's OnPublish, just before, kept this very packet.
+		if rd := h.live.latest(pk.TopicName); rd != nil && rd.at != 0 && sameBytes(rd.raw, pk.Payload) {
+			r.Received = time.Unix(0, rd.at)
+		}
+	}
 	if t, ok := h.engine.Thing(res.Thing); ok {
 		r.Owner, r.Kind, r.Place = t.Owner, string(t.Kind), t.Place
 	}

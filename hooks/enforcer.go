@@ -1,6 +1,7 @@
 package hooks
 
 import (
+	"bytes"
 	"cmp"
 	"errors"
 	"slices"
@@ -525,7 +526,7 @@ func (h *Enforcer) mayDeliver(cl *mqtt.Client, s *session, topic string) bool {
 			return false
 		}
 	}
-	if r := d.View.Rate(); r > 0 && !h.rates.allow(s.principal, topic, r, h.clock.Now()) {
+	if r := d.View.Rate(); r > 0 && !h.rateAllows(s, topic, m, r) {
 		h.count("delivery_rate_limited")
 		return false
 	}
@@ -535,6 +536,38 @@ func (h *Enforcer) mayDeliver(cl *mqtt.Client, s *session, topic string) bool {
 		h.timedSeen.Store(true)
 	}
 	return true
+}
+
+// rateAllows decides a delivery of m (the fan-out's message, or the
+// retained one; nil: unknown) on topic under a rate of one reading per
+// period: the first reading the stream took in its period, the periods
+// aligned to the Unix epoch, as $history releases them (History.walk), so
+// that live and history together give no more than one reading per
+// period. Where the reading's time is not known (no live values, a
+// retained message that is not the stream's latest reading, a state), the
+// requester's rate book holds back what comes within a period of its last
+// delivery.
+func (h *Enforcer) rateAllows(s *session, topic string, m *message, period time.Duration) bool {
+	if rd := h.readingOf(topic, m); rd != nil {
+		return firstOfPeriod(rd.at, rd.prevAt, period)
+	}
+	return h.rates.allow(s.principal, topic, period, h.clock.Now())
+}
+
+// readingOf returns m as a reading of its stream, with its time, or nil.
+func (h *Enforcer) readingOf(topic string, m *message) *liveReading {
+	switch {
+	case m == nil:
+		return nil
+	case m.live.at != 0:
+		return &m.live
+	case h.live != nil:
+		// A retained message: mochi keeps a copy of the bytes.
+		if rd := h.live.latest(topic); rd != nil && rd.at != 0 && bytes.Equal(rd.raw, m.raw) {
+			return rd
+		}
+	}
+	return nil
 }
 
 // OnClientExpired forgets an expired persistent session, and takes its
@@ -825,7 +858,7 @@ func (h *Enforcer) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet
 	}
 	m := newMessage(pk.TopicName, pk.Payload, &h.parses)
 	if h.live != nil && parsed && res.Kind == policies.ResData {
-		m.live.raw = pk.Payload
+		m.live.raw, m.live.at = pk.Payload, h.clock.Now().UnixNano()
 		h.live.keep(pk.TopicName, &m.live)
 	}
 	h.auditFanout(h.fanouts.begin(m))

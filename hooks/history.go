@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"math/bits"
 	"strings"
 	"sync"
 	"time"
@@ -457,23 +456,6 @@ func (r *historyRate) release(t time.Time, period time.Duration) bool {
 		return false // an earlier reading of this bucket
 	}
 	return !start.Before(r.from) || period == r.searched
-}
-
-// periodStart returns the start of the period-long bucket holding t, the
-// buckets aligned to the Unix epoch: t less (t since the epoch) mod
-// period. It holds for any time, also those UnixNano cannot represent
-// (before 1678, after 2262), and for periods that do not divide a day.
-func periodStart(t time.Time, period time.Duration) time.Time {
-	p := uint64(period)
-	// t since the epoch is sec·10⁹ + nsec ns: its remainder is that of
-	// (sec mod p)·(10⁹ mod p) + nsec, at most 2^93, in 128 bits.
-	sec := t.Unix() % int64(period)
-	if sec < 0 {
-		sec += int64(period)
-	}
-	hi, lo := bits.Mul64(uint64(sec), uint64(time.Second)%p)
-	lo, carry := bits.Add64(lo, uint64(t.Nanosecond()), 0)
-	return t.Add(-time.Duration(bits.Rem64(hi+carry, lo, p)))
 }
 
 // reply publishes one answer message to the requester's response topic.

@@ -32,9 +32,13 @@ type liveSlot = atomic.Pointer[liveReading]
 // liveReading is one stream's latest payload; fields holds its top-level
 // scalars once parsed (nil if it was not a JSON object).
 type liveReading struct {
-	raw    []byte
-	once   sync.Once
-	fields map[string]any
+	raw []byte
+	// at is when the enforcer took the reading (Unix ns), prevAt when it
+	// took the stream's reading before (0: none since start): a rate
+	// releases the first reading of each period (firstOfPeriod).
+	at, prevAt int64
+	once       sync.Once
+	fields     map[string]any
 }
 
 // NewLiveValues returns an empty store.
@@ -71,9 +75,34 @@ func (l *LiveValues) Observe(topic string, payload []byte) {
 // of the message it fans out: one allocation per publish fewer). r must not
 // be changed afterwards.
 func (l *LiveValues) keep(topic string, r *liveReading) {
-	if s := l.slot(topic, r); s.Load() != r {
-		s.Store(r)
+	s := l.slot(topic, r) // a new stream's slot holds r already, after none
+	for {
+		prev := s.Load()
+		if prev == r {
+			return
+		}
+		// Set before r is published: readers find it complete.
+		r.prevAt = 0
+		if prev != nil {
+			r.prevAt = prev.at
+		}
+		if s.CompareAndSwap(prev, r) {
+			return
+		}
 	}
+}
+
+// latest returns the stream's latest reading on topic, or nil.
+func (l *LiveValues) latest(topic string) *liveReading {
+	if m := l.streams.Load(); m != nil {
+		if s := (*m)[topic]; s != nil {
+			return s.Load()
+		}
+	}
+	if s := l.slot(topic, nil); s != nil {
+		return s.Load()
+	}
+	return nil
 }
 
 // slot returns the slot of topic's stream. A stream not seen yet gets one

@@ -1,6 +1,7 @@
 package hooks
 
 import (
+	"context"
 	"fmt"
 	"testing"
 	"time"
@@ -89,6 +90,82 @@ func TestRateOnlyViewWritesReadingsOnly(t *testing.T) {
 		}
 		if written && (string(out.Payload) != c.payload || len(out.Properties.User) != 1) {
 			t.Errorf("%s: written as %q with user properties %v, want as published", c.payload, out.Payload, out.Properties.User)
+		}
+	}
+}
+
+// A rate releases the first reading of each period the stream took (the
+// periods aligned to the Unix epoch), live and through $history alike, so
+// that a requester allowed both gets no more than one reading a period:
+// under one an hour, a doctor who subscribes at half past gets nothing
+// live until the next hour, as history gives him the hour's first reading
+// (the live rate once counted from his last delivery: a second reading).
+func TestRateReleasesTheSameReadingLiveAndInHistory(t *testing.T) {
+	clock := &settableClock{}
+	at := func(hh, mm int) time.Time { return time.Date(2026, 11, 26, hh, mm, 0, 0, time.UTC) }
+	f := newDeliveryFixture(t, clock)
+	hourly := doctorTemperature
+	hourly.Actions = []policies.Action{policies.ActRead, policies.ActHistory}
+	hourly.Constraints = []policies.Constraint{{Kind: "rate", Seconds: 3600}}
+	if err := f.engine.PutPolicy("an", hourly); err != nil {
+		t.Fatal(err)
+	}
+	h := f.enforcer
+	sensor := f.client("sensor-1", policies.ThingPrincipal("sensor-1"))
+	doctor := f.client("doctor-0", policies.UserPrincipal("doctor"))
+	var archive archived
+	publish := func(when time.Time, payload string) (delivered bool) {
+		clock.Set(when)
+		pk := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish}, TopicName: memoTopic, Payload: []byte(payload)}
+		if !h.OnACLCheck(sensor, memoTopic, true) {
+			t.Fatal("publish refused")
+		}
+		if _, err := h.OnPublish(sensor, pk); err != nil {
+			t.Fatal(err)
+		}
+		delivered = h.OnACLCheck(doctor, memoTopic, false)
+		h.OnPublished(sensor, pk)
+		archive = append(archive, struct {
+			t    time.Time
+			data string
+		}{when, payload})
+		return delivered
+	}
+	publish(at(10, 5), `{"temperature":20.1}`) // before the doctor looks: the hour's first
+	live := map[string]bool{}
+	for _, r := range []struct {
+		when    time.Time
+		payload string
+		want    bool
+	}{
+		{at(10, 30), `{"temperature":20.2}`, false},
+		{at(10, 50), `{"temperature":20.3}`, false},
+		{at(11, 2), `{"temperature":20.4}`, true},
+		{at(11, 40), `{"temperature":20.5}`, false},
+	} {
+		if got := publish(r.when, r.payload); got != r.want {
+			t.Fatalf("the reading at %s delivered live: %v, want %v", r.when.Format("15:04"), got, r.want)
+		}
+		if r.want {
+			live[r.payload] = true
+		}
+	}
+	hist := NewHistory(HistoryConfig{Engine: f.engine, Source: archive, Clock: clock})
+	res, _ := policies.ParseTopic(memoTopic)
+	q := query{principal: policies.UserPrincipal("doctor"), resource: memoTopic, res: res, from: at(10, 0), to: at(12, 0), limit: DefaultHistoryLimit}
+	held := live // what the doctor holds, live and through history
+	if _, err := hist.walk(context.Background(), q, func(_ time.Time, out []byte) { held[string(out)] = true }); err != nil {
+		t.Fatal(err)
+	}
+	perHour := map[int][]string{}
+	for _, r := range archive {
+		if held[r.data] {
+			perHour[r.t.Hour()] = append(perHour[r.t.Hour()], r.data)
+		}
+	}
+	for _, hour := range []int{10, 11} {
+		if len(perHour[hour]) != 1 {
+			t.Errorf("the doctor holds %v of %d:00 (live and history), want one reading", perHour[hour], hour)
 		}
 	}
 }
