@@ -201,3 +201,50 @@ func TestRefusedRevocationLeavesTheStoreAsItWas(t *testing.T) {
 		t.Errorf("a refused revocation left the store and the engine apart: stored %v, engine %v", stored, engine)
 	}
 }
+
+// TestRefusedInvitationIsRevoked: an invitation whose relation cannot be
+// written is refused, and revoked on a context of its own (the change's is
+// the one that ran out): left pending, the invitee could accept it.
+func TestRefusedInvitationIsRevoked(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	fdb, err := ferretdb.Start(ctx, t.TempDir(), zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = fdb.Close() })
+	u, _ := url.Parse(fdb.URI())
+	// {update: "relationships"}: PutRelationship's upsert.
+	px := newStallProxy(t, u.Host, "\x02update\x00\x0e\x00\x00\x00relationships\x00", 3500*time.Millisecond)
+	pu := *u
+	pu.Host = px.ln.Addr().String()
+	cfg := broker.Defaults()
+	cfg.MongoURI = pu.String()
+	b := startConfigured(t, t.TempDir(), cfg)
+	defer b.Close()
+	addr := b.Addr("mqtt")
+	an := mustCfg(t, addr, "an", "an-pass")
+	stranger := mustCfg(t, addr, "stranger", "stranger-pass")
+
+	px.armed.Store(true)
+	r := an.ask("$config/things/lock-1/relations/stranger", `{"relation":"co_owner"}`)
+	if r.OK || !px.fired.Load() {
+		t.Fatalf("the invitation was not refused by the stalled relation write: %+v (fired %v)", r, px.fired.Load())
+	}
+	st, err := mongo.Open(ctx, fdb.URI(), "veil")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close(context.Background())
+	invs, err := st.Invitations(ctx, "pending")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, inv := range invs {
+		if inv.Invitee == "stranger" && inv.Thing == "lock-1" {
+			r2 := stranger.ask("$config/invitations/stranger/"+inv.ID+"/answer", `{"accept":true}`)
+			t.Errorf("a refused invitation stays pending in the store (%s); the invitee accepting it: ok=%v %s; stranger's relations on lock-1 now: %v",
+				inv.ID, r2.OK, r2.Error, b.Engine.Relationships("lock-1", ""))
+		}
+	}
+}

@@ -738,8 +738,15 @@ func (c *Control) putPolicy(p policies.Principal, t cfgTopic, payload []byte) re
 		return unavailable(c.log, err)
 	}
 	if err := c.engine.PutPolicy(t.owner, pol); err != nil {
-		// Cannot happen for a parsed policy; keep the store as the engine is.
-		_ = c.store.DeletePolicy(ctx, t.owner, pol.ID)
+		// Cannot happen for a parsed policy; keep the store as the engine
+		// is (on a context of its own: the change's may have run out).
+		uctx, cancel := c.ctx()
+		defer cancel()
+		if old, ok := c.policy(t.owner, pol.ID); ok {
+			_ = c.store.PutPolicy(uctx, t.owner, old)
+		} else {
+			_ = c.store.DeletePolicy(uctx, t.owner, pol.ID)
+		}
 		return invalid(err)
 	}
 	c.retain(topic, pol)
@@ -826,7 +833,9 @@ func (c *Control) putThing(p policies.Principal, t cfgTopic, payload []byte) res
 		return unavailable(c.log, err)
 	}
 	if err := c.engine.PutThing(next); err != nil {
-		_ = c.store.PutThing(ctx, cur, "")
+		uctx, cancel := c.ctx() // the change's own may have run out
+		defer cancel()
+		_ = c.store.PutThing(uctx, cur, "")
 		return invalid(err)
 	}
 	c.retain(topic, docOf(next))
@@ -879,6 +888,16 @@ func (c *Control) deleteThing(ctx context.Context, p policies.Principal, t polic
 	c.retain("$config/things/"+t.ID, nil)
 	c.log.Info().Str("thing", t.ID).Str("by", p.ID).Msg("thing deleted")
 	return ok(nil)
+}
+
+// policy returns owner's policy id as the engine has it.
+func (c *Control) policy(owner, id string) (policies.Policy, bool) {
+	for _, p := range c.engine.Policies(owner) {
+		if p.ID == id {
+			return p, true
+		}
+	}
+	return policies.Policy{}, false
 }
 
 // ---------------------------------------------------------------------------
@@ -1031,7 +1050,11 @@ func (c *Control) invite(p policies.Principal, t cfgTopic, payload []byte) resul
 		return unavailable(c.log, err)
 	}
 	if err := c.store.PutRelationship(ctx, r); err != nil {
-		_, _ = c.store.SetInvitationStatus(ctx, id, "pending", "revoked")
+		// On a context of its own: the change's is likely what ran out,
+		// and an invitation left pending could be accepted.
+		uctx, cancel := c.ctx()
+		defer cancel()
+		_, _ = c.store.SetInvitationStatus(uctx, id, "pending", "revoked")
 		return unavailable(c.log, err)
 	}
 	c.record(ctx, r, "", "pending", p.ID, "invited", id)
