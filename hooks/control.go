@@ -13,6 +13,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode"
 
 	"github.com/alexedwards/argon2id"
 	mqtt "github.com/mochi-mqtt/server/v2"
@@ -638,12 +639,15 @@ func objectWithoutDuplicates(data []byte) error {
 	if tok != json.Delim('{') {
 		return errors.New("not a JSON object")
 	}
-	return membersWithoutDuplicates(dec, "")
+	return membersWithoutDuplicates(dec, "", true)
 }
 
 // membersWithoutDuplicates reads an object's members up to its closing
-// brace (the opening one read), path naming it in errors.
-func membersWithoutDuplicates(dec *json.Decoder, path string) error {
+// brace (the opening one read), path naming it in errors. fields says the
+// object's keys are a document's fields, which encoding/json matches
+// ignoring case ("Relation" is "relation"); deeper objects are maps here
+// (attributes), whose keys are distinct as written.
+func membersWithoutDuplicates(dec *json.Decoder, path string, fields bool) error {
 	seen := map[string]bool{}
 	for dec.More() {
 		tok, err := dec.Token()
@@ -655,9 +659,10 @@ func membersWithoutDuplicates(dec *json.Decoder, path string) error {
 		if path != "" {
 			name = path + "." + key
 		}
-		// encoding/json matches keys to fields ignoring case, so
-		// "relation" and "Relation" are the same field twice.
-		folded := strings.ToLower(key)
+		folded := key
+		if fields {
+			folded = foldKey(key)
+		}
 		if seen[folded] {
 			return fmt.Errorf("%s: duplicate key", name)
 		}
@@ -677,7 +682,7 @@ func valueWithoutDuplicates(dec *json.Decoder, path string) error {
 	}
 	switch tok {
 	case json.Delim('{'):
-		return membersWithoutDuplicates(dec, path)
+		return membersWithoutDuplicates(dec, path, false)
 	case json.Delim('['):
 		for i := 0; dec.More(); i++ {
 			if err := valueWithoutDuplicates(dec, fmt.Sprintf("%s[%d]", path, i)); err != nil {
@@ -688,6 +693,21 @@ func valueWithoutDuplicates(dec *json.Decoder, path string) error {
 		return err
 	}
 	return nil
+}
+
+// foldKey folds key as encoding/json does when it matches a key to a
+// field (strings.EqualFold): each rune to the least of its case orbit, so
+// "ſtreams" (long s) is "streams" too.
+func foldKey(key string) string {
+	var b strings.Builder
+	for _, r := range key {
+		least := r
+		for f := unicode.SimpleFold(r); f != r; f = unicode.SimpleFold(f) {
+			least = min(least, f)
+		}
+		b.WriteRune(least)
+	}
+	return b.String()
 }
 
 func jsonKind(k string) string {

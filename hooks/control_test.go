@@ -131,8 +131,10 @@ func TestMayGrant(t *testing.T) {
 
 func TestDecodeStrict(t *testing.T) {
 	type doc struct {
-		Relation string `json:"relation"`
-		Accept   *bool  `json:"accept"`
+		Relation   string            `json:"relation"`
+		Accept     *bool             `json:"accept"`
+		Streams    []string          `json:"streams"`
+		Attributes map[string]string `json:"attributes"`
 	}
 	tests := []struct{ in, want string }{
 		{`{"relation":"visitor"}`, ""},
@@ -147,6 +149,10 @@ func TestDecodeStrict(t *testing.T) {
 		// encoding/json keeps the last of duplicate keys, at any depth.
 		{`{"relation":"visitor","relation":"owner"}`, "relation: duplicate key"},
 		{`{"relation":"visitor","Relation":"owner"}`, "Relation: duplicate key"},
+		// and its folding is Unicode's: the long s is an s.
+		{`{"streams":["temperature"],"ſtreams":["location"]}`, "ſtreams: duplicate key"},
+		// Keys of a map (attributes) are distinct as written.
+		{`{"relation":"visitor","attributes":{"Room":"hall","room":"101"}}`, ""},
 		{`{"relation":"visitor","x":{"a":1,"a":2}}`, "x.a: duplicate key"},
 		{`{"relation":"visitor","x":[{"a":1},{"b":1,"b":2}]}`, "x[1].b: duplicate key"},
 		{`{"relation":"visitor","x":{"a":1},"y":{"a":1}}`, "x: unknown field"},
