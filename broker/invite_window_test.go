@@ -50,12 +50,13 @@ func TestTimeLimitedCoOwnerGrantsWithinHisWindow(t *testing.T) {
 	}
 }
 
-// TestWindowedOwnerIsNoOwnerOfRecord: a co-owner of a place with a window
-// invites someone as owner of an ownerless thing in it, within the window.
-// Accepting does not make the invitee the owner of record (which has no
-// end): he is an owner by relation until his window ends, and the thing
-// stays linked to the place.
-func TestWindowedOwnerIsNoOwnerOfRecord(t *testing.T) {
+// TestHandOverStartsNowWithoutEnd: an owner invitation for a thing without
+// an owner of record hands it over, and its owner of record has no end: an
+// invitation with a window (a one-night co-owner of the place making an
+// accomplice the owner for good) or starting later (nobody would operate
+// the thing meanwhile, and it would never get its owner of record) is
+// refused, naming the fields.
+func TestHandOverStartsNowWithoutEnd(t *testing.T) {
 	addr := veil.Addr("mqtt")
 	addFactory(t, "RV-RW-0001", "factory-RV-RW-0001")
 	enr, err := enrollDevice(t, addr, "", "RV-RW-0001", "factory-RV-RW-0001", `{"kind":"actuator"}`)
@@ -66,23 +67,29 @@ func TestWindowedOwnerIsNoOwnerOfRecord(t *testing.T) {
 	admin := mustCfg(t, addr, "admin", "admin-pass")
 	an := mustCfg(t, addr, "an", "an-pass")
 	ruth := mustCfg(t, addr, "ruth", "ruth-pass")
-	stranger := mustCfg(t, addr, "stranger", "stranger-pass")
-	// The ownerless device is installed in An's flat.
+	patrick := mustCfg(t, addr, "patrick", "patrick-pass")
+	// The ownerless device is installed in An's flat, and claimed.
 	admin.mustOK("$config/things/"+id, `{"kind":"actuator","place":"home-an"}`)
+	patrick.mustOK("$config/things/"+id+"/claim", `{"code":"`+enr.ClaimCode+`"}`)
 	// Ruth house-sits tonight: co-owner of the flat until 23:00.
 	inv := an.mustOK("$config/places/home-an/relations/ruth", `{"relation":"co_owner","valid_until":"2026-11-25T23:00:00Z"}`).Inv
 	ruth.mustOK("$config/invitations/ruth/"+inv+"/answer", `{"accept":true}`)
-	inv = ruth.mustOK("$config/things/"+id+"/relations/stranger", `{"relation":"owner","valid_until":"2026-11-25T22:00:00Z"}`).Inv
-	stranger.mustOK("$config/invitations/stranger/"+inv+"/answer", `{"accept":true}`)
-	if th, _ := veil.Engine.Thing(id); th.Owner != "" || th.Place != "home-an" {
-		t.Fatalf("after a windowed owner accepted: owner of record %q, place %q; want none and home-an", th.Owner, th.Place)
+	const want = "valid_from, valid_until: the thing has no owner yet; handing it over starts now and has no end"
+	for _, c := range []struct {
+		who *cfgClient
+		doc string
+	}{
+		{ruth, `{"relation":"owner","valid_until":"2026-11-25T22:00:00Z"}`},
+		{patrick, `{"relation":"owner","valid_from":"2026-11-26T08:00:00Z"}`},
+	} {
+		if r := c.who.ask("$config/things/"+id+"/relations/stranger", c.doc); r.OK || !strings.Contains(r.Error, want) {
+			t.Errorf("%s inviting %s: %+v", c.who.id, c.doc, r)
+		}
 	}
-	if code := stranger.publish("things/"+id+"/cmd/unlock", `{}`); code != 0 {
-		t.Fatalf("the owner within his window: 0x%02x", code)
-	}
-	clock.Set(time.Date(2026, 11, 26, 9, 0, 0, 0, time.UTC)) // the next morning
-	defer clock.Set(evening)
-	if code := stranger.publish("things/"+id+"/cmd/unlock", `{}`); code != 0x87 {
-		t.Errorf("next morning the owner made by a one-night co-owner still unlocks: 0x%02x", code)
+	// The hand-over as it should be.
+	inv = patrick.mustOK("$config/things/"+id+"/relations/an", `{"relation":"owner"}`).Inv
+	an.mustOK("$config/invitations/an/"+inv+"/answer", `{"accept":true}`)
+	if th, _ := veil.Engine.Thing(id); th.Owner != "an" {
+		t.Fatalf("owner of record after the hand-over: %q", th.Owner)
 	}
 }

@@ -1047,6 +1047,14 @@ func (c *Control) invite(p policies.Principal, t cfgTopic, payload []byte) resul
 	if t.user == p.ID {
 		probs = append(probs, "user: you cannot invite yourself")
 	}
+	if rel == policies.RelOwner && t.thing != "" {
+		// A thing without an owner of record is handed over by this
+		// invitation: its owner of record has no end, and nobody would
+		// operate it until a later start.
+		if th, _ := c.engine.Thing(t.thing); th.Owner == "" && (!until.IsZero() || from.After(c.clock.Now())) {
+			probs = append(probs, "valid_from, valid_until: the thing has no owner yet; handing it over starts now and has no end")
+		}
+	}
 	if end := c.standingUntil(p, t.thing, t.place); !end.IsZero() && (until.IsZero() || until.After(end)) {
 		probs = append(probs, fmt.Sprintf("valid_until: must be no later than %s, when your own say over it ends", fmtTime(end)))
 	}
@@ -1264,8 +1272,11 @@ func (c *Control) answer(p policies.Principal, t cfgTopic, payload []byte) resul
 			}
 			undo = append(undo, func(ctx context.Context) { _ = c.store.PutThing(ctx, before, "") })
 		}
+		// The installers go once the thing has an owner of record, not
+		// for an owner by relation only (a relation of a bootstrap file
+		// with a window): the thing would be left to nobody.
 		for _, x := range c.engine.Relationships(r.Thing, "") {
-			if x.Relation == policies.RelInstaller {
+			if x.Relation == policies.RelInstaller && thing.Owner != "" {
 				ended = append(ended, x)
 			}
 		}
