@@ -50,7 +50,14 @@ type Bootstrap struct {
 	lines map[string]int
 	// params overrides hashParams for this Bootstrap (tests).
 	params *argon2id.Params
+	// conflicts of the last Apply.
+	conflicts []string
 }
+
+// Conflicts names, after Apply, each change in the file that met a change
+// the owners made over MQTT (or their deletion of the item), which stays
+// as the owners left it.
+func (b *Bootstrap) Conflicts() []string { return b.conflicts }
 
 // hashing returns the argon2id parameters Apply hashes with.
 func (b *Bootstrap) hashing() *argon2id.Params {
@@ -143,6 +150,9 @@ type Summary struct {
 	// plane has them (changed, or deleted): unchanged in the file since they
 	// were seeded, or stored before the file named them.
 	Owned int `json:"owned"`
+	// Conflicts counts the changes in the file that met the owners' own
+	// (Bootstrap.Conflicts names them): the owners' stand.
+	Conflicts int `json:"conflicts"`
 }
 
 // hashParams are the argon2id parameters of the hashes Apply writes
@@ -863,22 +873,29 @@ func (b *Bootstrap) Apply(ctx context.Context, st *mongo.Store) (Summary, error)
 	}
 	thingSeeds := make([]seeding, len(pl.things))
 	for i, t := range pl.things {
-		if thingSeeds[i], err = seedingOf(seeds, stored, thingKey(t.thing.ID), t.thing); err != nil {
+		if thingSeeds[i], err = seedingOf(seeds, stored, thingKey(t.thing.ID), t.thing, validThing); err != nil {
 			return sum, err
 		}
 	}
 	relSeeds := make([]seeding, len(pl.rels))
 	for i, r := range pl.rels {
-		if relSeeds[i], err = seedingOf(seeds, stored, relationKey(r), r); err != nil {
+		if relSeeds[i], err = seedingOf(seeds, stored, relationKey(r), r, validRelation); err != nil {
 			return sum, err
 		}
 	}
 	polSeeds := make([]seeding, len(pl.pols))
 	for i, p := range pl.pols {
-		if polSeeds[i], err = seedingOf(seeds, stored, policyKey(p.Owner, p.Policy.ID), p); err != nil {
+		if polSeeds[i], err = seedingOf(seeds, stored, policyKey(p.Owner, p.Policy.ID), p, validPolicy); err != nil {
 			return sum, err
 		}
 	}
+	b.conflicts = nil
+	for _, list := range [][]seeding{thingSeeds, relSeeds, polSeeds} {
+		for _, sd := range list {
+			b.conflicts = append(b.conflicts, sd.conflicts...)
+		}
+	}
+	sum.Conflicts = len(b.conflicts)
 
 	// Hash before writing anything, so a failure here writes nothing.
 	userHashes := make([]string, len(pl.users))
@@ -922,7 +939,7 @@ func (b *Bootstrap) Apply(ctx context.Context, st *mongo.Store) (Summary, error)
 		go func() {
 			defer func() { <-sem; wg.Done() }()
 			if j.seed != nil {
-				hashed, err := j.seed.thingSecret(j.plain, j.stored, params, j.out)
+				hashed, kept, err := j.seed.thingSecret(j.plain, j.stored, params, j.out)
 				mu.Lock()
 				defer mu.Unlock()
 				switch {
@@ -930,7 +947,7 @@ func (b *Bootstrap) Apply(ctx context.Context, st *mongo.Store) (Summary, error)
 					hashErr = err
 				case hashed:
 					sum.Hashed++
-				default:
+				case kept:
 					sum.Kept++
 				}
 				return

@@ -470,21 +470,29 @@ func TestBootstrapSeedsWhatOwnersEdit(t *testing.T) {
 		t.Error("lock-1's rotated secret was not applied")
 	}
 
-	// An item changed in the file is the operator's word: written again.
+	// A change in the file is written where the owners left the item as
+	// seeded (Peter's co-ownership of the flat gets an end), not where
+	// they revoked it (Ruth's visit stays revoked).
 	for i := range b.Relations {
-		if b.Relations[i].User == "ruth" {
+		switch b.Relations[i].User {
+		case "ruth":
 			b.Relations[i].ValidUntil = "2027-01-31T23:00:00Z"
+		case "peter":
+			b.Relations[i].ValidUntil = "2027-06-30T00:00:00Z"
 		}
 	}
 	sum, err = b.Apply(ctx, st)
 	must(err)
-	if sum.Relationships != 1 {
-		t.Fatalf("a relation changed in the file: %+v", sum)
+	if sum.Relationships != 1 || sum.Conflicts != 1 || len(b.Conflicts()) != 1 || !strings.Contains(b.Conflicts()[0], `"ruth"`) {
+		t.Fatalf("relations changed in the file: %+v, conflicts %q", sum, b.Conflicts())
 	}
 	snap, _ = loadStore(t, st)
 	found := false
 	for _, r := range snap.Relationships {
-		found = found || r.User == "ruth" && r.ValidUntil.Equal(time.Date(2027, 1, 31, 23, 0, 0, 0, time.UTC))
+		if r.User == "ruth" {
+			t.Error("a relation the owner revoked came back with its change in the file")
+		}
+		found = found || r.User == "peter" && r.ValidUntil.Equal(time.Date(2027, 6, 30, 0, 0, 0, 0, time.UTC))
 	}
 	if !found {
 		t.Error("the relation changed in the file was not written")

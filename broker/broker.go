@@ -118,6 +118,9 @@ func (b *Broker) openStore(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("bootstrap %s: %w", b.cfg.Bootstrap, err)
 		}
+		for _, c := range bs.Conflicts() {
+			b.log.Warn().Str("file", b.cfg.Bootstrap).Str("conflict", c).Msg("bootstrap change not applied: the owners changed it too")
+		}
 		b.log.Info().Str("file", b.cfg.Bootstrap).Interface("applied", sum).Msg("bootstrap applied")
 	}
 	return nil

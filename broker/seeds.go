@@ -27,20 +27,25 @@ type seeding struct {
 	// fresh says the seed is to be recorded (the item changed, was adopted,
 	// or its secret's hash changed).
 	fresh bool
+	// conflicts names what the file changed where the owners had changed
+	// it too, and which stays as the owners left it.
+	conflicts []string
 }
 
 // seedingOf decides for item under key, given the seeds recorded and the
-// items stored (JSON, by key):
+// items stored (JSON, by key), with valid checking a merged item:
 //   - unchanged in the file since it was seeded: left as stored, or as
 //     deleted;
 //   - named by the file for the first time and already stored (made through
 //     the control plane, or by a Veil that re-applied the file at every
 //     start): adopted as stored;
-//   - changed in the file and stored: the fields the file changed are
-//     written over the stored item, the others stay as the control plane
-//     left them (an operator's new attribute does not relink the thing);
-//   - otherwise (new, or changed and no longer stored): written whole.
-func seedingOf(seeds map[string]mongo.Seed, stored map[string][]byte, key string, item any) (seeding, error) {
+//   - changed in the file: what the file changed is written where the
+//     owners left the seeded value, field by field and into objects (an
+//     operator's new attribute does not relink the thing, nor drop the
+//     owner's own attribute); where the owners changed it too, or deleted
+//     the item, theirs stands (reported as a conflict);
+//   - new: written whole.
+func seedingOf(seeds map[string]mongo.Seed, stored map[string][]byte, key string, item any, valid func([]byte) error) (seeding, error) {
 	j, err := json.Marshal(item)
 	if err != nil {
 		return seeding{}, fmt.Errorf("%s: %w", key, err)
@@ -48,7 +53,8 @@ func seedingOf(seeds map[string]mongo.Seed, stored map[string][]byte, key string
 	sd := seeding{seed: mongo.Seed{Key: key, Item: string(j)}}
 	cur, isStored := stored[key]
 	sd.stored = isStored
-	if prev, ok := seeds[key]; ok {
+	// A seed without its item (an earlier format) is as none: adopted.
+	if prev, ok := seeds[key]; ok && prev.Item != "" {
 		sd.prev = &prev
 		sd.seed.SecretHash = prev.SecretHash
 	}
@@ -56,43 +62,96 @@ func seedingOf(seeds map[string]mongo.Seed, stored map[string][]byte, key string
 	case sd.prev != nil && sd.prev.Item == sd.seed.Item:
 	case sd.prev == nil && isStored:
 		sd.fresh = true
-	case sd.prev != nil && isStored:
-		if sd.write, err = mergeChanged(cur, []byte(sd.prev.Item), j); err != nil {
+	case sd.prev != nil && !isStored:
+		sd.fresh = true
+		sd.conflicts = append(sd.conflicts, key+": changed in the file, deleted by its owners: stays deleted")
+	case sd.prev != nil:
+		sd.fresh = true
+		merged, err := merge3(cur, []byte(sd.prev.Item), j, key, &sd.conflicts)
+		if err != nil {
 			return seeding{}, fmt.Errorf("%s: %w", key, err)
 		}
-		sd.fresh = true
+		switch {
+		case bytes.Equal(merged, cur):
+		case valid(merged) != nil:
+			sd.conflicts = append(sd.conflicts, fmt.Sprintf("%s: the file's change does not fit the owners' (%v): stays as stored", key, valid(merged)))
+		default:
+			sd.write = merged
+		}
 	default:
 		sd.write, sd.fresh = j, true
 	}
 	return sd, nil
 }
 
-// mergeChanged returns stored with the top-level fields that differ
-// between was and now set as in now (or removed, where now has none).
-func mergeChanged(stored, was, now []byte) ([]byte, error) {
+// merge3 returns stored with what the file changed from was to now (each
+// canonical JSON, nil: absent), where stored still holds what was there;
+// into objects key by key; elsewhere stored stands, and path is reported.
+func merge3(stored, was, now []byte, path string, conflicts *[]string) ([]byte, error) {
+	switch {
+	case bytes.Equal(was, now):
+		return stored, nil
+	case bytes.Equal(stored, was):
+		return now, nil
+	}
 	var s, w, n map[string]json.RawMessage
-	for _, x := range []struct {
-		b []byte
-		m *map[string]json.RawMessage
-	}{{stored, &s}, {was, &w}, {now, &n}} {
-		if err := json.Unmarshal(x.b, x.m); err != nil {
-			return nil, err
+	if isObject(stored) && isObject(was) && isObject(now) {
+		for _, x := range []struct {
+			b []byte
+			m *map[string]json.RawMessage
+		}{{stored, &s}, {was, &w}, {now, &n}} {
+			if err := json.Unmarshal(x.b, x.m); err != nil {
+				return nil, err
+			}
 		}
-	}
-	if s == nil {
-		s = map[string]json.RawMessage{}
-	}
-	for k, v := range n {
-		if !bytes.Equal(w[k], v) {
-			s[k] = v
+		keys := map[string]bool{}
+		for _, m := range []map[string]json.RawMessage{s, w, n} {
+			for k := range m {
+				keys[k] = true
+			}
 		}
-	}
-	for k := range w {
-		if _, ok := n[k]; !ok {
-			delete(s, k)
+		for k := range keys {
+			v, err := merge3(s[k], w[k], n[k], path+"."+k, conflicts)
+			if err != nil {
+				return nil, err
+			}
+			if v == nil {
+				delete(s, k)
+			} else {
+				s[k] = v
+			}
 		}
+		return json.Marshal(s)
 	}
-	return json.Marshal(s)
+	*conflicts = append(*conflicts, path+": changed in the file and by its owners: theirs stands")
+	return stored, nil
+}
+
+func isObject(b []byte) bool { return len(b) > 0 && b[0] == '{' }
+
+// Checks of a merged item (the file's items are checked as a whole file).
+func validThing(b []byte) error {
+	var th policies.Thing
+	return json.Unmarshal(b, &th)
+}
+
+func validRelation(b []byte) error {
+	var r policies.Relationship
+	if err := json.Unmarshal(b, &r); err != nil {
+		return err
+	}
+	return r.Validate()
+}
+
+func validPolicy(b []byte) error {
+	var p struct {
+		Policy json.RawMessage `json:"policy"`
+	}
+	if err := json.Unmarshal(b, &p); err != nil {
+		return err
+	}
+	_, err := policies.ParsePolicy(p.Policy)
+	return err
 }
 
 // thingSecret decides about a thing's secret from the file, plain, given
@@ -103,7 +162,7 @@ func mergeChanged(stored, was, now []byte) ([]byte, error) {
 // with other parameters, or where the file changed it and the stored hash
 // is still the one the file seeded (not a thing enrolled afresh under the
 // id after the seeded one was deleted).
-func (sd *seeding) thingSecret(plain, storedHash string, params *argon2id.Params, out *string) (hashed bool, err error) {
+func (sd *seeding) thingSecret(plain, storedHash string, params *argon2id.Params, out *string) (hashed, kept bool, err error) {
 	seeded := ""
 	if sd.prev != nil {
 		seeded = sd.prev.SecretHash
@@ -113,25 +172,25 @@ func (sd *seeding) thingSecret(plain, storedHash string, params *argon2id.Params
 	case sd.write != nil && !sd.stored:
 		rehash = !current(plain, storedHash, params)
 	case !sd.stored:
-		return false, nil // deleted by its owners: no secret either
+		return false, false, nil // deleted by its owners: no secret either
 	case matches(plain, storedHash):
 		rehash = !current(plain, storedHash, params)
-	case seeded != "" && storedHash == seeded:
-		rehash = true // changed in the file
+	case sd.prev != nil && storedHash == seeded:
+		rehash = true // changed (or given) in the file
 	default:
-		return false, nil // another thing's secret now
+		return false, storedHash != "", nil // another thing's secret now
 	}
 	h := storedHash
 	if rehash {
 		if h, err = argon2id.CreateHash(plain, params); err != nil {
-			return false, err
+			return false, false, err
 		}
 		*out = h
 	}
 	if h != seeded {
 		sd.seed.SecretHash, sd.fresh = h, true
 	}
-	return rehash, nil
+	return rehash, !rehash, nil
 }
 
 // matches reports whether hash is an argon2id hash of plain, whatever its

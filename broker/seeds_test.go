@@ -5,10 +5,13 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/alexedwards/argon2id"
 
+	"github.com/veil-iot/veil/adapters/mongo"
 	"github.com/veil-iot/veil/policies"
 )
 
@@ -151,5 +154,210 @@ things:
 	_, creds = loadStore(t, st)
 	if ok, _ := argon2id.ComparePasswordAndHash("rotated-device-secret", creds["thing:jl-200-0900"]); !ok {
 		t.Error("the seeded thing's secret changed in the file was not applied")
+	}
+}
+
+// An item the owners removed (a revoked relation, a deleted policy, a
+// deleted thing) stays removed when the operator then edits it in the file
+// (it came back whole, even for an edit that only narrowed it).
+func TestRemovedItemStaysRemovedOnFileEdit(t *testing.T) {
+	ctx := context.Background()
+	st := emptyStore(t)
+	base := `
+users:
+  - {name: an, password: an-pass}
+  - {name: peter, password: peter-pass}
+  - {name: doctor, password: doc-pass, attributes: {role: doctor}}
+things:
+  - {id: lock-1, owner: an, kind: actuator, secret: lock-secret, attributes: {vendor: %s}}
+relations:
+  - {thing: lock-1, user: peter, relation: co_owner, valid_until: "%s"}
+policies:
+  - owner: an
+    id: doctor-lock
+    description: %s
+    priority: 10
+    effect: allow
+    subjects: ["role:doctor"]
+    resources: ["things/lock-1/state"]
+    actions: [read]
+`
+	apply(t, st, writeFile(t, fmt.Sprintf(base, "jLock", "2030-01-01T00:00:00Z", "doctors see the lock")))
+	// An revokes Peter, deletes her policy and deletes the lock (control plane writes).
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	must(st.DeleteRelationship(ctx, "lock-1", "", "peter", policies.RelCoOwner))
+	must(st.DeletePolicy(ctx, "an", "doctor-lock"))
+	must(st.DeleteThing(ctx, "lock-1"))
+	// The operator shortens Peter's window, fixes a typo in the vendor and the description.
+	sum := apply(t, st, writeFile(t, fmt.Sprintf(base, "jLock GmbH", "2029-01-01T00:00:00Z", "doctors see the lock state")))
+	snap, creds := loadStore(t, st)
+	for _, r := range snap.Relationships {
+		t.Errorf("revoked %s %s on %s is back (status %s) after the file shortened its window (summary %+v)", r.User, r.Relation, r.Object(), r.Status, sum)
+	}
+	for _, p := range snap.Policies {
+		t.Errorf("deleted policy %s/%s is back after a description edit", p.Owner, p.Policy.ID)
+	}
+	for _, th := range snap.Things {
+		t.Errorf("deleted thing %s is back (owner %q, secret stored: %v)", th.ID, th.Owner, creds["thing:"+th.ID] != "")
+	}
+}
+
+// A file change that meets the owners' own keeps theirs: the owner moved a
+// visit to June (re-invited, accepted), the operator then extends the
+// January visit in the file; merged field by field the window would end
+// before it starts, refused by the store, and the broker would not start.
+func TestFileChangeMeetingTheOwnersKeepsTheirs(t *testing.T) {
+	ctx := context.Background()
+	st := emptyStore(t)
+	base := `
+users:
+  - {name: an, password: an-pass}
+  - {name: ruth, password: ruth-pass}
+things:
+  - {id: lock-1, owner: an, kind: actuator}
+relations:
+  - {thing: lock-1, user: ruth, relation: visitor, valid_from: "2030-01-01T00:00:00Z", valid_until: "%s"}
+`
+	apply(t, st, writeFile(t, fmt.Sprintf(base, "2030-01-31T00:00:00Z")))
+	// An re-invites Ruth for June; Ruth accepts (the control plane's write).
+	if err := st.PutRelationship(ctx, policies.Relationship{Thing: "lock-1", User: "ruth", Relation: policies.RelVisitor, Status: policies.StatusActive,
+		ValidFrom: time.Date(2030, 6, 1, 0, 0, 0, 0, time.UTC), ValidUntil: time.Date(2030, 6, 30, 0, 0, 0, 0, time.UTC)}); err != nil {
+		t.Fatal(err)
+	}
+	// The operator extends the January visit to February in the file.
+	b, err := LoadBootstrap(writeFile(t, fmt.Sprintf(base, "2030-02-28T00:00:00Z")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Apply(ctx, st); err != nil {
+		t.Errorf("a valid file no longer applies (the broker does not start): %v", err)
+	}
+}
+
+// The merge goes into objects: an operator's new attribute (a reworded
+// policy) writes that attribute (that description) only, not the file's
+// whole map (policy) over the owner's own attribute (coarser constraints).
+func TestFileEditInsideAFieldKeepsTheOwnersEdits(t *testing.T) {
+	ctx := context.Background()
+	st := emptyStore(t)
+	base := `
+users:
+  - {name: an, password: an-pass}
+  - {name: doctor, password: doc-pass, attributes: {role: doctor}}
+things:
+  - {id: watch-1, owner: an, kind: sensor, streams: [location], attributes: {model: W1%s}}
+policies:
+  - owner: an
+    id: doctor-location
+    description: %s
+    priority: 10
+    effect: allow
+    subjects: ["role:doctor"]
+    resources: ["things/watch-1/data/location"]
+    actions: [read, history]
+`
+	apply(t, st, writeFile(t, fmt.Sprintf(base, "", "doctors see my location")))
+	// An, over the control plane: marks the watch private and coarsens the doctors' view to ~10 km.
+	snap, _ := loadStore(t, st)
+	for _, th := range snap.Things {
+		if th.ID == "watch-1" {
+			th.Attributes["sharing"] = "private"
+			if err := st.PutThing(ctx, th, ""); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	for _, p := range snap.Policies {
+		if p.Policy.ID == "doctor-location" {
+			p.Policy.Constraints = []policies.Constraint{{Kind: "accuracy", Field: "lat", Step: 0.1}, {Kind: "accuracy", Field: "lon", Step: 0.1}}
+			if err := st.PutPolicy(ctx, "an", p.Policy); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	// The operator adds the vendor to the watch and rewords the description.
+	apply(t, st, writeFile(t, fmt.Sprintf(base, ", vendor: Acme", "doctors see where I am")))
+	snap, _ = loadStore(t, st)
+	for _, th := range snap.Things {
+		if th.ID == "watch-1" && th.Attributes["sharing"] != "private" {
+			t.Errorf("the operator's new attribute wiped An's attribute: %v", th.Attributes)
+		}
+	}
+	for _, p := range snap.Policies {
+		if p.Policy.ID == "doctor-location" && len(p.Policy.Constraints) == 0 {
+			t.Errorf("a reworded description in the file dropped An's constraints: doctors see her exact location again")
+		}
+	}
+}
+
+// A secret the operator adds in the file to a thing seeded without one is
+// applied (and not counted as kept).
+func TestSecretAddedInTheFileIsApplied(t *testing.T) {
+	st := emptyStore(t)
+	base := `
+users:
+  - {name: an, password: an-pass}
+things:
+  - {id: thermo-1, owner: an, kind: sensor%s}
+`
+	apply(t, st, writeFile(t, fmt.Sprintf(base, "")))
+	sum := apply(t, st, writeFile(t, fmt.Sprintf(base, ", secret: thermo-secret")))
+	_, creds := loadStore(t, st)
+	if ok, _ := argon2id.ComparePasswordAndHash("thermo-secret", creds["thing:thermo-1"]); !ok {
+		t.Errorf("the secret the operator added in the file was not applied (stored %q, summary %+v)", creds["thing:thermo-1"], sum)
+	}
+}
+
+// A seed without its item (the first format of seeds, a digest) is as
+// none: the stored item is adopted, and the broker starts.
+func TestSeedsWithoutTheirItemAreAdopted(t *testing.T) {
+	ctx := context.Background()
+	st := emptyStore(t)
+	file := writeFile(t, `
+users:
+  - {name: an, password: an-pass}
+things:
+  - {id: lock-1, owner: an, kind: actuator}
+`)
+	apply(t, st, file)
+	// As the previous version recorded it (no item).
+	if err := st.PutSeed(ctx, mongo.Seed{Key: "thing:lock-1"}); err != nil {
+		t.Fatal(err)
+	}
+	b, err := LoadBootstrap(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Apply(ctx, st); err != nil && strings.Contains(err.Error(), "thing:lock-1") {
+		t.Errorf("a store seeded by the previous version fails to start: %v", err)
+	}
+}
+
+// merge3 writes what the file changed where the stored item still holds
+// the seeded value, goes into objects, and reports where both changed.
+func TestMerge3(t *testing.T) {
+	for _, c := range []struct {
+		name, stored, was, now, want string
+		conflicts                    int
+	}{
+		{"file unchanged", `{"a":1,"b":9}`, `{"a":1,"b":2}`, `{"a":1,"b":2}`, `{"a":1,"b":9}`, 0},
+		{"owners unchanged", `{"a":1,"b":2}`, `{"a":1,"b":2}`, `{"a":1,"b":3}`, `{"a":1,"b":3}`, 0},
+		{"one field each", `{"a":5,"b":2}`, `{"a":1,"b":2}`, `{"a":1,"b":3}`, `{"a":5,"b":3}`, 0},
+		{"both changed a field", `{"a":5}`, `{"a":1}`, `{"a":7}`, `{"a":5}`, 1},
+		{"added in the file", `{"a":5}`, `{"a":1}`, `{"a":1,"c":[1]}`, `{"a":5,"c":[1]}`, 0},
+		{"removed in the file", `{"a":1,"c":2}`, `{"a":1,"c":2}`, `{"a":1}`, `{"a":1}`, 0},
+		{"into objects", `{"m":{"x":1,"y":2}}`, `{"m":{"x":1}}`, `{"m":{"x":1,"z":3}}`, `{"m":{"x":1,"y":2,"z":3}}`, 0},
+		{"an array is one value", `{"l":[1,2]}`, `{"l":[1]}`, `{"l":[1,3]}`, `{"l":[1,2]}`, 1},
+	} {
+		var conflicts []string
+		got, err := merge3([]byte(c.stored), []byte(c.was), []byte(c.now), "item", &conflicts)
+		if err != nil || string(got) != c.want || len(conflicts) != c.conflicts {
+			t.Errorf("%s: %s %v, conflicts %q; want %s and %d", c.name, got, err, conflicts, c.want, c.conflicts)
+		}
 	}
 }
