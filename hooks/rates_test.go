@@ -169,3 +169,54 @@ func TestRateReleasesTheSameReadingLiveAndInHistory(t *testing.T) {
 		}
 	}
 }
+
+// A retained reading is judged by its own time: under one an hour, the
+// retained 09:50 reading (the second of its hour, held back live) is not
+// sent to a subscription made at 10:30, whether a later reading took the
+// retained one's place as the stream's latest (then its time is unknown)
+// or is being fanned out as the retained one is sent (the ACL check finds
+// that one; the encode hook judges the retained bytes themselves).
+func TestRetainedReadingJudgedByItsOwnTime(t *testing.T) {
+	at := func(hh, mm int) time.Time { return time.Date(2026, 11, 26, hh, mm, 0, 0, time.UTC) }
+	for _, fannedOut := range []bool{false, true} {
+		clock := &settableClock{}
+		f := hourlyDoctor(t, clock)
+		h := f.enforcer
+		sensor := f.client("sensor-1", policies.ThingPrincipal("sensor-1"))
+		doctor := f.client("doctor-0", policies.UserPrincipal("doctor"))
+		publish := func(when time.Time, payload string, retain, end bool) (delivered bool) {
+			clock.Set(when)
+			pk := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish, Retain: retain}, TopicName: memoTopic, Payload: []byte(payload)}
+			if _, err := h.OnPublish(sensor, pk); err != nil {
+				t.Fatal(err)
+			}
+			if retain { // mochi retains a copy before the fan-out
+				f.server.Topics.RetainMessage(pk.Copy(false))
+			}
+			delivered = h.OnACLCheck(doctor, memoTopic, false)
+			if end {
+				h.OnPublished(sensor, pk)
+			}
+			return delivered
+		}
+		if !publish(at(9, 10), `{"temperature":20.1}`, true, true) {
+			t.Fatal("hour 9's first reading held back")
+		}
+		if publish(at(9, 50), `{"temperature":20.9}`, true, true) {
+			t.Fatal("hour 9's second reading delivered live")
+		}
+		if !publish(at(10, 5), `{"temperature":21.5}`, false, !fannedOut) {
+			t.Fatal("hour 10's first reading held back")
+		}
+		clock.Set(at(10, 30)) // the doctor subscribes again: mochi sends the retained reading
+		retained, _ := f.server.Topics.Retained.Get(memoTopic)
+		retained.FixedHeader.Retain = true
+		sent := h.OnACLCheck(doctor, memoTopic, false)
+		if sent {
+			sent = h.OnPacketEncode(doctor, retained).FixedHeader.Type == packets.Publish
+		}
+		if sent {
+			t.Errorf("fanned out %v: the retained %s, the second reading of 9:00-10:00, sent under one an hour", fannedOut, retained.Payload)
+		}
+	}
+}
