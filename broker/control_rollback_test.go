@@ -248,3 +248,131 @@ func TestRefusedInvitationIsRevoked(t *testing.T) {
 		}
 	}
 }
+
+// lostReplyProxy forwards every message; once armed, the first one holding
+// marker reaches the store, but its reply never reaches the broker (the
+// connection drops): the write is done, the broker sees it fail.
+type lostReplyProxy struct {
+	ln     net.Listener
+	up     string
+	marker []byte
+	armed  atomic.Bool
+	fired  atomic.Bool
+}
+
+func newLostReplyProxy(t *testing.T, upstream, marker string) *lostReplyProxy {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &lostReplyProxy{ln: ln, up: upstream, marker: []byte(marker)}
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go p.serve(c)
+		}
+	}()
+	t.Cleanup(func() { ln.Close() })
+	return p
+}
+
+func (p *lostReplyProxy) serve(c net.Conn) {
+	u, err := net.Dial("tcp", p.up)
+	if err != nil {
+		c.Close()
+		return
+	}
+	var drop atomic.Bool
+	go func() {
+		buf := make([]byte, 64<<10)
+		for {
+			n, err := u.Read(buf)
+			if n > 0 && !drop.Load() {
+				if _, werr := c.Write(buf[:n]); werr != nil {
+					return
+				}
+			}
+			if err != nil {
+				c.Close()
+				return
+			}
+		}
+	}()
+	buf := make([]byte, 64<<10)
+	for {
+		n, err := c.Read(buf)
+		if n > 0 {
+			hit := p.armed.Load() && bytes.Contains(buf[:n], p.marker) && p.fired.CompareAndSwap(false, true)
+			if hit {
+				drop.Store(true)
+			}
+			if _, werr := u.Write(buf[:n]); werr != nil {
+				c.Close()
+				return
+			}
+			if hit {
+				time.Sleep(500 * time.Millisecond) // the store does the write
+				c.Close()
+				u.Close()
+				return
+			}
+		}
+		if err != nil {
+			u.Close()
+			return
+		}
+	}
+}
+
+// An invitation whose write reaches the store but whose reply is lost is
+// refused to the inviter ("unavailable") and left pending: the invitee
+// accepts it (PutRelationship's failure is undone, PutInvitation's is not).
+// TestInvitationWrittenButRefusedIsRevoked: an invitation whose write
+// reached the store but whose reply was lost is refused to the inviter and
+// revoked, not left pending for the invitee to accept.
+func TestInvitationWrittenButRefusedIsRevoked(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	fdb, err := ferretdb.Start(ctx, t.TempDir(), zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = fdb.Close() })
+	u, _ := url.Parse(fdb.URI())
+	// {update: "invitations"}: PutInvitation's upsert.
+	px := newLostReplyProxy(t, u.Host, "\x02update\x00\x0c\x00\x00\x00invitations\x00")
+	pu := *u
+	pu.Host = px.ln.Addr().String()
+	cfg := broker.Defaults()
+	cfg.MongoURI = pu.String()
+	b := startConfigured(t, t.TempDir(), cfg)
+	defer b.Close()
+	addr := b.Addr("mqtt")
+	an := mustCfg(t, addr, "an", "an-pass")
+	stranger := mustCfg(t, addr, "stranger", "stranger-pass")
+
+	px.armed.Store(true)
+	r := an.ask("$config/things/lock-1/relations/stranger", `{"relation":"co_owner"}`)
+	if r.OK || !px.fired.Load() {
+		t.Fatalf("the invitation was not refused by the lost reply: %+v (fired %v)", r, px.fired.Load())
+	}
+	st, err := mongo.Open(ctx, fdb.URI(), "veil")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close(context.Background())
+	invs, err := st.Invitations(ctx, "pending")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, inv := range invs {
+		if inv.Invitee == "stranger" && inv.Thing == "lock-1" {
+			r2 := stranger.ask("$config/invitations/stranger/"+inv.ID+"/answer", `{"accept":true}`)
+			t.Errorf("an invitation refused to the inviter (%s) stays pending (%s); the invitee accepting it: ok=%v %s; stranger's relations on lock-1: %v",
+				r.Error, inv.ID, r2.OK, r2.Error, b.Engine.Relationships("lock-1", ""))
+		}
+	}
+}

@@ -1074,16 +1074,20 @@ func (c *Control) invite(p policies.Principal, t cfgTopic, payload []byte) resul
 		Status: string(policies.StatusPending)}
 	ctx, cancel := c.ctx()
 	defer cancel()
-	if err := c.store.PutInvitation(ctx, inv); err != nil {
-		return unavailable(c.log, err)
-	}
-	if err := c.store.PutRelationship(ctx, r); err != nil {
-		// On a context of its own: the change's is likely what ran out,
-		// and an invitation left pending could be accepted.
+	// A failed write may have landed (its reply lost): the invitation is
+	// revoked whatever failed, on a context of its own (the change's is
+	// likely what ran out), or the invitee could accept it.
+	revoke := func(err error) result {
 		uctx, cancel := c.ctx()
 		defer cancel()
 		_, _ = c.store.SetInvitationStatus(uctx, id, "pending", "revoked")
 		return unavailable(c.log, err)
+	}
+	if err := c.store.PutInvitation(ctx, inv); err != nil {
+		return revoke(err)
+	}
+	if err := c.store.PutRelationship(ctx, r); err != nil {
+		return revoke(err)
 	}
 	c.record(ctx, r, "", "pending", p.ID, "invited", id)
 	_ = c.engine.PutRelationship(r)
