@@ -685,7 +685,7 @@ func (b *Bootstrap) check(existing *policies.Snapshot) (plan, policies.Problems)
 				ps.add(p+".valid_from", err.Error())
 				timesOK = false
 			}
-			rel.ValidFrom = t
+			rel.ValidFrom = t.UTC() // as the store keeps it: a seed compares the two
 		}
 		if r.ValidUntil != "" {
 			t, err := policies.ParseTime(r.ValidUntil)
@@ -693,7 +693,7 @@ func (b *Bootstrap) check(existing *policies.Snapshot) (plan, policies.Problems)
 				ps.add(p+".valid_until", err.Error())
 				timesOK = false
 			}
-			rel.ValidUntil = t
+			rel.ValidUntil = t.UTC()
 		}
 		if err := rel.Validate(); err != nil {
 			var ve *policies.ValidationError

@@ -74,6 +74,9 @@ func seedingOf(seeds map[string]mongo.Seed, stored map[string][]byte, key string
 		switch {
 		case bytes.Equal(merged, cur):
 		case valid(merged) != nil:
+			// Not seeded: the file's change is tried again at the next
+			// start (and reported again) until one of them is changed.
+			sd.fresh = false
 			sd.conflicts = append(sd.conflicts, fmt.Sprintf("%s: the file's change does not fit the owners' (%v): stays as stored", key, valid(merged)))
 		default:
 			sd.write = merged
@@ -86,8 +89,17 @@ func seedingOf(seeds map[string]mongo.Seed, stored map[string][]byte, key string
 
 // merge3 returns stored with what the file changed from was to now (each
 // canonical JSON, nil: absent), where stored still holds what was there;
-// into objects key by key; elsewhere stored stands, and path is reported.
+// into the item's fields, a policy's fields and attributes key by key;
+// elsewhere stored stands, and path is reported. A condition (`when`), a
+// list, a constraint are one value each: merged inside, they would make a
+// rule neither the file nor the owners wrote.
 func merge3(stored, was, now []byte, path string, conflicts *[]string) ([]byte, error) {
+	return merge3At(stored, was, now, path, 0, conflicts)
+}
+
+// merge3At is merge3 at depth (0: the item; 1: its policy or attributes,
+// the only deeper objects merged key by key).
+func merge3At(stored, was, now []byte, path string, depth int, conflicts *[]string) ([]byte, error) {
 	switch {
 	case bytes.Equal(was, now):
 		return stored, nil
@@ -95,7 +107,7 @@ func merge3(stored, was, now []byte, path string, conflicts *[]string) ([]byte, 
 		return now, nil
 	}
 	var s, w, n map[string]json.RawMessage
-	if isObject(stored) && isObject(was) && isObject(now) {
+	if depth <= 1 && isObject(stored) && isObject(was) && isObject(now) {
 		for _, x := range []struct {
 			b []byte
 			m *map[string]json.RawMessage
@@ -111,7 +123,13 @@ func merge3(stored, was, now []byte, path string, conflicts *[]string) ([]byte, 
 			}
 		}
 		for k := range keys {
-			v, err := merge3(s[k], w[k], n[k], path+"."+k, conflicts)
+			// Under the item: its fields; under its policy or attributes:
+			// theirs; nothing deeper.
+			next := 2
+			if depth == 0 && (k == "policy" || k == "attributes") {
+				next = 1
+			}
+			v, err := merge3At(s[k], w[k], n[k], path+"."+k, next, conflicts)
 			if err != nil {
 				return nil, err
 			}

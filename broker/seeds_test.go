@@ -351,13 +351,102 @@ func TestMerge3(t *testing.T) {
 		{"both changed a field", `{"a":5}`, `{"a":1}`, `{"a":7}`, `{"a":5}`, 1},
 		{"added in the file", `{"a":5}`, `{"a":1}`, `{"a":1,"c":[1]}`, `{"a":5,"c":[1]}`, 0},
 		{"removed in the file", `{"a":1,"c":2}`, `{"a":1,"c":2}`, `{"a":1}`, `{"a":1}`, 0},
-		{"into objects", `{"m":{"x":1,"y":2}}`, `{"m":{"x":1}}`, `{"m":{"x":1,"z":3}}`, `{"m":{"x":1,"y":2,"z":3}}`, 0},
+		{"into attributes", `{"attributes":{"x":1,"y":2}}`, `{"attributes":{"x":1}}`, `{"attributes":{"x":1,"z":3}}`, `{"attributes":{"x":1,"y":2,"z":3}}`, 0},
+		{"into a policy", `{"policy":{"d":"a","p":5}}`, `{"policy":{"d":"a","p":1}}`, `{"policy":{"d":"b","p":1}}`, `{"policy":{"d":"b","p":5}}`, 0},
+		// A condition is one value: merged inside, "lt 12" (the owner's)
+		// and "gt 6" (the file's) would make "gt 12", nobody's rule.
+		{"not into a condition", `{"policy":{"when":{"op":"lt","v":12}}}`, `{"policy":{"when":{"op":"lt","v":18}}}`,
+			`{"policy":{"when":{"op":"gt","v":6}}}`, `{"policy":{"when":{"op":"lt","v":12}}}`, 1},
+		{"not into other objects", `{"m":{"x":2}}`, `{"m":{"x":1}}`, `{"m":{"x":1,"z":3}}`, `{"m":{"x":2}}`, 1},
 		{"an array is one value", `{"l":[1,2]}`, `{"l":[1]}`, `{"l":[1,3]}`, `{"l":[1,2]}`, 1},
 	} {
 		var conflicts []string
 		got, err := merge3([]byte(c.stored), []byte(c.was), []byte(c.now), "item", &conflicts)
 		if err != nil || string(got) != c.want || len(conflicts) != c.conflicts {
 			t.Errorf("%s: %s %v, conflicts %q; want %s and %d", c.name, got, err, conflicts, c.want, c.conflicts)
+		}
+	}
+}
+
+// A relation whose window the file gives with a UTC offset is seeded as
+// the store keeps it, in UTC: the operator's later shortening of the visit,
+// which the owners did not touch, is written, not taken for a conflict
+// (the seed said "+01:00" where the store said "Z").
+func TestFileTimeWithOffsetIsNoConflict(t *testing.T) {
+	st := emptyStore(t)
+	base := `
+users:
+  - {name: an, password: an-pass}
+  - {name: ruth, password: ruth-pass}
+things:
+  - {id: lock-1, owner: an, kind: actuator}
+relations:
+  - {thing: lock-1, user: ruth, relation: visitor, valid_until: "%s"}
+`
+	apply(t, st, writeFile(t, fmt.Sprintf(base, "2030-01-31T00:00:00+01:00")))
+	// The operator ends Ruth's visit early; nobody changed it over MQTT.
+	b, err := LoadBootstrap(writeFile(t, fmt.Sprintf(base, "2030-01-10T00:00:00+01:00")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum, err := b.Apply(context.Background(), st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	snap, _ := loadStore(t, st)
+	want := time.Date(2030, 1, 9, 23, 0, 0, 0, time.UTC)
+	for _, r := range snap.Relationships {
+		if r.User == "ruth" && !r.ValidUntil.Equal(want) {
+			t.Errorf("the operator's shortened visit was not written: valid until %s (conflicts %q, summary %+v)", r.ValidUntil, b.Conflicts(), sum)
+		}
+	}
+}
+
+// A condition is one value: the owner narrowed the doctors' hours to the
+// morning (hour lt 12), the operator changed the file's "lt 18" to "gt 6";
+// merged field by field it would read "hour gt 12", the afternoons the
+// owner had just taken away, which neither of them wrote. The owner's
+// condition stands, and the conflict is reported.
+func TestConditionIsNotMergedInside(t *testing.T) {
+	ctx := context.Background()
+	st := emptyStore(t)
+	base := `
+users:
+  - {name: an, password: an-pass}
+  - {name: doctor, password: doc-pass, attributes: {role: doctor}}
+things:
+  - {id: watch-1, owner: an, kind: sensor, streams: [location]}
+policies:
+  - owner: an
+    id: doctor-location
+    priority: 10
+    effect: allow
+    subjects: ["role:doctor"]
+    resources: ["things/watch-1/data/location"]
+    actions: [read]
+    when: {attr: env.hour, op: %s, value: %d}
+`
+	apply(t, st, writeFile(t, fmt.Sprintf(base, "lt", 18)))
+	snap, _ := loadStore(t, st)
+	for _, p := range snap.Policies {
+		if p.Policy.ID == "doctor-location" {
+			p.Policy.When.Value = 12.0 // An: mornings only (control plane write)
+			if err := st.PutPolicy(ctx, "an", p.Policy); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	b, err := LoadBootstrap(writeFile(t, fmt.Sprintf(base, "gt", 6)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Apply(ctx, st); err != nil {
+		t.Fatal(err)
+	}
+	snap, _ = loadStore(t, st)
+	for _, p := range snap.Policies {
+		if w := p.Policy.When; p.Policy.ID == "doctor-location" && w != nil && w.Op == "gt" && fmt.Sprint(w.Value) == "12" {
+			t.Errorf("stored condition %s %s %v: written by neither (owner: lt 12, file: gt 6); conflicts %q", w.Attr, w.Op, w.Value, b.Conflicts())
 		}
 	}
 }
