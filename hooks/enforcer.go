@@ -543,27 +543,29 @@ func (h *Enforcer) mayDeliver(cl *mqtt.Client, s *session, topic string) bool {
 // period: the first reading the stream took in its period, the periods
 // aligned to the Unix epoch, as $history releases them (History.walk), so
 // that live and history together give no more than one reading per
-// period. A retained reading that is no longer the stream's latest cannot
-// be placed in its period, and is withheld (OnPacketEncode judges the
-// retained bytes themselves). Where the stream keeps no readings (no live
-// values, a state), the requester's rate book holds back what comes within
-// a period of its last delivery.
+// period. A retained reading sent on a subscription is judged by its own
+// time: it may meet another reading's fan-out (mochi asks with the
+// retained packet's topic, which tells them apart), and one that is no
+// longer the stream's latest cannot be placed in its period, so is
+// withheld. Where the stream keeps no readings (after a restart, a
+// state), the requester's rate book holds back what comes within a period
+// of its last delivery.
 func (h *Enforcer) rateAllows(s *session, topic string, m *message, period time.Duration) bool {
+	if m != nil && m.live.at != 0 && h.server != nil {
+		if rp, ok := h.server.Topics.Retained.Get(topic); ok && unsafe.StringData(rp.TopicName) == unsafe.StringData(topic) &&
+			!bytes.Equal(rp.Payload, m.raw) {
+			m = newMessage(topic, rp.Payload, nil) // the retained one, not the fan-out's
+		}
+	}
 	switch {
 	case m != nil && m.live.at != 0:
 		return firstOfPeriod(m.live.at, m.live.prevAt, period)
-	case m != nil && h.live != nil && m.live.raw == nil && isDataTopic(topic):
-		return h.latestFirstOfPeriod(topic, m.raw, period)
+	case m != nil && h.live != nil && isDataTopic(topic):
+		if rd := h.live.latest(topic); rd != nil {
+			return rd.at != 0 && bytes.Equal(rd.raw, m.raw) && firstOfPeriod(rd.at, rd.prevAt, period)
+		}
 	}
 	return h.rates.allow(s.principal, topic, period, h.clock.Now())
-}
-
-// latestFirstOfPeriod reports whether raw is the stream's latest reading
-// on topic and the first of its period (a retained message, as mochi
-// keeps a copy of the bytes).
-func (h *Enforcer) latestFirstOfPeriod(topic string, raw []byte, period time.Duration) bool {
-	rd := h.live.latest(topic)
-	return rd != nil && rd.at != 0 && bytes.Equal(rd.raw, raw) && firstOfPeriod(rd.at, rd.prevAt, period)
 }
 
 func isDataTopic(topic string) bool {
@@ -943,12 +945,6 @@ func (h *Enforcer) OnPacketEncode(cl *mqtt.Client, pk packets.Packet) packets.Pa
 		queued = h.queued.get(cl.ID, pk.PacketID, pk.Payload)
 	}
 	if !d.Allowed() {
-		h.drop(cl, &pk)
-	} else if pk.FixedHeader.Retain && !pk.FixedHeader.Dup && d.View != nil && d.View.Rate() > 0 && h.live != nil &&
-		isDataTopic(pk.TopicName) && !h.latestFirstOfPeriod(pk.TopicName, pk.Payload, d.View.Rate()) {
-		// A retained reading (on subscribe, or retain-as-published) judged
-		// by its own time: the ACL check may have seen another fan-out's.
-		h.count("delivery_rate_limited")
 		h.drop(cl, &pk)
 	} else if queued == nil && d.View == nil {
 		// Raw, most deliveries: not even a call.
