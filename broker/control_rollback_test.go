@@ -376,3 +376,50 @@ func TestInvitationWrittenButRefusedIsRevoked(t *testing.T) {
 		}
 	}
 }
+
+// TestRefusedInvitationLeavesNoPendingRelation: an invitation whose
+// relation write landed but whose reply was lost is refused, and the
+// relation is taken back too: left pending without its invitation, the
+// next start would offer it again from no inviter, unchecked.
+func TestRefusedInvitationLeavesNoPendingRelation(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	fdb, err := ferretdb.Start(ctx, t.TempDir(), zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = fdb.Close() })
+	u, _ := url.Parse(fdb.URI())
+	px := newLostReplyProxy(t, u.Host, "\x02update\x00\x0e\x00\x00\x00relationships\x00") // PutRelationship's upsert
+	pu := *u
+	pu.Host = px.ln.Addr().String()
+	cfg := broker.Defaults()
+	cfg.MongoURI = pu.String()
+	dir := t.TempDir()
+	b := startConfigured(t, dir, cfg)
+	an := mustCfg(t, b.Addr("mqtt"), "an", "an-pass")
+	px.armed.Store(true)
+	r := an.ask("$config/things/lock-1/relations/stranger", `{"relation":"co_owner"}`)
+	if r.OK || !px.fired.Load() {
+		t.Fatalf("the invitation was not refused by the lost reply: %+v (fired %v)", r, px.fired.Load())
+	}
+	b.Close()
+
+	cfg.MongoURI = fdb.URI()
+	b = startConfigured(t, dir, cfg)
+	defer b.Close()
+	for _, x := range b.Engine.Relationships("lock-1", "") {
+		if x.User == "stranger" {
+			t.Fatalf("after a restart the refused invitation's relation is there: %+v", x)
+		}
+	}
+	invs, err := b.Store.Invitations(ctx, "pending")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, inv := range invs {
+		if inv.Invitee == "stranger" {
+			t.Fatalf("after a restart the refused invitation is offered again: %+v", inv)
+		}
+	}
+}

@@ -1074,13 +1074,32 @@ func (c *Control) invite(p policies.Principal, t cfgTopic, payload []byte) resul
 		Status: string(policies.StatusPending)}
 	ctx, cancel := c.ctx()
 	defer cancel()
-	// A failed write may have landed (its reply lost): the invitation is
-	// revoked whatever failed, on a context of its own (the change's is
-	// likely what ran out), or the invitee could accept it.
+	// A failed write may have landed (its reply lost): whatever failed,
+	// the invitation is revoked and the relation put back as it was, on a
+	// context of its own (the change's is likely what ran out). Else the
+	// invitee could accept it, or, as a pending relation without an
+	// invitation, get one from no inviter at the next start (Reseed).
+	var before *policies.Relationship
+	for _, x := range c.engine.Relationships(t.thing, t.place) {
+		if x.User == r.User && x.Relation == r.Relation {
+			before = &x
+		}
+	}
 	revoke := func(err error) result {
 		uctx, cancel := c.ctx()
 		defer cancel()
-		_, _ = c.store.SetInvitationStatus(uctx, id, "pending", "revoked")
+		if _, uerr := c.store.SetInvitationStatus(uctx, id, "pending", "revoked"); uerr != nil {
+			c.log.Warn().Err(uerr).Str("invitation", id).Msg("refused invitation not revoked in the store")
+		}
+		var uerr error
+		if before != nil {
+			uerr = c.store.PutRelationship(uctx, *before)
+		} else if uerr = c.store.DeleteRelationship(uctx, r.Thing, r.Place, r.User, r.Relation); errors.Is(uerr, mongo.ErrNotFound) {
+			uerr = nil
+		}
+		if uerr != nil {
+			c.log.Warn().Err(uerr).Str("object", r.Object()).Str("user", r.User).Msg("refused invitation's relation not put back in the store")
+		}
 		return unavailable(c.log, err)
 	}
 	if err := c.store.PutInvitation(ctx, inv); err != nil {
