@@ -873,19 +873,19 @@ func (b *Bootstrap) Apply(ctx context.Context, st *mongo.Store) (Summary, error)
 	}
 	thingSeeds := make([]seeding, len(pl.things))
 	for i, t := range pl.things {
-		if thingSeeds[i], err = seedingOf(seeds, stored, thingKey(t.thing.ID), t.thing, validThing); err != nil {
+		if thingSeeds[i], err = seedingOf(seeds, stored, thingKey(t.thing.ID), t.thing, thingKind); err != nil {
 			return sum, err
 		}
 	}
 	relSeeds := make([]seeding, len(pl.rels))
 	for i, r := range pl.rels {
-		if relSeeds[i], err = seedingOf(seeds, stored, relationKey(r), r, validRelation); err != nil {
+		if relSeeds[i], err = seedingOf(seeds, stored, relationKey(r), r, relationKind); err != nil {
 			return sum, err
 		}
 	}
 	polSeeds := make([]seeding, len(pl.pols))
 	for i, p := range pl.pols {
-		if polSeeds[i], err = seedingOf(seeds, stored, policyKey(p.Owner, p.Policy.ID), p, validPolicy); err != nil {
+		if polSeeds[i], err = seedingOf(seeds, stored, policyKey(p.Owner, p.Policy.ID), p, policyKind); err != nil {
 			return sum, err
 		}
 	}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strings"
 
 	"github.com/alexedwards/argon2id"
 
@@ -45,7 +46,7 @@ type seeding struct {
 //     owner's own attribute); where the owners changed it too, or deleted
 //     the item, theirs stands (reported as a conflict);
 //   - new: written whole.
-func seedingOf(seeds map[string]mongo.Seed, stored map[string][]byte, key string, item any, valid func([]byte) error) (seeding, error) {
+func seedingOf(seeds map[string]mongo.Seed, stored map[string][]byte, key string, item any, kind itemKind) (seeding, error) {
 	j, err := json.Marshal(item)
 	if err != nil {
 		return seeding{}, fmt.Errorf("%s: %w", key, err)
@@ -67,17 +68,17 @@ func seedingOf(seeds map[string]mongo.Seed, stored map[string][]byte, key string
 		sd.conflicts = append(sd.conflicts, key+": changed in the file, deleted by its owners: stays deleted")
 	case sd.prev != nil:
 		sd.fresh = true
-		merged, err := merge3(cur, []byte(sd.prev.Item), j, key, &sd.conflicts)
+		merged, err := kind.merge(cur, []byte(sd.prev.Item), j, key, &sd.conflicts)
 		if err != nil {
 			return seeding{}, fmt.Errorf("%s: %w", key, err)
 		}
 		switch {
 		case bytes.Equal(merged, cur):
-		case valid(merged) != nil:
+		case kind.valid(merged) != nil:
 			// Not seeded: the file's change is tried again at the next
 			// start (and reported again) until one of them is changed.
 			sd.fresh = false
-			sd.conflicts = append(sd.conflicts, fmt.Sprintf("%s: the file's change does not fit the owners' (%v): stays as stored", key, valid(merged)))
+			sd.conflicts = append(sd.conflicts, fmt.Sprintf("%s: the file's change does not fit the owners' (%v): stays as stored", key, kind.valid(merged)))
 		default:
 			sd.write = merged
 		}
@@ -146,6 +147,82 @@ func merge3At(stored, was, now []byte, path string, depth int, conflicts *[]stri
 }
 
 func isObject(b []byte) bool { return len(b) > 0 && b[0] == '{' }
+
+// itemKind is how seedingOf merges and checks one kind of item.
+type itemKind struct {
+	valid func([]byte) error
+	// together are fields that are one value to merge: a thing's owner and
+	// place (a new owner in the old owner's flat is nobody's choice: the
+	// flat's co-owners would keep rights on the new owner's thing).
+	together []string
+}
+
+var (
+	thingKind    = itemKind{valid: validThing, together: []string{"owner", "place"}}
+	relationKind = itemKind{valid: validRelation}
+	policyKind   = itemKind{valid: validPolicy}
+)
+
+// merge is merge3 with the fields that go together as one value.
+func (k itemKind) merge(stored, was, now []byte, path string, conflicts *[]string) ([]byte, error) {
+	if len(k.together) == 0 {
+		return merge3(stored, was, now, path, conflicts)
+	}
+	var err error
+	packed := make([][]byte, 3)
+	for i, b := range [][]byte{stored, was, now} {
+		if packed[i], err = k.pack(b); err != nil {
+			return nil, err
+		}
+	}
+	merged, err := merge3(packed[0], packed[1], packed[2], path, conflicts)
+	if err != nil {
+		return nil, err
+	}
+	return k.unpack(merged)
+}
+
+// togetherKey holds the fields of together as one array while merging
+// ("owner+place", which no item has for a field).
+func (k itemKind) togetherKey() string { return strings.Join(k.together, "+") }
+
+func (k itemKind) pack(b []byte) ([]byte, error) {
+	var m map[string]json.RawMessage
+	if err := json.Unmarshal(b, &m); err != nil {
+		return nil, err
+	}
+	vals := make([]json.RawMessage, len(k.together))
+	for i, f := range k.together {
+		if vals[i] = m[f]; vals[i] == nil {
+			vals[i] = json.RawMessage("null")
+		}
+		delete(m, f)
+	}
+	j, err := json.Marshal(vals)
+	if err != nil {
+		return nil, err
+	}
+	m[k.togetherKey()] = j
+	return json.Marshal(m)
+}
+
+func (k itemKind) unpack(b []byte) ([]byte, error) {
+	var m map[string]json.RawMessage
+	if err := json.Unmarshal(b, &m); err != nil {
+		return nil, err
+	}
+	var vals []json.RawMessage
+	if err := json.Unmarshal(m[k.togetherKey()], &vals); err != nil {
+		return nil, err
+	}
+	delete(m, k.togetherKey())
+	for i, f := range k.together {
+		if i < len(vals) && string(vals[i]) != "null" {
+			m[f] = vals[i]
+		}
+	}
+	return json.Marshal(m)
+}
 
 // Checks of a merged item (the file's items are checked as a whole file).
 func validThing(b []byte) error {

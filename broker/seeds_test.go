@@ -450,3 +450,54 @@ policies:
 		}
 	}
 }
+
+// A thing's owner and place are one value to merge: the owner linked her
+// lock to her flat, the operator then gives the lock to Bob in the file.
+// Merged apart, Bob's lock would stay in An's flat (An and Peter keeping
+// rights on it), which nobody chose; the owners' stand, and the conflict
+// is reported.
+func TestOwnerAndPlaceMergeTogether(t *testing.T) {
+	ctx := context.Background()
+	st := emptyStore(t)
+	base := `
+users:
+  - {name: an, password: an-pass}
+  - {name: bob, password: bob-pass}
+  - {name: peter, password: peter-pass}
+places:
+  - {id: home-an, owner: an}
+relations:
+  - {place: home-an, user: peter, relation: co_owner}
+things:
+  - {id: lock-1, owner: %s, kind: actuator}
+`
+	apply(t, st, writeFile(t, fmt.Sprintf(base, "an")))
+	snap, _ := loadStore(t, st)
+	for _, th := range snap.Things {
+		if th.ID == "lock-1" {
+			th.Place = "home-an" // An links her lock to her flat (putThing)
+			if err := st.PutThing(ctx, th, ""); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	b, err := LoadBootstrap(writeFile(t, fmt.Sprintf(base, "bob"))) // the operator hands the lock to Bob
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Apply(ctx, st); err != nil {
+		t.Fatal(err)
+	}
+	if c := b.Conflicts(); len(c) != 1 || !strings.Contains(c[0], "owner+place") {
+		t.Errorf("conflicts %q, want one on owner+place", c)
+	}
+	snap, _ = loadStore(t, st)
+	for _, th := range snap.Things {
+		if th.ID == "lock-1" && th.Owner == "bob" && th.Place == "home-an" {
+			t.Errorf("Bob's lock left in An's flat (An and Peter keep rights on it); conflicts %q", b.Conflicts())
+		}
+		if th.ID == "lock-1" && (th.Owner != "an" || th.Place != "home-an") {
+			t.Errorf("lock-1 is %s's in %q; want An's, in her flat, as the owners left it", th.Owner, th.Place)
+		}
+	}
+}
