@@ -1,7 +1,6 @@
 package hooks
 
 import (
-	"bytes"
 	"cmp"
 	"errors"
 	"slices"
@@ -543,29 +542,35 @@ func (h *Enforcer) mayDeliver(cl *mqtt.Client, s *session, topic string) bool {
 // period: the first reading the stream took in its period, the periods
 // aligned to the Unix epoch, as $history releases them (History.walk), so
 // that live and history together give no more than one reading per
-// period. A retained reading sent on a subscription is judged by its own
-// time: it may meet another reading's fan-out (mochi asks with the
-// retained packet's topic, which tells them apart), and one that is no
-// longer the stream's latest cannot be placed in its period, so is
-// withheld. Where the stream keeps no readings (after a restart, a
-// state), the requester's rate book holds back what comes within a period
-// of its last delivery.
+// period. A retained reading is judged by its own time (retainedAllows).
+// Where the stream keeps no readings (a state), the requester's rate book
+// holds back what comes within a period of its last delivery.
 func (h *Enforcer) rateAllows(s *session, topic string, m *message, period time.Duration) bool {
-	if m != nil && m.live.at != 0 && h.server != nil {
-		if rp, ok := h.server.Topics.Retained.Get(topic); ok && unsafe.StringData(rp.TopicName) == unsafe.StringData(topic) &&
-			!bytes.Equal(rp.Payload, m.raw) {
-			m = newMessage(topic, rp.Payload, nil) // the retained one, not the fan-out's
-		}
-	}
 	switch {
 	case m != nil && m.live.at != 0:
 		return firstOfPeriod(m.live.at, m.live.prevAt, period)
 	case m != nil && h.live != nil && isDataTopic(topic):
-		if rd := h.live.latest(topic); rd != nil {
-			return rd.at != 0 && bytes.Equal(rd.raw, m.raw) && firstOfPeriod(rd.at, rd.prevAt, period)
+		if ok, known := h.retainedAllows(topic, m.raw, period); known {
+			return ok
 		}
 	}
 	return h.rates.allow(s.principal, topic, period, h.clock.Now())
+}
+
+// retainedAllows judges a retained reading raw on topic under a rate by
+// its own time, among the stream's last readings: withheld if it is not
+// the first of its period, or too old to be placed. known is false after
+// a restart, before the stream's first reading: nothing to judge by.
+func (h *Enforcer) retainedAllows(topic string, raw []byte, period time.Duration) (ok, known bool) {
+	rd, known := h.live.find(topic, raw)
+	return rd != nil && firstOfPeriod(rd.at, rd.prevAt, period), known
+}
+
+// retainedRateOK is retainedAllows, passing what cannot be judged (after
+// a restart: the ACL check held it to the requester's rate book).
+func (h *Enforcer) retainedRateOK(topic string, raw []byte, period time.Duration) bool {
+	ok, known := h.retainedAllows(topic, raw, period)
+	return ok || !known
 }
 
 func isDataTopic(topic string) bool {
@@ -945,6 +950,14 @@ func (h *Enforcer) OnPacketEncode(cl *mqtt.Client, pk packets.Packet) packets.Pa
 		queued = h.queued.get(cl.ID, pk.PacketID, pk.Payload)
 	}
 	if !d.Allowed() {
+		h.drop(cl, &pk)
+	} else if pk.FixedHeader.Retain && !pk.FixedHeader.Dup && d.View != nil && d.View.Rate() > 0 && h.live != nil &&
+		isDataTopic(pk.TopicName) && !h.retainedRateOK(pk.TopicName, pk.Payload, d.View.Rate()) {
+		// A retained reading (on a subscription, or retain-as-published)
+		// judged by its own bytes and time: the ACL check may have found
+		// another reading's fan-out under way. (Not a resend, Dup: mochi
+		// gives up the whole resend at a refused packet.)
+		h.count("delivery_rate_limited")
 		h.drop(cl, &pk)
 	} else if queued == nil && d.View == nil {
 		// Raw, most deliveries: not even a call.

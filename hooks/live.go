@@ -1,6 +1,7 @@
 package hooks
 
 import (
+	"bytes"
 	"maps"
 	"sync"
 	"sync/atomic"
@@ -37,9 +38,16 @@ type liveReading struct {
 	// took the stream's reading before (0: none since start): a rate
 	// releases the first reading of each period (firstOfPeriod).
 	at, prevAt int64
-	once       sync.Once
-	fields     map[string]any
+	// older is the stream's reading before this one, for a few readings
+	// back (keptReadings): a retained or queued copy is judged by its own
+	// time though newer readings came (LiveValues.find).
+	older  atomic.Pointer[liveReading]
+	once   sync.Once
+	fields map[string]any
 }
+
+// keptReadings is how many of a stream's readings find looks back over.
+const keptReadings = 8
 
 // NewLiveValues returns an empty store.
 func NewLiveValues() *LiveValues { return &LiveValues{} }
@@ -86,10 +94,34 @@ func (l *LiveValues) keep(topic string, r *liveReading) {
 		if prev != nil {
 			r.prevAt = prev.at
 		}
+		r.older.Store(prev)
 		if s.CompareAndSwap(prev, r) {
+			// The readings beyond keptReadings go (and their payloads).
+			x := r
+			for i := 0; i < keptReadings && x != nil; i++ {
+				x = x.older.Load()
+			}
+			if x != nil {
+				x.older.Store(nil)
+			}
 			return
 		}
 	}
+}
+
+// find returns the reading of the stream on topic whose payload is raw,
+// among its latest keptReadings, or nil; known says whether the stream
+// has any reading since start.
+func (l *LiveValues) find(topic string, raw []byte) (r *liveReading, known bool) {
+	x := l.latest(topic)
+	known = x != nil
+	for i := 0; i <= keptReadings && x != nil; i++ {
+		if bytes.Equal(x.raw, raw) {
+			return x, true
+		}
+		x = x.older.Load()
+	}
+	return nil, known
 }
 
 // latest returns the stream's latest reading on topic, or nil.

@@ -174,10 +174,9 @@ func TestRateReleasesTheSameReadingLiveAndInHistory(t *testing.T) {
 // A retained reading is judged by its own time: under one an hour, the
 // retained 09:50 reading (the second of its hour, held back live) is not
 // sent to a subscription made at 10:30, whether a later reading took the
-// retained one's place as the stream's latest (then its time is unknown)
-// or is being fanned out as the retained one is sent (the ACL check finds
-// that message, and tells the retained one by its topic, the retained
-// packet's own string). Each packet has its own topic string, as mochi's.
+// retained one's place as the stream's latest, or is being fanned out as
+// the retained one is sent (the ACL check finds that message; the encode
+// hook judges the retained bytes).
 func TestRetainedReadingJudgedByItsOwnTime(t *testing.T) {
 	at := func(hh, mm int) time.Time { return time.Date(2026, 11, 26, hh, mm, 0, 0, time.UTC) }
 	for _, fannedOut := range []bool{false, true} {
@@ -212,10 +211,62 @@ func TestRetainedReadingJudgedByItsOwnTime(t *testing.T) {
 		}
 		clock.Set(at(10, 30)) // the doctor subscribes again: mochi sends the retained reading
 		retained, _ := f.server.Topics.Retained.Get(memoTopic)
-		if h.OnACLCheck(doctor, retained.TopicName, false) {
+		retained.FixedHeader.Retain = true
+		if sent := h.OnACLCheck(doctor, retained.TopicName, false) &&
+			h.OnPacketEncode(doctor, retained).FixedHeader.Type == packets.Publish; sent {
 			t.Errorf("fanned out %v: the retained %s, the second reading of 9:00-10:00, sent under one an hour", fannedOut, retained.Payload)
 		}
 	}
+}
+
+// Live readings by topic alias (mochi hands each the string it keeps for
+// the alias, as it did the retained one's) are judged by their own time,
+// and a retained reading replaced while a subscription collects it by the
+// old one's: the first reading of each hour goes out, no second.
+func TestRetainedAndAliasedReadingsJudgedByTheirOwnTime(t *testing.T) {
+	at := func(hh, mm int) time.Time { return time.Date(2026, 11, 26, hh, mm, 0, 0, time.UTC) }
+	clock := &settableClock{}
+	f := hourlyDoctor(t, clock)
+	h := f.enforcer
+	sensor := f.client("sensor-1", policies.ThingPrincipal("sensor-1"))
+	doctor := f.client("doctor-0", policies.UserPrincipal("doctor"))
+	begin := func(when time.Time, topic, payload string, retain bool) (packets.Packet, bool) {
+		clock.Set(when)
+		pk := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish, Retain: retain}, TopicName: topic, Payload: []byte(payload)}
+		pk.Properties.TopicAliasFlag, pk.Properties.TopicAlias = true, 1
+		// As mochi's processPublish: the alias resolved, OnPublish, the
+		// retained copy, the fan-out.
+		pk.TopicName = sensor.State.TopicAliases.Inbound.Set(pk.Properties.TopicAlias, pk.TopicName)
+		pk, err := h.OnPublish(sensor, pk)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if retain {
+			f.server.Topics.RetainMessage(pk.Copy(false))
+		}
+		return pk, h.OnACLCheck(doctor, pk.TopicName, false)
+	}
+	pk, ok := begin(at(9, 5), strings.Clone(memoTopic), `{"temperature":21.5}`, true)
+	if !ok {
+		t.Fatal("hour 9's first reading (retained, setting alias 1) held back")
+	}
+	h.OnPublished(sensor, pk)
+	pk, ok = begin(at(9, 30), "", `{"temperature":21.6}`, true)
+	if ok {
+		t.Fatal("hour 9's second reading delivered live")
+	}
+	h.OnPublished(sensor, pk)
+	clock.Set(at(10, 5))
+	old := f.server.Topics.Messages(memoTopic)[0]                // the doctor subscribes: mochi takes the retained 9:30
+	pk, ok = begin(at(10, 5), "", `{"temperature":21.7}`, false) // meanwhile hour 10's first, by alias, not retained
+	if !ok {
+		t.Error("hour 10's first reading, by alias only, held back")
+	}
+	old.FixedHeader.Retain = true
+	if h.OnACLCheck(doctor, old.TopicName, false) && h.OnPacketEncode(doctor, old).FixedHeader.Type == packets.Publish {
+		t.Errorf("the retained %s (9:30, second of its hour) sent on subscribe", old.Payload)
+	}
+	h.OnPublished(sensor, pk)
 }
 
 // A retained reading that is the first of its period goes out under a
