@@ -550,26 +550,28 @@ func (h *Enforcer) rateAllows(s *session, topic string, m *message, period time.
 	case m != nil && m.live.at != 0:
 		return firstOfPeriod(m.live.at, m.live.prevAt, period)
 	case m != nil && h.live != nil && isDataTopic(topic):
-		if ok, known := h.retainedAllows(topic, m.raw, period); known {
+		if ok, known := h.retainedAllows(topic, m.raw, m.created, period); known {
 			return ok
 		}
 	}
 	return h.rates.allow(s.principal, topic, period, h.clock.Now())
 }
 
-// retainedAllows judges a retained reading raw on topic under a rate by
-// its own time, among the stream's last readings: withheld if it is not
-// the first of its period, or too old to be placed. known is false after
-// a restart, before the stream's first reading: nothing to judge by.
-func (h *Enforcer) retainedAllows(topic string, raw []byte, period time.Duration) (ok, known bool) {
-	rd, known := h.live.find(topic, raw)
-	return rd != nil && firstOfPeriod(rd.at, rd.prevAt, period), known
+// retainedAllows judges a retained reading raw on topic, created by mochi
+// at created, under a rate by its own time, among the stream's last
+// readings (told apart by bytes and creation second: sensors repeat
+// values): withheld if it is not the first of its period, or too old to be
+// placed. known is false after a restart, before the stream's first
+// reading: nothing to judge by.
+func (h *Enforcer) retainedAllows(topic string, raw []byte, created int64, period time.Duration) (ok, known bool) {
+	p, known := h.live.find(topic, raw, created)
+	return p != nil && firstOfPeriod(p.at, p.prevAt, period), known
 }
 
 // retainedRateOK is retainedAllows, passing what cannot be judged (after
 // a restart: the ACL check held it to the requester's rate book).
-func (h *Enforcer) retainedRateOK(topic string, raw []byte, period time.Duration) bool {
-	ok, known := h.retainedAllows(topic, raw, period)
+func (h *Enforcer) retainedRateOK(topic string, raw []byte, created int64, period time.Duration) bool {
+	ok, known := h.retainedAllows(topic, raw, created, period)
 	return ok || !known
 }
 
@@ -749,7 +751,9 @@ func (h *Enforcer) retainedMessage(topic string) *message {
 		return nil
 	}
 	if pk, ok := h.server.Topics.Retained.Get(topic); ok {
-		return newMessage(topic, pk.Payload, &h.parses)
+		m := newMessage(topic, pk.Payload, &h.parses)
+		m.created = pk.Created
+		return m
 	}
 	return nil
 }
@@ -867,7 +871,7 @@ func (h *Enforcer) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet
 	m := newMessage(pk.TopicName, pk.Payload, &h.parses)
 	if h.live != nil && parsed && res.Kind == policies.ResData {
 		m.live.raw, m.live.at = pk.Payload, h.clock.Now().UnixNano()
-		h.live.keep(pk.TopicName, &m.live)
+		h.live.keep(pk.TopicName, &m.live, pk.Created)
 	}
 	h.auditFanout(h.fanouts.begin(m))
 	if timed {
@@ -952,7 +956,7 @@ func (h *Enforcer) OnPacketEncode(cl *mqtt.Client, pk packets.Packet) packets.Pa
 	if !d.Allowed() {
 		h.drop(cl, &pk)
 	} else if pk.FixedHeader.Retain && !pk.FixedHeader.Dup && d.View != nil && d.View.Rate() > 0 && h.live != nil &&
-		isDataTopic(pk.TopicName) && !h.retainedRateOK(pk.TopicName, pk.Payload, d.View.Rate()) {
+		isDataTopic(pk.TopicName) && !h.retainedRateOK(pk.TopicName, pk.Payload, pk.Created, d.View.Rate()) {
 		// A retained reading (on a subscription, or retain-as-published)
 		// judged by its own bytes and time: the ACL check may have found
 		// another reading's fan-out under way. (Not a resend, Dup: mochi

@@ -38,15 +38,23 @@ type liveReading struct {
 	// took the stream's reading before (0: none since start): a rate
 	// releases the first reading of each period (firstOfPeriod).
 	at, prevAt int64
-	// older is the stream's reading before this one, for a few readings
-	// back (keptReadings): a retained or queued copy is judged by its own
-	// time though newer readings came (LiveValues.find).
-	older  atomic.Pointer[liveReading]
+	// past is the reading's record in the stream's recent past.
+	past   *pastReading
 	once   sync.Once
 	fields map[string]any
 }
 
-// keptReadings is how many of a stream's readings find looks back over.
+// pastReading is a reading as the stream's recent past keeps it, a few
+// readings back (keptReadings): its bytes, mochi's Created (seconds) and
+// the enforcer's times, not the message around it. A retained copy is
+// judged by it though newer readings came (LiveValues.find).
+type pastReading struct {
+	raw                 []byte
+	created, at, prevAt int64
+	older               atomic.Pointer[pastReading]
+}
+
+// keptReadings is how many readings of a stream its past keeps.
 const keptReadings = 8
 
 // NewLiveValues returns an empty store.
@@ -76,13 +84,16 @@ func (l *LiveValues) Value(thing, stream, field string) (any, bool) {
 // copied: the caller must not modify it afterwards (mochi reads every
 // packet into a fresh buffer).
 func (l *LiveValues) Observe(topic string, payload []byte) {
-	l.keep(topic, &liveReading{raw: payload})
+	l.keep(topic, &liveReading{raw: payload}, 0)
 }
 
 // keep is Observe of a reading the caller allocated (the enforcer's is part
-// of the message it fans out: one allocation per publish fewer). r must not
-// be changed afterwards.
-func (l *LiveValues) keep(topic string, r *liveReading) {
+// of the message it fans out: one allocation per publish fewer), taken at
+// r.at, created by mochi at created (Unix seconds). r must not be changed
+// afterwards.
+func (l *LiveValues) keep(topic string, r *liveReading, created int64) {
+	p := &pastReading{raw: r.raw, created: created, at: r.at}
+	r.past = p
 	s := l.slot(topic, r) // a new stream's slot holds r already, after none
 	for {
 		prev := s.Load()
@@ -90,15 +101,16 @@ func (l *LiveValues) keep(topic string, r *liveReading) {
 			return
 		}
 		// Set before r is published: readers find it complete.
-		r.prevAt = 0
+		r.prevAt, p.prevAt = 0, 0
+		p.older.Store(nil)
 		if prev != nil {
-			r.prevAt = prev.at
+			r.prevAt, p.prevAt = prev.at, prev.at
+			p.older.Store(prev.past)
 		}
-		r.older.Store(prev)
 		if s.CompareAndSwap(prev, r) {
 			// The readings beyond keptReadings go (and their payloads).
-			x := r
-			for i := 0; i < keptReadings && x != nil; i++ {
+			x := p
+			for i := 1; i < keptReadings && x != nil; i++ {
 				x = x.older.Load()
 			}
 			if x != nil {
@@ -109,19 +121,20 @@ func (l *LiveValues) keep(topic string, r *liveReading) {
 	}
 }
 
-// find returns the reading of the stream on topic whose payload is raw,
-// among its latest keptReadings, or nil; known says whether the stream
-// has any reading since start.
-func (l *LiveValues) find(topic string, raw []byte) (r *liveReading, known bool) {
-	x := l.latest(topic)
-	known = x != nil
-	for i := 0; i <= keptReadings && x != nil; i++ {
-		if bytes.Equal(x.raw, raw) {
-			return x, true
-		}
-		x = x.older.Load()
+// find returns the stream's reading on topic with payload raw created at
+// created, among its last keptReadings, or nil; known says whether the
+// stream has any reading since start.
+func (l *LiveValues) find(topic string, raw []byte, created int64) (p *pastReading, known bool) {
+	r := l.latest(topic)
+	if r == nil {
+		return nil, false
 	}
-	return nil, known
+	for p = r.past; p != nil; p = p.older.Load() {
+		if p.created == created && bytes.Equal(p.raw, raw) {
+			return p, true
+		}
+	}
+	return nil, true
 }
 
 // latest returns the stream's latest reading on topic, or nil.

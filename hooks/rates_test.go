@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -318,5 +319,152 @@ func TestRetainedFirstReadingGoesOut(t *testing.T) {
 	}
 	if h.OnACLCheck(doctor, retained.TopicName, false) {
 		t.Error("after a restart the retained reading went out twice within the hour")
+	}
+}
+
+// Sensors repeat values: readings with the same bytes are told apart by
+// mochi's creation second. A first reading sent retain-as-published is not
+// dropped at encode because a later one has its bytes.
+func TestRepeatedValueFirstReadingGoesOut(t *testing.T) {
+	at := func(hh, mm int) time.Time { return time.Date(2026, 11, 26, hh, mm, 0, 0, time.UTC) }
+	clock := &settableClock{}
+	f := hourlyDoctor(t, clock)
+	h := f.enforcer
+	sensor := f.client("sensor-1", policies.ThingPrincipal("sensor-1"))
+	doctor := f.client("doctor-0", policies.UserPrincipal("doctor"))
+	publish := func(when time.Time, payload string) (packets.Packet, bool) {
+		clock.Set(when)
+		pk := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish, Retain: true}, TopicName: strings.Clone(memoTopic), Payload: []byte(payload), Created: when.Unix()}
+		if _, err := h.OnPublish(sensor, pk); err != nil {
+			t.Fatal(err)
+		}
+		f.server.Topics.RetainMessage(pk.Copy(false))
+		ok := h.OnACLCheck(doctor, pk.TopicName, false)
+		out := pk.Copy(false) // retain-as-published
+		h.OnPublished(sensor, pk)
+		return out, ok
+	}
+	first, ok := publish(at(10, 5), `{"temperature":21.5}`)
+	if !ok {
+		t.Fatal("hour 10's first reading held back")
+	}
+	if _, ok := publish(at(10, 6), `{"temperature":21.5}`); ok {
+		t.Fatal("hour 10's second reading delivered live")
+	}
+	if h.OnPacketEncode(doctor, first).FixedHeader.Type != packets.Publish {
+		t.Errorf("hour 10's first reading, allowed at the ACL check, dropped at encode: a later reading had the same bytes")
+	}
+}
+
+// A retained first reading goes out on a subscription though a later,
+// not retained, reading has its bytes.
+func TestRepeatedValueRetainedFirstGoesOut(t *testing.T) {
+	at := func(hh, mm int) time.Time { return time.Date(2026, 11, 26, hh, mm, 0, 0, time.UTC) }
+	clock := &settableClock{}
+	f := hourlyDoctor(t, clock)
+	h := f.enforcer
+	sensor := f.client("sensor-1", policies.ThingPrincipal("sensor-1"))
+	phone := f.client("doctor-phone", policies.UserPrincipal("doctor"))
+	publish := func(when time.Time, payload string, retain bool) {
+		clock.Set(when)
+		pk := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish, Retain: retain}, TopicName: strings.Clone(memoTopic), Payload: []byte(payload), Created: when.Unix()}
+		if _, err := h.OnPublish(sensor, pk); err != nil {
+			t.Fatal(err)
+		}
+		if retain {
+			f.server.Topics.RetainMessage(pk.Copy(false))
+		}
+		h.OnPublished(sensor, pk)
+	}
+	publish(at(10, 5), `{"temperature":21.5}`, true)   // hour 10's first, retained
+	publish(at(10, 20), `{"temperature":21.5}`, false) // same value, not retained
+	clock.Set(at(10, 30))
+	retained, _ := f.server.Topics.Retained.Get(memoTopic) // the phone subscribes
+	retained.FixedHeader.Retain = true
+	if !(h.OnACLCheck(phone, retained.TopicName, false) && h.OnPacketEncode(phone, retained).FixedHeader.Type == packets.Publish) {
+		t.Errorf("the retained %s (10:05, first of its hour) withheld on subscribe", retained.Payload)
+	}
+}
+
+// A retained second reading of its period is not sent in the next period
+// because the next period's first reading has its bytes.
+func TestRepeatedValueRetainedSecondWithheld(t *testing.T) {
+	at := func(hh, mm int) time.Time { return time.Date(2026, 11, 26, hh, mm, 0, 0, time.UTC) }
+	clock := &settableClock{}
+	f := hourlyDoctor(t, clock)
+	h := f.enforcer
+	sensor := f.client("sensor-1", policies.ThingPrincipal("sensor-1"))
+	doctor := f.client("doctor-0", policies.UserPrincipal("doctor"))
+	publish := func(when time.Time, payload string, retain bool) bool {
+		clock.Set(when)
+		pk := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish, Retain: retain}, TopicName: strings.Clone(memoTopic), Payload: []byte(payload), Created: when.Unix()}
+		if _, err := h.OnPublish(sensor, pk); err != nil {
+			t.Fatal(err)
+		}
+		if retain {
+			f.server.Topics.RetainMessage(pk.Copy(false))
+		}
+		ok := h.OnACLCheck(doctor, pk.TopicName, false)
+		h.OnPublished(sensor, pk)
+		return ok
+	}
+	if !publish(at(9, 10), `{"temperature":20.1}`, true) {
+		t.Fatal("hour 9's first held back")
+	}
+	if publish(at(9, 50), `{"temperature":21.5}`, true) {
+		t.Fatal("hour 9's second delivered live")
+	}
+	if !publish(at(10, 5), `{"temperature":21.5}`, false) {
+		t.Fatal("hour 10's first held back")
+	}
+	clock.Set(at(10, 30))
+	retained, _ := f.server.Topics.Retained.Get(memoTopic) // the doctor subscribes again
+	retained.FixedHeader.Retain = true
+	if h.OnACLCheck(doctor, retained.TopicName, false) && h.OnPacketEncode(doctor, retained).FixedHeader.Type == packets.Publish {
+		t.Errorf("the retained %s (9:50, second of hour 9) sent in hour 10 after hour 10's first: two deliveries in the hour", retained.Payload)
+	}
+}
+
+// Concurrent readings of one stream keep its past at most keptReadings
+// long, and readers walking it race nothing (-race).
+func TestStreamPastStaysShort(t *testing.T) {
+	l := NewLiveValues()
+	const topic = "things/sensor-1/data/temperature"
+	var wg sync.WaitGroup
+	stop := make(chan struct{})
+	for g := 0; g < 4; g++ {
+		wg.Add(1)
+		go func(g int) {
+			defer wg.Done()
+			for i := 0; i < 20000; i++ {
+				l.keep(topic, &liveReading{raw: []byte(`{"temperature":21.5}`), at: int64(i + 1)}, int64(i))
+			}
+		}(g)
+	}
+	var rd sync.WaitGroup
+	for g := 0; g < 2; g++ {
+		rd.Add(1)
+		go func() {
+			defer rd.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				l.find(topic, []byte(`{"x":1}`), 0)
+				l.Value("sensor-1", "temperature", "temperature")
+			}
+		}()
+	}
+	wg.Wait()
+	close(stop)
+	rd.Wait()
+	n := 0
+	for x := l.latest(topic).past; x != nil; x = x.older.Load() {
+		n++
+	}
+	if n > keptReadings {
+		t.Errorf("chain of %d readings after concurrent keeps", n)
 	}
 }
