@@ -515,8 +515,9 @@ func (h *Enforcer) mayDeliver(cl *mqtt.Client, s *session, topic string) bool {
 		}
 		return true
 	}
+	var created int64 // a retained message's, for its rate
 	if m == nil {
-		m = h.retainedMessage(topic)
+		m, created = h.retainedMessage(topic)
 	}
 	// Without the payload at hand, OnPacketEncode judges the real one.
 	if m != nil {
@@ -525,7 +526,7 @@ func (h *Enforcer) mayDeliver(cl *mqtt.Client, s *session, topic string) bool {
 			return false
 		}
 	}
-	if r := d.View.Rate(); r > 0 && !h.rateAllows(s, topic, m, r) {
+	if r := d.View.Rate(); r > 0 && !h.rateAllows(s, topic, m, created, r) {
 		h.count("delivery_rate_limited")
 		return false
 	}
@@ -545,12 +546,12 @@ func (h *Enforcer) mayDeliver(cl *mqtt.Client, s *session, topic string) bool {
 // period. A retained reading is judged by its own time (retainedAllows).
 // Where the stream keeps no readings (a state), the requester's rate book
 // holds back what comes within a period of its last delivery.
-func (h *Enforcer) rateAllows(s *session, topic string, m *message, period time.Duration) bool {
+func (h *Enforcer) rateAllows(s *session, topic string, m *message, created int64, period time.Duration) bool {
 	switch {
 	case m != nil && m.live.at != 0:
 		return firstOfPeriod(m.live.at, m.live.prevAt, period)
 	case m != nil && h.live != nil && isDataTopic(topic):
-		if ok, known := h.retainedAllows(topic, m.raw, m.created, period); known {
+		if ok, known := h.retainedAllows(topic, m.raw, created, period); known {
 			return ok
 		}
 	}
@@ -745,17 +746,15 @@ func (h *Enforcer) auditFanout(m *message) {
 }
 
 // retainedMessage is the retained message on topic, which a new
-// subscription is being sent.
-func (h *Enforcer) retainedMessage(topic string) *message {
+// subscription is being sent, and when mochi created it.
+func (h *Enforcer) retainedMessage(topic string) (*message, int64) {
 	if h.server == nil {
-		return nil
+		return nil, 0
 	}
 	if pk, ok := h.server.Topics.Retained.Get(topic); ok {
-		m := newMessage(topic, pk.Payload, &h.parses)
-		m.created = pk.Created
-		return m
+		return newMessage(topic, pk.Payload, &h.parses), pk.Created
 	}
-	return nil
+	return nil, 0
 }
 
 // Stats counts payload parses (Apply's included) and view renders since
@@ -871,7 +870,7 @@ func (h *Enforcer) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet
 	m := newMessage(pk.TopicName, pk.Payload, &h.parses)
 	if h.live != nil && parsed && res.Kind == policies.ResData {
 		m.live.raw, m.live.at = pk.Payload, h.clock.Now().UnixNano()
-		h.live.keep(pk.TopicName, &m.live, pk.Created)
+		h.live.keep(pk.TopicName, &m.live, pk.Created, pk.FixedHeader.Retain)
 	}
 	h.auditFanout(h.fanouts.begin(m))
 	if timed {

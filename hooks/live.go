@@ -38,23 +38,26 @@ type liveReading struct {
 	// took the stream's reading before (0: none since start): a rate
 	// releases the first reading of each period (firstOfPeriod).
 	at, prevAt int64
-	// past is the reading's record in the stream's recent past.
+	// past is the stream's recent past of retained readings, as of this
+	// reading: its own record if it was retained.
 	past   *pastReading
 	once   sync.Once
 	fields map[string]any
 }
 
-// pastReading is a reading as the stream's recent past keeps it, a few
-// readings back (keptReadings): its bytes, mochi's Created (seconds) and
-// the enforcer's times, not the message around it. A retained copy is
-// judged by it though newer readings came (LiveValues.find).
+// pastReading is a retained reading as the stream's recent past keeps it,
+// a few retained readings back (keptReadings): its bytes, mochi's Created
+// (seconds) and the enforcer's times, not the message around it. A
+// retained copy (sent on a subscription, or retain-as-published) is judged
+// by it though newer readings came (LiveValues.find); only retained
+// readings have such copies.
 type pastReading struct {
 	raw                 []byte
 	created, at, prevAt int64
 	older               atomic.Pointer[pastReading]
 }
 
-// keptReadings is how many readings of a stream its past keeps.
+// keptReadings is how many retained readings of a stream its past keeps.
 const keptReadings = 8
 
 // NewLiveValues returns an empty store.
@@ -84,16 +87,19 @@ func (l *LiveValues) Value(thing, stream, field string) (any, bool) {
 // copied: the caller must not modify it afterwards (mochi reads every
 // packet into a fresh buffer).
 func (l *LiveValues) Observe(topic string, payload []byte) {
-	l.keep(topic, &liveReading{raw: payload}, 0)
+	l.keep(topic, &liveReading{raw: payload}, 0, false)
 }
 
 // keep is Observe of a reading the caller allocated (the enforcer's is part
 // of the message it fans out: one allocation per publish fewer), taken at
-// r.at, created by mochi at created (Unix seconds). r must not be changed
-// afterwards.
-func (l *LiveValues) keep(topic string, r *liveReading, created int64) {
-	p := &pastReading{raw: r.raw, created: created, at: r.at}
-	r.past = p
+// r.at, created by mochi at created (Unix seconds), retained or not. r
+// must not be changed afterwards.
+func (l *LiveValues) keep(topic string, r *liveReading, created int64, retained bool) {
+	var p *pastReading
+	if retained {
+		p = &pastReading{raw: r.raw, created: created, at: r.at}
+		r.past = p
+	}
 	s := l.slot(topic, r) // a new stream's slot holds r already, after none
 	for {
 		prev := s.Load()
@@ -101,14 +107,20 @@ func (l *LiveValues) keep(topic string, r *liveReading, created int64) {
 			return
 		}
 		// Set before r is published: readers find it complete.
-		r.prevAt, p.prevAt = 0, 0
-		p.older.Store(nil)
+		r.prevAt = 0
+		var older *pastReading
 		if prev != nil {
-			r.prevAt, p.prevAt = prev.at, prev.at
-			p.older.Store(prev.past)
+			r.prevAt, older = prev.at, prev.past
+		}
+		if p == nil {
+			r.past = older
+		} else {
+			p.prevAt = r.prevAt
+			p.older.Store(older)
 		}
 		if s.CompareAndSwap(prev, r) {
-			// The readings beyond keptReadings go (and their payloads).
+			// The retained readings beyond keptReadings go (and their
+			// payloads).
 			x := p
 			for i := 1; i < keptReadings && x != nil; i++ {
 				x = x.older.Load()
@@ -121,9 +133,9 @@ func (l *LiveValues) keep(topic string, r *liveReading, created int64) {
 	}
 }
 
-// find returns the stream's reading on topic with payload raw created at
-// created, among its last keptReadings, or nil; known says whether the
-// stream has any reading since start.
+// find returns the stream's retained reading on topic with payload raw
+// created at created, among its last keptReadings, or nil; known says
+// whether the stream has any reading since start.
 func (l *LiveValues) find(topic string, raw []byte, created int64) (p *pastReading, known bool) {
 	r := l.latest(topic)
 	if r == nil {

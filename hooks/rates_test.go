@@ -437,7 +437,7 @@ func TestStreamPastStaysShort(t *testing.T) {
 		go func(g int) {
 			defer wg.Done()
 			for i := 0; i < 20000; i++ {
-				l.keep(topic, &liveReading{raw: []byte(`{"temperature":21.5}`), at: int64(i + 1)}, int64(i))
+				l.keep(topic, &liveReading{raw: []byte(`{"temperature":21.5}`), at: int64(i + 1)}, int64(i), true)
 			}
 		}(g)
 	}
@@ -466,5 +466,39 @@ func TestStreamPastStaysShort(t *testing.T) {
 	}
 	if n > keptReadings {
 		t.Errorf("chain of %d readings after concurrent keeps", n)
+	}
+}
+
+// The stream's past holds its retained readings only (only they have
+// retained copies): a same-second repeat of the value, not retained, is
+// not taken for the retained first reading of the hour, which goes out on
+// a later subscription.
+func TestRepeatNotRetainedDoesNotHideTheRetainedFirst(t *testing.T) {
+	base := time.Date(2026, 11, 26, 10, 0, 0, 0, time.UTC)
+	clock := &settableClock{}
+	f := hourlyDoctor(t, clock)
+	h := f.enforcer
+	sensor := f.client("sensor-1", policies.ThingPrincipal("sensor-1"))
+	phone := f.client("doctor-phone", policies.UserPrincipal("doctor"))
+	publish := func(when time.Time, payload string, retain bool) {
+		clock.Set(when)
+		pk := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish, Retain: retain}, TopicName: strings.Clone(memoTopic),
+			Payload: []byte(payload), Created: when.Unix()}
+		if _, err := h.OnPublish(sensor, pk); err != nil {
+			t.Fatal(err)
+		}
+		if retain {
+			f.server.Topics.RetainMessage(pk.Copy(false))
+		}
+		h.OnPublished(sensor, pk)
+	}
+	publish(base.Add(-50*time.Minute), `{"temperature":20.0}`, true)
+	publish(base.Add(200*time.Millisecond), `{"temperature":21.5}`, true)  // hour 10's first, retained
+	publish(base.Add(700*time.Millisecond), `{"temperature":21.5}`, false) // the same value, the same second
+	clock.Set(base.Add(30 * time.Minute))
+	retained, _ := f.server.Topics.Retained.Get(memoTopic)
+	retained.FixedHeader.Retain = true
+	if !(h.OnACLCheck(phone, retained.TopicName, false) && h.OnPacketEncode(phone, retained).FixedHeader.Type == packets.Publish) {
+		t.Errorf("the retained first reading of the hour withheld: a same-second repeat was taken for it")
 	}
 }

@@ -68,8 +68,6 @@ type message struct {
 	// live is the message as the latest reading of its stream
 	// (LiveValues), held in place for the same reason.
 	live liveReading
-	// created is mochi's Created of a retained message (retainedMessage).
-	created int64
 
 	// The delivery decisions of the fan-out so far, by principal: mochi
 	// asks once per subscriber, and a fan-out's subscribers are mostly a
