@@ -87,19 +87,11 @@ func (p *stallProxy) serve(c net.Conn) {
 func TestRefusedAcceptanceLeavesTheStoreAsItWas(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	fdb, err := ferretdb.Start(ctx, t.TempDir(), zerolog.Nop())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = fdb.Close() })
-	u, _ := url.Parse(fdb.URI())
+	store := ferretFor(ctx, t)
 	// BSON of a delete command's first element: {delete: "relationships"}.
-	px := newStallProxy(t, u.Host, "\x02delete\x00", 3500*time.Millisecond)
-	pu := *u
-	pu.Host = px.ln.Addr().String()
-
+	px := newStallProxy(t, hostOf(store), "\x02delete\x00", 3500*time.Millisecond)
 	cfg := broker.Defaults()
-	cfg.MongoURI = pu.String()
+	cfg.MongoURI = through(t, store, px.ln.Addr().String())
 	b := startConfigured(t, t.TempDir(), cfg)
 	defer b.Close()
 	addr := b.Addr("mqtt")
@@ -124,7 +116,7 @@ func TestRefusedAcceptanceLeavesTheStoreAsItWas(t *testing.T) {
 	if r.OK || !px.fired.Load() {
 		t.Fatalf("the acceptance was not refused by the stalled delete: %+v (fired %v)", r, px.fired.Load())
 	}
-	st, err := mongo.Open(ctx, fdb.URI(), "veil")
+	st, err := mongo.Open(ctx, store, "veil")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -153,17 +145,10 @@ func TestRefusedAcceptanceLeavesTheStoreAsItWas(t *testing.T) {
 func TestRefusedRevocationLeavesTheStoreAsItWas(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	fdb, err := ferretdb.Start(ctx, t.TempDir(), zerolog.Nop())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = fdb.Close() })
-	u, _ := url.Parse(fdb.URI())
-	px := newStallProxy(t, u.Host, "\x02delete\x00", 3500*time.Millisecond)
-	pu := *u
-	pu.Host = px.ln.Addr().String()
+	store := ferretFor(ctx, t)
+	px := newStallProxy(t, hostOf(store), "\x02delete\x00", 3500*time.Millisecond)
 	cfg := broker.Defaults()
-	cfg.MongoURI = pu.String()
+	cfg.MongoURI = through(t, store, px.ln.Addr().String())
 	b := startConfigured(t, t.TempDir(), cfg)
 	defer b.Close()
 	addr := b.Addr("mqtt")
@@ -179,7 +164,7 @@ func TestRefusedRevocationLeavesTheStoreAsItWas(t *testing.T) {
 	if r.OK || !px.fired.Load() {
 		t.Fatalf("the revocation was not refused by the stalled delete: %+v", r)
 	}
-	st, err := mongo.Open(ctx, fdb.URI(), "veil")
+	st, err := mongo.Open(ctx, store, "veil")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -208,18 +193,11 @@ func TestRefusedRevocationLeavesTheStoreAsItWas(t *testing.T) {
 func TestRefusedInvitationIsRevoked(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	fdb, err := ferretdb.Start(ctx, t.TempDir(), zerolog.Nop())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = fdb.Close() })
-	u, _ := url.Parse(fdb.URI())
+	store := ferretFor(ctx, t)
 	// {update: "relationships"}: PutRelationship's upsert.
-	px := newStallProxy(t, u.Host, "\x02update\x00\x0e\x00\x00\x00relationships\x00", 3500*time.Millisecond)
-	pu := *u
-	pu.Host = px.ln.Addr().String()
+	px := newStallProxy(t, hostOf(store), "\x02update\x00\x0e\x00\x00\x00relationships\x00", 3500*time.Millisecond)
 	cfg := broker.Defaults()
-	cfg.MongoURI = pu.String()
+	cfg.MongoURI = through(t, store, px.ln.Addr().String())
 	b := startConfigured(t, t.TempDir(), cfg)
 	defer b.Close()
 	addr := b.Addr("mqtt")
@@ -231,7 +209,7 @@ func TestRefusedInvitationIsRevoked(t *testing.T) {
 	if r.OK || !px.fired.Load() {
 		t.Fatalf("the invitation was not refused by the stalled relation write: %+v (fired %v)", r, px.fired.Load())
 	}
-	st, err := mongo.Open(ctx, fdb.URI(), "veil")
+	st, err := mongo.Open(ctx, store, "veil")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -336,18 +314,11 @@ func (p *lostReplyProxy) serve(c net.Conn) {
 func TestInvitationWrittenButRefusedIsRevoked(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	fdb, err := ferretdb.Start(ctx, t.TempDir(), zerolog.Nop())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = fdb.Close() })
-	u, _ := url.Parse(fdb.URI())
+	store := ferretFor(ctx, t)
 	// {update: "invitations"}: PutInvitation's upsert.
-	px := newLostReplyProxy(t, u.Host, "\x02update\x00\x0c\x00\x00\x00invitations\x00")
-	pu := *u
-	pu.Host = px.ln.Addr().String()
+	px := newLostReplyProxy(t, hostOf(store), "\x02update\x00\x0c\x00\x00\x00invitations\x00")
 	cfg := broker.Defaults()
-	cfg.MongoURI = pu.String()
+	cfg.MongoURI = through(t, store, px.ln.Addr().String())
 	b := startConfigured(t, t.TempDir(), cfg)
 	defer b.Close()
 	addr := b.Addr("mqtt")
@@ -359,7 +330,7 @@ func TestInvitationWrittenButRefusedIsRevoked(t *testing.T) {
 	if r.OK || !px.fired.Load() {
 		t.Fatalf("the invitation was not refused by the lost reply: %+v (fired %v)", r, px.fired.Load())
 	}
-	st, err := mongo.Open(ctx, fdb.URI(), "veil")
+	st, err := mongo.Open(ctx, store, "veil")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -384,17 +355,10 @@ func TestInvitationWrittenButRefusedIsRevoked(t *testing.T) {
 func TestRefusedInvitationLeavesNoPendingRelation(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	fdb, err := ferretdb.Start(ctx, t.TempDir(), zerolog.Nop())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = fdb.Close() })
-	u, _ := url.Parse(fdb.URI())
-	px := newLostReplyProxy(t, u.Host, "\x02update\x00\x0e\x00\x00\x00relationships\x00") // PutRelationship's upsert
-	pu := *u
-	pu.Host = px.ln.Addr().String()
+	store := ferretFor(ctx, t)
+	px := newLostReplyProxy(t, hostOf(store), "\x02update\x00\x0e\x00\x00\x00relationships\x00") // PutRelationship's upsert
 	cfg := broker.Defaults()
-	cfg.MongoURI = pu.String()
+	cfg.MongoURI = through(t, store, px.ln.Addr().String())
 	dir := t.TempDir()
 	b := startConfigured(t, dir, cfg)
 	an := mustCfg(t, b.Addr("mqtt"), "an", "an-pass")
@@ -405,7 +369,7 @@ func TestRefusedInvitationLeavesNoPendingRelation(t *testing.T) {
 	}
 	b.Close()
 
-	cfg.MongoURI = fdb.URI()
+	cfg.MongoURI = store
 	b = startConfigured(t, dir, cfg)
 	defer b.Close()
 	for _, x := range b.Engine.Relationships("lock-1", "") {
@@ -422,4 +386,26 @@ func TestRefusedInvitationLeavesNoPendingRelation(t *testing.T) {
 			t.Fatalf("after a restart the refused invitation is offered again: %+v", inv)
 		}
 	}
+}
+
+// ferretFor starts an embedded FerretDB for one test and returns its URI.
+func ferretFor(ctx context.Context, t *testing.T) string {
+	t.Helper()
+	fdb, err := ferretdb.Start(ctx, t.TempDir(), zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = fdb.Close() })
+	return fdb.URI()
+}
+
+// through is uri with its host replaced by proxy's address.
+func through(t *testing.T, uri, proxy string) string {
+	t.Helper()
+	u, err := url.Parse(uri)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.Host = proxy
+	return u.String()
 }
