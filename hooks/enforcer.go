@@ -270,8 +270,30 @@ func (h *Enforcer) OnWill(cl *mqtt.Client, will mqtt.Will) (mqtt.Will, error) {
 	if delay > 0 && h.server != nil {
 		h.wills.hold(cl, s.principal, will, delay, h.sendDelayedWill)
 		will.TopicName, will.Retain, will.Payload = droppedWillTopic, false, nil
+		return will, nil
 	}
+	h.willReading(will)
 	return will, nil
+}
+
+// willReading takes a will that goes out now as a reading of its stream,
+// and as the message being fanned out on its topic: mochi sends a will
+// (and Server.Publish a delayed one) without OnPublish, so under a rate it
+// would be judged by another reading, a second one of its period, and a
+// retained one could not be placed. (mochi stamps the will's Created just
+// after: in the rare case a second passes in between, a retained will is
+// not found in the stream's past, and withheld under a rate.)
+func (h *Enforcer) willReading(will mqtt.Will) {
+	if h.live == nil || !isDataTopic(will.TopicName) {
+		return
+	}
+	m := newMessage(will.TopicName, will.Payload, &h.parses)
+	now := h.clock.Now()
+	m.live.raw, m.live.at = will.Payload, now.UnixNano()
+	// Created as mochi stamps it; the fan-out is ended by a sweep, as no
+	// OnPublished follows.
+	h.live.keep(will.TopicName, &m.live, now.Unix(), will.Retain)
+	h.auditFanout(h.fanouts.begin(m))
 }
 
 // sendDelayedWill publishes a held will that is due, if its client may
@@ -281,6 +303,7 @@ func (h *Enforcer) sendDelayedWill(d *delayedWill) {
 		h.count("will_refused")
 		return
 	}
+	h.willReading(d.will)
 	if err := h.server.Publish(d.will.TopicName, d.will.Payload, d.will.Retain, d.will.Qos); err != nil {
 		h.log.Warn().Err(err).Str("topic", d.will.TopicName).Msg("delayed will not sent")
 	}

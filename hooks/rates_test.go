@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
 
 	"github.com/veil-iot/veil/policies"
@@ -500,5 +501,91 @@ func TestRepeatNotRetainedDoesNotHideTheRetainedFirst(t *testing.T) {
 	retained.FixedHeader.Retain = true
 	if !(h.OnACLCheck(phone, retained.TopicName, false) && h.OnPacketEncode(phone, retained).FixedHeader.Type == packets.Publish) {
 		t.Errorf("the retained first reading of the hour withheld: a same-second repeat was taken for it")
+	}
+}
+
+// sendWill is mochi's sendLWT for a will without a delay: OnWill, the
+// retained copy, the fan-out (publishToClient's ACL check, the write
+// loop's encode) - no OnPublish, no OnPublished.
+func sendWill(t *testing.T, f *deliveryFixture, sensor, doctor *mqtt.Client, when time.Time, payload string, retain bool) (delivered bool) {
+	t.Helper()
+	w, err := f.enforcer.OnWill(sensor, mqtt.Will{TopicName: memoTopic, Payload: []byte(payload), Retain: retain})
+	if err != nil || w.TopicName != memoTopic {
+		t.Fatalf("will refused: %v %q", err, w.TopicName)
+	}
+	pk := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish, Retain: w.Retain}, TopicName: w.TopicName,
+		Payload: w.Payload, Origin: sensor.ID, Created: when.Unix()}
+	if pk.FixedHeader.Retain {
+		f.server.Topics.RetainMessage(pk.Copy(false))
+	}
+	out := pk.Copy(false)
+	out.FixedHeader.Retain = false // not retain-as-published
+	return f.enforcer.OnACLCheck(doctor, pk.TopicName, false) && f.enforcer.OnPacketEncode(doctor, out).FixedHeader.Type == packets.Publish
+}
+
+// A sensor's will on its data topic is a reading of the stream: under one
+// an hour, one at 10:30 is not a second delivery in hour 10 to a doctor who
+// got 10:05 live (mochi sends a will without OnPublish: the ACL check found
+// no fan-out, and judged the retained 10:05 reading, or the empty rate
+// book).
+func TestWillIsAReadingUnderARate(t *testing.T) {
+	at := func(hh, mm int) time.Time { return time.Date(2026, 11, 26, hh, mm, 0, 0, time.UTC) }
+	for _, retained := range []bool{true, false} {
+		clock := &settableClock{}
+		f := hourlyDoctor(t, clock)
+		h := f.enforcer
+		sensor := f.client("sensor-1", policies.ThingPrincipal("sensor-1"))
+		doctor := f.client("doctor-0", policies.UserPrincipal("doctor"))
+		clock.Set(at(10, 5))
+		pk := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish, Retain: retained}, TopicName: strings.Clone(memoTopic),
+			Payload: []byte(`{"temperature":21.5}`), Created: at(10, 5).Unix()}
+		if _, err := h.OnPublish(sensor, pk); err != nil {
+			t.Fatal(err)
+		}
+		if retained {
+			f.server.Topics.RetainMessage(pk.Copy(false))
+		}
+		if !h.OnACLCheck(doctor, pk.TopicName, false) {
+			t.Fatal("hour 10's first reading held back")
+		}
+		h.OnPublished(sensor, pk)
+		clock.Set(at(10, 30))
+		if sendWill(t, f, sensor, doctor, at(10, 30), `{"temperature":37.9}`, false) {
+			t.Errorf("reading retained %v: the will (10:30) delivered after 10:05 under one an hour: two deliveries in hour 10", retained)
+		}
+	}
+}
+
+// A retained will on the data topic (the sensor died at 11:20, the only
+// message of hour 11) goes out under a rate, on its fan-out and on later
+// subscriptions: it has its record in the stream's past (without one it
+// was withheld for good).
+func TestRetainedWillIsARetainedReading(t *testing.T) {
+	at := func(hh, mm int) time.Time { return time.Date(2026, 11, 26, hh, mm, 0, 0, time.UTC) }
+	clock := &settableClock{}
+	f := hourlyDoctor(t, clock)
+	h := f.enforcer
+	sensor := f.client("sensor-1", policies.ThingPrincipal("sensor-1"))
+	doctor := f.client("doctor-0", policies.UserPrincipal("doctor"))
+	phone := f.client("doctor-phone", policies.UserPrincipal("doctor"))
+	clock.Set(at(9, 10))
+	pk := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish, Retain: true}, TopicName: strings.Clone(memoTopic),
+		Payload: []byte(`{"temperature":20.1}`), Created: at(9, 10).Unix()}
+	if _, err := h.OnPublish(sensor, pk); err != nil {
+		t.Fatal(err)
+	}
+	f.server.Topics.RetainMessage(pk.Copy(false))
+	h.OnPublished(sensor, pk)
+	clock.Set(at(11, 20))
+	if !sendWill(t, f, sensor, doctor, at(11, 20), `{"temperature":0}`, true) {
+		t.Error("the retained will, the only message of hour 11, withheld on its fan-out")
+	}
+	for _, when := range []time.Time{at(11, 40), at(15, 0)} {
+		clock.Set(when)
+		r, _ := f.server.Topics.Retained.Get(memoTopic)
+		r.FixedHeader.Retain = true
+		if !(h.OnACLCheck(phone, r.TopicName, false) && h.OnPacketEncode(phone, r).FixedHeader.Type == packets.Publish) {
+			t.Errorf("%s: the retained will (11:20) withheld on a subscription", when.Format("15:04"))
+		}
 	}
 }
