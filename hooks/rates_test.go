@@ -173,6 +173,60 @@ func TestRateReleasesTheSameReadingLiveAndInHistory(t *testing.T) {
 	}
 }
 
+// hourlyStream is a sensor of hourlyDoctor's household publishing on
+// memoTopic as mochi does: OnPublish, the retained copy, the fan-out's ACL
+// check for the doctor, OnPublished; each packet with its own topic string
+// and mochi's Created.
+type hourlyStream struct {
+	t              *testing.T
+	f              *deliveryFixture
+	clock          *settableClock
+	sensor, doctor *mqtt.Client
+}
+
+func newHourlyStream(t *testing.T) *hourlyStream {
+	clock := &settableClock{}
+	f := hourlyDoctor(t, clock)
+	return &hourlyStream{t: t, f: f, clock: clock,
+		sensor: f.client("sensor-1", policies.ThingPrincipal("sensor-1")), doctor: f.client("doctor-0", policies.UserPrincipal("doctor"))}
+}
+
+func hourAt(hh, mm int) time.Time { return time.Date(2026, 11, 26, hh, mm, 0, 0, time.UTC) }
+
+// publish publishes payload at when, its fan-out left under way unless
+// end. It returns the doctor's copy as retain-as-published writes it, and
+// whether the fan-out's ACL check let it through.
+func (s *hourlyStream) publish(when time.Time, payload string, retain, end bool) (packets.Packet, bool) {
+	s.t.Helper()
+	s.clock.Set(when)
+	pk := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish, Retain: retain}, TopicName: strings.Clone(memoTopic),
+		Payload: []byte(payload), Created: when.Unix()}
+	if _, err := s.f.enforcer.OnPublish(s.sensor, pk); err != nil {
+		s.t.Fatal(err)
+	}
+	if retain { // mochi retains a copy before the fan-out
+		s.f.server.Topics.RetainMessage(pk.Copy(false))
+	}
+	ok := s.f.enforcer.OnACLCheck(s.doctor, pk.TopicName, false)
+	if end {
+		s.f.enforcer.OnPublished(s.sensor, pk)
+	}
+	return pk.Copy(false), ok
+}
+
+// sendRetained reports whether the retained message reaches a new
+// subscription of the doctor at when: the ACL check, then the encode hook.
+func (s *hourlyStream) sendRetained(when time.Time) bool {
+	s.clock.Set(when)
+	r, ok := s.f.server.Topics.Retained.Get(memoTopic)
+	if !ok {
+		s.t.Fatal("nothing retained")
+	}
+	r.FixedHeader.Retain = true
+	h := s.f.enforcer
+	return h.OnACLCheck(s.doctor, r.TopicName, false) && h.OnPacketEncode(s.doctor, r).FixedHeader.Type == packets.Publish
+}
+
 // A retained reading is judged by its own time: under one an hour, the
 // retained 09:50 reading (the second of its hour, held back live) is not
 // sent to a subscription made at 10:30, whether a later reading took the
@@ -180,44 +234,98 @@ func TestRateReleasesTheSameReadingLiveAndInHistory(t *testing.T) {
 // the retained one is sent (the ACL check finds that message; the encode
 // hook judges the retained bytes).
 func TestRetainedReadingJudgedByItsOwnTime(t *testing.T) {
-	at := func(hh, mm int) time.Time { return time.Date(2026, 11, 26, hh, mm, 0, 0, time.UTC) }
 	for _, fannedOut := range []bool{false, true} {
-		clock := &settableClock{}
-		f := hourlyDoctor(t, clock)
-		h := f.enforcer
-		sensor := f.client("sensor-1", policies.ThingPrincipal("sensor-1"))
-		doctor := f.client("doctor-0", policies.UserPrincipal("doctor"))
-		publish := func(when time.Time, payload string, retain, end bool) (delivered bool) {
-			clock.Set(when)
-			pk := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish, Retain: retain}, TopicName: strings.Clone(memoTopic), Payload: []byte(payload)}
-			if _, err := h.OnPublish(sensor, pk); err != nil {
-				t.Fatal(err)
-			}
-			if retain { // mochi retains a copy before the fan-out
-				f.server.Topics.RetainMessage(pk.Copy(false))
-			}
-			delivered = h.OnACLCheck(doctor, pk.TopicName, false)
-			if end {
-				h.OnPublished(sensor, pk)
-			}
-			return delivered
-		}
-		if !publish(at(9, 10), `{"temperature":20.1}`, true, true) {
+		s := newHourlyStream(t)
+		if _, ok := s.publish(hourAt(9, 10), `{"temperature":20.1}`, true, true); !ok {
 			t.Fatal("hour 9's first reading held back")
 		}
-		if publish(at(9, 50), `{"temperature":20.9}`, true, true) {
+		if _, ok := s.publish(hourAt(9, 50), `{"temperature":20.9}`, true, true); ok {
 			t.Fatal("hour 9's second reading delivered live")
 		}
-		if !publish(at(10, 5), `{"temperature":21.5}`, false, !fannedOut) {
+		if _, ok := s.publish(hourAt(10, 5), `{"temperature":21.5}`, false, !fannedOut); !ok {
 			t.Fatal("hour 10's first reading held back")
 		}
-		clock.Set(at(10, 30)) // the doctor subscribes again: mochi sends the retained reading
-		retained, _ := f.server.Topics.Retained.Get(memoTopic)
-		retained.FixedHeader.Retain = true
-		if sent := h.OnACLCheck(doctor, retained.TopicName, false) &&
-			h.OnPacketEncode(doctor, retained).FixedHeader.Type == packets.Publish; sent {
-			t.Errorf("fanned out %v: the retained %s, the second reading of 9:00-10:00, sent under one an hour", fannedOut, retained.Payload)
+		if s.sendRetained(hourAt(10, 30)) {
+			t.Errorf("fanned out %v: the retained 09:50 reading, the second of 9:00-10:00, sent under one an hour", fannedOut)
 		}
+	}
+}
+
+// A retained reading that is the first of its period goes out under a
+// rate: live with retain-as-published though a later reading came before
+// the write loop wrote it (judged when it was fanned out), and on a
+// subscription after a restart, when the stream's readings are not known
+// yet (the requester's rate book then holds back the next).
+func TestRetainedFirstReadingGoesOut(t *testing.T) {
+	s := newHourlyStream(t)
+	first, ok := s.publish(hourAt(10, 5), `{"temperature":21.5}`, true, true)
+	if !ok {
+		t.Fatal("hour 10's first reading held back")
+	}
+	if _, ok := s.publish(hourAt(10, 6), `{"temperature":21.6}`, true, true); ok {
+		t.Fatal("hour 10's second reading delivered live")
+	}
+	if s.f.enforcer.OnPacketEncode(s.doctor, first).FixedHeader.Type != packets.Publish {
+		t.Errorf("hour 10's first reading, allowed when fanned out, dropped at encode")
+	}
+
+	// A fresh process: the retained reading is all there is.
+	s = newHourlyStream(t)
+	s.f.server.Topics.RetainMessage(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish, Retain: true}, TopicName: memoTopic,
+		Payload: []byte(`{"temperature":21.5}`), Created: hourAt(10, 5).Unix()})
+	if !s.sendRetained(hourAt(10, 30)) {
+		t.Error("after a restart the retained reading, the stream's latest, withheld under one an hour")
+	}
+	if s.sendRetained(hourAt(10, 31)) {
+		t.Error("after a restart the retained reading went out twice within the hour")
+	}
+}
+
+// Sensors repeat values: readings with the same bytes are told apart by
+// mochi's creation second, and the stream's past holds retained readings
+// only. Under one an hour:
+//   - a first reading sent retain-as-published is not dropped at encode
+//     because a later one has its bytes;
+//   - a retained first reading goes out on a subscription though a later
+//     reading, not retained, has its bytes, even in the same second;
+//   - a retained second reading of its hour is not sent in the next hour
+//     because that hour's first reading has its bytes.
+func TestRepeatedValues(t *testing.T) {
+	s := newHourlyStream(t)
+	first, _ := s.publish(hourAt(10, 5), `{"temperature":21.5}`, true, true)
+	if _, ok := s.publish(hourAt(10, 6), `{"temperature":21.5}`, true, true); ok {
+		t.Fatal("hour 10's second reading delivered live")
+	}
+	if s.f.enforcer.OnPacketEncode(s.doctor, first).FixedHeader.Type != packets.Publish {
+		t.Error("hour 10's first reading, allowed at the ACL check, dropped at encode: a later reading had the same bytes")
+	}
+
+	s = newHourlyStream(t)
+	s.publish(hourAt(10, 5), `{"temperature":21.5}`, true, true)   // hour 10's first, retained
+	s.publish(hourAt(10, 20), `{"temperature":21.5}`, false, true) // the same value, not retained
+	if !s.sendRetained(hourAt(10, 30)) {
+		t.Error("the retained 10:05 reading, the first of its hour, withheld on a subscription")
+	}
+
+	s = newHourlyStream(t)
+	base := hourAt(10, 0)
+	s.publish(base.Add(-50*time.Minute), `{"temperature":20.0}`, true, true)
+	s.publish(base.Add(200*time.Millisecond), `{"temperature":21.5}`, true, true)  // hour 10's first, retained
+	s.publish(base.Add(700*time.Millisecond), `{"temperature":21.5}`, false, true) // the same value, the same second
+	if !s.sendRetained(hourAt(10, 30)) {
+		t.Error("the retained first reading of the hour withheld: a same-second repeat was taken for it")
+	}
+
+	s = newHourlyStream(t)
+	s.publish(hourAt(9, 10), `{"temperature":20.1}`, true, true)
+	if _, ok := s.publish(hourAt(9, 50), `{"temperature":21.5}`, true, true); ok {
+		t.Fatal("hour 9's second delivered live")
+	}
+	if _, ok := s.publish(hourAt(10, 5), `{"temperature":21.5}`, false, true); !ok {
+		t.Fatal("hour 10's first held back")
+	}
+	if s.sendRetained(hourAt(10, 30)) {
+		t.Error("the retained 9:50 reading, the second of hour 9, sent in hour 10 after hour 10's first: two deliveries in the hour")
 	}
 }
 
@@ -271,161 +379,6 @@ func TestRetainedAndAliasedReadingsJudgedByTheirOwnTime(t *testing.T) {
 	h.OnPublished(sensor, pk)
 }
 
-// A retained reading that is the first of its period goes out under a
-// rate: live with retain-as-published though a later reading came before
-// the write loop wrote it (judged when it was fanned out), and on a
-// subscription after a restart, when the stream's readings are not known
-// yet (the requester's rate book then holds back the next).
-func TestRetainedFirstReadingGoesOut(t *testing.T) {
-	at := func(hh, mm int) time.Time { return time.Date(2026, 11, 26, hh, mm, 0, 0, time.UTC) }
-	clock := &settableClock{}
-	f := hourlyDoctor(t, clock)
-	h := f.enforcer
-	sensor := f.client("sensor-1", policies.ThingPrincipal("sensor-1"))
-	doctor := f.client("doctor-0", policies.UserPrincipal("doctor"))
-	publish := func(when time.Time, payload string) (packets.Packet, bool) {
-		clock.Set(when)
-		pk := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish, Retain: true}, TopicName: strings.Clone(memoTopic), Payload: []byte(payload)}
-		if _, err := h.OnPublish(sensor, pk); err != nil {
-			t.Fatal(err)
-		}
-		f.server.Topics.RetainMessage(pk.Copy(false))
-		ok := h.OnACLCheck(doctor, pk.TopicName, false)
-		out := pk.Copy(false) // retain-as-published: Retain stays 1
-		h.OnPublished(sensor, pk)
-		return out, ok
-	}
-	first, ok := publish(at(10, 5), `{"temperature":21.5}`)
-	if !ok {
-		t.Fatal("hour 10's first reading held back")
-	}
-	if _, ok := publish(at(10, 6), `{"temperature":21.6}`); ok {
-		t.Fatal("hour 10's second reading delivered live")
-	}
-	if h.OnPacketEncode(doctor, first).FixedHeader.Type != packets.Publish {
-		t.Errorf("hour 10's first reading, allowed when fanned out, dropped at encode")
-	}
-
-	// A fresh process: the retained reading is all there is.
-	clock = &settableClock{}
-	clock.Set(at(10, 30))
-	f = hourlyDoctor(t, clock)
-	h = f.enforcer
-	doctor = f.client("doctor-0", policies.UserPrincipal("doctor"))
-	pk := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish, Retain: true}, TopicName: memoTopic, Payload: []byte(`{"temperature":21.5}`)}
-	f.server.Topics.RetainMessage(pk)
-	retained, _ := f.server.Topics.Retained.Get(memoTopic)
-	if !h.OnACLCheck(doctor, retained.TopicName, false) {
-		t.Error("after a restart the retained reading, the stream's latest, withheld under one an hour")
-	}
-	if h.OnACLCheck(doctor, retained.TopicName, false) {
-		t.Error("after a restart the retained reading went out twice within the hour")
-	}
-}
-
-// Sensors repeat values: readings with the same bytes are told apart by
-// mochi's creation second. A first reading sent retain-as-published is not
-// dropped at encode because a later one has its bytes.
-func TestRepeatedValueFirstReadingGoesOut(t *testing.T) {
-	at := func(hh, mm int) time.Time { return time.Date(2026, 11, 26, hh, mm, 0, 0, time.UTC) }
-	clock := &settableClock{}
-	f := hourlyDoctor(t, clock)
-	h := f.enforcer
-	sensor := f.client("sensor-1", policies.ThingPrincipal("sensor-1"))
-	doctor := f.client("doctor-0", policies.UserPrincipal("doctor"))
-	publish := func(when time.Time, payload string) (packets.Packet, bool) {
-		clock.Set(when)
-		pk := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish, Retain: true}, TopicName: strings.Clone(memoTopic), Payload: []byte(payload), Created: when.Unix()}
-		if _, err := h.OnPublish(sensor, pk); err != nil {
-			t.Fatal(err)
-		}
-		f.server.Topics.RetainMessage(pk.Copy(false))
-		ok := h.OnACLCheck(doctor, pk.TopicName, false)
-		out := pk.Copy(false) // retain-as-published
-		h.OnPublished(sensor, pk)
-		return out, ok
-	}
-	first, ok := publish(at(10, 5), `{"temperature":21.5}`)
-	if !ok {
-		t.Fatal("hour 10's first reading held back")
-	}
-	if _, ok := publish(at(10, 6), `{"temperature":21.5}`); ok {
-		t.Fatal("hour 10's second reading delivered live")
-	}
-	if h.OnPacketEncode(doctor, first).FixedHeader.Type != packets.Publish {
-		t.Errorf("hour 10's first reading, allowed at the ACL check, dropped at encode: a later reading had the same bytes")
-	}
-}
-
-// A retained first reading goes out on a subscription though a later,
-// not retained, reading has its bytes.
-func TestRepeatedValueRetainedFirstGoesOut(t *testing.T) {
-	at := func(hh, mm int) time.Time { return time.Date(2026, 11, 26, hh, mm, 0, 0, time.UTC) }
-	clock := &settableClock{}
-	f := hourlyDoctor(t, clock)
-	h := f.enforcer
-	sensor := f.client("sensor-1", policies.ThingPrincipal("sensor-1"))
-	phone := f.client("doctor-phone", policies.UserPrincipal("doctor"))
-	publish := func(when time.Time, payload string, retain bool) {
-		clock.Set(when)
-		pk := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish, Retain: retain}, TopicName: strings.Clone(memoTopic), Payload: []byte(payload), Created: when.Unix()}
-		if _, err := h.OnPublish(sensor, pk); err != nil {
-			t.Fatal(err)
-		}
-		if retain {
-			f.server.Topics.RetainMessage(pk.Copy(false))
-		}
-		h.OnPublished(sensor, pk)
-	}
-	publish(at(10, 5), `{"temperature":21.5}`, true)   // hour 10's first, retained
-	publish(at(10, 20), `{"temperature":21.5}`, false) // same value, not retained
-	clock.Set(at(10, 30))
-	retained, _ := f.server.Topics.Retained.Get(memoTopic) // the phone subscribes
-	retained.FixedHeader.Retain = true
-	if !(h.OnACLCheck(phone, retained.TopicName, false) && h.OnPacketEncode(phone, retained).FixedHeader.Type == packets.Publish) {
-		t.Errorf("the retained %s (10:05, first of its hour) withheld on subscribe", retained.Payload)
-	}
-}
-
-// A retained second reading of its period is not sent in the next period
-// because the next period's first reading has its bytes.
-func TestRepeatedValueRetainedSecondWithheld(t *testing.T) {
-	at := func(hh, mm int) time.Time { return time.Date(2026, 11, 26, hh, mm, 0, 0, time.UTC) }
-	clock := &settableClock{}
-	f := hourlyDoctor(t, clock)
-	h := f.enforcer
-	sensor := f.client("sensor-1", policies.ThingPrincipal("sensor-1"))
-	doctor := f.client("doctor-0", policies.UserPrincipal("doctor"))
-	publish := func(when time.Time, payload string, retain bool) bool {
-		clock.Set(when)
-		pk := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish, Retain: retain}, TopicName: strings.Clone(memoTopic), Payload: []byte(payload), Created: when.Unix()}
-		if _, err := h.OnPublish(sensor, pk); err != nil {
-			t.Fatal(err)
-		}
-		if retain {
-			f.server.Topics.RetainMessage(pk.Copy(false))
-		}
-		ok := h.OnACLCheck(doctor, pk.TopicName, false)
-		h.OnPublished(sensor, pk)
-		return ok
-	}
-	if !publish(at(9, 10), `{"temperature":20.1}`, true) {
-		t.Fatal("hour 9's first held back")
-	}
-	if publish(at(9, 50), `{"temperature":21.5}`, true) {
-		t.Fatal("hour 9's second delivered live")
-	}
-	if !publish(at(10, 5), `{"temperature":21.5}`, false) {
-		t.Fatal("hour 10's first held back")
-	}
-	clock.Set(at(10, 30))
-	retained, _ := f.server.Topics.Retained.Get(memoTopic) // the doctor subscribes again
-	retained.FixedHeader.Retain = true
-	if h.OnACLCheck(doctor, retained.TopicName, false) && h.OnPacketEncode(doctor, retained).FixedHeader.Type == packets.Publish {
-		t.Errorf("the retained %s (9:50, second of hour 9) sent in hour 10 after hour 10's first: two deliveries in the hour", retained.Payload)
-	}
-}
-
 // Concurrent readings of one stream keep its past at most keptReadings
 // long, and readers walking it race nothing (-race).
 func TestStreamPastStaysShort(t *testing.T) {
@@ -467,40 +420,6 @@ func TestStreamPastStaysShort(t *testing.T) {
 	}
 	if n > keptReadings {
 		t.Errorf("chain of %d readings after concurrent keeps", n)
-	}
-}
-
-// The stream's past holds its retained readings only (only they have
-// retained copies): a same-second repeat of the value, not retained, is
-// not taken for the retained first reading of the hour, which goes out on
-// a later subscription.
-func TestRepeatNotRetainedDoesNotHideTheRetainedFirst(t *testing.T) {
-	base := time.Date(2026, 11, 26, 10, 0, 0, 0, time.UTC)
-	clock := &settableClock{}
-	f := hourlyDoctor(t, clock)
-	h := f.enforcer
-	sensor := f.client("sensor-1", policies.ThingPrincipal("sensor-1"))
-	phone := f.client("doctor-phone", policies.UserPrincipal("doctor"))
-	publish := func(when time.Time, payload string, retain bool) {
-		clock.Set(when)
-		pk := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish, Retain: retain}, TopicName: strings.Clone(memoTopic),
-			Payload: []byte(payload), Created: when.Unix()}
-		if _, err := h.OnPublish(sensor, pk); err != nil {
-			t.Fatal(err)
-		}
-		if retain {
-			f.server.Topics.RetainMessage(pk.Copy(false))
-		}
-		h.OnPublished(sensor, pk)
-	}
-	publish(base.Add(-50*time.Minute), `{"temperature":20.0}`, true)
-	publish(base.Add(200*time.Millisecond), `{"temperature":21.5}`, true)  // hour 10's first, retained
-	publish(base.Add(700*time.Millisecond), `{"temperature":21.5}`, false) // the same value, the same second
-	clock.Set(base.Add(30 * time.Minute))
-	retained, _ := f.server.Topics.Retained.Get(memoTopic)
-	retained.FixedHeader.Retain = true
-	if !(h.OnACLCheck(phone, retained.TopicName, false) && h.OnPacketEncode(phone, retained).FixedHeader.Type == packets.Publish) {
-		t.Errorf("the retained first reading of the hour withheld: a same-second repeat was taken for it")
 	}
 }
 
