@@ -159,7 +159,7 @@ func (h *Enforcer) Provides(b byte) bool {
 var enforcerEvents = Events(
 	mqtt.OnConnect, mqtt.OnACLCheck, mqtt.OnSubscribe, mqtt.OnSubscribed, mqtt.OnUnsubscribed,
 	mqtt.OnPublish, mqtt.OnPublished, mqtt.OnPacketEncode, mqtt.OnSessionEstablish,
-	mqtt.OnDisconnect, mqtt.OnClientExpired, mqtt.OnWill, mqtt.OnSelectSubscribers,
+	mqtt.OnDisconnect, mqtt.OnClientExpired, mqtt.OnWill, mqtt.OnWillSent, mqtt.OnSelectSubscribers,
 )
 
 // session returns the client's session; a session restored from storage
@@ -277,12 +277,13 @@ func (h *Enforcer) OnWill(cl *mqtt.Client, will mqtt.Will) (mqtt.Will, error) {
 }
 
 // willReading takes a will that goes out now as a reading of its stream,
-// and as the message being fanned out on its topic: mochi sends a will
-// (and Server.Publish a delayed one) without OnPublish, so under a rate it
-// would be judged by another reading, a second one of its period, and a
-// retained one could not be placed. (mochi stamps the will's Created just
-// after: in the rare case a second passes in between, a retained will is
-// not found in the stream's past, and withheld under a rate.)
+// and as the message being fanned out on its topic (until OnWillSent, or
+// OnPublished for a delayed one): mochi sends a will (and Server.Publish a
+// delayed one) without OnPublish, so under a rate it would be judged by
+// another reading, a second one of its period, and a retained one could
+// not be placed. (mochi stamps the will's Created just after: in the rare
+// case a second passes in between, a retained will is not found in the
+// stream's past, and withheld under a rate.)
 func (h *Enforcer) willReading(will mqtt.Will) {
 	if h.live == nil || !isDataTopic(will.TopicName) {
 		return
@@ -290,10 +291,15 @@ func (h *Enforcer) willReading(will mqtt.Will) {
 	m := newMessage(will.TopicName, will.Payload, &h.parses)
 	now := h.clock.Now()
 	m.live.raw, m.live.at = will.Payload, now.UnixNano()
-	// Created as mochi stamps it; the fan-out is ended by a sweep, as no
-	// OnPublished follows.
-	h.live.keep(will.TopicName, &m.live, now.Unix(), will.Retain)
+	h.live.keep(will.TopicName, &m.live, now.Unix(), will.Retain) // Created as mochi stamps it
 	h.auditFanout(h.fanouts.begin(m))
+}
+
+// OnWillSent ends the fan-out of a will willReading began: left in the
+// table, it would be taken for the message of later deliveries on its
+// topic (a retained one sent on a subscription) until a sweep.
+func (h *Enforcer) OnWillSent(cl *mqtt.Client, pk packets.Packet) {
+	h.auditFanout(h.fanouts.end(pk.TopicName, pk.Payload))
 }
 
 // sendDelayedWill publishes a held will that is due, if its client may

@@ -439,7 +439,9 @@ func sendWill(t *testing.T, f *deliveryFixture, sensor, doctor *mqtt.Client, whe
 	}
 	out := pk.Copy(false)
 	out.FixedHeader.Retain = false // not retain-as-published
-	return f.enforcer.OnACLCheck(doctor, pk.TopicName, false) && f.enforcer.OnPacketEncode(doctor, out).FixedHeader.Type == packets.Publish
+	delivered = f.enforcer.OnACLCheck(doctor, pk.TopicName, false) && f.enforcer.OnPacketEncode(doctor, out).FixedHeader.Type == packets.Publish
+	f.enforcer.OnWillSent(sensor, pk)
+	return delivered
 }
 
 // A sensor's will on its data topic is a reading of the stream: under one
@@ -506,5 +508,41 @@ func TestRetainedWillIsARetainedReading(t *testing.T) {
 		if !(h.OnACLCheck(phone, r.TopicName, false) && h.OnPacketEncode(phone, r).FixedHeader.Type == packets.Publish) {
 			t.Errorf("%s: the retained will (11:20) withheld on a subscription", when.Format("15:04"))
 		}
+	}
+}
+
+// A will's fan-out ends when mochi has sent it: left in the table of
+// fan-outs, it was taken for the message of a retained reading sent on a
+// later subscription, which it withheld under a rate (the will not the
+// first of its hour) or under any rewriting view (a will that is not
+// JSON), until a sweep.
+func TestWillFanoutEndsWhenSent(t *testing.T) {
+	s := newHourlyStream(t)
+	if _, ok := s.publish(hourAt(10, 5), `{"temperature":21.5}`, true, true); !ok {
+		t.Fatal("hour 10's first reading held back")
+	}
+	sendWill(t, s.f, s.sensor, s.doctor, hourAt(10, 30), `{"temperature":37.9}`, false)
+	if !s.sendRetained(hourAt(10, 31)) {
+		t.Error("the retained 10:05 reading (hour 10's first) withheld: judged by the 10:30 will")
+	}
+
+	clock := &settableClock{}
+	clock.Set(hourAt(10, 5))
+	f := newDeliveryFixture(t, clock) // rounding to 0.1, no rate
+	sensor := f.client("sensor-1", policies.ThingPrincipal("sensor-1"))
+	doctor := f.client("doctor-0", policies.UserPrincipal("doctor"))
+	pk := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish, Retain: true}, TopicName: strings.Clone(memoTopic),
+		Payload: []byte(`{"temperature":21.5}`), Created: clock.Now().Unix()}
+	if _, err := f.enforcer.OnPublish(sensor, pk); err != nil {
+		t.Fatal(err)
+	}
+	f.server.Topics.RetainMessage(pk.Copy(false))
+	f.enforcer.OnPublished(sensor, pk)
+	clock.Add(time.Minute)
+	sendWill(t, f, sensor, doctor, clock.Now(), `offline`, false)
+	r, _ := f.server.Topics.Retained.Get(memoTopic)
+	r.FixedHeader.Retain = true
+	if !(f.enforcer.OnACLCheck(doctor, r.TopicName, false) && f.enforcer.OnPacketEncode(doctor, r).FixedHeader.Type == packets.Publish) {
+		t.Error("the retained reading withheld after a will that is not JSON: judged by the will")
 	}
 }
