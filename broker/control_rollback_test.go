@@ -187,43 +187,61 @@ func TestRefusedRevocationLeavesTheStoreAsItWas(t *testing.T) {
 	}
 }
 
-// TestRefusedInvitationIsRevoked: an invitation whose relation cannot be
-// written is refused, and revoked on a context of its own (the change's is
-// the one that ran out): left pending, the invitee could accept it.
+// TestRefusedInvitationIsRevoked: an invitation whose write fails — the
+// relation's write stalls past its deadline, or the invitation's write
+// lands with its reply lost — is refused, and revoked on a context of its
+// own (the change's is the one that ran out): left pending, the invitee
+// could accept it.
 func TestRefusedInvitationIsRevoked(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	store := ferretFor(ctx, t)
-	// {update: "relationships"}: PutRelationship's upsert.
-	px := newStallProxy(t, hostOf(store), "\x02update\x00\x0e\x00\x00\x00relationships\x00", 3500*time.Millisecond)
-	cfg := broker.Defaults()
-	cfg.MongoURI = through(t, store, px.ln.Addr().String())
-	b := startConfigured(t, t.TempDir(), cfg)
-	defer b.Close()
-	addr := b.Addr("mqtt")
-	an := mustCfg(t, addr, "an", "an-pass")
-	stranger := mustCfg(t, addr, "stranger", "stranger-pass")
+	for _, c := range []struct {
+		name  string
+		proxy func(t *testing.T, host string) (addr string, arm func(), fired func() bool)
+	}{
+		{"relation write stalled", func(t *testing.T, host string) (string, func(), func() bool) {
+			// {update: "relationships"}: PutRelationship's upsert.
+			px := newStallProxy(t, host, "\x02update\x00\x0e\x00\x00\x00relationships\x00", 3500*time.Millisecond)
+			return px.ln.Addr().String(), func() { px.armed.Store(true) }, px.fired.Load
+		}},
+		{"invitation written, reply lost", func(t *testing.T, host string) (string, func(), func() bool) {
+			// {update: "invitations"}: PutInvitation's upsert.
+			px := newLostReplyProxy(t, host, "\x02update\x00\x0c\x00\x00\x00invitations\x00")
+			return px.ln.Addr().String(), func() { px.armed.Store(true) }, px.fired.Load
+		}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			store := ferretFor(ctx, t)
+			addr, arm, fired := c.proxy(t, hostOf(store))
+			cfg := broker.Defaults()
+			cfg.MongoURI = through(t, store, addr)
+			b := startConfigured(t, t.TempDir(), cfg)
+			defer b.Close()
+			an := mustCfg(t, b.Addr("mqtt"), "an", "an-pass")
+			stranger := mustCfg(t, b.Addr("mqtt"), "stranger", "stranger-pass")
 
-	px.armed.Store(true)
-	r := an.ask("$config/things/lock-1/relations/stranger", `{"relation":"co_owner"}`)
-	if r.OK || !px.fired.Load() {
-		t.Fatalf("the invitation was not refused by the stalled relation write: %+v (fired %v)", r, px.fired.Load())
-	}
-	st, err := mongo.Open(ctx, store, "veil")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close(context.Background())
-	invs, err := st.Invitations(ctx, "pending")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, inv := range invs {
-		if inv.Invitee == "stranger" && inv.Thing == "lock-1" {
-			r2 := stranger.ask("$config/invitations/stranger/"+inv.ID+"/answer", `{"accept":true}`)
-			t.Errorf("a refused invitation stays pending in the store (%s); the invitee accepting it: ok=%v %s; stranger's relations on lock-1 now: %v",
-				inv.ID, r2.OK, r2.Error, b.Engine.Relationships("lock-1", ""))
-		}
+			arm()
+			r := an.ask("$config/things/lock-1/relations/stranger", `{"relation":"co_owner"}`)
+			if r.OK || !fired() {
+				t.Fatalf("the invitation was not refused: %+v (fault fired %v)", r, fired())
+			}
+			st, err := mongo.Open(ctx, store, "veil")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer st.Close(context.Background())
+			invs, err := st.Invitations(ctx, "pending")
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, inv := range invs {
+				if inv.Invitee == "stranger" && inv.Thing == "lock-1" {
+					r2 := stranger.ask("$config/invitations/stranger/"+inv.ID+"/answer", `{"accept":true}`)
+					t.Errorf("an invitation refused to the inviter (%s) stays pending (%s); the invitee accepting it: ok=%v %s; stranger's relations on lock-1: %v",
+						r.Error, inv.ID, r2.OK, r2.Error, b.Engine.Relationships("lock-1", ""))
+				}
+			}
+		})
 	}
 }
 
@@ -301,49 +319,6 @@ func (p *lostReplyProxy) serve(c net.Conn) {
 		if err != nil {
 			u.Close()
 			return
-		}
-	}
-}
-
-// An invitation whose write reaches the store but whose reply is lost is
-// refused to the inviter ("unavailable") and left pending: the invitee
-// accepts it (PutRelationship's failure is undone, PutInvitation's is not).
-// TestInvitationWrittenButRefusedIsRevoked: an invitation whose write
-// reached the store but whose reply was lost is refused to the inviter and
-// revoked, not left pending for the invitee to accept.
-func TestInvitationWrittenButRefusedIsRevoked(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	store := ferretFor(ctx, t)
-	// {update: "invitations"}: PutInvitation's upsert.
-	px := newLostReplyProxy(t, hostOf(store), "\x02update\x00\x0c\x00\x00\x00invitations\x00")
-	cfg := broker.Defaults()
-	cfg.MongoURI = through(t, store, px.ln.Addr().String())
-	b := startConfigured(t, t.TempDir(), cfg)
-	defer b.Close()
-	addr := b.Addr("mqtt")
-	an := mustCfg(t, addr, "an", "an-pass")
-	stranger := mustCfg(t, addr, "stranger", "stranger-pass")
-
-	px.armed.Store(true)
-	r := an.ask("$config/things/lock-1/relations/stranger", `{"relation":"co_owner"}`)
-	if r.OK || !px.fired.Load() {
-		t.Fatalf("the invitation was not refused by the lost reply: %+v (fired %v)", r, px.fired.Load())
-	}
-	st, err := mongo.Open(ctx, store, "veil")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close(context.Background())
-	invs, err := st.Invitations(ctx, "pending")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, inv := range invs {
-		if inv.Invitee == "stranger" && inv.Thing == "lock-1" {
-			r2 := stranger.ask("$config/invitations/stranger/"+inv.ID+"/answer", `{"accept":true}`)
-			t.Errorf("an invitation refused to the inviter (%s) stays pending (%s); the invitee accepting it: ok=%v %s; stranger's relations on lock-1: %v",
-				r.Error, inv.ID, r2.OK, r2.Error, b.Engine.Relationships("lock-1", ""))
 		}
 	}
 }
