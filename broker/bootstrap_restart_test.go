@@ -3,7 +3,6 @@ package broker_test
 import (
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/veil-iot/veil/policies"
 )
@@ -20,19 +19,7 @@ func TestRestartKeepsWhatOwnersChanged(t *testing.T) {
 	patrick := mustCfg(t, addr, "patrick", "patrick-pass")
 
 	// An accepts the bootstrap file's pending hand-over of lock-2.
-	an.subscribe("$config/invitations/an/#")
-	var inv string
-	deadline := time.After(5 * time.Second)
-	for inv == "" {
-		select {
-		case m := <-an.msgs:
-			if strings.HasPrefix(m.Topic, "$config/invitations/an/") && strings.Contains(string(m.Payload), `"thing":"lock-2"`) {
-				inv = strings.TrimPrefix(m.Topic, "$config/invitations/an/")
-			}
-		case <-deadline:
-			t.Fatal("no invitation for lock-2")
-		}
-	}
+	inv := an.invitationTo("lock-2")
 	an.mustOK("$config/invitations/an/"+inv+"/answer", `{"accept":true}`)
 	if code := patrick.publish("things/lock-2/cmd/unlock", `{}`); code != 0x87 {
 		t.Fatalf("installer after hand-over: 0x%02x, want 0x87", code)

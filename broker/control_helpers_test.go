@@ -48,6 +48,7 @@ type auditRecord struct {
 type cfgClient struct {
 	t      testing.TB
 	id     string
+	user   string
 	pc     *paho.Client
 	msgs   chan *paho.Publish
 	corr   atomic.Int64
@@ -71,7 +72,7 @@ func dialCfg(t testing.TB, addr, from, user, password, clientID string) (*cfgCli
 	if clientID == "" {
 		clientID = fmt.Sprintf("%s-cfg-%d", user, clientSeq.Add(1))
 	}
-	c := &cfgClient{t: t, id: clientID, msgs: make(chan *paho.Publish, 1000)}
+	c := &cfgClient{t: t, id: clientID, user: user, msgs: make(chan *paho.Publish, 1000)}
 	c.prefix = "$config/replies/" + clientID
 	c.pc = paho.NewClient(paho.ClientConfig{Conn: conn, OnPublishReceived: []func(paho.PublishReceived) (bool, error){
 		func(pr paho.PublishReceived) (bool, error) { c.msgs <- pr.Packet; return true, nil }}})
@@ -182,6 +183,26 @@ func (c *cfgClient) publish(topic, payload string) byte {
 	}
 	c.t.Fatalf("publish %s: %v", topic, err)
 	return 0
+}
+
+// invitationTo waits for c's retained invitation to thing (the bootstrap
+// file's pending hand-over, offered at start) and returns its id.
+func (c *cfgClient) invitationTo(thing string) string {
+	c.t.Helper()
+	prefix := "$config/invitations/" + c.user + "/"
+	c.subscribe(prefix + "#")
+	deadline := time.After(5 * time.Second)
+	for {
+		select {
+		case m := <-c.msgs:
+			if strings.HasPrefix(m.Topic, prefix) && strings.Contains(string(m.Payload), `"thing":"`+thing+`"`) {
+				return strings.TrimPrefix(m.Topic, prefix)
+			}
+		case <-deadline:
+			c.t.Fatalf("no invitation to %s for %s", thing, c.id)
+			return ""
+		}
+	}
 }
 
 // collect gathers the messages (other than replies) arriving within d.

@@ -110,19 +110,7 @@ func TestConfigSurvivesRestart(t *testing.T) {
 	if code := patrick.publish("things/lock-2/cmd/unlock", `{}`); code != 0 {
 		t.Fatalf("installer before hand-over: 0x%02x", code)
 	}
-	an.subscribe("$config/invitations/an/#")
-	var lock2 string
-	deadline := time.After(3 * time.Second)
-	for lock2 == "" {
-		select {
-		case msg := <-an.msgs:
-			if strings.HasPrefix(msg.Topic, "$config/invitations/an/") && strings.Contains(string(msg.Payload), `"thing":"lock-2"`) {
-				lock2 = strings.TrimPrefix(msg.Topic, "$config/invitations/an/")
-			}
-		case <-deadline:
-			t.Fatal("no invitation for the bootstrap file's pending hand-over of lock-2")
-		}
-	}
+	lock2 := an.invitationTo("lock-2")
 	an.mustOK("$config/invitations/an/"+lock2+"/answer", `{"accept":true}`)
 	if code := patrick.publish("things/lock-2/cmd/unlock", `{}`); code != 0x87 {
 		t.Fatalf("installer after hand-over: 0x%02x, want 0x87", code)

@@ -6,7 +6,6 @@ import (
 	"io"
 	"net"
 	"net/url"
-	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -96,19 +95,7 @@ func TestRefusedAcceptanceLeavesTheStoreAsItWas(t *testing.T) {
 	defer b.Close()
 	addr := b.Addr("mqtt")
 	an := mustCfg(t, addr, "an", "an-pass")
-	an.subscribe("$config/invitations/an/#")
-	var inv string
-	deadline := time.After(5 * time.Second)
-	for inv == "" {
-		select {
-		case m := <-an.msgs:
-			if strings.HasPrefix(m.Topic, "$config/invitations/an/") && strings.Contains(string(m.Payload), `"thing":"lock-2"`) {
-				inv = strings.TrimPrefix(m.Topic, "$config/invitations/an/")
-			}
-		case <-deadline:
-			t.Fatal("no invitation for lock-2")
-		}
-	}
+	inv := an.invitationTo("lock-2")
 	// The hand-over writes the invitation, the relation, the thing, then
 	// deletes Patrick's installer relation: that delete runs into the deadline.
 	px.armed.Store(true)
