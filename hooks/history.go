@@ -78,9 +78,12 @@ func (HistoryTopics) MayDeliver(_ *mqtt.Client, _ policies.Principal, topic stri
 // answered on its response topic — which must be $config/replies/{its
 // client id} or below; without one the answer goes there — with its
 // correlation data. Every reading passes exactly the decision and view a
-// live delivery to the requester would: Decide(history, purpose), the
-// view's rewrite and withholding (range, non-JSON). A rate of one reading
-// per period releases the first reading of each period of reading time,
+// live delivery to the requester at the reading's archived time would:
+// Decide(history, purpose) as of that time (a co-owner for one evening
+// has that evening's readings, not the year before it), the view's
+// rewrite and withholding (range, non-JSON); and only while the requester
+// may ask now. A rate of one reading per period releases the first
+// reading of each period of reading time,
 // the periods aligned to the Unix epoch, whatever the query (see walk).
 //
 // Answer pages: {"topic", "ok": true, "page": n, "more": bool,
@@ -366,17 +369,24 @@ func (h *History) walk(ctx context.Context, q query, emit func(t time.Time, out 
 	var failed error
 	emitted := 0
 	rate := historyRate{from: q.from}
+	req := h.request(q)
+	asOf := readingDecisions{engine: h.engine, req: req}
 	probing := false
 	visit := func(t time.Time, reading []byte) bool {
 		if probing && !t.Before(q.from) {
 			return false // from on is the walk's own
 		}
-		// Decided per reading, as per live message (cached in the engine):
-		// a revocation takes effect in the middle of an answer.
-		d := h.engine.Decide(h.request(q))
-		if !d.Allowed() {
+		// The requester may still ask (cached in the engine: a revocation
+		// takes effect in the middle of an answer)…
+		if !h.engine.DecideShared(&req).Allowed() {
 			failed = fmt.Errorf("%w: the history of %s is not shared with you", errHistoryNotShared, q.resource)
 			return false
+		}
+		// …and the reading is released as a live delivery of it was
+		// decided: at its own time, under the policies in force now.
+		d := asOf.decide(t)
+		if !d.Allowed() {
+			return true // not shared at its time: none of its bucket's
 		}
 		out := reading
 		var period time.Duration
@@ -402,7 +412,7 @@ func (h *History) walk(ctx context.Context, q query, emit func(t time.Time, out 
 		emitted++
 		return true
 	}
-	if d := h.engine.Decide(h.request(q)); d.View != nil && d.View.Rate() > 0 {
+	if d := asOf.decide(q.from); d.View != nil && d.View.Rate() > 0 {
 		if start := rate.search(d.View.Rate()); start.Before(q.from) {
 			probing = true
 			err = h.source.History(ctx, q.res.Thing, q.res.Name, start, q.from, visit)
@@ -419,6 +429,27 @@ func (h *History) walk(ctx context.Context, q query, emit func(t time.Time, out 
 		return time.Time{}, err
 	}
 	return next, nil
+}
+
+// readingDecisions decides one requester's readings, each as of its own
+// time (Engine.DecideAt), for a walk that goes forward in time: a decision
+// holds for the readings after it until it expires (a window's or an hour
+// condition's end), it depends on live data, or the configuration changes.
+type readingDecisions struct {
+	engine  *policies.Engine
+	req     policies.Request
+	d       policies.Decision
+	at      time.Time // d is the decision as of at…
+	changes uint64    // …under the configuration Engine.Changes counted then
+	held    bool
+}
+
+func (r *readingDecisions) decide(t time.Time) *policies.Decision {
+	changes := r.engine.Changes()
+	if !r.held || r.d.Dynamic || changes != r.changes || t.Before(r.at) || !r.d.Expires.IsZero() && !t.Before(r.d.Expires) {
+		r.d, r.at, r.changes, r.held = r.engine.DecideAt(r.req, t), t, changes, true
+	}
+	return &r.d
 }
 
 // historyRate is one walk's rate: it sees, oldest first, every reading

@@ -2,6 +2,7 @@ package hooks
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math"
 	"math/big"
@@ -381,5 +382,143 @@ func TestHistoryRateSearchStopsAtFrom(t *testing.T) {
 		`[{"kind":"rate","seconds":3600}]`)
 	if got, _ := walkTimes(t, h, at("10:30:00"), at("11:00:00"), DefaultHistoryLimit); !slices.EqualFunc(got, []time.Time{at("10:30:00")}, time.Time.Equal) {
 		t.Fatalf("got %v, want 10:30 once", got)
+	}
+}
+
+// TestHistoryDecidedAsOfEachReading: a history answer releases each
+// reading as a live delivery of it was decided, at the reading's own time
+// under the policies in force now, and only to a requester who may ask
+// now. A policy allowing exact values by day gives the night's readings as
+// the night's policy does, rounded; a co-owner for one evening gets that
+// evening's readings, not the day's before it, and nothing once the
+// evening is over. The decisions change at hour and window boundaries in
+// the middle of one answer.
+func TestHistoryDecidedAsOfEachReading(t *testing.T) {
+	at := func(s string) time.Time { t, _ := time.Parse(time.RFC3339, "2026-11-26T"+s+"Z"); return t }
+	archive := archived{
+		{at("03:00:00"), `{"temperature":21.46}`},
+		{at("07:59:59"), `{"temperature":21.46}`},
+		{at("08:00:00"), `{"temperature":21.46}`},
+		{at("16:59:59"), `{"temperature":21.46}`},
+		{at("17:00:00"), `{"temperature":21.46}`},
+		{at("17:59:59"), `{"temperature":21.46}`},
+		{at("18:00:00"), `{"temperature":21.46}`},
+		{at("20:00:00"), `{"temperature":21.46}`},
+		{at("22:00:01"), `{"temperature":21.46}`},
+	}
+	clock := &settableClock{}
+	e := policies.NewEngine(policies.Options{Secret: []byte("test"), Clock: clock})
+	for _, u := range []string{"an", "doctor", "bob"} {
+		if err := e.PutUser(policies.User{Name: u}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := e.PutThing(policies.Thing{ID: "thermo-1", Owner: "an", Kind: "sensor", Streams: []string{"temperature"}}); err != nil {
+		t.Fatal(err)
+	}
+	for _, doc := range []string{
+		`{"id":"doctor-day","priority":10,"effect":"allow","subjects":["user:doctor"],"resources":["things/thermo-1/data/temperature"],
+		  "actions":["history"],"when":{"attr":"env.hour","op":"between","value":[8,16]}}`,
+		`{"id":"doctor-night","priority":20,"effect":"allow","subjects":["user:doctor"],"resources":["things/thermo-1/data/temperature"],
+		  "actions":["history"],"constraints":[{"kind":"accuracy","field":"temperature","step":1}]}`,
+	} {
+		p, err := policies.ParsePolicy([]byte(doc))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := e.PutPolicy("an", p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := e.PutRelationship(policies.Relationship{Thing: "thermo-1", User: "bob", Relation: "co_owner", Status: "active",
+		ValidFrom: at("18:00:00"), ValidUntil: at("22:00:00")}); err != nil {
+		t.Fatal(err)
+	}
+	h := NewHistory(HistoryConfig{Engine: e, Source: archive, Clock: clock})
+	res, _ := policies.ParseTopic("things/thermo-1/data/temperature")
+	walk := func(who string) ([]string, error) {
+		q := query{principal: policies.UserPrincipal(who), resource: "things/thermo-1/data/temperature", res: res,
+			from: at("00:00:00"), to: at("23:59:59"), limit: 100}
+		var got []string
+		_, err := h.walk(context.Background(), q, func(t time.Time, out []byte) {
+			got = append(got, t.Format("15:04:05")+" "+string(out))
+		})
+		return got, err
+	}
+	exact, rounded := `{"temperature":21.46}`, `{"temperature":21}`
+	for _, tc := range []struct {
+		who, now string
+		want     []string // nil: refused
+	}{
+		{"doctor", "09:00:00", []string{"03:00:00 " + rounded, "07:59:59 " + rounded, "08:00:00 " + exact, "16:59:59 " + exact,
+			"17:00:00 " + rounded, "17:59:59 " + rounded, "18:00:00 " + rounded, "20:00:00 " + rounded, "22:00:01 " + rounded}},
+		{"doctor", "23:00:00", []string{"03:00:00 " + rounded, "07:59:59 " + rounded, "08:00:00 " + exact, "16:59:59 " + exact,
+			"17:00:00 " + rounded, "17:59:59 " + rounded, "18:00:00 " + rounded, "20:00:00 " + rounded, "22:00:01 " + rounded}},
+		{"bob", "21:00:00", []string{"18:00:00 " + exact, "20:00:00 " + exact}},
+		{"bob", "22:00:01", nil},
+		{"an", "09:00:00", []string{"03:00:00 " + exact, "07:59:59 " + exact, "08:00:00 " + exact, "16:59:59 " + exact,
+			"17:00:00 " + exact, "17:59:59 " + exact, "18:00:00 " + exact, "20:00:00 " + exact, "22:00:01 " + exact}},
+	} {
+		clock.Set(at(tc.now))
+		got, err := walk(tc.who)
+		if tc.want == nil {
+			if !errors.Is(err, errHistoryNotShared) {
+				t.Errorf("%s at %s: got %q, %v; want refused", tc.who, tc.now, got, err)
+			}
+			continue
+		}
+		if err != nil {
+			t.Errorf("%s at %s: %v", tc.who, tc.now, err)
+			continue
+		}
+		if !slices.Equal(got, tc.want) {
+			t.Errorf("%s at %s:\n got %q\nwant %q", tc.who, tc.now, got, tc.want)
+		}
+	}
+}
+
+// midAnswer is an archive that calls change after its first reading.
+type midAnswer struct {
+	archived
+	change func()
+}
+
+func (a midAnswer) History(ctx context.Context, thing, stream string, from, to time.Time, fn func(time.Time, []byte) bool) error {
+	n := 0
+	return a.archived.History(ctx, thing, stream, from, to, func(t time.Time, r []byte) bool {
+		if n++; n == 2 {
+			a.change()
+		}
+		return fn(t, r)
+	})
+}
+
+// TestHistoryViewChangeInTheMiddle: an owner's change of a view applies
+// to the readings an answer has not reached yet (the decision a walk
+// holds from one reading to the next is asked again).
+func TestHistoryViewChangeInTheMiddle(t *testing.T) {
+	at := func(s string) time.Time { t, _ := time.Parse(time.RFC3339, "2026-11-26T"+s+"Z"); return t }
+	var h *History
+	archive := midAnswer{archived: archived{{at("01:00:00"), `{"temperature":21.46}`}, {at("02:00:00"), `{"temperature":21.46}`}}}
+	h = rateHistory(t, &archive, `[]`)
+	archive.change = func() {
+		p, err := policies.ParsePolicy([]byte(`{"id":"doctor-coarse","priority":-1,"effect":"allow","subjects":["user:doctor"],
+			"resources":["things/thermo-1/data/temperature"],"actions":["history"],"constraints":[{"kind":"accuracy","field":"temperature","step":1}]}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := h.engine.PutPolicy("an", p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	res, _ := policies.ParseTopic("things/thermo-1/data/temperature")
+	q := query{principal: policies.UserPrincipal("doctor"), resource: "things/thermo-1/data/temperature", res: res,
+		from: at("00:00:00"), to: at("03:00:00"), limit: 10}
+	var got []string
+	if _, err := h.walk(context.Background(), q, func(_ time.Time, out []byte) { got = append(got, string(out)) }); err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{`{"temperature":21.46}`, `{"temperature":21}`}; !slices.Equal(got, want) {
+		t.Fatalf("got %q, want %q", got, want)
 	}
 }
