@@ -349,3 +349,43 @@ func TestHistoryMalformedRequestsGetClearErrors(t *testing.T) {
 		t.Fatal("a history request was retained")
 	}
 }
+
+// TestHistoryDataConditionsAsOfEachReading: through the real archive, a
+// history policy whose condition reads live data releases the readings
+// taken while it held, with the values archived then, not all of them
+// because it holds now.
+func TestHistoryDataConditionsAsOfEachReading(t *testing.T) {
+	b := archiving(t)
+	boiler := dialAt(t, b.Addr("mqtt"), "boiler-1", "boiler-1-secret", "boiler-1", "")
+	base := time.Now().Add(-time.Hour).Truncate(time.Minute)
+	ts := func(m int) string { return base.Add(time.Duration(m) * time.Minute).UTC().Format(time.RFC3339) }
+	for _, r := range []struct{ topic, payload string }{
+		{"alarm", `{"on":false,"ts":"` + ts(0) + `"}`},
+		{"temperature", `{"temperature":61,"ts":"` + ts(1) + `"}`},
+		{"alarm", `{"on":true,"ts":"` + ts(2) + `"}`},
+		{"temperature", `{"temperature":92,"ts":"` + ts(3) + `"}`},
+		{"alarm", `{"on":false,"ts":"` + ts(4) + `"}`},
+		{"temperature", `{"temperature":63,"ts":"` + ts(5) + `"}`},
+		{"alarm", `{"on":true,"ts":"` + ts(6) + `"}`}, // the alarm holds now
+	} {
+		if code := boiler.pub("things/boiler-1/data/"+r.topic, r.payload, 1); code != 0 {
+			t.Fatalf("publish %s: 0x%02x", r.payload, code)
+		}
+	}
+	drainArchive(t)
+	nurse := dialAt(t, b.Addr("mqtt"), "nurse", "nurse-pass", "nurse-boiler", "")
+	nurse.sub("$config/replies/"+nurse.id+"/#", "")
+	pages := nurse.history("$history/things/boiler-1/data/temperature", fmt.Sprintf(`{"from":%q}`, ts(0)), "", "")
+	var got []string
+	for _, p := range pages {
+		if !p.OK {
+			t.Fatalf("history refused: %s", p.Error)
+		}
+		for _, rd := range p.Readings {
+			got = append(got, string(rd.Data))
+		}
+	}
+	if len(got) != 1 || !jsonEqual(t, []byte(got[0]), []byte(`{"temperature":92}`)) {
+		t.Fatalf("the nurse got %s, want only the reading taken during the alarm", got)
+	}
+}

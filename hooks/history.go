@@ -334,7 +334,7 @@ func (h *History) answer(q query) {
 		h.count("history_failed")
 		h.log.Warn().Err(err).Str("topic", q.topic).Str("client", q.cl.ID).Msg("history query failed")
 		msg := err.Error()
-		if !errors.Is(err, errHistoryNotShared) {
+		if !errors.Is(err, errHistoryNotShared) && !errors.Is(err, errTooManyValueStreams) {
 			msg = "archive unavailable: " + msg
 		}
 		h.reply(q, historyPage{Topic: q.topic, Error: msg, Page: page.Page})
@@ -370,7 +370,7 @@ func (h *History) walk(ctx context.Context, q query, emit func(t time.Time, out 
 	emitted := 0
 	rate := historyRate{from: q.from}
 	req := h.request(q)
-	asOf := readingDecisions{engine: h.engine, req: req}
+	asOf := readingDecisions{engine: h.engine, req: req, values: pastValues{ctx: ctx, source: h.source}}
 	probing := false
 	visit := func(t time.Time, reading []byte) bool {
 		if probing && !t.Before(q.from) {
@@ -383,8 +383,13 @@ func (h *History) walk(ctx context.Context, q query, emit func(t time.Time, out 
 			return false
 		}
 		// …and the reading is released as a live delivery of it was
-		// decided: at its own time, under the policies in force now.
-		d := asOf.decide(t)
+		// decided: at its own time, with the live values of then, under
+		// the policies in force now.
+		d, err := asOf.decide(t)
+		if err != nil {
+			failed = err
+			return false
+		}
 		if !d.Allowed() {
 			return true // not shared at its time: none of its bucket's
 		}
@@ -412,7 +417,11 @@ func (h *History) walk(ctx context.Context, q query, emit func(t time.Time, out 
 		emitted++
 		return true
 	}
-	if d := asOf.decide(q.from); d.View != nil && d.View.Rate() > 0 {
+	d, err := asOf.decide(q.from)
+	if err != nil {
+		return time.Time{}, err
+	}
+	if d.View != nil && d.View.Rate() > 0 {
 		if start := rate.search(d.View.Rate()); start.Before(q.from) {
 			probing = true
 			err = h.source.History(ctx, q.res.Thing, q.res.Name, start, q.from, visit)
@@ -429,27 +438,6 @@ func (h *History) walk(ctx context.Context, q query, emit func(t time.Time, out 
 		return time.Time{}, err
 	}
 	return next, nil
-}
-
-// readingDecisions decides one requester's readings, each as of its own
-// time (Engine.DecideAt), for a walk that goes forward in time: a decision
-// holds for the readings after it until it expires (a window's or an hour
-// condition's end), it depends on live data, or the configuration changes.
-type readingDecisions struct {
-	engine  *policies.Engine
-	req     policies.Request
-	d       policies.Decision
-	at      time.Time // d is the decision as of at…
-	changes uint64    // …under the configuration Engine.Changes counted then
-	held    bool
-}
-
-func (r *readingDecisions) decide(t time.Time) *policies.Decision {
-	changes := r.engine.Changes()
-	if !r.held || r.d.Dynamic || changes != r.changes || t.Before(r.at) || !r.d.Expires.IsZero() && !t.Before(r.d.Expires) {
-		r.d, r.at, r.changes, r.held = r.engine.DecideAt(r.req, t), t, changes, true
-	}
-	return &r.d
 }
 
 // historyRate is one walk's rate: it sees, oldest first, every reading

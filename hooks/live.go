@@ -213,26 +213,5 @@ func (l *LiveValues) slot(topic string, first *liveReading) *liveSlot {
 func (l *LiveValues) parse(raw []byte) map[string]any {
 	p := l.pool.Get()
 	defer l.pool.Put(p)
-	v, err := p.ParseBytes(raw)
-	if err != nil {
-		return nil
-	}
-	o, err := v.Object()
-	if err != nil {
-		return nil
-	}
-	fields := make(map[string]any, o.Len())
-	o.Visit(func(k []byte, v *fastjson.Value) {
-		switch v.Type() {
-		case fastjson.TypeNumber:
-			fields[string(k)] = v.GetFloat64()
-		case fastjson.TypeString:
-			fields[string(k)] = string(v.GetStringBytes())
-		case fastjson.TypeTrue:
-			fields[string(k)] = true
-		case fastjson.TypeFalse:
-			fields[string(k)] = false
-		}
-	})
-	return fields
+	return readingFields(p, raw)
 }

@@ -280,10 +280,14 @@ func (x *evalCtx) attr(p attrPath) (any, bool) {
 		return thingAttr(x.thing, p.key)
 	case nsData:
 		x.dynamic = true
-		if x.e.context == nil {
+		values := x.values
+		if values == nil {
+			values = x.e.context
+		}
+		if values == nil {
 			return nil, false
 		}
-		v, ok := x.e.context.Value(p.thing, p.stream, p.field)
+		v, ok := values.Value(p.thing, p.stream, p.field)
 		if !ok {
 			return nil, false
 		}

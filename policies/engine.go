@@ -582,6 +582,7 @@ type evalCtx struct {
 	thing          *Thing
 	user           *User
 	requesterThing *Thing
+	values         ContextProvider // data.* values, when not the engine's
 	now            time.Time
 	nowPacked      packedTime // now, once a relationship window needed it
 	hasNowPacked   bool
@@ -704,6 +705,20 @@ func (e *Engine) DecideAt(req Request, at time.Time) Decision {
 	e.mu.RLock()
 	defer e.mu.RUnlock()
 	x := evalCtx{e: e, req: req, now: at}
+	d := e.evaluate(&x)
+	d.Expires = x.expires
+	d.Dynamic = x.dynamic
+	return d
+}
+
+// DecideAtWith is DecideAt reading data.* from values, the live values as
+// they were at at: for an archived reading, decided as a live delivery of
+// it was. values is called under the engine's read lock: it must answer
+// from memory (a value it does not have is a missing attribute).
+func (e *Engine) DecideAtWith(req Request, at time.Time, values ContextProvider) Decision {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	x := evalCtx{e: e, req: req, now: at, values: values}
 	d := e.evaluate(&x)
 	d.Expires = x.expires
 	d.Dynamic = x.dynamic
