@@ -115,6 +115,16 @@ type SystemPublisher interface {
 	OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error)
 }
 
+// ReplyAddressee is SystemTopics whose replies on $config/replies/{client
+// id} are for one client: the one that asked, not whoever holds its id
+// when the answer is ready (a history answer takes seconds; its requester
+// may be gone and another user connected under the same id).
+type ReplyAddressee interface {
+	// Addressee returns the client the reply being published on topic is
+	// for, or nil when none is.
+	Addressee(topic string) *mqtt.Client
+}
+
 // renderingSlots sizes the table of renderings. A rendering is needed until
 // the last subscriber's write loop has encoded it, and at full rate write
 // loops run hundreds of messages behind the publisher; one evicted sooner
@@ -514,7 +524,17 @@ func (h *Enforcer) mayDeliver(cl *mqtt.Client, s *session, topic string) bool {
 			return h.isAdmin(s)
 		case strings.HasPrefix(topic, "$config/replies/"):
 			rest := topic[len("$config/replies/"):]
-			return rest == cl.ID || strings.HasPrefix(rest, cl.ID+"/")
+			if rest != cl.ID && !strings.HasPrefix(rest, cl.ID+"/") {
+				return false
+			}
+			for _, st := range h.system {
+				if a, ok := st.(ReplyAddressee); ok {
+					if to := a.Addressee(topic); to != nil && to != cl {
+						return false
+					}
+				}
+			}
+			return true
 		}
 		for _, st := range h.system {
 			if handled, ok := st.MayDeliver(cl, s.principal, topic); handled {

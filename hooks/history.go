@@ -9,6 +9,7 @@ import (
 	"math"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
@@ -101,8 +102,10 @@ type History struct {
 	log      zerolog.Logger
 	metrics  *Metrics
 
-	once   sync.Once
-	inline *mqtt.Client
+	once      sync.Once
+	inline    *mqtt.Client
+	replying  sync.Mutex                     // one reply is published at a time…
+	addressee atomic.Pointer[addressedReply] // …for its requester only
 	sem    chan struct{}
 	wg     sync.WaitGroup
 	ctx    context.Context
@@ -316,6 +319,10 @@ func (h *History) answer(q query) {
 	page := historyPage{Topic: q.topic, OK: true, Page: 1}
 	size := 0
 	flush := func(more bool) {
+		if !h.requesterHere(q) {
+			cancel() // the walk ends, and the answer with it
+			return
+		}
 		page.More = more
 		h.reply(q, page)
 		page = historyPage{Topic: q.topic, OK: true, Page: page.Page + 1}
@@ -330,6 +337,10 @@ func (h *History) answer(q query) {
 		page.Readings = append(page.Readings, item)
 		size += n
 	})
+	if !h.requesterHere(q) {
+		h.count("history_abandoned")
+		return
+	}
 	if err != nil {
 		h.count("history_failed")
 		h.log.Warn().Err(err).Str("topic", q.topic).Str("client", q.cl.ID).Msg("history query failed")
@@ -375,6 +386,10 @@ func (h *History) walk(ctx context.Context, q query, emit func(t time.Time, out 
 	visit := func(t time.Time, reading []byte) bool {
 		if probing && !t.Before(q.from) {
 			return false // from on is the walk's own
+		}
+		if err := ctx.Err(); err != nil {
+			failed = err
+			return false
 		}
 		// The requester may still ask (cached in the engine: a revocation
 		// takes effect in the middle of an answer)…
@@ -477,6 +492,31 @@ func (r *historyRate) release(t time.Time, period time.Duration) bool {
 	return !start.Before(r.from) || period == r.searched
 }
 
+// addressedReply is a reply being published: on topic, for to only.
+type addressedReply struct {
+	topic string
+	to    *mqtt.Client
+}
+
+// Addressee returns the client a reply being published on topic is for,
+// or nil: the enforcer delivers it to that client only (ReplyAddressee).
+func (h *History) Addressee(topic string) *mqtt.Client {
+	if a := h.addressee.Load(); a != nil && a.topic == topic {
+		return a.to
+	}
+	return nil
+}
+
+// requesterHere reports whether q's requester still holds its client id:
+// an answer to a requester gone is not worth the archive's work.
+func (h *History) requesterHere(q query) bool {
+	if h.server == nil || q.cl == nil {
+		return true
+	}
+	cl, ok := h.server.Clients.Get(q.cl.ID)
+	return ok && cl == q.cl && !cl.Closed()
+}
+
 // reply publishes one answer message to the requester's response topic.
 func (h *History) reply(q query, page historyPage) {
 	if h.server == nil {
@@ -495,6 +535,14 @@ func (h *History) reply(q query, page historyPage) {
 		PacketID:    1,
 		Properties:  packets.Properties{CorrelationData: q.correlation, ContentType: "application/json"},
 	}
+	// The page is the requester's: the client holding its id when the
+	// answer is ready may be someone else's, the requester having gone
+	// (Addressee). mochi decides the deliveries of an injected packet
+	// before InjectPacket returns.
+	h.replying.Lock()
+	defer h.replying.Unlock()
+	h.addressee.Store(&addressedReply{topic: q.replyTo, to: q.cl})
+	defer h.addressee.Store(nil)
 	if err := h.server.InjectPacket(h.inline, pk); err != nil {
 		h.log.Warn().Err(err).Str("topic", q.replyTo).Msg("history reply not sent")
 	}
