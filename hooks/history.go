@@ -106,10 +106,10 @@ type History struct {
 	inline    *mqtt.Client
 	replying  sync.Mutex                     // one reply is published at a time…
 	addressee atomic.Pointer[addressedReply] // …for its requester only
-	sem    chan struct{}
-	wg     sync.WaitGroup
-	ctx    context.Context
-	stop   context.CancelFunc
+	sem       chan struct{}
+	wg        sync.WaitGroup
+	ctx       context.Context
+	stop      context.CancelFunc
 }
 
 // HistoryConfig wires a History hook.
