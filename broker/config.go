@@ -25,6 +25,7 @@ type Config struct {
 	LogLevel  string `yaml:"log-level"`  // zerolog level
 	TimeZone  string `yaml:"time-zone"`  // zone of env.* policy conditions
 	JWTIssuer string `yaml:"jwt-issuer"` // accepted issuer of bearer tokens
+	JWTAudience string `yaml:"jwt-audience"` // this broker, as the tokens' aud names it
 	JWTKey    string `yaml:"jwt-key"`    // PEM public key or HMAC secret file; empty = no tokens
 
 	MaxPacketSize uint32 `yaml:"max-packet-size"` // bytes; larger packets drop the connection
@@ -101,6 +102,11 @@ func (c Config) Validate() error {
 	}
 	if c.JWTKey != "" && c.JWTIssuer == "" {
 		errs = append(errs, errors.New("--jwt-key needs --jwt-issuer"))
+	}
+	if c.JWTKey != "" && c.JWTAudience == "" {
+		// An issuer that serves other applications too mints tokens
+		// for them that would otherwise log in here (RFC 8725 §3.9).
+		errs = append(errs, errors.New("--jwt-key needs --jwt-audience (the aud tokens for this broker carry)"))
 	}
 	if c.StateSync < 0 || c.StateSync > time.Minute {
 		errs = append(errs, fmt.Errorf("--state-sync %s: want 0 (every change) up to 1m", c.StateSync))

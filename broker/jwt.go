@@ -2,15 +2,19 @@ package broker
 
 import (
 	"bytes"
+	"crypto/x509"
+	"encoding/json"
 	"fmt"
 	"os"
 
 	"github.com/golang-jwt/jwt/v5"
+	"golang.org/x/crypto/ssh"
 	"github.com/veil-iot/veil/hooks"
 )
 
-// jwtConfig reads --jwt-key: a PEM public key (RSA, ECDSA or Ed25519) or,
-// for anything else, the file's bytes as an HMAC secret.
+// jwtConfig reads --jwt-key: a PEM public key (RSA, ECDSA or Ed25519) or
+// an HMAC secret (the file's bytes). A public key in another form (DER, a
+// certificate, JWK, OpenSSH) is refused rather than taken as a secret.
 func (b *Broker) jwtConfig() (*hooks.JWTConfig, error) {
 	if b.cfg.JWTKey == "" {
 		return nil, nil
@@ -19,7 +23,7 @@ func (b *Broker) jwtConfig() (*hooks.JWTConfig, error) {
 	if err != nil {
 		return nil, fmt.Errorf("--jwt-key: %w", err)
 	}
-	cfg := &hooks.JWTConfig{Issuer: b.cfg.JWTIssuer}
+	cfg := &hooks.JWTConfig{Issuer: b.cfg.JWTIssuer, Audience: b.cfg.JWTAudience}
 	if bytes.Contains(data, []byte("-----BEGIN")) {
 		if k, err := jwt.ParseRSAPublicKeyFromPEM(data); err == nil {
 			cfg.Key = k
@@ -32,10 +36,37 @@ func (b *Broker) jwtConfig() (*hooks.JWTConfig, error) {
 		}
 		return cfg, nil
 	}
+	if form := publicKeyForm(data); form != "" {
+		// Taken as an HMAC secret, a public key signs tokens for anyone
+		// who has it: everyone.
+		return nil, fmt.Errorf("--jwt-key %s: %s, not an HMAC secret: give the public key as PEM (-----BEGIN PUBLIC KEY-----)", b.cfg.JWTKey, form)
+	}
 	secret := bytes.TrimSpace(data)
 	if len(secret) < 32 {
 		return nil, fmt.Errorf("--jwt-key %s: an HMAC secret must be at least 32 bytes", b.cfg.JWTKey)
 	}
 	cfg.Key = secret
 	return cfg, nil
+}
+
+// publicKeyForm names the form of a public key or certificate that data
+// holds other than PEM, or returns "".
+func publicKeyForm(data []byte) string {
+	if _, err := x509.ParsePKIXPublicKey(data); err == nil {
+		return "a DER public key"
+	}
+	if _, err := x509.ParsePKCS1PublicKey(data); err == nil {
+		return "a DER RSA public key"
+	}
+	if _, err := x509.ParseCertificate(data); err == nil {
+		return "a DER certificate"
+	}
+	text := bytes.TrimSpace(data)
+	if _, _, _, _, err := ssh.ParseAuthorizedKey(text); err == nil {
+		return "an OpenSSH public key"
+	}
+	if bytes.HasPrefix(text, []byte("{")) && json.Valid(text) {
+		return "a JSON document (a JWK or JWKS)"
+	}
+	return ""
 }

@@ -3,8 +3,11 @@ package hooks
 import (
 	"bytes"
 	"cmp"
+	"crypto/ecdsa"
+	"crypto/ed25519"
 	"crypto/hmac"
 	"crypto/rand"
+	"crypto/rsa"
 	"crypto/sha256"
 	"net"
 	"runtime"
@@ -224,8 +227,25 @@ func (l *FailureLimiter) Fail(addr string) {
 // (an HMAC secret []byte, or a crypto.PublicKey), issued by Issuer, subject
 // equal to the username, not expired.
 type JWTConfig struct {
-	Issuer string
-	Key    any
+	Issuer   string
+	Audience string // required: the aud a token for this broker names
+	Key      any    // []byte (HMAC), *rsa.PublicKey, *ecdsa.PublicKey or ed25519.PublicKey
+}
+
+// methods returns the signing methods of the key's family: a token is
+// verified only by the algorithm its key is for.
+func (c *JWTConfig) methods() []string {
+	switch c.Key.(type) {
+	case []byte:
+		return []string{"HS256", "HS384", "HS512"}
+	case *rsa.PublicKey:
+		return []string{"RS256", "RS384", "RS512", "PS256", "PS384", "PS512"}
+	case *ecdsa.PublicKey:
+		return []string{"ES256", "ES384", "ES512"}
+	case ed25519.PublicKey:
+		return []string{"EdDSA"}
+	}
+	return nil
 }
 
 // Authenticator is the authentication hook.
@@ -428,9 +448,12 @@ func looksLikeJWT(b []byte) bool {
 
 func (a *Authenticator) verifyJWT(name, token string) bool {
 	claims := jwt.RegisteredClaims{}
+	if a.jwt.Audience == "" {
+		return false // a token for any application would do
+	}
 	_, err := jwt.ParseWithClaims(token, &claims, func(t *jwt.Token) (any, error) { return a.jwt.Key, nil },
-		jwt.WithIssuer(a.jwt.Issuer), jwt.WithSubject(name), jwt.WithExpirationRequired(),
-		jwt.WithValidMethods([]string{"HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "ES256", "ES384", "ES512", "EdDSA"}))
+		jwt.WithIssuer(a.jwt.Issuer), jwt.WithAudience(a.jwt.Audience), jwt.WithSubject(name), jwt.WithExpirationRequired(),
+		jwt.WithValidMethods(a.jwt.methods()))
 	return err == nil
 }
 

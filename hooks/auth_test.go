@@ -83,7 +83,7 @@ func TestJWTBearerTokens(t *testing.T) {
 	srv := mqtt.New(&mqtt.Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	sessions := &hooks.Sessions{}
 	must(t, srv.AddHook(hooks.NewAuthenticator(hooks.AuthConfig{Engine: e, Credentials: creds, Sessions: sessions, Server: srv,
-		JWT: &hooks.JWTConfig{Issuer: "https://id.example", Key: pub}, Log: zerolog.Nop(),
+		JWT: &hooks.JWTConfig{Issuer: "https://id.example", Audience: "mqtt://veil.example", Key: pub}, Log: zerolog.Nop(),
 		Limiter: hooks.NewFailureLimiter(1000, time.Minute, nil)}), nil))
 	l := listeners.NewTCP(listeners.Config{ID: "t", Address: "127.0.0.1:0"})
 	must(t, srv.AddListener(hooks.CloseSafely(l, srv)))
@@ -97,7 +97,13 @@ func TestJWTBearerTokens(t *testing.T) {
 		}
 		return s
 	}
-	valid := jwt.RegisteredClaims{Issuer: "https://id.example", Subject: "doctor", ExpiresAt: jwt.NewNumericDate(time.Now().Add(time.Hour))}
+	valid := jwt.RegisteredClaims{Issuer: "https://id.example", Subject: "doctor", Audience: jwt.ClaimStrings{"mqtt://veil.example"},
+		ExpiresAt: jwt.NewNumericDate(time.Now().Add(time.Hour))}
+	with := func(change func(*jwt.RegisteredClaims)) jwt.RegisteredClaims {
+		c := valid
+		change(&c)
+		return c
+	}
 	_, otherPriv, _ := ed25519.GenerateKey(rand.Reader)
 	tests := []struct {
 		name  string
@@ -107,11 +113,17 @@ func TestJWTBearerTokens(t *testing.T) {
 	}{
 		{"valid", "doctor", sign(valid, priv, jwt.SigningMethodEdDSA), true},
 		{"other subject", "an", sign(valid, priv, jwt.SigningMethodEdDSA), false},
-		{"wrong issuer", "doctor", sign(jwt.RegisteredClaims{Issuer: "evil", Subject: "doctor", ExpiresAt: valid.ExpiresAt}, priv, jwt.SigningMethodEdDSA), false},
-		{"expired", "doctor", sign(jwt.RegisteredClaims{Issuer: valid.Issuer, Subject: "doctor", ExpiresAt: jwt.NewNumericDate(time.Now().Add(-time.Minute))}, priv, jwt.SigningMethodEdDSA), false},
-		{"no expiry", "doctor", sign(jwt.RegisteredClaims{Issuer: valid.Issuer, Subject: "doctor"}, priv, jwt.SigningMethodEdDSA), false},
+		{"wrong issuer", "doctor", sign(with(func(c *jwt.RegisteredClaims) { c.Issuer = "evil" }), priv, jwt.SigningMethodEdDSA), false},
+		{"expired", "doctor", sign(with(func(c *jwt.RegisteredClaims) { c.ExpiresAt = jwt.NewNumericDate(time.Now().Add(-time.Minute)) }), priv, jwt.SigningMethodEdDSA), false},
+		{"no expiry", "doctor", sign(with(func(c *jwt.RegisteredClaims) { c.ExpiresAt = nil }), priv, jwt.SigningMethodEdDSA), false},
 		{"other key", "doctor", sign(valid, otherPriv, jwt.SigningMethodEdDSA), false},
 		{"hmac with the public key (alg confusion)", "doctor", sign(valid, []byte(pub), jwt.SigningMethodHS256), false},
+		{"audience among others", "doctor", sign(with(func(c *jwt.RegisteredClaims) {
+			c.Audience = jwt.ClaimStrings{"https://photos.example", "mqtt://veil.example"}
+		}), priv, jwt.SigningMethodEdDSA), true},
+		// A token the issuer minted for another application (RFC 8725 §3.9).
+		{"another audience", "doctor", sign(with(func(c *jwt.RegisteredClaims) { c.Audience = jwt.ClaimStrings{"https://photos.example"} }), priv, jwt.SigningMethodEdDSA), false},
+		{"no audience", "doctor", sign(with(func(c *jwt.RegisteredClaims) { c.Audience = nil }), priv, jwt.SigningMethodEdDSA), false},
 	}
 	for i, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

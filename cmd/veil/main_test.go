@@ -52,6 +52,7 @@ func TestBadFlagsAndConfigExitWithCode2(t *testing.T) {
 		{"bad address", []string{"serve", "--mqtt", "nonsense"}, nil, `--mqtt "nonsense"`},
 		{"bad log level", []string{"serve", "--log-level", "loud"}, nil, `--log-level "loud"`},
 		{"tls half configured", []string{"serve", "--tls-cert", "c.pem"}, nil, "--tls-cert and --tls-key go together"},
+		{"jwt without audience", []string{"serve", "--jwt-key", "k.pem", "--jwt-issuer", "https://id.example"}, nil, "--jwt-key needs --jwt-audience"},
 		{"unknown config key", []string{"serve", "--config", cfg}, nil, `unknown key "no-such-key"`},
 		{"bad config value", []string{"serve", "--config", badType}, nil, "max-packet-size"},
 		{"bad env value", []string{"serve"}, []string{"VEIL_MAX_PACKET_SIZE=huge"}, "VEIL_MAX_PACKET_SIZE"},

@@ -53,6 +53,7 @@ which wins over the file.`,
 	f.StringVar(&cfg.LogLevel, "log-level", cfg.LogLevel, "log level: debug, info, warn, error")
 	f.StringVar(&cfg.TimeZone, "time-zone", cfg.TimeZone, "time zone of env.* policy conditions")
 	f.StringVar(&cfg.JWTIssuer, "jwt-issuer", cfg.JWTIssuer, "accepted issuer of JWT bearer tokens")
+	f.StringVar(&cfg.JWTAudience, "jwt-audience", cfg.JWTAudience, "audience (aud) JWT bearer tokens must name: this broker")
 	f.StringVar(&cfg.JWTKey, "jwt-key", cfg.JWTKey, "PEM public key or HMAC secret file verifying JWT bearer tokens")
 	f.Uint32Var(&cfg.MaxPacketSize, "max-packet-size", cfg.MaxPacketSize, "largest MQTT packet accepted, in bytes")
 	f.StringVar(&cfg.InfluxURL, "influx-url", cfg.InfluxURL, "InfluxDB URL for the sensor archive (empty: archive off)")
