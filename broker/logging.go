@@ -36,13 +36,18 @@ func (h slogToZerolog) Handle(_ context.Context, r slog.Record) error {
 		ev = h.log.Debug()
 	}
 	add := func(a slog.Attr) bool {
-		if a.Key == "packet" || a.Key == "will" {
-			return true // packets can carry passwords and payloads: never logged
-		}
-		if err, ok := a.Value.Any().(error); ok {
-			ev = ev.AnErr(a.Key, err)
-		} else {
-			ev = ev.Any(a.Key, a.Value.Any())
+		v := a.Value.Resolve()
+		switch v.Kind() {
+		case slog.KindAny:
+			// Only errors: any other value (a packet under "packet",
+			// "pk" or a key mochi adds later, a will) can carry a
+			// password or a payload, and is never logged.
+			if err, ok := v.Any().(error); ok {
+				ev = ev.AnErr(a.Key, err)
+			}
+		case slog.KindGroup, slog.KindLogValuer:
+		default:
+			ev = ev.Any(a.Key, v.Any())
 		}
 		return true
 	}
