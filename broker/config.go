@@ -12,21 +12,21 @@ import (
 // Config is everything `veil serve` is told by flags, VEIL_… variables or
 // the YAML config file.
 type Config struct {
-	MQTT      string `yaml:"mqtt"`       // TCP listener, e.g. 127.0.0.1:1883
-	WS        string `yaml:"ws"`         // MQTT over WebSocket; empty = off
-	MQTTS     string `yaml:"mqtts"`      // TLS listener; needs TLSCert and TLSKey
-	HTTP      string `yaml:"http"`       // /healthz, /readyz, /metrics; empty = off
-	TLSCert   string `yaml:"tls-cert"`   // PEM certificate file
-	TLSKey    string `yaml:"tls-key"`    // PEM key file
-	DataDir   string `yaml:"data-dir"`   // broker state, embedded FerretDB, keys
-	MongoURI  string `yaml:"mongo-uri"`  // empty = embedded FerretDB
-	Database  string `yaml:"database"`   // MongoDB database name
-	Bootstrap string `yaml:"bootstrap"`  // YAML file applied idempotently at start
-	LogLevel  string `yaml:"log-level"`  // zerolog level
-	TimeZone  string `yaml:"time-zone"`  // zone of env.* policy conditions
-	JWTIssuer string `yaml:"jwt-issuer"` // accepted issuer of bearer tokens
+	MQTT        string `yaml:"mqtt"`         // TCP listener, e.g. 127.0.0.1:1883
+	WS          string `yaml:"ws"`           // MQTT over WebSocket; empty = off
+	MQTTS       string `yaml:"mqtts"`        // TLS listener; needs TLSCert and TLSKey
+	HTTP        string `yaml:"http"`         // /healthz, /readyz, /metrics; empty = off
+	TLSCert     string `yaml:"tls-cert"`     // PEM certificate file
+	TLSKey      string `yaml:"tls-key"`      // PEM key file
+	DataDir     string `yaml:"data-dir"`     // broker state, embedded FerretDB, keys
+	MongoURI    string `yaml:"mongo-uri"`    // empty = embedded FerretDB
+	Database    string `yaml:"database"`     // MongoDB database name
+	Bootstrap   string `yaml:"bootstrap"`    // YAML file applied idempotently at start
+	LogLevel    string `yaml:"log-level"`    // zerolog level
+	TimeZone    string `yaml:"time-zone"`    // zone of env.* policy conditions
+	JWTIssuer   string `yaml:"jwt-issuer"`   // accepted issuer of bearer tokens
 	JWTAudience string `yaml:"jwt-audience"` // this broker, as the tokens' aud names it
-	JWTKey    string `yaml:"jwt-key"`    // PEM public key or HMAC secret file; empty = no tokens
+	JWTKey      string `yaml:"jwt-key"`      // PEM public key or HMAC secret file; empty = no tokens
 
 	MaxPacketSize uint32 `yaml:"max-packet-size"` // bytes; larger packets drop the connection
 	// StateSync is how often changes of the broker state (sessions,

@@ -8,8 +8,8 @@ import (
 	"os"
 
 	"github.com/golang-jwt/jwt/v5"
-	"golang.org/x/crypto/ssh"
 	"github.com/veil-iot/veil/hooks"
+	"golang.org/x/crypto/ssh"
 )
 
 // jwtConfig reads --jwt-key: a PEM public key (RSA, ECDSA or Ed25519) or
