@@ -2,6 +2,7 @@ package broker_test
 
 import (
 	"context"
+	"fmt"
 	"encoding/json"
 	"net"
 	"os/exec"
@@ -513,4 +514,25 @@ func TestEnrolmentStoppedPartWayCanBeCompleted(t *testing.T) {
 	if err != nil || r.OK || r.Error != "already enrolled" {
 		t.Fatalf("a completed enrolment must not repeat: %v %+v", err, r)
 	}
+}
+
+// TestClaimGuessesCountPerInstaller: wrong claims count against the
+// installer making them, also for things that do not exist: five claims of
+// made-up things stop his claims for the window (they once counted under
+// keys he chose, each a fresh five, and filled the limiter until it
+// started over). Another installer is not held up by them.
+func TestClaimGuessesCountPerInstaller(t *testing.T) {
+	addr := veil.Addr("mqtt")
+	addFactory(t, "TH-10-0300", "factory-300")
+	enr, err := enrollDevice(t, addr, "", "TH-10-0300", "factory-300", `{"kind":"sensor","streams":["temperature"]}`)
+	if err != nil || !enr.OK {
+		t.Fatalf("enrolment: %v %+v", err, enr)
+	}
+	quentin := mustCfg(t, addr, "quentin", "quentin-pass")
+	for i := range 5 {
+		quentin.mustRefuse(fmt.Sprintf("$config/things/made-up-%d/claim", i), `{"code":"AAAA-AAAA"}`, "claim refused")
+	}
+	quentin.mustRefuse("$config/things/"+enr.Thing+"/claim", `{"code":"`+enr.ClaimCode+`"}`, "too many attempts")
+	patrick := mustCfg(t, addr, "patrick", "patrick-pass")
+	patrick.mustOK("$config/things/"+enr.Thing+"/claim", `{"code":"`+enr.ClaimCode+`"}`)
 }

@@ -33,6 +33,11 @@ type Credentials struct {
 	verified map[[32]byte]string // digest(key, secret) → hash it matched
 	key      [32]byte
 	hashing  chan struct{} // a slot per argon2id computation running
+	// like is a hash of the store's; decoys holds, by parameters, a hash
+	// of nothing, to check the secret of a principal that does not exist
+	// against (absent).
+	like   string
+	decoys map[string]string
 }
 
 // hashSlots bounds the argon2id computations running at once. Each holds
@@ -55,7 +60,16 @@ func NewCredentials() *Credentials {
 func (c *Credentials) Set(principal, hash string) {
 	c.mu.Lock()
 	c.hashes[principal] = hash
+	c.like = hash
 	c.mu.Unlock()
+}
+
+// Has reports whether principal has a hash.
+func (c *Credentials) Has(principal string) bool {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	_, ok := c.hashes[principal]
+	return ok
 }
 
 // Delete forgets principal's hash.
@@ -71,6 +85,7 @@ func (c *Credentials) Load(hashes map[string]string) {
 	c.hashes = make(map[string]string, len(hashes))
 	for k, v := range hashes {
 		c.hashes[k] = v
+		c.like = v
 	}
 	c.verified = map[[32]byte]string{}
 	c.mu.Unlock()
@@ -101,8 +116,11 @@ func (c *Credentials) Check(principal string, secret []byte, wait time.Duration)
 	c.mu.RLock()
 	hash, ok := c.hashes[principal]
 	c.mu.RUnlock()
-	if !ok || len(secret) == 0 {
+	if len(secret) == 0 {
 		return false, false
+	}
+	if !ok {
+		return false, c.absent(secret, wait)
 	}
 	d := c.digest(principal, secret)
 	c.mu.RLock()
@@ -124,6 +142,43 @@ func (c *Credentials) Check(principal string, secret []byte, wait time.Duration)
 	c.verified[d] = hash
 	c.mu.Unlock()
 	return true, false
+}
+
+// absent checks secret against a decoy made like the store's hashes, and
+// reports busy as Check does: a principal that does not exist is refused
+// as slowly as a wrong secret, or the time of a refusal would tell who
+// exists (users, things, serials).
+func (c *Credentials) absent(secret []byte, wait time.Duration) (busy bool) {
+	c.mu.RLock()
+	like := c.like
+	c.mu.RUnlock()
+	params, _, _, err := argon2id.DecodeHash(like)
+	if err != nil {
+		return false // an empty store: nobody exists, and nothing to hide
+	}
+	kind := like[:strings.LastIndexByte(like[:strings.LastIndexByte(like, '$')], '$')] // $argon2id$v=…$m=…,t=…,p=…
+	c.mu.RLock()
+	decoy, ok := c.decoys[kind]
+	c.mu.RUnlock()
+	if !c.takeSlot(wait) {
+		return true
+	}
+	if !ok {
+		var nothing [16]byte
+		_, _ = rand.Read(nothing[:])
+		if decoy, err = argon2id.CreateHash(string(nothing[:]), params); err != nil {
+			<-c.hashing
+			return false
+		}
+		c.mu.Lock()
+		if c.decoys == nil {
+			c.decoys = map[string]string{}
+		}
+		c.decoys[kind] = decoy
+		c.mu.Unlock()
+	}
+	_, _ = c.compareInSlot(string(secret), decoy)
+	return false
 }
 
 // takeSlot waits for an argon2id slot, at most wait unless wait is 0, and
@@ -170,59 +225,6 @@ func (c *Credentials) Hash(secret string, params *argon2id.Params) (string, erro
 	return argon2id.CreateHash(secret, params)
 }
 
-// FailureLimiter refuses logins from a remote address after too many
-// failures in a window, without even checking the credentials.
-type FailureLimiter struct {
-	Max    int
-	Window time.Duration
-	clock  policies.Clock
-
-	mu    sync.Mutex
-	fails map[string][]time.Time
-}
-
-// NewFailureLimiter allows max failures per address within window.
-func NewFailureLimiter(max int, window time.Duration, clock policies.Clock) *FailureLimiter {
-	if clock == nil {
-		clock = policies.SystemClock{}
-	}
-	return &FailureLimiter{Max: max, Window: window, clock: clock, fails: map[string][]time.Time{}}
-}
-
-func (l *FailureLimiter) recent(addr string, now time.Time) []time.Time {
-	list := l.fails[addr]
-	i := 0
-	for i < len(list) && now.Sub(list[i]) > l.Window {
-		i++
-	}
-	return list[i:]
-}
-
-// Blocked reports whether addr has used up its failures.
-func (l *FailureLimiter) Blocked(addr string) bool {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	now := l.clock.Now()
-	list := l.recent(addr, now)
-	if len(list) == 0 {
-		delete(l.fails, addr)
-	} else {
-		l.fails[addr] = list
-	}
-	return len(list) >= l.Max
-}
-
-// Fail records a failure from addr.
-func (l *FailureLimiter) Fail(addr string) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	now := l.clock.Now()
-	l.fails[addr] = append(l.recent(addr, now), now)
-	if len(l.fails) > 100_000 { // a flood of addresses: start over rather than grow without bound
-		l.fails = map[string][]time.Time{addr: {now}}
-	}
-}
-
 // JWTConfig verifies bearer tokens sent as the password: signed by Key
 // (an HMAC secret []byte, or a crypto.PublicKey), issued by Issuer, subject
 // equal to the username, not expired.
@@ -257,6 +259,8 @@ type Authenticator struct {
 	server   *mqtt.Server
 	limiter  *FailureLimiter
 	serials  *FailureLimiter
+	users    *FailureLimiter
+	known    *knownAddresses
 	jwt      *JWTConfig
 	mayWill  func(p policies.Principal, topic string) bool
 	log      zerolog.Logger
@@ -274,7 +278,10 @@ type AuthConfig struct {
 	// guessing one device's factory secret from many addresses; nil: 5
 	// failures per 15 minutes.
 	SerialLimiter *FailureLimiter
-	JWT           *JWTConfig // nil: no bearer tokens
+	// UserLimiter counts failed logins per user, against guessing a
+	// password from many addresses; nil: 20 failures per 15 minutes.
+	UserLimiter *FailureLimiter
+	JWT         *JWTConfig // nil: no bearer tokens
 	// MayPublish decides the will of a CONNECT, once its credentials are
 	// good (Enforcer.MayPublish); nil: wills are decided when sent only.
 	MayPublish func(p policies.Principal, topic string) bool
@@ -290,8 +297,12 @@ func NewAuthenticator(c AuthConfig) *Authenticator {
 	if c.SerialLimiter == nil {
 		c.SerialLimiter = NewFailureLimiter(5, 15*time.Minute, nil)
 	}
+	if c.UserLimiter == nil {
+		c.UserLimiter = NewFailureLimiter(20, 15*time.Minute, nil)
+	}
 	return &Authenticator{engine: c.Engine, creds: c.Credentials, sessions: c.Sessions, server: c.Server,
-		limiter: c.Limiter, serials: c.SerialLimiter, jwt: c.JWT, mayWill: c.MayPublish, log: c.Log, metrics: c.Metrics}
+		limiter: c.Limiter, serials: c.SerialLimiter, users: c.UserLimiter, known: newKnownAddresses(),
+		jwt: c.JWT, mayWill: c.MayPublish, log: c.Log, metrics: c.Metrics}
 }
 
 // ID names the hook.
@@ -307,10 +318,10 @@ func (a *Authenticator) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet
 	p, admin, reason := a.authenticate(cl, pk, addr)
 	if reason != "" {
 		// A refusal before any secret was checked helps nobody guess one.
-		if reason != "rate-limited" && reason != "busy" && reason != reasonClientID {
+		if reason != "rate-limited" && reason != reasonUserLimited && reason != "busy" && reason != reasonClientID {
 			a.limiter.Fail(addr)
 		}
-		a.log.Info().Str("client", cl.ID).Str("user", string(pk.Connect.Username)).Str("remote", cl.Net.Remote).
+		a.log.Info().Str("client", clip(cl.ID)).Str("user", clip(string(pk.Connect.Username))).Str("remote", cl.Net.Remote).
 			Str("reason", reason).Msg("connection refused")
 		if a.metrics != nil {
 			a.metrics.count("auth_refused")
@@ -379,11 +390,24 @@ func (a *Authenticator) authenticate(cl *mqtt.Client, pk packets.Packet, addr st
 	}
 	u, ok := a.engine.User(name)
 	if !ok {
-		return policies.Principal{}, false, "unknown-user"
+		// Checked all the same (against a decoy): refused at once, an
+		// unknown name would tell which users exist.
+		_, busy := a.creds.Check("user:"+name, pk.Connect.Password, loginSlotWait)
+		return policies.Principal{}, false, cmp.Or(busyReason(busy), "unknown-user")
+	}
+	// A user's password is guessed from many addresses as well as from
+	// one: past its failures, only the addresses the user logged in from
+	// lately are still checked, so guessing stops and the user does not.
+	if a.users.Blocked(name) && !a.known.has(name, addr) {
+		return policies.Principal{}, false, reasonUserLimited
 	}
 	if ok, busy := a.userSecretOK(name, pk.Connect.Password); !ok {
+		if !busy {
+			a.users.Fail(name)
+		}
 		return policies.Principal{}, false, cmp.Or(busyReason(busy), "bad-password")
 	}
+	a.known.add(name, addr)
 	// A client id belongs to one principal while its session exists.
 	if a.server != nil {
 		if existing, ok := a.server.Clients.Get(cl.ID); ok && !bytes.Equal(existing.Properties.Username, pk.Connect.Username) {
@@ -393,8 +417,25 @@ func (a *Authenticator) authenticate(cl *mqtt.Client, pk packets.Packet, addr st
 	return policies.UserPrincipal(name), u.Admin, ""
 }
 
-// reasonClientID refuses a client id that is not a topic level.
-const reasonClientID = "client-id-not-a-topic-level"
+// reasonClientID refuses a client id that is not a topic level;
+// reasonUserLimited a user's login, unchecked, past its failures.
+const (
+	reasonClientID    = "client-id-not-a-topic-level"
+	reasonUserLimited = "user-rate-limited"
+)
+
+// clip shortens what a client sent for a log line: a username or client
+// id may be 64 KiB.
+func clip(s string) string {
+	if len(s) > 128 {
+		return s[:128] + "…"
+	}
+	return s
+}
+
+// maxSerial bounds a factory serial's length: a CONNECT's username may be
+// 64 KiB.
+const maxSerial = 128
 
 // FactoryUserPrefix starts the username of a device enrolling with its
 // factory credential; EnrollClientPrefix its client id.
@@ -404,7 +445,7 @@ const (
 )
 
 func (a *Authenticator) authenticateFactory(cl *mqtt.Client, serial string, secret []byte) (policies.Principal, bool, string) {
-	if serial == "" || strings.ContainsAny(serial, "/+#\x00") {
+	if serial == "" || len(serial) > maxSerial || strings.ContainsAny(serial, "/+#\x00") {
 		return policies.Principal{}, false, "bad-serial"
 	}
 	if cl.ID != EnrollClientPrefix+serial {
@@ -416,7 +457,11 @@ func (a *Authenticator) authenticateFactory(cl *mqtt.Client, serial string, secr
 	if ok, busy := a.creds.Check(FactoryUserPrefix+serial, secret, loginSlotWait); busy {
 		return policies.Principal{}, false, "busy"
 	} else if !ok {
-		a.serials.Fail(serial)
+		// Per serial only for serials that exist: made-up ones would
+		// fill the limiter, and are guessing nobody's secret.
+		if a.creds.Has(FactoryUserPrefix + serial) {
+			a.serials.Fail(serial)
+		}
 		return policies.Principal{}, false, "bad-factory-secret"
 	}
 	return policies.Principal{Kind: policies.KindDevice, ID: serial}, false, ""

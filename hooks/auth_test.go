@@ -143,3 +143,44 @@ func TestJWTBearerTokens(t *testing.T) {
 		})
 	}
 }
+
+// connectFrom connects from the loopback address local (all of
+// 127.0.0.0/8 reaches the broker on Linux), as an attacker with many
+// addresses would (an IPv6 /64, a botnet).
+func connectFrom(t *testing.T, addr, local, clientID, user, pass string) error {
+	t.Helper()
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(local)}}
+	conn, err := d.Dial("tcp", addr)
+	must(t, err)
+	pc := paho.NewClient(paho.ClientConfig{Conn: conn})
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_, err = pc.Connect(ctx, &paho.Connect{ClientID: clientID, Username: user, UsernameFlag: true,
+		Password: []byte(pass), PasswordFlag: true, CleanStart: true})
+	if err == nil {
+		_ = pc.Disconnect(&paho.Disconnect{})
+	}
+	return err
+}
+
+// TestPasswordGuessingIsLimitedPerUser: guesses at a user's password from
+// many addresses, each within its own limit, stop being checked after the
+// user's 20th failure: the right password from a new address is refused
+// then. The user still logs in from an address she logged in from before.
+func TestPasswordGuessingIsLimitedPerUser(t *testing.T) {
+	_, addr, _ := startServer(t, true)
+	if err := connectFrom(t, addr, "127.0.0.1", "an-phone", "an", "an"); err != nil {
+		t.Fatalf("an's first login: %v", err)
+	}
+	for i := range 25 {
+		if err := connectFrom(t, addr, fmt.Sprintf("127.0.1.%d", i+1), fmt.Sprintf("g%d", i), "an", fmt.Sprintf("guess-%d", i)); err == nil {
+			t.Fatalf("wrong guess %d accepted", i)
+		}
+	}
+	if err := connectFrom(t, addr, "127.0.2.1", "g-right", "an", "an"); err == nil {
+		t.Error("after 25 wrong passwords for an from 25 addresses, the right one from a 26th was still checked (and let in)")
+	}
+	if err := connectFrom(t, addr, "127.0.0.1", "an-phone", "an", "an"); err != nil {
+		t.Errorf("an, from the address she logged in from before, is locked out by the guesses: %v", err)
+	}
+}

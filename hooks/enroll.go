@@ -179,23 +179,32 @@ func (c *Control) claim(p policies.Principal, t cfgTopic, payload []byte) result
 	if req.Code == "" {
 		return refuse(codeInvalid, "code: is required")
 	}
-	key := "claim:" + t.thing
-	if c.limiter.Blocked(key) {
+	// Counted per thing, and per claimant: the thing's key is one the
+	// claimant names, and claims of made-up things would fill the limiter
+	// (and once emptied it).
+	key, by := "claim:"+t.thing, "claim-by:"+p.ID
+	if c.limiter.Blocked(key) || c.limiter.Blocked(by) {
 		return refuse(codeNotAuthorized, errTooManyAttempts)
 	}
 	fail := func() result {
-		c.limiter.Fail(key)
-		c.log.Info().Str("thing", t.thing).Str("by", p.ID).Msg("claim refused")
+		if _, exists := c.engine.Thing(t.thing); exists {
+			c.limiter.Fail(key)
+		}
+		c.limiter.Fail(by)
+		c.log.Info().Str("thing", clip(t.thing)).Str("by", p.ID).Msg("claim refused")
 		return refuse(codeNotAuthorized, errClaimRefused)
 	}
-	if _, exists := c.engine.Thing(t.thing); !exists {
-		return fail()
-	}
-	hash, err := c.claimHash(t.thing)
-	if err != nil {
-		return unavailable(c.log, err)
+	hash := ""
+	if _, exists := c.engine.Thing(t.thing); exists {
+		var err error
+		if hash, err = c.claimHash(t.thing); err != nil {
+			return unavailable(c.log, err)
+		}
 	}
 	if hash == "" {
+		// Compared all the same (against a decoy): refused at once, an
+		// unknown or claimed thing would read differently in time.
+		_, _ = c.creds.Check("claim:", []byte(req.Code), 0)
 		return fail()
 	}
 	// Compared outside the control plane's lock and before the store's

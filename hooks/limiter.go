@@ -1,0 +1,142 @@
+package hooks
+
+import (
+	"sync"
+	"time"
+
+	"github.com/veil-iot/veil/policies"
+)
+
+// FailureLimiter refuses attempts on a key (a remote address, a serial, a
+// user) after Max failures within Window, without checking them: a
+// refusal costs no argon2id, and guessing gets Max tries a window.
+type FailureLimiter struct {
+	Max    int
+	Window time.Duration
+	clock  policies.Clock
+
+	mu    sync.Mutex
+	fails map[string][]time.Time
+}
+
+// limiterKeys bounds the keys a FailureLimiter tracks. Beyond it, keys
+// whose failures no longer count go first, then keys not blocked yet, and
+// blocked keys last: a flood of new keys (an IPv6 prefix's addresses,
+// made-up serials) neither grows the limiter without bound nor, as a
+// limiter that started over would, unblocks the keys it blocks.
+const limiterKeys = 100_000
+
+// NewFailureLimiter allows max failures per key within window.
+func NewFailureLimiter(max int, window time.Duration, clock policies.Clock) *FailureLimiter {
+	if clock == nil {
+		clock = policies.SystemClock{}
+	}
+	return &FailureLimiter{Max: max, Window: window, clock: clock, fails: map[string][]time.Time{}}
+}
+
+func (l *FailureLimiter) recent(key string, now time.Time) []time.Time {
+	list := l.fails[key]
+	i := 0
+	for i < len(list) && now.Sub(list[i]) > l.Window {
+		i++
+	}
+	return list[i:]
+}
+
+// Blocked reports whether key has used up its failures.
+func (l *FailureLimiter) Blocked(key string) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	now := l.clock.Now()
+	list := l.recent(key, now)
+	if len(list) == 0 {
+		delete(l.fails, key)
+	} else {
+		l.fails[key] = list
+	}
+	return len(list) >= l.Max
+}
+
+// Fail records a failure of key.
+func (l *FailureLimiter) Fail(key string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	now := l.clock.Now()
+	list := l.recent(key, now)
+	if len(list) >= l.Max {
+		list = list[1:] // a blocked key keeps its last Max failures
+	}
+	l.fails[key] = append(list, now)
+	if len(l.fails) > limiterKeys {
+		l.prune(now, key)
+	}
+}
+
+// prune takes the limiter down to three quarters of limiterKeys (so that
+// it runs once per quarter of the bound's new keys, not per failure),
+// keeping key.
+func (l *FailureLimiter) prune(now time.Time, key string) {
+	target := limiterKeys * 3 / 4
+	for _, drop := range []func(k string) bool{
+		func(k string) bool { return len(l.recent(k, now)) == 0 },
+		func(k string) bool { return len(l.recent(k, now)) < l.Max },
+		func(string) bool { return true },
+	} {
+		for k := range l.fails {
+			if len(l.fails) <= target {
+				return
+			}
+			if k != key && drop(k) {
+				delete(l.fails, k)
+			}
+		}
+	}
+}
+
+// knownAddresses remembers, per user, the last few addresses the user
+// logged in from: a user whose password is being guessed (UserLimiter)
+// still logs in from them.
+type knownAddresses struct {
+	mu    sync.Mutex
+	addrs map[string][]string // user → addresses, latest last
+}
+
+// knownPerUser is how many addresses a user keeps; knownUsers bounds the
+// users remembered (past it, the map starts over: at worst a user's next
+// login from a known address waits for its failures to pass).
+const (
+	knownPerUser = 4
+	knownUsers   = 100_000
+)
+
+func newKnownAddresses() *knownAddresses { return &knownAddresses{addrs: map[string][]string{}} }
+
+func (k *knownAddresses) has(user, addr string) bool {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	for _, a := range k.addrs[user] {
+		if a == addr {
+			return true
+		}
+	}
+	return false
+}
+
+func (k *knownAddresses) add(user, addr string) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	list := k.addrs[user]
+	for i, a := range list {
+		if a == addr {
+			list = append(list[:i:i], list[i+1:]...)
+			break
+		}
+	}
+	if len(list) == knownPerUser {
+		list = list[1:]
+	}
+	if _, ok := k.addrs[user]; !ok && len(k.addrs) >= knownUsers {
+		k.addrs = map[string][]string{}
+	}
+	k.addrs[user] = append(list, addr)
+}
