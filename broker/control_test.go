@@ -2,8 +2,8 @@ package broker_test
 
 import (
 	"context"
-	"fmt"
 	"encoding/json"
+	"fmt"
 	"net"
 	"os/exec"
 	"strings"
