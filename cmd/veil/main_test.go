@@ -42,6 +42,10 @@ func TestBadFlagsAndConfigExitWithCode2(t *testing.T) {
 	if err := os.WriteFile(badType, []byte("max-packet-size: lots\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	benchOff := filepath.Join(t.TempDir(), "veil.yaml")
+	if err := os.WriteFile(benchOff, []byte("bench-no-enforcement: true\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	tests := []struct {
 		name string
 		args []string
@@ -52,6 +56,7 @@ func TestBadFlagsAndConfigExitWithCode2(t *testing.T) {
 		{"bad address", []string{"serve", "--mqtt", "nonsense"}, nil, `--mqtt "nonsense"`},
 		{"bad log level", []string{"serve", "--log-level", "loud"}, nil, `--log-level "loud"`},
 		{"tls half configured", []string{"serve", "--tls-cert", "c.pem"}, nil, "--tls-cert and --tls-key go together"},
+		{"enforcement off by a config file", []string{"serve", "--config", benchOff}, nil, `unknown key "bench-no-enforcement"`},
 		{"jwt without audience", []string{"serve", "--jwt-key", "k.pem", "--jwt-issuer", "https://id.example"}, nil, "--jwt-key needs --jwt-audience"},
 		{"unknown config key", []string{"serve", "--config", cfg}, nil, `unknown key "no-such-key"`},
 		{"bad config value", []string{"serve", "--config", badType}, nil, "max-packet-size"},

@@ -67,8 +67,10 @@ which wins over the file.`,
 	f.Uint64Var(&heapFloor, "heap-floor-bytes", heapfloor.DefaultBytes(), "let the Go heap grow to this before collecting garbage (default: 64 MiB, or a sixteenth of the machine's memory if less; 0: Go's default; GOGC and GOMEMLIMIT still apply)")
 	f.BoolVar(&cfg.NoEnforcement, "bench-no-enforcement", false, "benchmark baseline only: plain mochi, no authentication or authorisation")
 	_ = f.MarkHidden("bench-no-enforcement")
+	flagsource.CommandLineOnly(f, "bench-no-enforcement")
 	f.StringVar(&cfg.BenchPopulation, "bench-population", "", "benchmark only: add a generated population policies:tuples (e.g. 100000:1000000) in memory")
 	_ = f.MarkHidden("bench-population")
+	flagsource.CommandLineOnly(f, "bench-population")
 	return cmd
 }
 

@@ -15,7 +15,8 @@ import (
 // Apply sets every flag not given on the command line from the variable
 // prefix+NAME (upper case, '-' as '_'), or failing that from the key of the
 // same name in the YAML file (if file is not empty). A key that names no
-// flag, or a value a flag refuses, is an error naming it.
+// flag, or a value a flag refuses, is an error naming it. A flag marked
+// CommandLineOnly is neither: a key naming it is unknown.
 func Apply(fs *pflag.FlagSet, prefix, file string) error {
 	fileValues := map[string]any{}
 	if file != "" {
@@ -27,14 +28,14 @@ func Apply(fs *pflag.FlagSet, prefix, file string) error {
 			return fmt.Errorf("--config %s: %w", file, err)
 		}
 		for k := range fileValues {
-			if k == "config" || fs.Lookup(k) == nil {
+			if fl := fs.Lookup(k); k == "config" || fl == nil || commandLineOnly(fl) {
 				return fmt.Errorf("--config %s: unknown key %q", file, k)
 			}
 		}
 	}
 	var errs []string
 	fs.VisitAll(func(fl *pflag.Flag) {
-		if fl.Changed || fl.Name == "config" {
+		if fl.Changed || fl.Name == "config" || commandLineOnly(fl) {
 			return
 		}
 		env := prefix + strings.ToUpper(strings.ReplaceAll(fl.Name, "-", "_"))
@@ -55,3 +56,16 @@ func Apply(fs *pflag.FlagSet, prefix, file string) error {
 	}
 	return nil
 }
+
+const onlyOnCommandLine = "flagsource-command-line-only"
+
+// CommandLineOnly marks flag name as set on the command line only, never
+// from the environment or the config file: for benchmark baselines such as
+// --bench-no-enforcement, which switches all authentication off, and which
+// a variable left in an environment or a key in a config file must not
+// turn on.
+func CommandLineOnly(fs *pflag.FlagSet, name string) {
+	_ = fs.SetAnnotation(name, onlyOnCommandLine, []string{"true"})
+}
+
+func commandLineOnly(fl *pflag.Flag) bool { return len(fl.Annotations[onlyOnCommandLine]) > 0 }

@@ -62,3 +62,31 @@ func TestApplyPrecedenceAndErrors(t *testing.T) {
 		})
 	}
 }
+
+// TestCommandLineOnly: a flag marked CommandLineOnly is not set by a
+// variable, and a config key naming it is refused as unknown.
+func TestCommandLineOnly(t *testing.T) {
+	newFlags := func() (*pflag.FlagSet, *bool) {
+		fs := pflag.NewFlagSet("t", pflag.ContinueOnError)
+		off := fs.Bool("bench-no-enforcement", false, "")
+		CommandLineOnly(fs, "bench-no-enforcement")
+		return fs, off
+	}
+	t.Setenv("T_BENCH_NO_ENFORCEMENT", "true")
+	fs, off := newFlags()
+	if err := Apply(fs, "T_", ""); err != nil || *off {
+		t.Fatalf("from the environment: set %v, err %v", *off, err)
+	}
+	file := filepath.Join(t.TempDir(), "c.yaml")
+	if err := os.WriteFile(file, []byte("bench-no-enforcement: true\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	fs, off = newFlags()
+	if err := Apply(fs, "T_", file); err == nil || !strings.Contains(err.Error(), `unknown key "bench-no-enforcement"`) || *off {
+		t.Fatalf("from a config file: set %v, err %v", *off, err)
+	}
+	fs, off = newFlags()
+	if err := fs.Parse([]string{"--bench-no-enforcement"}); err != nil || Apply(fs, "T_", "") != nil || !*off {
+		t.Fatal("the command line does not set it")
+	}
+}
