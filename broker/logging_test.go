@@ -1,4 +1,4 @@
-package broker
+package broker_test
 
 import (
 	"bytes"
@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"net"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -16,20 +15,9 @@ import (
 	"github.com/mochi-mqtt/server/v2/hooks/auth"
 	"github.com/mochi-mqtt/server/v2/listeners"
 	"github.com/mochi-mqtt/server/v2/packets"
-	"github.com/rs/zerolog"
+
+	"github.com/veil-iot/veil/broker"
 )
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-func (l *lockedBuffer) String() string { l.mu.Lock(); defer l.mu.Unlock(); return l.b.String() }
 
 const loggedPassword = "an-very-secret-password"
 
@@ -54,8 +42,8 @@ func assertNoPassword(t *testing.T, logged string) {
 // in the log.
 func TestMochiLogNeverShowsAPassword(t *testing.T) {
 	t.Run("any key", func(t *testing.T) {
-		var out lockedBuffer
-		log := slog.New(slogToZerolog{log: zerolog.New(&out), min: slog.LevelDebug})
+		var out syncBuffer
+		log := broker.MochiLogger(&out)
 		log.Warn("error processing packet", "error", errors.New("second connect"), "client", "an-phone", "pk", withPassword(),
 			"packet", withPassword(), "anything", withPassword(), "group", slog.GroupValue(slog.Any("pk", withPassword())))
 		logged := out.String()
@@ -65,8 +53,8 @@ func TestMochiLogNeverShowsAPassword(t *testing.T) {
 		}
 	})
 	t.Run("second connect", func(t *testing.T) {
-		var out lockedBuffer
-		srv := mqtt.New(&mqtt.Options{Logger: slog.New(slogToZerolog{log: zerolog.New(&out), min: slog.LevelDebug})})
+		var out syncBuffer
+		srv := mqtt.New(&mqtt.Options{Logger: broker.MochiLogger(&out)})
 		if err := srv.AddHook(new(auth.AllowHook), nil); err != nil {
 			t.Fatal(err)
 		}
