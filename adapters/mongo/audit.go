@@ -1,12 +1,12 @@
 package mongo
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
-	"sort"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -93,7 +93,10 @@ type AuditBatch struct {
 }
 
 // AuditBatchID names the n-th batch a writer (unique per process run)
-// writes for owner and minute.
+// writes for owner and minute. Joined by "|", yet no two batches share an
+// id: an owner's name may hold "|", but minute and n are numbers and the
+// writer (hex, or "legacy") holds none, so an id splits one way only, from
+// the right. (A shared id would drop a batch as already stored.)
 func AuditBatchID(owner string, minute time.Time, writer string, n int64) string {
 	return fmt.Sprintf("%s|%d|%s|%d", owner, minute.Unix()/60, writer, n)
 }
@@ -333,11 +336,10 @@ func (s *Store) MigrateLegacyAudit(ctx context.Context, before time.Time) (int, 
 // MergeAudit adds up records of the same key and returns them oldest first
 // (then by key), at most limit of them (limit <= 0: all).
 func MergeAudit(records []AuditRecord, limit int) []AuditRecord {
-	byKey := make(map[string]int, len(records))
+	byKey := make(map[auditKey]int, len(records))
 	var out []AuditRecord
-	var keys []string
 	for _, r := range records {
-		k := auditKey(&r)
+		k := keyOf(&r)
 		if i, ok := byKey[k]; ok {
 			out[i].Count += r.Count
 			continue
@@ -345,32 +347,39 @@ func MergeAudit(records []AuditRecord, limit int) []AuditRecord {
 		byKey[k] = len(out)
 		r.Minute = r.Minute.UTC()
 		out = append(out, r)
-		keys = append(keys, k)
 	}
-	idx := make([]int, len(out))
-	for i := range idx {
-		idx[i] = i
-	}
-	sort.Slice(idx, func(a, b int) bool {
-		ra, rb := &out[idx[a]], &out[idx[b]]
-		if !ra.Minute.Equal(rb.Minute) {
-			return ra.Minute.Before(rb.Minute)
-		}
-		return keys[idx[a]] < keys[idx[b]]
+	slices.SortFunc(out, func(a, b AuditRecord) int {
+		ka, kb := keyOf(&a), keyOf(&b)
+		return ka.compare(&kb)
 	})
-	sorted := make([]AuditRecord, len(out))
-	for i, j := range idx {
-		sorted[i] = out[j]
+	if limit > 0 && len(out) > limit {
+		out = out[:limit]
 	}
-	if limit > 0 && len(sorted) > limit {
-		sorted = sorted[:limit]
-	}
-	return sorted
+	return out
 }
 
 // auditKey identifies what a record counts: records with the same key are
-// one aggregate, however many documents hold it.
-func auditKey(r *AuditRecord) string {
-	return fmt.Sprintf("%s|%d|%s|%s|%s|%s|%s|%s|%s|%s|%s", r.Owner, r.Minute.Unix(), r.Who, r.Thing, r.Stream, r.Action,
-		r.Purpose, r.Effect, r.Rule, r.Policy, r.PolicyOwner)
+// one aggregate, however many documents hold it. A struct, not the fields
+// joined by a separator: the stream and the purpose come from clients and
+// may hold any separator, and a joined key made two different records (a
+// denied read and a denied command) one.
+type auditKey struct {
+	minute                                     int64
+	owner, who, thing, stream, action, purpose string
+	effect, rule, policy, policyOwner          string
+}
+
+func keyOf(r *AuditRecord) auditKey {
+	return auditKey{minute: r.Minute.Unix(), owner: r.Owner, who: r.Who, thing: r.Thing, stream: r.Stream, action: r.Action,
+		purpose: r.Purpose, effect: r.Effect, rule: r.Rule, policy: r.Policy, policyOwner: r.PolicyOwner}
+}
+
+// compare orders keys by minute, then field by field. The order is total
+// over distinct keys, so a merge of the same records always comes out the
+// same (a retried migration writes the same documents).
+func (k *auditKey) compare(o *auditKey) int {
+	return cmp.Or(cmp.Compare(k.minute, o.minute), strings.Compare(k.owner, o.owner), strings.Compare(k.who, o.who),
+		strings.Compare(k.thing, o.thing), strings.Compare(k.stream, o.stream), strings.Compare(k.action, o.action),
+		strings.Compare(k.purpose, o.purpose), strings.Compare(k.effect, o.effect), strings.Compare(k.rule, o.rule),
+		strings.Compare(k.policy, o.policy), strings.Compare(k.policyOwner, o.policyOwner))
 }
