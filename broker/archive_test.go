@@ -323,6 +323,8 @@ func TestHistoryMalformedRequestsGetClearErrors(t *testing.T) {
 		{"bad to", topic, `{"to":"2026-13-01T00:00:00Z"}`, "", `to: "2026-13-01T00:00:00Z" is not an RFC 3339 time`},
 		{"from as number", topic, `{"from":5}`, "", "from: want a string"},
 		{"to before from", topic, `{"from":"2026-11-25T10:00:00Z","to":"2026-11-25T09:00:00Z"}`, "", "to: must be after from"},
+		{"to past the archive's range", topic, `{"to":"2300-01-01T00:00:00Z"}`, "", `to: "2300-01-01T00:00:00Z" is outside the archive's time range`},
+		{"from before the archive's range", topic, `{"from":"1600-01-01T00:00:00Z","to":"2026-11-25T09:00:00Z"}`, "", `from: "1600-01-01T00:00:00Z" is outside the archive's time range`},
 		{"limit zero", topic, `{"limit":0}`, "", "limit: must be a whole number from 1 to 10000"},
 		{"limit too big", topic, `{"limit":10001}`, "", "limit: must be a whole number from 1 to 10000"},
 		{"limit fraction", topic, `{"limit":2.5}`, "", "limit: must be a whole number from 1 to 10000"},

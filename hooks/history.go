@@ -39,6 +39,28 @@ const (
 	maxConcurrentHistory = 8
 )
 
+// The archive's time range, whole seconds within it: InfluxDB keeps a
+// time as int64 nanoseconds since the epoch (1677-09-21T00:12:43.145224194Z
+// to 2262-04-11T23:47:16.854775806Z) and a Flux range past them wraps
+// around and fails with an error of InfluxDB's. A request's from and to
+// must lie within it; ranges the walk makes itself (the rate's search, the
+// live values' lookback) are cut to it, as nothing is archived outside it.
+var (
+	historyEarliest = time.Date(1677, 9, 21, 0, 12, 44, 0, time.UTC)
+	historyLatest   = time.Date(2262, 4, 11, 23, 47, 16, 0, time.UTC)
+)
+
+// inArchiveRange cuts t to [historyEarliest, historyLatest].
+func inArchiveRange(t time.Time) time.Time {
+	if t.Before(historyEarliest) {
+		return historyEarliest
+	}
+	if t.After(historyLatest) {
+		return historyLatest
+	}
+	return t
+}
+
 // HistorySource streams the archived readings of one stream in [from, to),
 // oldest first, each as its JSON object; fn returns false to stop.
 type HistorySource interface {
@@ -265,17 +287,18 @@ func (q *query) parseBody(body []byte, now time.Time) error {
 	}
 	q.to, q.limit = now, DefaultHistoryLimit
 	if r.To != nil {
-		t, err := time.Parse(time.RFC3339Nano, *r.To)
+		t, err := parseHistoryTime("to", *r.To)
 		if err != nil {
-			return fmt.Errorf("to: %q is not an RFC 3339 time (e.g. 2026-11-25T18:00:00Z)", *r.To)
+			return err
 		}
 		q.to = t
 	}
-	q.from = q.to.Add(-DefaultHistoryWindow)
+	// A default, not the client's: cut to the archive's range, not refused.
+	q.from = inArchiveRange(q.to.Add(-DefaultHistoryWindow))
 	if r.From != nil {
-		t, err := time.Parse(time.RFC3339Nano, *r.From)
+		t, err := parseHistoryTime("from", *r.From)
 		if err != nil {
-			return fmt.Errorf("from: %q is not an RFC 3339 time (e.g. 2026-11-25T18:00:00Z)", *r.From)
+			return err
 		}
 		q.from = t
 	}
@@ -290,6 +313,21 @@ func (q *query) parseBody(body []byte, now time.Time) error {
 		q.limit = int(n)
 	}
 	return nil
+}
+
+// parseHistoryTime reads a request's field, an RFC 3339 time within the
+// archive's range: one outside it would reach InfluxDB, whose error (its
+// own text) would be the answer.
+func parseHistoryTime(field, s string) (time.Time, error) {
+	t, err := time.Parse(time.RFC3339Nano, s)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("%s: %q is not an RFC 3339 time (e.g. 2026-11-25T18:00:00Z)", field, s)
+	}
+	if t.Before(historyEarliest) || t.After(historyLatest) {
+		return time.Time{}, fmt.Errorf("%s: %q is outside the archive's time range, %s to %s", field, s,
+			historyEarliest.Format(time.RFC3339), historyLatest.Format(time.RFC3339))
+	}
+	return t, nil
 }
 
 func jsonProblem(err error) string {
@@ -437,7 +475,7 @@ func (h *History) walk(ctx context.Context, q query, emit func(t time.Time, out 
 		return time.Time{}, err
 	}
 	if d.View != nil && d.View.Rate() > 0 {
-		if start := rate.search(d.View.Rate()); start.Before(q.from) {
+		if start := inArchiveRange(rate.search(d.View.Rate())); start.Before(q.from) {
 			probing = true
 			err = h.source.History(ctx, q.res.Thing, q.res.Name, start, q.from, visit)
 			probing = false

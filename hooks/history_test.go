@@ -39,6 +39,17 @@ func TestHistoryRequestBody(t *testing.T) {
 		{body: `null`, from: now.Add(-DefaultHistoryWindow), to: now, limit: DefaultHistoryLimit},
 		{body: `"x"`, err: "request: want a JSON object"},
 		{body: `{"from":`, err: "request: want a JSON object"},
+		// Times InfluxDB cannot hold are refused here, naming the field,
+		// not passed on to fail there.
+		{body: `{"to":"2262-04-12T00:00:00Z"}`, err: `to: "2262-04-12T00:00:00Z" is outside the archive's time range, 1677-09-21T00:12:44Z to 2262-04-11T23:47:16Z`},
+		{body: `{"to":"9999-12-31T23:59:59Z"}`, err: `to: "9999-12-31T23:59:59Z" is outside`},
+		{body: `{"from":"2026-11-25T00:00:00Z","to":"2262-04-11T23:47:16.000000001Z"}`, err: "to: "},
+		{body: `{"from":"1677-09-20T00:00:00Z","to":"2026-11-25T00:00:00Z"}`, err: `from: "1677-09-20T00:00:00Z" is outside the archive's time range`},
+		{body: `{"from":"0001-01-01T00:00:00Z"}`, err: `from: "0001-01-01T00:00:00Z" is outside`},
+		{body: `{"from":"1677-09-21T00:12:43.999999999Z"}`, err: "from: "},
+		{body: `{"from":"1677-09-21T00:12:44Z","to":"2262-04-11T23:47:16Z"}`, from: historyEarliest, to: historyLatest, limit: DefaultHistoryLimit},
+		// The default from is cut to the range, not refused: the client did not choose it.
+		{body: `{"to":"1677-09-21T12:00:00Z"}`, from: historyEarliest, to: at("1677-09-21T12:00:00Z"), limit: DefaultHistoryLimit},
 	} {
 		t.Run(c.body, func(t *testing.T) {
 			var q query
@@ -520,5 +531,74 @@ func TestHistoryViewChangeInTheMiddle(t *testing.T) {
 	}
 	if want := []string{`{"temperature":21.46}`, `{"temperature":21}`}; !slices.Equal(got, want) {
 		t.Fatalf("got %q, want %q", got, want)
+	}
+}
+
+// boundedArchive fails, as InfluxDB does, a query reaching past the times
+// it can hold.
+type boundedArchive struct{ archived }
+
+func (a boundedArchive) History(ctx context.Context, thing, stream string, from, to time.Time, fn func(time.Time, []byte) bool) error {
+	if from.Before(historyEarliest) || to.After(historyLatest) {
+		return fmt.Errorf("cannot query an empty range %s..%s", from, to)
+	}
+	return a.archived.History(ctx, thing, stream, from, to, fn)
+}
+
+// TestHistoryWalkStaysInTheArchiveRange: a request within the archive's
+// range makes no query beyond it, near its ends either: the rate's search
+// of the bucket holding from, and the live values' lookback and load
+// ahead, are cut to the range.
+func TestHistoryWalkStaysInTheArchiveRange(t *testing.T) {
+	first := historyEarliest.Add(6 * time.Hour)
+	last := historyLatest.Add(-10 * time.Minute)
+	for _, c := range []struct {
+		name     string
+		policy   string
+		from, to time.Time
+		readings archived
+		want     int
+	}{
+		{"a daily rate at the start", `{"id":"p","priority":0,"effect":"allow","subjects":["user:doctor"],
+			"resources":["things/thermo-1/data/temperature"],"actions":["history"],"constraints":[{"kind":"rate","seconds":86400}]}`,
+			first, first.Add(time.Hour), archived{{first.Add(time.Minute), `{"temperature":20}`}}, 1},
+		{"a data condition at the end", `{"id":"p","priority":0,"effect":"allow","subjects":["user:doctor"],
+			"resources":["things/thermo-1/data/temperature"],"actions":["history"],"when":{"attr":"data.thermo-1.temperature.temperature","op":"gt","value":10}}`,
+			last.Add(-time.Hour), historyLatest, archived{{last, `{"temperature":20}`}}, 1},
+		{"a data condition at the start", `{"id":"p","priority":0,"effect":"allow","subjects":["user:doctor"],
+			"resources":["things/thermo-1/data/temperature"],"actions":["history"],"when":{"attr":"data.thermo-1.temperature.temperature","op":"gt","value":10}}`,
+			historyEarliest, first, archived{{historyEarliest.Add(time.Minute), `{"temperature":20}`}}, 1},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			live := NewLiveValues() // the requester may ask now
+			live.Observe("things/thermo-1/data/temperature", []byte(`{"temperature":20}`))
+			e := policies.NewEngine(policies.Options{Secret: []byte("test"), Context: live})
+			for _, u := range []string{"an", "doctor"} {
+				if err := e.PutUser(policies.User{Name: u}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := e.PutThing(policies.Thing{ID: "thermo-1", Owner: "an", Kind: "sensor", Streams: []string{"temperature"}}); err != nil {
+				t.Fatal(err)
+			}
+			p, err := policies.ParsePolicy([]byte(c.policy))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := e.PutPolicy("an", p); err != nil {
+				t.Fatal(err)
+			}
+			h := NewHistory(HistoryConfig{Engine: e, Source: boundedArchive{c.readings}})
+			res, _ := policies.ParseTopic("things/thermo-1/data/temperature")
+			q := query{principal: policies.UserPrincipal("doctor"), resource: "things/thermo-1/data/temperature", res: res,
+				from: c.from, to: c.to, limit: 10}
+			n := 0
+			if _, err := h.walk(context.Background(), q, func(time.Time, []byte) { n++ }); err != nil {
+				t.Fatal(err)
+			}
+			if n != c.want {
+				t.Fatalf("released %d readings, want %d", n, c.want)
+			}
+		})
 	}
 }

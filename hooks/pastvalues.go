@@ -88,8 +88,10 @@ func (p *pastValues) load(k streamKey, at time.Time) error {
 	if p.streams == nil {
 		p.streams = map[streamKey]*pastStream{}
 	}
-	s := &pastStream{from: at, to: at.Add(pastValuesAhead)}
-	scanFrom := at.Add(-PastValueLookback)
+	// Within the archive's range: a reading near its ends is no reason
+	// for a query InfluxDB refuses.
+	s := &pastStream{from: at, to: inArchiveRange(at.Add(pastValuesAhead))}
+	scanFrom := inArchiveRange(at.Add(-PastValueLookback))
 	if old := p.streams[k]; old != nil && len(old.readings) > 0 && !old.to.After(at) {
 		// The walk went on past what it loaded: what came before at is
 		// read from there, and the latest reading loaded may be the one.
