@@ -382,9 +382,11 @@ func (h *History) answer(q query) {
 	if err != nil {
 		h.count("history_failed")
 		h.log.Warn().Err(err).Str("topic", q.topic).Str("client", q.cl.ID).Msg("history query failed")
-		msg := err.Error()
-		if !errors.Is(err, errHistoryNotShared) && !errors.Is(err, errTooManyValueStreams) {
-			msg = "archive unavailable: " + msg
+		// The archive's own error text stays in the log: it may name the
+		// store, its bucket or its query, none of the requester's business.
+		msg := "archive unavailable"
+		if errors.Is(err, errHistoryNotShared) || errors.Is(err, errTooManyValueStreams) {
+			msg = err.Error() // ours, and about the request
 		}
 		h.reply(q, historyPage{Topic: q.topic, Error: msg, Page: page.Page})
 		return
