@@ -37,6 +37,10 @@ const (
 	historyTimeout = 30 * time.Second
 	// maxConcurrentHistory bounds the queries running at once.
 	maxConcurrentHistory = 8
+	// maxHistoryPerRequester bounds the queries one principal runs at
+	// once, so that one requester's slow queries cannot take every slot
+	// and leave everyone else busy.
+	maxHistoryPerRequester = 2
 )
 
 // The archive's time range, whole seconds within it: InfluxDB keeps a
@@ -128,7 +132,9 @@ type History struct {
 	inline    *mqtt.Client
 	replying  sync.Mutex                     // one reply is published at a time…
 	addressee atomic.Pointer[addressedReply] // …for its requester only
-	sem       chan struct{}
+	slotsMu   sync.Mutex                     // guards running and runningBy
+	running   int                            // queries running
+	runningBy map[policies.Principal]int     // queries running per requester
 	wg        sync.WaitGroup
 	ctx       context.Context
 	stop      context.CancelFunc
@@ -151,7 +157,7 @@ func NewHistory(c HistoryConfig) *History {
 		c.Clock = policies.SystemClock{}
 	}
 	h := &History{engine: c.Engine, sessions: c.Sessions, server: c.Server, source: c.Source, clock: c.Clock,
-		log: c.Log, metrics: c.Metrics, sem: make(chan struct{}, maxConcurrentHistory)}
+		log: c.Log, metrics: c.Metrics, runningBy: map[policies.Principal]int{}}
 	h.ctx, h.stop = context.WithCancel(context.Background())
 	return h
 }
@@ -215,20 +221,45 @@ func (h *History) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet,
 		h.reply(q, historyPage{Topic: pk.TopicName, Error: err.Error()})
 		return pk, packets.CodeSuccessIgnore
 	}
-	select {
-	case h.sem <- struct{}{}:
-	default:
-		h.count("history_busy")
-		h.reply(q, historyPage{Topic: q.topic, Error: "busy: too many history queries in progress; try again shortly"})
+	if busy := h.takeSlot(q.principal); busy != "" {
+		h.reply(q, historyPage{Topic: q.topic, Error: busy})
 		return pk, packets.CodeSuccessIgnore
 	}
 	h.wg.Add(1)
 	go func() {
 		defer h.wg.Done()
-		defer func() { <-h.sem }()
+		defer h.freeSlot(q.principal)
 		h.answer(q)
 	}()
 	return pk, packets.CodeSuccessIgnore
+}
+
+// takeSlot takes one of the slots queries run in for p, or says why not:
+// p runs as many as one requester may, or all run.
+func (h *History) takeSlot(p policies.Principal) (busy string) {
+	h.slotsMu.Lock()
+	defer h.slotsMu.Unlock()
+	if n := h.runningBy[p]; n >= maxHistoryPerRequester {
+		h.count("history_busy_requester")
+		return fmt.Sprintf("busy: %d of your history queries are in progress, as many as one requester may run at once; ask again when one is answered", n)
+	}
+	if h.running >= maxConcurrentHistory {
+		h.count("history_busy")
+		return "busy: too many history queries in progress; try again shortly"
+	}
+	h.running++
+	h.runningBy[p]++
+	return ""
+}
+
+// freeSlot gives back a slot takeSlot took for p.
+func (h *History) freeSlot(p policies.Principal) {
+	h.slotsMu.Lock()
+	defer h.slotsMu.Unlock()
+	h.running--
+	if h.runningBy[p]--; h.runningBy[p] == 0 {
+		delete(h.runningBy, p) // a map of the requesters running, not of all who ever asked
+	}
 }
 
 // parse validates a request. On error q still says where to reply.
