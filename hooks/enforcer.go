@@ -94,6 +94,15 @@ func (h *Enforcer) Attach(audit AuditFunc, system ...SystemTopics) {
 	h.system = append(h.system, system...)
 }
 
+// Audit tells the audit sink attached to the enforcer, if any, n alike
+// decisions made outside it: it is an AuditFunc for the broker's own
+// services (History), built before the control plane attaches the sink.
+func (h *Enforcer) Audit(p policies.Principal, act policies.Action, purpose string, d *policies.Decision, n int64) {
+	if h.audit != nil {
+		h.audit(p, act, purpose, d, n)
+	}
+}
+
 // SystemTopics decides publishes, subscriptions and deliveries in one of
 // the broker's own $-namespaces. handled=false leaves the topic to others.
 type SystemTopics interface {

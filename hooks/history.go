@@ -113,6 +113,11 @@ func (HistoryTopics) MayDeliver(_ *mqtt.Client, _ policies.Principal, topic stri
 // reading of each period of reading time,
 // the periods aligned to the Unix epoch, whatever the query (see walk).
 //
+// Every request decided is told to the audit trail (action history): a
+// refusal as the decision that refused it, once; an answer, when it
+// ends, as the readings it released, counted per decision that released
+// them (see answer).
+//
 // Answer pages: {"topic", "ok": true, "page": n, "more": bool,
 // "readings": [{"ts": RFC 3339, "data": {…}}], "next": RFC 3339}. "next"
 // (on the last page only) is set when the limit cut the answer short: ask
@@ -127,6 +132,7 @@ type History struct {
 	clock    policies.Clock
 	log      zerolog.Logger
 	metrics  *Metrics
+	audit    AuditFunc
 
 	once      sync.Once
 	inline    *mqtt.Client
@@ -149,6 +155,10 @@ type HistoryConfig struct {
 	Clock    policies.Clock // "to" defaults to its now; nil: wall clock
 	Log      zerolog.Logger
 	Metrics  *Metrics
+	// Audit, when set, is told each request's decisions under the action
+	// history, as the enforcer tells its own (it filters what the owners
+	// see). It must not block.
+	Audit AuditFunc
 }
 
 // NewHistory returns the hook.
@@ -157,7 +167,7 @@ func NewHistory(c HistoryConfig) *History {
 		c.Clock = policies.SystemClock{}
 	}
 	h := &History{engine: c.Engine, sessions: c.Sessions, server: c.Server, source: c.Source, clock: c.Clock,
-		log: c.Log, metrics: c.Metrics, runningBy: map[policies.Principal]int{}}
+		log: c.Log, metrics: c.Metrics, audit: c.Audit, runningBy: map[policies.Principal]int{}}
 	h.ctx, h.stop = context.WithCancel(context.Background())
 	return h
 }
@@ -295,6 +305,7 @@ func (h *History) parse(cl *mqtt.Client, pk packets.Packet) (q query, err error)
 	// unknown thing and a refused one answer alike: nobody learns which
 	// things exist.
 	if d := h.engine.Decide(h.request(q)); !d.Allowed() {
+		h.record(&q, &d, 1)
 		return q, fmt.Errorf("not allowed: the history of %s is not shared with you", q.resource)
 	}
 	if h.source == nil {
@@ -377,6 +388,26 @@ func (h *History) request(q query) policies.Request {
 	return policies.Request{Principal: q.principal, Topic: q.resource, Action: policies.ActHistory, Purpose: q.purpose}
 }
 
+// record tells the audit trail n of q's requester's history decisions d,
+// under the purpose they were decided for.
+func (h *History) record(q *query, d *policies.Decision, n int64) {
+	if h.audit != nil && n > 0 {
+		h.audit(q.principal, policies.ActHistory, q.purpose, d, n)
+	}
+}
+
+// releasedBy counts the readings an answer sent that one decision released.
+type releasedBy struct {
+	d policies.Decision
+	n int64
+}
+
+// sameForAudit reports whether a and b make the same audit record.
+func sameForAudit(a, b *policies.Decision) bool {
+	return a.Effect == b.Effect && a.Rule == b.Rule && a.PolicyID == b.PolicyID && a.PolicyOwner == b.PolicyOwner &&
+		a.Owner == b.Owner && a.Thing == b.Thing && a.Stream == b.Stream && (a.View == nil) == (b.View == nil)
+}
+
 // answer runs the query and sends the pages.
 func (h *History) answer(q query) {
 	ctx, cancel := context.WithTimeout(h.ctx, historyTimeout)
@@ -387,6 +418,17 @@ func (h *History) answer(q query) {
 	}
 	page := historyPage{Topic: q.topic, OK: true, Page: 1}
 	size := 0
+	// The audit trail counts the readings sent, by the decision that
+	// released each (a walk's decisions change with the readings' times):
+	// readings of a page never sent (the requester gone, the walk failed)
+	// were not released. Told when the answer ends, however it ends.
+	var released []releasedBy
+	var onPage []int64 // the page's readings, per entry of released
+	defer func() {
+		for i := range released {
+			h.record(&q, &released[i].d, released[i].n)
+		}
+	}()
 	flush := func(more bool) {
 		if !h.requesterHere(q) {
 			cancel() // the walk ends, and the answer with it
@@ -394,10 +436,14 @@ func (h *History) answer(q query) {
 		}
 		page.More = more
 		h.reply(q, page)
+		for i, n := range onPage {
+			released[i].n += n
+			onPage[i] = 0
+		}
 		page = historyPage{Topic: q.topic, OK: true, Page: page.Page + 1}
 		size = 0
 	}
-	next, err := h.walk(ctx, q, func(t time.Time, out []byte) {
+	next, err := h.walk(ctx, q, func(t time.Time, out []byte, d *policies.Decision) {
 		item := historyItem{TS: t.UTC().Format(time.RFC3339Nano), Data: out}
 		n := len(item.TS) + len(out) + 20
 		if len(page.Readings) > 0 && (len(page.Readings) >= HistoryPageSize || size+n > pageBytes) {
@@ -405,6 +451,15 @@ func (h *History) answer(q query) {
 		}
 		page.Readings = append(page.Readings, item)
 		size += n
+		i := len(released) - 1 // mostly the decision of the reading before
+		for i >= 0 && !sameForAudit(&released[i].d, d) {
+			i--
+		}
+		if i < 0 {
+			i = len(released)
+			released, onPage = append(released, releasedBy{d: *d}), append(onPage, 0)
+		}
+		onPage[i]++
 	})
 	if !h.requesterHere(q) {
 		h.count("history_abandoned")
@@ -434,7 +489,8 @@ func (h *History) answer(q query) {
 var errHistoryNotShared = errors.New("not allowed")
 
 // walk streams to emit, oldest first, at most q.limit of the readings of
-// [q.from, q.to) the requester may have, each as its view renders it; next
+// [q.from, q.to) the requester may have, each as its view renders it,
+// with the decision that released it (valid during the call); next
 // is the time of the first reading past the limit (zero if none).
 //
 // A rate of one reading per period releases the first reading of each
@@ -447,7 +503,7 @@ var errHistoryNotShared = errors.New("not allowed")
 // before it: its readings are searched from the bucket's start first
 // (until one passes: the bucket has had its reading), and none before
 // q.from is emitted.
-func (h *History) walk(ctx context.Context, q query, emit func(t time.Time, out []byte)) (next time.Time, err error) {
+func (h *History) walk(ctx context.Context, q query, emit func(t time.Time, out []byte, d *policies.Decision)) (next time.Time, err error) {
 	var failed error
 	emitted := 0
 	rate := historyRate{from: q.from}
@@ -464,7 +520,8 @@ func (h *History) walk(ctx context.Context, q query, emit func(t time.Time, out 
 		}
 		// The requester may still ask (cached in the engine: a revocation
 		// takes effect in the middle of an answer)…
-		if !h.engine.DecideShared(&req).Allowed() {
+		if now := h.engine.DecideShared(&req); !now.Allowed() {
+			h.record(&q, now, 1) // refused in the middle of its answer
 			failed = fmt.Errorf("%w: the history of %s is not shared with you", errHistoryNotShared, q.resource)
 			return false
 		}
@@ -499,7 +556,7 @@ func (h *History) walk(ctx context.Context, q query, emit func(t time.Time, out 
 			next = t
 			return false
 		}
-		emit(t, out)
+		emit(t, out, d)
 		emitted++
 		return true
 	}

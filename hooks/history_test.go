@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	mqtt "github.com/mochi-mqtt/server/v2"
+
 	"github.com/veil-iot/veil/policies"
 )
 
@@ -186,7 +188,7 @@ func walkTimes(t *testing.T, h *History, from, to time.Time, limit int) (got []t
 	res, _ := policies.ParseTopic("things/thermo-1/data/temperature")
 	q := query{principal: policies.UserPrincipal("doctor"), resource: "things/thermo-1/data/temperature", res: res,
 		from: from, to: to, limit: limit}
-	next, err := h.walk(context.Background(), q, func(t time.Time, _ []byte) { got = append(got, t) })
+	next, err := h.walk(context.Background(), q, func(t time.Time, _ []byte, _ *policies.Decision) { got = append(got, t) })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -451,7 +453,7 @@ func TestHistoryDecidedAsOfEachReading(t *testing.T) {
 		q := query{principal: policies.UserPrincipal(who), resource: "things/thermo-1/data/temperature", res: res,
 			from: at("00:00:00"), to: at("23:59:59"), limit: 100}
 		var got []string
-		_, err := h.walk(context.Background(), q, func(t time.Time, out []byte) {
+		_, err := h.walk(context.Background(), q, func(t time.Time, out []byte, _ *policies.Decision) {
 			got = append(got, t.Format("15:04:05")+" "+string(out))
 		})
 		return got, err
@@ -526,7 +528,7 @@ func TestHistoryViewChangeInTheMiddle(t *testing.T) {
 	q := query{principal: policies.UserPrincipal("doctor"), resource: "things/thermo-1/data/temperature", res: res,
 		from: at("00:00:00"), to: at("03:00:00"), limit: 10}
 	var got []string
-	if _, err := h.walk(context.Background(), q, func(_ time.Time, out []byte) { got = append(got, string(out)) }); err != nil {
+	if _, err := h.walk(context.Background(), q, func(_ time.Time, out []byte, _ *policies.Decision) { got = append(got, string(out)) }); err != nil {
 		t.Fatal(err)
 	}
 	if want := []string{`{"temperature":21.46}`, `{"temperature":21}`}; !slices.Equal(got, want) {
@@ -593,11 +595,93 @@ func TestHistoryWalkStaysInTheArchiveRange(t *testing.T) {
 			q := query{principal: policies.UserPrincipal("doctor"), resource: "things/thermo-1/data/temperature", res: res,
 				from: c.from, to: c.to, limit: 10}
 			n := 0
-			if _, err := h.walk(context.Background(), q, func(time.Time, []byte) { n++ }); err != nil {
+			if _, err := h.walk(context.Background(), q, func(time.Time, []byte, *policies.Decision) { n++ }); err != nil {
 				t.Fatal(err)
 			}
 			if n != c.want {
 				t.Fatalf("released %d readings, want %d", n, c.want)
+			}
+		})
+	}
+}
+
+// TestHistoryAuditPerDecision: an answer's readings are told to the audit
+// trail per decision that released them (exact by day, rounded by night:
+// two records), when the answer ends; readings of a page never sent are
+// not released, and a refusal in the middle of an answer is told as the
+// decision that refused.
+func TestHistoryAuditPerDecision(t *testing.T) {
+	at := func(s string) time.Time { t, _ := time.Parse(time.RFC3339, "2026-11-26T"+s+"Z"); return t }
+	type call struct {
+		effect, reason string
+		n              int64
+	}
+	for _, c := range []struct {
+		name    string
+		archive func(h **History) HistorySource
+		want    []call
+	}{
+		{"day and night", func(**History) HistorySource {
+			return archived{{at("03:00:00"), `{"temperature":21.46}`}, {at("08:00:00"), `{"temperature":21.46}`},
+				{at("16:59:59"), `{"temperature":21.46}`}, {at("17:00:00"), `{"temperature":21.46}`}, {at("22:00:00"), `{"temperature":21.46}`}}
+		}, []call{{"constrained", "policy:doctor-night", 3}, {"allow", "policy:doctor-day", 2}}},
+		{"revoked in the middle", func(h **History) HistorySource {
+			return midAnswer{archived{{at("03:00:00"), `{"temperature":21.46}`}, {at("04:00:00"), `{"temperature":21.46}`}}, func() {
+				p, err := policies.ParsePolicy([]byte(`{"id":"doctor-revoked","priority":-1,"effect":"deny","subjects":["user:doctor"],
+					"resources":["things/thermo-1/data/temperature"],"actions":["history"]}`))
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := (*h).engine.PutPolicy("an", p); err != nil {
+					t.Fatal(err)
+				}
+			}}
+		}, []call{{"deny", "policy:doctor-revoked", 1}}}, // the first reading's page was never sent
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			clock := &settableClock{}
+			clock.Set(at("23:00:00"))
+			e := policies.NewEngine(policies.Options{Secret: []byte("test"), Clock: clock})
+			for _, u := range []string{"an", "doctor"} {
+				if err := e.PutUser(policies.User{Name: u}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := e.PutThing(policies.Thing{ID: "thermo-1", Owner: "an", Kind: "sensor", Streams: []string{"temperature"}}); err != nil {
+				t.Fatal(err)
+			}
+			for _, doc := range []string{
+				`{"id":"doctor-day","priority":10,"effect":"allow","subjects":["user:doctor"],"resources":["things/thermo-1/data/temperature"],
+				  "actions":["history"],"when":{"attr":"env.hour","op":"between","value":[8,16]}}`,
+				`{"id":"doctor-night","priority":20,"effect":"allow","subjects":["user:doctor"],"resources":["things/thermo-1/data/temperature"],
+				  "actions":["history"],"constraints":[{"kind":"accuracy","field":"temperature","step":1}]}`,
+			} {
+				p, err := policies.ParsePolicy([]byte(doc))
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := e.PutPolicy("an", p); err != nil {
+					t.Fatal(err)
+				}
+			}
+			var got []call
+			var h *History
+			h = NewHistory(HistoryConfig{Engine: e, Source: c.archive(&h), Clock: clock,
+				Audit: func(p policies.Principal, act policies.Action, purpose string, d *policies.Decision, n int64) {
+					if p != policies.UserPrincipal("doctor") || act != policies.ActHistory || purpose != "care" {
+						t.Errorf("told %v %s %q", p, act, purpose)
+					}
+					effect := "deny"
+					if d.Allowed() {
+						effect = map[bool]string{false: "allow", true: "constrained"}[d.View != nil]
+					}
+					got = append(got, call{effect, d.Reason(), n})
+				}})
+			res, _ := policies.ParseTopic("things/thermo-1/data/temperature")
+			h.answer(query{cl: &mqtt.Client{ID: "doctor-cli"}, principal: policies.UserPrincipal("doctor"), purpose: "care", topic: "$history/things/thermo-1/data/temperature",
+				resource: "things/thermo-1/data/temperature", res: res, from: at("00:00:00"), to: at("23:00:00"), limit: 100})
+			if !slices.Equal(got, c.want) {
+				t.Fatalf("audit %+v, want %+v", got, c.want)
 			}
 		})
 	}

@@ -96,7 +96,7 @@ func TestHistoryDataConditionsReadTheValuesOfThen(t *testing.T) {
 			q := query{principal: policies.UserPrincipal("doctor"), resource: "things/watch-1/data/location", res: res,
 				from: at("00:00:00"), to: clock.Now(), limit: 100}
 			var got []string
-			if _, err := h.walk(context.Background(), q, func(t time.Time, _ []byte) {
+			if _, err := h.walk(context.Background(), q, func(t time.Time, _ []byte, _ *policies.Decision) {
 				if t.Day() == 26 {
 					got = append(got, t.Format("15:04:05"))
 				} else {
@@ -151,7 +151,7 @@ func TestHistoryLoadsLiveValuesAhead(t *testing.T) {
 	q := query{principal: policies.UserPrincipal("doctor"), resource: "things/watch-1/data/location", res: res,
 		from: start, to: start.Add(3 * time.Hour), limit: 1000}
 	n := 0
-	if _, err := h.walk(context.Background(), q, func(time.Time, []byte) { n++ }); err != nil {
+	if _, err := h.walk(context.Background(), q, func(time.Time, []byte, *policies.Decision) { n++ }); err != nil {
 		t.Fatal(err)
 	}
 	// Rates 141…159 of each hour's 100…159.
@@ -166,7 +166,7 @@ func TestHistoryLoadsLiveValuesAhead(t *testing.T) {
 	// decided without them.
 	archive.down = "watch-1/ctl"
 	n = 0
-	if _, err := h.walk(context.Background(), q, func(time.Time, []byte) { n++ }); err == nil || n != 0 {
+	if _, err := h.walk(context.Background(), q, func(time.Time, []byte, *policies.Decision) { n++ }); err == nil || n != 0 {
 		t.Errorf("with the values' archive down: %d released, error %v", n, err)
 	}
 }

@@ -157,7 +157,7 @@ func TestRateReleasesTheSameReadingLiveAndInHistory(t *testing.T) {
 	res, _ := policies.ParseTopic(memoTopic)
 	q := query{principal: policies.UserPrincipal("doctor"), resource: memoTopic, res: res, from: at(10, 0), to: at(12, 0), limit: DefaultHistoryLimit}
 	held := live // what the doctor holds, live and through history
-	if _, err := hist.walk(context.Background(), q, func(_ time.Time, out []byte) { held[string(out)] = true }); err != nil {
+	if _, err := hist.walk(context.Background(), q, func(_ time.Time, out []byte, _ *policies.Decision) { held[string(out)] = true }); err != nil {
 		t.Fatal(err)
 	}
 	perHour := map[int][]string{}
