@@ -70,6 +70,7 @@ func (b *Broker) addArchive(srv *mqtt.Server) error {
 	a.history = hooks.NewHistory(hooks.HistoryConfig{
 		Engine: b.Engine, Sessions: b.Sessions, Server: srv, Source: src, Clock: b.cfg.Clock,
 		Log: b.log.With().Str("component", "history").Logger(), Metrics: b.Metrics,
+		Audit: b.enforcer.Audit, // the enforcer's sink, attached with the control plane after this
 	})
 	b.enforcer.Attach(nil, a.history)
 	return nil
