@@ -64,7 +64,9 @@ type State struct {
 //     soon as it closes;
 //   - the door closes after having been opened while unlocked: relock at
 //     once (someone went through);
-//   - every change (lock, door) is reported through OnChange.
+//   - every change (lock, door) is reported through OnChange;
+//   - a failed auto-relock (timer or door) is tried again every
+//     RelockRetry until it succeeds.
 //
 // A relay that fails to switch leaves the state as it was and returns the
 // error: the state never claims what the hardware did not do.
@@ -164,8 +166,19 @@ func (l *Lock) expired(gen uint64) {
 	}
 	if err := l.lockLocked(ByAuto); err != nil {
 		// The relay did not switch: try again shortly, never give up.
-		l.timer = l.clock.AfterFunc(RelockRetry, func() { l.expired(gen) })
+		l.retryRelock()
 	}
+}
+
+// retryRelock schedules another auto-relock attempt after a failed one.
+// It replaces any pending timer under a new generation, so exactly one
+// attempt is pending; expired makes it, or defers it again while the door
+// is open.
+func (l *Lock) retryRelock() {
+	l.stopTimer()
+	l.gen++
+	gen := l.gen
+	l.timer = l.clock.AfterFunc(RelockRetry, func() { l.expired(gen) })
 }
 
 // RelockRetry is how soon a failed auto-relock is tried again.
@@ -190,6 +203,11 @@ func (l *Lock) DoorChanged(open bool) {
 			if err := l.lockLocked(ByAuto); err == nil {
 				return // lockLocked reported the door too
 			}
+			// The relay did not switch: retry as a failed timer relock
+			// does. Without this a transient relay error left the lock
+			// open with no timer pending (the delay had expired) until
+			// the next command.
+			l.retryRelock()
 		}
 	}
 	l.st.At = l.clock.Now().UTC()

@@ -263,3 +263,47 @@ func TestAutoRelockRetriesAFailingRelay(t *testing.T) {
 		t.Fatalf("after the relay recovered: %+v, relay unlocked=%v", st, r.relay.Unlocked())
 	}
 }
+
+// TestDoorCloseRelockFailureIsRetried: a relock that fails when the door
+// closes (a transient relay error) is retried like a failed timer relock,
+// instead of leaving the lock open until the next command.
+func TestDoorCloseRelockFailureIsRetried(t *testing.T) {
+	tests := []struct {
+		name string
+		wait time.Duration // between the unlock and the door opening
+		open time.Duration // the door stays open this long
+	}{
+		{"delay expired with the door open", 0, 30 * time.Second},
+		{"walk-through before the delay expired", time.Second, time.Second},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := newRig(t, DoorClosed)
+			if err := r.lock.Unlock("ruth"); err != nil {
+				t.Fatal(err)
+			}
+			r.clock.Advance(tt.wait)
+			r.door.Set(true)
+			r.clock.Advance(tt.open)
+			r.relay.mu.Lock()
+			r.relay.Fail = errors.New("gpio: transient")
+			r.relay.mu.Unlock()
+			r.door.Set(false) // the relock is attempted and fails once
+			if st := r.lock.State(); st.Locked || st.Door != DoorClosed {
+				t.Fatalf("after the failed relock: %+v, want unlocked (the relay did not switch), door closed", st)
+			}
+			r.relay.mu.Lock()
+			r.relay.Fail = nil
+			r.relay.mu.Unlock()
+			r.clock.Advance(RelockRetry)
+			if st := r.lock.State(); !st.Locked || st.By != ByAuto || r.relay.Unlocked() {
+				t.Fatalf("one retry interval later: %+v, relay unlocked=%v; want locked by auto", st, r.relay.Unlocked())
+			}
+			n := len(r.states)
+			r.clock.Advance(time.Hour) // no stray timer moves or reports anything
+			if len(r.states) != n || !r.lock.State().Locked {
+				t.Fatalf("reports after the relock: %+v", r.states[n:])
+			}
+		})
+	}
+}
