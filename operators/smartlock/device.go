@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"strconv"
 	"sync/atomic"
 	"time"
@@ -32,12 +33,19 @@ type Command struct {
 	TS time.Time
 }
 
-// ParseCommand decodes and checks a payload. Anything but an empty payload
-// or a JSON object of the known fields is ErrMalformed.
+// ParseCommand decodes and checks a payload. Anything but an empty (or
+// white-space) payload or exactly one JSON object of the known fields is
+// ErrMalformed.
 func ParseCommand(payload []byte, now time.Time, maxAge time.Duration) (Command, error) {
 	var c Command
-	if len(bytes.TrimSpace(payload)) == 0 {
+	trimmed := bytes.TrimSpace(payload)
+	if len(trimmed) == 0 {
 		return c, nil
+	}
+	// Only an object: json.Decoder decodes null into the struct as a no-op,
+	// which would make "null" an unlock without by or ts.
+	if trimmed[0] != '{' {
+		return c, fmt.Errorf("%w: not a JSON object", ErrMalformed)
 	}
 	var raw struct {
 		By *string         `json:"by"`
@@ -48,7 +56,9 @@ func ParseCommand(payload []byte, now time.Time, maxAge time.Duration) (Command,
 	if err := dec.Decode(&raw); err != nil {
 		return c, fmt.Errorf("%w: %v", ErrMalformed, err)
 	}
-	if dec.More() {
+	// Nothing but white space may follow the object. dec.More() is not
+	// enough: it is false before a stray '}' or ']'.
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
 		return c, fmt.Errorf("%w: data after the JSON object", ErrMalformed)
 	}
 	if raw.By != nil {

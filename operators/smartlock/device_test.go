@@ -33,6 +33,17 @@ func TestParseCommand(t *testing.T) {
 		{"by empty", `{"by":""}`, Command{}, true},
 		{"by with newline", `{"by":"ruth\nlocked"}`, Command{}, true},
 		{"trailing data", `{"by":"ruth"} {"by":"eve"}`, Command{}, true},
+		// Not an object: json.Decoder takes null for an empty object, and
+		// its More() is false before a stray closing bracket.
+		{"null", `null`, Command{}, true},
+		{"null with spaces", " null\n", Command{}, true},
+		{"JSON true", `true`, Command{}, true},
+		{"JSON number", `1`, Command{}, true},
+		{"trailing brace", `{"by":"x"}}`, Command{}, true},
+		{"trailing bracket", `{"by":"x"}]`, Command{}, true},
+		{"trailing garbage", `{"by":"x"}unlock`, Command{}, true},
+		{"trailing whitespace", "{\"by\":\"x\"} \r\n", Command{By: "x"}, false},
+		{"whitespace only", " \n", Command{}, false},
 		{"bad ts", `{"ts":"yesterday"}`, Command{}, true},
 	}
 	for _, tt := range tests {
@@ -93,13 +104,17 @@ func (o *fakeOut) last() (State, int) {
 	return o.states[len(o.states)-1], len(o.states)
 }
 
-func TestDeviceCommands(t *testing.T) {
+// startDevice runs a device on a simulated relay and door with a manual
+// clock and waits until it takes commands and watches the door.
+func startDevice(t *testing.T) (d *Device, relay *SimRelay, door *SimDoor, out *fakeOut, cancel context.CancelFunc, done chan error) {
+	t.Helper()
 	clock := &manualClock{now: time.Date(2026, 11, 25, 20, 0, 0, 0, time.UTC)}
-	relay, door := &SimRelay{}, &SimDoor{}
-	d := &Device{Relay: relay, Door: door, Clock: clock, RelockAfter: 5 * time.Second}
-	out := &fakeOut{}
+	relay, door = &SimRelay{}, &SimDoor{}
+	d = &Device{Relay: relay, Door: door, Clock: clock, RelockAfter: 5 * time.Second}
+	out = &fakeOut{}
 	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error)
+	t.Cleanup(cancel)
+	done = make(chan error, 1)
 	go func() { done <- d.Run(ctx, out) }()
 	deadline := time.Now().Add(2 * time.Second)
 	for d.lock.Load() == nil || func() bool { door.mu.Lock(); defer door.mu.Unlock(); return door.watcher == nil }() {
@@ -108,6 +123,26 @@ func TestDeviceCommands(t *testing.T) {
 		}
 		time.Sleep(time.Millisecond)
 	}
+	return d, relay, door, out, cancel, done
+}
+
+// TestDeviceRefusesNonObjectCommands: a payload that is not a JSON object
+// never moves the lock (null decoded as an empty command unlocked it).
+func TestDeviceRefusesNonObjectCommands(t *testing.T) {
+	d, relay, _, out, _, _ := startDevice(t)
+	_, n := out.last()
+	for _, bad := range []string{`null`, `{"by":"x"}}`, `{"by":"x"}]`} {
+		if err := d.Command("unlock", []byte(bad)); !errors.Is(err, ErrMalformed) {
+			t.Errorf("unlock %s: %v, want ErrMalformed", bad, err)
+		}
+	}
+	if st, n2 := out.last(); n2 != n || !st.Locked || relay.Unlocked() {
+		t.Fatalf("a malformed unlock moved the lock: %+v, relay unlocked=%v", st, relay.Unlocked())
+	}
+}
+
+func TestDeviceCommands(t *testing.T) {
+	d, relay, door, out, cancel, done := startDevice(t)
 	if err := d.Command("unlock", []byte(`{"by":"ruth","ts":"2026-11-25T20:00:00Z"}`)); err != nil {
 		t.Fatal(err)
 	}
