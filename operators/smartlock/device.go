@@ -151,8 +151,9 @@ func (d *Device) Run(ctx context.Context, out agent.Output) error {
 		go d.Door.Watch(ctx, l.DoorChanged)
 	}
 	<-ctx.Done()
-	// Leave the door locked when the operator stops.
-	if err := l.Lock(ByStop); err != nil {
+	// Leave the door locked when the operator stops, for good: a command
+	// the agent is still handling must not unlock after this.
+	if err := l.Stop(); err != nil {
 		d.Log.Error().Err(err).Msg("could not lock on shutdown")
 	}
 	return nil

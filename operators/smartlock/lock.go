@@ -5,6 +5,7 @@
 package smartlock
 
 import (
+	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -66,7 +67,8 @@ type State struct {
 //     once (someone went through);
 //   - every change (lock, door) is reported through OnChange;
 //   - a failed auto-relock (timer or door) is tried again every
-//     RelockRetry until it succeeds.
+//     RelockRetry until it succeeds;
+//   - after Stop it locks, and never unlocks again.
 //
 // A relay that fails to switch leaves the state as it was and returns the
 // error: the state never claims what the hardware did not do.
@@ -82,7 +84,11 @@ type Lock struct {
 	gen           uint64 // invalidates a timer that fired after being replaced
 	relockPending bool   // the timer expired while the door was open
 	openedSince   bool   // the door opened since the last unlock
+	stopped       bool   // Stop was called: the lock never unlocks again
 }
+
+// ErrStopped is an unlock refused because the operator is stopping.
+var ErrStopped = errors.New("smartlock: stopped: the lock stays locked")
 
 // NewLock locks the relay (fail-secure start) and returns the machine.
 // door is DoorUnknown without a contact, else its current position.
@@ -109,10 +115,13 @@ func (l *Lock) State() State {
 	return l.st
 }
 
-// Unlock opens the lock for relockAfter.
+// Unlock opens the lock for relockAfter; after Stop it is refused.
 func (l *Lock) Unlock(by string) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	if l.stopped {
+		return ErrStopped
+	}
 	if err := l.relay.Set(true); err != nil {
 		return fmt.Errorf("smartlock: unlock: relay: %w", err)
 	}
@@ -131,6 +140,26 @@ func (l *Lock) Lock(by string) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.lockLocked(by)
+}
+
+// Stop locks (by ByStop) for good: from now on Unlock is refused. A command
+// that was being handled when the operator began to stop (parsed, not yet
+// applied) would otherwise unlock after the stop's lock and leave the door
+// unlocked with nobody left to relock it. Locking stays possible. The
+// machine is stopped even if the relay fails to switch: the error is
+// returned and the relock retried as a failed auto-relock is (for as long
+// as the process lives).
+func (l *Lock) Stop() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.stopped = true
+	if err := l.lockLocked(ByStop); err != nil {
+		if !l.st.Locked {
+			l.retryRelock()
+		}
+		return err
+	}
+	return nil
 }
 
 func (l *Lock) lockLocked(by string) error {

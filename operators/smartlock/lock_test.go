@@ -307,3 +307,53 @@ func TestDoorCloseRelockFailureIsRetried(t *testing.T) {
 		})
 	}
 }
+
+// TestStopIsFinal: after Stop the lock is locked by "stop" and never
+// unlocks again, even when the stop's own relay switch failed.
+func TestStopIsFinal(t *testing.T) {
+	tests := []struct {
+		name      string
+		unlocked  bool  // unlocked before the stop
+		stopFail  error // the relay fails during the stop
+		wantStopE bool
+	}{
+		{"locked", false, nil, false},
+		{"unlocked", true, nil, false},
+		{"the relay fails at the stop", true, errors.New("gpio: transient"), true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := newRig(t, DoorClosed)
+			if tt.unlocked {
+				if err := r.lock.Unlock("ruth"); err != nil {
+					t.Fatal(err)
+				}
+			}
+			r.relay.mu.Lock()
+			r.relay.Fail = tt.stopFail
+			r.relay.mu.Unlock()
+			if err := r.lock.Stop(); (err != nil) != tt.wantStopE {
+				t.Fatalf("Stop: %v", err)
+			}
+			r.relay.mu.Lock()
+			r.relay.Fail = nil
+			r.relay.mu.Unlock()
+			if err := r.lock.Unlock("ruth"); !errors.Is(err, ErrStopped) || r.relay.Unlocked() != (tt.stopFail != nil) {
+				t.Fatalf("Unlock after Stop: %v, relay unlocked=%v; want ErrStopped, the relay untouched", err, r.relay.Unlocked())
+			}
+			wantBy := ByStop
+			if tt.stopFail != nil {
+				// The failed stop's lock is retried as an auto-relock.
+				r.clock.Advance(RelockRetry)
+				wantBy = ByAuto
+			}
+			if st := r.lock.State(); !st.Locked || r.relay.Unlocked() || st.By != wantBy {
+				t.Fatalf("after Stop: %+v, relay unlocked=%v; want locked by %s", st, r.relay.Unlocked(), wantBy)
+			}
+			r.clock.Advance(time.Hour)
+			if err := r.lock.Unlock("ruth"); !errors.Is(err, ErrStopped) || r.relay.Unlocked() {
+				t.Fatalf("Unlock an hour after Stop: %v, relay unlocked=%v", err, r.relay.Unlocked())
+			}
+		})
+	}
+}
