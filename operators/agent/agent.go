@@ -36,7 +36,10 @@ type Commander interface {
 	// Actions lists the accepted actions (the last topic level).
 	Actions() []string
 	// Command handles one command for this thing with an accepted action.
-	// It is called in the order commands arrive, never concurrently.
+	// It is called in the order commands arrive, never concurrently. A
+	// command that arrived before Run's ctx ended may still be in Command
+	// while Run stops, and return after it: a device whose stop must be
+	// final (a lock locking on stop) refuses commands once stopped.
 	Command(action string, payload []byte) error
 }
 
@@ -303,6 +306,13 @@ func (a *Agent) dispatch(ctx context.Context, c Commander) {
 		case <-ctx.Done():
 			return
 		case p := <-a.cmds:
+			if ctx.Err() != nil {
+				// select picks at random among ready cases: a command
+				// queued when the stop came is not handed to a device
+				// that is stopping.
+				a.log.Warn().Str("topic", p.Topic).Msg("command dropped: stopping")
+				return
+			}
 			action, err := CommandAction(p.Topic, a.creds.Thing, c.Actions())
 			if err == nil {
 				err = c.Command(action, p.Payload)

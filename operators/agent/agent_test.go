@@ -411,3 +411,20 @@ func TestCommandsOnlyForThisThing(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// TestDispatchDropsCommandsQueuedAtStop: once the context has ended, a
+// queued command is not handed to the device (which is stopping), however
+// select chooses between the two ready cases.
+func TestDispatchDropsCommandsQueuedAtStop(t *testing.T) {
+	for i := range 50 {
+		dev := &commanded{scripted{readings: make(chan Temperature)}}
+		a := newAgent(Options{Log: testLogger(t)}, dev, Credentials{Thing: "lock-9", Secret: "s"})
+		a.cmds <- &paho.Publish{Topic: "things/lock-9/cmd/unlock", Payload: []byte(`{}`)}
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel()
+		a.dispatch(ctx, dev)
+		if len(dev.cmds) != 0 {
+			t.Fatalf("run %d: a command queued when the stop came was dispatched: %q", i, dev.cmds)
+		}
+	}
+}
