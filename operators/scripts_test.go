@@ -23,7 +23,7 @@ func TestPiInstallIntoRoot(t *testing.T) {
 		out, err := cmd.CombinedOutput()
 		return string(out), err
 	}
-	out, err := run("smartlock", "--root", root, "--bin-dir", binDir, "--broker", "mqtt://veil.local:1883",
+	out, err := run("smartlock", "--root", root, "--bin-dir", binDir, "--broker", "mqtts://veil.local:8883",
 		"--serial", "JL-200-0001", "--factory-secret", `fa"ctory`, "--set", "relay-pin=GPIO17", "--set", "door-pin=GPIO27", "--set", "relock-after=5s")
 	if err != nil {
 		t.Fatalf("pi-install: %v\n%s", err, out)
@@ -34,7 +34,7 @@ func TestPiInstallIntoRoot(t *testing.T) {
 		t.Fatalf("config %v mode %v, want 0640", err, st.Mode().Perm())
 	}
 	b, _ := os.ReadFile(conf)
-	for _, want := range []string{`broker: "mqtt://veil.local:1883"`, `factory-secret: "fa\"ctory"`, `relay-pin: "GPIO17"`,
+	for _, want := range []string{`broker: "mqtts://veil.local:8883"`, `factory-secret: "fa\"ctory"`, `relay-pin: "GPIO17"`,
 		`credentials: "/var/lib/veil-operator/smartlock.json"`, "simulate: false"} {
 		if !strings.Contains(string(b), want) {
 			t.Errorf("config lacks %s:\n%s", want, b)
@@ -52,9 +52,18 @@ func TestPiInstallIntoRoot(t *testing.T) {
 	if out, err := run("smartlock", "--root", root, "--bin-dir", binDir, "--broker", "mqtt://other:1883"); err != nil || !strings.Contains(out, "keeping the existing") {
 		t.Fatalf("re-run: %v\n%s", err, out)
 	}
-	if out, err := run("dht22", "--root", root, "--bin-dir", binDir, "--broker", "mqtt://veil.local:1883",
+	if out, err := run("dht22", "--root", root, "--bin-dir", binDir, "--broker", "mqtts://veil.local:8883",
 		"--serial", "TH-10-0042", "--factory-secret", "x", "--set", "relay-pin=GPIO17"); err == nil || !strings.Contains(out, `unknown key "relay-pin"`) {
 		t.Fatalf("a dht22 with a relay pin was accepted: %v\n%s", err, out)
+	}
+	// Plain MQTT to another host: refused by the check unless the config allows it.
+	if out, err := run("cpu", "--root", root, "--bin-dir", binDir, "--broker", "mqtt://veil.local:1883",
+		"--serial", "PI-1", "--factory-secret", "x"); err == nil || !strings.Contains(out, "--insecure-plaintext") {
+		t.Fatalf("plain MQTT to a remote broker was accepted: %v\n%s", err, out)
+	}
+	if out, err := run("cpu", "--root", root, "--bin-dir", binDir, "--broker", "mqtt://veil.local:1883", "--force-config",
+		"--serial", "PI-1", "--factory-secret", "x", "--set", "insecure-plaintext=true"); err != nil {
+		t.Fatalf("plain MQTT allowed by insecure-plaintext was refused: %v\n%s", err, out)
 	}
 	if out, err := run("toaster", "--root", root); err == nil || !strings.Contains(out, "unknown operator") {
 		t.Fatalf("unknown operator: %v\n%s", err, out)

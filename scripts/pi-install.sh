@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # Installs a Veil operator on a Raspberry Pi (run as root):
 #
-#   sudo scripts/pi-install.sh OPERATOR --broker mqtt://veil.local:1883 \
+#   sudo scripts/pi-install.sh OPERATOR --broker mqtts://veil.local:8883 \
 #        --serial TH-10-0042 --factory-secret '…' [--simulate] [--set key=value]… \
 #        [--bin-dir DIR] [--force-config] [--no-start] [--root DIR]
+#
+# The broker is mqtts:// (--set ca-file=/etc/veil-operator/ca.pem for a private
+# CA); mqtt:// to another host is refused unless --set insecure-plaintext=true.
 #
 # OPERATOR is dht22, ds18b20, gps, cpu or smartlock. The script
 #   1. copies the binary for this Pi's architecture (bin/veil-operator-linux-
@@ -19,7 +22,7 @@
 # --root DIR installs into DIR instead of / (no user, no systemctl): for tests.
 set -euo pipefail
 
-usage() { sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 die() { echo "pi-install: $*" >&2; exit 1; }
 
 [ $# -ge 1 ] || usage

@@ -4,6 +4,7 @@
 //
 //	veil-operator dht22 --config /etc/veil-operator/dht22.yaml
 //	veil-operator smartlock --simulate --broker mqtt://127.0.0.1:1883 --serial JL-200-0001 --factory-secret …
+//	veil-operator cpu --broker mqtts://veil.example:8883 --ca-file ca.pem …
 package main
 
 import (
@@ -85,6 +86,7 @@ type common struct {
 	name          string
 	config        string
 	broker        string
+	insecurePlain bool
 	caFile        string
 	serial        string
 	factorySecret string
@@ -101,7 +103,8 @@ type common struct {
 
 func (c *common) register(f *pflag.FlagSet, defInterval time.Duration) {
 	f.StringVar(&c.config, "config", "", "YAML config file (keys are flag names)")
-	f.StringVar(&c.broker, "broker", "mqtt://127.0.0.1:1883", "broker URL: mqtt://host:port or tls://host:port")
+	f.StringVar(&c.broker, "broker", "mqtt://127.0.0.1:1883", "broker URL: mqtts://host:port (TLS; also tls://, ssl://), or mqtt://host:port on this machine")
+	f.BoolVar(&c.insecurePlain, "insecure-plaintext", false, "allow mqtt:// or tcp:// to a broker that is not on this machine: the factory secret, the thing's secret and its commands travel unencrypted (a trusted test network only)")
 	f.StringVar(&c.caFile, "ca-file", "", "PEM CA certificates for a tls:// broker (default: system roots)")
 	f.StringVar(&c.serial, "serial", "", "factory serial number (enrolment)")
 	f.StringVar(&c.factorySecret, "factory-secret", "", "factory secret (enrolment; keep it in the 0600 config file, not on the command line)")
@@ -138,7 +141,12 @@ func (c *common) prepare(cmd *cobra.Command) (zerolog.Logger, agent.Options, err
 	log = log.Level(level).With().Timestamp().Str("operator", c.name).Logger()
 	u, err := url.Parse(c.broker)
 	if err != nil || u.Host == "" {
-		return log, agent.Options{}, usageError{fmt.Errorf("--broker %q: want mqtt://host:port or tls://host:port", c.broker)}
+		return log, agent.Options{}, usageError{fmt.Errorf("--broker %q: want mqtts://host:port (or mqtt://host:port on this machine)", c.broker)}
+	}
+	// Refused here (exit 2, not restarted), not only when Run dials: the
+	// factory secret must never go out in clear by default.
+	if _, err := agent.CheckBroker(u, c.insecurePlain); err != nil {
+		return log, agent.Options{}, usageError{fmt.Errorf("--broker: %w (in the config file: insecure-plaintext: true; in the environment: VEIL_OPERATOR_INSECURE_PLAINTEXT=true)", err)}
 	}
 	var tlsCfg *tls.Config
 	if c.caFile != "" {
@@ -169,7 +177,7 @@ func (c *common) prepare(cmd *cobra.Command) (zerolog.Logger, agent.Options, err
 		return log, agent.Options{}, usageError{fmt.Errorf("not enrolled yet (%s missing): --serial and --factory-secret are needed to enrol", creds)}
 	}
 	return log, agent.Options{
-		Broker: u, TLS: tlsCfg, Serial: c.serial, FactorySecret: c.factorySecret, CredentialsFile: creds,
+		Broker: u, TLS: tlsCfg, InsecurePlaintext: c.insecurePlain, Serial: c.serial, FactorySecret: c.factorySecret, CredentialsFile: creds,
 		BufferSize: c.buffer, BackoffMin: c.backoffMin, BackoffMax: c.backoffMax, Log: log, Stdout: os.Stdout,
 	}, nil
 }

@@ -20,7 +20,9 @@ func TestConfigAndFlags(t *testing.T) {
 		}
 		return p
 	}
-	good := write("good.yaml", "broker: mqtt://veil.local:1883\nserial: TH-10-0042\nfactory-secret: s\nsimulate: true\ninterval: 10s\n")
+	good := write("good.yaml", "broker: mqtts://veil.local:8883\nserial: TH-10-0042\nfactory-secret: s\nsimulate: true\ninterval: 10s\n")
+	plain := write("plain.yaml", "broker: mqtt://veil.local:1883\nserial: TH-10-0042\nfactory-secret: s\n")
+	plainAllowed := write("plain-allowed.yaml", "broker: mqtt://veil.local:1883\ninsecure-plaintext: true\nserial: TH-10-0042\nfactory-secret: s\n")
 	lock := write("lock.yaml", "serial: JL-1\nfactory-secret: s\nrelay-pin: GPIO22\nrelay-active-low: true\ndoor-pin: GPIO27\nrelock-after: 3s\n")
 	unknown := write("unknown.yaml", "serial: X\nrelay-pin: GPIO17\n")
 	badDur := write("baddur.yaml", "serial: X\nfactory-secret: s\ninterval: soon\n")
@@ -47,6 +49,19 @@ func TestConfigAndFlags(t *testing.T) {
 			map[string]string{"VEIL_OPERATOR_LOG_FORMAT": "xml"}, "", 0},
 		{"bad log format", []string{"cpu", "--check", "--credentials", enrolled, "--log-format", "xml"}, nil, "--log-format", 2},
 		{"bad broker", []string{"cpu", "--check", "--credentials", enrolled, "--broker", "veil.local"}, nil, "--broker", 2},
+		// Plain MQTT only to this machine, unless explicitly allowed:
+		// elsewhere the factory secret and the thing's secret go out in clear.
+		{"plaintext to a remote broker", []string{"cpu", "--check", "--credentials", enrolled, "--broker", "mqtt://veil.local:1883"}, nil, "--insecure-plaintext", 2},
+		{"tcp to a remote address", []string{"cpu", "--check", "--credentials", enrolled, "--broker", "tcp://10.0.0.5:1883"}, nil, "--insecure-plaintext", 2},
+		{"plaintext to a remote broker in the file", []string{"cpu", "--config", plain, "--check", "--credentials", enrolled}, nil, "--insecure-plaintext", 2},
+		{"plaintext to loopback", []string{"cpu", "--check", "--credentials", enrolled, "--broker", "mqtt://127.0.0.1:1883"}, nil, "", 0},
+		{"plaintext to localhost", []string{"cpu", "--check", "--credentials", enrolled, "--broker", "mqtt://localhost:1883"}, nil, "", 0},
+		{"plaintext to ::1", []string{"cpu", "--check", "--credentials", enrolled, "--broker", "tcp://[::1]:1883"}, nil, "", 0},
+		{"TLS to a remote broker", []string{"cpu", "--check", "--credentials", enrolled, "--broker", "mqtts://veil.local:8883"}, nil, "", 0},
+		{"plaintext allowed by the flag", []string{"cpu", "--check", "--credentials", enrolled, "--broker", "mqtt://veil.local:1883", "--insecure-plaintext"}, nil, "", 0},
+		{"plaintext allowed in the file", []string{"cpu", "--config", plainAllowed, "--check", "--credentials", enrolled}, nil, "", 0},
+		{"plaintext allowed by the environment", []string{"cpu", "--check", "--credentials", enrolled, "--broker", "mqtt://veil.local:1883"},
+			map[string]string{"VEIL_OPERATOR_INSECURE_PLAINTEXT": "true"}, "", 0},
 		{"bad buffer", []string{"cpu", "--check", "--credentials", enrolled, "--buffer", "0"}, nil, "--buffer", 2},
 		{"bad backoff", []string{"cpu", "--check", "--credentials", enrolled, "--backoff-min", "10s", "--backoff-max", "1s"}, nil, "--backoff", 2},
 		{"unknown flag", []string{"cpu", "--frobnicate"}, nil, "unknown flag", 2},

@@ -67,6 +67,9 @@ type Options struct {
 	KeepAlive       uint16        // seconds
 	Log             zerolog.Logger
 	Stdout          io.Writer // where the claim code is printed
+	// InsecurePlaintext allows mqtt:// or tcp:// to a broker that is not
+	// on this machine (CheckBroker); off, such a broker is refused.
+	InsecurePlaintext bool
 }
 
 func (o *Options) defaults() {
@@ -108,11 +111,33 @@ type Agent struct {
 	cmds chan *paho.Publish
 }
 
+// checkBroker refuses plaintext to a remote broker unless allowed, and
+// warns when it is allowed.
+func (o *Options) checkBroker() error {
+	remote, err := CheckBroker(o.Broker, o.InsecurePlaintext)
+	if err != nil {
+		return err
+	}
+	if remote {
+		o.Log.Warn().Str("broker", o.Broker.Redacted()).Bool("insecure_plaintext", true).
+			Msg("plain MQTT to a remote broker: the thing's secret, the factory secret at enrolment and every command travel unencrypted")
+	}
+	return nil
+}
+
 // EnsureEnrolled returns the stored credentials or, on first start, enrols
 // (retrying with backoff on network errors), stores them with 0600
-// permissions and prints the claim code.
+// permissions and prints the claim code. A plaintext broker that is not
+// loopback is refused unless o.InsecurePlaintext.
 func EnsureEnrolled(ctx context.Context, o Options, e Enrolment) (Credentials, error) {
 	o.defaults()
+	if err := o.checkBroker(); err != nil {
+		return Credentials{}, err
+	}
+	return ensureEnrolled(ctx, o, e)
+}
+
+func ensureEnrolled(ctx context.Context, o Options, e Enrolment) (Credentials, error) {
 	warn := func(s string) { o.Log.Warn().Msg(s) }
 	c, err := LoadCredentials(o.CredentialsFile, warn)
 	if err == nil {
@@ -154,12 +179,16 @@ func EnsureEnrolled(ctx context.Context, o Options, e Enrolment) (Credentials, e
 }
 
 // Run enrols if needed, then connects as the thing and runs dev until ctx
-// ends. Readings taken while the broker is unreachable are buffered
+// ends (a plaintext broker that is not loopback is refused unless
+// o.InsecurePlaintext). Readings taken while the broker is unreachable are buffered
 // (bounded) and published, in order and with their original ts, once it is
 // back.
 func Run(ctx context.Context, o Options, dev Device) error {
 	o.defaults()
-	creds, err := EnsureEnrolled(ctx, o, dev.Enrolment())
+	if err := o.checkBroker(); err != nil {
+		return err
+	}
+	creds, err := ensureEnrolled(ctx, o, dev.Enrolment())
 	if err != nil {
 		return err
 	}

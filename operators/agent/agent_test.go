@@ -428,3 +428,110 @@ func TestDispatchDropsCommandsQueuedAtStop(t *testing.T) {
 		}
 	}
 }
+
+func TestCheckBroker(t *testing.T) {
+	tests := []struct {
+		url        string
+		insecure   bool
+		wantRemote bool
+		wantErr    bool
+	}{
+		{"mqtt://veil.example:1883", false, true, true},
+		{"tcp://10.0.0.5:1883", false, true, true},
+		{"mqtt://192.168.1.20", false, true, true},
+		{"mqtt://127.0.0.1.veil.example:1883", false, true, true}, // a name, not an address
+		{"mqtt://localhost.veil.example", false, true, true},
+		{"mqtt://[::ffff:10.0.0.5]:1883", false, true, true},
+		{"mqtt://127.0.0.1:1883", false, false, false},
+		{"tcp://127.3.2.1:1883", false, false, false},
+		{"mqtt://[::1]:1883", false, false, false},
+		{"mqtt://localhost:1883", false, false, false},
+		{"mqtt://LOCALHOST", false, false, false},
+		{"mqtts://veil.example:8883", false, false, false},
+		{"tls://10.0.0.5:8883", false, false, false},
+		{"ssl://veil.example", false, false, false},
+		{"mqtt://veil.example:1883", true, true, false}, // allowed, to be warned about
+		{"tcp://10.0.0.5", true, true, false},
+		{"mqtt://127.0.0.1:1883", true, false, false},
+	}
+	for _, tt := range tests {
+		u, err := url.Parse(tt.url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		remote, err := CheckBroker(u, tt.insecure)
+		if remote != tt.wantRemote || (err != nil) != tt.wantErr {
+			t.Errorf("CheckBroker(%s, insecure=%v) = %v, %v; want remote=%v, error=%v", tt.url, tt.insecure, remote, err, tt.wantRemote, tt.wantErr)
+		}
+		if err != nil && (!strings.Contains(err.Error(), InsecurePlaintextFlag) || !strings.Contains(err.Error(), "mqtts://")) {
+			t.Errorf("CheckBroker(%s): error %q names neither %s nor mqtts://", tt.url, err, InsecurePlaintextFlag)
+		}
+	}
+}
+
+// TestPlaintextToRemoteBrokerRefused: Run and EnsureEnrolled refuse plain
+// MQTT to a host that is not loopback before they dial (the factory secret
+// would go out in clear); with InsecurePlaintext they go on, with a warning.
+func TestPlaintextToRemoteBrokerRefused(t *testing.T) {
+	u, _ := url.Parse("mqtt://veil.invalid:1883") // .invalid never resolves
+	newOpts := func(insecure bool, log io.Writer) Options {
+		return Options{Broker: u, InsecurePlaintext: insecure, Serial: "TH-1", FactorySecret: "factory-secret-0001",
+			CredentialsFile: filepath.Join(t.TempDir(), "c.json"), Log: zerolog.New(log),
+			BackoffMin: 20 * time.Millisecond, BackoffMax: 50 * time.Millisecond}
+	}
+	for _, run := range []struct {
+		name string
+		f    func(context.Context, Options) error
+	}{
+		{"Run", func(ctx context.Context, o Options) error {
+			return Run(ctx, o, &scripted{readings: make(chan Temperature)})
+		}},
+		{"EnsureEnrolled", func(ctx context.Context, o Options) error {
+			_, err := EnsureEnrolled(ctx, o, Enrolment{Kind: "sensor"})
+			return err
+		}},
+	} {
+		t.Run(run.name, func(t *testing.T) {
+			log := &syncBuf{}
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			err := run.f(ctx, newOpts(false, log))
+			if err == nil || !strings.Contains(err.Error(), InsecurePlaintextFlag) || ctx.Err() != nil {
+				t.Fatalf("plaintext to a remote broker: %v, want an immediate refusal naming %s", err, InsecurePlaintextFlag)
+			}
+			if strings.Contains(log.String(), "enrolling") {
+				t.Fatalf("the refused broker was tried:\n%s", log.String())
+			}
+			// Allowed: it tries (and fails to resolve) until the context ends.
+			log = &syncBuf{}
+			ctx, cancel = context.WithTimeout(context.Background(), 300*time.Millisecond)
+			defer cancel()
+			err = run.f(ctx, newOpts(true, log))
+			if err == nil || strings.Contains(err.Error(), InsecurePlaintextFlag) {
+				t.Fatalf("with InsecurePlaintext: %v, want the connection's failure", err)
+			}
+			if out := log.String(); !strings.Contains(out, `"insecure_plaintext":true`) || !strings.Contains(out, `"level":"warn"`) ||
+				strings.Contains(out, "factory-secret-0001") {
+				t.Fatalf("with InsecurePlaintext: log lacks the warning (or holds the secret):\n%s", out)
+			}
+		})
+	}
+}
+
+// syncBuf is a bytes.Buffer safe for a logger and a reader.
+type syncBuf struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuf) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuf) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}

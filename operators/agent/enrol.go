@@ -151,8 +151,51 @@ func reasonString(ca *paho.Connack) string {
 	return ""
 }
 
+// InsecurePlaintextFlag is the option that allows plain MQTT to a broker
+// that is not on this machine (--insecure-plaintext, config key
+// insecure-plaintext, VEIL_OPERATOR_INSECURE_PLAINTEXT).
+const InsecurePlaintextFlag = "--insecure-plaintext"
+
+// CheckBroker refuses a plaintext broker URL (mqtt://, tcp://) whose host
+// is not loopback, unless insecure is set: whoever answers on that address
+// (or reads the path) learns the thing's secret — and at enrolment the
+// factory secret, the new secret and the claim code — and with them may
+// publish as the thing or, for a lock, take its commands. It reports
+// whether the URL is plaintext to a remote host (allowed by insecure), so
+// that the caller can warn. Other schemes are left to Dial.
+func CheckBroker(u *url.URL, insecure bool) (plaintextRemote bool, err error) {
+	if u == nil {
+		return false, errors.New("no broker URL")
+	}
+	switch u.Scheme {
+	case "mqtt", "tcp":
+	default:
+		return false, nil
+	}
+	if isLoopback(u.Hostname()) {
+		return false, nil
+	}
+	if !insecure {
+		return true, fmt.Errorf("broker %s: plain MQTT to %s, which is not this machine, would send the thing's secret (and at enrolment the factory secret and claim code) unencrypted: use mqtts://%s (with --ca-file for a private CA), or set %s if the network is trusted",
+			u.Redacted(), u.Hostname(), net.JoinHostPort(u.Hostname(), "8883"), InsecurePlaintextFlag)
+	}
+	return true, nil
+}
+
+// isLoopback reports whether host is a loopback address, or localhost.
+// Names other than localhost are not resolved: what they resolve to may
+// change after the check.
+func isLoopback(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
 // Dial opens a network connection to the broker URL: mqtt:// or tcp://
-// (port 1883 by default), tls://, ssl:// or mqtts:// (port 8883).
+// (port 1883 by default), tls://, ssl:// or mqtts:// (port 8883). Callers
+// check a plaintext URL with CheckBroker first (Run and EnsureEnrolled do).
 func Dial(ctx context.Context, u *url.URL, tlsCfg *tls.Config) (net.Conn, error) {
 	host := u.Host
 	var d net.Dialer
