@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -111,5 +112,33 @@ func TestCredentialsFile(t *testing.T) {
 		if _, err := LoadCredentials(p, nil); err == nil || err == ErrNoCredentials || !strings.Contains(err.Error(), p) {
 			t.Errorf("%s: %v", name, err)
 		}
+	}
+}
+
+// TestSaveCredentialsSyncsDirectory: the rename is followed by an fsync of
+// the directory (else a power cut can undo it, and the thing's only copy of
+// its secret is gone), and a failing one is an error.
+func TestSaveCredentialsSyncsDirectory(t *testing.T) {
+	orig := syncDir
+	t.Cleanup(func() { syncDir = orig })
+	path := filepath.Join(t.TempDir(), "state", "lock.json")
+	c := Credentials{Thing: "lock-9", Secret: "s"}
+	var synced []string
+	syncDir = func(dir string) error {
+		if _, err := os.Stat(path); err != nil {
+			t.Errorf("directory synced before the rename: %v", err)
+		}
+		synced = append(synced, dir)
+		return orig(dir)
+	}
+	if err := SaveCredentials(path, c); err != nil {
+		t.Fatal(err)
+	}
+	if len(synced) != 1 || synced[0] != filepath.Dir(path) {
+		t.Fatalf("directories synced: %q, want [%s]", synced, filepath.Dir(path))
+	}
+	syncDir = func(string) error { return errors.New("EIO") }
+	if err := SaveCredentials(path, c); err == nil || !strings.Contains(err.Error(), "EIO") {
+		t.Fatalf("a failed directory sync: %v, want it reported", err)
 	}
 }

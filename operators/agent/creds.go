@@ -56,8 +56,9 @@ func LoadCredentials(path string, warn func(string)) (Credentials, error) {
 	return c, nil
 }
 
-// SaveCredentials writes c atomically with 0600 permissions (the directory
-// is created 0700 if missing).
+// SaveCredentials writes c atomically and durably with 0600 permissions
+// (the directory is created 0700 if missing): a temporary file, synced,
+// renamed over path, then the directory synced.
 func SaveCredentials(path string, c Credentials) error {
 	dir := filepath.Dir(path)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
@@ -91,5 +92,22 @@ func SaveCredentials(path string, c Credentials) error {
 	if err := os.Rename(tmp, path); err != nil {
 		return fmt.Errorf("credentials %s: %w", path, err)
 	}
+	// The rename is durable only once the directory is synced: after a
+	// power cut without it the file may be gone again, and with it the
+	// only copy of the thing's secret.
+	if err := syncDir(dir); err != nil {
+		return fmt.Errorf("credentials %s: sync %s: %w", path, dir, err)
+	}
 	return nil
+}
+
+// syncDir fsyncs a directory (its entries); a variable so that a test can
+// see it called, and when.
+var syncDir = func(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
 }
