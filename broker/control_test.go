@@ -343,7 +343,9 @@ func TestEnrolment(t *testing.T) {
 		t.Fatal("enrolled thing connected with a wrong secret")
 	}
 
-	// Enrolling twice is refused.
+	// Enrolling again is refused once the thing is claimed (before, it is
+	// answered afresh: TestEnrolAgainReplacesSecretAndClaimCode).
+	mustCfg(t, addr, "patrick", "patrick-pass").mustOK("$config/things/th-10-0100/claim", `{"code":"`+r.ClaimCode+`"}`)
 	r, err = enrollDevice(t, addr, "", "TH-10-0100", "factory-th", "")
 	if err != nil || r.OK || r.Error != "already enrolled" {
 		t.Fatalf("second enrolment: %v %+v", err, r)
@@ -510,9 +512,10 @@ func TestEnrolmentStoppedPartWayCanBeCompleted(t *testing.T) {
 	if err != nil || !r.OK || r.Thing != "th-10-0110" || r.Secret == "" {
 		t.Fatalf("enrolment after a half-done one: %v %+v", err, r)
 	}
+	mustCfg(t, veil.Addr("mqtt"), "patrick", "patrick-pass").mustOK("$config/things/th-10-0110/claim", `{"code":"`+r.ClaimCode+`"}`)
 	r, err = enrollDevice(t, veil.Addr("mqtt"), "", "TH-10-0110", "factory-th-10", "")
 	if err != nil || r.OK || r.Error != "already enrolled" {
-		t.Fatalf("a completed enrolment must not repeat: %v %+v", err, r)
+		t.Fatalf("a completed and claimed enrolment must not repeat: %v %+v", err, r)
 	}
 }
 

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/mochi-mqtt/server/v2/packets"
+
 	"github.com/veil-iot/veil/adapters/mongo"
 	"github.com/veil-iot/veil/policies"
 )
@@ -34,6 +36,13 @@ func ThingID(serial string) string { return strings.ToLower(serial) }
 // secret and a claim code (both returned once, stored argon2id-hashed).
 // Refusals count against the serial; after too many, requests are refused
 // without being looked at.
+//
+// Until the thing is claimed, enrolling again is answered as the first
+// enrolment was, with a new secret and claim code that replace the old
+// ones (reenroll): a device whose answer was lost (a timeout, a dropped
+// connection, a crash before it stored its credentials) asks again, and
+// "already enrolled" would leave it with no secret and its serial with no
+// way back. Once anyone has a say over the thing, it stays refused.
 func (c *Control) enroll(p policies.Principal, serial string, payload []byte) result {
 	if p.Kind != policies.KindDevice || p.ID != serial {
 		return notAuthorized()
@@ -67,8 +76,16 @@ func (c *Control) enroll(p policies.Principal, serial string, payload []byte) re
 		return fail(errUnknownSerial)
 	}
 
-	if _, exists := c.engine.Thing(id); exists {
-		return fail(errAlreadyEnrolled)
+	if th, exists := c.engine.Thing(id); exists {
+		// A first look, without the lock, so that a claimed thing costs
+		// no argon2id; decided again under the lock below.
+		if !reenrollable(c.engine, th, serial) {
+			return fail(errAlreadyEnrolled)
+		}
+		// An enrolment again counts against the serial like a refusal:
+		// one factory credential must not churn secrets and argon2id
+		// without bound. A device whose answer got lost needs one or two.
+		c.limiter.Fail("enroll:" + serial)
 	}
 	// The device's secret and claim code are made and hashed before the
 	// control plane's lock is taken and the store's deadline starts:
@@ -103,8 +120,11 @@ func (c *Control) enroll(p policies.Principal, serial string, payload []byte) re
 	if !found {
 		return fail(errUnknownSerial)
 	}
-	if _, exists := c.engine.Thing(id); exists || !entry.RetiredAt.IsZero() {
+	if !entry.RetiredAt.IsZero() {
 		return fail(errAlreadyEnrolled)
+	}
+	if th, exists := c.engine.Thing(id); exists {
+		return c.reenroll(ctx, th, entry, secret, secretHash, code, codeHash, fail)
 	}
 	if _, isUser := c.engine.User(id); isUser {
 		return fail(errIDTaken)
@@ -159,6 +179,57 @@ func (c *Control) enroll(p policies.Principal, serial string, payload []byte) re
 	c.record(ctx, policies.Relationship{Thing: id}, "", "enrolled", "factory:"+serial, "self-enrolment", "")
 	c.retain("$config/things/"+id, docOf(thing))
 	c.log.Info().Str("serial", serial).Str("thing", id).Msg("device enrolled")
+	return ok(map[string]any{"thing": id, "secret": secret, "claim_code": code})
+}
+
+// reenrollable reports whether thing th may be enrolled again from serial,
+// as far as the engine knows: nobody has a say over it yet. It has no owner
+// of record, no relationship of any status (an installer's claim, an
+// invitation), no place (a place's relations would hold for it), and it
+// was made by this serial's enrolment.
+func reenrollable(e *policies.Engine, th policies.Thing, serial string) bool {
+	return th.Owner == "" && th.Place == "" && th.Attributes["serial"] == serial &&
+		len(e.Relationships(th.ID, "")) == 0
+}
+
+// reenroll answers an enrolment of a thing that exists: under the control
+// plane's lock, if the thing was enrolled from this serial and is still
+// unclaimed (reenrollable, and its claim code unused), it gets the new
+// secret and claim code, which replace the old ones; the old secret stops
+// working, a connection made with it is closed. Otherwise "already
+// enrolled". The thing document itself is left as it is.
+func (c *Control) reenroll(ctx context.Context, th policies.Thing, entry mongo.FactoryEntry, secret, secretHash, code, codeHash string, fail func(string) result) result {
+	id, serial := th.ID, entry.Serial
+	if entry.Thing != id || entry.EnrolledAt.IsZero() || !reenrollable(c.engine, th, serial) {
+		return fail(errAlreadyEnrolled)
+	}
+	hash, err := c.store.ClaimHash(ctx, id)
+	if err != nil {
+		return unavailable(c.log, err)
+	}
+	if hash == "" { // claimed (or the code dropped): someone may hold the thing
+		return fail(errAlreadyEnrolled)
+	}
+	// The claim code first: a failure after it leaves a code nobody knows
+	// and the old secret, and the device, which got no answer, asks again.
+	if err := c.store.PutClaim(ctx, id, codeHash, c.clock.Now()); err != nil {
+		return unavailable(c.log, err)
+	}
+	if found, err := c.store.SetSecretHash(ctx, id, secretHash); err != nil {
+		return unavailable(c.log, err)
+	} else if !found {
+		return unavailable(c.log, fmt.Errorf("re-enrolment of %q: the thing is not in the store", id))
+	}
+	c.creds.Set("thing:"+id, secretHash)
+	if c.server != nil {
+		// A connection authenticated with the old secret ends with it.
+		if cl, ok := c.server.Clients.Get(id); ok && !cl.Net.Inline {
+			cl.Stop(packets.ErrNotAuthorized)
+		}
+	}
+	c.record(ctx, policies.Relationship{Thing: id}, "enrolled", "enrolled", "factory:"+serial,
+		"self-enrolment repeated before a claim: new secret and claim code, the earlier ones void", "")
+	c.log.Warn().Str("serial", serial).Str("thing", id).Msg("device enrolled again before a claim: new secret and claim code issued, the earlier ones no longer work")
 	return ok(map[string]any{"thing": id, "secret": secret, "claim_code": code})
 }
 
@@ -218,6 +289,13 @@ func (c *Control) claim(p policies.Principal, t cfgTopic, payload []byte) result
 	ctx, cancel := c.ctx()
 	defer cancel()
 	if _, exists := c.engine.Thing(t.thing); !exists { // deleted meanwhile
+		return fail()
+	}
+	// The code compared must still be the thing's: an enrolment again
+	// (reenroll) may have replaced it meanwhile, voiding the old one.
+	if cur, err := c.store.ClaimHash(ctx, t.thing); err != nil {
+		return unavailable(c.log, err)
+	} else if cur != hash {
 		return fail()
 	}
 	if won, err := c.store.DeleteClaim(ctx, t.thing); err != nil {

@@ -155,9 +155,15 @@ func ensureEnrolled(ctx context.Context, o Options, e Enrolment) (Credentials, e
 		if err == nil {
 			break
 		}
+		// A lost answer (no reply, a dropped connection) is a network
+		// error: retried, and the broker enrols an unclaimed thing again
+		// with a new secret. A refusal is final.
 		var rej *RejectedError
 		if errors.As(err, &rej) {
-			return c, fmt.Errorf("%w (serial %s; if this device enrolled before, its credentials file %s was lost: the thing must be re-provisioned)", err, o.Serial, o.CredentialsFile)
+			if rej.Reason == "already enrolled" {
+				return c, fmt.Errorf("%w (serial %s: the thing has been claimed since it enrolled, and this device's credentials file %s is gone: an admin must re-provision it)", err, o.Serial, o.CredentialsFile)
+			}
+			return c, fmt.Errorf("%w (serial %s)", err, o.Serial)
 		}
 		if ctx.Err() != nil {
 			return c, err
