@@ -67,6 +67,9 @@ type Options struct {
 	KeepAlive       uint16        // seconds
 	Log             zerolog.Logger
 	Stdout          io.Writer // where the claim code is printed
+	// RefusedWait is how long an enrolment refused for now (ForNow)
+	// waits before it is tried again; 0: 15 minutes, the broker's window.
+	RefusedWait time.Duration
 	// InsecurePlaintext allows mqtt:// or tcp:// to a broker that is not
 	// on this machine (CheckBroker); off, such a broker is refused.
 	InsecurePlaintext bool
@@ -78,6 +81,9 @@ func (o *Options) defaults() {
 	}
 	if o.BackoffMin <= 0 {
 		o.BackoffMin = time.Second
+	}
+	if o.RefusedWait <= 0 {
+		o.RefusedWait = 15 * time.Minute
 	}
 	if o.BackoffMax <= o.BackoffMin {
 		o.BackoffMax = max(60*time.Second, 2*o.BackoffMin)
@@ -159,6 +165,18 @@ func ensureEnrolled(ctx context.Context, o Options, e Enrolment) (Credentials, e
 		// error: retried, and the broker enrols an unclaimed thing again
 		// with a new secret. A refusal is final.
 		var rej *RejectedError
+		if errors.As(err, &rej) && rej.ForNow {
+			// Exiting would leave the device unenrolled for good (the
+			// unit is not restarted on a refusal): five wrong guesses at
+			// its serial by anyone would brick it.
+			o.Log.Warn().Err(err).Dur("retry_in", o.RefusedWait).Msg("enrolment refused for now")
+			select {
+			case <-ctx.Done():
+				return c, ctx.Err()
+			case <-time.After(o.RefusedWait):
+			}
+			continue
+		}
 		if errors.As(err, &rej) {
 			if rej.Reason == "already enrolled" {
 				return c, fmt.Errorf("%w (serial %s: the thing has been claimed since it enrolled, and this device's credentials file %s is gone: an admin must re-provision it)", err, o.Serial, o.CredentialsFile)

@@ -535,3 +535,28 @@ func (s *syncBuf) String() string {
 	defer s.mu.Unlock()
 	return s.b.String()
 }
+
+// TestEnsureEnrolledWaitsOutARefusalForNow: "too many attempts" (a serial
+// others guessed at, or this device's own lost answers) is waited out and
+// tried again, not a reason to exit: the unit is not restarted after a
+// refusal, so exiting left the device unenrolled for good.
+func TestEnsureEnrolledWaitsOutARefusalForNow(t *testing.T) {
+	addr := freeAddr(t)
+	startBroker(t, addr)
+	var calls atomic.Int32
+	responder(t, addr, func(string, Enrolment) EnrolReply {
+		if calls.Add(1) <= 2 {
+			return EnrolReply{OK: false, Error: "too many attempts"}
+		}
+		return EnrolReply{OK: true, Thing: "lock-7", Secret: "s-7", ClaimCode: "ABCD-7777"}
+	})
+	u, _ := url.Parse("mqtt://" + addr)
+	o := Options{Broker: u, Serial: "JL-200-0007", FactorySecret: "f", CredentialsFile: filepath.Join(t.TempDir(), "lock.json"),
+		Log: testLogger(t), Stdout: io.Discard, BackoffMin: 50 * time.Millisecond, BackoffMax: time.Second, RefusedWait: 50 * time.Millisecond}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	c, err := EnsureEnrolled(ctx, o, Enrolment{Kind: "actuator"})
+	if err != nil || c.Thing != "lock-7" || calls.Load() != 3 {
+		t.Fatalf("EnsureEnrolled = %+v, %v after %d attempts; want enrolled at the third", c, err, calls.Load())
+	}
+}

@@ -34,7 +34,14 @@ type EnrolReply struct {
 
 // RejectedError is an enrolment the broker refused (unknown serial, already
 // enrolled, too many attempts): retrying with the same credential will not help.
-type RejectedError struct{ Reason string }
+type RejectedError struct {
+	Reason string
+	// ForNow is a refusal that a wait may lift: "too many attempts", or
+	// the factory credential refused at CONNECT, which is how a serial
+	// blocked by others' wrong guesses reads (by design the same as a
+	// wrong secret).
+	ForNow bool
+}
 
 func (e *RejectedError) Error() string { return "enrolment rejected: " + e.Reason }
 
@@ -78,7 +85,7 @@ func Enrol(ctx context.Context, broker *url.URL, tlsCfg *tls.Config, serial, fac
 	if err != nil {
 		conn.Close()
 		if ca != nil && ca.ReasonCode >= 0x80 {
-			return Credentials{}, &RejectedError{Reason: fmt.Sprintf("factory credential refused at CONNECT (reason 0x%02x %s)", ca.ReasonCode, reasonString(ca))}
+			return Credentials{}, &RejectedError{Reason: fmt.Sprintf("factory credential refused at CONNECT (reason 0x%02x %s)", ca.ReasonCode, reasonString(ca)), ForNow: true}
 		}
 		return Credentials{}, fmt.Errorf("enrolment connect: %w", err)
 	}
@@ -134,7 +141,7 @@ func Enrol(ctx context.Context, broker *url.URL, tlsCfg *tls.Config, serial, fac
 				if Retryable(r.Error) {
 					return Credentials{}, fmt.Errorf("enrolment: %s", r.Error)
 				}
-				return Credentials{}, &RejectedError{Reason: r.Error}
+				return Credentials{}, &RejectedError{Reason: r.Error, ForNow: r.Error == "too many attempts"}
 			}
 			if r.Thing == "" || r.Secret == "" {
 				return Credentials{}, fmt.Errorf("enrolment reply on %s: ok without thing or secret", p.Topic)
