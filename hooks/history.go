@@ -497,23 +497,26 @@ var errHistoryNotShared = errors.New("not allowed")
 // period-long bucket of reading time, the buckets aligned to the Unix epoch
 // (floor(t / period)): which readings a rate releases depends on the
 // archive alone, never on the query, so asking again from just after a
-// released reading does not release the next one of its period. A reading
-// the view withholds (range, non-JSON) is none of its bucket's, as it
-// takes no period of a live delivery. The bucket holding q.from began
-// before it: its readings are searched from the bucket's start first
-// (until one passes: the bucket has had its reading), and none before
-// q.from is emitted.
+// released reading does not release the next one of its period. As live,
+// the bucket's first reading takes it whether the requester may have it
+// or not (not shared at its time, or withheld by the view): none after it
+// in the bucket is released. The bucket of the walk's first reading may
+// have begun before q.from: the archive is asked whether it holds a
+// reading between the two (historyRate.release).
 func (h *History) walk(ctx context.Context, q query, emit func(t time.Time, out []byte, d *policies.Decision)) (next time.Time, err error) {
 	var failed error
 	emitted := 0
 	rate := historyRate{from: q.from}
+	earlier := func(start time.Time) (found bool, err error) {
+		err = h.source.History(ctx, q.res.Thing, q.res.Name, inArchiveRange(start), q.from, func(t time.Time, _ []byte) bool {
+			found = t.Before(q.from) // a source may stream its end too
+			return false
+		})
+		return found, err
+	}
 	req := h.request(q)
 	asOf := readingDecisions{engine: h.engine, req: req, values: pastValues{ctx: ctx, source: h.source}}
-	probing := false
 	visit := func(t time.Time, reading []byte) bool {
-		if probing && !t.Before(q.from) {
-			return false // from on is the walk's own
-		}
 		if err := ctx.Err(); err != nil {
 			failed = err
 			return false
@@ -533,23 +536,22 @@ func (h *History) walk(ctx context.Context, q query, emit func(t time.Time, out 
 			failed = err
 			return false
 		}
-		if !d.Allowed() {
-			return true // not shared at its time: none of its bucket's
-		}
-		out := reading
+		shared, out := d.Allowed(), reading
 		var period time.Duration
-		if d.View != nil {
-			var err error
-			if out, err = d.View.Apply(reading); err != nil {
-				return true // withheld for this requester, as a live delivery would be
-			}
-			period = d.View.Rate()
+		if shared && d.View != nil {
+			// Withheld (range, non-JSON) as a live delivery would be.
+			out, err = d.View.Apply(reading)
+			shared, period = err == nil, d.View.Rate()
 		}
-		released := rate.release(t, period)
-		if probing {
-			return false // from's bucket had its reading before from
+		// Every reading takes its bucket, shared or not: live, a rate
+		// releases the stream's first reading of a period, and none after
+		// it whether that one went to the requester or not.
+		released, err := rate.release(t, period, earlier)
+		if err != nil {
+			failed = err
+			return false
 		}
-		if !released {
+		if !shared || !released {
 			return true
 		}
 		if emitted == q.limit {
@@ -560,20 +562,7 @@ func (h *History) walk(ctx context.Context, q query, emit func(t time.Time, out 
 		emitted++
 		return true
 	}
-	d, err := asOf.decide(q.from)
-	if err != nil {
-		return time.Time{}, err
-	}
-	if d.View != nil && d.View.Rate() > 0 {
-		if start := inArchiveRange(rate.search(d.View.Rate())); start.Before(q.from) {
-			probing = true
-			err = h.source.History(ctx, q.res.Thing, q.res.Name, start, q.from, visit)
-			probing = false
-		}
-	}
-	if err == nil && failed == nil {
-		err = h.source.History(ctx, q.res.Thing, q.res.Name, q.from, q.to, visit)
-	}
+	err = h.source.History(ctx, q.res.Thing, q.res.Name, q.from, q.to, visit)
 	if err == nil {
 		err = failed
 	}
@@ -584,40 +573,35 @@ func (h *History) walk(ctx context.Context, q query, emit func(t time.Time, out 
 }
 
 // historyRate is one walk's rate: it sees, oldest first, every reading
-// the requester's view lets through (and, of the bucket holding from,
-// those before from back to the bucket's start, until the first).
+// of the stream from the query's from on.
 type historyRate struct {
-	from     time.Time     // the query's
-	searched time.Duration // the period whose bucket holding from was searched before from
-	last     time.Time     // the latest reading seen
-	seen     bool          // last is set
-}
-
-// search notes that the bucket holding from under period is searched
-// before from, and returns its start.
-func (r *historyRate) search(period time.Duration) time.Time {
-	r.searched = period
-	return periodStart(r.from, period)
+	from time.Time // the query's
+	last time.Time // the latest reading seen
+	seen bool      // last is set
 }
 
 // release notes reading t and reports whether a rate of one reading per
 // period (0: none) releases it: whether it is the first reading of its
-// bucket. A bucket that began before from is known only when it was
-// searched under this period; otherwise nothing of it is released (the
-// policy changed in the middle of the answer).
-func (r *historyRate) release(t time.Time, period time.Duration) bool {
+// bucket. Of the walk's first reading the bucket may have begun before
+// from: earlier tells whether the stream took a reading between the
+// bucket's start and from.
+func (r *historyRate) release(t time.Time, period time.Duration, earlier func(start time.Time) (bool, error)) (bool, error) {
 	prev, seen := r.last, r.seen
 	if !seen || t.After(prev) {
 		r.last, r.seen = t, true
 	}
 	if period <= 0 {
-		return true
+		return true, nil
 	}
 	start := periodStart(t, period)
-	if seen && !prev.Before(start) {
-		return false // an earlier reading of this bucket
+	if seen {
+		return prev.Before(start), nil
 	}
-	return !start.Before(r.from) || period == r.searched
+	if !start.Before(r.from) {
+		return true, nil
+	}
+	found, err := earlier(start)
+	return !found, err
 }
 
 // addressedReply is a reply being published: on topic, for to only.

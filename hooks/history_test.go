@@ -201,7 +201,8 @@ func walkTimes(t *testing.T, h *History, from, to time.Time, limit int) (got []t
 // asking again from just after a released reading, from inside a bucket,
 // up to a to inside a bucket, or page by page by "next", releases no
 // second reading of a bucket. A reading exactly at a boundary opens its
-// bucket; a reading the view withholds is none of its bucket's.
+// bucket; a reading the view withholds takes its bucket all the same, as
+// it does live.
 func TestHistoryRateBuckets(t *testing.T) {
 	at := func(s string) time.Time { t, _ := time.Parse(time.RFC3339Nano, "2026-11-26T"+s+"Z"); return t }
 	times := func(ss ...string) []time.Time {
@@ -261,10 +262,11 @@ func TestHistoryRateBuckets(t *testing.T) {
 			{from: "10:00:00.000000001", to: "16:00:00", want: times("14:59:59.999999999")},
 			{from: "15:00:00", to: "16:00:00"},
 		}},
-		{"withheld readings are none of their bucket's", `[{"kind":"range","field":"temperature","min":21},{"kind":"rate","seconds":3600}]`, []ask{
-			// 10:00 (20) is out of range: 10:10 (21) is the hour's
-			{from: "09:00:00", to: "16:00:00", want: times("10:10:00", "11:00:00", "13:15:00", "14:59:59.999999999", "15:00:00")},
-			{from: "10:05:00", to: "11:00:00", want: times("10:10:00")},
+		{"withheld readings take their bucket", `[{"kind":"range","field":"temperature","min":21},{"kind":"rate","seconds":3600}]`, []ask{
+			// 10:00 (20) is out of range: the hour is its, and 10:10 (21)
+			// is not the hour's first (live, it is not released either)
+			{from: "09:00:00", to: "16:00:00", want: times("11:00:00", "13:15:00", "14:59:59.999999999", "15:00:00")},
+			{from: "10:05:00", to: "11:00:00"},
 			{from: "10:10:00.000000001", to: "11:00:00"},
 		}},
 		{"no rate", `[]`, []ask{
@@ -344,37 +346,48 @@ func TestHistoryRateReleasesOnlyFirstOfBuckets(t *testing.T) {
 	}
 }
 
-// TestHistoryRateBucketBeforeFrom: of the bucket holding from, the part
-// before from must have been searched (under the period in force) for
-// anything of it to be released; later buckets are wholly seen.
+// TestHistoryRateBucketBeforeFrom: the bucket of the walk's first reading
+// may have begun before from: the archive is asked whether the stream took
+// a reading in it before from, and the reading is released only if not.
+// Later readings are judged by the walk's own.
 func TestHistoryRateBucketBeforeFrom(t *testing.T) {
 	at := func(s string) time.Time { t, _ := time.Parse(time.RFC3339Nano, "2026-11-26T"+s+"Z"); return t }
 	for _, c := range []struct {
-		name     string
-		searched time.Duration // 0: not searched
-		found    string        // the reading the search found before from, if any
-		t        string
-		period   time.Duration
-		want     bool
+		name    string
+		before  string // the reading earlier finds before from, if any ("!": the archive fails)
+		seen    string // a reading the walk saw before t, if any
+		t       string
+		period  time.Duration
+		want    bool
+		asked   string // the bucket start earlier is asked about ("": not asked)
+		wantErr bool
 	}{
-		{"searched, nothing before from", time.Hour, "", "10:40:00", time.Hour, true},
-		{"searched, a reading before from", time.Hour, "10:05:00", "10:40:00", time.Hour, false},
-		{"searched, the next bucket", time.Hour, "10:05:00", "11:00:00", time.Hour, true},
-		{"not searched", 0, "", "10:40:00", time.Hour, false},
-		{"searched under another period", time.Minute, "", "10:40:00", time.Hour, false},
-		{"not searched, the next bucket", 0, "", "11:00:00", time.Hour, true},
-		{"from at a boundary needs no search", 0, "", "10:30:00", 30 * time.Minute, true},
-		{"no rate", 0, "10:05:00", "10:40:00", 0, true},
+		{"nothing before from", "", "", "10:40:00", time.Hour, true, "10:00:00", false},
+		{"a reading before from", "10:05:00", "", "10:40:00", time.Hour, false, "10:00:00", false},
+		{"the next bucket", "10:05:00", "", "11:00:00", time.Hour, true, "", false},
+		{"from at a boundary", "10:05:00", "", "10:30:00", 30 * time.Minute, true, "", false},
+		{"no rate", "10:05:00", "", "10:40:00", 0, true, "", false},
+		{"a reading of the walk's in the bucket", "", "10:35:00", "10:40:00", time.Hour, false, "", false},
+		{"a reading of the walk's in the bucket before", "", "10:35:00", "11:05:00", time.Hour, true, "", false},
+		{"the archive fails", "!", "", "10:40:00", time.Hour, false, "10:00:00", true},
 	} {
 		r := historyRate{from: at("10:30:00")}
-		if c.searched > 0 {
-			r.search(c.searched)
+		asked := ""
+		earlier := func(start time.Time) (bool, error) {
+			asked = start.Format("15:04:05")
+			if c.before == "!" {
+				return false, errors.New("archive down")
+			}
+			return c.before != "", nil
 		}
-		if c.found != "" {
-			r.release(at(c.found), c.searched)
+		if c.seen != "" {
+			if _, err := r.release(at(c.seen), 0, earlier); err != nil {
+				t.Fatal(err)
+			}
 		}
-		if got := r.release(at(c.t), c.period); got != c.want {
-			t.Errorf("%s: release = %v, want %v", c.name, got, c.want)
+		got, err := r.release(at(c.t), c.period, earlier)
+		if (err != nil) != c.wantErr || err == nil && got != c.want || asked != c.asked {
+			t.Errorf("%s: release = %v, %v (asked about %q); want %v (asked about %q)", c.name, got, err, asked, c.want, c.asked)
 		}
 	}
 }
@@ -684,5 +697,52 @@ func TestHistoryAuditPerDecision(t *testing.T) {
 				t.Fatalf("audit %+v, want %+v", got, c.want)
 			}
 		})
+	}
+}
+
+// TestHistoryRateFirstOfBucketAsLive: live, a rate releases a reading
+// only if it is the stream's first of its period, whether or not the one
+// before went to the subscriber; history does the same: a reading not
+// shared at its time takes its bucket too. Allowed from 11:00 at one
+// reading per two hours (buckets 10:00–12:00, …): 10:10 was not shared
+// and 11:10 not first, so nothing of that bucket is released.
+func TestHistoryRateFirstOfBucketAsLive(t *testing.T) {
+	at := func(s string) time.Time { t, _ := time.Parse(time.RFC3339, "2026-11-26T"+s+"Z"); return t }
+	clock := &settableClock{}
+	clock.Set(at("13:00:00"))
+	e := policies.NewEngine(policies.Options{Secret: []byte("test"), Clock: clock})
+	for _, u := range []string{"an", "doctor"} {
+		if err := e.PutUser(policies.User{Name: u}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := e.PutThing(policies.Thing{ID: "thermo-1", Owner: "an", Kind: "sensor", Streams: []string{"temperature"}}); err != nil {
+		t.Fatal(err)
+	}
+	p, err := policies.ParsePolicy([]byte(`{"id":"doctor-rate","priority":0,"effect":"allow","subjects":["user:doctor"],
+		"resources":["things/thermo-1/data/temperature"],"actions":["read","history"],
+		"when":{"attr":"env.hour","op":"ge","value":11},"constraints":[{"kind":"rate","seconds":7200}]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.PutPolicy("an", p); err != nil {
+		t.Fatal(err)
+	}
+	if firstOfPeriod(at("11:10:00").UnixNano(), at("10:10:00").UnixNano(), 2*time.Hour) {
+		t.Fatal("live would release 11:10")
+	}
+	archive := archived{{at("10:10:00"), `{"temperature":20}`}, {at("11:10:00"), `{"temperature":21}`}, {at("12:10:00"), `{"temperature":22}`}}
+	h := NewHistory(HistoryConfig{Engine: e, Source: archive, Clock: clock})
+	res, _ := policies.ParseTopic("things/thermo-1/data/temperature")
+	for _, from := range []string{"10:00:00", "10:30:00", "11:00:00"} {
+		q := query{principal: policies.UserPrincipal("doctor"), resource: "things/thermo-1/data/temperature", res: res,
+			from: at(from), to: at("13:00:00"), limit: 100}
+		var got []time.Time
+		if _, err := h.walk(context.Background(), q, func(ts time.Time, _ []byte, _ *policies.Decision) { got = append(got, ts) }); err != nil {
+			t.Fatal(err)
+		}
+		if want := []time.Time{at("12:10:00")}; !slices.EqualFunc(got, want, time.Time.Equal) {
+			t.Errorf("from %s: released %v, want %v (as live)", from, got, want)
+		}
 	}
 }
