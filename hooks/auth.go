@@ -9,6 +9,8 @@ import (
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
 	"net"
 	"runtime"
 	"strings"
@@ -33,11 +35,20 @@ type Credentials struct {
 	verified map[[32]byte]string // digest(key, secret) → hash it matched
 	key      [32]byte
 	hashing  chan struct{} // a slot per argon2id computation running
-	// like is a hash of the store's; decoys holds, by parameters, a hash
-	// of nothing, to check the secret of a principal that does not exist
-	// against (absent).
-	like   string
+	// like holds, by kind of principal ("user:", "thing:", "factory:"),
+	// the hash last stored of that kind; decoys, by parameters, a hash of
+	// nothing: the secret of a principal that does not exist is checked
+	// against a decoy made like its kind's hashes (absent).
+	like   map[string]string
 	decoys map[string]string
+}
+
+// kindOf returns principal's kind: up to and with its first ':'.
+func kindOf(principal string) string {
+	if i := strings.IndexByte(principal, ':'); i >= 0 {
+		return principal[:i+1]
+	}
+	return ""
 }
 
 // hashSlots bounds the argon2id computations running at once. Each holds
@@ -51,7 +62,8 @@ func hashSlots() int { return max(1, runtime.GOMAXPROCS(0)/2) }
 
 // NewCredentials returns an empty store.
 func NewCredentials() *Credentials {
-	c := &Credentials{hashes: map[string]string{}, verified: map[[32]byte]string{}, hashing: make(chan struct{}, hashSlots())}
+	c := &Credentials{hashes: map[string]string{}, verified: map[[32]byte]string{}, hashing: make(chan struct{}, hashSlots()),
+		like: map[string]string{}, decoys: map[string]string{}}
 	_, _ = rand.Read(c.key[:])
 	return c
 }
@@ -60,16 +72,8 @@ func NewCredentials() *Credentials {
 func (c *Credentials) Set(principal, hash string) {
 	c.mu.Lock()
 	c.hashes[principal] = hash
-	c.like = hash
+	c.like[kindOf(principal)] = hash
 	c.mu.Unlock()
-}
-
-// Has reports whether principal has a hash.
-func (c *Credentials) Has(principal string) bool {
-	c.mu.RLock()
-	defer c.mu.RUnlock()
-	_, ok := c.hashes[principal]
-	return ok
 }
 
 // Delete forgets principal's hash.
@@ -85,7 +89,7 @@ func (c *Credentials) Load(hashes map[string]string) {
 	c.hashes = make(map[string]string, len(hashes))
 	for k, v := range hashes {
 		c.hashes[k] = v
-		c.like = v
+		c.like[kindOf(k)] = v
 	}
 	c.verified = map[[32]byte]string{}
 	c.mu.Unlock()
@@ -120,7 +124,7 @@ func (c *Credentials) Check(principal string, secret []byte, wait time.Duration)
 		return false, false
 	}
 	if !ok {
-		return false, c.absent(secret, wait)
+		return false, c.absent(principal, secret, wait)
 	}
 	d := c.digest(principal, secret)
 	c.mu.RLock()
@@ -144,19 +148,33 @@ func (c *Credentials) Check(principal string, secret []byte, wait time.Duration)
 	return true, false
 }
 
-// absent checks secret against a decoy made like the store's hashes, and
-// reports busy as Check does: a principal that does not exist is refused
-// as slowly as a wrong secret, or the time of a refusal would tell who
-// exists (users, things, serials).
-func (c *Credentials) absent(secret []byte, wait time.Duration) (busy bool) {
+// absent checks secret against a decoy made like the hashes of
+// principal's kind (any kind's when it has none), and reports busy as
+// Check does: a principal that does not exist is refused as slowly as a
+// wrong secret, or the time of a refusal would tell who exists (users,
+// things, serials).
+func (c *Credentials) absent(principal string, secret []byte, wait time.Duration) (busy bool) {
 	c.mu.RLock()
-	like := c.like
+	like, ok := c.like[kindOf(principal)]
+	if !ok {
+		for _, like = range c.like {
+			break
+		}
+	}
 	c.mu.RUnlock()
 	params, _, _, err := argon2id.DecodeHash(like)
 	if err != nil {
 		return false // an empty store: nobody exists, and nothing to hide
 	}
-	kind := like[:strings.LastIndexByte(like[:strings.LastIndexByte(like, '$')], '$')] // $argon2id$v=…$m=…,t=…,p=…
+	return c.CompareDecoy(secret, params, wait)
+}
+
+// CompareDecoy checks secret against a hash of nothing made with params,
+// in an argon2id slot (at most wait for one, 0: no limit; busy if none
+// came): what checking a secret costs, for a refusal that must not be
+// quicker than one (an unknown thing's claim code, an unknown principal).
+func (c *Credentials) CompareDecoy(secret []byte, params *argon2id.Params, wait time.Duration) (busy bool) {
+	kind := fmt.Sprintf("m=%d,t=%d,p=%d,s=%d,k=%d", params.Memory, params.Iterations, params.Parallelism, params.SaltLength, params.KeyLength)
 	c.mu.RLock()
 	decoy, ok := c.decoys[kind]
 	c.mu.RUnlock()
@@ -166,14 +184,12 @@ func (c *Credentials) absent(secret []byte, wait time.Duration) (busy bool) {
 	if !ok {
 		var nothing [16]byte
 		_, _ = rand.Read(nothing[:])
+		var err error
 		if decoy, err = argon2id.CreateHash(string(nothing[:]), params); err != nil {
 			<-c.hashing
 			return false
 		}
 		c.mu.Lock()
-		if c.decoys == nil {
-			c.decoys = map[string]string{}
-		}
 		c.decoys[kind] = decoy
 		c.mu.Unlock()
 	}
@@ -259,7 +275,7 @@ type Authenticator struct {
 	server   *mqtt.Server
 	limiter  *FailureLimiter
 	serials  *FailureLimiter
-	users    *FailureLimiter
+	names    *FailureLimiter
 	known    *knownAddresses
 	jwt      *JWTConfig
 	mayWill  func(p policies.Principal, topic string) bool
@@ -278,9 +294,10 @@ type AuthConfig struct {
 	// guessing one device's factory secret from many addresses; nil: 5
 	// failures per 15 minutes.
 	SerialLimiter *FailureLimiter
-	// UserLimiter counts failed logins per user, against guessing a
-	// password from many addresses; nil: 20 failures per 15 minutes.
-	UserLimiter *FailureLimiter
+	// NameLimiter counts failed logins per username (a user's or a
+	// thing's, or one nobody has), against guessing a secret from many
+	// addresses; nil: 20 failures per 15 minutes.
+	NameLimiter *FailureLimiter
 	JWT         *JWTConfig // nil: no bearer tokens
 	// MayPublish decides the will of a CONNECT, once its credentials are
 	// good (Enforcer.MayPublish); nil: wills are decided when sent only.
@@ -297,11 +314,11 @@ func NewAuthenticator(c AuthConfig) *Authenticator {
 	if c.SerialLimiter == nil {
 		c.SerialLimiter = NewFailureLimiter(5, 15*time.Minute, nil)
 	}
-	if c.UserLimiter == nil {
-		c.UserLimiter = NewFailureLimiter(20, 15*time.Minute, nil)
+	if c.NameLimiter == nil {
+		c.NameLimiter = NewFailureLimiter(20, 15*time.Minute, nil)
 	}
 	return &Authenticator{engine: c.Engine, creds: c.Credentials, sessions: c.Sessions, server: c.Server,
-		limiter: c.Limiter, serials: c.SerialLimiter, users: c.UserLimiter, known: newKnownAddresses(),
+		limiter: c.Limiter, serials: c.SerialLimiter, names: c.NameLimiter, known: newKnownAddresses(),
 		jwt: c.JWT, mayWill: c.MayPublish, log: c.Log, metrics: c.Metrics}
 }
 
@@ -318,7 +335,7 @@ func (a *Authenticator) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet
 	p, admin, reason := a.authenticate(cl, pk, addr)
 	if reason != "" {
 		// A refusal before any secret was checked helps nobody guess one.
-		if reason != "rate-limited" && reason != reasonUserLimited && reason != "busy" && reason != reasonClientID {
+		if reason != "rate-limited" && reason != reasonNameLimited && reason != "busy" && reason != reasonClientID {
 			a.limiter.Fail(addr)
 		}
 		a.log.Info().Str("client", clip(cl.ID)).Str("user", clip(string(pk.Connect.Username))).Str("remote", cl.Net.Remote).
@@ -374,18 +391,34 @@ func (a *Authenticator) authenticate(cl *mqtt.Client, pk packets.Packet, addr st
 	if serial, ok := strings.CutPrefix(name, FactoryUserPrefix); ok {
 		return a.authenticateFactory(cl, serial, pk.Connect.Password)
 	}
+	// Guessing is limited per name too, as well as per address: past a
+	// name's failures only the networks it logged in from lately are
+	// still checked, so guessing from many addresses stops and the user
+	// or thing does not. Names that exist and names that do not are
+	// counted and refused alike: neither the answer nor its time tells
+	// which exist.
+	key := nameKey(name)
+	if a.names.Blocked(key) && !a.known.has(name, addr) {
+		return policies.Principal{}, false, reasonNameLimited
+	}
 	// A thing connects with client id = username = its id.
 	if _, isThing := a.engine.Thing(name); isThing {
 		if cl.ID != name {
+			a.creds.absent("thing:", pk.Connect.Password, loginSlotWait)
 			return policies.Principal{}, false, "thing-client-id-mismatch"
 		}
 		if ok, busy := a.creds.Check("thing:"+name, pk.Connect.Password, loginSlotWait); !ok {
+			if !busy {
+				a.names.Fail(key)
+			}
 			return policies.Principal{}, false, cmp.Or(busyReason(busy), "bad-secret")
 		}
+		a.known.add(name, addr)
 		return policies.ThingPrincipal(name), false, ""
 	}
 	// Nobody else may take a thing's client id (it would take over its session).
 	if _, ok := a.engine.Thing(cl.ID); ok {
+		a.creds.absent("user:", pk.Connect.Password, loginSlotWait)
 		return policies.Principal{}, false, "client-id-is-a-thing"
 	}
 	u, ok := a.engine.User(name)
@@ -393,17 +426,14 @@ func (a *Authenticator) authenticate(cl *mqtt.Client, pk packets.Packet, addr st
 		// Checked all the same (against a decoy): refused at once, an
 		// unknown name would tell which users exist.
 		_, busy := a.creds.Check("user:"+name, pk.Connect.Password, loginSlotWait)
+		if !busy {
+			a.names.Fail(key)
+		}
 		return policies.Principal{}, false, cmp.Or(busyReason(busy), "unknown-user")
-	}
-	// A user's password is guessed from many addresses as well as from
-	// one: past its failures, only the addresses the user logged in from
-	// lately are still checked, so guessing stops and the user does not.
-	if a.users.Blocked(name) && !a.known.has(name, addr) {
-		return policies.Principal{}, false, reasonUserLimited
 	}
 	if ok, busy := a.userSecretOK(name, pk.Connect.Password); !ok {
 		if !busy {
-			a.users.Fail(name)
+			a.names.Fail(key)
 		}
 		return policies.Principal{}, false, cmp.Or(busyReason(busy), "bad-password")
 	}
@@ -418,11 +448,21 @@ func (a *Authenticator) authenticate(cl *mqtt.Client, pk packets.Packet, addr st
 }
 
 // reasonClientID refuses a client id that is not a topic level;
-// reasonUserLimited a user's login, unchecked, past its failures.
+// reasonNameLimited a login, unchecked, past its name's failures.
 const (
 	reasonClientID    = "client-id-not-a-topic-level"
-	reasonUserLimited = "user-rate-limited"
+	reasonNameLimited = "name-rate-limited"
 )
+
+// nameKey is name as the name limiter keeps it: a digest of a long one (a
+// username may be 64 KiB).
+func nameKey(name string) string {
+	if len(name) <= 128 {
+		return name
+	}
+	sum := sha256.Sum256([]byte(name))
+	return "#" + hex.EncodeToString(sum[:16])
+}
 
 // clip shortens what a client sent for a log line: a username or client
 // id may be 64 KiB.
@@ -457,11 +497,9 @@ func (a *Authenticator) authenticateFactory(cl *mqtt.Client, serial string, secr
 	if ok, busy := a.creds.Check(FactoryUserPrefix+serial, secret, loginSlotWait); busy {
 		return policies.Principal{}, false, "busy"
 	} else if !ok {
-		// Per serial only for serials that exist: made-up ones would
-		// fill the limiter, and are guessing nobody's secret.
-		if a.creds.Has(FactoryUserPrefix + serial) {
-			a.serials.Fail(serial)
-		}
+		// Made-up serials too (at most maxSerial bytes each): counted
+		// only if real, a blocked serial would tell that it is.
+		a.serials.Fail(serial)
 		return policies.Principal{}, false, "bad-factory-secret"
 	}
 	return policies.Principal{Kind: policies.KindDevice, ID: serial}, false, ""

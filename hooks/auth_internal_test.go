@@ -1,6 +1,7 @@
 package hooks
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -41,35 +42,193 @@ func TestAbsentPrincipalCostsAnArgon2idCheck(t *testing.T) {
 	}
 }
 
-// TestFactoryLoginsOfSerialsNobodyHas: a serial longer than any (a
-// username may be 64 KiB) is refused as such, and failures of serials
-// that do not exist are not kept per serial: made-up serials filled the
-// limiter with 64 KiB keys nobody looks up again.
-func TestFactoryLoginsOfSerialsNobodyHas(t *testing.T) {
+// TestFactoryLoginOfAnOverLongSerial: a serial longer than any (a
+// username may be 64 KiB) is refused as such, before it is counted: the
+// serial limiter, which counts serials nobody has too (or a blocked serial
+// would tell that it exists), keeps keys of at most maxSerial bytes.
+func TestFactoryLoginOfAnOverLongSerial(t *testing.T) {
+	r := newLoginRig(t)
+	serial := strings.Repeat("S", 64<<10)
+	if got := r.login(EnrollClientPrefix+serial, FactoryUserPrefix+serial, "a-guess", "192.0.2.1"); got != "bad-serial" {
+		t.Errorf("a 64 KiB serial: %q, want bad-serial", got)
+	}
+	if got := r.login(EnrollClientPrefix+"NO-SUCH-1", FactoryUserPrefix+"NO-SUCH-1", "a-guess", "192.0.2.1"); got != "bad-factory-secret" {
+		t.Errorf("a serial nobody has: %q", got)
+	}
+	for k := range r.a.serials.fails {
+		if len(k) > maxSerial {
+			t.Errorf("the serial limiter keeps a key of %d bytes", len(k))
+		}
+	}
+}
+
+var lightHash = &argon2id.Params{Memory: 1024, Iterations: 1, Parallelism: 1, SaltLength: 16, KeyLength: 32}
+
+// loginRig is an authenticator over user an (password "an-pass"), thing
+// cam-1 and factory serial JL-1.
+type loginRig struct {
+	a     *Authenticator
+	srv   *mqtt.Server
+	creds *Credentials
+}
+
+func newLoginRig(t *testing.T) *loginRig {
+	t.Helper()
+	e := policies.NewEngine(policies.Options{Secret: []byte("t")})
+	if err := e.PutUser(policies.User{Name: "an"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.PutThing(policies.Thing{ID: "cam-1", Owner: "an", Kind: "camera"}); err != nil {
+		t.Fatal(err)
+	}
 	creds := NewCredentials()
-	h, err := argon2id.CreateHash("factory-secret", &argon2id.Params{Memory: 1024, Iterations: 1, Parallelism: 1, SaltLength: 16, KeyLength: 32})
+	for p, secret := range map[string]string{"user:an": "an-pass", "thing:cam-1": "cam-secret", FactoryUserPrefix + "JL-1": "factory"} {
+		h, err := argon2id.CreateHash(secret, lightHash)
+		if err != nil {
+			t.Fatal(err)
+		}
+		creds.Set(p, h)
+	}
+	srv := mqtt.New(nil)
+	return &loginRig{a: NewAuthenticator(AuthConfig{Engine: e, Credentials: creds, Sessions: &Sessions{}, Server: srv, Log: zerolog.Nop()}),
+		srv: srv, creds: creds}
+}
+
+// login returns the reason authenticate refuses (or "").
+func (r *loginRig) login(clientID, user, pass, addr string) string {
+	cl := r.srv.NewClient(nil, "t", clientID, false)
+	pk := packets.Packet{Connect: packets.ConnectParams{Username: []byte(user), Password: []byte(pass)}}
+	_, _, reason := r.a.authenticate(cl, pk, addr)
+	return reason
+}
+
+// checks reports whether login runs an argon2id check: with every slot
+// taken, one that does waits for a slot; one that does not returns at once.
+func (r *loginRig) checks(login func() string) bool {
+	for range cap(r.creds.hashing) {
+		r.creds.takeSlot(0)
+	}
+	done := make(chan string, 1)
+	go func() { done <- login() }()
+	checked := false
+	select {
+	case <-done:
+	case <-time.After(300 * time.Millisecond):
+		checked = true
+	}
+	for range cap(r.creds.hashing) {
+		<-r.creds.hashing
+	}
+	if checked {
+		<-done
+	}
+	return checked
+}
+
+// TestRefusalsSayNothingOfWhoExists: whether a user, a thing or a serial
+// exists shows neither in the answer nor in its time — past its failures
+// (names and serials nobody has are counted too), and for a thing's name
+// with another client id.
+func TestRefusalsSayNothingOfWhoExists(t *testing.T) {
+	for _, c := range []struct {
+		name           string
+		exists, absent func(r *loginRig) string
+		guesses        func(r *loginRig, i int)
+	}{
+		{"user past its failures",
+			func(r *loginRig) string { return r.login("x", "an", "guess", "198.51.100.7") },
+			func(r *loginRig) string { return r.login("y", "nobody", "guess", "198.51.100.7") },
+			func(r *loginRig, i int) {
+				r.login(fmt.Sprintf("g%d", i), "an", "guess", fmt.Sprintf("192.0.2.%d", i+1))
+				r.login(fmt.Sprintf("h%d", i), "nobody", "guess", fmt.Sprintf("192.0.2.%d", i+1))
+			}},
+		{"serial past its failures",
+			func(r *loginRig) string {
+				return r.login(EnrollClientPrefix+"JL-1", FactoryUserPrefix+"JL-1", "guess", "198.51.100.7")
+			},
+			func(r *loginRig) string {
+				return r.login(EnrollClientPrefix+"JL-999", FactoryUserPrefix+"JL-999", "guess", "198.51.100.7")
+			},
+			func(r *loginRig, i int) {
+				for _, s := range []string{"JL-1", "JL-999"} {
+					r.login(EnrollClientPrefix+s, FactoryUserPrefix+s, "guess", fmt.Sprintf("192.0.2.%d", i+1))
+				}
+			}},
+		{"a thing's name with another client id",
+			func(r *loginRig) string { return r.login("probe", "cam-1", "guess", "192.0.2.1") },
+			func(r *loginRig) string { return r.login("probe", "cam-9", "guess", "192.0.2.1") },
+			nil},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			r := newLoginRig(t)
+			for i := range 20 {
+				if c.guesses != nil {
+					c.guesses(r, i)
+				}
+			}
+			exists := r.checks(func() string { return c.exists(r) })
+			absent := r.checks(func() string { return c.absent(r) })
+			if exists != absent {
+				t.Errorf("one that exists checked=%v, one that does not checked=%v: the time of the refusal tells which exists", exists, absent)
+			}
+		})
+	}
+}
+
+// TestDecoyMadeLikeItsKind: the decoy of an unknown user is made like the
+// users' hashes, not like whichever hash was stored last (a device's
+// secret, issued with other parameters).
+func TestDecoyMadeLikeItsKind(t *testing.T) {
+	creds := NewCredentials()
+	heavy := &argon2id.Params{Memory: 4 * 1024, Iterations: 2, Parallelism: 1, SaltLength: 16, KeyLength: 32}
+	h, err := argon2id.CreateHash("an-pass", heavy)
 	if err != nil {
 		t.Fatal(err)
 	}
-	creds.Set(FactoryUserPrefix+"JL-200-0001", h)
-	srv := mqtt.New(nil)
-	a := NewAuthenticator(AuthConfig{Engine: policies.NewEngine(policies.Options{Secret: []byte("t")}), Credentials: creds,
-		Sessions: &Sessions{}, Server: srv, Log: zerolog.Nop()})
-	login := func(serial string) string {
-		cl := srv.NewClient(nil, "t", EnrollClientPrefix+serial, false)
-		pk := packets.Packet{Connect: packets.ConnectParams{Username: []byte(FactoryUserPrefix + serial), Password: []byte("a-guess")}}
-		_, _, reason := a.authenticate(cl, pk, "192.0.2.1")
-		return reason
+	creds.Set("user:an", h)
+	if h, err = argon2id.CreateHash("device-secret", lightHash); err != nil {
+		t.Fatal(err)
 	}
-	if got := login(strings.Repeat("S", 64<<10)); got != "bad-serial" {
-		t.Errorf("a 64 KiB serial: %q, want bad-serial", got)
-	}
-	for _, serial := range []string{"NO-SUCH-1", "NO-SUCH-2", "JL-200-0001"} {
-		if got := login(serial); got != "bad-factory-secret" {
-			t.Errorf("%s: %q", serial, got)
+	creds.Set("thing:cam-2", h) // stored after
+	creds.Check("user:nobody", []byte("guess"), 0)
+	creds.Check("thing:nothing", []byte("guess"), 0)
+	for _, want := range []string{"m=4096,t=2,p=1", "m=1024,t=1,p=1"} {
+		found := false
+		for kind := range creds.decoys {
+			found = found || strings.HasPrefix(kind, want)
+		}
+		if !found {
+			t.Errorf("no decoy %s among %v", want, creds.decoys)
 		}
 	}
-	if n := len(a.serials.fails); n != 1 {
-		t.Errorf("the serial limiter keeps %d serials, want only the one that exists", n)
+}
+
+// TestGuessingStopsTheGuesserNotTheOwner: past a name's 20 failures (from
+// 20 addresses), its secret is checked only from the networks it logged in
+// from lately — a user's IPv6 /64, whatever privacy address she has today
+// — and a thing's secret is limited as a user's password is.
+func TestGuessingStopsTheGuesserNotTheOwner(t *testing.T) {
+	r := newLoginRig(t)
+	if got := r.login("an-phone", "an", "an-pass", "2001:db8:1:2:a1b2:c3d4:e5f6:1"); got != "" {
+		t.Fatalf("an's first login: %s", got)
+	}
+	if got := r.login("cam-1", "cam-1", "cam-secret", "192.0.2.200"); got != "" {
+		t.Fatalf("cam-1's first login: %s", got)
+	}
+	for i := range 25 {
+		r.login(fmt.Sprintf("g%d", i), "an", "guess", fmt.Sprintf("203.0.113.%d", i+1))
+		r.login("cam-1", "cam-1", "guess", fmt.Sprintf("203.0.113.%d", i+1))
+	}
+	for _, c := range []struct {
+		who, clientID, user, pass, addr, want string
+	}{
+		{"an from her /64, tomorrow's privacy address", "an-phone", "an", "an-pass", "2001:db8:1:2:9f8e:7d6c:5b4a:2", ""},
+		{"the right password from elsewhere", "x", "an", "an-pass", "198.51.100.9", reasonNameLimited},
+		{"cam-1 from its network", "cam-1", "cam-1", "cam-secret", "192.0.2.201", ""},
+		{"cam-1's secret from elsewhere", "cam-1", "cam-1", "cam-secret", "198.51.100.9", reasonNameLimited},
+	} {
+		if got := r.login(c.clientID, c.user, c.pass, c.addr); got != c.want {
+			t.Errorf("%s: %q, want %q", c.who, got, c.want)
+		}
 	}
 }

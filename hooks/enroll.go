@@ -275,7 +275,7 @@ func (c *Control) claim(p policies.Principal, t cfgTopic, payload []byte) result
 	if hash == "" {
 		// Compared all the same (against a decoy): refused at once, an
 		// unknown or claimed thing would read differently in time.
-		_, _ = c.creds.Check("claim:", []byte(req.Code), 0)
+		_ = c.creds.CompareDecoy([]byte(req.Code), c.params, 0)
 		return fail()
 	}
 	// Compared outside the control plane's lock and before the store's

@@ -1,6 +1,7 @@
 package hooks
 
 import (
+	"net/netip"
 	"sync"
 	"time"
 
@@ -93,12 +94,31 @@ func (l *FailureLimiter) prune(now time.Time, key string) {
 	}
 }
 
-// knownAddresses remembers, per user, the last few addresses the user
-// logged in from: a user whose password is being guessed (UserLimiter)
-// still logs in from them.
+// knownAddresses remembers, per name, the last few networks it logged in
+// from: a user or thing whose secret is being guessed (NameLimiter) still
+// logs in from them. A network is an IPv4 /24 or an IPv6 /64: a host's
+// IPv6 privacy address changes daily within its /64, a phone's address
+// within its carrier's pool.
 type knownAddresses struct {
 	mu    sync.Mutex
-	addrs map[string][]string // user → addresses, latest last
+	addrs map[string][]string // name → networks, latest last
+}
+
+// network returns the network of addr that knownAddresses remembers.
+func network(addr string) string {
+	ip, err := netip.ParseAddr(addr)
+	if err != nil {
+		return addr
+	}
+	bits := 64
+	if ip.Unmap().Is4() {
+		ip, bits = ip.Unmap(), 24
+	}
+	p, err := ip.Prefix(bits)
+	if err != nil {
+		return addr
+	}
+	return p.String()
 }
 
 // knownPerUser is how many addresses a user keeps; knownUsers bounds the
@@ -112,6 +132,7 @@ const (
 func newKnownAddresses() *knownAddresses { return &knownAddresses{addrs: map[string][]string{}} }
 
 func (k *knownAddresses) has(user, addr string) bool {
+	addr = network(addr)
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	for _, a := range k.addrs[user] {
@@ -123,6 +144,7 @@ func (k *knownAddresses) has(user, addr string) bool {
 }
 
 func (k *knownAddresses) add(user, addr string) {
+	addr = network(addr)
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	list := k.addrs[user]
