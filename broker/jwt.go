@@ -3,6 +3,8 @@ package broker
 import (
 	"bytes"
 	"crypto/x509"
+	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -50,18 +52,40 @@ func (b *Broker) jwtConfig() (*hooks.JWTConfig, error) {
 }
 
 // publicKeyForm names the form of a public key or certificate that data
-// holds other than PEM, or returns "".
+// holds other than PEM — DER, or DER in base64 (a PEM's body without its
+// armour lines) or hex, a JWK or JWKS, an OpenSSH key — or returns "".
 func publicKeyForm(data []byte) string {
-	if _, err := x509.ParsePKIXPublicKey(data); err == nil {
-		return "a DER public key"
+	text := bytes.TrimSpace(bytes.TrimPrefix(data, []byte("\ufeff")))
+	compact := bytes.Join(bytes.Fields(text), nil)
+	ders := []struct {
+		form string
+		der  []byte
+	}{{"", data}}
+	for _, enc := range []*base64.Encoding{base64.StdEncoding, base64.RawStdEncoding, base64.URLEncoding, base64.RawURLEncoding} {
+		if der, err := enc.DecodeString(string(compact)); err == nil {
+			ders = append(ders, struct {
+				form string
+				der  []byte
+			}{" in base64", der})
+		}
 	}
-	if _, err := x509.ParsePKCS1PublicKey(data); err == nil {
-		return "a DER RSA public key"
+	if der, err := hex.DecodeString(string(compact)); err == nil {
+		ders = append(ders, struct {
+			form string
+			der  []byte
+		}{" in hex", der})
 	}
-	if _, err := x509.ParseCertificate(data); err == nil {
-		return "a DER certificate"
+	for _, d := range ders {
+		if _, err := x509.ParsePKIXPublicKey(d.der); err == nil {
+			return "a DER public key" + d.form
+		}
+		if _, err := x509.ParsePKCS1PublicKey(d.der); err == nil {
+			return "a DER RSA public key" + d.form
+		}
+		if _, err := x509.ParseCertificate(d.der); err == nil {
+			return "a DER certificate" + d.form
+		}
 	}
-	text := bytes.TrimSpace(data)
 	if _, _, _, _, err := ssh.ParseAuthorizedKey(text); err == nil {
 		return "an OpenSSH public key"
 	}

@@ -7,6 +7,8 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/base64"
+	"encoding/hex"
 	"encoding/pem"
 	"math/big"
 	"os"
@@ -57,6 +59,11 @@ func TestJWTKeyForms(t *testing.T) {
 		{"DER certificate", cert, "a DER certificate"},
 		{"OpenSSH public key", ssh.MarshalAuthorizedKey(sshPub), "an OpenSSH public key"},
 		{"JWKS", []byte(`{"keys":[{"kty":"EC","crv":"P-256","x":"f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU","y":"x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"}]}`), "a JSON document"},
+		{"JWK after a byte-order mark", []byte("\ufeff" + `{"kty":"EC","crv":"P-256","x":"f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU","y":"x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"}`), "a JSON document"},
+		// A PEM's body without its armour lines, as consoles and x5c show it.
+		{"DER public key in base64", []byte(wrap64(base64.StdEncoding.EncodeToString(der)) + "\n"), "a DER public key in base64"},
+		{"DER certificate in base64", []byte(base64.StdEncoding.EncodeToString(cert)), "a DER certificate in base64"},
+		{"DER public key in hex", []byte(hex.EncodeToString(der)), "a DER public key in hex"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			path := filepath.Join(t.TempDir(), "key")
@@ -76,4 +83,15 @@ func TestJWTKeyForms(t *testing.T) {
 			}
 		})
 	}
+}
+
+// wrap64 breaks s into lines of 64 characters, as a PEM body is.
+func wrap64(s string) string {
+	var b strings.Builder
+	for len(s) > 64 {
+		b.WriteString(s[:64] + "\n")
+		s = s[64:]
+	}
+	b.WriteString(s)
+	return b.String()
 }
