@@ -12,25 +12,20 @@ import (
 	"github.com/veil-iot/veil/policies"
 )
 
-// PastValueLookback is how far before an archived reading $history looks
-// for the readings its policies' data.* conditions read: a condition on a
-// stream that took no reading in the day before is one on a missing value
-// (false), as it is live before the stream's first reading.
-const PastValueLookback = 24 * time.Hour
-
 // pastValuesAhead is how much of a stream's archive past the reading being
 // decided one load takes, for the readings the walk decides next.
 const pastValuesAhead = time.Hour
 
 // pastValuesMax bounds the readings one load keeps of a stream.
-const pastValuesMax = 10000
+const pastValuesMax = 1000
 
 // pastValues is a history walk's context provider: the live values as they
 // were at the reading being decided (at), taken from the archive — for
 // data.{thing}.{stream}.{field}, the latest reading of that stream at or
-// before at, at most PastValueLookback before it. A live delivery reads the
-// stream's latest reading; a history answer, deciding each reading as a
-// live delivery of it was decided, reads the one that was latest then.
+// before at, however long before (a privacy switch reports when it
+// changes). A live delivery reads the stream's latest reading; a history
+// answer, deciding each reading as a live delivery of it was decided,
+// reads the one that was latest then.
 //
 // The engine asks under its lock, so Value answers from memory: a stream
 // not loaded as far as at is noted as wanted and answers missing, and the
@@ -48,7 +43,7 @@ type pastValues struct {
 type streamKey struct{ thing, stream string }
 
 // pastStream is what a walk loaded of one stream: every reading of
-// [from, to), and the latest one before from (within the lookback) first.
+// [from, to), and the latest one before from first.
 type pastStream struct {
 	from, to time.Time
 	readings []pastValue
@@ -71,7 +66,7 @@ func (p *pastValues) Value(thing, stream, field string) (any, bool) {
 	}
 	// The latest reading at or before at.
 	i := sort.Search(len(s.readings), func(i int) bool { return s.readings[i].at.After(p.at) }) - 1
-	if i < 0 || p.at.Sub(s.readings[i].at) > PastValueLookback {
+	if i < 0 {
 		return nil, false
 	}
 	r := &s.readings[i]
@@ -82,8 +77,15 @@ func (p *pastValues) Value(thing, stream, field string) (any, bool) {
 	return v, ok
 }
 
+// LatestSource is a HistorySource that also finds a stream's latest
+// reading before a time, however long before, in one query (the
+// archive's last()). A source without it is read from its beginning.
+type LatestSource interface {
+	Latest(ctx context.Context, thing, stream string, before time.Time) (t time.Time, reading []byte, ok bool, err error)
+}
+
 // load reads stream k from the archive from at (and the latest reading
-// within the lookback before it) to pastValuesAhead past it.
+// before it) to pastValuesAhead past it.
 func (p *pastValues) load(k streamKey, at time.Time) error {
 	if p.streams == nil {
 		p.streams = map[streamKey]*pastStream{}
@@ -91,14 +93,24 @@ func (p *pastValues) load(k streamKey, at time.Time) error {
 	// Within the archive's range: a reading near its ends is no reason
 	// for a query InfluxDB refuses.
 	s := &pastStream{from: at, to: inArchiveRange(at.Add(pastValuesAhead))}
-	scanFrom := inArchiveRange(at.Add(-PastValueLookback))
-	if old := p.streams[k]; old != nil && len(old.readings) > 0 && !old.to.After(at) {
-		// The walk went on past what it loaded: what came before at is
-		// read from there, and the latest reading loaded may be the one.
-		if last := old.readings[len(old.readings)-1]; !last.at.Before(scanFrom) {
-			s.readings = append(s.readings, last)
-			scanFrom = old.to
+	scanFrom, old := historyEarliest, p.streams[k]
+	switch latest, ok := p.source.(LatestSource); {
+	case ok:
+		t, raw, found, err := latest.Latest(p.ctx, k.thing, k.stream, at)
+		if err != nil {
+			return fmt.Errorf("live values of %s/%s before %s: %w", k.thing, k.stream, at.UTC().Format(time.RFC3339Nano), err)
 		}
+		if found {
+			s.readings = append(s.readings, pastValue{at: t, raw: raw})
+		}
+		scanFrom = at
+	case old != nil && !old.to.After(at):
+		// The walk went on past what it loaded: what came before at is
+		// read from there, after the latest reading loaded.
+		if n := len(old.readings); n > 0 {
+			s.readings = append(s.readings, old.readings[n-1])
+		}
+		scanFrom = old.to
 	}
 	err := p.source.History(p.ctx, k.thing, k.stream, scanFrom, s.to, func(t time.Time, raw []byte) bool {
 		if t.Before(at) {
