@@ -50,11 +50,15 @@ func (b *Broker) addArchive(srv *mqtt.Server) error {
 		}
 		a.store = store
 		b.archive = a
-		if err := srv.AddHook(hooks.NewArchiver(hooks.ArchiverConfig{
+		archiver := hooks.NewArchiver(hooks.ArchiverConfig{
 			Engine: b.Engine, Sink: archiveSink{store}, Log: b.log.With().Str("component", "archive").Logger(), Metrics: b.Metrics,
 			Live: b.Live,
-		}), nil); err != nil {
+		})
+		if err := srv.AddHook(archiver, nil); err != nil {
 			return err
+		}
+		if b.enforcer != nil {
+			b.enforcer.ArchiveWills(archiver.ArchiveWill)
 		}
 		b.log.Info().Str("url", b.cfg.InfluxURL).Str("bucket", b.cfg.InfluxBucket).Str("org", b.cfg.InfluxOrg).
 			Int64("spool_max", b.cfg.InfluxSpoolBytes).Msg("sensor archive on")

@@ -72,21 +72,37 @@ func (h *Archiver) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet
 	if !ok || res.Kind != policies.ResData {
 		return pk, nil
 	}
-	r := Reading{Thing: res.Thing, Stream: res.Name, Payload: pk.Payload, Received: time.Now()}
+	received := time.Now()
 	if h.live != nil {
 		// The enforcer's OnPublish, just before, kept this very packet.
 		if rd := h.live.latest(pk.TopicName); rd != nil && rd.at != 0 && sameBytes(rd.raw, pk.Payload) {
-			r.Received = time.Unix(0, rd.at)
+			received = time.Unix(0, rd.at)
 		}
 	}
+	h.archive(res, pk.TopicName, pk.Payload, received)
+	return pk, nil
+}
+
+// ArchiveWill archives a will that goes out on a data topic, taken by the
+// enforcer at at as a reading of its stream (Enforcer.ArchiveWills):
+// mochi sends a will without OnPublish, and a will a data.* condition
+// reads live (a hub's fail-safe {"private":true}) must be in the archive
+// for history to read it too.
+func (h *Archiver) ArchiveWill(topic string, payload []byte, at time.Time) {
+	if res, ok := policies.ParseTopic(topic); ok && res.Kind == policies.ResData {
+		h.archive(res, topic, payload, at)
+	}
+}
+
+func (h *Archiver) archive(res policies.Resource, topic string, payload []byte, received time.Time) {
+	r := Reading{Thing: res.Thing, Stream: res.Name, Payload: payload, Received: received}
 	if t, ok := h.engine.Thing(res.Thing); ok {
 		r.Owner, r.Kind, r.Place = t.Owner, string(t.Kind), t.Place
 	}
 	if err := h.sink.Archive(r); err != nil {
 		h.count("archive_refused")
-		h.log.Debug().Err(err).Str("topic", pk.TopicName).Msg("reading not archived")
+		h.log.Debug().Err(err).Str("topic", topic).Msg("reading not archived")
 	}
-	return pk, nil
 }
 
 func (h *Archiver) count(what string) {

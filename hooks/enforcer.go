@@ -34,9 +34,11 @@ type Enforcer struct {
 	server   *mqtt.Server
 	clock    policies.Clock
 	live     *LiveValues
-	views    *renderings
-	log      zerolog.Logger
-	metrics  *Metrics
+	// willArchive is told of the wills that go out as readings.
+	willArchive atomic.Pointer[func(topic string, payload []byte, at time.Time)]
+	views       *renderings
+	log         zerolog.Logger
+	metrics     *Metrics
 
 	system []SystemTopics
 	audit  AuditFunc
@@ -312,6 +314,16 @@ func (h *Enforcer) willReading(will mqtt.Will) {
 	m.live.raw, m.live.at = will.Payload, now.UnixNano()
 	h.live.keep(will.TopicName, &m.live, now.Unix(), will.Retain) // Created as mochi stamps it
 	h.auditFanout(h.fanouts.begin(m))
+	if archive := h.willArchive.Load(); archive != nil {
+		(*archive)(will.TopicName, will.Payload, now)
+	}
+}
+
+// ArchiveWills has archive told of every will that goes out as a reading
+// (Archiver.ArchiveWill): history reads the archive as live reads the
+// stream's latest reading, a will included.
+func (h *Enforcer) ArchiveWills(archive func(topic string, payload []byte, at time.Time)) {
+	h.willArchive.Store(&archive)
 }
 
 // OnWillSent ends the fan-out of a will willReading began: left in the
