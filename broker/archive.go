@@ -19,8 +19,8 @@ type archive struct {
 	store   *influx.Archive // nil: archive off
 	history *hooks.History
 
-	written, rejected, invalid, overflow, failures *prometheus.Desc
-	spool, spoolMax, up                            *prometheus.Desc
+	written, rejected, invalid, skipped, overflow, failures *prometheus.Desc
+	spool, spoolMax, up                                     *prometheus.Desc
 }
 
 // addArchive wires the InfluxDB sensor archive and $history queries
@@ -30,7 +30,8 @@ func (b *Broker) addArchive(srv *mqtt.Server) error {
 	a := &archive{
 		written:  prometheus.NewDesc("veil_archive_points_written_total", "Readings InfluxDB acknowledged.", nil, nil),
 		rejected: prometheus.NewDesc("veil_archive_points_rejected_total", "Readings InfluxDB refused as invalid (e.g. field type conflict).", nil, nil),
-		invalid:  prometheus.NewDesc("veil_archive_readings_invalid_total", "Readings that were no JSON object with a storable field.", nil, nil),
+		invalid:  prometheus.NewDesc("veil_archive_readings_invalid_total", "Readings that were no JSON object with a storable field, or named what InfluxDB cannot store.", nil, nil),
+		skipped:  prometheus.NewDesc("veil_archive_fields_skipped_total", "Fields left out of archived readings: numbers beyond float64, names InfluxDB cannot store.", nil, nil),
 		overflow: prometheus.NewDesc("veil_archive_spool_overflow_total", "Readings not archived because the spool was full.", nil, nil),
 		failures: prometheus.NewDesc("veil_archive_write_failures_total", "Failed (retried) InfluxDB write attempts.", nil, nil),
 		spool:    prometheus.NewDesc("veil_archive_spool_bytes", "Bytes of readings waiting for InfluxDB.", nil, nil),
@@ -117,7 +118,7 @@ func (b *Broker) DrainArchive(ctx context.Context) error {
 
 // Describe implements prometheus.Collector.
 func (a *archive) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{a.written, a.rejected, a.invalid, a.overflow, a.failures, a.spool, a.spoolMax, a.up} {
+	for _, d := range []*prometheus.Desc{a.written, a.rejected, a.invalid, a.skipped, a.overflow, a.failures, a.spool, a.spoolMax, a.up} {
 		ch <- d
 	}
 }
@@ -137,6 +138,7 @@ func (a *archive) Collect(ch chan<- prometheus.Metric) {
 	c(a.written, st.Written)
 	c(a.rejected, st.Rejected)
 	c(a.invalid, st.Invalid)
+	c(a.skipped, st.Skipped)
 	c(a.overflow, st.Overflow)
 	c(a.failures, st.Failures)
 	g(a.spool, st.SpoolBytes)

@@ -58,10 +58,10 @@ type Archive struct {
 	db, rp string
 	bucket string // as Flux names it
 
-	written, rejected, invalid, failures atomic.Int64
-	up                                   atomic.Bool
-	ensured                              atomic.Bool
-	lastWarn                             atomic.Int64 // unix ns of the last overflow warning
+	written, rejected, invalid, skipped, failures atomic.Int64
+	up                                            atomic.Bool
+	ensured                                       atomic.Bool
+	lastWarn                                      atomic.Int64 // unix ns of the last overflow warning
 
 	stop   context.CancelFunc
 	ctx    context.Context
@@ -129,12 +129,16 @@ func SpoolPath(dataDir string) string { return filepath.Join(dataDir, "archive-s
 // the kernel: a crash of the process does not lose it), never waiting on
 // InfluxDB. A reading that is no JSON object with a storable field is
 // refused with ErrNotAReading; a full spool refuses with ErrSpoolFull
-// (counted, and warned about at most every 10 s).
+// (counted, and warned about at most every 10 s). Fields InfluxDB cannot
+// hold (see walker) are left out and counted.
 func (a *Archive) Append(r Reading) error {
 	bp := linePool.Get().(*[]byte)
 	defer linePool.Put(bp)
-	line, err := AppendLine((*bp)[:0], r)
+	line, skipped, err := appendLine((*bp)[:0], r)
 	*bp = line
+	if skipped > 0 {
+		a.skipped.Add(int64(skipped))
+	}
 	if err != nil {
 		a.invalid.Add(1)
 		return err
@@ -162,6 +166,7 @@ type Stats struct {
 	Written    int64 // points InfluxDB acknowledged
 	Rejected   int64 // points InfluxDB refused as invalid (e.g. a field type conflict)
 	Invalid    int64 // readings that were not archivable JSON objects
+	Skipped    int64 // fields left out of archived readings: InfluxDB cannot hold them
 	Overflow   int64 // points refused because the spool was full
 	Failures   int64 // failed write attempts (retried)
 	SpoolBytes int64 // unacknowledged bytes in the spool
@@ -172,6 +177,7 @@ type Stats struct {
 // Stats returns the current counters.
 func (a *Archive) Stats() Stats {
 	return Stats{Written: a.written.Load(), Rejected: a.rejected.Load(), Invalid: a.invalid.Load(),
+		Skipped:  a.skipped.Load(),
 		Overflow: a.spool.Overflow(), Failures: a.failures.Load(), SpoolBytes: a.spool.Len(),
 		SpoolMax: a.spool.Max(), Up: a.up.Load()}
 }

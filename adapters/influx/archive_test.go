@@ -2,9 +2,12 @@ package influx_test
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -152,5 +155,97 @@ func TestInvalidPointsCountedNotBlocking(t *testing.T) {
 	}
 	if st := a.Stats(); st.Invalid != 1 {
 		t.Fatalf("stats %+v, want 1 invalid", st)
+	}
+}
+
+// TestOddNamesStoredExactly: every name the archive takes (as a stream, a
+// tag or a field key) reaches InfluxDB exactly as it was, so the line that
+// carries it parses (influxd 1.8 parses as 2.x does, where one bad line
+// loses the whole batch); a name the line protocol cannot carry is refused
+// (a stream or tag) or left out and counted (a field key). The names are
+// every string of up to three of the line protocol's special characters.
+func TestOddNamesStoredExactly(t *testing.T) {
+	a := open(t, "names", nil)
+	alphabet := []string{"a", `\`, " ", ",", "=", `"`, "\t"}
+	var names []string
+	var gen func(prefix string, n int)
+	gen = func(prefix string, n int) {
+		if prefix != "" {
+			names = append(names, prefix)
+		}
+		if n > 0 {
+			for _, c := range alphabet {
+				gen(prefix+c, n-1)
+			}
+		}
+	}
+	gen("", 3)
+	// Only a backslash, a newline or a leading tab makes a name unfit.
+	fit := func(n string) bool { return !strings.Contains(n, `\`) && n[0] != '\t' }
+	recv := time.Date(2026, 11, 25, 20, 0, 0, 0, time.UTC)
+	asKey, asTags := map[float64]string{}, map[float64]string{}
+	for i, n := range names {
+		// As a field key, beside one that is always stored.
+		payload, _ := json.Marshal(map[string]float64{n: float64(i), "ok": 1})
+		before := a.Stats().Skipped
+		if err := a.Append(influx.Reading{Thing: fmt.Sprintf("k%d", i), Stream: "keys", Received: recv, Payload: payload}); err != nil {
+			t.Fatalf("field key %q: %v", n, err)
+		}
+		if a.Stats().Skipped == before {
+			asKey[float64(i)] = n
+		} else if fit(n) {
+			t.Errorf("field key %q left out", n)
+		}
+		// As the stream and every tag.
+		err := a.Append(influx.Reading{Thing: n, Stream: n, Owner: n, Kind: n, Place: n, Received: recv,
+			Payload: fmt.Appendf(nil, `{"v":%d}`, i)})
+		switch {
+		case err == nil:
+			asTags[float64(i)] = n
+		case !errors.Is(err, influx.ErrNotAReading):
+			t.Fatalf("%q: %v", n, err)
+		case fit(n):
+			t.Errorf("stream and tags %q refused: %v", n, err)
+		}
+	}
+	drained(t, a)
+	if len(asKey) < 200 || len(asTags) < 200 {
+		t.Fatalf("only %d field keys and %d tag names of %d taken", len(asKey), len(asTags), len(names))
+	}
+	rows, err := a.Query(context.Background(), fmt.Sprintf(`from(bucket: %q) |> range(start: 2026-11-25T00:00:00Z, stop: 2026-11-26T00:00:00Z)`, a.Bucket()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	gotKey, gotTags := map[float64]string{}, map[float64]string{}
+	for _, r := range rows {
+		v, _ := r["_value"].(float64)
+		str := func(k string) string { s, _ := r[k].(string); return s }
+		switch m := str("_measurement"); {
+		case m == "keys" && str("_field") != "ok":
+			gotKey[v] = str("_field")
+		case str("_field") == "v":
+			for _, tag := range []string{"thing", "owner", "kind", "place"} {
+				if str(tag) != m {
+					t.Errorf("measurement %q stored with %s %q", m, tag, r[tag])
+				}
+			}
+			gotTags[v] = m
+		}
+	}
+	for i, n := range asKey {
+		if gotKey[i] != n {
+			t.Errorf("field key %q stored as %q", n, gotKey[i])
+		}
+	}
+	for i, n := range asTags {
+		if gotTags[i] != n {
+			t.Errorf("stream and tags %q stored as %q", n, gotTags[i])
+		}
+	}
+	if len(gotKey) != len(asKey) || len(gotTags) != len(asTags) {
+		t.Errorf("stored %d field keys and %d tag names, want %d and %d", len(gotKey), len(gotTags), len(asKey), len(asTags))
+	}
+	if st := a.Stats(); st.Rejected != 0 {
+		t.Errorf("stats %+v", st)
 	}
 }

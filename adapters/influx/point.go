@@ -3,6 +3,7 @@ package influx
 import (
 	"errors"
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
 	"time"
@@ -20,7 +21,8 @@ type Reading struct {
 }
 
 // ErrNotAReading marks a payload that cannot be archived: not a JSON
-// object, or one without a single storable field.
+// object, one without a single storable field, or one whose stream, thing
+// or tags InfluxDB's line protocol cannot carry exactly.
 var ErrNotAReading = errors.New("not an archivable reading")
 
 // maxDepth bounds the nesting the flattener follows.
@@ -41,21 +43,138 @@ const TimeField = "ts"
 
 var parsers fastjson.ParserPool
 
-// Point turns a reading into an InfluxDB point: measurement = stream, tags
-// thing/owner/kind/place, fields = the reading's numbers (always float, so
-// that 21 and 21.5 never conflict in one field), booleans and strings,
-// nested objects flattened with "." ("position.lat"), arrays stored as
-// their JSON text, nulls skipped; time = the reading's "ts" or Received.
-func Point(r Reading) (*write.Point, error) {
-	p := parsers.Get()
-	defer parsers.Put(p)
-	v, err := p.ParseBytes(r.Payload)
+type fieldKind byte
+
+const (
+	kindNumber fieldKind = iota
+	kindString
+	kindBool
+	kindJSON // arrays, and objects nested deeper than maxDepth
+)
+
+// representable reports whether InfluxDB's line protocol (the parser of
+// 1.8 and 2.x alike) can carry name exactly as a measurement, tag or field
+// key. A backslash is taken literally except before a character it
+// escapes, and a doubled one is not unescaped: so a backslash that ends a
+// name or stands before a space, comma, "=" or '"' cannot be written (it
+// would escape the delimiter after it, and the whole request is refused).
+// A newline ends the record (an escaped one keeps its backslash), and a
+// leading tab is skipped as whitespace. An empty name is no name.
+func representable(name string) bool {
+	if name == "" || name[0] == '\t' {
+		return false
+	}
+	for i := 0; i < len(name); i++ {
+		switch name[i] {
+		case '\n', '\r':
+			return false
+		case '\\':
+			if i == len(name)-1 {
+				return false
+			}
+			switch name[i+1] {
+			case ' ', ',', '=', '"':
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// parseObject parses a reading's payload as a JSON object.
+func parseObject(p *fastjson.Parser, payload []byte) (*fastjson.Object, error) {
+	v, err := p.ParseBytes(payload)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrNotAReading, err)
 	}
 	o, err := v.Object()
 	if err != nil {
 		return nil, fmt.Errorf("%w: a %s, want a JSON object", ErrNotAReading, v.Type())
+	}
+	return o, nil
+}
+
+// checkNames refuses a reading whose stream or tags the line protocol
+// cannot carry exactly: history finds readings by them, so one stored
+// under another name would be lost all the same, and one written as it is
+// would make InfluxDB 2.x refuse the whole batch with it.
+func checkNames(r Reading) error {
+	if !representable(r.Stream) {
+		return fmt.Errorf("%w: the stream name %q cannot be stored in InfluxDB", ErrNotAReading, r.Stream)
+	}
+	for _, t := range [...][2]string{{TagThing, r.Thing}, {TagOwner, r.Owner}, {TagKind, r.Kind}, {TagPlace, r.Place}} {
+		if t[1] != "" && !representable(t[1]) {
+			return fmt.Errorf("%w: the %s %q cannot be stored in InfluxDB", ErrNotAReading, t[0], t[1])
+		}
+	}
+	return nil
+}
+
+// walker flattens a reading's fields: emit gets each storable field's
+// stored key (valid during the call only), its kind and its value. Fields
+// InfluxDB cannot hold are skipped and counted: a number beyond float64
+// (JSON allows 1e400; InfluxDB has no infinity, and "+Inf" is a parse
+// error) and a name the line protocol cannot carry (see representable),
+// such as the empty one. Nulls are skipped silently, as before.
+type walker struct {
+	key     []byte
+	skipped int
+	emit    func(key []byte, k fieldKind, v *fastjson.Value, f float64)
+}
+
+func (w *walker) field(name []byte, v *fastjson.Value, depth int) {
+	var k fieldKind
+	var f float64
+	switch v.Type() {
+	case fastjson.TypeNumber:
+		if f = v.GetFloat64(); math.IsInf(f, 0) || math.IsNaN(f) {
+			w.skipped++
+			return
+		}
+		k = kindNumber
+	case fastjson.TypeString:
+		k = kindString
+	case fastjson.TypeTrue, fastjson.TypeFalse:
+		k = kindBool
+	case fastjson.TypeArray:
+		k = kindJSON
+	case fastjson.TypeObject:
+		if depth >= maxDepth {
+			k = kindJSON
+			break
+		}
+		n := len(name)
+		v.GetObject().Visit(func(key []byte, c *fastjson.Value) {
+			name = append(append(name[:n], '.'), key...)
+			w.field(name, c, depth+1)
+		})
+		return
+	default: // null
+		return
+	}
+	w.key = append(w.key[:0], name...)
+	if !representable(string(w.key)) {
+		w.skipped++
+		return
+	}
+	w.emit(w.key, k, v, f)
+}
+
+// Point turns a reading into an InfluxDB point: measurement = stream, tags
+// thing/owner/kind/place, fields = the reading's numbers (always float, so
+// that 21 and 21.5 never conflict in one field), booleans and strings,
+// nested objects flattened with "." ("position.lat"), arrays stored as
+// their JSON text, nulls skipped; time = the reading's "ts" or Received.
+// Fields InfluxDB cannot hold are skipped (see walker).
+func Point(r Reading) (*write.Point, error) {
+	p := parsers.Get()
+	defer parsers.Put(p)
+	o, err := parseObject(p, r.Payload)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkNames(r); err != nil {
+		return nil, err
 	}
 	pt := write.NewPointWithMeasurement(r.Stream)
 	pt.AddTag(TagThing, r.Thing)
@@ -66,6 +185,20 @@ func Point(r Reading) (*write.Point, error) {
 	}
 	ts := r.Received
 	n := 0
+	w := walker{emit: func(key []byte, k fieldKind, v *fastjson.Value, f float64) {
+		n++
+		switch k {
+		case kindNumber:
+			pt.AddField(string(key), f)
+		case kindString:
+			pt.AddField(string(key), string(v.GetStringBytes()))
+		case kindBool:
+			pt.AddField(string(key), v.Type() == fastjson.TypeTrue)
+		case kindJSON:
+			pt.AddField(string(key), string(v.MarshalTo(nil)))
+		}
+	}}
+	var name []byte
 	o.Visit(func(k []byte, v *fastjson.Value) {
 		if string(k) == TimeField {
 			if t, ok := readingTime(v); ok {
@@ -73,10 +206,11 @@ func Point(r Reading) (*write.Point, error) {
 				return
 			}
 		}
-		n += addFields(pt, string(k), v, 1)
+		name = append(name[:0], k...)
+		w.field(name, v, 1)
 	})
 	if n == 0 {
-		return nil, fmt.Errorf("%w: no number, boolean or string field", ErrNotAReading)
+		return nil, fmt.Errorf("%w: no number, boolean or string field InfluxDB can hold", ErrNotAReading)
 	}
 	pt.SetTime(ts)
 	return pt, nil
@@ -94,15 +228,20 @@ func Line(r Reading) (string, error) {
 
 // AppendLine appends Line(r) to dst.
 func AppendLine(dst []byte, r Reading) ([]byte, error) {
+	dst, _, err := appendLine(dst, r)
+	return dst, err
+}
+
+// appendLine is AppendLine that also tells how many fields it skipped.
+func appendLine(dst []byte, r Reading) ([]byte, int, error) {
 	p := parsers.Get()
 	defer parsers.Put(p)
-	v, err := p.ParseBytes(r.Payload)
+	o, err := parseObject(p, r.Payload)
 	if err != nil {
-		return dst, fmt.Errorf("%w: %v", ErrNotAReading, err)
+		return dst, 0, err
 	}
-	o, err := v.Object()
-	if err != nil {
-		return dst, fmt.Errorf("%w: a %s, want a JSON object", ErrNotAReading, v.Type())
+	if err := checkNames(r); err != nil {
+		return dst, 0, err
 	}
 	start := len(dst)
 	dst = appendEscaped(dst, r.Stream, false)
@@ -117,6 +256,23 @@ func AppendLine(dst []byte, r Reading) ([]byte, error) {
 	dst = append(dst, ' ')
 	fieldsAt := len(dst)
 	ts := r.Received
+	w := walker{emit: func(key []byte, k fieldKind, v *fastjson.Value, f float64) {
+		if len(dst) > fieldsAt {
+			dst = append(dst, ',')
+		}
+		dst = appendEscaped(dst, string(key), true)
+		dst = append(dst, '=')
+		switch k {
+		case kindNumber:
+			dst = strconv.AppendFloat(dst, f, 'g', -1, 64)
+		case kindString:
+			dst = appendString(dst, v.GetStringBytes())
+		case kindBool:
+			dst = strconv.AppendBool(dst, v.Type() == fastjson.TypeTrue)
+		case kindJSON:
+			dst = appendString(dst, v.MarshalTo(nil))
+		}
+	}}
 	var name []byte
 	o.Visit(func(k []byte, v *fastjson.Value) {
 		if string(k) == TimeField {
@@ -126,67 +282,24 @@ func AppendLine(dst []byte, r Reading) ([]byte, error) {
 			}
 		}
 		name = append(name[:0], k...)
-		dst = appendFields(dst, name, v, 1, fieldsAt)
+		w.field(name, v, 1)
 	})
 	if len(dst) == fieldsAt {
-		return dst[:start], fmt.Errorf("%w: no number, boolean or string field", ErrNotAReading)
+		return dst[:start], w.skipped, fmt.Errorf("%w: no number, boolean or string field InfluxDB can hold", ErrNotAReading)
 	}
 	dst = append(dst, ' ')
 	dst = strconv.AppendInt(dst, ts.UnixNano(), 10)
-	return append(dst, '\n'), nil
-}
-
-// appendFields appends name=value for a scalar, or the flattened members
-// of an object; fieldsAt tells whether a comma is needed.
-func appendFields(dst, name []byte, v *fastjson.Value, depth, fieldsAt int) []byte {
-	sep := func() {
-		if len(dst) > fieldsAt {
-			dst = append(dst, ',')
-		}
-		dst = appendEscaped(dst, string(name), true)
-		dst = append(dst, '=')
-	}
-	switch v.Type() {
-	case fastjson.TypeNumber:
-		sep()
-		dst = strconv.AppendFloat(dst, v.GetFloat64(), 'g', -1, 64)
-	case fastjson.TypeString:
-		sep()
-		dst = appendString(dst, v.GetStringBytes())
-	case fastjson.TypeTrue:
-		sep()
-		dst = append(dst, "true"...)
-	case fastjson.TypeFalse:
-		sep()
-		dst = append(dst, "false"...)
-	case fastjson.TypeArray:
-		sep()
-		dst = appendString(dst, v.MarshalTo(nil))
-	case fastjson.TypeObject:
-		if depth >= maxDepth {
-			sep()
-			return appendString(dst, v.MarshalTo(nil))
-		}
-		n := len(name)
-		v.GetObject().Visit(func(k []byte, c *fastjson.Value) {
-			name = append(append(name[:n], '.'), k...)
-			dst = appendFields(dst, name, c, depth+1, fieldsAt)
-		})
-	}
-	return dst
+	return append(dst, '\n'), w.skipped, nil
 }
 
 // appendEscaped escapes a measurement (commas, spaces) or a tag key, tag
-// value or field key (also '='), as the client library does.
+// value or field key (also '='), as the client library does, but for a
+// tab, which stays a tab (the library writes two backslashes and a t,
+// which InfluxDB stores as such). The name must be representable: its
+// backslashes are left as they are, which InfluxDB takes literally there.
 func appendEscaped(dst []byte, s string, equal bool) []byte {
 	for i := 0; i < len(s); i++ {
 		switch c := s[i]; c {
-		case '\n':
-			dst = append(dst, `\\n`...)
-		case '\r':
-			dst = append(dst, `\\r`...)
-		case '\t':
-			dst = append(dst, `\\t`...)
 		case ' ', ',':
 			dst = append(dst, '\\', c)
 		case '=':
@@ -217,34 +330,6 @@ func appendString(dst, s []byte) []byte {
 		}
 	}
 	return append(dst, '"')
-}
-
-func addFields(pt *write.Point, name string, v *fastjson.Value, depth int) int {
-	switch v.Type() {
-	case fastjson.TypeNumber:
-		pt.AddField(name, v.GetFloat64())
-	case fastjson.TypeString:
-		pt.AddField(name, string(v.GetStringBytes()))
-	case fastjson.TypeTrue:
-		pt.AddField(name, true)
-	case fastjson.TypeFalse:
-		pt.AddField(name, false)
-	case fastjson.TypeArray:
-		pt.AddField(name, string(v.MarshalTo(nil)))
-	case fastjson.TypeObject:
-		if depth >= maxDepth {
-			pt.AddField(name, string(v.MarshalTo(nil)))
-			return 1
-		}
-		n := 0
-		v.GetObject().Visit(func(k []byte, c *fastjson.Value) {
-			n += addFields(pt, name+"."+string(k), c, depth+1)
-		})
-		return n
-	default: // null
-		return 0
-	}
-	return 1
 }
 
 // readingTime reads "ts": an RFC 3339 string or epoch milliseconds.

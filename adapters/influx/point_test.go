@@ -19,6 +19,7 @@ func TestLine(t *testing.T) {
 		payload string
 		want    string
 		err     error
+		skipped int  // fields left out
 		noLib   bool // the library would break the line
 	}{
 		{name: "numbers are floats, receive time", payload: `{"temperature":21.37,"humidity":40}`,
@@ -38,6 +39,29 @@ func TestLine(t *testing.T) {
 			want: "a\\,b,thing=my\\ thing,kind=sensor v=1 1795636800123456789\n"},
 		{name: "newline in a string stays on the line", payload: `{"s":"a\nb"}`, noLib: true,
 			want: "temperature,thing=thermo-1,owner=an,kind=sensor,place=home-an s=\"a\\nb\" 1795636800123456789\n"},
+		// Valid JSON that used to make a malformed line, and InfluxDB 2.x
+		// refuse the whole batch with it (review).
+		{name: "a number beyond float64 is left out", payload: `{"t":1e400,"u":-1e400,"v":1}`, skipped: 2,
+			want: "temperature,thing=thermo-1,owner=an,kind=sensor,place=home-an v=1 1795636800123456789\n"},
+		{name: "only numbers beyond float64", payload: `{"t":1e400}`, skipped: 1, err: ErrNotAReading},
+		{name: "an empty name is left out", payload: `{"":1,"v":2}`, skipped: 1,
+			want: "temperature,thing=thermo-1,owner=an,kind=sensor,place=home-an v=2 1795636800123456789\n"},
+		{name: "a name ending in a backslash is left out", payload: `{"a\\":1,"v":2}`, skipped: 1,
+			want: "temperature,thing=thermo-1,owner=an,kind=sensor,place=home-an v=2 1795636800123456789\n"},
+		{name: "a backslash before a delimiter is left out", payload: `{"a\\ b":1,"c\\,d":2,"e\\=f":3,"g\\\"h":4,"v":5}`, skipped: 4,
+			want: "temperature,thing=thermo-1,owner=an,kind=sensor,place=home-an v=5 1795636800123456789\n"},
+		{name: "a backslash elsewhere is literal", payload: `{"a\\b":1,"p":{"\\x":2}}`,
+			want: "temperature,thing=thermo-1,owner=an,kind=sensor,place=home-an a\\b=1,p.\\x=2 1795636800123456789\n"},
+		{name: "a newline in a name is left out", payload: `{"a\nb":1,"v":2}`, skipped: 1,
+			want: "temperature,thing=thermo-1,owner=an,kind=sensor,place=home-an v=2 1795636800123456789\n"},
+		{name: "a tab stays a tab, but not a leading one", payload: `{"a\tb":1,"\tc":2}`, skipped: 1, noLib: true,
+			want: "temperature,thing=thermo-1,owner=an,kind=sensor,place=home-an a\tb=1 1795636800123456789\n"},
+		{name: "a stream ending in a backslash is refused", r: func(r Reading) Reading { r.Stream = `t\`; return r },
+			payload: `{"v":1}`, err: ErrNotAReading},
+		{name: "a thing with a backslash before a comma is refused", r: func(r Reading) Reading { r.Thing = `a\,b`; return r },
+			payload: `{"v":1}`, err: ErrNotAReading},
+		{name: "a place with a newline is refused", r: func(r Reading) Reading { r.Place = "a\nb"; return r },
+			payload: `{"v":1}`, err: ErrNotAReading},
 		{name: "not an object", payload: `[1,2]`, err: ErrNotAReading},
 		{name: "not JSON", payload: `21.5`, err: ErrNotAReading},
 		{name: "garbage", payload: `{"a":`, err: ErrNotAReading},
@@ -50,6 +74,9 @@ func TestLine(t *testing.T) {
 			}
 			r.Payload = []byte(c.payload)
 			got, err := Line(r)
+			if _, skipped, _ := appendLine(nil, r); skipped != c.skipped {
+				t.Errorf("%d fields left out, want %d", skipped, c.skipped)
+			}
 			if c.err != nil {
 				if !errors.Is(err, c.err) {
 					t.Fatalf("err = %v, want %v", err, c.err)
