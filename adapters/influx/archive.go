@@ -4,6 +4,7 @@
 package influx
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -340,30 +341,66 @@ var droppedRe = regexp.MustCompile(`dropped=(\d+)`)
 
 // send writes one batch. A nil error means it may be acknowledged.
 func (a *Archive) send(b Batch) sendResult {
+	rejected, err := a.writeLines(b.Data, b.Lines)
+	if err != nil {
+		return sendResult{err: err}
+	}
+	return sendResult{rejected: rejected}
+}
+
+// writeLines writes n lines of line protocol and returns how many of them
+// InfluxDB refused as invalid (it will never take them: they are done).
+//
+// InfluxDB 1.8 writes the valid points of a request and says how many it
+// dropped (a partial write; a line that did not parse it reports by name,
+// with dropped=0). InfluxDB 2.x refuses the whole request when one line
+// does not parse (400 "unable to parse", no count): acknowledging the
+// batch as refused would lose the readings of every owner in it for one
+// thing's bad line. So a batch refused whole is split in halves, each sent
+// again, until the line refused is alone: only it is lost.
+func (a *Archive) writeLines(data []byte, n int) (int64, error) {
 	ctx, cancel := context.WithTimeout(a.ctx, 20*time.Second)
-	defer cancel()
-	err := a.write.WriteRecord(ctx, string(b.Data))
+	err := a.write.WriteRecord(ctx, string(data))
+	cancel()
 	if err == nil {
-		return sendResult{}
+		return 0, nil
 	}
 	var he *ihttp.Error
-	if errors.As(err, &he) && a.ctx.Err() == nil {
-		switch he.StatusCode {
-		case http.StatusBadRequest, http.StatusUnprocessableEntity:
-			// Invalid points: InfluxDB wrote the valid ones of the batch
-			// (partial write) and will never take the others. Count them
-			// and move on rather than block the archive.
-			n := int64(b.Lines)
-			if m := droppedRe.FindStringSubmatch(he.Error()); m != nil {
-				n, _ = strconv.ParseInt(m[1], 10, 64)
-			}
-			a.log.Warn().Err(err).Int64("rejected", n).Int("batch", b.Lines).Msg("InfluxDB refused invalid points")
-			return sendResult{rejected: n}
-		case http.StatusNotFound:
-			a.ensured.Store(false) // the database or bucket went away
-		}
+	if !errors.As(err, &he) || a.ctx.Err() != nil {
+		return 0, err
 	}
-	return sendResult{err: err}
+	switch he.StatusCode {
+	case http.StatusBadRequest, http.StatusUnprocessableEntity:
+		msg := he.Error()
+		if m := droppedRe.FindStringSubmatch(msg); m != nil {
+			// A partial write: the valid points are in.
+			dropped, _ := strconv.ParseInt(m[1], 10, 64)
+			dropped = min(dropped+int64(strings.Count(msg, "unable to parse")), int64(n))
+			a.log.Warn().Err(err).Int64("rejected", dropped).Int("batch", n).Msg("InfluxDB refused invalid points")
+			return dropped, nil
+		}
+		if n <= 1 {
+			a.log.Warn().Err(err).Msg("InfluxDB refused an invalid point")
+			return int64(n), nil
+		}
+		half := n / 2
+		cut := 0
+		for range half {
+			cut += bytes.IndexByte(data[cut:], '\n') + 1
+		}
+		first, err := a.writeLines(data[:cut], half)
+		if err != nil {
+			return 0, err // the batch is sent again whole: InfluxDB overwrites identical points
+		}
+		second, err := a.writeLines(data[cut:], n-half)
+		if err != nil {
+			return 0, err
+		}
+		return first + second, nil
+	case http.StatusNotFound:
+		a.ensured.Store(false) // the database or bucket went away
+	}
+	return 0, err
 }
 
 func (a *Archive) failed(err error, what string) {

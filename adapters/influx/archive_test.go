@@ -249,3 +249,59 @@ func TestOddNamesStoredExactly(t *testing.T) {
 		t.Errorf("stats %+v", st)
 	}
 }
+
+// TestBadLineLosesOnlyItself: a line that does not parse (here one an
+// older Veil spooled: "+Inf") loses only itself, not the readings around
+// it, and is counted as rejected. InfluxDB 1.8 writes the others and names
+// the line; InfluxDB 2.x (emulated by a proxy in front of influxd 1.8)
+// refuses the whole request, which is then split until the line is alone.
+func TestBadLineLosesOnlyItself(t *testing.T) {
+	proxy, err := influxtest.NewStrictProxy(server.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer proxy.Close()
+	for _, c := range []struct {
+		name, url, bucket string
+		refusedWhole      bool
+	}{
+		{"influxd 1.8 writes the rest", server.URL, "partial", false},
+		{"InfluxDB 2.x refuses the request", proxy.URL, "strict", true},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			refused := proxy.Refused()
+			// One batch: the writer waits for more while the readings go in.
+			a := open(t, c.bucket, func(cfg *influx.Config) { cfg.URL, cfg.FlushInterval = c.url, time.Second })
+			recv := time.Date(2026, 11, 25, 20, 0, 0, 0, time.UTC)
+			for i := range 41 {
+				if i == 20 {
+					if err := a.AppendLine([]byte("temperature,thing=mallory-1,owner=mallory t=+Inf 1795636800000000000\n")); err != nil {
+						t.Fatal(err)
+					}
+				}
+				if err := a.Append(influx.Reading{Thing: "thermo-1", Stream: "temperature", Owner: "an", Received: recv.Add(time.Duration(i) * time.Second),
+					Payload: fmt.Appendf(nil, `{"temperature":%d}`, i)}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			drained(t, a)
+			if st := a.Stats(); st.Written != 41 || st.Rejected != 1 {
+				t.Errorf("stats %+v, want 41 written and 1 rejected", st)
+			}
+			if c.refusedWhole && proxy.Refused() == refused {
+				t.Fatal("the proxy refused no request: the test tested nothing")
+			}
+			n := 0
+			err = a.History(context.Background(), "thermo-1", "temperature", recv, recv.Add(time.Hour), func(r influx.Row) bool {
+				if r.Fields["temperature"] != float64(n) {
+					t.Errorf("reading %d: %v", n, r.Fields)
+				}
+				n++
+				return true
+			})
+			if err != nil || n != 41 {
+				t.Fatalf("%d readings in history (%v), want all 41", n, err)
+			}
+		})
+	}
+}

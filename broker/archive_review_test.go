@@ -1,0 +1,84 @@
+package broker_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/veil-iot/veil/adapters/influx/influxtest"
+)
+
+// window is a history request body for [from, to).
+func window(from, to time.Time) string {
+	return fmt.Sprintf(`{"from":%q,"to":%q}`, from.UTC().Format(time.RFC3339Nano), to.UTC().Format(time.RFC3339Nano))
+}
+
+// historyData returns the readings' data of a history answer, failing on a
+// refusal.
+func historyData(t *testing.T, pages []historyReply) []map[string]any {
+	t.Helper()
+	var out []map[string]any
+	for _, p := range pages {
+		if !p.OK {
+			t.Fatalf("history refused: %s", p.Error)
+		}
+		for _, r := range p.Readings {
+			var m map[string]any
+			if err := json.Unmarshal(r.Data, &m); err != nil {
+				t.Fatal(err)
+			}
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// TestArchiveOneOwnersBadReadingLosesNoOtherReadings (review): InfluxDB
+// 2.x refuses a whole write request when one line of it does not parse.
+// Mallory's thermometer publishing valid JSON that used to make a
+// malformed line ({"temperature":1e400}: "+Inf") in the middle of An's
+// readings loses none of An's: all 20 are in her history.
+func TestArchiveOneOwnersBadReadingLosesNoOtherReadings(t *testing.T) {
+	proxy, err := influxtest.NewStrictProxy(influxd(t).URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer proxy.Close()
+	b := startBroker(t, archiveConfig(t, proxy.URL, "veil_strict"), zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel))
+	defer b.Close()
+	addr := b.Addr("mqtt")
+	thermo := dialAt(t, addr, "thermo-1", "thermo-1-secret", "thermo-1", "")
+	mal := dialAt(t, addr, "mal-1", "mal-1-secret", "mal-1", "")
+	an := dialAt(t, addr, "an", "an-pass", "an-strict", "")
+	an.sub("$config/replies/an-strict/#", "")
+	start := time.Now()
+	for i := range 20 {
+		if i == 10 {
+			if code := mal.pub("things/mal-1/data/temperature", `{"temperature":1e400}`, 1); code != 0 {
+				t.Fatalf("mallory's publish: 0x%02x", code)
+			}
+		}
+		thermo.pub("things/thermo-1/data/temperature", fmt.Sprintf(`{"temperature":%d}`, i), 1)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := b.DrainArchive(ctx); err != nil {
+		t.Fatal(err)
+	}
+	got := historyData(t, an.history("$history/things/thermo-1/data/temperature", window(start, time.Now().Add(time.Second)), "", ""))
+	if len(got) != 20 {
+		t.Fatalf("An's history holds %d of her 20 readings: %v", len(got), got)
+	}
+	for i, r := range got {
+		if r["temperature"] != float64(i) {
+			t.Errorf("reading %d: %v", i, r)
+		}
+	}
+	if st, _ := b.ArchiveStats(); st.Rejected != 0 || st.Skipped != 1 {
+		t.Errorf("archive stats %+v, want nothing rejected and mallory's infinity left out", st)
+	}
+}
