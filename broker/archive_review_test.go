@@ -82,3 +82,46 @@ func TestArchiveOneOwnersBadReadingLosesNoOtherReadings(t *testing.T) {
 		t.Errorf("archive stats %+v, want nothing rejected and mallory's infinity left out", st)
 	}
 }
+
+// TestArchiveOneOwnersFieldTypesPoisonNoOtherOwners (review): InfluxDB
+// fixes a field's type in a shard by the first value written, and every
+// owner's readings of a stream name share a measurement. Mallory's sensor
+// writing a string humidity first does not make An's float humidities of
+// the same shard be refused: all of An's are archived and in her history,
+// and Mallory's string comes back as a string in hers.
+func TestArchiveOneOwnersFieldTypesPoisonNoOtherOwners(t *testing.T) {
+	b := archiving(t)
+	addr := b.Addr("mqtt")
+	an := dialAt(t, addr, "an", "an-pass", "an-types", "")
+	an.sub("$config/replies/an-types/#", "")
+	mallory := dialAt(t, addr, "mallory", "mallory-pass", "mallory-types", "")
+	mallory.sub("$config/replies/mallory-types/#", "")
+	mal := dialAt(t, addr, "mal-1", "mal-1-secret", "mal-1", "")
+	hygro := dialAt(t, addr, "hygro-1", "hygro-1-secret", "hygro-1", "")
+	before, _ := b.ArchiveStats()
+	start := time.Now()
+	if code := mal.pub("things/mal-1/data/humidity", `{"humidity":"x"}`, 1); code != 0 {
+		t.Fatalf("mallory's publish: 0x%02x", code)
+	}
+	drainArchive(t) // in InfluxDB first
+	for i := range 5 {
+		hygro.pub("things/hygro-1/data/humidity", fmt.Sprintf(`{"humidity":%d.5}`, 40+i), 1)
+	}
+	drainArchive(t)
+	end := time.Now().Add(time.Second)
+	got := historyData(t, an.history("$history/things/hygro-1/data/humidity", window(start, end), "", ""))
+	if len(got) != 5 {
+		t.Fatalf("An's history holds %d of her 5 readings: %v", len(got), got)
+	}
+	for i, r := range got {
+		if r["humidity"] != float64(40+i)+0.5 {
+			t.Errorf("reading %d: %v", i, r)
+		}
+	}
+	if got := historyData(t, mallory.history("$history/things/mal-1/data/humidity", window(start, end), "", "")); len(got) != 1 || got[0]["humidity"] != "x" {
+		t.Errorf("Mallory's history %v, want her string", got)
+	}
+	if st, _ := b.ArchiveStats(); st.Rejected != before.Rejected {
+		t.Errorf("%d readings refused by InfluxDB", st.Rejected-before.Rejected)
+	}
+}

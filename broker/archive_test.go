@@ -77,7 +77,7 @@ func TestArchiveReadingsArriveInInfluxDB(t *testing.T) {
 			t.Errorf("point at %s: %v, want %v", ts, byTime[ts], fields)
 		}
 	}
-	wantLive := map[row]any{tags("flow"): 12.5, tags("on"): true, tags("mode"): "eco", tags("pipe.bar"): 1.2}
+	wantLive := map[row]any{tags("flow"): 12.5, tags("on:bool"): true, tags("mode:str"): "eco", tags("pipe.bar"): 1.2}
 	if !reflect.DeepEqual(live, wantLive) {
 		t.Errorf("point with receive time: %v, want %v", live, wantLive)
 	}

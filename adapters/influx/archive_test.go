@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -91,15 +92,15 @@ func TestReadingsArriveWithMeasurementTagsFieldsTime(t *testing.T) {
 		got[rowKey{s("_measurement"), s("thing"), s("owner"), s("kind"), s("place"), s("_field"), r["_time"].(time.Time).UTC().Format(time.RFC3339)}] = r["_value"]
 	}
 	want := map[rowKey]any{
-		{"temperature", "thermo-1", "an", "sensor", "home-an", "temperature", "2026-11-25T20:00:00Z"}: 21.37,
-		{"temperature", "thermo-1", "an", "sensor", "home-an", "humidity", "2026-11-25T20:00:00Z"}:    40.0,
-		{"temperature", "thermo-1", "an", "sensor", "home-an", "ok", "2026-11-25T20:00:00Z"}:          true,
-		{"temperature", "thermo-1", "an", "sensor", "home-an", "unit", "2026-11-25T20:00:00Z"}:        "C",
-		{"temperature", "thermo-1", "an", "sensor", "home-an", "pos.room", "2026-11-25T20:00:00Z"}:    "kitchen",
-		{"temperature", "thermo-1", "an", "sensor", "home-an", "pos.floor", "2026-11-25T20:00:00Z"}:   1.0,
-		{"temperature", "thermo-1", "an", "sensor", "home-an", "temperature", "2026-11-25T20:30:00Z"}: 19.5,
-		{"location", "watch-1", "an", "sensor", "", "lat", "2026-11-25T20:01:00Z"}:                    48.7758,
-		{"location", "watch-1", "an", "sensor", "", "lon", "2026-11-25T20:01:00Z"}:                    9.1829,
+		{"temperature", "thermo-1", "an", "sensor", "home-an", "temperature", "2026-11-25T20:00:00Z"}:  21.37,
+		{"temperature", "thermo-1", "an", "sensor", "home-an", "humidity", "2026-11-25T20:00:00Z"}:     40.0,
+		{"temperature", "thermo-1", "an", "sensor", "home-an", "ok:bool", "2026-11-25T20:00:00Z"}:      true,
+		{"temperature", "thermo-1", "an", "sensor", "home-an", "unit:str", "2026-11-25T20:00:00Z"}:     "C",
+		{"temperature", "thermo-1", "an", "sensor", "home-an", "pos.room:str", "2026-11-25T20:00:00Z"}: "kitchen",
+		{"temperature", "thermo-1", "an", "sensor", "home-an", "pos.floor", "2026-11-25T20:00:00Z"}:    1.0,
+		{"temperature", "thermo-1", "an", "sensor", "home-an", "temperature", "2026-11-25T20:30:00Z"}:  19.5,
+		{"location", "watch-1", "an", "sensor", "", "lat", "2026-11-25T20:01:00Z"}:                     48.7758,
+		{"location", "watch-1", "an", "sensor", "", "lon", "2026-11-25T20:01:00Z"}:                     9.1829,
 	}
 	if len(got) != len(want) {
 		t.Errorf("got %d rows, want %d: %v", len(got), len(want), got)
@@ -110,7 +111,8 @@ func TestReadingsArriveWithMeasurementTagsFieldsTime(t *testing.T) {
 		}
 	}
 
-	// History returns one row per reading, oldest first, fields by stored name.
+	// History returns one row per reading, oldest first, fields by their
+	// flattened names and types.
 	var hist []influx.Row
 	err = a.History(ctx, "thermo-1", "temperature", recv.Add(-time.Minute), recv.Add(2*time.Hour), func(r influx.Row) bool {
 		hist = append(hist, r)
@@ -139,22 +141,62 @@ func TestCreatesDatabaseAndRetentionPolicy(t *testing.T) {
 func TestInvalidPointsCountedNotBlocking(t *testing.T) {
 	a := open(t, "conflict", nil)
 	now := time.Now()
-	// "v" is a float first, then a string: InfluxDB refuses the second
-	// (field type conflict). It is counted, and later points still flow.
-	for i, p := range []string{`{"v":1}`, `{"v":"text"}`, `{"v":3}`} {
-		if err := a.Append(influx.Reading{Thing: "x", Stream: "s", Payload: []byte(p), Received: now.Add(time.Duration(i) * time.Millisecond)}); err != nil {
+	// A shard holding "v" as a string (as Veil wrote strings before keys
+	// named their types) refuses the number "v" (field type conflict). It
+	// is counted, and later points still flow.
+	if err := a.AppendLine(fmt.Appendf(nil, "s,thing=x v=\"text\" %d\n", now.UnixNano())); err != nil {
+		t.Fatal(err)
+	}
+	drained(t, a)
+	for i, p := range []string{`{"v":1}`, `{"w":"text"}`, `{"w":3}`} {
+		if err := a.Append(influx.Reading{Thing: "x", Stream: "s", Payload: []byte(p), Received: now.Add(time.Duration(i+1) * time.Millisecond)}); err != nil {
 			t.Fatal(err)
 		}
 		drained(t, a)
 	}
-	if st := a.Stats(); st.Written != 2 || st.Rejected != 1 {
-		t.Fatalf("stats %+v, want 2 written and 1 rejected", st)
+	if st := a.Stats(); st.Written != 3 || st.Rejected != 1 {
+		t.Fatalf("stats %+v, want 3 written and 1 rejected", st)
 	}
 	if err := a.Append(influx.Reading{Thing: "x", Stream: "s", Payload: []byte(`"not an object"`), Received: now}); err == nil {
 		t.Fatal("a non-object reading was accepted")
 	}
 	if st := a.Stats(); st.Invalid != 1 {
 		t.Fatalf("stats %+v, want 1 invalid", st)
+	}
+}
+
+// TestOneThingsFieldTypeConflictsWithNoOther (review): InfluxDB fixes a
+// field's type in a shard by the first value written. Mallory's thing
+// writing a string, then a boolean, "temperature" first does not make An's
+// float temperatures of the same stream name and shard be refused: the
+// three are different fields, and each comes back with its type.
+func TestOneThingsFieldTypeConflictsWithNoOther(t *testing.T) {
+	a := open(t, "types", nil)
+	recv := time.Date(2026, 11, 25, 20, 0, 0, 0, time.UTC)
+	for i, r := range []influx.Reading{
+		{Thing: "mallory-1", Owner: "mallory", Payload: []byte(`{"temperature":"x"}`)},
+		{Thing: "mallory-2", Owner: "mallory", Payload: []byte(`{"temperature":true}`)},
+		{Thing: "thermo-1", Owner: "an", Payload: []byte(`{"temperature":21.5}`)},
+		{Thing: "thermo-1", Owner: "an", Payload: []byte(`{"temperature":22}`)},
+	} {
+		r.Stream, r.Received = "temperature", recv.Add(time.Duration(i)*time.Second)
+		if err := a.Append(r); err != nil {
+			t.Fatal(err)
+		}
+		drained(t, a) // each in its own request: mallory's are first in the shard
+	}
+	if st := a.Stats(); st.Written != 4 || st.Rejected != 0 {
+		t.Fatalf("stats %+v, want all 4 written", st)
+	}
+	for thing, want := range map[string][]any{"thermo-1": {21.5, 22.0}, "mallory-1": {"x"}, "mallory-2": {true}} {
+		var got []any
+		err := a.History(context.Background(), thing, "temperature", recv, recv.Add(time.Minute), func(r influx.Row) bool {
+			got = append(got, r.Fields["temperature"])
+			return true
+		})
+		if err != nil || !reflect.DeepEqual(got, want) {
+			t.Errorf("%s: history %v (%v), want %v", thing, got, err, want)
+		}
 	}
 }
 
@@ -192,7 +234,7 @@ func TestOddNamesStoredExactly(t *testing.T) {
 			t.Fatalf("field key %q: %v", n, err)
 		}
 		if a.Stats().Skipped == before {
-			asKey[float64(i)] = n
+			asKey[float64(i)] = n // stored under a key that FieldOf maps back to n
 		} else if fit(n) {
 			t.Errorf("field key %q left out", n)
 		}
@@ -222,7 +264,7 @@ func TestOddNamesStoredExactly(t *testing.T) {
 		str := func(k string) string { s, _ := r[k].(string); return s }
 		switch m := str("_measurement"); {
 		case m == "keys" && str("_field") != "ok":
-			gotKey[v] = str("_field")
+			gotKey[v], _ = influx.FieldOf(str("_field"), v)
 		case str("_field") == "v":
 			for _, tag := range []string{"thing", "owner", "kind", "place"} {
 				if str(tag) != m {

@@ -1,6 +1,7 @@
 package influx
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
@@ -28,14 +29,41 @@ var ErrNotAReading = errors.New("not an archivable reading")
 // maxDepth bounds the nesting the flattener follows.
 const maxDepth = 32
 
-// Tag keys. Fields keep the reading's own names; a field that happens to
-// be called like a tag is stored as a field all the same.
+// Tag keys. Fields never take their names: a number field called like a
+// tag is stored with SuffixNumber, every other field has a suffix.
 const (
 	TagThing = "thing"
 	TagOwner = "owner"
 	TagKind  = "kind"
 	TagPlace = "place"
 )
+
+// Field key suffixes. InfluxDB fixes a field's type (per shard) by the
+// first value written, and every owner's readings of a stream name share
+// one measurement: one thing writing {"temperature":"x"} first would make
+// every other thing's float temperature in that shard be refused. So the
+// stored key of a field names its type: a number (always a float) keeps
+// its name, a string, a boolean or JSON text (an array, an object nested
+// too deep) gets a suffix. A number whose name ends like a suffix, is
+// reserved (a tag key, "time", which InfluxDB refuses, a column Flux adds)
+// or would leave a key InfluxDB cannot take (empty, or ending in a
+// backslash) gets SuffixNumber. The mapping is one-to-one, and the stored
+// key alone fixes the type: no reading can make another's field conflict.
+// FieldOf maps a stored key back.
+const (
+	SuffixString = ":str"
+	SuffixBool   = ":bool"
+	SuffixJSON   = ":json"
+	SuffixNumber = ":num"
+)
+
+// reservedNames are the number fields stored with SuffixNumber though
+// their names end in no suffix.
+var reservedNames = map[string]bool{
+	TagThing: true, TagOwner: true, TagKind: true, TagPlace: true, "time": true,
+	"result": true, "table": true, "_start": true, "_stop": true, "_time": true,
+	"_measurement": true, "_field": true, "_value": true,
+}
 
 // TimeField is the reading's optional timestamp: RFC 3339 or epoch
 // milliseconds. It becomes the point's time and is not stored as a field.
@@ -51,6 +79,53 @@ const (
 	kindBool
 	kindJSON // arrays, and objects nested deeper than maxDepth
 )
+
+var kindSuffix = [...]string{kindNumber: "", kindString: SuffixString, kindBool: SuffixBool, kindJSON: SuffixJSON}
+
+// appendStoredKey appends the key under which a field of kind k named
+// name (flattened with ".") is stored.
+func appendStoredKey(dst, name []byte, k fieldKind) []byte {
+	dst = append(dst, name...)
+	if k != kindNumber {
+		return append(dst, kindSuffix[k]...)
+	}
+	if len(name) == 0 || name[len(name)-1] == '\\' || reservedNames[string(name)] || endsInSuffix(string(name)) {
+		dst = append(dst, SuffixNumber...)
+	}
+	return dst
+}
+
+func endsInSuffix(s string) bool {
+	return strings.HasSuffix(s, SuffixString) || strings.HasSuffix(s, SuffixBool) ||
+		strings.HasSuffix(s, SuffixJSON) || strings.HasSuffix(s, SuffixNumber)
+}
+
+// FieldOf maps a stored field key and its value back to the reading's
+// (flattened) field name and value, the inverse of appendStoredKey; JSON
+// text comes back as the JSON it was. A key without a suffix is a number,
+// or a string or boolean archived before fields were named by type: it is
+// returned as it is.
+func FieldOf(key string, v any) (string, any) {
+	switch {
+	case strings.HasSuffix(key, SuffixString):
+		if _, ok := v.(string); ok {
+			return strings.TrimSuffix(key, SuffixString), v
+		}
+	case strings.HasSuffix(key, SuffixBool):
+		if _, ok := v.(bool); ok {
+			return strings.TrimSuffix(key, SuffixBool), v
+		}
+	case strings.HasSuffix(key, SuffixJSON):
+		if s, ok := v.(string); ok && json.Valid([]byte(s)) {
+			return strings.TrimSuffix(key, SuffixJSON), json.RawMessage(s)
+		}
+	case strings.HasSuffix(key, SuffixNumber):
+		if _, ok := v.(float64); ok {
+			return strings.TrimSuffix(key, SuffixNumber), v
+		}
+	}
+	return key, v
+}
 
 // representable reports whether InfluxDB's line protocol (the parser of
 // 1.8 and 2.x alike) can carry name exactly as a measurement, tag or field
@@ -114,8 +189,8 @@ func checkNames(r Reading) error {
 // stored key (valid during the call only), its kind and its value. Fields
 // InfluxDB cannot hold are skipped and counted: a number beyond float64
 // (JSON allows 1e400; InfluxDB has no infinity, and "+Inf" is a parse
-// error) and a name the line protocol cannot carry (see representable),
-// such as the empty one. Nulls are skipped silently, as before.
+// error) and a name the line protocol cannot carry (see representable).
+// Nulls are skipped silently, as before.
 type walker struct {
 	key     []byte
 	skipped int
@@ -152,7 +227,7 @@ func (w *walker) field(name []byte, v *fastjson.Value, depth int) {
 	default: // null
 		return
 	}
-	w.key = append(w.key[:0], name...)
+	w.key = appendStoredKey(w.key[:0], name, k)
 	if !representable(string(w.key)) {
 		w.skipped++
 		return
@@ -164,7 +239,8 @@ func (w *walker) field(name []byte, v *fastjson.Value, depth int) {
 // thing/owner/kind/place, fields = the reading's numbers (always float, so
 // that 21 and 21.5 never conflict in one field), booleans and strings,
 // nested objects flattened with "." ("position.lat"), arrays stored as
-// their JSON text, nulls skipped; time = the reading's "ts" or Received.
+// their JSON text, nulls skipped, each under a key naming its type (see
+// SuffixString); time = the reading's "ts" or Received.
 // Fields InfluxDB cannot hold are skipped (see walker).
 func Point(r Reading) (*write.Point, error) {
 	p := parsers.Get()
@@ -349,8 +425,8 @@ func readingTime(v *fastjson.Value) (time.Time, bool) {
 	return time.Time{}, false
 }
 
-// Unflatten rebuilds the nested reading from stored field names: the
-// inverse of the flattening Point does ("position.lat" → {"position":
+// Unflatten rebuilds the nested reading from its flattened field names
+// (as FieldOf gives them): the inverse of the flattening Point does ("position.lat" → {"position":
 // {"lat": …}}). A name that is both a value and a parent keeps the value
 // under its full dotted name.
 func Unflatten(fields map[string]any) map[string]any {

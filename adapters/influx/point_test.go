@@ -1,6 +1,7 @@
 package influx
 
 import (
+	"encoding/json"
 	"errors"
 	"reflect"
 	"strings"
@@ -29,25 +30,25 @@ func TestLine(t *testing.T) {
 		{name: "ts epoch ms", payload: `{"t":1,"ts":1764097200123}`,
 			want: "temperature,thing=thermo-1,owner=an,kind=sensor,place=home-an t=1 1764097200123000000\n"},
 		{name: "unparsable ts is a field", payload: `{"ts":"yesterday","t":1}`,
-			want: "temperature,thing=thermo-1,owner=an,kind=sensor,place=home-an ts=\"yesterday\",t=1 1795636800123456789\n"},
+			want: "temperature,thing=thermo-1,owner=an,kind=sensor,place=home-an ts:str=\"yesterday\",t=1 1795636800123456789\n"},
 		{name: "nested, bool, string, array, null", payload: `{"pos":{"lat":48.7758,"lon":9.1829,"fix":{"ok":true}},"note":"a \"b\"","l":[1,2],"n":null}`,
-			want: "temperature,thing=thermo-1,owner=an,kind=sensor,place=home-an pos.lat=48.7758,pos.lon=9.1829,pos.fix.ok=true,note=\"a \\\"b\\\"\",l=\"[1,2]\" 1795636800123456789\n"},
+			want: "temperature,thing=thermo-1,owner=an,kind=sensor,place=home-an pos.lat=48.7758,pos.lon=9.1829,pos.fix.ok:bool=true,note:str=\"a \\\"b\\\"\",l:json=\"[1,2]\" 1795636800123456789\n"},
 		{name: "empty tags omitted, escaping", r: func(r Reading) Reading {
 			r.Owner, r.Place, r.Thing, r.Stream = "", "", "my thing", "a,b"
 			return r
 		}, payload: `{"v":1}`,
 			want: "a\\,b,thing=my\\ thing,kind=sensor v=1 1795636800123456789\n"},
 		{name: "newline in a string stays on the line", payload: `{"s":"a\nb"}`, noLib: true,
-			want: "temperature,thing=thermo-1,owner=an,kind=sensor,place=home-an s=\"a\\nb\" 1795636800123456789\n"},
+			want: "temperature,thing=thermo-1,owner=an,kind=sensor,place=home-an s:str=\"a\\nb\" 1795636800123456789\n"},
 		// Valid JSON that used to make a malformed line, and InfluxDB 2.x
 		// refuse the whole batch with it (review).
 		{name: "a number beyond float64 is left out", payload: `{"t":1e400,"u":-1e400,"v":1}`, skipped: 2,
 			want: "temperature,thing=thermo-1,owner=an,kind=sensor,place=home-an v=1 1795636800123456789\n"},
 		{name: "only numbers beyond float64", payload: `{"t":1e400}`, skipped: 1, err: ErrNotAReading},
-		{name: "an empty name is left out", payload: `{"":1,"v":2}`, skipped: 1,
-			want: "temperature,thing=thermo-1,owner=an,kind=sensor,place=home-an v=2 1795636800123456789\n"},
-		{name: "a name ending in a backslash is left out", payload: `{"a\\":1,"v":2}`, skipped: 1,
-			want: "temperature,thing=thermo-1,owner=an,kind=sensor,place=home-an v=2 1795636800123456789\n"},
+		{name: "an empty name takes a suffix", payload: `{"":1,"v":2,"a":{"":"x"}}`,
+			want: "temperature,thing=thermo-1,owner=an,kind=sensor,place=home-an :num=1,v=2,a.:str=\"x\" 1795636800123456789\n"},
+		{name: "a name ending in a backslash takes a suffix", payload: `{"a\\":1,"b\\":"x","v":2}`,
+			want: "temperature,thing=thermo-1,owner=an,kind=sensor,place=home-an a\\:num=1,b\\:str=\"x\",v=2 1795636800123456789\n"},
 		{name: "a backslash before a delimiter is left out", payload: `{"a\\ b":1,"c\\,d":2,"e\\=f":3,"g\\\"h":4,"v":5}`, skipped: 4,
 			want: "temperature,thing=thermo-1,owner=an,kind=sensor,place=home-an v=5 1795636800123456789\n"},
 		{name: "a backslash elsewhere is literal", payload: `{"a\\b":1,"p":{"\\x":2}}`,
@@ -62,6 +63,12 @@ func TestLine(t *testing.T) {
 			payload: `{"v":1}`, err: ErrNotAReading},
 		{name: "a place with a newline is refused", r: func(r Reading) Reading { r.Place = "a\nb"; return r },
 			payload: `{"v":1}`, err: ErrNotAReading},
+		// A field's stored key names its type (review): one thing's
+		// string "temperature" and another's number are two fields.
+		{name: "a key names the type", payload: `{"t":1,"s":"x","b":false,"a":[true],"o":{"n":null}}`,
+			want: "temperature,thing=thermo-1,owner=an,kind=sensor,place=home-an t=1,s:str=\"x\",b:bool=false,a:json=\"[true]\" 1795636800123456789\n"},
+		{name: "a number named like a suffix or reserved takes one", payload: `{"x:str":1,"y:num":2,"time":3,"owner":4,"_value":5,"z:str":"s"}`,
+			want: "temperature,thing=thermo-1,owner=an,kind=sensor,place=home-an x:str:num=1,y:num:num=2,time:num=3,owner:num=4,_value:num=5,z:str:str=\"s\" 1795636800123456789\n"},
 		{name: "not an object", payload: `[1,2]`, err: ErrNotAReading},
 		{name: "not JSON", payload: `21.5`, err: ErrNotAReading},
 		{name: "garbage", payload: `{"a":`, err: ErrNotAReading},
@@ -119,6 +126,35 @@ func TestUnflatten(t *testing.T) {
 	} {
 		if got := Unflatten(c.in); !reflect.DeepEqual(got, c.want) {
 			t.Errorf("Unflatten(%v) = %v, want %v", c.in, got, c.want)
+		}
+	}
+}
+
+// TestFieldOf: every stored key maps back to the reading's field, with
+// its type; a key archived before keys named types is kept as it is.
+func TestFieldOf(t *testing.T) {
+	for _, c := range []struct {
+		key      string
+		v        any
+		wantName string
+		want     any
+	}{
+		{"t", 21.5, "t", 21.5},
+		{"s:str", "x", "s", "x"},
+		{"b:bool", true, "b", true},
+		{"a:json", "[1,2]", "a", json.RawMessage("[1,2]")},
+		{":num", 1.0, "", 1.0},
+		{`a\:num`, 1.0, `a\`, 1.0},
+		{"x:str:num", 1.0, "x:str", 1.0},
+		{"z:str:str", "s", "z:str", "s"},
+		{"time:num", 3.0, "time", 3.0},
+		{"mode", "eco", "mode", "eco"},               // archived before
+		{"l:json", "not json", "l:json", "not json"}, // not ours
+		{"n:str", 1.0, "n:str", 1.0},                 // not ours
+	} {
+		name, v := FieldOf(c.key, c.v)
+		if name != c.wantName || !reflect.DeepEqual(v, c.want) {
+			t.Errorf("FieldOf(%q, %v) = %q, %v; want %q, %v", c.key, c.v, name, v, c.wantName, c.want)
 		}
 	}
 }

@@ -7,8 +7,9 @@ import (
 	"time"
 )
 
-// Row is one archived reading: its time and its fields by stored
-// (flattened) name.
+// Row is one archived reading: its time and its fields by flattened name
+// ("position.lat"), each value of the type it was published with (JSON
+// text as json.RawMessage; see FieldOf).
 type Row struct {
 	Time   time.Time
 	Fields map[string]any
@@ -54,7 +55,8 @@ func (a *Archive) History(ctx context.Context, thing, stream string, from, to ti
 			if v == nil || systemColumns[k] {
 				continue
 			}
-			row.Fields[k] = v
+			name, v := FieldOf(k, v)
+			row.Fields[name] = v
 		}
 		if len(row.Fields) == 0 {
 			continue
