@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -28,58 +29,54 @@ func TestArchiveReadingsArriveInInfluxDB(t *testing.T) {
 	if code := pump.pub("things/pump-1/data/flow", `{"flow":12.5,"on":true,"mode":"eco","pipe":{"bar":1.2}}`, 1); code != 0 {
 		t.Fatalf("PUBACK 0x%02x", code)
 	}
+	// A reading's own ts, whatever it says, is a field: the reading is
+	// archived at the time the broker took it.
 	pump.pub("things/pump-1/data/flow", `{"flow":13,"ts":"2026-01-02T03:04:05.678Z"}`, 0)
 	pump.pub("things/pump-1/data/flow", `{"flow":14,"ts":1767323045000}`, 1)
 	drainArchive(t)
+	end := time.Now()
 
 	cl := influxdb2.NewClient(influxd(t).URL, "")
 	defer cl.Close()
-	res, err := cl.QueryAPI("").Query(context.Background(), `from(bucket: "veil_e2e/")
-		|> range(start: 2026-01-01T00:00:00Z, stop: 2100-01-01T00:00:00Z)
-		|> filter(fn: (r) => r._measurement == "flow" and r.thing == "pump-1")`)
+	res, err := cl.QueryAPI("").Query(context.Background(), fmt.Sprintf(`from(bucket: "veil_e2e/")
+		|> range(start: 2000-01-01T00:00:00Z, stop: 2100-01-01T00:00:00Z)
+		|> filter(fn: (r) => r._measurement == "flow" and r.thing == "pump-1" and r._time >= %s and r._time <= %s)`,
+		start.UTC().Format(time.RFC3339Nano), end.UTC().Format(time.RFC3339Nano)))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer res.Close()
 	type row struct{ owner, kind, place, field string }
-	byTime := map[string]map[row]any{}
+	byTime := map[time.Time]map[row]any{}
 	for res.Next() {
 		r := res.Record()
 		tag := func(k string) string { s, _ := r.ValueByKey(k).(string); return s }
-		ts := r.Time().UTC().Format(time.RFC3339Nano)
-		if byTime[ts] == nil {
-			byTime[ts] = map[row]any{}
+		if byTime[r.Time()] == nil {
+			byTime[r.Time()] = map[row]any{}
 		}
-		byTime[ts][row{tag("owner"), tag("kind"), tag("place"), r.Field()}] = r.Value()
-		if r.Time().After(start.Add(time.Minute)) || (r.Time().Before(start.Add(-time.Second)) && r.Time().Year() != 2026) {
-			t.Errorf("point at %s: neither its ts nor the receive time", r.Time())
-		}
+		byTime[r.Time()][row{tag("owner"), tag("kind"), tag("place"), r.Field()}] = r.Value()
 	}
 	if res.Err() != nil {
 		t.Fatal(res.Err())
 	}
+	var times []time.Time
+	for ts := range byTime {
+		times = append(times, ts)
+	}
+	slices.SortFunc(times, time.Time.Compare)
 	tags := func(f string) row { return row{"an", "sensor", "", f} }
-	want := map[string]map[row]any{
-		"2026-01-02T03:04:05.678Z": {tags("flow"): 13.0},
-		"2026-01-02T03:04:05Z":     {tags("flow"): 14.0},
+	want := []map[row]any{
+		{tags("flow"): 12.5, tags("on:bool"): true, tags("mode:str"): "eco", tags("pipe.bar"): 1.2},
+		{tags("flow"): 13.0, tags("ts:str"): "2026-01-02T03:04:05.678Z"},
+		{tags("flow"): 14.0, tags("ts"): 1767323045000.0},
 	}
-	var live map[row]any
-	for ts, fields := range byTime {
-		if _, ok := want[ts]; !ok {
-			live = fields
+	if len(times) != len(want) {
+		t.Fatalf("%d points between %s and %s, want %d: %v", len(times), start, end, len(want), byTime)
+	}
+	for i, ts := range times {
+		if !reflect.DeepEqual(byTime[ts], want[i]) {
+			t.Errorf("point %d at %s: %v, want %v", i, ts, byTime[ts], want[i])
 		}
-	}
-	if len(byTime) != 3 {
-		t.Fatalf("%d points, want 3: %v", len(byTime), byTime)
-	}
-	for ts, fields := range want {
-		if !reflect.DeepEqual(byTime[ts], fields) {
-			t.Errorf("point at %s: %v, want %v", ts, byTime[ts], fields)
-		}
-	}
-	wantLive := map[row]any{tags("flow"): 12.5, tags("on:bool"): true, tags("mode:str"): "eco", tags("pipe.bar"): 1.2}
-	if !reflect.DeepEqual(live, wantLive) {
-		t.Errorf("point with receive time: %v, want %v", live, wantLive)
 	}
 }
 
@@ -266,16 +263,25 @@ func TestHistoryPagesAndLimit(t *testing.T) {
 	an := dialAt(t, b.Addr("mqtt"), "an", "an-pass", "an-pages", "")
 	an.sub("$config/replies/an-pages/#", "")
 	pump := dialAt(t, b.Addr("mqtt"), "pump-1", "pump-1-secret", "pump-1", "")
-	base := time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)
+	// Readings are archived at the time the broker takes them: one before
+	// the window, then 1200 in it.
+	pump.pub("things/pump-1/data/flow", `{"flow":-1}`, 1)
+	time.Sleep(10 * time.Millisecond)
+	start := time.Now()
 	for i := range 1200 {
-		pump.pub("things/pump-1/data/flow", fmt.Sprintf(`{"flow":%d,"ts":%q}`, i, base.Add(time.Duration(i)*time.Second).Format(time.RFC3339)), 0)
+		pump.pub("things/pump-1/data/flow", fmt.Sprintf(`{"flow":%d}`, i), 0)
 	}
-	pump.pub("things/pump-1/data/flow", `{"flow":-1,"ts":"2026-02-01T00:00:00Z"}`, 1)
+	pump.pub("things/pump-1/data/flow", `{"flow":1200}`, 1)
 	drainArchive(t)
-	from, to := base.Format(time.RFC3339), base.Add(time.Hour).Format(time.RFC3339)
+	end := time.Now()
+	time.Sleep(10 * time.Millisecond)
+	pump.pub("things/pump-1/data/flow", `{"flow":-1}`, 1) // after the window
+	drainArchive(t)
+	from, to := start.UTC().Format(time.RFC3339Nano), end.UTC().Format(time.RFC3339Nano)
 
 	pages := an.history("$history/things/pump-1/data/flow", fmt.Sprintf(`{"from":%q,"to":%q,"limit":1100}`, from, to), "", "")
 	n := 0
+	var last time.Time
 	for i, p := range pages {
 		if !p.OK || p.Page != i+1 || p.More != (i < len(pages)-1) {
 			t.Fatalf("page %d: ok=%v page=%d more=%v", i+1, p.OK, p.Page, p.More)
@@ -286,23 +292,33 @@ func TestHistoryPagesAndLimit(t *testing.T) {
 			if int(v.Flow) != n {
 				t.Fatalf("reading %d has flow %v", n, v.Flow)
 			}
+			if last, _ = time.Parse(time.RFC3339Nano, r.TS); last.Before(start) || last.After(end) {
+				t.Fatalf("reading %d at %s, outside [%s, %s]", n, r.TS, from, to)
+			}
 			n++
 		}
 	}
 	if n != 1100 || len(pages) < 3 {
 		t.Fatalf("%d readings in %d pages, want 1100 in at least 3", n, len(pages))
 	}
-	if want := base.Add(1100 * time.Second).Format(time.RFC3339Nano); pages[len(pages)-1].Next != want {
-		t.Fatalf("next = %q, want %q", pages[len(pages)-1].Next, want)
+	next, err := time.Parse(time.RFC3339Nano, pages[len(pages)-1].Next)
+	if err != nil || !next.After(last) {
+		t.Fatalf("next = %q, want the time of the reading after %s", pages[len(pages)-1].Next, last.Format(time.RFC3339Nano))
 	}
 	// Continuing from next returns the rest and no further cursor.
 	rest := an.history("$history/things/pump-1/data/flow", fmt.Sprintf(`{"from":%q,"to":%q}`, pages[len(pages)-1].Next, to), "", "")
-	m := 0
 	for _, p := range rest {
-		m += len(p.Readings)
+		for _, r := range p.Readings {
+			var v struct{ Flow float64 }
+			json.Unmarshal(r.Data, &v)
+			if int(v.Flow) != n {
+				t.Fatalf("reading %d has flow %v", n, v.Flow)
+			}
+			n++
+		}
 	}
-	if m != 100 || rest[len(rest)-1].Next != "" {
-		t.Fatalf("rest: %d readings, next %q", m, rest[len(rest)-1].Next)
+	if n != 1201 || rest[len(rest)-1].Next != "" {
+		t.Fatalf("rest: up to reading %d, next %q; want 101 more and no next", n, rest[len(rest)-1].Next)
 	}
 	// An empty window is one empty page.
 	empty := an.history("$history/things/pump-1/data/flow", `{"from":"2020-01-01T00:00:00Z","to":"2020-01-02T00:00:00Z"}`, "", "")
@@ -359,25 +375,27 @@ func TestHistoryMalformedRequestsGetClearErrors(t *testing.T) {
 func TestHistoryDataConditionsAsOfEachReading(t *testing.T) {
 	b := archiving(t)
 	boiler := dialAt(t, b.Addr("mqtt"), "boiler-1", "boiler-1-secret", "boiler-1", "")
-	base := time.Now().Add(-time.Hour).Truncate(time.Minute)
-	ts := func(m int) string { return base.Add(time.Duration(m) * time.Minute).UTC().Format(time.RFC3339) }
+	// Readings are archived at the time the broker takes them, in the
+	// order published (each acknowledged before the next).
+	start := time.Now()
 	for _, r := range []struct{ topic, payload string }{
-		{"alarm", `{"on":false,"ts":"` + ts(0) + `"}`},
-		{"temperature", `{"temperature":61,"ts":"` + ts(1) + `"}`},
-		{"alarm", `{"on":true,"ts":"` + ts(2) + `"}`},
-		{"temperature", `{"temperature":92,"ts":"` + ts(3) + `"}`},
-		{"alarm", `{"on":false,"ts":"` + ts(4) + `"}`},
-		{"temperature", `{"temperature":63,"ts":"` + ts(5) + `"}`},
-		{"alarm", `{"on":true,"ts":"` + ts(6) + `"}`}, // the alarm holds now
+		{"alarm", `{"on":false}`},
+		{"temperature", `{"temperature":61}`},
+		{"alarm", `{"on":true}`},
+		{"temperature", `{"temperature":92}`},
+		{"alarm", `{"on":false}`},
+		{"temperature", `{"temperature":63}`},
+		{"alarm", `{"on":true}`}, // the alarm holds now
 	} {
 		if code := boiler.pub("things/boiler-1/data/"+r.topic, r.payload, 1); code != 0 {
 			t.Fatalf("publish %s: 0x%02x", r.payload, code)
 		}
+		time.Sleep(5 * time.Millisecond)
 	}
 	drainArchive(t)
 	nurse := dialAt(t, b.Addr("mqtt"), "nurse", "nurse-pass", "nurse-boiler", "")
 	nurse.sub("$config/replies/"+nurse.id+"/#", "")
-	pages := nurse.history("$history/things/boiler-1/data/temperature", fmt.Sprintf(`{"from":%q}`, ts(0)), "", "")
+	pages := nurse.history("$history/things/boiler-1/data/temperature", fmt.Sprintf(`{"from":%q}`, start.UTC().Format(time.RFC3339Nano)), "", "")
 	var got []string
 	for _, p := range pages {
 		if !p.OK {

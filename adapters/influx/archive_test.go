@@ -66,9 +66,9 @@ func TestReadingsArriveWithMeasurementTagsFieldsTime(t *testing.T) {
 	readings := []influx.Reading{
 		{Thing: "thermo-1", Stream: "temperature", Owner: "an", Kind: "sensor", Place: "home-an", Received: recv,
 			Payload: []byte(`{"temperature":21.37,"humidity":40,"ok":true,"unit":"C","pos":{"room":"kitchen","floor":1}}`)},
-		{Thing: "thermo-1", Stream: "temperature", Owner: "an", Kind: "sensor", Place: "home-an", Received: recv.Add(time.Hour),
-			Payload: []byte(`{"temperature":19.5,"ts":"2026-11-25T20:30:00Z"}`)},
-		{Thing: "watch-1", Stream: "location", Owner: "an", Kind: "sensor", Received: recv,
+		{Thing: "thermo-1", Stream: "temperature", Owner: "an", Kind: "sensor", Place: "home-an", Received: recv.Add(30 * time.Minute),
+			Payload: []byte(`{"temperature":19.5,"ts":"2026-11-25T19:30:00Z"}`)},
+		{Thing: "watch-1", Stream: "location", Owner: "an", Kind: "sensor", Received: recv.Add(time.Minute),
 			Payload: []byte(`{"lat":48.7758,"lon":9.1829,"ts":1795636860000}`)},
 	}
 	for _, r := range readings {
@@ -99,8 +99,10 @@ func TestReadingsArriveWithMeasurementTagsFieldsTime(t *testing.T) {
 		{"temperature", "thermo-1", "an", "sensor", "home-an", "pos.room:str", "2026-11-25T20:00:00Z"}: "kitchen",
 		{"temperature", "thermo-1", "an", "sensor", "home-an", "pos.floor", "2026-11-25T20:00:00Z"}:    1.0,
 		{"temperature", "thermo-1", "an", "sensor", "home-an", "temperature", "2026-11-25T20:30:00Z"}:  19.5,
+		{"temperature", "thermo-1", "an", "sensor", "home-an", "ts:str", "2026-11-25T20:30:00Z"}:       "2026-11-25T19:30:00Z",
 		{"location", "watch-1", "an", "sensor", "", "lat", "2026-11-25T20:01:00Z"}:                     48.7758,
 		{"location", "watch-1", "an", "sensor", "", "lon", "2026-11-25T20:01:00Z"}:                     9.1829,
+		{"location", "watch-1", "an", "sensor", "", "ts", "2026-11-25T20:01:00Z"}:                      1795636860000.0,
 	}
 	if len(got) != len(want) {
 		t.Errorf("got %d rows, want %d: %v", len(got), len(want), got)
@@ -121,7 +123,8 @@ func TestReadingsArriveWithMeasurementTagsFieldsTime(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(hist) != 2 || !hist[0].Time.Equal(recv) || hist[1].Fields["temperature"] != 19.5 || hist[0].Fields["pos.room"] != "kitchen" {
+	if len(hist) != 2 || !hist[0].Time.Equal(recv) || !hist[1].Time.Equal(recv.Add(30*time.Minute)) || hist[1].Fields["temperature"] != 19.5 ||
+		hist[1].Fields["ts"] != "2026-11-25T19:30:00Z" || hist[0].Fields["pos.room"] != "kitchen" {
 		t.Fatalf("history %+v", hist)
 	}
 }

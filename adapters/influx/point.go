@@ -18,7 +18,12 @@ type Reading struct {
 	Thing, Stream      string // from the topic things/{thing}/data/{stream}
 	Owner, Kind, Place string // from the thing document; empty ones are not tagged
 	Payload            []byte // the raw JSON object the thing published
-	Received           time.Time
+	// Received is when the broker took the reading (the enforcer's time)
+	// and is the point's time. A "ts" the thing put in the reading is a
+	// field like any other: a thing choosing its readings' archive time
+	// would break a rate (live and history count periods of the broker's
+	// time) and could place readings weeks ahead, into other answers.
+	Received time.Time
 }
 
 // ErrNotAReading marks a payload that cannot be archived: not a JSON
@@ -64,10 +69,6 @@ var reservedNames = map[string]bool{
 	"result": true, "table": true, "_start": true, "_stop": true, "_time": true,
 	"_measurement": true, "_field": true, "_value": true,
 }
-
-// TimeField is the reading's optional timestamp: RFC 3339 or epoch
-// milliseconds. It becomes the point's time and is not stored as a field.
-const TimeField = "ts"
 
 var parsers fastjson.ParserPool
 
@@ -240,7 +241,7 @@ func (w *walker) field(name []byte, v *fastjson.Value, depth int) {
 // that 21 and 21.5 never conflict in one field), booleans and strings,
 // nested objects flattened with "." ("position.lat"), arrays stored as
 // their JSON text, nulls skipped, each under a key naming its type (see
-// SuffixString); time = the reading's "ts" or Received.
+// SuffixString); time = Received (a "ts" in the reading is a field).
 // Fields InfluxDB cannot hold are skipped (see walker).
 func Point(r Reading) (*write.Point, error) {
 	p := parsers.Get()
@@ -259,7 +260,6 @@ func Point(r Reading) (*write.Point, error) {
 			pt.AddTag(t[0], t[1])
 		}
 	}
-	ts := r.Received
 	n := 0
 	w := walker{emit: func(key []byte, k fieldKind, v *fastjson.Value, f float64) {
 		n++
@@ -276,19 +276,13 @@ func Point(r Reading) (*write.Point, error) {
 	}}
 	var name []byte
 	o.Visit(func(k []byte, v *fastjson.Value) {
-		if string(k) == TimeField {
-			if t, ok := readingTime(v); ok {
-				ts = t
-				return
-			}
-		}
 		name = append(name[:0], k...)
 		w.field(name, v, 1)
 	})
 	if n == 0 {
 		return nil, fmt.Errorf("%w: no number, boolean or string field InfluxDB can hold", ErrNotAReading)
 	}
-	pt.SetTime(ts)
+	pt.SetTime(r.Received)
 	return pt, nil
 }
 
@@ -331,7 +325,6 @@ func appendLine(dst []byte, r Reading) ([]byte, int, error) {
 	}
 	dst = append(dst, ' ')
 	fieldsAt := len(dst)
-	ts := r.Received
 	w := walker{emit: func(key []byte, k fieldKind, v *fastjson.Value, f float64) {
 		if len(dst) > fieldsAt {
 			dst = append(dst, ',')
@@ -351,12 +344,6 @@ func appendLine(dst []byte, r Reading) ([]byte, int, error) {
 	}}
 	var name []byte
 	o.Visit(func(k []byte, v *fastjson.Value) {
-		if string(k) == TimeField {
-			if t, ok := readingTime(v); ok {
-				ts = t
-				return
-			}
-		}
 		name = append(name[:0], k...)
 		w.field(name, v, 1)
 	})
@@ -364,7 +351,7 @@ func appendLine(dst []byte, r Reading) ([]byte, int, error) {
 		return dst[:start], w.skipped, fmt.Errorf("%w: no number, boolean or string field InfluxDB can hold", ErrNotAReading)
 	}
 	dst = append(dst, ' ')
-	dst = strconv.AppendInt(dst, ts.UnixNano(), 10)
+	dst = strconv.AppendInt(dst, r.Received.UnixNano(), 10)
 	return append(dst, '\n'), w.skipped, nil
 }
 
@@ -406,23 +393,6 @@ func appendString(dst, s []byte) []byte {
 		}
 	}
 	return append(dst, '"')
-}
-
-// readingTime reads "ts": an RFC 3339 string or epoch milliseconds.
-func readingTime(v *fastjson.Value) (time.Time, bool) {
-	switch v.Type() {
-	case fastjson.TypeString:
-		t, err := time.Parse(time.RFC3339Nano, string(v.GetStringBytes()))
-		return t, err == nil
-	case fastjson.TypeNumber:
-		f := v.GetFloat64()
-		if f < 0 || f > 1e15 { // beyond year 33658: not epoch ms
-			return time.Time{}, false
-		}
-		ms := int64(f)
-		return time.UnixMilli(ms).Add(time.Duration((f - float64(ms)) * 1e6)), true
-	}
-	return time.Time{}, false
 }
 
 // Unflatten rebuilds the nested reading from its flattened field names

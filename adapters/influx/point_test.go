@@ -25,10 +25,14 @@ func TestLine(t *testing.T) {
 	}{
 		{name: "numbers are floats, receive time", payload: `{"temperature":21.37,"humidity":40}`,
 			want: "temperature,thing=thermo-1,owner=an,kind=sensor,place=home-an temperature=21.37,humidity=40 1795636800123456789\n"},
-		{name: "ts RFC 3339", payload: `{"ts":"2026-11-25T19:00:00.5Z","t":1}`,
-			want: "temperature,thing=thermo-1,owner=an,kind=sensor,place=home-an t=1 1795633200500000000\n"},
-		{name: "ts epoch ms", payload: `{"t":1,"ts":1764097200123}`,
-			want: "temperature,thing=thermo-1,owner=an,kind=sensor,place=home-an t=1 1764097200123000000\n"},
+		// The time is the broker's, never the thing's own "ts" (review):
+		// that is a field, kept for history to show.
+		{name: "ts RFC 3339 is a field", payload: `{"ts":"2026-11-25T19:00:00.5Z","t":1}`,
+			want: "temperature,thing=thermo-1,owner=an,kind=sensor,place=home-an ts:str=\"2026-11-25T19:00:00.5Z\",t=1 1795636800123456789\n"},
+		{name: "ts epoch ms is a field", payload: `{"t":1,"ts":1764097200123}`,
+			want: "temperature,thing=thermo-1,owner=an,kind=sensor,place=home-an t=1,ts=1.764097200123e+12 1795636800123456789\n"},
+		{name: "a ts weeks ahead does not place the reading", payload: `{"ts":"2027-01-01T00:00:00Z","t":1}`,
+			want: "temperature,thing=thermo-1,owner=an,kind=sensor,place=home-an ts:str=\"2027-01-01T00:00:00Z\",t=1 1795636800123456789\n"},
 		{name: "unparsable ts is a field", payload: `{"ts":"yesterday","t":1}`,
 			want: "temperature,thing=thermo-1,owner=an,kind=sensor,place=home-an ts:str=\"yesterday\",t=1 1795636800123456789\n"},
 		{name: "nested, bool, string, array, null", payload: `{"pos":{"lat":48.7758,"lon":9.1829,"fix":{"ok":true}},"note":"a \"b\"","l":[1,2],"n":null}`,
@@ -72,7 +76,7 @@ func TestLine(t *testing.T) {
 		{name: "not an object", payload: `[1,2]`, err: ErrNotAReading},
 		{name: "not JSON", payload: `21.5`, err: ErrNotAReading},
 		{name: "garbage", payload: `{"a":`, err: ErrNotAReading},
-		{name: "no field", payload: `{"ts":1764097200123,"n":null}`, err: ErrNotAReading},
+		{name: "no field", payload: `{"n":null}`, err: ErrNotAReading},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			r := base
