@@ -11,6 +11,7 @@ import (
 
 	"github.com/veil-iot/veil/adapters/influx"
 	"github.com/veil-iot/veil/hooks"
+	"github.com/veil-iot/veil/policies"
 )
 
 // archive is the sensor archive (InfluxDB, through a disk spool) and the
@@ -70,7 +71,7 @@ func (b *Broker) addArchive(srv *mqtt.Server) error {
 	}
 	var src hooks.HistorySource
 	if a.store != nil {
-		src = historySource{a.store}
+		src = historySource{a: a.store, engine: b.Engine}
 	}
 	a.history = hooks.NewHistory(hooks.HistoryConfig{
 		Engine: b.Engine, Sessions: b.Sessions, Server: srv, Source: src, Clock: b.cfg.Clock,
@@ -159,21 +160,41 @@ func (s archiveSink) Archive(r hooks.Reading) error {
 }
 
 // historySource rebuilds each archived reading as the JSON object it was
-// (nested objects from dotted field names; numbers as stored).
-type historySource struct{ a *influx.Archive }
+// (nested objects from dotted field names; numbers as stored). It returns
+// only the readings archived under the thing's current owner of record
+// (the archive tags each reading with the owner of record when it was
+// taken; none before a hand-over): after the hand-over the installer's
+// readings are not the new owner's, nor, after a thing is deleted and its
+// id created again for someone else, the deleted thing's.
+type historySource struct {
+	a      *influx.Archive
+	engine *policies.Engine
+}
+
+// errChangedHands ends an answer whose thing changed owner (or went) while
+// it was read: the rest was archived under the former owner.
+var errChangedHands = errors.New("the thing changed owner during the answer; ask again")
 
 func (s historySource) History(ctx context.Context, thing, stream string, from, to time.Time, fn func(time.Time, []byte) bool) error {
-	var encErr error
-	err := s.a.History(ctx, thing, stream, from, to, func(r influx.Row) bool {
+	t, ok := s.engine.Thing(thing)
+	if !ok {
+		return nil // no such thing (any more): nothing of it is anyone's
+	}
+	var stop error
+	err := s.a.History(ctx, thing, stream, t.Owner, from, to, func(r influx.Row) bool {
+		if now, ok := s.engine.Thing(thing); !ok || now.Owner != t.Owner {
+			stop = errChangedHands
+			return false
+		}
 		data, err := json.Marshal(influx.Unflatten(r.Fields))
 		if err != nil {
-			encErr = err
+			stop = err
 			return false
 		}
 		return fn(r.Time, data)
 	})
 	if err == nil {
-		err = encErr
+		err = stop
 	}
 	return err
 }

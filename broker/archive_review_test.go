@@ -4,12 +4,15 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/rs/zerolog"
 
 	"github.com/veil-iot/veil/adapters/influx/influxtest"
+	"github.com/veil-iot/veil/broker"
 )
 
 // window is a history request body for [from, to).
@@ -205,5 +208,113 @@ func TestArchiveReadingStampedAheadStaysAtItsTime(t *testing.T) {
 	later := start.Add(29 * 24 * time.Hour)
 	if got := historyData(t, an.history("$history/things/meter-1/data/power", window(later, later.Add(2*24*time.Hour)), "", "")); len(got) != 0 {
 		t.Fatalf("history weeks ahead: %v, want nothing", got)
+	}
+}
+
+// enrolled enrols a new device with a serial unique to this run, streams
+// as its streams, connects it and returns its thing id and the claim code.
+func enrolled(t *testing.T, b *broker.Broker, serial, streams string) (string, *mqttClient, string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := b.AddFactoryDevice(ctx, serial, "factory-"+serial, "RV-1", "Review"); err != nil {
+		t.Fatal(err)
+	}
+	enr, err := enrollDevice(t, b.Addr("mqtt"), "", serial, "factory-"+serial, `{"kind":"sensor","streams":[`+streams+`]}`)
+	if err != nil || !enr.OK {
+		t.Fatalf("enrolment of %s: %v %+v", serial, err, enr)
+	}
+	return enr.Thing, dialAt(t, b.Addr("mqtt"), enr.Thing, enr.Secret, enr.Thing, ""), enr.ClaimCode
+}
+
+// runSerial is a serial no earlier run of the tests used with this
+// archive (the shared broker keeps its things for the process).
+func runSerial(prefix string) string {
+	return fmt.Sprintf("%s-%d", prefix, time.Now().UnixNano())
+}
+
+// handOver has the installer Patrick hand thing over to user.
+func handOver(t *testing.T, addr, thing, user string) {
+	t.Helper()
+	inv := mustCfg(t, addr, "patrick", "patrick-pass").mustOK("$config/things/"+thing+"/relations/"+user, `{"relation":"owner"}`).Inv
+	mustCfg(t, addr, user, user+"-pass").mustOK("$config/invitations/"+user+"/"+inv+"/answer", `{"accept":true}`)
+}
+
+// TestHistoryNewOwnerGetsNoneOfTheInstallers (review): the installer's
+// camera publishes before the hand-over; after it, An, its owner now, gets
+// only the readings taken since: none of the installer's.
+func TestHistoryNewOwnerGetsNoneOfTheInstallers(t *testing.T) {
+	b := archiving(t)
+	addr := b.Addr("mqtt")
+	id, cam, claim := enrolled(t, b, runSerial("RV-CAM"), `"motion"`)
+	mustCfg(t, addr, "patrick", "patrick-pass").mustOK("$config/things/"+id+"/claim", `{"code":"`+claim+`"}`)
+	start := time.Now()
+	for i := range 3 {
+		if code := cam.pub("things/"+id+"/data/motion", fmt.Sprintf(`{"n":%d}`, i), 1); code != 0 {
+			t.Fatalf("publish before the hand-over: 0x%02x", code)
+		}
+	}
+	handOver(t, addr, id, "an")
+	for i := 3; i < 5; i++ {
+		if code := cam.pub("things/"+id+"/data/motion", fmt.Sprintf(`{"n":%d}`, i), 1); code != 0 {
+			t.Fatalf("publish after the hand-over: 0x%02x", code)
+		}
+	}
+	drainArchive(t)
+	if n := fluxCount(t, influxd(t).URL, "veil_e2e/", "motion", id, "n"); n != 5 {
+		t.Fatalf("%d readings archived, want 5", n)
+	}
+	an := dialAt(t, addr, "an", "an-pass", "an-handover", "")
+	an.sub("$config/replies/an-handover/#", "")
+	var got []float64
+	for _, r := range historyData(t, an.history("$history/things/"+id+"/data/motion", window(start, time.Now().Add(time.Second)), "", "")) {
+		got = append(got, r["n"].(float64))
+	}
+	if !slices.Equal(got, []float64{3, 4}) {
+		t.Fatalf("the new owner's history: %v, want only the readings since the hand-over [3 4]", got)
+	}
+}
+
+// TestHistoryRecreatedThingHasNoneOfTheDeletedOnes (review): An's scale
+// is deleted, and its id enrolled again (by a serial that differs only in
+// case) and handed to Bob. Bob's history of it holds his reading, none of
+// An's.
+func TestHistoryRecreatedThingHasNoneOfTheDeletedOnes(t *testing.T) {
+	b := archiving(t)
+	addr := b.Addr("mqtt")
+	patrick := mustCfg(t, addr, "patrick", "patrick-pass")
+	serial := runSerial("RV-SC")
+	start := time.Now()
+	id, scale, claim := enrolled(t, b, serial, `"weight"`)
+	patrick.mustOK("$config/things/"+id+"/claim", `{"code":"`+claim+`"}`)
+	handOver(t, addr, id, "an")
+	for i := range 3 {
+		if code := scale.pub("things/"+id+"/data/weight", fmt.Sprintf(`{"kg":%d}`, 70+i), 1); code != 0 {
+			t.Fatalf("publish: 0x%02x", code)
+		}
+	}
+	drainArchive(t)
+	mustCfg(t, addr, "an", "an-pass").mustOK("$config/things/"+id, ``)
+	again, scale, claim := enrolled(t, b, strings.ToLower(serial), `"weight"`)
+	if again != id {
+		t.Fatalf("enrolled again as %q, want %q", again, id)
+	}
+	patrick.mustOK("$config/things/"+id+"/claim", `{"code":"`+claim+`"}`)
+	handOver(t, addr, id, "bob")
+	if code := scale.pub("things/"+id+"/data/weight", `{"kg":90}`, 1); code != 0 {
+		t.Fatalf("publish: 0x%02x", code)
+	}
+	drainArchive(t)
+	if n := fluxCount(t, influxd(t).URL, "veil_e2e/", "weight", id, "kg"); n != 4 {
+		t.Fatalf("%d readings archived, want 4", n)
+	}
+	bob := dialAt(t, addr, "bob", "bob-pass", "bob-scale", "")
+	bob.sub("$config/replies/bob-scale/#", "")
+	var got []float64
+	for _, r := range historyData(t, bob.history("$history/things/"+id+"/data/weight", window(start, time.Now().Add(time.Second)), "", "")) {
+		got = append(got, r["kg"].(float64))
+	}
+	if !slices.Equal(got, []float64{90}) {
+		t.Fatalf("Bob's history of the re-created scale: %v, want only his [90]", got)
 	}
 }

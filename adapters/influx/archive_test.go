@@ -116,7 +116,7 @@ func TestReadingsArriveWithMeasurementTagsFieldsTime(t *testing.T) {
 	// History returns one row per reading, oldest first, fields by their
 	// flattened names and types.
 	var hist []influx.Row
-	err = a.History(ctx, "thermo-1", "temperature", recv.Add(-time.Minute), recv.Add(2*time.Hour), func(r influx.Row) bool {
+	err = a.History(ctx, "thermo-1", "temperature", "an", recv.Add(-time.Minute), recv.Add(2*time.Hour), func(r influx.Row) bool {
 		hist = append(hist, r)
 		return true
 	})
@@ -193,7 +193,8 @@ func TestOneThingsFieldTypeConflictsWithNoOther(t *testing.T) {
 	}
 	for thing, want := range map[string][]any{"thermo-1": {21.5, 22.0}, "mallory-1": {"x"}, "mallory-2": {true}} {
 		var got []any
-		err := a.History(context.Background(), thing, "temperature", recv, recv.Add(time.Minute), func(r influx.Row) bool {
+		owner := map[bool]string{true: "an", false: "mallory"}[thing == "thermo-1"]
+		err := a.History(context.Background(), thing, "temperature", owner, recv, recv.Add(time.Minute), func(r influx.Row) bool {
 			got = append(got, r.Fields["temperature"])
 			return true
 		})
@@ -337,7 +338,7 @@ func TestBadLineLosesOnlyItself(t *testing.T) {
 				t.Fatal("the proxy refused no request: the test tested nothing")
 			}
 			n := 0
-			err = a.History(context.Background(), "thermo-1", "temperature", recv, recv.Add(time.Hour), func(r influx.Row) bool {
+			err = a.History(context.Background(), "thermo-1", "temperature", "an", recv, recv.Add(time.Hour), func(r influx.Row) bool {
 				if r.Fields["temperature"] != float64(n) {
 					t.Errorf("reading %d: %v", n, r.Fields)
 				}
@@ -348,5 +349,41 @@ func TestBadLineLosesOnlyItself(t *testing.T) {
 				t.Fatalf("%d readings in history (%v), want all 41", n, err)
 			}
 		})
+	}
+}
+
+// TestHistoryOnlyUnderTheOwner (review): a thing id's archive holds the
+// readings of every holder it had: the installer's (no owner yet), then
+// An's after the hand-over, then Bob's after An deleted the thing and its
+// id was created again for him. History under an owner returns only the
+// readings archived under that owner.
+func TestHistoryOnlyUnderTheOwner(t *testing.T) {
+	a := open(t, "owners", nil)
+	recv := time.Date(2026, 11, 25, 20, 0, 0, 0, time.UTC)
+	owners := []string{"", "", "an", "an", "an", `bo"b`}
+	for i, owner := range owners {
+		if err := a.Append(influx.Reading{Thing: "cam-1", Stream: "motion", Owner: owner, Received: recv.Add(time.Duration(i) * time.Second),
+			Payload: fmt.Appendf(nil, `{"n":%d}`, i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	drained(t, a)
+	for _, c := range []struct {
+		owner string
+		want  []float64
+	}{
+		{"", []float64{0, 1}},
+		{"an", []float64{2, 3, 4}},
+		{`bo"b`, []float64{5}},
+		{"mallory", nil},
+	} {
+		var got []float64
+		err := a.History(context.Background(), "cam-1", "motion", c.owner, recv, recv.Add(time.Minute), func(r influx.Row) bool {
+			got = append(got, r.Fields["n"].(float64))
+			return true
+		})
+		if err != nil || !reflect.DeepEqual(got, c.want) {
+			t.Errorf("owner %q: %v (%v), want %v", c.owner, got, err, c.want)
+		}
 	}
 }

@@ -22,28 +22,37 @@ var systemColumns = map[string]bool{
 }
 
 // HistoryFlux is the Flux query for the readings of one thing's stream in
-// [from, to), oldest first, one row per reading (fields pivoted into
-// columns).
-func (a *Archive) HistoryFlux(thing, stream string, from, to time.Time) string {
+// [from, to) archived under owner (the owner tag; "" for none), oldest
+// first, one row per reading (fields pivoted into columns).
+func (a *Archive) HistoryFlux(thing, stream, owner string, from, to time.Time) string {
+	ownerIs := "not exists r." + TagOwner
+	if owner != "" {
+		ownerIs = "r." + TagOwner + " == " + fluxString(owner)
+	}
 	return fmt.Sprintf(`from(bucket: %s)
   |> range(start: %s, stop: %s)
-  |> filter(fn: (r) => r._measurement == %s and r.thing == %s)
+  |> filter(fn: (r) => r._measurement == %s and r.thing == %s and %s)
   |> pivot(rowKey: ["_time"], columnKey: ["_field"], valueColumn: "_value")
   |> group()
   |> sort(columns: ["_time"])`,
 		fluxString(a.bucket), from.UTC().Format(time.RFC3339Nano), to.UTC().Format(time.RFC3339Nano),
-		fluxString(stream), fluxString(thing))
+		fluxString(stream), fluxString(thing), ownerIs)
 }
 
 // History streams the archived readings of things/{thing}/data/{stream}
-// in [from, to), oldest first, to fn; fn returns false to stop early.
-func (a *Archive) History(ctx context.Context, thing, stream string, from, to time.Time, fn func(Row) bool) error {
+// in [from, to) that were archived under owner (the thing's owner of
+// record when each was taken; "" before a hand-over), oldest first, to fn;
+// fn returns false to stop early. A thing id passes to another holder at a
+// hand-over, or when the thing is deleted and its id created again for
+// someone else: the caller passes the current owner of record, so that
+// nobody reads a former holder's readings.
+func (a *Archive) History(ctx context.Context, thing, stream, owner string, from, to time.Time, fn func(Row) bool) error {
 	if !to.After(from) {
 		return nil
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	res, err := a.query.Query(ctx, a.HistoryFlux(thing, stream, from, to))
+	res, err := a.query.Query(ctx, a.HistoryFlux(thing, stream, owner, from, to))
 	if err != nil {
 		return fmt.Errorf("archive query: %w", err)
 	}
