@@ -7,6 +7,7 @@ import (
 	"math"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/influxdata/influxdb-client-go/v2/api/write"
@@ -62,12 +63,15 @@ const (
 	SuffixNumber = ":num"
 )
 
-// reservedNames are the number fields stored with SuffixNumber though
-// their names end in no suffix.
-var reservedNames = map[string]bool{
-	TagThing: true, TagOwner: true, TagKind: true, TagPlace: true, "time": true,
-	"result": true, "table": true, "_start": true, "_stop": true, "_time": true,
-	"_measurement": true, "_field": true, "_value": true,
+// reserved reports the names of number fields stored with SuffixNumber
+// though they end in no suffix.
+func reserved(name string) bool {
+	switch name {
+	case TagThing, TagOwner, TagKind, TagPlace, "time",
+		"result", "table", "_start", "_stop", "_time", "_measurement", "_field", "_value":
+		return true
+	}
+	return false
 }
 
 var parsers fastjson.ParserPool
@@ -90,15 +94,22 @@ func appendStoredKey(dst, name []byte, k fieldKind) []byte {
 	if k != kindNumber {
 		return append(dst, kindSuffix[k]...)
 	}
-	if len(name) == 0 || name[len(name)-1] == '\\' || reservedNames[string(name)] || endsInSuffix(string(name)) {
+	if len(name) == 0 || name[len(name)-1] == '\\' || reserved(string(name)) || endsInSuffix(string(name)) {
 		dst = append(dst, SuffixNumber...)
 	}
 	return dst
 }
 
 func endsInSuffix(s string) bool {
-	return strings.HasSuffix(s, SuffixString) || strings.HasSuffix(s, SuffixBool) ||
-		strings.HasSuffix(s, SuffixJSON) || strings.HasSuffix(s, SuffixNumber)
+	i := strings.LastIndexByte(s, ':')
+	if i < 0 {
+		return false
+	}
+	switch s[i:] {
+	case SuffixString, SuffixBool, SuffixJSON, SuffixNumber:
+		return true
+	}
+	return false
 }
 
 // FieldOf maps a stored field key and its value back to the reading's
@@ -141,20 +152,29 @@ func representable(name string) bool {
 		return false
 	}
 	for i := 0; i < len(name); i++ {
-		switch name[i] {
-		case '\n', '\r':
+		if unfitAt(name, i) {
 			return false
-		case '\\':
-			if i == len(name)-1 {
-				return false
-			}
-			switch name[i+1] {
-			case ' ', ',', '=', '"':
-				return false
-			}
 		}
 	}
 	return true
+}
+
+// unfitAt reports whether the byte at i keeps name from being written
+// exactly (see representable).
+func unfitAt(name string, i int) bool {
+	switch name[i] {
+	case '\n', '\r':
+		return true
+	case '\\':
+		if i == len(name)-1 {
+			return true
+		}
+		switch name[i+1] {
+		case ' ', ',', '=', '"':
+			return true
+		}
+	}
+	return false
 }
 
 // parseObject parses a reading's payload as a JSON object.
@@ -186,19 +206,35 @@ func checkNames(r Reading) error {
 	return nil
 }
 
-// walker flattens a reading's fields: emit gets each storable field's
-// stored key (valid during the call only), its kind and its value. Fields
-// InfluxDB cannot hold are skipped and counted: a number beyond float64
-// (JSON allows 1e400; InfluxDB has no infinity, and "+Inf" is a parse
-// error) and a name the line protocol cannot carry (see representable).
-// Nulls are skipped silently, as before.
+// walker flattens a reading's fields into a line (dst) or, for Point, a
+// client library point (pt), each under its stored key. Fields InfluxDB
+// cannot hold are skipped and counted: a number beyond float64 (JSON
+// allows 1e400; InfluxDB has no infinity, and "+Inf" is a parse error)
+// and a name the line protocol cannot carry (see representable). Nulls
+// are skipped silently, as before. Walkers are pooled for their buffers:
+// Append runs in the publish path.
 type walker struct {
-	key     []byte
-	skipped int
-	emit    func(key []byte, k fieldKind, v *fastjson.Value, f float64)
+	dst      []byte
+	fieldsAt int // where the fields begin in dst: past it a comma separates
+	pt       *write.Point
+	n        int // fields written
+	skipped  int
+	name     []byte // the flattened name being walked
+	key      []byte // the stored key being written
 }
 
-func (w *walker) field(name []byte, v *fastjson.Value, depth int) {
+var walkers = sync.Pool{New: func() any { return new(walker) }}
+
+// fields walks every member of o.
+func (w *walker) fields(o *fastjson.Object) {
+	o.Visit(func(k []byte, v *fastjson.Value) {
+		w.name = append(w.name[:0], k...)
+		w.field(v, 1)
+	})
+}
+
+// field walks v, named w.name.
+func (w *walker) field(v *fastjson.Value, depth int) {
 	var k fieldKind
 	var f float64
 	switch v.Type() {
@@ -219,21 +255,58 @@ func (w *walker) field(name []byte, v *fastjson.Value, depth int) {
 			k = kindJSON
 			break
 		}
-		n := len(name)
+		n := len(w.name)
 		v.GetObject().Visit(func(key []byte, c *fastjson.Value) {
-			name = append(append(name[:n], '.'), key...)
-			w.field(name, c, depth+1)
+			w.name = append(append(w.name[:n], '.'), key...)
+			w.field(c, depth+1)
 		})
+		w.name = w.name[:n]
 		return
 	default: // null
 		return
 	}
-	w.key = appendStoredKey(w.key[:0], name, k)
-	if !representable(string(w.key)) {
+	w.key = appendStoredKey(w.key[:0], w.name, k)
+	if w.pt != nil {
+		if !representable(string(w.key)) {
+			w.skipped++
+			return
+		}
+		w.n++
+		switch k {
+		case kindNumber:
+			w.pt.AddField(string(w.key), f)
+		case kindString:
+			w.pt.AddField(string(w.key), string(v.GetStringBytes()))
+		case kindBool:
+			w.pt.AddField(string(w.key), v.Type() == fastjson.TypeTrue)
+		case kindJSON:
+			w.pt.AddField(string(w.key), string(v.MarshalTo(nil)))
+		}
+		return
+	}
+	mark := len(w.dst)
+	if mark > w.fieldsAt {
+		w.dst = append(w.dst, ',')
+	}
+	var ok bool
+	if w.dst, ok = appendName(w.dst, string(w.key), true); !ok {
+		w.dst = w.dst[:mark]
 		w.skipped++
 		return
 	}
-	w.emit(w.key, k, v, f)
+	w.n++
+	w.dst = append(w.dst, '=')
+	switch k {
+	case kindNumber:
+		w.dst = strconv.AppendFloat(w.dst, f, 'g', -1, 64)
+	case kindString:
+		w.dst = appendString(w.dst, v.GetStringBytes())
+	case kindBool:
+		w.dst = strconv.AppendBool(w.dst, v.Type() == fastjson.TypeTrue)
+	case kindJSON:
+		w.key = v.MarshalTo(w.key[:0]) // the key is written: its buffer serves
+		w.dst = appendString(w.dst, w.key)
+	}
 }
 
 // Point turns a reading into an InfluxDB point: measurement = stream, tags
@@ -260,26 +333,9 @@ func Point(r Reading) (*write.Point, error) {
 			pt.AddTag(t[0], t[1])
 		}
 	}
-	n := 0
-	w := walker{emit: func(key []byte, k fieldKind, v *fastjson.Value, f float64) {
-		n++
-		switch k {
-		case kindNumber:
-			pt.AddField(string(key), f)
-		case kindString:
-			pt.AddField(string(key), string(v.GetStringBytes()))
-		case kindBool:
-			pt.AddField(string(key), v.Type() == fastjson.TypeTrue)
-		case kindJSON:
-			pt.AddField(string(key), string(v.MarshalTo(nil)))
-		}
-	}}
-	var name []byte
-	o.Visit(func(k []byte, v *fastjson.Value) {
-		name = append(name[:0], k...)
-		w.field(name, v, 1)
-	})
-	if n == 0 {
+	w := walker{pt: pt}
+	w.fields(o)
+	if w.n == 0 {
 		return nil, fmt.Errorf("%w: no number, boolean or string field InfluxDB can hold", ErrNotAReading)
 	}
 	pt.SetTime(r.Received)
@@ -310,44 +366,28 @@ func appendLine(dst []byte, r Reading) ([]byte, int, error) {
 	if err != nil {
 		return dst, 0, err
 	}
-	if err := checkNames(r); err != nil {
-		return dst, 0, err
-	}
 	start := len(dst)
-	dst = appendEscaped(dst, r.Stream, false)
+	dst, ok := appendName(dst, r.Stream, false)
+	if !ok {
+		return dst, 0, checkNames(r)
+	}
 	for _, t := range [...][2]string{{TagThing, r.Thing}, {TagOwner, r.Owner}, {TagKind, r.Kind}, {TagPlace, r.Place}} {
 		if t[1] != "" {
 			dst = append(dst, ',')
-			dst = appendEscaped(dst, t[0], true)
+			dst = append(dst, t[0]...)
 			dst = append(dst, '=')
-			dst = appendEscaped(dst, t[1], true)
+			if dst, ok = appendName(dst, t[1], true); !ok {
+				return dst[:start], 0, checkNames(r) // which one, and why
+			}
 		}
 	}
 	dst = append(dst, ' ')
-	fieldsAt := len(dst)
-	w := walker{emit: func(key []byte, k fieldKind, v *fastjson.Value, f float64) {
-		if len(dst) > fieldsAt {
-			dst = append(dst, ',')
-		}
-		dst = appendEscaped(dst, string(key), true)
-		dst = append(dst, '=')
-		switch k {
-		case kindNumber:
-			dst = strconv.AppendFloat(dst, f, 'g', -1, 64)
-		case kindString:
-			dst = appendString(dst, v.GetStringBytes())
-		case kindBool:
-			dst = strconv.AppendBool(dst, v.Type() == fastjson.TypeTrue)
-		case kindJSON:
-			dst = appendString(dst, v.MarshalTo(nil))
-		}
-	}}
-	var name []byte
-	o.Visit(func(k []byte, v *fastjson.Value) {
-		name = append(name[:0], k...)
-		w.field(name, v, 1)
-	})
-	if len(dst) == fieldsAt {
+	w := walkers.Get().(*walker)
+	defer walkers.Put(w)
+	w.dst, w.fieldsAt, w.n, w.skipped = dst, len(dst), 0, 0
+	w.fields(o)
+	dst, w.dst = w.dst, nil // the caller's, not the pool's
+	if w.n == 0 {
 		return dst[:start], w.skipped, fmt.Errorf("%w: no number, boolean or string field InfluxDB can hold", ErrNotAReading)
 	}
 	dst = append(dst, ' ')
@@ -355,14 +395,20 @@ func appendLine(dst []byte, r Reading) ([]byte, int, error) {
 	return append(dst, '\n'), w.skipped, nil
 }
 
-// appendEscaped escapes a measurement (commas, spaces) or a tag key, tag
-// value or field key (also '='), as the client library does, but for a
-// tab, which stays a tab (the library writes two backslashes and a t,
-// which InfluxDB stores as such). The name must be representable: its
-// backslashes are left as they are, which InfluxDB takes literally there.
-func appendEscaped(dst []byte, s string, equal bool) []byte {
-	for i := 0; i < len(s); i++ {
-		switch c := s[i]; c {
+// appendName appends a measurement (equal false: commas and spaces
+// escaped) or a tag key, tag value or field key (also '=') as the client
+// library does, but for a tab, which stays a tab (the library writes two
+// backslashes and a t, which InfluxDB stores as such); a backslash is left
+// as it is, which InfluxDB takes literally. A name that is not
+// representable is not appended: ok is false. One pass, checking as it
+// escapes: it runs in the publish path.
+func appendName(dst []byte, name string, equal bool) (_ []byte, ok bool) {
+	if name == "" || name[0] == '\t' {
+		return dst, false
+	}
+	start := len(dst)
+	for i := 0; i < len(name); i++ {
+		switch c := name[i]; c {
 		case ' ', ',':
 			dst = append(dst, '\\', c)
 		case '=':
@@ -370,11 +416,16 @@ func appendEscaped(dst []byte, s string, equal bool) []byte {
 				dst = append(dst, '\\')
 			}
 			dst = append(dst, c)
+		case '\n', '\r', '\\':
+			if unfitAt(name, i) {
+				return dst[:start], false
+			}
+			dst = append(dst, c)
 		default:
 			dst = append(dst, c)
 		}
 	}
-	return dst
+	return dst, true
 }
 
 // appendString appends a quoted string field value.
