@@ -175,6 +175,22 @@ type historySource struct {
 // it was read: the rest was archived under the former owner.
 var errChangedHands = errors.New("the thing changed owner during the answer; ask again")
 
+// Latest implements hooks.LatestSource, under the same owner as History.
+func (s historySource) Latest(ctx context.Context, thing, stream string, before time.Time) (time.Time, []byte, bool, error) {
+	t, ok := s.engine.Thing(thing)
+	if !ok {
+		return time.Time{}, nil, false, nil
+	}
+	r, found, err := s.a.Latest(ctx, thing, stream, t.Owner, before)
+	if err != nil || !found {
+		return time.Time{}, nil, false, err
+	}
+	data, err := json.Marshal(influx.Unflatten(r.Fields))
+	return r.Time, data, err == nil, err
+}
+
+var _ hooks.LatestSource = historySource{}
+
 func (s historySource) History(ctx context.Context, thing, stream string, from, to time.Time, fn func(time.Time, []byte) bool) error {
 	t, ok := s.engine.Thing(thing)
 	if !ok {

@@ -387,3 +387,40 @@ func TestHistoryOnlyUnderTheOwner(t *testing.T) {
 		}
 	}
 }
+
+// TestLatest: the latest reading before a time, however long before,
+// under its owner only, whole (every field of it); none before the first.
+func TestLatest(t *testing.T) {
+	a := open(t, "latest", nil)
+	recv := time.Date(2026, 11, 25, 20, 0, 0, 0, time.UTC)
+	for i, r := range []struct {
+		owner string
+		ago   time.Duration
+		body  string
+	}{
+		{"an", 400 * 24 * time.Hour, `{"private":true,"note":"set"}`},
+		{"an", time.Hour, `{"private":false}`},
+		{"mallory", 30 * time.Minute, `{"private":true}`},
+	} {
+		if err := a.Append(influx.Reading{Thing: "hub-1", Stream: "ctl", Owner: r.owner, Received: recv.Add(-r.ago), Payload: []byte(r.body)}); err != nil {
+			t.Fatal(i, err)
+		}
+	}
+	drained(t, a)
+	for _, c := range []struct {
+		owner  string
+		before time.Time
+		want   map[string]any // nil: none
+	}{
+		{"an", recv, map[string]any{"private": false}},
+		{"an", recv.Add(-2 * time.Hour), map[string]any{"private": true, "note": "set"}}, // over a year before
+		{"an", recv.Add(-400 * 24 * time.Hour), nil},                                     // before is exclusive
+		{"mallory", recv, map[string]any{"private": true}},
+		{"bob", recv, nil},
+	} {
+		r, ok, err := a.Latest(context.Background(), "hub-1", "ctl", c.owner, c.before)
+		if err != nil || ok != (c.want != nil) || ok && !reflect.DeepEqual(r.Fields, c.want) {
+			t.Errorf("owner %q before %s: %v %v %v, want %v", c.owner, c.before, r.Fields, ok, err, c.want)
+		}
+	}
+}

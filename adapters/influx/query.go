@@ -80,6 +80,56 @@ func (a *Archive) History(ctx context.Context, thing, stream, owner string, from
 	return nil
 }
 
+// earliest is the first instant InfluxDB can hold (a range may not start
+// before it).
+var earliest = time.Date(1677, 9, 21, 0, 12, 44, 0, time.UTC)
+
+// Latest returns the latest reading of things/{thing}/data/{stream}
+// archived under owner (as History) before before, however long before,
+// and whether there is one: its time in one query (each field's last()),
+// then the reading at that time. The range's stop is checked again in
+// the filter: influxd 1.8 takes a point at the stop too.
+func (a *Archive) Latest(ctx context.Context, thing, stream, owner string, before time.Time) (Row, bool, error) {
+	if !before.After(earliest) {
+		return Row{}, false, nil
+	}
+	ownerIs := "not exists r." + TagOwner
+	if owner != "" {
+		ownerIs = "r." + TagOwner + " == " + fluxString(owner)
+	}
+	res, err := a.query.Query(ctx, fmt.Sprintf(`from(bucket: %s)
+  |> range(start: %s, stop: %s)
+  |> filter(fn: (r) => r._measurement == %s and r.thing == %s and %s and r._time < %s)
+  |> last()
+  |> keep(columns: ["_time"])
+  |> group()
+  |> max(column: "_time")`,
+		fluxString(a.bucket), earliest.Format(time.RFC3339Nano), before.UTC().Format(time.RFC3339Nano),
+		fluxString(stream), fluxString(thing), ownerIs, before.UTC().Format(time.RFC3339Nano)))
+	if err != nil {
+		return Row{}, false, fmt.Errorf("archive query: %w", err)
+	}
+	var at time.Time
+	found := false
+	for res.Next() {
+		at, found = res.Record().Time(), true
+	}
+	err = res.Err()
+	res.Close()
+	if err != nil {
+		return Row{}, false, fmt.Errorf("archive query: %w", err)
+	}
+	if !found {
+		return Row{}, false, nil
+	}
+	var row Row
+	err = a.History(ctx, thing, stream, owner, at, at.Add(time.Nanosecond), func(r Row) bool {
+		row, found = r, true
+		return false
+	})
+	return row, found && err == nil, err
+}
+
 // Query runs a Flux query and returns every record's values (tests, tools).
 func (a *Archive) Query(ctx context.Context, flux string) ([]map[string]any, error) {
 	res, err := a.query.Query(ctx, flux)
