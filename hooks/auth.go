@@ -12,6 +12,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"net"
+	"net/netip"
 	"runtime"
 	"strings"
 	"sync"
@@ -133,6 +134,9 @@ func (c *Credentials) Check(principal string, secret []byte, wait time.Duration)
 	if hit && seen == hash {
 		return true, false
 	}
+	if params, _, _, err := argon2id.DecodeHash(hash); err != nil || !runnable(params) {
+		return false, false // argon2 would panic on it (a store written by hand)
+	}
 	if !c.takeSlot(wait) {
 		return false, true
 	}
@@ -140,6 +144,12 @@ func (c *Credentials) Check(principal string, secret []byte, wait time.Duration)
 		return false, false
 	}
 	c.mu.Lock()
+	if c.hashes[principal] != hash {
+		// Replaced while it was checked (a device enrolled again): the
+		// secret it matched is void.
+		c.mu.Unlock()
+		return false, false
+	}
 	if len(c.verified) > 100_000 {
 		c.verified = map[[32]byte]string{}
 	}
@@ -166,7 +176,16 @@ func (c *Credentials) absent(principal string, secret []byte, wait time.Duration
 	if err != nil {
 		return false // an empty store: nobody exists, and nothing to hide
 	}
+	if !runnable(params) {
+		params = argon2id.DefaultParams
+	}
 	return c.CompareDecoy(secret, params, wait)
+}
+
+// runnable reports whether argon2 can run with params: a hash with zero
+// iterations, threads or key length decodes, and panics argon2.
+func runnable(p *argon2id.Params) bool {
+	return p.Iterations > 0 && p.Parallelism > 0 && p.KeyLength > 0 && p.SaltLength > 0 && p.Memory > 0
 }
 
 // CompareDecoy checks secret against a hash of nothing made with params,
@@ -174,6 +193,9 @@ func (c *Credentials) absent(principal string, secret []byte, wait time.Duration
 // came): what checking a secret costs, for a refusal that must not be
 // quicker than one (an unknown thing's claim code, an unknown principal).
 func (c *Credentials) CompareDecoy(secret []byte, params *argon2id.Params, wait time.Duration) (busy bool) {
+	if !runnable(params) {
+		params = argon2id.DefaultParams
+	}
 	kind := fmt.Sprintf("m=%d,t=%d,p=%d,s=%d,k=%d", params.Memory, params.Iterations, params.Parallelism, params.SaltLength, params.KeyLength)
 	c.mu.RLock()
 	decoy, ok := c.decoys[kind]
@@ -332,12 +354,15 @@ func (a *Authenticator) Provides(b byte) bool { return b == mqtt.OnConnectAuthen
 // its principal. The log names the client and the reason, never a secret.
 func (a *Authenticator) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
 	addr := remoteHost(cl.Net.Remote)
-	p, admin, reason := a.authenticate(cl, pk, addr)
-	if reason != "" {
+	var p policies.Principal
+	var admin bool
+	reason := "rate-limited"
+	if key := addressKey(addr); a.limiter.Try(key) {
+		p, admin, reason = a.authenticate(cl, pk, addr)
 		// A refusal before any secret was checked helps nobody guess one.
-		if reason != "rate-limited" && reason != reasonNameLimited && reason != "busy" && reason != reasonClientID {
-			a.limiter.Fail(addr)
-		}
+		a.limiter.Done(key, reason != "" && reason != reasonNameLimited && reason != "rate-limited" && reason != "busy" && reason != reasonClientID)
+	}
+	if reason != "" {
 		a.log.Info().Str("client", clip(cl.ID)).Str("user", clip(string(pk.Connect.Username))).Str("remote", cl.Net.Remote).
 			Str("reason", reason).Msg("connection refused")
 		if a.metrics != nil {
@@ -374,9 +399,6 @@ func (a *Authenticator) authenticate(cl *mqtt.Client, pk packets.Packet, addr st
 	if name == "" {
 		return policies.Principal{}, false, "anonymous"
 	}
-	if a.limiter.Blocked(addr) {
-		return policies.Principal{}, false, "rate-limited"
-	}
 	if cl.Net.Inline {
 		return policies.Principal{}, false, "inline"
 	}
@@ -397,20 +419,25 @@ func (a *Authenticator) authenticate(cl *mqtt.Client, pk packets.Packet, addr st
 	// or thing does not. Names that exist and names that do not are
 	// counted and refused alike: neither the answer nor its time tells
 	// which exist.
+	// From a network it logged in from lately, a name is counted apart:
+	// a guesser there (on her LAN) is limited, and locks out no other.
 	key := nameKey(name)
-	if a.names.Blocked(key) && !a.known.has(name, addr) {
+	if a.known.has(name, addr) {
+		key += "@" + network(addr)
+	}
+	if !a.names.Try(key) {
 		return policies.Principal{}, false, reasonNameLimited
 	}
+	failed := false
+	defer func() { a.names.Done(key, failed) }()
 	// A thing connects with client id = username = its id.
 	if _, isThing := a.engine.Thing(name); isThing {
 		if cl.ID != name {
-			a.creds.absent("thing:", pk.Connect.Password, loginSlotWait)
+			failed = !a.creds.absent("thing:", pk.Connect.Password, loginSlotWait)
 			return policies.Principal{}, false, "thing-client-id-mismatch"
 		}
 		if ok, busy := a.creds.Check("thing:"+name, pk.Connect.Password, loginSlotWait); !ok {
-			if !busy {
-				a.names.Fail(key)
-			}
+			failed = !busy
 			return policies.Principal{}, false, cmp.Or(busyReason(busy), "bad-secret")
 		}
 		a.known.add(name, addr)
@@ -418,23 +445,24 @@ func (a *Authenticator) authenticate(cl *mqtt.Client, pk packets.Packet, addr st
 	}
 	// Nobody else may take a thing's client id (it would take over its session).
 	if _, ok := a.engine.Thing(cl.ID); ok {
-		a.creds.absent("user:", pk.Connect.Password, loginSlotWait)
+		failed = !a.creds.absent("user:", pk.Connect.Password, loginSlotWait)
 		return policies.Principal{}, false, "client-id-is-a-thing"
 	}
 	u, ok := a.engine.User(name)
 	if !ok {
 		// Checked all the same (against a decoy): refused at once, an
 		// unknown name would tell which users exist.
-		_, busy := a.creds.Check("user:"+name, pk.Connect.Password, loginSlotWait)
-		if !busy {
-			a.names.Fail(key)
+		busy := false
+		if a.jwt != nil && looksLikeJWT(pk.Connect.Password) {
+			a.verifyJWT(name, string(pk.Connect.Password)) // as for a user: no argon2id
+		} else {
+			_, busy = a.creds.Check("user:"+name, pk.Connect.Password, loginSlotWait)
 		}
+		failed = !busy
 		return policies.Principal{}, false, cmp.Or(busyReason(busy), "unknown-user")
 	}
 	if ok, busy := a.userSecretOK(name, pk.Connect.Password); !ok {
-		if !busy {
-			a.names.Fail(key)
-		}
+		failed = !busy
 		return policies.Principal{}, false, cmp.Or(busyReason(busy), "bad-password")
 	}
 	a.known.add(name, addr)
@@ -453,6 +481,16 @@ const (
 	reasonClientID    = "client-id-not-a-topic-level"
 	reasonNameLimited = "name-rate-limited"
 )
+
+// addressKey is the key of addr in the address limiter: an IPv6 address
+// by its /64 (a host has all of its /64's addresses to guess from), an
+// IPv4 address whole (many people share one behind a NAT).
+func addressKey(addr string) string {
+	if ip, err := netip.ParseAddr(addr); err == nil && !ip.Unmap().Is4() {
+		return network(addr)
+	}
+	return addr
+}
 
 // nameKey is name as the name limiter keeps it: a digest of a long one (a
 // username may be 64 KiB).
@@ -491,15 +529,17 @@ func (a *Authenticator) authenticateFactory(cl *mqtt.Client, serial string, secr
 	if cl.ID != EnrollClientPrefix+serial {
 		return policies.Principal{}, false, "enroll-client-id-mismatch"
 	}
-	if a.serials.Blocked(serial) {
+	if !a.serials.Try(serial) {
 		return policies.Principal{}, false, "rate-limited"
 	}
+	failed := false
+	defer func() { a.serials.Done(serial, failed) }()
 	if ok, busy := a.creds.Check(FactoryUserPrefix+serial, secret, loginSlotWait); busy {
 		return policies.Principal{}, false, "busy"
 	} else if !ok {
 		// Made-up serials too (at most maxSerial bytes each): counted
 		// only if real, a blocked serial would tell that it is.
-		a.serials.Fail(serial)
+		failed = true
 		return policies.Principal{}, false, "bad-factory-secret"
 	}
 	return policies.Principal{Kind: policies.KindDevice, ID: serial}, false, ""

@@ -2,7 +2,10 @@ package hooks
 
 import (
 	"fmt"
+	"net"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -229,6 +232,192 @@ func TestGuessingStopsTheGuesserNotTheOwner(t *testing.T) {
 	} {
 		if got := r.login(c.clientID, c.user, c.pass, c.addr); got != c.want {
 			t.Errorf("%s: %q, want %q", c.who, got, c.want)
+		}
+	}
+}
+
+// holdSlots takes every argon2id slot of creds and returns the function
+// giving them back.
+func holdSlots(creds *Credentials) (release func()) {
+	for range cap(creds.hashing) {
+		creds.takeSlot(0)
+	}
+	return func() {
+		for range cap(creds.hashing) {
+			<-creds.hashing
+		}
+	}
+}
+
+// connectFrom runs OnConnectAuthenticate (the address limiter included)
+// for one CONNECT from addr.
+func (r *loginRig) connectFrom(clientID, user, pass, addr string) bool {
+	cl := r.srv.NewClient(nil, "t", clientID, false)
+	cl.Net.Remote = net.JoinHostPort(addr, "40000")
+	pk := packets.Packet{Connect: packets.ConnectParams{Username: []byte(user), Password: []byte(pass)}}
+	return r.a.OnConnectAuthenticate(cl, pk)
+}
+
+// TestGuessesSentAtOnceAreCounted: an attempt is counted before it is
+// checked, not after: guesses sent at once, all waiting for an argon2id
+// slot, once all passed the limiters (a failure was recorded only after
+// its check), and the last of a burst, the right secret, got in.
+func TestGuessesSentAtOnceAreCounted(t *testing.T) {
+	burst := func(t *testing.T, r *loginRig, n int, login func(i int) string) []string {
+		release := holdSlots(r.creds)
+		var wg sync.WaitGroup
+		results := make([]string, n)
+		for i := range n {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				results[i] = login(i)
+			}()
+			time.Sleep(2 * time.Millisecond) // in order: the right one last
+		}
+		time.Sleep(100 * time.Millisecond)
+		release()
+		wg.Wait()
+		return results
+	}
+	count := func(results []string, not string) (n int) {
+		for _, r := range results {
+			if r != not {
+				n++
+			}
+		}
+		return n
+	}
+	t.Run("per name, 60 guesses from 60 addresses", func(t *testing.T) {
+		r := newLoginRig(t)
+		res := burst(t, r, 60, func(i int) string {
+			pass := map[bool]string{true: "an-pass", false: "guess"}[i == 59]
+			return r.login(fmt.Sprintf("g%d", i), "an", pass, fmt.Sprintf("203.0.%d.1", i))
+		})
+		if n := count(res, reasonNameLimited); n > 20 || res[59] == "" {
+			t.Errorf("%d of 60 guesses of an's password checked (limit 20); the last, right, got %q", n, res[59])
+		}
+	})
+	t.Run("per serial, 20 guesses", func(t *testing.T) {
+		r := newLoginRig(t)
+		res := burst(t, r, 20, func(i int) string {
+			pass := map[bool]string{true: "factory", false: "guess"}[i == 19]
+			return r.login(EnrollClientPrefix+"JL-1", FactoryUserPrefix+"JL-1", pass, fmt.Sprintf("203.0.%d.1", i))
+		})
+		if n := count(res, "rate-limited"); n > 5 || res[19] == "" {
+			t.Errorf("%d of 20 guesses of JL-1's factory secret checked (limit 5); the last, right, got %q", n, res[19])
+		}
+	})
+	t.Run("per address, 40 guesses", func(t *testing.T) {
+		r := newLoginRig(t)
+		var checking atomic.Int32
+		release := holdSlots(r.creds)
+		var wg sync.WaitGroup
+		for i := range 40 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				checking.Add(1)
+				r.connectFrom(fmt.Sprintf("c%d", i), fmt.Sprintf("user%d", i), "guess", "198.51.100.7")
+				checking.Add(-1)
+			}()
+		}
+		time.Sleep(200 * time.Millisecond)
+		waiting := checking.Load()
+		release()
+		wg.Wait()
+		if waiting > 10 {
+			t.Errorf("%d CONNECTs from one address wait for argon2id at once (limit 10)", waiting)
+		}
+	})
+}
+
+// TestRefusalOfAJWTShapedPasswordSaysNothing: with bearer tokens on, a
+// password shaped like a JWT is verified as one, without argon2id, for a
+// name nobody has as for a user.
+func TestRefusalOfAJWTShapedPasswordSaysNothing(t *testing.T) {
+	r := newLoginRig(t)
+	r.a.jwt = &JWTConfig{Issuer: "iss", Audience: "veil", Key: []byte("hmac-key")}
+	const token = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.c2ln"
+	exists := r.checks(func() string { return r.login("x1", "an", token, "192.0.2.1") })
+	absent := r.checks(func() string { return r.login("x2", "nobody", token, "192.0.2.2") })
+	if exists != absent {
+		t.Errorf("a JWT-shaped password: for an checked with argon2id %v, for nobody %v", exists, absent)
+	}
+}
+
+// TestGuessingFromTheOwnersNetworkIsLimited: from a network the user
+// logged in from lately, guesses are limited apart (her IPv6 /64 has 2^64
+// addresses, each once a fresh key): 200 guesses from it, 20 checked.
+func TestGuessingFromTheOwnersNetworkIsLimited(t *testing.T) {
+	r := newLoginRig(t)
+	if got := r.login("an-phone", "an", "an-pass", "2001:db8:1:2::1"); got != "" {
+		t.Fatal(got)
+	}
+	checked := 0
+	for i := range 200 {
+		if r.login(fmt.Sprintf("g%d", i), "an", "guess", fmt.Sprintf("2001:db8:1:2:ffff::%x", i+1)) == "bad-password" {
+			checked++
+		}
+	}
+	if checked > 20 {
+		t.Errorf("%d guesses of an's password from her /64 checked in one window (limit 20)", checked)
+	}
+	if got := addressKey("2001:db8:1:2:ffff::7"); got != "2001:db8:1:2::/64" {
+		t.Errorf("an IPv6 address is limited as %q, want its /64", got)
+	}
+}
+
+// TestSecretReplacedDuringItsCheck: a login with a secret that is
+// replaced while it waits for its check (a device enrolled again) is
+// refused: the secret it matched is void.
+func TestSecretReplacedDuringItsCheck(t *testing.T) {
+	c := NewCredentials()
+	oldHash, _ := argon2id.CreateHash("old-secret", lightHash)
+	newHash, _ := argon2id.CreateHash("new-secret", lightHash)
+	c.Set("thing:jl-1", oldHash)
+	release := holdSlots(c)
+	done := make(chan bool, 1)
+	go func() {
+		ok, _ := c.Check("thing:jl-1", []byte("old-secret"), loginSlotWait)
+		done <- ok
+	}()
+	time.Sleep(50 * time.Millisecond)
+	c.Set("thing:jl-1", newHash)
+	release()
+	if <-done {
+		t.Error("the old secret, checked after it was replaced, logged in")
+	}
+	if ok, _ := c.Check("thing:jl-1", []byte("new-secret"), 0); !ok {
+		t.Error("the new secret does not log in")
+	}
+}
+
+// TestOddStoredHashes: a stored hash argon2id decodes but argon2 cannot
+// run (zero iterations, threads or key: a store written by hand) refuses
+// its own principal's login and makes no decoy of its kind panic the
+// broker, and no argon2id slot is lost.
+func TestOddStoredHashes(t *testing.T) {
+	for _, odd := range []string{
+		"$argon2id$v=19$m=1024,t=0,p=1$c2FsdHNhbHRzYWx0c2FsdA$a2V5a2V5a2V5a2V5a2V5a2V5a2V5a2V5a2V5a2V5a2U",
+		"$argon2id$v=19$m=1024,t=1,p=0$c2FsdHNhbHRzYWx0c2FsdA$a2V5a2V5a2V5a2V5a2V5a2V5a2V5a2V5a2V5a2V5a2U",
+		"$argon2id$v=19$m=1024,t=1,p=1$c2FsdHNhbHRzYWx0c2FsdA$",
+	} {
+		c := NewCredentials()
+		c.Set("user:legacy", odd)
+		func() {
+			defer func() {
+				if r := recover(); r != nil {
+					t.Errorf("%q stored: panic %v", odd, r)
+				}
+			}()
+			if ok, _ := c.Check("user:legacy", []byte("guess"), time.Second); ok {
+				t.Errorf("%q stored: a guess logged in", odd)
+			}
+			c.Check("user:nobody", []byte("guess"), time.Second)
+		}()
+		if free := cap(c.hashing) - len(c.hashing); free != cap(c.hashing) {
+			t.Errorf("%q stored: %d of %d argon2id slots free", odd, free, cap(c.hashing))
 		}
 	}
 }

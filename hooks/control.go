@@ -489,7 +489,7 @@ func (c *Control) handle(cl *mqtt.Client, p policies.Principal, pk packets.Packe
 		return refuse(codeInvalid, "unknown configuration topic %q", pk.TopicName)
 	}
 	if t.kind == "enroll" {
-		return c.enroll(p, t.serial, pk.Payload)
+		return c.enroll(cl, p, t.serial, pk.Payload)
 	}
 	if p.Kind != policies.KindUser {
 		return notAuthorized()

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 
+	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
 
 	"github.com/veil-iot/veil/adapters/mongo"
@@ -43,7 +44,7 @@ func ThingID(serial string) string { return strings.ToLower(serial) }
 // connection, a crash before it stored its credentials) asks again, and
 // "already enrolled" would leave it with no secret and its serial with no
 // way back. Once anyone has a say over the thing, it stays refused.
-func (c *Control) enroll(p policies.Principal, serial string, payload []byte) result {
+func (c *Control) enroll(cl *mqtt.Client, p policies.Principal, serial string, payload []byte) result {
 	if p.Kind != policies.KindDevice || p.ID != serial {
 		return notAuthorized()
 	}
@@ -124,7 +125,7 @@ func (c *Control) enroll(p policies.Principal, serial string, payload []byte) re
 		return fail(errAlreadyEnrolled)
 	}
 	if th, exists := c.engine.Thing(id); exists {
-		return c.reenroll(ctx, th, entry, secret, secretHash, code, codeHash, fail)
+		return c.reenroll(ctx, cl, th, entry, secret, secretHash, code, codeHash, fail)
 	}
 	if _, isUser := c.engine.User(id); isUser {
 		return fail(errIDTaken)
@@ -198,10 +199,18 @@ func reenrollable(e *policies.Engine, th policies.Thing, serial string) bool {
 // secret and claim code, which replace the old ones; the old secret stops
 // working, a connection made with it is closed. Otherwise "already
 // enrolled". The thing document itself is left as it is.
-func (c *Control) reenroll(ctx context.Context, th policies.Thing, entry mongo.FactoryEntry, secret, secretHash, code, codeHash string, fail func(string) result) result {
+func (c *Control) reenroll(ctx context.Context, cl *mqtt.Client, th policies.Thing, entry mongo.FactoryEntry, secret, secretHash, code, codeHash string, fail func(string) result) result {
 	id, serial := th.ID, entry.Serial
 	if entry.Thing != id || entry.EnrolledAt.IsZero() || !reenrollable(c.engine, th, serial) {
 		return fail(errAlreadyEnrolled)
+	}
+	// Only for the connection that still holds the device's enrolment id:
+	// a request that stalled (hashing, a lossy link) while the device gave
+	// up and enrolled again would void the answer the device kept.
+	if c.server != nil && cl != nil {
+		if cur, ok := c.server.Clients.Get(cl.ID); !ok || cur != cl || cl.Closed() {
+			return fail(errAlreadyEnrolled)
+		}
 	}
 	hash, err := c.store.ClaimHash(ctx, id)
 	if err != nil {

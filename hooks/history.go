@@ -391,9 +391,21 @@ func (h *History) request(q query) policies.Request {
 // record tells the audit trail n of q's requester's history decisions d,
 // under the purpose they were decided for.
 func (h *History) record(q *query, d *policies.Decision, n int64) {
-	if h.audit != nil && n > 0 {
-		h.audit(q.principal, policies.ActHistory, q.purpose, d, n)
+	if h.audit == nil || n <= 0 {
+		return
 	}
+	if d.Rule == "owner" || d.Rule == "co_owner" {
+		// Released by a say the requester had at the readings' time (a
+		// co-owner for one evening): the trail leaves out an owner's own
+		// access, but not one who has no say now.
+		req := h.request(*q)
+		if now := h.engine.DecideShared(&req); now.Rule != "owner" && now.Rule != "co_owner" {
+			then := *d
+			then.Rule = "was_" + d.Rule
+			d = &then
+		}
+	}
+	h.audit(q.principal, policies.ActHistory, q.purpose, d, n)
 }
 
 // releasedBy counts the readings an answer sent that one decision released.

@@ -746,3 +746,62 @@ func TestHistoryRateFirstOfBucketAsLive(t *testing.T) {
 		}
 	}
 }
+
+// TestFormerCoOwnersHistoryIsAudited: readings of an evening bob was
+// co-owner are released to him the next morning under the rule co_owner
+// (decided as of their time); the trail leaves out owners' own access,
+// but bob has no say when he asks: his reads are recorded, as was_co_owner.
+func TestFormerCoOwnersHistoryIsAudited(t *testing.T) {
+	at := func(s string) time.Time { t, _ := time.Parse(time.RFC3339, "2026-11-26T"+s+"Z"); return t }
+	archive := archived{{at("19:00:00"), `{"temperature":21.4}`}, {at("20:00:00"), `{"temperature":21.5}`}, {at("23:00:00"), `{"temperature":21.6}`}}
+	clock := &settableClock{}
+	e := policies.NewEngine(policies.Options{Secret: []byte("test"), Clock: clock})
+	for _, u := range []string{"an", "bob"} {
+		if err := e.PutUser(policies.User{Name: u}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := e.PutThing(policies.Thing{ID: "thermo-1", Owner: "an", Kind: "sensor", Streams: []string{"temperature"}}); err != nil {
+		t.Fatal(err)
+	}
+	p, err := policies.ParsePolicy([]byte(`{"id":"bob-history","priority":10,"effect":"allow","subjects":["user:bob"],
+		"resources":["things/thermo-1/data/temperature"],"actions":["history"]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.PutPolicy("an", p); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.PutRelationship(policies.Relationship{Thing: "thermo-1", User: "bob", Relation: "co_owner", Status: "active",
+		ValidFrom: at("18:00:00"), ValidUntil: at("22:00:00")}); err != nil {
+		t.Fatal(err)
+	}
+	clock.Set(at("23:30:00"))
+	trail := NewAudit(AuditConfig{Clock: clock})
+	h := NewHistory(HistoryConfig{Engine: e, Source: archive, Clock: clock, Audit: trail.Record})
+	res, _ := policies.ParseTopic("things/thermo-1/data/temperature")
+	q := query{principal: policies.UserPrincipal("bob"), resource: "things/thermo-1/data/temperature", res: res,
+		from: at("00:00:00"), to: at("23:59:59"), limit: 100}
+	var released int64
+	if _, err := h.walk(context.Background(), q, func(_ time.Time, _ []byte, d *policies.Decision) {
+		released++
+		h.record(&q, d, 1) // as answer does when the page is sent
+	}); err != nil {
+		t.Fatal(err)
+	}
+	var recorded int64
+	for i := range trail.shards {
+		s := &trail.shards[i]
+		s.mu.Lock()
+		s.drain()
+		for k, n := range s.m {
+			if k.who == "bob" {
+				recorded += n
+			}
+		}
+		s.mu.Unlock()
+	}
+	if released != 3 || recorded != released {
+		t.Errorf("bob (no co-owner when he asked) was sent %d readings; the trail records %d", released, recorded)
+	}
+}

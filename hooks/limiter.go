@@ -16,8 +16,9 @@ type FailureLimiter struct {
 	Window time.Duration
 	clock  policies.Clock
 
-	mu    sync.Mutex
-	fails map[string][]time.Time
+	mu      sync.Mutex
+	fails   map[string][]time.Time
+	pending map[string]int // attempts in flight (Try … Done)
 }
 
 // limiterKeys bounds the keys a FailureLimiter tracks. Beyond it, keys
@@ -32,7 +33,7 @@ func NewFailureLimiter(max int, window time.Duration, clock policies.Clock) *Fai
 	if clock == nil {
 		clock = policies.SystemClock{}
 	}
-	return &FailureLimiter{Max: max, Window: window, clock: clock, fails: map[string][]time.Time{}}
+	return &FailureLimiter{Max: max, Window: window, clock: clock, fails: map[string][]time.Time{}, pending: map[string]int{}}
 }
 
 func (l *FailureLimiter) recent(key string, now time.Time) []time.Time {
@@ -44,18 +45,51 @@ func (l *FailureLimiter) recent(key string, now time.Time) []time.Time {
 	return list[i:]
 }
 
-// Blocked reports whether key has used up its failures.
+// Blocked reports whether key has used up its failures (its attempts in
+// flight counted as failures).
 func (l *FailureLimiter) Blocked(key string) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	now := l.clock.Now()
-	list := l.recent(key, now)
+	return l.blocked(key)
+}
+
+func (l *FailureLimiter) blocked(key string) bool {
+	list := l.recent(key, l.clock.Now())
 	if len(list) == 0 {
 		delete(l.fails, key)
 	} else {
 		l.fails[key] = list
 	}
-	return len(list) >= l.Max
+	return len(list)+l.pending[key] >= l.Max
+}
+
+// Try reserves an attempt of key, which Done ends: refused while the
+// key's failures and its attempts in flight reach Max. An attempt is
+// counted before it is checked, not after: guesses sent at once, all
+// waiting for an argon2id slot, would otherwise all pass a check of the
+// failures so far.
+func (l *FailureLimiter) Try(key string) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.blocked(key) {
+		return false
+	}
+	l.pending[key]++
+	return true
+}
+
+// Done ends an attempt Try reserved, a failure or not.
+func (l *FailureLimiter) Done(key string, failed bool) {
+	l.mu.Lock()
+	if n := l.pending[key]; n > 1 {
+		l.pending[key] = n - 1
+	} else {
+		delete(l.pending, key)
+	}
+	l.mu.Unlock()
+	if failed {
+		l.Fail(key)
+	}
 }
 
 // Fail records a failure of key.
