@@ -366,12 +366,24 @@ func (a *Archive) writeLines(data []byte, n int) (int64, error) {
 		return 0, nil
 	}
 	var he *ihttp.Error
-	if !errors.As(err, &he) || a.ctx.Err() != nil {
+	status := 0
+	switch {
+	case a.ctx.Err() != nil:
+		return 0, err
+	case strings.Contains(err.Error(), "malformed MIME header"):
+		// InfluxDB answered, with a header Go refuses: it echoes what it
+		// refused, and something in it was a control byte. Taken for an
+		// outage, the batch would be sent again for ever, every owner's
+		// readings waiting behind it: it is a refusal.
+		status = http.StatusBadRequest
+	case errors.As(err, &he):
+		status = he.StatusCode
+	default:
 		return 0, err
 	}
-	switch he.StatusCode {
+	switch status {
 	case http.StatusBadRequest, http.StatusUnprocessableEntity:
-		msg := he.Error()
+		msg := err.Error()
 		if m := droppedRe.FindStringSubmatch(msg); m != nil {
 			// A partial write: the valid points are in.
 			dropped, _ := strconv.ParseInt(m[1], 10, 64)

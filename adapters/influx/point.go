@@ -1,6 +1,7 @@
 package influx
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -162,10 +163,14 @@ func representable(name string) bool {
 // unfitAt reports whether the byte at i keeps name from being written
 // exactly (see representable).
 func unfitAt(name string, i int) bool {
-	switch name[i] {
-	case '\n', '\r':
+	switch c := name[i]; {
+	case c < 0x20 && c != '\t', c == 0x7f:
+		// Control bytes: influxd takes a leading NUL for a space (the
+		// name would be stored as another), and echoes a refused name in
+		// a response header Go's HTTP client refuses (the batch would be
+		// sent again for ever, every owner's readings waiting behind it).
 		return true
-	case '\\':
+	case c == '\\':
 		if i == len(name)-1 {
 			return true
 		}
@@ -206,6 +211,10 @@ func checkNames(r Reading) error {
 	return nil
 }
 
+// errAmbiguous refuses a reading whose flattened field names meet (see
+// walker.note): live, a view withholds a payload with a duplicate key.
+var errAmbiguous = fmt.Errorf("%w: a duplicate key, or a name that is both a value and an object's (\"a\" and \"a.b\")", ErrNotAReading)
+
 // walker flattens a reading's fields into a line (dst) or, for Point, a
 // client library point (pt), each under its stored key. Fields InfluxDB
 // cannot hold are skipped and counted: a number beyond float64 (JSON
@@ -221,6 +230,34 @@ type walker struct {
 	skipped  int
 	name     []byte // the flattened name being walked
 	key      []byte // the stored key being written
+	// The flattened names walked so far (names, ends into it), and
+	// whether two were ambiguous: history would rebuild such a reading
+	// otherwise than it was sent (see ambiguous).
+	names     []byte
+	ends      []int
+	ambiguous bool
+}
+
+// note records name, a field's flattened name, and whether it meets one
+// walked before (ambiguous): the same (a duplicate key, or "a.b" and a nested a{b}),
+// or one a parent of the other ({"a":1,"a.b":2}). Unflatten could not
+// rebuild such a reading as it was: a value could come back out from
+// under the object a view drops or rounds.
+func (w *walker) note(name []byte) {
+	start := 0
+	for _, end := range w.ends {
+		seen := w.names[start:end]
+		start = end
+		short, long := seen, name
+		if len(short) > len(long) {
+			short, long = long, short
+		}
+		if bytes.HasPrefix(long, short) && (len(long) == len(short) || long[len(short)] == '.') {
+			w.ambiguous = true
+		}
+	}
+	w.names = append(w.names, name...)
+	w.ends = append(w.ends, len(w.names))
 }
 
 var walkers = sync.Pool{New: func() any { return new(walker) }}
@@ -240,6 +277,7 @@ func (w *walker) field(v *fastjson.Value, depth int) {
 	switch v.Type() {
 	case fastjson.TypeNumber:
 		if f = v.GetFloat64(); math.IsInf(f, 0) || math.IsNaN(f) {
+			w.note(w.name)
 			w.skipped++
 			return
 		}
@@ -265,6 +303,7 @@ func (w *walker) field(v *fastjson.Value, depth int) {
 	default: // null
 		return
 	}
+	w.note(w.name)
 	w.key = appendStoredKey(w.key[:0], w.name, k)
 	if w.pt != nil {
 		if !representable(string(w.key)) {
@@ -335,6 +374,9 @@ func Point(r Reading) (*write.Point, error) {
 	}
 	w := walker{pt: pt}
 	w.fields(o)
+	if w.ambiguous {
+		return nil, errAmbiguous
+	}
 	if w.n == 0 {
 		return nil, fmt.Errorf("%w: no number, boolean or string field InfluxDB can hold", ErrNotAReading)
 	}
@@ -385,8 +427,12 @@ func appendLine(dst []byte, r Reading) ([]byte, int, error) {
 	w := walkers.Get().(*walker)
 	defer walkers.Put(w)
 	w.dst, w.fieldsAt, w.n, w.skipped = dst, len(dst), 0, 0
+	w.names, w.ends, w.ambiguous = w.names[:0], w.ends[:0], false
 	w.fields(o)
 	dst, w.dst = w.dst, nil // the caller's, not the pool's
+	if w.ambiguous {
+		return dst[:start], 0, errAmbiguous
+	}
 	if w.n == 0 {
 		return dst[:start], w.skipped, fmt.Errorf("%w: no number, boolean or string field InfluxDB can hold", ErrNotAReading)
 	}
@@ -416,12 +462,15 @@ func appendName(dst []byte, name string, equal bool) (_ []byte, ok bool) {
 				dst = append(dst, '\\')
 			}
 			dst = append(dst, c)
-		case '\n', '\r', '\\':
+		case '\\':
 			if unfitAt(name, i) {
 				return dst[:start], false
 			}
 			dst = append(dst, c)
 		default:
+			if c < 0x20 && c != '\t' || c == 0x7f { // unfitAt's control bytes
+				return dst[:start], false
+			}
 			dst = append(dst, c)
 		}
 	}

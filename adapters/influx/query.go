@@ -74,7 +74,10 @@ func (a *Archive) History(ctx context.Context, thing, stream, owner string, from
 			return nil
 		}
 	}
-	if err := res.Err(); err != nil && ctx.Err() == nil {
+	if err := ctx.Err(); err != nil {
+		return err // the caller's context ended: the readings stopped short
+	}
+	if err := res.Err(); err != nil {
 		return fmt.Errorf("archive query: %w", err)
 	}
 	return nil
@@ -123,11 +126,12 @@ func (a *Archive) Latest(ctx context.Context, thing, stream, owner string, befor
 		return Row{}, false, nil
 	}
 	var row Row
+	got := false
 	err = a.History(ctx, thing, stream, owner, at, at.Add(time.Nanosecond), func(r Row) bool {
-		row, found = r, true
+		row, got = r, true
 		return false
 	})
-	return row, found && err == nil, err
+	return row, got && err == nil, err
 }
 
 // Query runs a Flux query and returns every record's values (tests, tools).
