@@ -318,3 +318,37 @@ func TestHistoryRecreatedThingHasNoneOfTheDeletedOnes(t *testing.T) {
 		t.Fatalf("Bob's history of the re-created scale: %v, want only his [90]", got)
 	}
 }
+
+// TestCoOwnersSayStartsWhenAccepted: a co-owner's (or an owner's) say in
+// a thing starts when the relation is accepted: history decides each
+// reading as of its time, and the readings before were the household's
+// as it was then (a flat's former tenant's), not the newcomer's. Ruth,
+// co-owner of an's camera from today, gets only the readings since.
+func TestCoOwnersSayStartsWhenAccepted(t *testing.T) {
+	b := archiving(t)
+	addr := b.Addr("mqtt")
+	id, cam, code := enrolled(t, b, runSerial("RV-COOWN"), `"motion"`)
+	mustCfg(t, addr, "patrick", "patrick-pass").mustOK("$config/things/"+id+"/claim", `{"code":"`+code+`"}`)
+	handOver(t, addr, id, "an")
+	start := time.Now()
+	if code := cam.pub("things/"+id+"/data/motion", `{"n":1}`, 1); code != 0 {
+		t.Fatalf("publish: 0x%02x", code)
+	}
+	drainArchive(t)
+	time.Sleep(10 * time.Millisecond)
+	inv := mustCfg(t, addr, "an", "an-pass").mustOK("$config/things/"+id+"/relations/ruth", `{"relation":"co_owner"}`).Inv
+	mustCfg(t, addr, "ruth", "ruth-pass").mustOK("$config/invitations/ruth/"+inv+"/answer", `{"accept":true}`)
+	if code := cam.pub("things/"+id+"/data/motion", `{"n":2}`, 1); code != 0 {
+		t.Fatalf("publish: 0x%02x", code)
+	}
+	drainArchive(t)
+	ruth := dialAt(t, addr, "ruth", "ruth-pass", "ruth-coown", "")
+	ruth.sub("$config/replies/ruth-coown/#", "")
+	var got []float64
+	for _, r := range historyData(t, ruth.history("$history/things/"+id+"/data/motion", window(start, time.Now().Add(time.Second)), "", "")) {
+		got = append(got, r["n"].(float64))
+	}
+	if !slices.Equal(got, []float64{2}) {
+		t.Fatalf("ruth's history: %v, want only the reading since she became co-owner [2]", got)
+	}
+}

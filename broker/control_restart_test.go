@@ -80,7 +80,8 @@ func TestConfigSurvivesRestart(t *testing.T) {
 	if _, ok := got["$config/users/an/policies/restart-gone"]; ok {
 		t.Fatal("a policy deleted from MongoDB is still served after the restart")
 	}
-	if !strings.Contains(got["$config/things/watch-1/relations/peter"], `"status":"active","invitation":"`+inv+`","invited_by":"an"`) ||
+	if peter := got["$config/things/watch-1/relations/peter"]; !strings.Contains(peter, `"status":"active","valid_from":"`) ||
+		!strings.Contains(peter, `"invitation":"`+inv+`","invited_by":"an"`) ||
 		!strings.Contains(got["$config/things/thermo-1/relations/ruth"], `"status":"pending"`) {
 		t.Fatalf("relations after the restart: %v", got)
 	}

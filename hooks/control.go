@@ -1261,6 +1261,13 @@ func (c *Control) answer(p policies.Principal, t cfgTopic, payload []byte) resul
 	}
 	undo = append(undo, func(ctx context.Context) { _, _ = c.store.SetInvitationStatus(ctx, inv.ID, "accepted", "pending") })
 	r.Status = policies.StatusActive
+	if r.ValidFrom.IsZero() && (r.Relation == policies.RelOwner || r.Relation == policies.RelCoOwner) {
+		// A say in a thing starts when it is accepted: history decides
+		// each reading as of its time, and the readings before were the
+		// household's as it was then (the flat's former tenant's), not
+		// the newcomer's. An owner shares older ones by a policy.
+		r.ValidFrom = now.UTC()
+	}
 	if err := c.store.PutRelationship(ctx, r); err != nil {
 		return rollback(err)
 	}
