@@ -433,29 +433,11 @@ func TestHistoryDecidedAsOfEachReading(t *testing.T) {
 		{at("22:00:01"), `{"temperature":21.46}`},
 	}
 	clock := &settableClock{}
-	e := policies.NewEngine(policies.Options{Secret: []byte("test"), Clock: clock})
-	for _, u := range []string{"an", "doctor", "bob"} {
-		if err := e.PutUser(policies.User{Name: u}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := e.PutThing(policies.Thing{ID: "thermo-1", Owner: "an", Kind: "sensor", Streams: []string{"temperature"}}); err != nil {
-		t.Fatal(err)
-	}
-	for _, doc := range []string{
+	e := historyEngine(t, policies.Options{Secret: []byte("test"), Clock: clock}, []string{"an", "doctor", "bob"}, policies.Thing{ID: "thermo-1", Owner: "an", Kind: "sensor", Streams: []string{"temperature"}},
 		`{"id":"doctor-day","priority":10,"effect":"allow","subjects":["user:doctor"],"resources":["things/thermo-1/data/temperature"],
 		  "actions":["history"],"when":{"attr":"env.hour","op":"between","value":[8,16]}}`,
 		`{"id":"doctor-night","priority":20,"effect":"allow","subjects":["user:doctor"],"resources":["things/thermo-1/data/temperature"],
-		  "actions":["history"],"constraints":[{"kind":"accuracy","field":"temperature","step":1}]}`,
-	} {
-		p, err := policies.ParsePolicy([]byte(doc))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := e.PutPolicy("an", p); err != nil {
-			t.Fatal(err)
-		}
-	}
+		  "actions":["history"],"constraints":[{"kind":"accuracy","field":"temperature","step":1}]}`)
 	if err := e.PutRelationship(policies.Relationship{Thing: "thermo-1", User: "bob", Relation: "co_owner", Status: "active",
 		ValidFrom: at("18:00:00"), ValidUntil: at("22:00:00")}); err != nil {
 		t.Fatal(err)
@@ -654,29 +636,11 @@ func TestHistoryAuditPerDecision(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			clock := &settableClock{}
 			clock.Set(at("23:00:00"))
-			e := policies.NewEngine(policies.Options{Secret: []byte("test"), Clock: clock})
-			for _, u := range []string{"an", "doctor"} {
-				if err := e.PutUser(policies.User{Name: u}); err != nil {
-					t.Fatal(err)
-				}
-			}
-			if err := e.PutThing(policies.Thing{ID: "thermo-1", Owner: "an", Kind: "sensor", Streams: []string{"temperature"}}); err != nil {
-				t.Fatal(err)
-			}
-			for _, doc := range []string{
+			e := historyEngine(t, policies.Options{Secret: []byte("test"), Clock: clock}, []string{"an", "doctor"}, policies.Thing{ID: "thermo-1", Owner: "an", Kind: "sensor", Streams: []string{"temperature"}},
 				`{"id":"doctor-day","priority":10,"effect":"allow","subjects":["user:doctor"],"resources":["things/thermo-1/data/temperature"],
 				  "actions":["history"],"when":{"attr":"env.hour","op":"between","value":[8,16]}}`,
 				`{"id":"doctor-night","priority":20,"effect":"allow","subjects":["user:doctor"],"resources":["things/thermo-1/data/temperature"],
-				  "actions":["history"],"constraints":[{"kind":"accuracy","field":"temperature","step":1}]}`,
-			} {
-				p, err := policies.ParsePolicy([]byte(doc))
-				if err != nil {
-					t.Fatal(err)
-				}
-				if err := e.PutPolicy("an", p); err != nil {
-					t.Fatal(err)
-				}
-			}
+				  "actions":["history"],"constraints":[{"kind":"accuracy","field":"temperature","step":1}]}`)
 			var got []call
 			var h *History
 			h = NewHistory(HistoryConfig{Engine: e, Source: c.archive(&h), Clock: clock,
@@ -710,24 +674,10 @@ func TestHistoryRateFirstOfBucketAsLive(t *testing.T) {
 	at := func(s string) time.Time { t, _ := time.Parse(time.RFC3339, "2026-11-26T"+s+"Z"); return t }
 	clock := &settableClock{}
 	clock.Set(at("13:00:00"))
-	e := policies.NewEngine(policies.Options{Secret: []byte("test"), Clock: clock})
-	for _, u := range []string{"an", "doctor"} {
-		if err := e.PutUser(policies.User{Name: u}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := e.PutThing(policies.Thing{ID: "thermo-1", Owner: "an", Kind: "sensor", Streams: []string{"temperature"}}); err != nil {
-		t.Fatal(err)
-	}
-	p, err := policies.ParsePolicy([]byte(`{"id":"doctor-rate","priority":0,"effect":"allow","subjects":["user:doctor"],
+	e := historyEngine(t, policies.Options{Secret: []byte("test"), Clock: clock}, []string{"an", "doctor"}, policies.Thing{ID: "thermo-1", Owner: "an", Kind: "sensor", Streams: []string{"temperature"}},
+		`{"id":"doctor-rate","priority":0,"effect":"allow","subjects":["user:doctor"],
 		"resources":["things/thermo-1/data/temperature"],"actions":["read","history"],
-		"when":{"attr":"env.hour","op":"ge","value":11},"constraints":[{"kind":"rate","seconds":7200}]}`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := e.PutPolicy("an", p); err != nil {
-		t.Fatal(err)
-	}
+		"when":{"attr":"env.hour","op":"ge","value":11},"constraints":[{"kind":"rate","seconds":7200}]}`)
 	if firstOfPeriod(at("11:10:00").UnixNano(), at("10:10:00").UnixNano(), 2*time.Hour) {
 		t.Fatal("live would release 11:10")
 	}
@@ -755,23 +705,9 @@ func TestFormerCoOwnersHistoryIsAudited(t *testing.T) {
 	at := func(s string) time.Time { t, _ := time.Parse(time.RFC3339, "2026-11-26T"+s+"Z"); return t }
 	archive := archived{{at("19:00:00"), `{"temperature":21.4}`}, {at("20:00:00"), `{"temperature":21.5}`}, {at("23:00:00"), `{"temperature":21.6}`}}
 	clock := &settableClock{}
-	e := policies.NewEngine(policies.Options{Secret: []byte("test"), Clock: clock})
-	for _, u := range []string{"an", "bob"} {
-		if err := e.PutUser(policies.User{Name: u}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := e.PutThing(policies.Thing{ID: "thermo-1", Owner: "an", Kind: "sensor", Streams: []string{"temperature"}}); err != nil {
-		t.Fatal(err)
-	}
-	p, err := policies.ParsePolicy([]byte(`{"id":"bob-history","priority":10,"effect":"allow","subjects":["user:bob"],
-		"resources":["things/thermo-1/data/temperature"],"actions":["history"]}`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := e.PutPolicy("an", p); err != nil {
-		t.Fatal(err)
-	}
+	e := historyEngine(t, policies.Options{Secret: []byte("test"), Clock: clock}, []string{"an", "bob"}, policies.Thing{ID: "thermo-1", Owner: "an", Kind: "sensor", Streams: []string{"temperature"}},
+		`{"id":"bob-history","priority":10,"effect":"allow","subjects":["user:bob"],
+		"resources":["things/thermo-1/data/temperature"],"actions":["history"]}`)
 	if err := e.PutRelationship(policies.Relationship{Thing: "thermo-1", User: "bob", Relation: "co_owner", Status: "active",
 		ValidFrom: at("18:00:00"), ValidUntil: at("22:00:00")}); err != nil {
 		t.Fatal(err)
@@ -804,4 +740,29 @@ func TestFormerCoOwnersHistoryIsAudited(t *testing.T) {
 	if released != 3 || recorded != released {
 		t.Errorf("bob (no co-owner when he asked) was sent %d readings; the trail records %d", released, recorded)
 	}
+}
+
+// historyEngine is an engine with opts over users, thing and an's
+// policies (JSON documents).
+func historyEngine(t *testing.T, opts policies.Options, users []string, thing policies.Thing, docs ...string) *policies.Engine {
+	t.Helper()
+	e := policies.NewEngine(opts)
+	for _, u := range users {
+		if err := e.PutUser(policies.User{Name: u}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := e.PutThing(thing); err != nil {
+		t.Fatal(err)
+	}
+	for _, doc := range docs {
+		p, err := policies.ParsePolicy([]byte(doc))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := e.PutPolicy("an", p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return e
 }

@@ -154,23 +154,9 @@ func TestHistoryLoadsLiveValuesAhead(t *testing.T) {
 	}
 	live := NewLiveValues()
 	live.Observe("things/watch-1/data/ctl", []byte(`{"rate":150}`))
-	e := policies.NewEngine(policies.Options{Secret: []byte("test"), Context: live})
-	for _, u := range []string{"an", "doctor"} {
-		if err := e.PutUser(policies.User{Name: u}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := e.PutThing(policies.Thing{ID: "watch-1", Owner: "an", Kind: "wearable", Streams: []string{"location", "ctl"}}); err != nil {
-		t.Fatal(err)
-	}
-	p, err := policies.ParsePolicy([]byte(`{"id":"emergency","priority":1,"effect":"allow","subjects":["user:doctor"],
-		"resources":["things/watch-1/data/location"],"actions":["history"],"when":{"attr":"data.watch-1.ctl.rate","op":"gt","value":140}}`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := e.PutPolicy("an", p); err != nil {
-		t.Fatal(err)
-	}
+	e := historyEngine(t, policies.Options{Secret: []byte("test"), Context: live}, []string{"an", "doctor"}, policies.Thing{ID: "watch-1", Owner: "an", Kind: "wearable", Streams: []string{"location", "ctl"}},
+		`{"id":"emergency","priority":1,"effect":"allow","subjects":["user:doctor"],
+		"resources":["things/watch-1/data/location"],"actions":["history"],"when":{"attr":"data.watch-1.ctl.rate","op":"gt","value":140}}`)
 	archive := &streamArchive{streams: map[string]archived{"watch-1/location": locations, "watch-1/ctl": values}, queries: map[string]int{}}
 	h := NewHistory(HistoryConfig{Engine: e, Source: archive})
 	res, _ := policies.ParseTopic("things/watch-1/data/location")
@@ -211,28 +197,10 @@ func TestHistoryValueHeldOverADay(t *testing.T) {
 			live.Observe("things/watch-1/data/ctl", []byte(`{"private":false}`)) // off again now
 			clock := &settableClock{}
 			clock.Set(later.Add(time.Hour))
-			e := policies.NewEngine(policies.Options{Secret: []byte("test"), Clock: clock, Context: live})
-			for _, u := range []string{"an", "doctor"} {
-				if err := e.PutUser(policies.User{Name: u}); err != nil {
-					t.Fatal(err)
-				}
-			}
-			if err := e.PutThing(policies.Thing{ID: "watch-1", Owner: "an", Kind: "wearable", Streams: []string{"location", "ctl"}}); err != nil {
-				t.Fatal(err)
-			}
-			for _, doc := range []string{
+			e := historyEngine(t, policies.Options{Secret: []byte("test"), Clock: clock, Context: live}, []string{"an", "doctor"}, policies.Thing{ID: "watch-1", Owner: "an", Kind: "wearable", Streams: []string{"location", "ctl"}},
 				`{"id":"private","priority":1,"effect":"deny","subjects":["user:doctor"],"resources":["things/watch-1/data/location"],
 				  "actions":["history"],"when":{"attr":"data.watch-1.ctl.private","op":"eq","value":true}}`,
-				`{"id":"doctor","priority":2,"effect":"allow","subjects":["user:doctor"],"resources":["things/watch-1/data/location"],"actions":["history"]}`,
-			} {
-				p, err := policies.ParsePolicy([]byte(doc))
-				if err != nil {
-					t.Fatal(err)
-				}
-				if err := e.PutPolicy("an", p); err != nil {
-					t.Fatal(err)
-				}
-			}
+				`{"id":"doctor","priority":2,"effect":"allow","subjects":["user:doctor"],"resources":["things/watch-1/data/location"],"actions":["history"]}`)
 			archive := &streamArchive{streams: map[string]archived{
 				"watch-1/ctl":      {{day1, `{"private":true}`}, {later.Add(30 * time.Minute), `{"private":false}`}},
 				"watch-1/location": {{day1.Add(5 * time.Minute), `{"lat":1}`}, {later, `{"lat":2}`}, {later.Add(45 * time.Minute), `{"lat":3}`}},
@@ -272,23 +240,9 @@ func TestHistoryValueBeforeAReadingIsOneQuery(t *testing.T) {
 	}
 	live := NewLiveValues()
 	live.Observe("things/watch-1/data/ctl", []byte(`{"rate":150}`))
-	e := policies.NewEngine(policies.Options{Secret: []byte("test"), Context: live})
-	for _, u := range []string{"an", "doctor"} {
-		if err := e.PutUser(policies.User{Name: u}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := e.PutThing(policies.Thing{ID: "watch-1", Owner: "an", Kind: "wearable", Streams: []string{"location", "ctl"}}); err != nil {
-		t.Fatal(err)
-	}
-	p, err := policies.ParsePolicy([]byte(`{"id":"emergency","priority":1,"effect":"allow","subjects":["user:doctor"],
-		"resources":["things/watch-1/data/location"],"actions":["history"],"when":{"attr":"data.watch-1.ctl.rate","op":"gt","value":140}}`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := e.PutPolicy("an", p); err != nil {
-		t.Fatal(err)
-	}
+	e := historyEngine(t, policies.Options{Secret: []byte("test"), Context: live}, []string{"an", "doctor"}, policies.Thing{ID: "watch-1", Owner: "an", Kind: "wearable", Streams: []string{"location", "ctl"}},
+		`{"id":"emergency","priority":1,"effect":"allow","subjects":["user:doctor"],
+		"resources":["things/watch-1/data/location"],"actions":["history"],"when":{"attr":"data.watch-1.ctl.rate","op":"gt","value":140}}`)
 	archive := &streamArchive{streams: map[string]archived{"watch-1/location": locations, "watch-1/ctl": values}, queries: map[string]int{}}
 	h := NewHistory(HistoryConfig{Engine: e, Source: lastArchive{archive}})
 	res, _ := policies.ParseTopic("things/watch-1/data/location")
