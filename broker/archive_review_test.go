@@ -20,6 +20,20 @@ func window(from, to time.Time) string {
 	return fmt.Sprintf(`{"from":%q,"to":%q}`, from.UTC().Format(time.RFC3339Nano), to.UTC().Format(time.RFC3339Nano))
 }
 
+// historyValues asks, as user (password user-pass), the history of topic
+// from from until now, and returns field of each reading.
+func historyValues(t *testing.T, addr, user, topic, field string, from time.Time) []float64 {
+	t.Helper()
+	id := fmt.Sprintf("%s-h%d", user, time.Now().UnixNano())
+	c := dialAt(t, addr, user, user+"-pass", id, "")
+	c.sub("$config/replies/"+id+"/#", "")
+	var got []float64
+	for _, r := range historyData(t, c.history("$history/"+topic, window(from, time.Now().Add(time.Second)), "", "")) {
+		got = append(got, r[field].(float64))
+	}
+	return got
+}
+
 // historyData returns the readings' data of a history answer, failing on a
 // refusal.
 func historyData(t *testing.T, pages []historyReply) []map[string]any {
@@ -264,13 +278,7 @@ func TestHistoryNewOwnerGetsNoneOfTheInstallers(t *testing.T) {
 	if n := fluxCount(t, influxd(t).URL, "veil_e2e/", "motion", id, "n"); n != 5 {
 		t.Fatalf("%d readings archived, want 5", n)
 	}
-	an := dialAt(t, addr, "an", "an-pass", "an-handover", "")
-	an.sub("$config/replies/an-handover/#", "")
-	var got []float64
-	for _, r := range historyData(t, an.history("$history/things/"+id+"/data/motion", window(start, time.Now().Add(time.Second)), "", "")) {
-		got = append(got, r["n"].(float64))
-	}
-	if !slices.Equal(got, []float64{3, 4}) {
+	if got := historyValues(t, addr, "an", "things/"+id+"/data/motion", "n", start); !slices.Equal(got, []float64{3, 4}) {
 		t.Fatalf("the new owner's history: %v, want only the readings since the hand-over [3 4]", got)
 	}
 }
@@ -308,13 +316,7 @@ func TestHistoryRecreatedThingHasNoneOfTheDeletedOnes(t *testing.T) {
 	if n := fluxCount(t, influxd(t).URL, "veil_e2e/", "weight", id, "kg"); n != 4 {
 		t.Fatalf("%d readings archived, want 4", n)
 	}
-	bob := dialAt(t, addr, "bob", "bob-pass", "bob-scale", "")
-	bob.sub("$config/replies/bob-scale/#", "")
-	var got []float64
-	for _, r := range historyData(t, bob.history("$history/things/"+id+"/data/weight", window(start, time.Now().Add(time.Second)), "", "")) {
-		got = append(got, r["kg"].(float64))
-	}
-	if !slices.Equal(got, []float64{90}) {
+	if got := historyValues(t, addr, "bob", "things/"+id+"/data/weight", "kg", start); !slices.Equal(got, []float64{90}) {
 		t.Fatalf("Bob's history of the re-created scale: %v, want only his [90]", got)
 	}
 }
@@ -342,13 +344,7 @@ func TestCoOwnersSayStartsWhenAccepted(t *testing.T) {
 		t.Fatalf("publish: 0x%02x", code)
 	}
 	drainArchive(t)
-	ruth := dialAt(t, addr, "ruth", "ruth-pass", "ruth-coown", "")
-	ruth.sub("$config/replies/ruth-coown/#", "")
-	var got []float64
-	for _, r := range historyData(t, ruth.history("$history/things/"+id+"/data/motion", window(start, time.Now().Add(time.Second)), "", "")) {
-		got = append(got, r["n"].(float64))
-	}
-	if !slices.Equal(got, []float64{2}) {
+	if got := historyValues(t, addr, "ruth", "things/"+id+"/data/motion", "n", start); !slices.Equal(got, []float64{2}) {
 		t.Fatalf("ruth's history: %v, want only the reading since she became co-owner [2]", got)
 	}
 }
