@@ -56,15 +56,7 @@ func TestHistoryRateDoesNotRestartPerQuery(t *testing.T) {
 	var got []string
 	pages := make(chan struct{}, 16)
 	conn := dialReplies(t, addr, "doctor-h", "doctor", func(b []byte) {
-		var page struct {
-			OK       bool   `json:"ok"`
-			Error    string `json:"error"`
-			More     bool   `json:"more"`
-			Readings []struct {
-				TS   string          `json:"ts"`
-				Data json.RawMessage `json:"data"`
-			} `json:"readings"`
-		}
+		var page historyPage
 		_ = json.Unmarshal(b, &page)
 		mu.Lock()
 		for _, r := range page.Readings {

@@ -115,16 +115,11 @@ func TestWillIsArchivedAsAReading(t *testing.T) {
 	var got []string
 	done := make(chan struct{}, 4)
 	doctor := dialReplies(t, addr, "doctor-h", "doctor", func(b []byte) {
-		var page struct {
-			OK       bool              `json:"ok"`
-			Error    string            `json:"error"`
-			More     bool              `json:"more"`
-			Readings []json.RawMessage `json:"readings"`
-		}
+		var page historyPage
 		_ = json.Unmarshal(b, &page)
 		mu.Lock()
 		for _, r := range page.Readings {
-			got = append(got, string(r))
+			got = append(got, string(r.Data))
 		}
 		if !page.OK {
 			got = append(got, "error: "+page.Error)
