@@ -201,3 +201,50 @@ func TestAnswerGoRefusesIsARefusal(t *testing.T) {
 		t.Errorf("stats %+v: want 2 written, 1 rejected", st)
 	}
 }
+
+// manyFields is a reading of n number fields "f0"…, then extra.
+func manyFields(n int, extra string) []byte {
+	var b bytes.Buffer
+	b.WriteByte('{')
+	for i := range n {
+		fmt.Fprintf(&b, `"f%d":%d,`, i, i)
+	}
+	b.WriteString(extra)
+	b.WriteByte('}')
+	return b.Bytes()
+}
+
+// TestAmbiguousNamesAmongManyFields: past a few fields the names are
+// kept in sets, not compared pairwise (a reading of 256 KiB has tens of
+// thousands): ambiguity is found there all the same.
+func TestAmbiguousNamesAmongManyFields(t *testing.T) {
+	for _, c := range []struct {
+		extra   string
+		refused bool
+	}{
+		{`"last":1`, false},
+		{`"f3":1`, true},
+		{`"f3.x":1`, true},
+		{`"g":{"h":1},"g.h":2`, true},
+		{`"g.h":1,"g":2`, true},
+		{`"g":{"h":1},"gh":2`, false},
+	} {
+		_, err := influx.AppendLine(nil, influx.Reading{Thing: "t-1", Stream: "s", Owner: "an", Payload: manyFields(40, c.extra), Received: time.Unix(1, 0)})
+		if got := errors.Is(err, influx.ErrNotAReading); got != c.refused {
+			t.Errorf("40 fields and %s: %v, want refused %v", c.extra, err, c.refused)
+		}
+	}
+}
+
+// BenchmarkLineManyFields encodes a reading of 10,000 fields (about
+// 100 KB): linear in its fields, as a thing may send such a reading.
+func BenchmarkLineManyFields(b *testing.B) {
+	r := influx.Reading{Thing: "t-1", Stream: "s", Owner: "an", Payload: manyFields(10_000, `"last":1`), Received: time.Unix(1, 0)}
+	var dst []byte
+	for b.Loop() {
+		var err error
+		if dst, err = influx.AppendLine(dst[:0], r); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

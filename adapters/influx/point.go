@@ -235,29 +235,73 @@ type walker struct {
 	// otherwise than it was sent (see ambiguous).
 	names     []byte
 	ends      []int
+	leaves    map[string]bool // past notePairs names
+	parents   map[string]bool
 	ambiguous bool
 }
 
 // note records name, a field's flattened name, and whether it meets one
-// walked before (ambiguous): the same (a duplicate key, or "a.b" and a nested a{b}),
-// or one a parent of the other ({"a":1,"a.b":2}). Unflatten could not
-// rebuild such a reading as it was: a value could come back out from
-// under the object a view drops or rounds.
+// walked before (ambiguous): the same (a duplicate key, or "a.b" and a
+// nested a{b}), or one a parent of the other ({"a":1,"a.b":2}). Unflatten
+// could not rebuild such a reading as it was: a value could come back out
+// from under the object a view drops or rounds. Pairs are compared up to
+// a few fields; past them sets are kept (a reading of 256 KiB has tens of
+// thousands of fields, and the check runs in the publish path).
 func (w *walker) note(name []byte) {
-	start := 0
-	for _, end := range w.ends {
-		seen := w.names[start:end]
-		start = end
-		short, long := seen, name
-		if len(short) > len(long) {
-			short, long = long, short
+	if w.ambiguous {
+		return
+	}
+	if len(w.ends) < notePairs {
+		start := 0
+		for _, end := range w.ends {
+			seen := w.names[start:end]
+			start = end
+			short, long := seen, name
+			if len(short) > len(long) {
+				short, long = long, short
+			}
+			if bytes.HasPrefix(long, short) && (len(long) == len(short) || long[len(short)] == '.') {
+				w.ambiguous = true
+				return
+			}
 		}
-		if bytes.HasPrefix(long, short) && (len(long) == len(short) || long[len(short)] == '.') {
-			w.ambiguous = true
+		w.names = append(w.names, name...)
+		w.ends = append(w.ends, len(w.names))
+		return
+	}
+	if w.leaves == nil {
+		w.leaves, w.parents = map[string]bool{}, map[string]bool{}
+		start := 0
+		for _, end := range w.ends {
+			w.remember(string(w.names[start:end]))
+			start = end
 		}
 	}
-	w.names = append(w.names, name...)
-	w.ends = append(w.ends, len(w.names))
+	n := string(name)
+	if w.leaves[n] || w.parents[n] {
+		w.ambiguous = true
+		return
+	}
+	for i := 0; i < len(n); i++ {
+		if n[i] == '.' && w.leaves[n[:i]] {
+			w.ambiguous = true
+			return
+		}
+	}
+	w.remember(n)
+}
+
+// notePairs is how many names note compares pairwise before it keeps sets.
+const notePairs = 16
+
+// remember adds a leaf name and its dotted parents to the sets.
+func (w *walker) remember(n string) {
+	w.leaves[n] = true
+	for i := 0; i < len(n); i++ {
+		if n[i] == '.' {
+			w.parents[n[:i]] = true
+		}
+	}
 }
 
 var walkers = sync.Pool{New: func() any { return new(walker) }}
@@ -427,9 +471,12 @@ func appendLine(dst []byte, r Reading) ([]byte, int, error) {
 	w := walkers.Get().(*walker)
 	defer walkers.Put(w)
 	w.dst, w.fieldsAt, w.n, w.skipped = dst, len(dst), 0, 0
-	w.names, w.ends, w.ambiguous = w.names[:0], w.ends[:0], false
+	w.names, w.ends, w.leaves, w.parents, w.ambiguous = w.names[:0], w.ends[:0], nil, nil, false
 	w.fields(o)
 	dst, w.dst = w.dst, nil // the caller's, not the pool's
+	if cap(w.names) > 64<<10 {
+		w.names, w.ends = nil, nil // a huge reading's, not kept in the pool
+	}
 	if w.ambiguous {
 		return dst[:start], 0, errAmbiguous
 	}
