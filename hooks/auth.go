@@ -311,7 +311,7 @@ type AuthConfig struct {
 	Credentials *Credentials
 	Sessions    *Sessions
 	Server      *mqtt.Server
-	Limiter     *FailureLimiter // nil: 10 failures per minute per address
+	Limiter     *FailureLimiter // nil: 10 failures per minute per address, 64 logins at once
 	// SerialLimiter counts failed factory logins per serial, against
 	// guessing one device's factory secret from many addresses; nil: 5
 	// failures per 15 minutes.
@@ -332,6 +332,9 @@ type AuthConfig struct {
 func NewAuthenticator(c AuthConfig) *Authenticator {
 	if c.Limiter == nil {
 		c.Limiter = NewFailureLimiter(10, time.Minute, nil)
+		// A household behind one address logs in all at once after a
+		// restart; guessing is bounded per name and per serial too.
+		c.Limiter.Burst = 54
 	}
 	if c.SerialLimiter == nil {
 		c.SerialLimiter = NewFailureLimiter(5, 15*time.Minute, nil)
@@ -433,8 +436,15 @@ func (a *Authenticator) authenticate(cl *mqtt.Client, pk packets.Packet, addr st
 	// A thing connects with client id = username = its id.
 	if _, isThing := a.engine.Thing(name); isThing {
 		if cl.ID != name {
-			failed = !a.creds.absent("thing:", pk.Connect.Password, loginSlotWait)
+			failed = !a.decoy("thing:", pk.Connect.Password)
 			return policies.Principal{}, false, "thing-client-id-mismatch"
+		}
+		if a.jwt != nil && looksLikeJWT(pk.Connect.Password) {
+			// As for a user and a name nobody has: no argon2id for a
+			// token (a thing's secret never looks like one).
+			a.verifyJWT("", string(pk.Connect.Password))
+			failed = true
+			return policies.Principal{}, false, "bad-secret"
 		}
 		if ok, busy := a.creds.Check("thing:"+name, pk.Connect.Password, loginSlotWait); !ok {
 			failed = !busy
@@ -445,7 +455,7 @@ func (a *Authenticator) authenticate(cl *mqtt.Client, pk packets.Packet, addr st
 	}
 	// Nobody else may take a thing's client id (it would take over its session).
 	if _, ok := a.engine.Thing(cl.ID); ok {
-		failed = !a.creds.absent("user:", pk.Connect.Password, loginSlotWait)
+		failed = !a.decoy("user:", pk.Connect.Password)
 		return policies.Principal{}, false, "client-id-is-a-thing"
 	}
 	u, ok := a.engine.User(name)
@@ -481,6 +491,17 @@ const (
 	reasonClientID    = "client-id-not-a-topic-level"
 	reasonNameLimited = "name-rate-limited"
 )
+
+// decoy costs a refusal what checking password costs: a token's
+// verification for a JWT-shaped one when bearer tokens are on, else an
+// argon2id check against a decoy of kind. It reports busy as Check does.
+func (a *Authenticator) decoy(kind string, password []byte) (busy bool) {
+	if a.jwt != nil && looksLikeJWT(password) {
+		a.verifyJWT("", string(password))
+		return false
+	}
+	return a.creds.absent(kind, password, loginSlotWait)
+}
 
 // addressKey is the key of addr in the address limiter: an IPv6 address
 // by its /64 (a host has all of its /64's addresses to guess from), an

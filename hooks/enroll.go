@@ -262,15 +262,25 @@ func (c *Control) claim(p policies.Principal, t cfgTopic, payload []byte) result
 	// Counted per thing, and per claimant: the thing's key is one the
 	// claimant names, and claims of made-up things would fill the limiter
 	// (and once emptied it).
+	// An attempt counts from when it starts (Try), as a login's does:
+	// claims sent at once would otherwise all pass a check of the
+	// failures so far.
 	key, by := "claim:"+t.thing, "claim-by:"+p.ID
-	if c.limiter.Blocked(key) || c.limiter.Blocked(by) {
+	if !c.limiter.Try(by) {
 		return refuse(codeNotAuthorized, errTooManyAttempts)
 	}
+	if !c.limiter.Try(key) {
+		c.limiter.Done(by, false)
+		return refuse(codeNotAuthorized, errTooManyAttempts)
+	}
+	failedThing, failedBy := false, false
+	defer func() {
+		c.limiter.Done(key, failedThing)
+		c.limiter.Done(by, failedBy)
+	}()
 	fail := func() result {
-		if _, exists := c.engine.Thing(t.thing); exists {
-			c.limiter.Fail(key)
-		}
-		c.limiter.Fail(by)
+		_, exists := c.engine.Thing(t.thing)
+		failedThing, failedBy = exists, true
 		c.log.Info().Str("thing", clip(t.thing)).Str("by", p.ID).Msg("claim refused")
 		return refuse(codeNotAuthorized, errClaimRefused)
 	}

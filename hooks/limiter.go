@@ -14,7 +14,11 @@ import (
 type FailureLimiter struct {
 	Max    int
 	Window time.Duration
-	clock  policies.Clock
+	// Burst is how many attempts may be in flight beyond Max (while
+	// failures leave room): many devices behind one address log in at
+	// once after a restart, each waiting for argon2id.
+	Burst int
+	clock policies.Clock
 
 	mu      sync.Mutex
 	fails   map[string][]time.Time
@@ -60,7 +64,7 @@ func (l *FailureLimiter) blocked(key string) bool {
 	} else {
 		l.fails[key] = list
 	}
-	return len(list)+l.pending[key] >= l.Max
+	return len(list) >= l.Max || len(list)+l.pending[key] >= l.Max+l.Burst
 }
 
 // Try reserves an attempt of key, which Done ends: refused while the
