@@ -348,3 +348,49 @@ func TestCoOwnersSayStartsWhenAccepted(t *testing.T) {
 		t.Fatalf("ruth's history: %v, want only the reading since she became co-owner [2]", got)
 	}
 }
+
+// TestCoOwnersNewWindowKeepsHerPast: a new window for ruth, co-owner
+// already, keeps the start of her say: she keeps the history of her
+// co-ownership so far.
+func TestCoOwnersNewWindowKeepsHerPast(t *testing.T) {
+	b := archiving(t)
+	addr := b.Addr("mqtt")
+	id, cam, code := enrolled(t, b, runSerial("RV-REINV"), `"motion"`)
+	mustCfg(t, addr, "patrick", "patrick-pass").mustOK("$config/things/"+id+"/claim", `{"code":"`+code+`"}`)
+	handOver(t, addr, id, "an")
+	an, ruth := mustCfg(t, addr, "an", "an-pass"), mustCfg(t, addr, "ruth", "ruth-pass")
+	inv := an.mustOK("$config/things/"+id+"/relations/ruth", `{"relation":"co_owner"}`).Inv
+	ruth.mustOK("$config/invitations/ruth/"+inv+"/answer", `{"accept":true}`)
+	start := time.Now()
+	time.Sleep(10 * time.Millisecond)
+	if code := cam.pub("things/"+id+"/data/motion", `{"n":1}`, 1); code != 0 {
+		t.Fatalf("publish: 0x%02x", code)
+	}
+	drainArchive(t)
+	until := time.Now().Add(365 * 24 * time.Hour).UTC().Format(time.RFC3339)
+	inv = an.mustOK("$config/things/"+id+"/relations/ruth", `{"relation":"co_owner","valid_until":"`+until+`"}`).Inv
+	ruth.mustOK("$config/invitations/ruth/"+inv+"/answer", `{"accept":true}`)
+	if code := cam.pub("things/"+id+"/data/motion", `{"n":2}`, 1); code != 0 {
+		t.Fatalf("publish: 0x%02x", code)
+	}
+	drainArchive(t)
+	if got := historyValues(t, addr, "ruth", "things/"+id+"/data/motion", "n", start); !slices.Equal(got, []float64{1, 2}) {
+		t.Fatalf("ruth's history: %v, want both readings of her co-ownership [1 2]", got)
+	}
+}
+
+// TestNewcomerCannotBackdateAnothersSay: bob, co-owner since today, may
+// not give ruth a say from before his own began (the former tenant's
+// readings): the invitation is refused, naming when his began.
+func TestNewcomerCannotBackdateAnothersSay(t *testing.T) {
+	b := archiving(t)
+	addr := b.Addr("mqtt")
+	id, _, code := enrolled(t, b, runSerial("RV-BACKDATE"), `"motion"`)
+	mustCfg(t, addr, "patrick", "patrick-pass").mustOK("$config/things/"+id+"/claim", `{"code":"`+code+`"}`)
+	handOver(t, addr, id, "an")
+	bob := mustCfg(t, addr, "bob", "bob-pass")
+	inv := mustCfg(t, addr, "an", "an-pass").mustOK("$config/things/"+id+"/relations/bob", `{"relation":"co_owner"}`).Inv
+	bob.mustOK("$config/invitations/bob/"+inv+"/answer", `{"accept":true}`)
+	bob.mustRefuse("$config/things/"+id+"/relations/ruth", `{"relation":"co_owner","valid_from":"2000-01-01T00:00:00Z"}`, "when your own say over it began")
+	bob.mustOK("$config/things/"+id+"/relations/ruth", `{"relation":"co_owner"}`)
+}

@@ -367,18 +367,19 @@ func (c *Control) placeRole(p policies.Principal, place string) string {
 	return role
 }
 
-// standingUntil is when p's standing on a thing or place (whatever
-// objectRole finds) ends: the zero time for an admin, an owner of record,
-// or a relation without an end; else the latest end of the relations in
-// force that give p a say (on the object, on its place, on a place above).
-// Whoever has a say only until then cannot give anyone a say beyond it.
-func (c *Control) standingUntil(p policies.Principal, thing, place string) time.Time {
+// standing is when p's standing on a thing or place (whatever objectRole
+// finds) began and ends: zero times for an admin or an owner of record;
+// else the earliest start and the latest end of the relations in force
+// that give p a say (on the object, on its place, on a place above), a
+// zero time where one has none. Whoever has a say only from or until a
+// time cannot give anyone a say before or beyond it: a newcomer could
+// otherwise open the former tenant's history to someone else.
+func (c *Control) standing(p policies.Principal, thing, place string) (from, until time.Time) {
 	if c.isAdmin(p) {
-		return time.Time{}
+		return time.Time{}, time.Time{}
 	}
 	now := c.clock.Now()
-	var until time.Time
-	endless := false
+	endless, beginless, any := false, false, false
 	consider := func(rs []policies.Relationship) {
 		for _, r := range rs {
 			if r.User != p.ID || r.Status != policies.StatusActive || !inWindow(r, now) {
@@ -391,13 +392,19 @@ func (c *Control) standingUntil(p policies.Principal, thing, place string) time.
 				} else if r.ValidUntil.After(until) {
 					until = r.ValidUntil
 				}
+				if r.ValidFrom.IsZero() {
+					beginless = true
+				} else if !any || r.ValidFrom.Before(from) {
+					from = r.ValidFrom
+				}
+				any = true
 			}
 		}
 	}
 	if thing != "" {
 		th, _ := c.engine.Thing(thing)
 		if th.Owner == p.ID {
-			return time.Time{}
+			return time.Time{}, time.Time{}
 		}
 		consider(c.engine.Relationships(thing, ""))
 		place = th.Place
@@ -408,15 +415,18 @@ func (c *Control) standingUntil(p policies.Principal, thing, place string) time.
 			break
 		}
 		if pl.Owner == p.ID {
-			return time.Time{}
+			return time.Time{}, time.Time{}
 		}
 		consider(c.engine.Relationships("", place))
 		place = pl.Parent
 	}
 	if endless {
-		return time.Time{}
+		until = time.Time{}
 	}
-	return until
+	if beginless {
+		from = time.Time{}
+	}
+	return from, until
 }
 
 func inWindow(r policies.Relationship, t time.Time) bool {
@@ -1055,11 +1065,25 @@ func (c *Control) invite(p policies.Principal, t cfgTopic, payload []byte) resul
 			probs = append(probs, "valid_from, valid_until: the thing has no owner yet; handing it over starts now and has no end")
 		}
 	}
-	if end := c.standingUntil(p, t.thing, t.place); !end.IsZero() && (until.IsZero() || until.After(end)) {
+	start, end := c.standing(p, t.thing, t.place)
+	if !end.IsZero() && (until.IsZero() || until.After(end)) {
 		probs = append(probs, fmt.Sprintf("valid_until: must be no later than %s, when your own say over it ends", fmtTime(end)))
+	}
+	if !start.IsZero() && !from.IsZero() && from.Before(start) {
+		probs = append(probs, fmt.Sprintf("valid_from: must be no earlier than %s, when your own say over it began", fmtTime(start)))
 	}
 	if len(probs) > 0 {
 		return refuse(codeInvalid, "%s", strings.Join(probs, "; "))
+	}
+	if from.IsZero() && (rel == policies.RelOwner || rel == policies.RelCoOwner) {
+		// A new window for one who holds this say already keeps its
+		// start: accepted, a relation without one starts then, and she
+		// would lose the history of her say so far.
+		for _, x := range c.engine.Relationships(t.thing, t.place) {
+			if x.User == t.user && x.Relation == rel && x.Status == policies.StatusActive && inWindow(x, c.clock.Now()) {
+				from = x.ValidFrom
+			}
+		}
 	}
 
 	now := c.clock.Now()
@@ -1238,7 +1262,7 @@ func (c *Control) answer(p policies.Principal, t cfgTopic, payload []byte) resul
 	// lasts (the inviter's own window may have been shortened since).
 	if inv.Inviter != "" {
 		inviter := policies.UserPrincipal(inv.Inviter)
-		end := c.standingUntil(inviter, r.Thing, r.Place)
+		_, end := c.standing(inviter, r.Thing, r.Place)
 		if !mayGrant(c.objectRole(inviter, r.Thing, r.Place), r.Relation) || !end.IsZero() && (r.ValidUntil.IsZero() || r.ValidUntil.After(end)) {
 			return refuse(codeInvalid, "invitation %q: no longer valid (%s may no longer grant it)", t.id, inv.Inviter)
 		}
