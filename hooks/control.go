@@ -1069,7 +1069,9 @@ func (c *Control) invite(p policies.Principal, t cfgTopic, payload []byte) resul
 	if !end.IsZero() && (until.IsZero() || until.After(end)) {
 		probs = append(probs, fmt.Sprintf("valid_until: must be no later than %s, when your own say over it ends", fmtTime(end)))
 	}
-	if !start.IsZero() && !from.IsZero() && from.Before(start) {
+	if (rel == policies.RelOwner || rel == policies.RelCoOwner) && !start.IsZero() && !from.IsZero() && from.Before(start) {
+		// (A visitor's window reaches no history: a visit from 18:00
+		// by a co-owner since 20:00 is as the story tells it.)
 		probs = append(probs, fmt.Sprintf("valid_from: must be no earlier than %s, when your own say over it began", fmtTime(start)))
 	}
 	if len(probs) > 0 {
