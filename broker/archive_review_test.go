@@ -241,6 +241,17 @@ func enrolled(t *testing.T, b *broker.Broker, serial, streams string) (string, *
 	return enr.Thing, dialAt(t, b.Addr("mqtt"), enr.Thing, enr.Secret, enr.Thing, ""), enr.ClaimCode
 }
 
+// ansCamera enrols a motion camera (a serial of prefix unique to this
+// run), has Patrick claim it and hand it over to An, and returns its id
+// and its connection.
+func ansCamera(t *testing.T, b *broker.Broker, prefix string) (string, *mqttClient) {
+	t.Helper()
+	id, cam, code := enrolled(t, b, runSerial(prefix), `"motion"`)
+	mustCfg(t, b.Addr("mqtt"), "patrick", "patrick-pass").mustOK("$config/things/"+id+"/claim", `{"code":"`+code+`"}`)
+	handOver(t, b.Addr("mqtt"), id, "an")
+	return id, cam
+}
+
 // runSerial is a serial no earlier run of the tests used with this
 // archive (the shared broker keeps its things for the process).
 func runSerial(prefix string) string {
@@ -329,9 +340,7 @@ func TestHistoryRecreatedThingHasNoneOfTheDeletedOnes(t *testing.T) {
 func TestCoOwnersSayStartsWhenAccepted(t *testing.T) {
 	b := archiving(t)
 	addr := b.Addr("mqtt")
-	id, cam, code := enrolled(t, b, runSerial("RV-COOWN"), `"motion"`)
-	mustCfg(t, addr, "patrick", "patrick-pass").mustOK("$config/things/"+id+"/claim", `{"code":"`+code+`"}`)
-	handOver(t, addr, id, "an")
+	id, cam := ansCamera(t, b, "RV-COOWN")
 	start := time.Now()
 	if code := cam.pub("things/"+id+"/data/motion", `{"n":1}`, 1); code != 0 {
 		t.Fatalf("publish: 0x%02x", code)
@@ -355,9 +364,7 @@ func TestCoOwnersSayStartsWhenAccepted(t *testing.T) {
 func TestCoOwnersNewWindowKeepsHerPast(t *testing.T) {
 	b := archiving(t)
 	addr := b.Addr("mqtt")
-	id, cam, code := enrolled(t, b, runSerial("RV-REINV"), `"motion"`)
-	mustCfg(t, addr, "patrick", "patrick-pass").mustOK("$config/things/"+id+"/claim", `{"code":"`+code+`"}`)
-	handOver(t, addr, id, "an")
+	id, cam := ansCamera(t, b, "RV-REINV")
 	an, ruth := mustCfg(t, addr, "an", "an-pass"), mustCfg(t, addr, "ruth", "ruth-pass")
 	inv := an.mustOK("$config/things/"+id+"/relations/ruth", `{"relation":"co_owner"}`).Inv
 	ruth.mustOK("$config/invitations/ruth/"+inv+"/answer", `{"accept":true}`)
@@ -385,9 +392,7 @@ func TestCoOwnersNewWindowKeepsHerPast(t *testing.T) {
 func TestNewcomerCannotBackdateAnothersSay(t *testing.T) {
 	b := archiving(t)
 	addr := b.Addr("mqtt")
-	id, _, code := enrolled(t, b, runSerial("RV-BACKDATE"), `"motion"`)
-	mustCfg(t, addr, "patrick", "patrick-pass").mustOK("$config/things/"+id+"/claim", `{"code":"`+code+`"}`)
-	handOver(t, addr, id, "an")
+	id, _ := ansCamera(t, b, "RV-BACKDATE")
 	bob := mustCfg(t, addr, "bob", "bob-pass")
 	inv := mustCfg(t, addr, "an", "an-pass").mustOK("$config/things/"+id+"/relations/bob", `{"relation":"co_owner"}`).Inv
 	bob.mustOK("$config/invitations/bob/"+inv+"/answer", `{"accept":true}`)
