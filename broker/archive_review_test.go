@@ -399,3 +399,89 @@ func TestNewcomerCannotBackdateAnothersSay(t *testing.T) {
 	bob.mustRefuse("$config/things/"+id+"/relations/ruth", `{"relation":"co_owner","valid_from":"2000-01-01T00:00:00Z"}`, "when your own say over it began")
 	bob.mustOK("$config/things/"+id+"/relations/ruth", `{"relation":"co_owner"}`)
 }
+
+// guestsMayReadMotion gives visitors of the camera its motion, live and
+// through history, by an's policy (the subject form relation:visitor).
+func guestsMayReadMotion(t *testing.T, addr, id string) {
+	t.Helper()
+	pid := fmt.Sprintf("guests-%d", time.Now().UnixNano())
+	mustCfg(t, addr, "an", "an-pass").mustOK("$config/users/an/policies/"+pid, `{"id":"`+pid+`","priority":5,"effect":"allow",`+
+		`"subjects":["relation:visitor"],"resources":["things/`+id+`/data/motion"],"actions":["read","history"]}`)
+}
+
+// TestNewcomersVisitorsReadNoEarlierHistory: under an's policy for
+// visitors (decided as of each reading's time), bob's visitors, bob a
+// co-owner since today, read none of the readings before his say began:
+// a visitor's valid_from before it is raised to it, and a visitor without
+// one starts when she accepts.
+func TestNewcomersVisitorsReadNoEarlierHistory(t *testing.T) {
+	b := archiving(t)
+	addr := b.Addr("mqtt")
+	id, cam := ansCamera(t, b, "RV-VISIT")
+	guestsMayReadMotion(t, addr, id)
+	start := time.Now()
+	if code := cam.pub("things/"+id+"/data/motion", `{"n":1}`, 1); code != 0 { // the former tenant's
+		t.Fatalf("publish: 0x%02x", code)
+	}
+	drainArchive(t)
+	time.Sleep(10 * time.Millisecond)
+	bob := mustCfg(t, addr, "bob", "bob-pass")
+	inv := mustCfg(t, addr, "an", "an-pass").mustOK("$config/things/"+id+"/relations/bob", `{"relation":"co_owner"}`).Inv
+	bob.mustOK("$config/invitations/bob/"+inv+"/answer", `{"accept":true}`)
+	if code := cam.pub("things/"+id+"/data/motion", `{"n":2}`, 1); code != 0 {
+		t.Fatalf("publish: 0x%02x", code)
+	}
+	drainArchive(t)
+	until := time.Now().Add(24 * time.Hour).UTC().Format(time.RFC3339)
+	for _, c := range []struct{ who, doc string }{
+		{"mallory", `{"relation":"visitor","valid_from":"2000-01-01T00:00:00Z","valid_until":"` + until + `"}`},
+		{"stranger", `{"relation":"visitor","valid_until":"` + until + `"}`},
+	} {
+		inv := bob.mustOK("$config/things/"+id+"/relations/"+c.who, c.doc).Inv
+		mustCfg(t, addr, c.who, c.who+"-pass").mustOK("$config/invitations/"+c.who+"/"+inv+"/answer", `{"accept":true}`)
+		if got := historyValues(t, addr, c.who, "things/"+id+"/data/motion", "n", start); slices.Contains(got, 1) {
+			t.Errorf("%s, bob's visitor (%s), reads %v: the reading from before bob's say began (1)", c.who, c.doc, got)
+		}
+	}
+}
+
+// TestSayKeepsItsStartThroughNewInvitations: ruth, co-owner, keeps the
+// start of her say when she is made an owner, and when a new window is
+// corrected by a second invitation before she answers the first.
+func TestSayKeepsItsStartThroughNewInvitations(t *testing.T) {
+	b := archiving(t)
+	addr := b.Addr("mqtt")
+	for _, c := range []struct {
+		name string
+		docs []string // an's invitations after the first, ruth answering the last
+	}{
+		{"promoted to owner", []string{`{"relation":"owner"}`}},
+		{"a corrected window", []string{
+			`{"relation":"co_owner","valid_until":"` + time.Now().Add(24*time.Hour).UTC().Format(time.RFC3339) + `"}`,
+			`{"relation":"co_owner","valid_until":"` + time.Now().Add(365*24*time.Hour).UTC().Format(time.RFC3339) + `"}`}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			id, cam := ansCamera(t, b, "RV-KEEP")
+			an, ruth := mustCfg(t, addr, "an", "an-pass"), mustCfg(t, addr, "ruth", "ruth-pass")
+			inv := an.mustOK("$config/things/"+id+"/relations/ruth", `{"relation":"co_owner"}`).Inv
+			ruth.mustOK("$config/invitations/ruth/"+inv+"/answer", `{"accept":true}`)
+			start := time.Now()
+			time.Sleep(10 * time.Millisecond)
+			if code := cam.pub("things/"+id+"/data/motion", `{"n":1}`, 1); code != 0 {
+				t.Fatalf("publish: 0x%02x", code)
+			}
+			drainArchive(t)
+			for _, doc := range c.docs {
+				inv = an.mustOK("$config/things/"+id+"/relations/ruth", doc).Inv
+			}
+			ruth.mustOK("$config/invitations/ruth/"+inv+"/answer", `{"accept":true}`)
+			if code := cam.pub("things/"+id+"/data/motion", `{"n":2}`, 1); code != 0 {
+				t.Fatalf("publish: 0x%02x", code)
+			}
+			drainArchive(t)
+			if got := historyValues(t, addr, "ruth", "things/"+id+"/data/motion", "n", start); !slices.Equal(got, []float64{1, 2}) {
+				t.Fatalf("ruth's history: %v, want both readings of her say [1 2]", got)
+			}
+		})
+	}
+}

@@ -496,6 +496,9 @@ const (
 // verification for a JWT-shaped one when bearer tokens are on, else an
 // argon2id check against a decoy of kind. It reports busy as Check does.
 func (a *Authenticator) decoy(kind string, password []byte) (busy bool) {
+	if len(password) == 0 {
+		return false // refused at once, as Check refuses it
+	}
 	if a.jwt != nil && looksLikeJWT(password) {
 		a.verifyJWT("", string(password))
 		return false

@@ -472,3 +472,49 @@ func TestHouseholdLogsInAllAtOnce(t *testing.T) {
 		t.Errorf("%d of 30 right logins from one household address refused", n)
 	}
 }
+
+// TestAddressGuessesPerMinute: an address gets 10 failed checks a minute
+// however they are sent: a burst of 64 (the logins it may have in flight)
+// fills its bucket, which takes over five minutes to drain. It once got
+// all 64 checked every minute.
+func TestAddressGuessesPerMinute(t *testing.T) {
+	r := newLoginRig(t)
+	clock := &settableClock{}
+	clock.Set(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
+	r.a.limiter.clock, r.a.names.clock = clock, clock
+	checked := 0
+	for minute := range 5 {
+		before := len(r.a.names.fails) // every checked guess is a failure of its own name
+		release := holdSlots(r.creds)
+		var wg sync.WaitGroup
+		for i := range 64 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				r.connectFrom(fmt.Sprintf("c%d-%d", minute, i), fmt.Sprintf("u%d-%d", minute, i), "guess", "198.51.100.7")
+			}()
+		}
+		time.Sleep(200 * time.Millisecond)
+		release()
+		wg.Wait()
+		checked += len(r.a.names.fails) - before
+		clock.Add(61 * time.Second)
+	}
+	if limit := 5*10 + 54; checked > limit {
+		t.Errorf("%d wrong passwords from one address checked in five minutes (10 failures a minute and one burst: %d)", checked, limit)
+	}
+}
+
+// TestEmptyPasswordSaysNothingOfThings: a CONNECT with no password is
+// refused at once whatever its names are (an empty secret is never
+// checked): a thing's client id or name once cost a decoy check.
+func TestEmptyPasswordSaysNothingOfThings(t *testing.T) {
+	r := newLoginRig(t)
+	thingID := r.checks(func() string { return r.login("cam-1", "zed", "", "192.0.2.1") })
+	noID := r.checks(func() string { return r.login("cam-9", "zed", "", "192.0.2.2") })
+	thingName := r.checks(func() string { return r.login("probe", "cam-1", "", "192.0.2.3") })
+	noName := r.checks(func() string { return r.login("probe", "cam-9", "", "192.0.2.4") })
+	if thingID != noID || thingName != noName {
+		t.Errorf("no password: a thing's client id checked %v, none %v; a thing's name %v, none %v", thingID, noID, thingName, noName)
+	}
+}

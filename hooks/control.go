@@ -954,7 +954,7 @@ func fmtTime(t time.Time) string {
 	if t.IsZero() {
 		return ""
 	}
-	return t.UTC().Format(time.RFC3339)
+	return t.UTC().Format(time.RFC3339Nano) // a start set at acceptance has a fraction
 }
 
 func relDoc(r policies.Relationship, inv *mongo.Invitation) relationDoc {
@@ -1069,10 +1069,15 @@ func (c *Control) invite(p policies.Principal, t cfgTopic, payload []byte) resul
 	if !end.IsZero() && (until.IsZero() || until.After(end)) {
 		probs = append(probs, fmt.Sprintf("valid_until: must be no later than %s, when your own say over it ends", fmtTime(end)))
 	}
-	if (rel == policies.RelOwner || rel == policies.RelCoOwner) && !start.IsZero() && !from.IsZero() && from.Before(start) {
-		// (A visitor's window reaches no history: a visit from 18:00
-		// by a co-owner since 20:00 is as the story tells it.)
-		probs = append(probs, fmt.Sprintf("valid_from: must be no earlier than %s, when your own say over it began", fmtTime(start)))
+	if !start.IsZero() && !from.IsZero() && from.Before(start) {
+		if rel == policies.RelVisitor {
+			// A visit from 18:00 by a co-owner since 20:00 (the case
+			// study) starts at 20:00: an owner's policy for visitors
+			// is decided as of each reading's time too.
+			from = start
+		} else {
+			probs = append(probs, fmt.Sprintf("valid_from: must be no earlier than %s, when your own say over it began", fmtTime(start)))
+		}
 	}
 	if len(probs) > 0 {
 		return refuse(codeInvalid, "%s", strings.Join(probs, "; "))
@@ -1081,8 +1086,12 @@ func (c *Control) invite(p policies.Principal, t cfgTopic, payload []byte) resul
 		// A new window for one who holds this say already keeps its
 		// start: accepted, a relation without one starts then, and she
 		// would lose the history of her say so far.
+		// Her owner's or co-owner's say (a promotion keeps it too), or
+		// the start a new window pending for her kept already.
 		for _, x := range c.engine.Relationships(t.thing, t.place) {
-			if x.User == t.user && x.Relation == rel && x.Status == policies.StatusActive && inWindow(x, c.clock.Now()) {
+			if x.User == t.user && (x.Relation == policies.RelOwner || x.Relation == policies.RelCoOwner) && !x.ValidFrom.IsZero() &&
+				(x.Status == policies.StatusActive && inWindow(x, c.clock.Now()) || x.Status == policies.StatusPending) &&
+				(from.IsZero() || x.ValidFrom.Before(from)) {
 				from = x.ValidFrom
 			}
 		}
@@ -1287,12 +1296,18 @@ func (c *Control) answer(p policies.Principal, t cfgTopic, payload []byte) resul
 	}
 	undo = append(undo, func(ctx context.Context) { _, _ = c.store.SetInvitationStatus(ctx, inv.ID, "accepted", "pending") })
 	r.Status = policies.StatusActive
-	if r.ValidFrom.IsZero() && (r.Relation == policies.RelOwner || r.Relation == policies.RelCoOwner) {
-		// A say in a thing starts when it is accepted: history decides
+	startsNow := !now.Before(r.ValidFrom) // zero, or already begun
+	if r.ValidFrom.IsZero() {
+		// A relation starts when it is accepted: history decides
 		// each reading as of its time, and the readings before were the
 		// household's as it was then (the flat's former tenant's), not
 		// the newcomer's. An owner shares older ones by a policy.
-		r.ValidFrom = now.UTC()
+		// To the next millisecond: MongoDB keeps milliseconds, and a
+		// start stored earlier than it was would reach back.
+		r.ValidFrom = now.UTC().Truncate(time.Millisecond)
+		if r.ValidFrom.Before(now) {
+			r.ValidFrom = r.ValidFrom.Add(time.Millisecond)
+		}
 	}
 	if err := c.store.PutRelationship(ctx, r); err != nil {
 		return rollback(err)
@@ -1313,7 +1328,7 @@ func (c *Control) answer(p policies.Principal, t cfgTopic, payload []byte) resul
 		// Only an owner without end, in force now, becomes the owner of
 		// record (which has no end): an owner for one night stays an owner
 		// by relation, and ends with it.
-		if thing.Owner == "" && r.ValidUntil.IsZero() && !now.Before(r.ValidFrom) {
+		if thing.Owner == "" && r.ValidUntil.IsZero() && startsNow {
 			before := thing
 			thing.Owner = r.User
 			newOwner = true

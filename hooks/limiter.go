@@ -9,24 +9,33 @@ import (
 )
 
 // FailureLimiter refuses attempts on a key (a remote address, a serial, a
-// user) after Max failures within Window, without checking them: a
-// refusal costs no argon2id, and guessing gets Max tries a window.
+// user) after Max failures, without checking them: a refusal costs no
+// argon2id. Failures leak away at Max per Window (a bucket): a key is
+// blocked while it holds Max, and gets one more try each Window/Max after
+// that, so guessing gets Max tries a window however they are sent.
 type FailureLimiter struct {
 	Max    int
 	Window time.Duration
 	// Burst is how many attempts may be in flight beyond Max (while
 	// failures leave room): many devices behind one address log in at
-	// once after a restart, each waiting for argon2id.
+	// once after a restart, each waiting for argon2id. Their failures
+	// fill the bucket beyond Max, and take as long to leak away.
 	Burst int
 	clock policies.Clock
 
 	mu      sync.Mutex
-	fails   map[string][]time.Time
+	fails   map[string]*bucket
 	pending map[string]int // attempts in flight (Try … Done)
 }
 
+// bucket is a key's failures: level, as of at.
+type bucket struct {
+	level float64
+	at    time.Time
+}
+
 // limiterKeys bounds the keys a FailureLimiter tracks. Beyond it, keys
-// whose failures no longer count go first, then keys not blocked yet, and
+// whose failures have leaked away go first, then keys not blocked yet, and
 // blocked keys last: a flood of new keys (an IPv6 prefix's addresses,
 // made-up serials) neither grows the limiter without bound nor, as a
 // limiter that started over would, unblocks the keys it blocks.
@@ -37,16 +46,25 @@ func NewFailureLimiter(max int, window time.Duration, clock policies.Clock) *Fai
 	if clock == nil {
 		clock = policies.SystemClock{}
 	}
-	return &FailureLimiter{Max: max, Window: window, clock: clock, fails: map[string][]time.Time{}, pending: map[string]int{}}
+	return &FailureLimiter{Max: max, Window: window, clock: clock, fails: map[string]*bucket{}, pending: map[string]int{}}
 }
 
-func (l *FailureLimiter) recent(key string, now time.Time) []time.Time {
-	list := l.fails[key]
-	i := 0
-	for i < len(list) && now.Sub(list[i]) > l.Window {
-		i++
+// level returns key's failures now, forgetting a key whose have leaked
+// away.
+func (l *FailureLimiter) level(key string, now time.Time) float64 {
+	b := l.fails[key]
+	if b == nil {
+		return 0
 	}
-	return list[i:]
+	if d := now.Sub(b.at); d > 0 {
+		b.level -= d.Seconds() * float64(l.Max) / l.Window.Seconds()
+		b.at = now
+	}
+	if b.level <= 0 {
+		delete(l.fails, key)
+		return 0
+	}
+	return b.level
 }
 
 // Blocked reports whether key has used up its failures (its attempts in
@@ -57,14 +75,11 @@ func (l *FailureLimiter) Blocked(key string) bool {
 	return l.blocked(key)
 }
 
+// blocked: a whole failure's room is left below Max (of the level, as it
+// leaks) for another try, in flight ones counted up to Max+Burst.
 func (l *FailureLimiter) blocked(key string) bool {
-	list := l.recent(key, l.clock.Now())
-	if len(list) == 0 {
-		delete(l.fails, key)
-	} else {
-		l.fails[key] = list
-	}
-	return len(list) >= l.Max || len(list)+l.pending[key] >= l.Max+l.Burst
+	level := l.level(key, l.clock.Now())
+	return level > float64(l.Max-1) || level+float64(l.pending[key]) > float64(l.Max+l.Burst-1)
 }
 
 // Try reserves an attempt of key, which Done ends: refused while the
@@ -101,11 +116,12 @@ func (l *FailureLimiter) Fail(key string) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	now := l.clock.Now()
-	list := l.recent(key, now)
-	if len(list) >= l.Max {
-		list = list[1:] // a blocked key keeps its last Max failures
+	level := l.level(key, now)
+	if b := l.fails[key]; b != nil {
+		b.level = level + 1
+	} else {
+		l.fails[key] = &bucket{level: 1, at: now}
 	}
-	l.fails[key] = append(list, now)
 	if len(l.fails) > limiterKeys {
 		l.prune(now, key)
 	}
@@ -117,8 +133,8 @@ func (l *FailureLimiter) Fail(key string) {
 func (l *FailureLimiter) prune(now time.Time, key string) {
 	target := limiterKeys * 3 / 4
 	for _, drop := range []func(k string) bool{
-		func(k string) bool { return len(l.recent(k, now)) == 0 },
-		func(k string) bool { return len(l.recent(k, now)) < l.Max },
+		func(k string) bool { return l.level(k, now) == 0 },
+		func(k string) bool { return l.level(k, now) <= float64(l.Max-1) },
 		func(string) bool { return true },
 	} {
 		for k := range l.fails {

@@ -473,9 +473,10 @@ func appendLine(dst []byte, r Reading) ([]byte, int, error) {
 	w.dst, w.fieldsAt, w.n, w.skipped = dst, len(dst), 0, 0
 	w.names, w.ends, w.leaves, w.parents, w.ambiguous = w.names[:0], w.ends[:0], nil, nil, false
 	w.fields(o)
-	dst, w.dst = w.dst, nil // the caller's, not the pool's
+	dst, w.dst = w.dst, nil        // the caller's, not the pool's
+	w.leaves, w.parents = nil, nil // a big reading's sets, not kept in the pool
 	if cap(w.names) > 64<<10 {
-		w.names, w.ends = nil, nil // a huge reading's, not kept in the pool
+		w.names, w.ends = nil, nil
 	}
 	if w.ambiguous {
 		return dst[:start], 0, errAmbiguous
