@@ -13,6 +13,7 @@ import (
 	"github.com/eclipse/paho.golang/paho"
 
 	"github.com/veil-iot/veil/adapters/mongo"
+	"github.com/veil-iot/veil/policies"
 )
 
 // addFactory registers a device's factory credential with the shared broker.
@@ -538,4 +539,72 @@ func TestClaimGuessesCountPerInstaller(t *testing.T) {
 	quentin.mustRefuse("$config/things/"+enr.Thing+"/claim", `{"code":"`+enr.ClaimCode+`"}`, "too many attempts")
 	patrick := mustCfg(t, addr, "patrick", "patrick-pass")
 	patrick.mustOK("$config/things/"+enr.Thing+"/claim", `{"code":"`+enr.ClaimCode+`"}`)
+}
+
+// TestInheritedStartsAreOnesTheInviterCouldGive: an invitation without
+// valid_from keeps the start of a say its invitee holds, or of a window
+// pending for her, only where the inviter could have given that start
+// himself: never from before his own say (ruth's void invitation from
+// 2020, laundered through peter, a co-owner since tonight), never one to
+// come (a superseded invitation from next week), and never for a
+// hand-over, which starts at once.
+func TestInheritedStartsAreOnesTheInviterCouldGive(t *testing.T) {
+	addr := veil.Addr("mqtt")
+	handedOver := func(serial string) string {
+		addFactory(t, serial, "factory-"+serial)
+		enr, err := enrollDevice(t, addr, "", serial, "factory-"+serial, `{"kind":"actuator"}`)
+		if err != nil || !enr.OK {
+			t.Fatalf("enrolment: %v %+v", err, enr)
+		}
+		mustCfg(t, addr, "patrick", "patrick-pass").mustOK("$config/things/"+enr.Thing+"/claim", `{"code":"`+enr.ClaimCode+`"}`)
+		return enr.Thing
+	}
+	relOf := func(thing, user string, rel policies.Relation) policies.Relationship {
+		for _, r := range veil.Engine.Relationships(thing, "") {
+			if r.User == user && r.Relation == rel {
+				return r
+			}
+		}
+		t.Fatalf("no %s relation of %s on %s", rel, user, thing)
+		return policies.Relationship{}
+	}
+	an, peter, ruth, stranger := mustCfg(t, addr, "an", "an-pass"), mustCfg(t, addr, "peter", "peter-pass"),
+		mustCfg(t, addr, "ruth", "ruth-pass"), mustCfg(t, addr, "stranger", "stranger-pass")
+	patrick, admin := mustCfg(t, addr, "patrick", "patrick-pass"), mustCfg(t, addr, "admin", "admin-pass")
+
+	// Laundering a void invitation's start.
+	id := handedOver("TH-IS-0001")
+	inv := patrick.mustOK("$config/things/"+id+"/relations/an", `{"relation":"owner"}`).Inv
+	an.mustOK("$config/invitations/an/"+inv+"/answer", `{"accept":true}`)
+	rels := "$config/things/" + id + "/relations/"
+	inv = an.mustOK(rels+"ruth", `{"relation":"co_owner","valid_from":"2020-01-01T00:00:00Z"}`).Inv
+	ruth.mustOK("$config/invitations/ruth/"+inv+"/answer", `{"accept":true}`)
+	inv = an.mustOK(rels+"peter", `{"relation":"co_owner"}`).Inv
+	peter.mustOK("$config/invitations/peter/"+inv+"/answer", `{"accept":true}`)
+	ruth.mustOK(rels+"stranger", `{"relation":"co_owner","valid_from":"2020-01-01T00:00:00Z"}`)
+	an.mustOK(rels+"ruth", ``) // ruth revoked: her invitation is void
+	inv = peter.mustOK(rels+"stranger", `{"relation":"co_owner"}`).Inv
+	stranger.mustOK("$config/invitations/stranger/"+inv+"/answer", `{"accept":true}`)
+	if got, peters := relOf(id, "stranger", policies.RelCoOwner), relOf(id, "peter", policies.RelCoOwner); got.ValidFrom.Before(peters.ValidFrom) {
+		t.Errorf("peter (a say since %s) gave stranger a say from %s", peters.ValidFrom, got.ValidFrom)
+	}
+
+	// A superseded start to come.
+	next := clock.Now().Add(7 * 24 * time.Hour).UTC().Format(time.RFC3339)
+	an.mustOK(rels+"ruth", `{"relation":"co_owner","valid_from":"`+next+`"}`)
+	inv = an.mustOK(rels+"ruth", `{"relation":"co_owner"}`).Inv
+	ruth.mustOK("$config/invitations/ruth/"+inv+"/answer", `{"accept":true}`)
+	if got := relOf(id, "ruth", policies.RelCoOwner); got.ValidFrom.After(clock.Now()) {
+		t.Errorf("an invitation without valid_from, accepted now, starts %s", got.ValidFrom)
+	}
+
+	// A hand-over over a pending relation to come.
+	id = handedOver("TH-IS-0002")
+	tomorrow := clock.Now().Add(24 * time.Hour).UTC().Format(time.RFC3339)
+	admin.mustOK("$config/things/"+id+"/relations/an", `{"relation":"co_owner","valid_from":"`+tomorrow+`"}`)
+	inv = patrick.mustOK("$config/things/"+id+"/relations/an", `{"relation":"owner"}`).Inv
+	an.mustOK("$config/invitations/an/"+inv+"/answer", `{"accept":true}`)
+	if th, _ := veil.Engine.Thing(id); th.Owner != "an" {
+		t.Errorf("after the hand-over the owner of record is %q", th.Owner)
+	}
 }

@@ -1082,16 +1082,20 @@ func (c *Control) invite(p policies.Principal, t cfgTopic, payload []byte) resul
 	if len(probs) > 0 {
 		return refuse(codeInvalid, "%s", strings.Join(probs, "; "))
 	}
-	if from.IsZero() && (rel == policies.RelOwner || rel == policies.RelCoOwner) {
-		// A new window for one who holds this say already keeps its
-		// start: accepted, a relation without one starts then, and she
-		// would lose the history of her say so far.
-		// Her owner's or co-owner's say (a promotion keeps it too), or
-		// the start a new window pending for her kept already.
+	if handOver := rel == policies.RelOwner && t.thing != "" && func() bool { th, _ := c.engine.Thing(t.thing); return th.Owner == "" }(); from.IsZero() && !handOver &&
+		(rel == policies.RelOwner || rel == policies.RelCoOwner) {
+		// A new window for one who holds an owner's or co-owner's say
+		// already (a promotion too) keeps its start: accepted, a
+		// relation without one starts then, and she would lose the
+		// history of her say so far. Of a say she holds now, or of a
+		// window pending for her (a correction of a new window, which
+		// put the one she held aside); never a start to come, nor one
+		// from before the inviter's own (which he could not give).
+		now := c.clock.Now()
 		for _, x := range c.engine.Relationships(t.thing, t.place) {
 			if x.User == t.user && (x.Relation == policies.RelOwner || x.Relation == policies.RelCoOwner) && !x.ValidFrom.IsZero() &&
-				(x.Status == policies.StatusActive && inWindow(x, c.clock.Now()) || x.Status == policies.StatusPending) &&
-				(from.IsZero() || x.ValidFrom.Before(from)) {
+				(x.Status == policies.StatusActive && inWindow(x, now) || x.Status == policies.StatusPending && !x.ValidFrom.After(now)) &&
+				(start.IsZero() || !x.ValidFrom.Before(start)) && (from.IsZero() || x.ValidFrom.Before(from)) {
 				from = x.ValidFrom
 			}
 		}

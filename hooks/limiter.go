@@ -9,10 +9,11 @@ import (
 )
 
 // FailureLimiter refuses attempts on a key (a remote address, a serial, a
-// user) after Max failures, without checking them: a refusal costs no
-// argon2id. Failures leak away at Max per Window (a bucket): a key is
-// blocked while it holds Max, and gets one more try each Window/Max after
-// that, so guessing gets Max tries a window however they are sent.
+// user) after Max failures within Window, without checking them: a
+// refusal costs no argon2id. The failures of a burst beyond Max (attempts
+// in flight, Burst) also fill a bucket that leaks Max per Window, and the
+// key waits for it too: guessing gets Max tries a window however they are
+// sent.
 type FailureLimiter struct {
 	Max    int
 	Window time.Duration
@@ -28,8 +29,10 @@ type FailureLimiter struct {
 	pending map[string]int // attempts in flight (Try … Done)
 }
 
-// bucket is a key's failures: level, as of at.
+// bucket is a key's failures: the times of its last Max, and a level
+// that leaks, as of at.
 type bucket struct {
+	times []time.Time
 	level float64
 	at    time.Time
 }
@@ -57,14 +60,28 @@ func (l *FailureLimiter) level(key string, now time.Time) float64 {
 		return 0
 	}
 	if d := now.Sub(b.at); d > 0 {
-		b.level -= d.Seconds() * float64(l.Max) / l.Window.Seconds()
+		b.level = max(0, b.level-d.Seconds()*float64(l.Max)/l.Window.Seconds())
 		b.at = now
 	}
-	if b.level <= 0 {
+	i := 0
+	for i < len(b.times) && now.Sub(b.times[i]) > l.Window {
+		i++
+	}
+	b.times = b.times[i:]
+	if b.level == 0 && len(b.times) == 0 {
 		delete(l.fails, key)
 		return 0
 	}
 	return b.level
+}
+
+// recent is how many of key's failures fall within the window (call
+// level first).
+func (l *FailureLimiter) recent(key string) int {
+	if b := l.fails[key]; b != nil {
+		return len(b.times)
+	}
+	return 0
 }
 
 // Blocked reports whether key has used up its failures (its attempts in
@@ -79,7 +96,7 @@ func (l *FailureLimiter) Blocked(key string) bool {
 // leaks) for another try, in flight ones counted up to Max+Burst.
 func (l *FailureLimiter) blocked(key string) bool {
 	level := l.level(key, l.clock.Now())
-	return level > float64(l.Max-1) || level+float64(l.pending[key]) > float64(l.Max+l.Burst-1)
+	return l.recent(key) >= l.Max || level > float64(l.Max-1) || level+float64(l.pending[key]) > float64(l.Max+l.Burst-1)
 }
 
 // Try reserves an attempt of key, which Done ends: refused while the
@@ -117,11 +134,16 @@ func (l *FailureLimiter) Fail(key string) {
 	defer l.mu.Unlock()
 	now := l.clock.Now()
 	level := l.level(key, now)
-	if b := l.fails[key]; b != nil {
-		b.level = level + 1
-	} else {
-		l.fails[key] = &bucket{level: 1, at: now}
+	b := l.fails[key]
+	if b == nil {
+		b = &bucket{at: now}
+		l.fails[key] = b
 	}
+	b.level = level + 1
+	if len(b.times) == l.Max {
+		b.times = b.times[1:]
+	}
+	b.times = append(b.times, now)
 	if len(l.fails) > limiterKeys {
 		l.prune(now, key)
 	}
@@ -133,8 +155,8 @@ func (l *FailureLimiter) Fail(key string) {
 func (l *FailureLimiter) prune(now time.Time, key string) {
 	target := limiterKeys * 3 / 4
 	for _, drop := range []func(k string) bool{
-		func(k string) bool { return l.level(k, now) == 0 },
-		func(k string) bool { return l.level(k, now) <= float64(l.Max-1) },
+		func(k string) bool { return l.level(k, now) == 0 && l.recent(k) == 0 },
+		func(k string) bool { return l.level(k, now) <= float64(l.Max-1) && l.recent(k) < l.Max },
 		func(string) bool { return true },
 	} {
 		for k := range l.fails {
