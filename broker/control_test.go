@@ -608,3 +608,57 @@ func TestInheritedStartsAreOnesTheInviterCouldGive(t *testing.T) {
 		t.Errorf("after the hand-over the owner of record is %q", th.Owner)
 	}
 }
+
+// TestLaterCoOwnerExtendingAnEarlierOneKeepsWhatHeCouldGive: peter, a
+// co-owner since after ruth, gives ruth (a co-owner already) a new window
+// without valid_from. Her start (before his) is not inherited, so the new
+// window starts when she accepts: she loses her say's history, even the
+// part since peter's own start, which he could have given her explicitly.
+// (Her old start is gone from the engine at the invitation already: the
+// pending relation replaced her active one.) An inherited start before the
+// inviter's should be raised to his, as a visitor's valid_from is.
+func TestLaterCoOwnerExtendingAnEarlierOneKeepsWhatHeCouldGive(t *testing.T) {
+	addr := veil.Addr("mqtt")
+	serial := "TH-RV-EXT1"
+	addFactory(t, serial, "factory-"+serial)
+	enr, err := enrollDevice(t, addr, "", serial, "factory-"+serial, `{"kind":"actuator"}`)
+	if err != nil || !enr.OK {
+		t.Fatalf("enrolment: %v %+v", err, enr)
+	}
+	patrick := mustCfg(t, addr, "patrick", "patrick-pass")
+	patrick.mustOK("$config/things/"+enr.Thing+"/claim", `{"code":"`+enr.ClaimCode+`"}`)
+	id := enr.Thing
+	relOf := func(user string) policies.Relationship {
+		for _, r := range veil.Engine.Relationships(id, "") {
+			if r.User == user && r.Relation == policies.RelCoOwner {
+				return r
+			}
+		}
+		t.Fatalf("no co_owner relation of %s on %s", user, id)
+		return policies.Relationship{}
+	}
+	an, peter, ruth := mustCfg(t, addr, "an", "an-pass"), mustCfg(t, addr, "peter", "peter-pass"), mustCfg(t, addr, "ruth", "ruth-pass")
+	inv := patrick.mustOK("$config/things/"+id+"/relations/an", `{"relation":"owner"}`).Inv
+	an.mustOK("$config/invitations/an/"+inv+"/answer", `{"accept":true}`)
+	rels := "$config/things/" + id + "/relations/"
+
+	inv = an.mustOK(rels+"ruth", `{"relation":"co_owner"}`).Inv
+	ruth.mustOK("$config/invitations/ruth/"+inv+"/answer", `{"accept":true}`)
+	ruths := relOf("ruth").ValidFrom
+	t.Cleanup(func() { clock.Set(evening) })
+	clock.Set(evening.Add(time.Hour))
+	inv = an.mustOK(rels+"peter", `{"relation":"co_owner"}`).Inv
+	peter.mustOK("$config/invitations/peter/"+inv+"/answer", `{"accept":true}`)
+	peters := relOf("peter").ValidFrom
+	clock.Set(evening.Add(2 * time.Hour))
+
+	// peter extends ruth's say by a year.
+	until := clock.Now().Add(365 * 24 * time.Hour).UTC().Format(time.RFC3339)
+	inv = peter.mustOK(rels+"ruth", `{"relation":"co_owner","valid_until":"`+until+`"}`).Inv
+	ruth.mustOK("$config/invitations/ruth/"+inv+"/answer", `{"accept":true}`)
+	t.Logf("ruth %s peter %s now %s", ruths, peters, relOf("ruth").ValidFrom)
+	if got := relOf("ruth").ValidFrom; got.After(peters) {
+		t.Errorf("ruth, a co-owner since %s, got a new window from peter (since %s) starting %s: her say's history since peter's start is lost",
+			ruths.Format(time.RFC3339Nano), peters.Format(time.RFC3339Nano), got.Format(time.RFC3339Nano))
+	}
+}

@@ -1090,13 +1090,19 @@ func (c *Control) invite(p policies.Principal, t cfgTopic, payload []byte) resul
 		// history of her say so far. Of a say she holds now, or of a
 		// window pending for her (a correction of a new window, which
 		// put the one she held aside); never a start to come, nor one
-		// from before the inviter's own (which he could not give).
+		// from before the inviter's own (raised to it: he could give no
+		// earlier).
 		now := c.clock.Now()
 		for _, x := range c.engine.Relationships(t.thing, t.place) {
 			if x.User == t.user && (x.Relation == policies.RelOwner || x.Relation == policies.RelCoOwner) && !x.ValidFrom.IsZero() &&
-				(x.Status == policies.StatusActive && inWindow(x, now) || x.Status == policies.StatusPending && !x.ValidFrom.After(now)) &&
-				(start.IsZero() || !x.ValidFrom.Before(start)) && (from.IsZero() || x.ValidFrom.Before(from)) {
-				from = x.ValidFrom
+				(x.Status == policies.StatusActive && inWindow(x, now) || x.Status == policies.StatusPending && !x.ValidFrom.After(now)) {
+				s := x.ValidFrom
+				if !start.IsZero() && s.Before(start) {
+					s = start // raised to the earliest he could give
+				}
+				if from.IsZero() || s.Before(from) {
+					from = s
+				}
 			}
 		}
 	}

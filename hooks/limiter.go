@@ -96,7 +96,9 @@ func (l *FailureLimiter) Blocked(key string) bool {
 // leaks) for another try, in flight ones counted up to Max+Burst.
 func (l *FailureLimiter) blocked(key string) bool {
 	level := l.level(key, l.clock.Now())
-	return l.recent(key) >= l.Max || level > float64(l.Max-1) || level+float64(l.pending[key]) > float64(l.Max+l.Burst-1)
+	inFlight := l.pending[key]
+	return l.recent(key)+inFlight > l.Max+l.Burst-1 || l.recent(key) >= l.Max ||
+		level > float64(l.Max-1) || level+float64(inFlight) > float64(l.Max+l.Burst-1)
 }
 
 // Try reserves an attempt of key, which Done ends: refused while the
@@ -117,14 +119,14 @@ func (l *FailureLimiter) Try(key string) bool {
 // Done ends an attempt Try reserved, a failure or not.
 func (l *FailureLimiter) Done(key string, failed bool) {
 	l.mu.Lock()
+	defer l.mu.Unlock()
 	if n := l.pending[key]; n > 1 {
 		l.pending[key] = n - 1
 	} else {
 		delete(l.pending, key)
 	}
-	l.mu.Unlock()
 	if failed {
-		l.Fail(key)
+		l.fail(key)
 	}
 }
 
@@ -132,6 +134,12 @@ func (l *FailureLimiter) Done(key string, failed bool) {
 func (l *FailureLimiter) Fail(key string) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	l.fail(key)
+}
+
+// fail is Fail under the lock: Done records its failure in the same step
+// as it lets the attempt go, or a Try in between would see neither.
+func (l *FailureLimiter) fail(key string) {
 	now := l.clock.Now()
 	level := l.level(key, now)
 	b := l.fails[key]

@@ -2,6 +2,8 @@ package hooks
 
 import (
 	"fmt"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -68,6 +70,65 @@ func TestNoMoreThanMaxInAnyWindow(t *testing.T) {
 		clock.Add(c.window / 2)
 		if !l.Blocked("SN2") {
 			t.Errorf("max %d: %d failures, then let through half a window later", c.max, c.max)
+		}
+	}
+}
+
+// TestWindowCountsAttemptsInFlight: the sliding window counts only failures
+// already recorded, never attempts in flight; once the bucket has leaked,
+// guesses sent at once pass Try together and all fail in the same window.
+// Serial limiter (5 per 15 minutes, no Burst): 3 failures, then 9 minutes
+// later 5 guesses at once: 8 failures within 9 minutes.
+func TestWindowCountsAttemptsInFlight(t *testing.T) {
+	clock := &settableClock{}
+	t0 := time.Date(2026, 11, 25, 20, 0, 0, 0, time.UTC)
+	clock.Set(t0)
+	l := NewFailureLimiter(5, 15*time.Minute, clock)
+	for range 3 {
+		if !l.Try("SN1") {
+			t.Fatal("a fresh serial refused")
+		}
+		l.Done("SN1", true)
+	}
+	clock.Add(9 * time.Minute) // the bucket has leaked 3; the window still holds 3
+	passed := 0
+	for range 10 {
+		if l.Try("SN1") {
+			passed++
+		}
+	}
+	for range passed {
+		l.Done("SN1", true)
+	}
+	if n := 3 + passed; n > l.Max {
+		t.Errorf("%d failures within 9 minutes, Max %d per %v (%d guesses in flight let through)", n, l.Max, l.Window, passed)
+	}
+}
+
+// TestDoneAndItsFailureAreOneStep: Done(key, true) lets go of the attempt
+// and records its failure under two locks; a Try between them sees neither
+// and is let through. Guessers sending one guess after another on several
+// connections get more than Max failures in the window.
+func TestDoneAndItsFailureAreOneStep(t *testing.T) {
+	clock := &settableClock{}
+	clock.Set(time.Date(2026, 11, 25, 20, 0, 0, 0, time.UTC))
+	for round := range 2000 {
+		l := NewFailureLimiter(5, 15*time.Minute, clock)
+		var n atomic.Int64
+		var wg sync.WaitGroup
+		for range 8 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for l.Try("SN1") {
+					n.Add(1)
+					l.Done("SN1", true)
+				}
+			}()
+		}
+		wg.Wait()
+		if n.Load() > int64(l.Max) {
+			t.Fatalf("round %d: %d failures in one window, Max %d", round, n.Load(), l.Max)
 		}
 	}
 }
