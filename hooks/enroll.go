@@ -48,11 +48,14 @@ func (c *Control) enroll(cl *mqtt.Client, p policies.Principal, serial string, p
 	if p.Kind != policies.KindDevice || p.ID != serial {
 		return notAuthorized()
 	}
-	if c.limiter.Blocked("enroll:" + serial) {
+	// Counted from when it starts, as a login is (FailureLimiter.Try).
+	key, failed := "enroll:"+serial, false
+	if !c.limiter.Try(key) {
 		return refuse(codeNotAuthorized, errTooManyAttempts)
 	}
+	defer func() { c.limiter.Done(key, failed) }()
 	fail := func(msg string) result {
-		c.limiter.Fail("enroll:" + serial)
+		failed = true
 		c.log.Info().Str("serial", serial).Str("reason", msg).Msg("enrolment refused")
 		return refuse(codeNotAuthorized, "%s", msg)
 	}
@@ -86,7 +89,7 @@ func (c *Control) enroll(cl *mqtt.Client, p policies.Principal, serial string, p
 		// An enrolment again counts against the serial like a refusal:
 		// one factory credential must not churn secrets and argon2id
 		// without bound. A device whose answer got lost needs one or two.
-		c.limiter.Fail("enroll:" + serial)
+		failed = true
 	}
 	// The device's secret and claim code are made and hashed before the
 	// control plane's lock is taken and the store's deadline starts:
