@@ -2,13 +2,10 @@ package hooks_test
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
-	"sync"
 	"testing"
 	"time"
 
-	"github.com/eclipse/paho.golang/paho"
 	"github.com/rs/zerolog"
 
 	"github.com/veil-iot/veil/hooks"
@@ -52,63 +49,28 @@ func TestHistoryRateDoesNotRestartPerQuery(t *testing.T) {
 		c.System = append(c.System, hist)
 	})
 	t.Cleanup(hist.Close)
-	var mu sync.Mutex
+	doctor := newAsker(t, addr, "doctor-h", "doctor")
 	var got []string
-	pages := make(chan struct{}, 16)
-	conn := dialReplies(t, addr, "doctor-h", "doctor", func(b []byte) {
-		var page historyPage
-		_ = json.Unmarshal(b, &page)
-		mu.Lock()
-		for _, r := range page.Readings {
-			got = append(got, r.TS)
-		}
-		if !page.OK {
-			got = append(got, "error: "+page.Error)
-		}
-		mu.Unlock()
-		if !page.More {
-			pages <- struct{}{}
-		}
-	})
-	subscribe(t, conn, "$config/replies/doctor-h/#")
 	from := t0
 	for range 6 {
 		body := fmt.Sprintf(`{"from":%q,"to":%q}`, from.Format(time.RFC3339Nano), t0.Add(time.Hour).Format(time.RFC3339Nano))
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		_, err := conn.Publish(ctx, &paho.Publish{Topic: "$history/things/thermo-1/data/temperature", QoS: 1, Payload: []byte(body)})
-		cancel()
-		must(t, err)
-		select {
-		case <-pages:
-		case <-time.After(5 * time.Second):
-			t.Fatal("no answer")
+		for _, p := range doctor.ask(body, "") {
+			if !p.OK {
+				t.Fatalf("refused: %s", p.Error)
+			}
+			for _, r := range p.Readings {
+				got = append(got, r.TS)
+			}
 		}
-		mu.Lock()
 		if n := len(got); n > 0 {
 			last, err := time.Parse(time.RFC3339Nano, got[n-1])
 			if err != nil {
-				mu.Unlock()
 				t.Fatalf("answer: %v", got)
 			}
 			from = last.Add(time.Nanosecond)
 		}
-		mu.Unlock()
 	}
-	mu.Lock()
-	defer mu.Unlock()
 	if len(got) != 1 || got[0] != t0.Format(time.RFC3339Nano) {
 		t.Fatalf("under a rate of one reading an hour the doctor obtained %v through $history, want the hour's first reading only", got)
 	}
-}
-
-// dialReplies connects user (password = user name) as id and hands every
-// message it receives to onMsg.
-func dialReplies(t *testing.T, addr, id, user string, onMsg func([]byte)) *paho.Client {
-	t.Helper()
-	pc := dialCounting(t, addr, id, user, user, &counter{})
-	pc.AddOnPublishReceived(func(pr paho.PublishReceived) (bool, error) {
-		onMsg(pr.Packet.Payload)
-		return true, nil
-	})
-	return pc
 }

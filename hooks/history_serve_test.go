@@ -71,18 +71,19 @@ type historyPage struct {
 // asker is a v5 client sending history requests; it gathers each one's
 // answer by its correlation data.
 type asker struct {
-	t   *testing.T
-	pc  *paho.Client
-	mu  sync.Mutex
-	n   int
-	got map[string][]historyPage
-	end map[string]chan struct{}
+	t     *testing.T
+	pc    *paho.Client
+	topic string // asked about; newAsker's: thermo-1's temperature
+	mu    sync.Mutex
+	n     int
+	got   map[string][]historyPage
+	end   map[string]chan struct{}
 }
 
 // newAsker connects user (password = name) as client id.
 func newAsker(t *testing.T, addr, id, user string) *asker {
 	t.Helper()
-	a := &asker{t: t, got: map[string][]historyPage{}, end: map[string]chan struct{}{}}
+	a := &asker{t: t, topic: "things/thermo-1/data/temperature", got: map[string][]historyPage{}, end: map[string]chan struct{}{}}
 	a.pc = dialCounting(t, addr, id, user, user, nil)
 	a.pc.AddOnPublishReceived(func(pr paho.PublishReceived) (bool, error) {
 		if pr.Packet.Properties == nil {
@@ -113,7 +114,7 @@ func (a *asker) send(body, purpose string) string {
 	corr := "c" + strconv.Itoa(a.n)
 	a.end[corr] = make(chan struct{})
 	a.mu.Unlock()
-	p := &paho.Publish{Topic: "$history/things/thermo-1/data/temperature", QoS: 1, Payload: []byte(body),
+	p := &paho.Publish{Topic: "$history/" + a.topic, QoS: 1, Payload: []byte(body),
 		Properties: &paho.PublishProperties{CorrelationData: []byte(corr)}}
 	if purpose != "" {
 		p.Properties.User = paho.UserProperties{{Key: "purpose", Value: purpose}}

@@ -2,7 +2,6 @@ package hooks_test
 
 import (
 	"context"
-	"encoding/json"
 	"net"
 	"sync"
 	"testing"
@@ -111,33 +110,17 @@ func TestWillIsArchivedAsAReading(t *testing.T) {
 	}
 	pub(dialCounting(t, addr, "hub-1", "hub-1", "hub-1", nil), "things/hub-1/data/ctl", `{"private":false}`) // back, not private
 
-	var mu sync.Mutex
+	doctor := newAsker(t, addr, "doctor-h", "doctor")
+	doctor.topic = "things/cam-1/data/image"
 	var got []string
-	done := make(chan struct{}, 4)
-	doctor := dialReplies(t, addr, "doctor-h", "doctor", func(b []byte) {
-		var page historyPage
-		_ = json.Unmarshal(b, &page)
-		mu.Lock()
-		for _, r := range page.Readings {
+	for _, p := range doctor.ask(`{"from":"`+start.Add(-time.Minute).UTC().Format(time.RFC3339Nano)+`"}`, "") {
+		if !p.OK {
+			t.Fatalf("refused: %s", p.Error)
+		}
+		for _, r := range p.Readings {
 			got = append(got, string(r.Data))
 		}
-		if !page.OK {
-			got = append(got, "error: "+page.Error)
-		}
-		mu.Unlock()
-		if !page.More {
-			done <- struct{}{}
-		}
-	})
-	subscribe(t, doctor, "$config/replies/doctor-h/#")
-	pub(doctor, "$history/things/cam-1/data/image", `{"from":"`+start.Add(-time.Minute).UTC().Format(time.RFC3339Nano)+`"}`)
-	select {
-	case <-done:
-	case <-time.After(5 * time.Second):
-		t.Fatal("no answer")
 	}
-	mu.Lock()
-	defer mu.Unlock()
 	if len(got) != 0 {
 		t.Errorf("history released %v, withheld live (taken while the hub's will said private:true)", got)
 	}
