@@ -252,6 +252,15 @@ func ansCamera(t *testing.T, b *broker.Broker, prefix string) (string, *mqttClie
 	return id, cam
 }
 
+// motion has the camera id publish {"n":n}, archived before it returns.
+func motion(t *testing.T, cam *mqttClient, id string, n int) {
+	t.Helper()
+	if code := cam.pub("things/"+id+"/data/motion", fmt.Sprintf(`{"n":%d}`, n), 1); code != 0 {
+		t.Fatalf("publish: 0x%02x", code)
+	}
+	drainArchive(t)
+}
+
 // runSerial is a serial no earlier run of the tests used with this
 // archive (the shared broker keeps its things for the process).
 func runSerial(prefix string) string {
@@ -342,17 +351,11 @@ func TestCoOwnersSayStartsWhenAccepted(t *testing.T) {
 	addr := b.Addr("mqtt")
 	id, cam := ansCamera(t, b, "RV-COOWN")
 	start := time.Now()
-	if code := cam.pub("things/"+id+"/data/motion", `{"n":1}`, 1); code != 0 {
-		t.Fatalf("publish: 0x%02x", code)
-	}
-	drainArchive(t)
+	motion(t, cam, id, 1)
 	time.Sleep(10 * time.Millisecond)
 	inv := mustCfg(t, addr, "an", "an-pass").mustOK("$config/things/"+id+"/relations/ruth", `{"relation":"co_owner"}`).Inv
 	mustCfg(t, addr, "ruth", "ruth-pass").mustOK("$config/invitations/ruth/"+inv+"/answer", `{"accept":true}`)
-	if code := cam.pub("things/"+id+"/data/motion", `{"n":2}`, 1); code != 0 {
-		t.Fatalf("publish: 0x%02x", code)
-	}
-	drainArchive(t)
+	motion(t, cam, id, 2)
 	if got := historyValues(t, addr, "ruth", "things/"+id+"/data/motion", "n", start); !slices.Equal(got, []float64{2}) {
 		t.Fatalf("ruth's history: %v, want only the reading since she became co-owner [2]", got)
 	}
@@ -392,18 +395,12 @@ func TestNewcomersVisitorsReadNoEarlierHistory(t *testing.T) {
 	id, cam := ansCamera(t, b, "RV-VISIT")
 	guestsMayReadMotion(t, addr, id)
 	start := time.Now()
-	if code := cam.pub("things/"+id+"/data/motion", `{"n":1}`, 1); code != 0 { // the former tenant's
-		t.Fatalf("publish: 0x%02x", code)
-	}
-	drainArchive(t)
+	motion(t, cam, id, 1)
 	time.Sleep(10 * time.Millisecond)
 	bob := mustCfg(t, addr, "bob", "bob-pass")
 	inv := mustCfg(t, addr, "an", "an-pass").mustOK("$config/things/"+id+"/relations/bob", `{"relation":"co_owner"}`).Inv
 	bob.mustOK("$config/invitations/bob/"+inv+"/answer", `{"accept":true}`)
-	if code := cam.pub("things/"+id+"/data/motion", `{"n":2}`, 1); code != 0 {
-		t.Fatalf("publish: 0x%02x", code)
-	}
-	drainArchive(t)
+	motion(t, cam, id, 2)
 	until := time.Now().Add(24 * time.Hour).UTC().Format(time.RFC3339)
 	for _, c := range []struct{ who, doc string }{
 		{"mallory", `{"relation":"visitor","valid_from":"2000-01-01T00:00:00Z","valid_until":"` + until + `"}`},
@@ -441,18 +438,12 @@ func TestSayKeepsItsStartThroughNewInvitations(t *testing.T) {
 			ruth.mustOK("$config/invitations/ruth/"+inv+"/answer", `{"accept":true}`)
 			start := time.Now()
 			time.Sleep(10 * time.Millisecond)
-			if code := cam.pub("things/"+id+"/data/motion", `{"n":1}`, 1); code != 0 {
-				t.Fatalf("publish: 0x%02x", code)
-			}
-			drainArchive(t)
+			motion(t, cam, id, 1)
 			for _, doc := range c.docs {
 				inv = an.mustOK("$config/things/"+id+"/relations/ruth", doc).Inv
 			}
 			ruth.mustOK("$config/invitations/ruth/"+inv+"/answer", `{"accept":true}`)
-			if code := cam.pub("things/"+id+"/data/motion", `{"n":2}`, 1); code != 0 {
-				t.Fatalf("publish: 0x%02x", code)
-			}
-			drainArchive(t)
+			motion(t, cam, id, 2)
 			if got := historyValues(t, addr, "ruth", "things/"+id+"/data/motion", "n", start); !slices.Equal(got, []float64{1, 2}) {
 				t.Fatalf("ruth's history: %v, want both readings of her say [1 2]", got)
 			}
