@@ -1312,12 +1312,7 @@ func (c *Control) answer(p policies.Principal, t cfgTopic, payload []byte) resul
 		// each reading as of its time, and the readings before were the
 		// household's as it was then (the flat's former tenant's), not
 		// the newcomer's. An owner shares older ones by a policy.
-		// To the next millisecond: MongoDB keeps milliseconds, and a
-		// start stored earlier than it was would reach back.
-		r.ValidFrom = now.UTC().Truncate(time.Millisecond)
-		if r.ValidFrom.Before(now) {
-			r.ValidFrom = r.ValidFrom.Add(time.Millisecond)
-		}
+		r.ValidFrom = now.UTC() // the store keeps it to the nanosecond
 	}
 	if err := c.store.PutRelationship(ctx, r); err != nil {
 		return rollback(err)
