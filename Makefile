@@ -19,7 +19,9 @@ test-deps:
 # privacy leak waiting to happen.
 test: test-deps
 	$(GO) vet ./...
+	./scripts/mochi-fork.sh check
 	$(GO) test -race -count=1 -timeout 20m ./...
+	cd third_party/mochi && $(GO) test -race -count=1 -timeout 5m ./...
 
 # Micro-benchmarks of the engine and hooks, then the broker-level comparison.
 bench: build

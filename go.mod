@@ -90,3 +90,5 @@ require (
 	modernc.org/strutil v1.2.0 // indirect
 	modernc.org/token v1.1.0 // indirect
 )
+
+replace github.com/mochi-mqtt/server/v2 => ./third_party/mochi
