@@ -192,7 +192,25 @@ func (p *Properties) Copy(allowTransfer bool) Properties {
 
 // canEncode returns true if the property type is valid for the packet type.
 func (p *Properties) canEncode(pkt byte, k byte) bool {
-	return validPacketProperties[k][pkt] == 1
+	return k < 64 && pkt < 128 && validPropertiesTable[k][pkt] == 1
+}
+
+// validPropertiesTable holds validPacketProperties as an array: Encode asks it
+// about every property of every packet it writes, and a lookup in a map of maps
+// made up a quarter of encoding a v5 PUBLISH.
+var validPropertiesTable = buildValidPropertiesTable()
+
+// buildValidPropertiesTable copies validPacketProperties into an array indexed
+// by property then packet type (WillProperties, 99, included).
+func buildValidPropertiesTable() (t [64][128]byte) {
+	for k, types := range validPacketProperties {
+		for pkt, v := range types {
+			if k < 64 && pkt < 128 {
+				t[k][pkt] = v
+			}
+		}
+	}
+	return t
 }
 
 // Encode encodes properties into a bytes buffer.

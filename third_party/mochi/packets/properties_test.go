@@ -197,6 +197,7 @@ func init() {
 	validPacketProperties[PropWildcardSubAvailable][Reserved] = 1
 	validPacketProperties[PropSubIDAvailable][Reserved] = 1
 	validPacketProperties[PropSharedSubAvailable][Reserved] = 1
+	validPropertiesTable = buildValidPropertiesTable()
 }
 
 func TestEncodeProperties(t *testing.T) {
@@ -330,4 +331,36 @@ func TestCopyPropertiesNoTransfer(t *testing.T) {
 
 	// Properties which should never be transferred from one connection to another
 	require.Equal(t, uint16(0), pkB.TopicAlias)
+}
+
+func TestValidPropertiesTableMatchesMap(t *testing.T) {
+	for k := 0; k < 256; k++ {
+		for pkt := 0; pkt < 256; pkt++ {
+			want := validPacketProperties[byte(k)][byte(pkt)] == 1
+			got := new(Properties).canEncode(byte(pkt), byte(k))
+			require.Equal(t, want, got, "property %d, packet type %d", k, pkt)
+		}
+	}
+}
+
+func BenchmarkPublishEncodeV5(b *testing.B) {
+	pk := Packet{
+		FixedHeader:     FixedHeader{Type: Publish, Qos: 1},
+		TopicName:       "things/sensor-1/data/temperature",
+		PacketID:        7,
+		Payload:         []byte(`{"celsius":21.5,"ts":1700000000}`),
+		ProtocolVersion: 5,
+		Properties: Properties{
+			ContentType: "application/json",
+			User:        []UserProperty{{Key: "purpose", Val: "care"}},
+		},
+	}
+	var buf bytes.Buffer
+	b.ReportAllocs()
+	for i := 0; i < b.N; i++ {
+		buf.Reset()
+		if err := pk.PublishEncode(&buf); err != nil {
+			b.Fatal(err)
+		}
+	}
 }
