@@ -405,6 +405,38 @@ func BenchmarkIndexSet(b *testing.B) {
 	}
 }
 
+// Retaining and clearing a topic while a wildcard subscriber is sent the
+// retained messages must not race (run with -race); the topic stays in the
+// index because a subscription holds it.
+func TestRetainMessageWhileScanning(t *testing.T) {
+	index := NewTopicsIndex()
+	index.Subscribe("cl1", packets.Subscription{Filter: "a/b"})
+	set := packets.Packet{FixedHeader: packets.FixedHeader{Retain: true}, TopicName: "a/b", Payload: []byte("on")}
+	clear := packets.Packet{FixedHeader: packets.FixedHeader{Retain: true}, TopicName: "a/b"}
+
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := 0; i < 2000; i++ {
+			index.RetainMessage(set)
+			index.RetainMessage(clear)
+		}
+	}()
+	for scanning := true; scanning; {
+		select {
+		case <-done:
+			scanning = false
+		default:
+		}
+		for _, pk := range index.Messages("a/+") {
+			require.Equal(t, "a/b", pk.TopicName)
+		}
+		for _, pk := range index.Messages("a/b") {
+			require.Equal(t, "a/b", pk.TopicName)
+		}
+	}
+}
+
 func TestRetainMessage(t *testing.T) {
 	pk := packets.Packet{
 		FixedHeader: packets.FixedHeader{Retain: true},
