@@ -131,6 +131,35 @@ func TestClientsGetByListener(t *testing.T) {
 	require.Equal(t, "tcp1", clients[0].Net.Listener)
 }
 
+// GetByListener must not take the map's read lock twice: a writer waiting
+// between the two read locks deadlocks every later use of the map
+// (mochi-mqtt/server#488).
+func TestClientsGetByListenerWhileClientsComeAndGo(t *testing.T) {
+	cl := NewClients()
+	cl.Add(&Client{ID: "t1", State: ClientState{open: context.Background()}, Net: ClientConnection{Listener: "tcp1"}})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := 0; i < 20000; i++ {
+			cl.Add(&Client{ID: "t2", State: ClientState{open: context.Background()}})
+			cl.Delete("t2")
+		}
+	}()
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		for i := 0; i < 20000; i++ {
+			require.Len(t, cl.GetByListener("tcp1"), 1)
+		}
+		<-done
+	}()
+	select {
+	case <-finished:
+	case <-time.After(20 * time.Second):
+		t.Fatal("GetByListener deadlocked with Add and Delete")
+	}
+}
+
 func TestNewClient(t *testing.T) {
 	cl, _, _ := newTestClient()
 
