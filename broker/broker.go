@@ -127,7 +127,7 @@ func (b *Broker) openStore(ctx context.Context) error {
 }
 
 func (b *Broker) loadEngine(ctx context.Context) error {
-	secret, err := b.pseudonymKey()
+	secret, err := b.dataDirKey("pseudonym.key")
 	if err != nil {
 		return err
 	}
@@ -152,23 +152,25 @@ func (b *Broker) loadEngine(ctx context.Context) error {
 	return nil
 }
 
-// pseudonymKey is the secret behind pseudonymize constraints, created once
-// per data dir so pseudonyms stay stable across restarts.
-func (b *Broker) pseudonymKey() ([]byte, error) {
-	path := filepath.Join(b.cfg.DataDir, "pseudonym.key")
+// dataDirKey is a secret kept in the data dir, created at first start:
+// pseudonym.key is behind pseudonymize constraints (pseudonyms stay stable
+// across restarts), networks.key behind the digests of the networks names
+// logged in from.
+func (b *Broker) dataDirKey(file string) ([]byte, error) {
+	path := filepath.Join(b.cfg.DataDir, file)
 	key, err := os.ReadFile(path)
 	if err == nil && len(key) >= 32 {
 		return key, nil
 	}
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
-		return nil, fmt.Errorf("pseudonym key: %w", err)
+		return nil, fmt.Errorf("%s: %w", file, err)
 	}
 	key = make([]byte, 32)
 	if _, err := rand.Read(key); err != nil {
 		return nil, err
 	}
 	if err := os.WriteFile(path, key, 0o600); err != nil {
-		return nil, fmt.Errorf("pseudonym key: %w", err)
+		return nil, fmt.Errorf("%s: %w", file, err)
 	}
 	return key, nil
 }
@@ -206,6 +208,7 @@ func (b *Broker) startMQTT() error {
 	if err := srv.AddHook(new(hooks.NoSendQuota), nil); err != nil {
 		return err
 	}
+	var authn *hooks.Authenticator
 	if b.cfg.NoEnforcement {
 		b.log.Warn().Msg("enforcement is OFF (--bench-no-enforcement): every client may do anything; benchmark baseline only")
 		if err := srv.AddHook(new(auth.AllowHook), nil); err != nil {
@@ -221,11 +224,12 @@ func (b *Broker) startMQTT() error {
 			Log: b.log.With().Str("component", "enforcer").Logger(), Metrics: b.Metrics, Timing: b.Timing,
 			State: b.state,
 		})
-		if err := srv.AddHook(hooks.NewAuthenticator(hooks.AuthConfig{
+		authn = hooks.NewAuthenticator(hooks.AuthConfig{
 			Engine: b.Engine, Credentials: b.Credentials, Sessions: b.Sessions, Server: srv, JWT: jwtCfg,
 			MayPublish: b.enforcer.MayPublish,
 			Log:        b.log.With().Str("component", "auth").Logger(), Metrics: b.Metrics,
-		}), nil); err != nil {
+		})
+		if err := srv.AddHook(authn, nil); err != nil {
 			return err
 		}
 		if err := srv.AddHook(b.enforcer, nil); err != nil {
@@ -236,6 +240,15 @@ func (b *Broker) startMQTT() error {
 	// delivery (KeepView) before the store records the delivery with it.
 	if err := srv.AddHook(b.state, nil); err != nil {
 		return fmt.Errorf("broker state store: %w", err)
+	}
+	if authn != nil {
+		key, err := b.dataDirKey("networks.key")
+		if err != nil {
+			return err
+		}
+		if err := authn.RememberNetworks(key, b.state); err != nil {
+			return fmt.Errorf("broker state store: %w", err)
+		}
 	}
 
 	if err := b.addArchive(srv); err != nil {

@@ -115,6 +115,9 @@ func (s *stateStore) Init(any) error {
 		return fmt.Errorf("%s: %w", s.path, err)
 	}
 	if err := db.Update(func(tx *bbolt.Tx) error {
+		if _, err := tx.CreateBucketIfNotExists(networksBucket); err != nil {
+			return err
+		}
 		_, err := tx.CreateBucketIfNotExists(stateBucket)
 		return err
 	}); err != nil {

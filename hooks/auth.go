@@ -347,6 +347,13 @@ func NewAuthenticator(c AuthConfig) *Authenticator {
 		jwt: c.JWT, mayWill: c.MayPublish, log: c.Log, metrics: c.Metrics}
 }
 
+// RememberNetworks keeps the networks names log in from in store, across
+// restarts, as digests under key, and loads what it kept. Called before
+// the broker serves.
+func (a *Authenticator) RememberNetworks(key []byte, store NetworkStore) error {
+	return a.known.keep(key, store, a.log)
+}
+
 // ID names the hook.
 func (a *Authenticator) ID() string { return "veil-auth" }
 

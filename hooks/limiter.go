@@ -1,7 +1,6 @@
 package hooks
 
 import (
-	"net/netip"
 	"sync"
 	"time"
 
@@ -176,73 +175,4 @@ func (l *FailureLimiter) prune(now time.Time, key string) {
 			}
 		}
 	}
-}
-
-// knownAddresses remembers, per name, the last few networks it logged in
-// from: a user or thing whose secret is being guessed (NameLimiter) still
-// logs in from them. A network is an IPv4 /24 or an IPv6 /64: a host's
-// IPv6 privacy address changes daily within its /64, a phone's address
-// within its carrier's pool.
-type knownAddresses struct {
-	mu    sync.Mutex
-	addrs map[string][]string // name → networks, latest last
-}
-
-// network returns the network of addr that knownAddresses remembers.
-func network(addr string) string {
-	ip, err := netip.ParseAddr(addr)
-	if err != nil {
-		return addr
-	}
-	bits := 64
-	if ip.Unmap().Is4() {
-		ip, bits = ip.Unmap(), 24
-	}
-	p, err := ip.Prefix(bits)
-	if err != nil {
-		return addr
-	}
-	return p.String()
-}
-
-// knownPerUser is how many addresses a user keeps; knownUsers bounds the
-// users remembered (past it, the map starts over: at worst a user's next
-// login from a known address waits for its failures to pass).
-const (
-	knownPerUser = 4
-	knownUsers   = 100_000
-)
-
-func newKnownAddresses() *knownAddresses { return &knownAddresses{addrs: map[string][]string{}} }
-
-func (k *knownAddresses) has(user, addr string) bool {
-	addr = network(addr)
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	for _, a := range k.addrs[user] {
-		if a == addr {
-			return true
-		}
-	}
-	return false
-}
-
-func (k *knownAddresses) add(user, addr string) {
-	addr = network(addr)
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	list := k.addrs[user]
-	for i, a := range list {
-		if a == addr {
-			list = append(list[:i:i], list[i+1:]...)
-			break
-		}
-	}
-	if len(list) == knownPerUser {
-		list = list[1:]
-	}
-	if _, ok := k.addrs[user]; !ok && len(k.addrs) >= knownUsers {
-		k.addrs = map[string][]string{}
-	}
-	k.addrs[user] = append(list, addr)
 }
