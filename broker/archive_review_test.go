@@ -13,6 +13,7 @@ import (
 
 	"github.com/veil-iot/veil/adapters/influx/influxtest"
 	"github.com/veil-iot/veil/broker"
+	"github.com/veil-iot/veil/policies"
 )
 
 // window is a history request body for [from, to).
@@ -448,5 +449,45 @@ func TestSayKeepsItsStartThroughNewInvitations(t *testing.T) {
 				t.Fatalf("ruth's history: %v, want both readings of her say [1 2]", got)
 			}
 		})
+	}
+}
+
+// TestInvitersStartCheckedAtAcceptance: bob, co-owner, invites ruth as
+// co-owner from his own start; before she accepts, an moves the start of
+// bob's say later. Accepted, ruth's say starts no earlier than bob's does
+// now: he can no longer give the readings in between.
+func TestInvitersStartCheckedAtAcceptance(t *testing.T) {
+	b := archiving(t)
+	addr := b.Addr("mqtt")
+	id, _ := ansCamera(t, b, "RV-ACCSTART")
+	an, bob := mustCfg(t, addr, "an", "an-pass"), mustCfg(t, addr, "bob", "bob-pass")
+	inv := an.mustOK("$config/things/"+id+"/relations/bob", `{"relation":"co_owner"}`).Inv
+	bob.mustOK("$config/invitations/bob/"+inv+"/answer", `{"accept":true}`)
+	bobsStart := func() time.Time {
+		for _, r := range b.Engine.Relationships(id, "") {
+			if r.User == "bob" && r.Status == policies.StatusActive {
+				return r.ValidFrom
+			}
+		}
+		t.Fatal("bob has no active relation")
+		return time.Time{}
+	}
+	first := bobsStart()
+	ruthsInv := bob.mustOK("$config/things/"+id+"/relations/ruth",
+		`{"relation":"co_owner","valid_from":"`+first.Format(time.RFC3339Nano)+`"}`).Inv
+
+	time.Sleep(1100 * time.Millisecond)
+	later := time.Now().Add(-100 * time.Millisecond).UTC()
+	inv = an.mustOK("$config/things/"+id+"/relations/bob", `{"relation":"co_owner","valid_from":"`+later.Format(time.RFC3339Nano)+`"}`).Inv
+	bob.mustOK("$config/invitations/bob/"+inv+"/answer", `{"accept":true}`)
+	if got := bobsStart(); !got.Equal(later) {
+		t.Fatalf("bob's say starts at %s after an's new window, want %s", got, later)
+	}
+
+	mustCfg(t, addr, "ruth", "ruth-pass").mustOK("$config/invitations/ruth/"+ruthsInv+"/answer", `{"accept":true}`)
+	for _, r := range b.Engine.Relationships(id, "") {
+		if r.User == "ruth" && r.Status == policies.StatusActive && r.ValidFrom.Before(later) {
+			t.Errorf("ruth's say starts at %s, before bob's (%s), who gave it", r.ValidFrom, later)
+		}
 	}
 }

@@ -1280,12 +1280,20 @@ func (c *Control) answer(p policies.Principal, t cfgTopic, payload []byte) resul
 		return ok(nil)
 	}
 	// The inviter must still be entitled to grant it, for as long as it
-	// lasts (the inviter's own window may have been shortened since).
+	// lasts (the inviter's own window may have been shortened since), and
+	// from no earlier than his own say now begins: a start before it
+	// (given, or kept from the invitee's say) is raised to it.
 	if inv.Inviter != "" {
 		inviter := policies.UserPrincipal(inv.Inviter)
-		_, end := c.standing(inviter, r.Thing, r.Place)
+		start, end := c.standing(inviter, r.Thing, r.Place)
 		if !mayGrant(c.objectRole(inviter, r.Thing, r.Place), r.Relation) || !end.IsZero() && (r.ValidUntil.IsZero() || r.ValidUntil.After(end)) {
 			return refuse(codeInvalid, "invitation %q: no longer valid (%s may no longer grant it)", t.id, inv.Inviter)
+		}
+		if !start.IsZero() && !r.ValidFrom.IsZero() && r.ValidFrom.Before(start) {
+			if !r.ValidUntil.IsZero() && r.ValidUntil.Before(start) {
+				return refuse(codeInvalid, "invitation %q: no longer valid (it ends before %s's say begins)", t.id, inv.Inviter)
+			}
+			r.ValidFrom = start
 		}
 	}
 	// The store first, each write undone if a later one fails, so that a
