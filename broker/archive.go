@@ -71,7 +71,9 @@ func (b *Broker) addArchive(srv *mqtt.Server) error {
 	}
 	var src hooks.HistorySource
 	if a.store != nil {
-		src = historySource{a: a.store, engine: b.Engine}
+		hs := historySource{a: a.store, engine: b.Engine}
+		src = hs
+		b.Live.SeedFrom(hs)
 	}
 	a.history = hooks.NewHistory(hooks.HistoryConfig{
 		Engine: b.Engine, Sessions: b.Sessions, Server: srv, Source: src, Clock: b.cfg.Clock,

@@ -1,9 +1,14 @@
 package broker_test
 
 import (
+	"context"
+	"fmt"
 	"testing"
 	"time"
 
+	"github.com/rs/zerolog"
+
+	"github.com/veil-iot/veil/broker"
 	"github.com/veil-iot/veil/policies"
 )
 
@@ -44,5 +49,62 @@ func TestRateLimitedSubscriber(t *testing.T) {
 	watch.publish("things/watch-1/data/heart_rate", `{"bpm":70}`, false)
 	if m := doc.next(); m.payload != `{"bpm":70}` {
 		t.Fatalf("doctor after the period got %s", m.payload)
+	}
+}
+
+// TestRateHoldsAcrossRestart: under "one reading a year" the nurse gets a
+// meter's first reading; after a restart the meter's next reading, in the
+// same year, is withheld from her: the broker finds the reading before it
+// in the archive. (The first reading of a stream since start passed as the
+// first of its period.)
+func TestRateHoldsAcrossRestart(t *testing.T) {
+	cfg := archiveConfig(t, influxd(t).URL, "veil_rate_restart")
+	log := zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel)
+	b := startBroker(t, cfg, log)
+	mustCfg(t, b.Addr("mqtt"), "an", "an-pass").mustOK("$config/users/an/policies/nurse-power-yearly",
+		`{"id":"nurse-power-yearly","priority":60,"effect":"allow","subjects":["role:nurse"],`+
+			`"resources":["things/meter-1/data/power"],"actions":["read"],"constraints":[{"kind":"rate","seconds":31536000}]}`)
+	reading := func(b *broker.Broker, w int) (nurse, an *mqttClient) {
+		addr := b.Addr("mqtt")
+		nurse, an = dialAt(t, addr, "nurse", "nurse-pass", "", ""), dialAt(t, addr, "an", "an-pass", "", "")
+		nurse.sub("things/meter-1/data/power", "")
+		an.sub("things/meter-1/data/power", "")
+		meter := dialAt(t, addr, "meter-1", "meter-1-secret", "meter-1", "")
+		if code := meter.pub("things/meter-1/data/power", fmt.Sprintf(`{"w":%d}`, w), 1); code != 0 {
+			t.Fatalf("PUBACK 0x%02x", code)
+		}
+		select {
+		case m := <-an.msgs:
+			if string(m.Payload) != fmt.Sprintf(`{"w":%d}`, w) {
+				t.Fatalf("an got %s", m.Payload)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("an, the owner, did not get the reading")
+		}
+		return nurse, an
+	}
+	nurse, _ := reading(b, 100)
+	select {
+	case m := <-nurse.msgs:
+		if string(m.Payload) != `{"w":100}` {
+			t.Fatalf("the nurse got %s", m.Payload)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the nurse did not get the year's first reading")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := b.DrainArchive(ctx); err != nil {
+		t.Fatal(err)
+	}
+	b.Close()
+
+	b = startBroker(t, cfg, log)
+	defer b.Close()
+	nurse, _ = reading(b, 200)
+	select {
+	case m := <-nurse.msgs:
+		t.Fatalf("after a restart the nurse got %s, the year's second reading", m.Payload)
+	case <-time.After(time.Second):
 	}
 }

@@ -2,11 +2,15 @@ package hooks
 
 import (
 	"bytes"
+	"context"
 	"maps"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/valyala/fastjson"
+
+	"github.com/veil-iot/veil/policies"
 )
 
 // LiveValues remembers the latest reading of every stream, for policy
@@ -26,6 +30,41 @@ type LiveValues struct {
 	added   map[string]*liveSlot // streams not in streams yet; under mu
 	misses  int                  // lookups that found a stream only in added; under mu
 	pool    fastjson.ParserPool
+	// before, when set, tells the time of a stream's reading before its
+	// first since start (SeedFrom).
+	before LatestSource
+}
+
+// seedWait bounds how long a stream's first reading since start waits for
+// the archive to tell when the reading before it was taken.
+const seedWait = time.Second
+
+// SeedFrom makes the first reading of each stream since start find when
+// the stream's reading before it was taken in src (the archive). A rate
+// releases the first reading of each period: without it, the first reading
+// after a restart passed as the first of its period, though one had gone
+// out before the restart. When src cannot answer within seedWait, the
+// reading is taken as not the first (a rate withholds it). Called before
+// the broker serves.
+func (l *LiveValues) SeedFrom(src LatestSource) { l.before = src }
+
+// previous returns when the stream of topic took its reading before at
+// (Unix ns; 0: none), asking the archive.
+func (l *LiveValues) previous(topic string, at int64) int64 {
+	res, ok := policies.ParseTopic(topic)
+	if !ok || res.Kind != policies.ResData || at == 0 {
+		return 0
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), seedWait)
+	defer cancel()
+	t, _, found, err := l.before.Latest(ctx, res.Thing, res.Name, time.Unix(0, at))
+	switch {
+	case err != nil:
+		return at // unknown: as if a reading had come just before
+	case !found:
+		return 0
+	}
+	return t.UnixNano()
 }
 
 type liveSlot = atomic.Pointer[liveReading]
@@ -100,14 +139,21 @@ func (l *LiveValues) keep(topic string, r *liveReading, created int64, retained 
 		p = &pastReading{raw: r.raw, created: created, at: r.at}
 		r.past = p
 	}
-	s := l.slot(topic, r) // a new stream's slot holds r already, after none
+	// A stream's first reading since start: the one before it is in the
+	// archive, if anywhere.
+	var seeded int64
+	if l.before != nil && l.latest(topic) == nil {
+		seeded = l.previous(topic, r.at)
+	}
+	r.prevAt = seeded
+	s := l.slot(topic, r) // a new stream's slot holds r already, after seeded
 	for {
 		prev := s.Load()
 		if prev == r {
 			return
 		}
 		// Set before r is published: readers find it complete.
-		r.prevAt = 0
+		r.prevAt = seeded
 		var older *pastReading
 		if prev != nil {
 			r.prevAt, older = prev.at, prev.past

@@ -1,0 +1,56 @@
+package hooks
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+)
+
+// latestAnswer is a LatestSource with one answer for every stream.
+type latestAnswer struct {
+	t     time.Time
+	found bool
+	err   error
+	asked int
+}
+
+func (l *latestAnswer) Latest(context.Context, string, string, time.Time) (time.Time, []byte, bool, error) {
+	l.asked++
+	return l.t, nil, l.found, l.err
+}
+
+// TestFirstReadingSinceStartFindsTheOneBefore: a stream's first reading
+// since start takes, as the reading before it, the archive's (a rate
+// withholds it if that was in its period); none in the archive, it is the
+// first; an archive that cannot answer makes it not the first (withheld
+// under a rate, not released). Only the first reading asks.
+func TestFirstReadingSinceStartFindsTheOneBefore(t *testing.T) {
+	at := time.Date(2026, 11, 27, 10, 30, 0, 0, time.UTC)
+	for _, c := range []struct {
+		name   string
+		src    latestAnswer
+		prevAt int64
+		first  bool // under one an hour
+	}{
+		{"archived earlier in the hour", latestAnswer{t: at.Add(-10 * time.Minute), found: true}, at.Add(-10 * time.Minute).UnixNano(), false},
+		{"archived the hour before", latestAnswer{t: at.Add(-time.Hour), found: true}, at.Add(-time.Hour).UnixNano(), true},
+		{"nothing archived", latestAnswer{}, 0, true},
+		{"archive unavailable", latestAnswer{err: errors.New("down")}, at.UnixNano(), false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			l := NewLiveValues()
+			l.SeedFrom(&c.src)
+			r := &liveReading{raw: []byte(`{"w":1}`), at: at.UnixNano()}
+			l.keep("things/meter-1/data/power", r, 0, false)
+			if r.prevAt != c.prevAt || firstOfPeriod(r.at, r.prevAt, time.Hour) != c.first {
+				t.Errorf("prevAt %d (first of its hour: %v), want %d (%v)", r.prevAt, firstOfPeriod(r.at, r.prevAt, time.Hour), c.prevAt, c.first)
+			}
+			next := &liveReading{raw: []byte(`{"w":2}`), at: at.Add(time.Minute).UnixNano()}
+			l.keep("things/meter-1/data/power", next, 0, false)
+			if next.prevAt != r.at || c.src.asked != 1 {
+				t.Errorf("the second reading: prevAt %d, want the first's %d; the archive asked %d times, want 1", next.prevAt, r.at, c.src.asked)
+			}
+		})
+	}
+}
