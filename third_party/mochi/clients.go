@@ -178,6 +178,7 @@ func newClient(c net.Conn, o *ops) *Client {
 		},
 		ops: o,
 	}
+	cl.State.Inflight.client = cl
 
 	if c != nil {
 		cl.Net = ClientConnection{
@@ -301,16 +302,16 @@ func (cl *Client) NextPacketID() (i uint32, err error) {
 }
 
 // ResendInflightMessages attempts to resend any pending inflight messages to connected clients.
+// The PUBLISH packets beyond the client's send quota wait for it, in order, as do
+// messages never sent (they are sent without DUP when the quota lets them go);
+// deliveries arriving meanwhile wait behind them.
 func (cl *Client) ResendInflightMessages(force bool) error {
+	defer cl.State.Inflight.resent()
 	if cl.State.Inflight.Len() == 0 {
 		return nil
 	}
 
-	for _, tk := range cl.State.Inflight.GetAll(false) {
-		if tk.FixedHeader.Type == packets.Publish {
-			tk.FixedHeader.Dup = true // [MQTT-3.3.1-1] [MQTT-3.3.1-3]
-		}
-
+	for _, tk := range cl.State.Inflight.resend() {
 		cl.ops.hooks.OnQosPublish(cl, tk, tk.Created, 0)
 		err := cl.WritePacket(tk)
 		if err != nil {
@@ -326,6 +327,30 @@ func (cl *Client) ResendInflightMessages(force bool) error {
 	}
 
 	return nil
+}
+
+// releaseResult is what became of an in-flight message released by the send quota.
+type releaseResult byte
+
+const (
+	releaseQueued  releaseResult = iota // queued for writing
+	releaseOffline                      // not queued: the connection is closed (or there is none)
+	releaseDropped                      // not queued: the outbound queue is full
+)
+
+// queueReleased queues pk, an in-flight message the send quota lets go, for
+// the write loop, without blocking (the Inflight calls it under its lock).
+func (cl *Client) queueReleased(pk packets.Packet) releaseResult {
+	if cl == nil || cl.Net.Conn == nil || cl.Closed() {
+		return releaseOffline
+	}
+	select {
+	case cl.State.outbound <- &pk:
+		atomic.AddInt32(&cl.State.outboundQty, 1)
+		return releaseQueued
+	default:
+		return releaseDropped
+	}
 }
 
 // ClearInflights deletes all inflight messages for the client, e.g. for a disconnected user with a clean session.

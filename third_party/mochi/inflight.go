@@ -13,30 +13,111 @@ import (
 )
 
 // Inflight is a map of InflightMessage keyed on packet id.
+//
+// It also keeps the client's send quota (MQTT 5 §4.9): a QoS 1 or 2 delivery
+// takes a unit of it when it is sent, and gives it back when its flow ends
+// (PUBACK, PUBCOMP, a PUBREC with an error code) or it is deleted for any
+// other reason. A delivery that finds no unit free, or others waiting, waits
+// in the map, in a queue, until a unit is given back; it is then queued for
+// writing on the client's outbound queue behind what was queued before it.
+// The quota decisions are taken under the map's lock, so that concurrent
+// publishers and acknowledgements can neither overrun the quota nor leave
+// a delivery waiting while a unit is free.
 type Inflight struct {
 	sync.RWMutex
 	internal            map[uint16]packets.Packet // internal contains the inflight packets
 	receiveQuota        int32                     // remaining inbound qos quota for flow control
-	sendQuota           int32                     // remaining outbound qos quota for flow control
+	sendQuota           int32                     // remaining outbound qos quota for flow control (written under the lock)
 	maximumReceiveQuota int32                     // maximum allowed receive quota
-	maximumSendQuota    int32                     // maximum allowed send quota
+	maximumSendQuota    int32                     // maximum allowed send quota; 0: no send quota (the client set no Receive Maximum)
+	order               map[uint16]uint64         // when each packet was stored, to order packets of the same second
+	seq                 uint64                    // the last order given
+	held                map[uint16]struct{}       // outbound packets (a PUBLISH, then its PUBREL) holding a unit of send quota
+	pending             []uint16                  // outbound PUBLISH packets waiting for send quota, in delivery order
+	resending           bool                      // the session's in-flight messages are being resent: new deliveries wait
+	client              *Client                   // the client whose outbound queue released packets join; nil: none
 }
 
 // NewInflights returns a new instance of an Inflight packets map.
 func NewInflights() *Inflight {
 	return &Inflight{
 		internal: map[uint16]packets.Packet{},
+		order:    map[uint16]uint64{},
+		held:     map[uint16]struct{}{},
 	}
 }
 
-// Set adds or updates an inflight packet by packet id.
+// init makes the maps of an Inflight not made by NewInflights. The caller
+// holds the lock.
+func (i *Inflight) init() {
+	if i.internal == nil {
+		i.internal = map[uint16]packets.Packet{}
+	}
+	if i.order == nil {
+		i.order = map[uint16]uint64{}
+	}
+	if i.held == nil {
+		i.held = map[uint16]struct{}{}
+	}
+}
+
+// store adds or updates m, keeping the order of an update. The caller
+// holds the lock.
+func (i *Inflight) store(m packets.Packet) bool {
+	i.init()
+	_, ok := i.internal[m.PacketID]
+	i.internal[m.PacketID] = m
+	if !ok {
+		i.seq++
+		i.order[m.PacketID] = i.seq
+	}
+	return !ok
+}
+
+// Set adds or updates an inflight packet by packet id. An update keeps the
+// send quota the packet id holds or waits for (a PUBREL replacing its
+// PUBLISH holds the PUBLISH's unit until the PUBCOMP).
 func (i *Inflight) Set(m packets.Packet) bool {
 	i.Lock()
 	defer i.Unlock()
+	return i.store(m)
+}
 
-	_, ok := i.internal[m.PacketID]
-	i.internal[m.PacketID] = m
-	return !ok
+// admit adds m, a QoS 1 or 2 PUBLISH to the client, and decides under the
+// lock whether it is sent now: it takes a unit of send quota if one is free
+// and no delivery is waiting (or the client set no Receive Maximum);
+// otherwise it waits in order, and pending is true: the caller must not
+// queue it, the quota's return will. added is false if the packet id was in
+// use (the packet replaced it, with its state).
+func (i *Inflight) admit(m packets.Packet) (added, pending bool) {
+	i.Lock()
+	defer i.Unlock()
+	added = i.store(m)
+	if !added {
+		_, held := i.held[m.PacketID]
+		return false, !held && i.waiting(m.PacketID)
+	}
+	limited := atomic.LoadInt32(&i.maximumSendQuota) > 0
+	if i.resending || limited && (len(i.pending) > 0 || atomic.LoadInt32(&i.sendQuota) <= 0) {
+		i.pending = append(i.pending, m.PacketID)
+		return true, true
+	}
+	if limited {
+		i.held[m.PacketID] = struct{}{}
+		atomic.AddInt32(&i.sendQuota, -1)
+	}
+	return true, false
+}
+
+// waiting reports whether packet id waits for send quota. The caller holds
+// the lock.
+func (i *Inflight) waiting(id uint16) bool {
+	for _, p := range i.pending {
+		if p == id {
+			return true
+		}
+	}
+	return false
 }
 
 // Get returns an inflight packet by packet id.
@@ -60,6 +141,8 @@ func (i *Inflight) Len() int {
 
 // Clone returns a new instance of Inflight with the same message data.
 // This is used when transferring inflights from a taken-over session.
+// The messages waiting for send quota still wait, in order; the quota
+// itself, which belongs to a network connection, is not copied.
 func (i *Inflight) Clone() *Inflight {
 	c := NewInflights()
 	i.RLock()
@@ -67,52 +150,226 @@ func (i *Inflight) Clone() *Inflight {
 	for k, v := range i.internal {
 		c.internal[k] = v
 	}
+	for k, v := range i.order {
+		c.order[k] = v
+	}
+	c.seq = i.seq
+	c.pending = append([]uint16(nil), i.pending...)
 	return c
 }
 
-// GetAll returns all the inflight messages.
+// sorted returns the packets in the order they were created, those of the
+// same second in the order they were stored. The caller holds the lock.
+func (i *Inflight) sorted(keep func(id uint16) bool) []packets.Packet {
+	m := []packets.Packet{}
+	for id, v := range i.internal {
+		if keep(id) {
+			m = append(m, v)
+		}
+	}
+	sort.Slice(m, func(a, b int) bool {
+		if m[a].Created != m[b].Created {
+			return m[a].Created < m[b].Created
+		}
+		return i.order[m[a].PacketID] < i.order[m[b].PacketID]
+	})
+	return m
+}
+
+// GetAll returns all the inflight messages, or if immediate, those waiting
+// for send quota, in the order they will be sent.
 func (i *Inflight) GetAll(immediate bool) []packets.Packet {
 	i.RLock()
 	defer i.RUnlock()
 
-	m := []packets.Packet{}
-	for _, v := range i.internal {
-		if !immediate || (immediate && v.Expiry < 0) {
-			m = append(m, v)
+	if immediate {
+		m := []packets.Packet{}
+		for _, id := range i.pending {
+			if pk, ok := i.internal[id]; ok {
+				m = append(m, pk)
+			}
 		}
+		return m
 	}
 
-	sort.Slice(m, func(i, j int) bool {
-		return uint16(m[i].Created) < uint16(m[j].Created)
-	})
-
-	return m
+	return i.sorted(func(uint16) bool { return true })
 }
 
-// NextImmediate returns the next inflight packet which is indicated to be sent immediately.
-// This typically occurs when the quota has been exhausted, and we need to wait until new quota
-// is free to continue sending.
+// NextImmediate returns the next inflight packet waiting for send quota.
+// The quota's return sends it: callers need not.
 func (i *Inflight) NextImmediate() (packets.Packet, bool) {
 	i.RLock()
 	defer i.RUnlock()
 
-	m := i.GetAll(true)
-	if len(m) > 0 {
-		return m[0], true
+	for _, id := range i.pending {
+		if pk, ok := i.internal[id]; ok {
+			return pk, true
+		}
 	}
 
 	return packets.Packet{}, false
 }
 
 // Delete removes an in-flight message from the map. Returns true if the message existed.
+// A message holding a unit of send quota gives it to the first message waiting,
+// which is queued for writing, or back to the quota.
 func (i *Inflight) Delete(id uint16) bool {
 	i.Lock()
-	defer i.Unlock()
-
 	_, ok := i.internal[id]
-	delete(i.internal, id)
+	var dropped []packets.Packet
+	if ok {
+		delete(i.internal, id)
+		delete(i.order, id)
+		if _, held := i.held[id]; held {
+			delete(i.held, id)
+			i.giveSendQuota()
+			dropped = i.release()
+		} else {
+			i.unqueue(id)
+		}
+	}
+	i.Unlock()
+	i.reportDropped(dropped)
 
 	return ok
+}
+
+// unqueue takes packet id out of the queue waiting for send quota. The
+// caller holds the lock.
+func (i *Inflight) unqueue(id uint16) {
+	for n, p := range i.pending {
+		if p == id {
+			i.pending = append(i.pending[:n], i.pending[n+1:]...)
+			return
+		}
+	}
+}
+
+// giveSendQuota returns a unit of send quota. The caller holds the lock.
+func (i *Inflight) giveSendQuota() {
+	if atomic.LoadInt32(&i.sendQuota) < atomic.LoadInt32(&i.maximumSendQuota) {
+		atomic.AddInt32(&i.sendQuota, 1)
+	}
+}
+
+// release queues the messages waiting for send quota for writing, in order,
+// while quota is free, each taking a unit. A message the client's outbound
+// queue has no room for is dropped, as publishToClient drops a delivery
+// then, and returned for reportDropped; one for a client whose connection
+// is closed waits for the session's resend. The caller holds the lock:
+// messages join the outbound queue in the order they leave this one.
+func (i *Inflight) release() (dropped []packets.Packet) {
+	limited := atomic.LoadInt32(&i.maximumSendQuota) > 0
+	for len(i.pending) > 0 && !i.resending && (!limited || atomic.LoadInt32(&i.sendQuota) > 0) {
+		id := i.pending[0]
+		pk, ok := i.internal[id]
+		if !ok || pk.FixedHeader.Type != packets.Publish { // gone, or replaced by an ack of the client's own flow
+			i.pending = i.pending[1:]
+			continue
+		}
+		switch i.client.queueReleased(pk) {
+		case releaseOffline:
+			return dropped
+		case releaseDropped:
+			i.pending = i.pending[1:]
+			delete(i.internal, id)
+			delete(i.order, id)
+			dropped = append(dropped, pk)
+			continue
+		}
+		i.pending = i.pending[1:]
+		if limited {
+			i.held[id] = struct{}{}
+			atomic.AddInt32(&i.sendQuota, -1)
+		}
+	}
+	return dropped
+}
+
+// reportDropped counts and reports the messages release dropped, without
+// the lock (hooks may read the map).
+func (i *Inflight) reportDropped(dropped []packets.Packet) {
+	if len(dropped) == 0 || i.client == nil {
+		return
+	}
+	cl := i.client
+	for _, pk := range dropped {
+		atomic.AddInt64(&cl.ops.info.MessagesDropped, 1)
+		atomic.AddInt64(&cl.ops.info.Inflight, -1)
+		cl.ops.log.Warn("released in-flight message dropped: client writes pending exceeded", "client", cl.ID, "packet_id", pk.PacketID)
+		cl.ops.hooks.OnPublishDropped(cl, pk)
+		cl.ops.hooks.OnQosDropped(cl, pk)
+	}
+}
+
+// adopt makes a clone of a taken-over session's in-flight messages the
+// inflights of cl, with the quotas ParseConnect set for cl's connection.
+// New deliveries wait until the session is resent (ResendInflightMessages).
+func (i *Inflight) adopt(cl *Client) {
+	i.Lock()
+	defer i.Unlock()
+	i.client = cl
+	i.resending = true
+	i.receiveQuota = atomic.LoadInt32(&cl.State.Inflight.receiveQuota)
+	i.maximumReceiveQuota = atomic.LoadInt32(&cl.State.Inflight.maximumReceiveQuota)
+	i.maximumSendQuota = atomic.LoadInt32(&cl.State.Inflight.maximumSendQuota)
+	i.sendQuota = i.maximumSendQuota
+}
+
+// resend returns the in-flight packets to write again on a new connection,
+// in order, and waits the PUBLISH packets beyond the connection's send
+// quota, in order, ahead of those that were never sent. It forgets the
+// previous connection's quota: the send quota is re-initialised with each
+// network connection (MQTT 5 §4.9). New deliveries wait until resent.
+func (i *Inflight) resend() []packets.Packet {
+	i.Lock()
+	defer i.Unlock()
+	i.init()
+	i.resending = true
+	i.held = map[uint16]struct{}{}
+	limit := atomic.LoadInt32(&i.maximumSendQuota)
+	atomic.StoreInt32(&i.sendQuota, limit)
+	queued := make(map[uint16]bool, len(i.pending))
+	for _, id := range i.pending {
+		queued[id] = true
+	}
+	var out []packets.Packet
+	var waiting []uint16
+	for _, pk := range i.sorted(func(id uint16) bool { return !queued[id] }) {
+		switch pk.FixedHeader.Type {
+		case packets.Publish:
+			pk.FixedHeader.Dup = true // [MQTT-3.3.1-1] [MQTT-3.3.1-3]
+			i.internal[pk.PacketID] = pk
+			if limit == 0 {
+				out = append(out, pk)
+			} else if len(waiting) == 0 && atomic.LoadInt32(&i.sendQuota) > 0 {
+				i.held[pk.PacketID] = struct{}{}
+				atomic.AddInt32(&i.sendQuota, -1)
+				out = append(out, pk)
+			} else {
+				waiting = append(waiting, pk.PacketID)
+			}
+		case packets.Pubrel:
+			if limit > 0 && atomic.LoadInt32(&i.sendQuota) > 0 {
+				i.held[pk.PacketID] = struct{}{}
+				atomic.AddInt32(&i.sendQuota, -1)
+			}
+			out = append(out, pk)
+		default:
+			out = append(out, pk)
+		}
+	}
+	i.pending = append(waiting, i.pending...)
+	return out
+}
+
+// resent ends a resend: the messages waiting are released while quota is free.
+func (i *Inflight) resent() {
+	i.Lock()
+	i.resending = false
+	dropped := i.release()
+	i.Unlock()
+	i.reportDropped(dropped)
 }
 
 // TakeRecieveQuota reduces the receive quota by 1.
@@ -135,22 +392,35 @@ func (i *Inflight) ResetReceiveQuota(n int32) {
 	atomic.StoreInt32(&i.maximumReceiveQuota, n)
 }
 
-// DecreaseSendQuota reduces the send quota by 1.
+// DecreaseSendQuota reduces the send quota by 1. The Inflight keeps the
+// quota itself as deliveries are admitted and deleted; this is for tests.
 func (i *Inflight) DecreaseSendQuota() {
+	i.Lock()
+	defer i.Unlock()
 	if atomic.LoadInt32(&i.sendQuota) > 0 {
 		atomic.AddInt32(&i.sendQuota, -1)
 	}
 }
 
-// IncreaseSendQuota increases the send quota by 1.
+// IncreaseSendQuota increases the send quota by 1. The Inflight keeps the
+// quota itself as deliveries are admitted and deleted; this is for tests.
 func (i *Inflight) IncreaseSendQuota() {
-	if atomic.LoadInt32(&i.sendQuota) < atomic.LoadInt32(&i.maximumSendQuota) {
-		atomic.AddInt32(&i.sendQuota, 1)
-	}
+	i.Lock()
+	defer i.Unlock()
+	i.giveSendQuota()
 }
 
-// ResetSendQuota resets the send quota to the maximum allowed value.
+// ResetSendQuota sets the maximum send quota (the client's Receive Maximum;
+// 0: none), less the units held by messages in flight.
 func (i *Inflight) ResetSendQuota(n int32) {
-	atomic.StoreInt32(&i.sendQuota, n)
+	i.Lock()
+	q := n - int32(len(i.held))
+	if q < 0 {
+		q = 0
+	}
+	atomic.StoreInt32(&i.sendQuota, q)
 	atomic.StoreInt32(&i.maximumSendQuota, n)
+	dropped := i.release()
+	i.Unlock()
+	i.reportDropped(dropped)
 }

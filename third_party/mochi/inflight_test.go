@@ -35,23 +35,24 @@ func TestInflightGet(t *testing.T) {
 
 func TestInflightGetAllAndImmediate(t *testing.T) {
 	cl, _, _ := newTestClient()
-	cl.State.Inflight.Set(packets.Packet{PacketID: 1, Created: 1})
-	cl.State.Inflight.Set(packets.Packet{PacketID: 2, Created: 2})
-	cl.State.Inflight.Set(packets.Packet{PacketID: 3, Created: 3, Expiry: -1})
-	cl.State.Inflight.Set(packets.Packet{PacketID: 4, Created: 4, Expiry: -1})
+	cl.State.Inflight.ResetSendQuota(2)
+	cl.State.Inflight.admit(packets.Packet{PacketID: 1, Created: 1})
+	cl.State.Inflight.admit(packets.Packet{PacketID: 2, Created: 2})
+	cl.State.Inflight.admit(packets.Packet{PacketID: 3, Created: 3}) // waits
+	cl.State.Inflight.admit(packets.Packet{PacketID: 4, Created: 4}) // waits
 	cl.State.Inflight.Set(packets.Packet{PacketID: 5, Created: 5})
 
 	require.Equal(t, []packets.Packet{
 		{PacketID: 1, Created: 1},
 		{PacketID: 2, Created: 2},
-		{PacketID: 3, Created: 3, Expiry: -1},
-		{PacketID: 4, Created: 4, Expiry: -1},
+		{PacketID: 3, Created: 3},
+		{PacketID: 4, Created: 4},
 		{PacketID: 5, Created: 5},
 	}, cl.State.Inflight.GetAll(false))
 
 	require.Equal(t, []packets.Packet{
-		{PacketID: 3, Created: 3, Expiry: -1},
-		{PacketID: 4, Created: 4, Expiry: -1},
+		{PacketID: 3, Created: 3},
+		{PacketID: 4, Created: 4},
 	}, cl.State.Inflight.GetAll(true))
 }
 
@@ -174,22 +175,23 @@ func TestSendQuota(t *testing.T) {
 
 func TestNextImmediate(t *testing.T) {
 	cl, _, _ := newTestClient()
-	cl.State.Inflight.Set(packets.Packet{PacketID: 1, Created: 1})
-	cl.State.Inflight.Set(packets.Packet{PacketID: 2, Created: 2})
-	cl.State.Inflight.Set(packets.Packet{PacketID: 3, Created: 3, Expiry: -1})
-	cl.State.Inflight.Set(packets.Packet{PacketID: 4, Created: 4, Expiry: -1})
+	cl.State.Inflight.ResetSendQuota(2)
+	cl.State.Inflight.admit(packets.Packet{PacketID: 1, Created: 1})
+	cl.State.Inflight.admit(packets.Packet{PacketID: 2, Created: 2})
+	cl.State.Inflight.admit(packets.Packet{PacketID: 3, Created: 3}) // waits
+	cl.State.Inflight.admit(packets.Packet{PacketID: 4, Created: 4}) // waits
 	cl.State.Inflight.Set(packets.Packet{PacketID: 5, Created: 5})
 
 	pk, ok := cl.State.Inflight.NextImmediate()
 	require.True(t, ok)
-	require.Equal(t, packets.Packet{PacketID: 3, Created: 3, Expiry: -1}, pk)
+	require.Equal(t, packets.Packet{PacketID: 3, Created: 3}, pk)
 
 	r := cl.State.Inflight.Delete(3)
 	require.True(t, r)
 
 	pk, ok = cl.State.Inflight.NextImmediate()
 	require.True(t, ok)
-	require.Equal(t, packets.Packet{PacketID: 4, Created: 4, Expiry: -1}, pk)
+	require.Equal(t, packets.Packet{PacketID: 4, Created: 4}, pk)
 
 	r = cl.State.Inflight.Delete(4)
 	require.True(t, r)

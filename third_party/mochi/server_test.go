@@ -1489,28 +1489,37 @@ func TestServerBuildAckPahoCompatibility(t *testing.T) {
 	require.Equal(t, packets.Properties{}, ack.Properties)
 }
 
-func TestServerProcessPacketAndNextImmediate(t *testing.T) {
+func TestServerProcessPubackReleasesWaiting(t *testing.T) {
 	s := newServer()
 	cl, r, w := newTestClient()
+	cl.State.Inflight.ResetSendQuota(1)
 
+	first := *packets.TPacketData[packets.Publish].Get(packets.TPublishQos1).Packet
+	first.PacketID = 1
+	_, pending := cl.State.Inflight.admit(first)
+	require.False(t, pending)
 	next := *packets.TPacketData[packets.Publish].Get(packets.TPublishQos1).Packet
-	next.Expiry = -1
-	cl.State.Inflight.Set(next)
-	atomic.StoreInt64(&s.Info.Inflight, 1)
-	require.Equal(t, int64(1), atomic.LoadInt64(&s.Info.Inflight))
-	require.Equal(t, int32(5), cl.State.Inflight.sendQuota)
+	_, pending = cl.State.Inflight.admit(next)
+	require.True(t, pending)
+	atomic.StoreInt64(&s.Info.Inflight, 2)
+	require.Equal(t, int32(0), cl.State.Inflight.sendQuota)
 
 	go func() {
-		err := s.processPacket(cl, *packets.TPacketData[packets.Publish].Get(packets.TPublishBasic).Packet)
+		ack := *packets.TPacketData[packets.Puback].Get(packets.TPuback).Packet
+		ack.PacketID = 1
+		err := s.processPacket(cl, ack)
 		require.NoError(t, err)
+		time.Sleep(10 * time.Millisecond) // the write loop writes the released message
 		_ = w.Close()
 	}()
 
 	buf, err := io.ReadAll(r)
 	require.NoError(t, err)
 	require.Equal(t, packets.TPacketData[packets.Publish].Get(packets.TPublishQos1).RawBytes, buf)
-	require.Equal(t, int64(0), atomic.LoadInt64(&s.Info.Inflight))
-	require.Equal(t, int32(4), cl.State.Inflight.sendQuota)
+	require.Equal(t, int64(1), atomic.LoadInt64(&s.Info.Inflight))
+	require.Equal(t, int32(0), cl.State.Inflight.sendQuota) // the released message holds the unit
+	_, ok := cl.State.Inflight.Get(next.PacketID)
+	require.True(t, ok) // until its own PUBACK
 }
 
 func TestServerProcessPublishAckFailure(t *testing.T) {
@@ -2414,11 +2423,12 @@ func TestServerProcessPacketPuback(t *testing.T) {
 			pID := uint16(7)
 			s := newServer()
 			cl, _, _ := newTestClient()
-			cl.State.Inflight.sendQuota = 3
+			cl.State.Inflight.sendQuota = 4
 			cl.State.Inflight.receiveQuota = 3
 
-			cl.State.Inflight.Set(packets.Packet{PacketID: pID})
+			cl.State.Inflight.admit(packets.Packet{PacketID: pID}) // takes a unit of send quota
 			atomic.AddInt64(&s.Info.Inflight, 1)
+			require.Equal(t, int32(3), atomic.LoadInt32(&cl.State.Inflight.sendQuota))
 
 			err := s.processPacket(cl, *tx.in.Packet)
 			require.NoError(t, err)
@@ -2451,10 +2461,10 @@ func TestServerProcessPacketPubrec(t *testing.T) {
 	pID := uint16(7)
 	s := newServer()
 	cl, r, w := newTestClient()
-	cl.State.Inflight.sendQuota = 3
+	cl.State.Inflight.sendQuota = 4
 	cl.State.Inflight.receiveQuota = 3
 
-	cl.State.Inflight.Set(packets.Packet{PacketID: pID})
+	cl.State.Inflight.admit(packets.Packet{PacketID: pID}) // takes a unit of send quota
 	atomic.AddInt64(&s.Info.Inflight, 1)
 
 	recv := make(chan []byte)
@@ -2470,7 +2480,9 @@ func TestServerProcessPacketPubrec(t *testing.T) {
 
 	require.Equal(t, packets.TPacketData[packets.Pubrel].Get(packets.TPubrel).RawBytes, <-recv)
 
-	require.Equal(t, int32(2), atomic.LoadInt32(&cl.State.Inflight.receiveQuota))
+	// The server's own QoS 2 flow leaves the client's receive quota alone, and
+	// holds its unit of send quota until the PUBCOMP.
+	require.Equal(t, int32(3), atomic.LoadInt32(&cl.State.Inflight.receiveQuota))
 	require.Equal(t, int32(3), atomic.LoadInt32(&cl.State.Inflight.sendQuota))
 	require.Equal(t, int64(1), atomic.LoadInt64(&s.Info.Inflight))
 	_, ok := cl.State.Inflight.Get(pID)
@@ -2547,7 +2559,7 @@ func TestServerProcessPacketPubrel(t *testing.T) {
 	_ = w.Close()
 
 	require.Equal(t, int32(4), atomic.LoadInt32(&cl.State.Inflight.receiveQuota))
-	require.Equal(t, int32(4), atomic.LoadInt32(&cl.State.Inflight.sendQuota))
+	require.Equal(t, int32(3), atomic.LoadInt32(&cl.State.Inflight.sendQuota)) // the client's flow: not the send quota
 
 	require.Equal(t, packets.TPacketData[packets.Pubcomp].Get(packets.TPubcomp).RawBytes, <-recv)
 
@@ -2622,17 +2634,18 @@ func TestServerProcessPacketPubcomp(t *testing.T) {
 			s := newServer()
 			cl, _, _ := newTestClient()
 			cl.Properties.ProtocolVersion = tx.protocolVersion
-			cl.State.Inflight.sendQuota = 3
+			cl.State.Inflight.sendQuota = 4
 			cl.State.Inflight.receiveQuota = 3
 
-			cl.State.Inflight.Set(packets.Packet{PacketID: pID})
+			cl.State.Inflight.admit(packets.Packet{PacketID: pID}) // takes a unit of send quota
+			cl.State.Inflight.Set(packets.Packet{PacketID: pID, FixedHeader: packets.FixedHeader{Type: packets.Pubrel}})
 			atomic.AddInt64(&s.Info.Inflight, 1)
 
 			err := s.processPacket(cl, *tx.in.Packet)
 			require.NoError(t, err)
 			require.Equal(t, int64(0), atomic.LoadInt64(&s.Info.Inflight))
 
-			require.Equal(t, int32(4), atomic.LoadInt32(&cl.State.Inflight.receiveQuota))
+			require.Equal(t, int32(3), atomic.LoadInt32(&cl.State.Inflight.receiveQuota)) // the server's flow: not the receive quota
 			require.Equal(t, int32(4), atomic.LoadInt32(&cl.State.Inflight.sendQuota))
 
 			_, ok := cl.State.Inflight.Get(pID)
@@ -2658,7 +2671,7 @@ func TestServerProcessInboundQos2Flow(t *testing.T) {
 			in:              packets.TPacketData[packets.Pubrel].Get(packets.TPubrel),
 			out:             packets.TPacketData[packets.Pubcomp].Get(packets.TPubcomp),
 			data: map[string]any{
-				"sendquota": int32(4),
+				"sendquota": int32(3), // the client's flow: not the send quota
 				"recvquota": int32(3),
 				"inflight":  int64(0),
 			},
@@ -2721,7 +2734,7 @@ func TestServerProcessOutboundQos2Flow(t *testing.T) {
 			out:             packets.TPacketData[packets.Pubrel].Get(packets.TPubrel),
 			data: map[string]any{
 				"sendquota": int32(2),
-				"recvquota": int32(2),
+				"recvquota": int32(3), // the server's flow: not the receive quota
 				"inflight":  int64(1),
 			},
 		},
