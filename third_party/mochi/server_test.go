@@ -1712,6 +1712,7 @@ func TestServerProcessPublishACLCheckDeny(t *testing.T) {
 	}
 
 	for _, tx := range tt {
+		tx := tx // the goroutine below reads it (go 1.21 loop variables)
 		t.Run(tx.name, func(t *testing.T) {
 			cc := NewDefaultServerCapabilities()
 			s := New(&Options{
@@ -1742,8 +1743,8 @@ func TestServerProcessPublishACLCheckDeny(t *testing.T) {
 				require.Equal(t, tx.expectReponse, buf)
 			}
 
+			wg.Wait() // the pipe can end before processPublish has marked the client closed
 			require.Equal(t, tx.expectDisconnect, cl.Closed())
-			wg.Wait()
 		})
 	}
 }
