@@ -211,8 +211,11 @@ Raw results: [docs/bench/broker-bench.json](bench/broker-bench.json) (one JSON o
   every delivery decided and rewritten; embedded FerretDB; broker state in bbolt, written behind
   (\`--state-sync\` 100 ms: one transaction per interval); the default 64 MiB floor under the Go heap
   (\`--heap-floor-bytes\`, see below).
-- **mochi**: the same binary with \`--bench-no-enforcement\` (mochi's allow-all hook, same state store, same heap floor, the send-quota hook, \`docs/design.md\`):
+- **mochi**: the same binary with \`--bench-no-enforcement\` (mochi's allow-all hook, same state store, same heap floor, \`docs/design.md\`):
   the fan-out strangers subscribe where nothing is published, so it makes the same deliveries (see below).
+- Both Go brokers build mochi from \`third_party/mochi\`: v2.7.9 plus the patches its README lists (since
+  2026-11-27; runs before then built upstream v2.7.9, whose encoder spent a quarter of a v5 PUBLISH's
+  encoding in a map of maps: patch 0001).
 - **mosquitto**: $mosquitto_version from Debian, password file and an ACL equivalent to the
   household (\`scripts/bench/mosquitto-config.sh\`), persistence on as in Debian's default (a snapshot
   every 30 min, not per message). Mosquitto cannot rewrite
