@@ -579,13 +579,12 @@ func (x *TopicsIndex) scanMessages(filter string, d int, n *particle, pks []pack
 }
 
 // Subscribers returns a map of clients who are subscribed to matching filters,
-// their subscription ids and highest qos.
+// their subscription ids and highest qos. Subscriptions is never nil; Shared
+// and SharedSelected are nil unless a shared subscription matched, and
+// InlineSubscriptions unless an inline one did (a nil map reads as empty).
 func (x *TopicsIndex) Subscribers(topic string) *Subscribers {
 	return x.scanSubscribers(topic, 0, nil, &Subscribers{
-		Shared:              map[string]map[string]packets.Subscription{},
-		SharedSelected:      map[string]packets.Subscription{},
-		Subscriptions:       map[string]packets.Subscription{},
-		InlineSubscriptions: map[int]InlineSubscription{},
+		Subscriptions: map[string]packets.Subscription{},
 	})
 }
 
@@ -628,12 +627,16 @@ func (x *TopicsIndex) scanSubscribers(topic string, d int, n *particle, subs *Su
 }
 
 // gatherSubscriptions collects any matching subscriptions, and gathers any identifiers or highest qos values.
+// The particle's subscriptions are read in place under its read lock (no copy
+// of the map per publish); nothing called under it takes a lock or calls a hook.
 func (x *TopicsIndex) gatherSubscriptions(topic string, particle *particle, subs *Subscribers) {
 	if subs.Subscriptions == nil {
 		subs.Subscriptions = map[string]packets.Subscription{}
 	}
 
-	for client, sub := range particle.subscriptions.GetAll() {
+	particle.subscriptions.RLock()
+	defer particle.subscriptions.RUnlock()
+	for client, sub := range particle.subscriptions.internal {
 		if len(sub.Filter) > 0 && topic[0] == '$' && (sub.Filter[0] == '+' || sub.Filter[0] == '#') { // don't match $ topics with top level wildcards [MQTT-4.7.1-1] [MQTT-4.7.1-2]
 			continue
 		}
@@ -648,12 +651,24 @@ func (x *TopicsIndex) gatherSubscriptions(topic string, particle *particle, subs
 }
 
 // gatherSharedSubscriptions gathers all shared subscriptions for a particle.
+// Shared and SharedSelected are made when the first shared subscription is
+// found (an OnSelectSubscribers hook may write to SharedSelected).
 func (x *TopicsIndex) gatherSharedSubscriptions(particle *particle, subs *Subscribers) {
+	particle.shared.RLock()
+	defer particle.shared.RUnlock()
+	if len(particle.shared.internal) == 0 {
+		return
+	}
+
 	if subs.Shared == nil {
 		subs.Shared = map[string]map[string]packets.Subscription{}
 	}
 
-	for _, shares := range particle.shared.GetAll() {
+	if subs.SharedSelected == nil {
+		subs.SharedSelected = map[string]packets.Subscription{}
+	}
+
+	for _, shares := range particle.shared.internal {
 		for client, sub := range shares {
 			if _, ok := subs.Shared[sub.Filter]; !ok {
 				subs.Shared[sub.Filter] = map[string]packets.Subscription{}
@@ -665,12 +680,19 @@ func (x *TopicsIndex) gatherSharedSubscriptions(particle *particle, subs *Subscr
 }
 
 // gatherSharedSubscriptions gathers all inline subscriptions for a particle.
+// InlineSubscriptions is made when the first one is found.
 func (x *TopicsIndex) gatherInlineSubscriptions(particle *particle, subs *Subscribers) {
+	particle.inlineSubscriptions.RLock()
+	defer particle.inlineSubscriptions.RUnlock()
+	if len(particle.inlineSubscriptions.internal) == 0 {
+		return
+	}
+
 	if subs.InlineSubscriptions == nil {
 		subs.InlineSubscriptions = map[int]InlineSubscription{}
 	}
 
-	for id, inline := range particle.inlineSubscriptions.GetAll() {
+	for id, inline := range particle.inlineSubscriptions.internal {
 		subs.InlineSubscriptions[id] = inline
 	}
 }

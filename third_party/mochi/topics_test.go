@@ -6,6 +6,7 @@ package mqtt
 
 import (
 	"fmt"
+	"strconv"
 	"testing"
 
 	"github.com/mochi-mqtt/server/v2/packets"
@@ -1097,4 +1098,225 @@ func TestInlineUnsubscribe(t *testing.T) {
 
 	ok = index.InlineUnsubscribe(1, "not/exist")
 	require.False(t, ok)
+}
+
+// oldSubscribers is Subscribers as mochi v2.7.9 computed it, copying each
+// particle's maps with GetAll and making all four maps up front: the
+// reference the in-place, lazy gathering must agree with.
+func oldSubscribers(x *TopicsIndex, topic string) *Subscribers {
+	subs := &Subscribers{
+		Shared:              map[string]map[string]packets.Subscription{},
+		SharedSelected:      map[string]packets.Subscription{},
+		Subscriptions:       map[string]packets.Subscription{},
+		InlineSubscriptions: map[int]InlineSubscription{},
+	}
+	gather := func(p *particle) {
+		for client, sub := range p.subscriptions.GetAll() {
+			if len(sub.Filter) > 0 && topic[0] == '$' && (sub.Filter[0] == '+' || sub.Filter[0] == '#') {
+				continue
+			}
+			cls, ok := subs.Subscriptions[client]
+			if !ok {
+				cls = sub
+			}
+			subs.Subscriptions[client] = cls.Merge(sub)
+		}
+	}
+	gatherShared := func(p *particle) {
+		for _, shares := range p.shared.GetAll() {
+			for client, sub := range shares {
+				if _, ok := subs.Shared[sub.Filter]; !ok {
+					subs.Shared[sub.Filter] = map[string]packets.Subscription{}
+				}
+				subs.Shared[sub.Filter][client] = sub
+			}
+		}
+	}
+	gatherInline := func(p *particle) {
+		for id, inline := range p.inlineSubscriptions.GetAll() {
+			subs.InlineSubscriptions[id] = inline
+		}
+	}
+	var scan func(d int, n *particle)
+	scan = func(d int, n *particle) {
+		if len(topic) == 0 {
+			return
+		}
+		key, hasNext := isolateParticle(topic, d)
+		for _, partKey := range []string{key, "+"} {
+			if p := n.particles.get(partKey); p != nil {
+				if hasNext {
+					scan(d+1, p)
+				} else {
+					gather(p)
+					gatherShared(p)
+					gatherInline(p)
+					if wild := p.particles.get("#"); wild != nil && partKey != "+" {
+						gather(wild)
+						gatherShared(wild)
+						gatherInline(p)
+					}
+				}
+			}
+		}
+		if p := n.particles.get("#"); p != nil {
+			gather(p)
+			gatherShared(p)
+			gatherInline(p)
+		}
+	}
+	scan(0, x.root)
+	return subs
+}
+
+// normalSubscribers returns subs with nil maps made empty, and inline
+// handlers dropped (funcs are not comparable), for comparison.
+func normalSubscribers(subs *Subscribers) Subscribers {
+	n := Subscribers{
+		Shared:              map[string]map[string]packets.Subscription{},
+		SharedSelected:      map[string]packets.Subscription{},
+		Subscriptions:       map[string]packets.Subscription{},
+		InlineSubscriptions: map[int]InlineSubscription{},
+	}
+	for k, v := range subs.Shared {
+		n.Shared[k] = v
+	}
+	for k, v := range subs.SharedSelected {
+		n.SharedSelected[k] = v
+	}
+	for k, v := range subs.Subscriptions {
+		n.Subscriptions[k] = v
+	}
+	for k, v := range subs.InlineSubscriptions {
+		v.Handler = nil
+		n.InlineSubscriptions[k] = v
+	}
+	return n
+}
+
+func TestSubscribersAsBefore(t *testing.T) {
+	index := NewTopicsIndex()
+	filters := []string{
+		"a/b/c", "a/+/c", "a/b/+", "a/#", "a/b/#", "a/b/c/#", "+/b/c", "#", "+/+/+",
+		"a/b/c/d", "$SYS/info", "$SYS/#", "+/info", "a", "+", "x/y",
+	}
+	clients := []string{"cl1", "cl2", "cl3"}
+	for i, f := range filters {
+		for j, cl := range clients {
+			if (i+j)%2 == 0 {
+				index.Subscribe(cl, packets.Subscription{Filter: f, Qos: byte((i + j) % 3), Identifier: i * j, NoLocal: i%5 == 0})
+			}
+		}
+		if i%3 == 0 {
+			index.Subscribe("sh"+strconv.Itoa(i), packets.Subscription{Filter: SharePrefix + "/g" + strconv.Itoa(i%2) + "/" + f, ShareName: []string{"g" + strconv.Itoa(i%2)}, Identifier: i})
+		}
+		if i%4 == 0 {
+			index.InlineSubscribe(InlineSubscription{Subscription: packets.Subscription{Filter: f, Identifier: 100 + i}, Handler: func(cl *Client, sub packets.Subscription, pk packets.Packet) {}})
+		}
+	}
+
+	topics := []string{"a/b/c", "a/b/c/d", "a/b", "a", "a/x/c", "x/y", "x/y/z", "$SYS/info", "$SYS/x", "b", "", "a/b/c/d/e"}
+	var shared, inline, merged int
+	for _, topic := range topics {
+		t.Run(topic, func(t *testing.T) {
+			subs := index.Subscribers(topic)
+			require.Equal(t, normalSubscribers(oldSubscribers(index, topic)), normalSubscribers(subs))
+			shared += len(subs.Shared)
+			inline += len(subs.InlineSubscriptions)
+			for _, sub := range subs.Subscriptions {
+				if len(sub.Identifiers) > 1 {
+					merged++
+				}
+			}
+		})
+	}
+	require.NotZero(t, shared)
+	require.NotZero(t, inline)
+	require.NotZero(t, merged)
+}
+
+func TestSubscribersLazyMaps(t *testing.T) {
+	index := NewTopicsIndex()
+	index.Subscribe("cl1", packets.Subscription{Filter: "a/b/c"})
+	index.Subscribe("cl1", packets.Subscription{Filter: "a/+/c", Identifier: 7, Qos: 1})
+
+	// Only plain subscriptions: Subscriptions is made, the others read as empty.
+	subs := index.Subscribers("a/b/c")
+	require.NotNil(t, subs.Subscriptions)
+	require.Nil(t, subs.Shared)
+	require.Nil(t, subs.SharedSelected)
+	require.Nil(t, subs.InlineSubscriptions)
+	require.Equal(t, packets.Subscription{Filter: "a/b/c", Qos: 1, Identifiers: map[string]int{"a/b/c": 0, "a/+/c": 7}}, subs.Subscriptions["cl1"])
+	for range subs.Shared {
+		t.Fatal("shared")
+	}
+	_, ok := subs.SharedSelected["cl1"]
+	require.False(t, ok)
+	subs.SelectShared()
+	subs.MergeSharedSelected()
+	require.Len(t, subs.Subscriptions, 1)
+
+	// No subscriber at all: still an empty, writable Subscriptions.
+	subs = index.Subscribers("q/r")
+	require.NotNil(t, subs.Subscriptions)
+	require.Empty(t, subs.Subscriptions)
+	subs.Subscriptions["x"] = packets.Subscription{}
+
+	// A shared subscription makes Shared and an empty, writable SharedSelected
+	// (an OnSelectSubscribers hook may fill it).
+	index.Subscribe("cl2", packets.Subscription{Filter: SharePrefix + "/g/a/b/c", ShareName: []string{"g"}})
+	subs = index.Subscribers("a/b/c")
+	require.Len(t, subs.Shared, 1)
+	require.NotNil(t, subs.SharedSelected)
+	require.Empty(t, subs.SharedSelected)
+	subs.SharedSelected["cl2"] = subs.Shared[SharePrefix+"/g/a/b/c"]["cl2"]
+	subs.MergeSharedSelected()
+	require.Len(t, subs.Subscriptions, 2)
+	require.Nil(t, subs.InlineSubscriptions)
+
+	// An inline subscription makes InlineSubscriptions.
+	index.InlineSubscribe(InlineSubscription{Subscription: packets.Subscription{Filter: "a/#", Identifier: 1}})
+	subs = index.Subscribers("a/b/c")
+	require.Len(t, subs.InlineSubscriptions, 1)
+	require.Equal(t, "a/#", subs.InlineSubscriptions[1].Filter)
+
+	// The result is the caller's: editing it leaves the index alone.
+	delete(subs.Subscriptions, "cl1")
+	subs.Shared[SharePrefix+"/g/a/b/c"]["cl3"] = packets.Subscription{}
+	subs = index.Subscribers("a/b/c")
+	require.Contains(t, subs.Subscriptions, "cl1")
+	require.Len(t, subs.Shared[SharePrefix+"/g/a/b/c"], 1)
+}
+
+// TestSubscribersWhileSubscribing reads subscribers while others subscribe
+// and unsubscribe (run under -race: the particles' maps are read in place).
+func TestSubscribersWhileSubscribing(t *testing.T) {
+	index := NewTopicsIndex()
+	index.Subscribe("cl0", packets.Subscription{Filter: "a/b/c"})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := 0; i < 500; i++ {
+			id := "cl" + strconv.Itoa(i%7+1)
+			index.Subscribe(id, packets.Subscription{Filter: "a/+/c", Identifier: i})
+			index.Subscribe(id, packets.Subscription{Filter: SharePrefix + "/g/a/b/c", ShareName: []string{"g"}})
+			index.InlineSubscribe(InlineSubscription{Subscription: packets.Subscription{Filter: "a/#", Identifier: i%3 + 1}})
+			index.Unsubscribe("a/+/c", id)
+			index.Unsubscribe(SharePrefix+"/g/a/b/c", id)
+			index.InlineUnsubscribe(i%3+1, "a/#")
+		}
+	}()
+	for {
+		select {
+		case <-done:
+			return
+		default:
+		}
+		subs := index.Subscribers("a/b/c")
+		require.Contains(t, subs.Subscriptions, "cl0")
+		if len(subs.Shared) > 0 {
+			subs.SelectShared()
+			subs.MergeSharedSelected()
+		}
+	}
 }
