@@ -611,7 +611,10 @@ func (pk *Packet) PublishEncode(buf *bytes.Buffer) error {
 	nb := mempool.GetBuffer()
 	defer mempool.PutBuffer(nb)
 
-	nb.Write(encodeString(pk.TopicName)) // [MQTT-3.3.2-1]
+	// encodeString, written in place: it allocates for a topic over 30 bytes.
+	nb.WriteByte(byte(len(pk.TopicName) >> 8)) // [MQTT-3.3.2-1]
+	nb.WriteByte(byte(len(pk.TopicName)))
+	nb.WriteString(pk.TopicName)
 
 	if pk.FixedHeader.Qos > 0 {
 		if pk.PacketID == 0 {
@@ -628,6 +631,7 @@ func (pk *Packet) PublishEncode(buf *bytes.Buffer) error {
 	}
 
 	pk.FixedHeader.Remaining = nb.Len() + len(pk.Payload)
+	buf.Grow(5 + pk.FixedHeader.Remaining) // the fixed header is at most 5 bytes: one allocation, not one per write that overflows
 	pk.FixedHeader.Encode(buf)
 	buf.Write(nb.Bytes())
 	buf.Write(pk.Payload)

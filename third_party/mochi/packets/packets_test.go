@@ -503,3 +503,62 @@ func TestMergeSubscription(t *testing.T) {
 	}
 	require.Equal(t, expect, sub.Merge(sub2))
 }
+
+// TestPublishEncodeSizes encodes publishes whose remaining length takes one to
+// four bytes, after bytes already in the buffer (PublishEncode grows the
+// buffer once for the whole packet), with topics of under and over 30 bytes
+// (the topic's length is written in place).
+func TestPublishEncodeSizes(t *testing.T) {
+	for _, topic := range []string{"a/b", "things/sensor-1/data/temperature", string(bytes.Repeat([]byte{'t'}, 300))} {
+		for _, v := range []byte{4, 5} {
+			for _, n := range []int{0, 1, 50, 58, 59, 64, 120, 121, 128, 200, 16374, 16375, 16384, 2097143, 2097152} {
+				pk := Packet{
+					FixedHeader:     FixedHeader{Type: Publish},
+					TopicName:       topic,
+					Payload:         bytes.Repeat([]byte{'x'}, n),
+					ProtocolVersion: v,
+				}
+				body := append([]byte{byte(len(topic) >> 8), byte(len(topic))}, topic...)
+				if v == 5 {
+					body = append(body, 0) // no properties
+				}
+				body = append(body, pk.Payload...)
+				want := append([]byte("prefix"), Publish<<4)
+				for l := len(body); ; {
+					b := byte(l % 128)
+					l /= 128
+					if l > 0 {
+						b |= 0x80
+					}
+					want = append(want, b)
+					if l == 0 {
+						break
+					}
+				}
+				want = append(want, body...)
+
+				buf := bytes.NewBufferString("prefix")
+				require.NoError(t, pk.PublishEncode(buf))
+				require.Equal(t, want, buf.Bytes(), "v%d, topic %d, payload %d", v, len(topic), n)
+			}
+		}
+	}
+}
+
+// BenchmarkPublishEncodeFresh encodes a 128-byte publish into a new buffer
+// each time, as Client.WritePacket does for every delivery.
+func BenchmarkPublishEncodeFresh(b *testing.B) {
+	pk := Packet{
+		FixedHeader:     FixedHeader{Type: Publish},
+		TopicName:       "things/sensor-1/data/temperature",
+		Payload:         bytes.Repeat([]byte{'x'}, 128),
+		ProtocolVersion: 5,
+	}
+	b.ReportAllocs()
+	for i := 0; i < b.N; i++ {
+		buf := new(bytes.Buffer)
+		if err := pk.PublishEncode(buf); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
