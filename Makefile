@@ -19,9 +19,8 @@ test-deps:
 # privacy leak waiting to happen.
 test: test-deps
 	$(GO) vet ./...
-	./scripts/mochi-fork.sh check
+	./scripts/mochi-fork.sh test
 	$(GO) test -race -count=1 -timeout 20m ./...
-	cd third_party/mochi && $(GO) test -race -count=1 -timeout 5m ./...
 
 # Micro-benchmarks of the engine and hooks, then the broker-level comparison.
 bench: build

@@ -2145,18 +2145,14 @@ func TestPublishToClientServerTopicAlias(t *testing.T) {
 		pkx := *packets.TPacketData[packets.Publish].Get(packets.TPublishBasicMqtt5).Packet
 		_, _ = s.publishToClient(cl, packets.Subscription{Filter: pkx.TopicName}, pkx)
 		_, _ = s.publishToClient(cl, packets.Subscription{Filter: pkx.TopicName}, pkx)
-		time.Sleep(time.Millisecond)
-		_ = w.Close()
 	}()
 
-	receiverBuf := make(chan []byte)
-	go func() {
-		buf, err := io.ReadAll(r)
-		require.NoError(t, err)
-		receiverBuf <- buf
-	}()
-
-	ret := <-receiverBuf
+	// Both packets, however long the write loop takes (a millisecond's
+	// sleep before closing the pipe was not always enough under load).
+	ret := make([]byte, 2*len(packets.TPacketData[packets.Publish].Get(packets.TPublishBasicMqtt5).RawBytes)-5)
+	_, err := io.ReadFull(r, ret)
+	require.NoError(t, err)
+	_ = w.Close()
 	pk1 := make([]byte, len(packets.TPacketData[packets.Publish].Get(packets.TPublishBasicMqtt5).RawBytes))
 	pk2 := make([]byte, len(packets.TPacketData[packets.Publish].Get(packets.TPublishBasicMqtt5).RawBytes)-5)
 	copy(pk1, ret[:len(packets.TPacketData[packets.Publish].Get(packets.TPublishBasicMqtt5).RawBytes)])
