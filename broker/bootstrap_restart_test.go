@@ -3,6 +3,7 @@ package broker_test
 import (
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/veil-iot/veil/policies"
 )
@@ -58,4 +59,26 @@ func TestRestartKeepsWhatOwnersChanged(t *testing.T) {
 	if len(problems) > 0 {
 		t.Fatalf("restart undid the control plane:\n  %s", strings.Join(problems, "\n  "))
 	}
+}
+
+// TestBootstrapSayKeepsItsStartThroughANewWindow: peter's co-ownership of
+// home-an, written by the bootstrap file without valid_from, holds from
+// the beginning; a new window an gives him keeps that (the history of his
+// say), where it used to start at his acceptance.
+func TestBootstrapSayKeepsItsStartThroughANewWindow(t *testing.T) {
+	b := startOwn(t, t.TempDir(), "")
+	defer b.Close()
+	addr := b.Addr("mqtt")
+	until := time.Now().Add(365 * 24 * time.Hour).UTC().Format(time.RFC3339)
+	inv := mustCfg(t, addr, "an", "an-pass").mustOK("$config/places/home-an/relations/peter", `{"relation":"co_owner","valid_until":"`+until+`"}`).Inv
+	mustCfg(t, addr, "peter", "peter-pass").mustOK("$config/invitations/peter/"+inv+"/answer", `{"accept":true}`)
+	for _, r := range b.Engine.Relationships("", "home-an") {
+		if r.User == "peter" && r.Status == policies.StatusActive {
+			if r.ValidUntil.IsZero() || !r.ValidFrom.Equal(time.Unix(0, 0)) {
+				t.Errorf("peter's new window on home-an: %s to %s, want from the beginning (1970-01-01) to next year", r.ValidFrom, r.ValidUntil)
+			}
+			return
+		}
+	}
+	t.Fatal("peter has no active relation on home-an")
 }

@@ -367,6 +367,12 @@ func (c *Control) placeRole(p policies.Principal, place string) string {
 	return role
 }
 
+// fromTheBeginning is the start a new window keeps from a say that has none
+// (a bootstrap file's relation without valid_from, in force from the first):
+// the epoch, before any reading the broker took. A zero valid_from in an
+// invitation means "from its acceptance".
+var fromTheBeginning = time.Unix(0, 0).UTC()
+
 // standing is when p's standing on a thing or place (whatever objectRole
 // finds) began and ends: zero times for an admin or an owner of record;
 // else the earliest start and the latest end of the relations in force
@@ -1094,9 +1100,14 @@ func (c *Control) invite(p policies.Principal, t cfgTopic, payload []byte) resul
 		// earlier).
 		now := c.clock.Now()
 		for _, x := range c.engine.Relationships(t.thing, t.place) {
-			if x.User == t.user && (x.Relation == policies.RelOwner || x.Relation == policies.RelCoOwner) && !x.ValidFrom.IsZero() &&
-				(x.Status == policies.StatusActive && inWindow(x, now) || x.Status == policies.StatusPending && !x.ValidFrom.After(now)) {
+			if x.User == t.user && (x.Relation == policies.RelOwner || x.Relation == policies.RelCoOwner) &&
+				(x.Status == policies.StatusActive && inWindow(x, now) || x.Status == policies.StatusPending && !x.ValidFrom.IsZero() && !x.ValidFrom.After(now)) {
 				s := x.ValidFrom
+				if s.IsZero() {
+					// A say without a start (a bootstrap file's) holds
+					// from the beginning; zero would start at acceptance.
+					s = fromTheBeginning
+				}
 				if !start.IsZero() && s.Before(start) {
 					s = start // raised to the earliest he could give
 				}
