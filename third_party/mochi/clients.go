@@ -314,6 +314,9 @@ func (cl *Client) ResendInflightMessages(force bool) error {
 	for _, tk := range cl.State.Inflight.resend() {
 		cl.ops.hooks.OnQosPublish(cl, tk, tk.Created, 0)
 		err := cl.WritePacket(tk)
+		if errors.Is(err, packets.ErrPacketTooLarge) && tk.FixedHeader.Type == packets.Publish {
+			continue // discarded (WritePacket): the next ones go
+		}
 		if err != nil {
 			return err
 		}
@@ -351,6 +354,20 @@ func (cl *Client) queueReleased(pk packets.Packet) releaseResult {
 	default:
 		return releaseDropped
 	}
+}
+
+// discardTooLarge ends the flow of pk, a QoS 1 or 2 PUBLISH larger than the
+// client's Maximum Packet Size: the server discards it and behaves as if it
+// had completed sending it ([MQTT-3.1.2-25]), so it returns its unit of send
+// quota and is not resent.
+func (cl *Client) discardTooLarge(pk packets.Packet) {
+	if !cl.State.Inflight.discard(pk) {
+		return
+	}
+	atomic.AddInt64(&cl.ops.info.Inflight, -1)
+	atomic.AddInt64(&cl.ops.info.MessagesDropped, 1)
+	cl.ops.log.Warn("in-flight message discarded: larger than the client's maximum packet size", "client", cl.ID, "packet_id", pk.PacketID)
+	cl.ops.hooks.OnQosDropped(cl, pk)
 }
 
 // ClearInflights deletes all inflight messages for the client, e.g. for a disconnected user with a clean session.
@@ -552,6 +569,7 @@ func (cl *Client) WritePacket(pk packets.Packet) error {
 	if cl.Closed() {
 		return ErrConnectionClosed
 	}
+	inflight := pk // as the in-flight messages hold it, before the hooks see it
 
 	if cl.Net.Conn == nil {
 		return nil
@@ -621,6 +639,9 @@ func (cl *Client) WritePacket(pk packets.Packet) error {
 	}
 
 	if pk.Mods.MaxSize > 0 && uint32(buf.Len()) > pk.Mods.MaxSize {
+		if pk.FixedHeader.Type == packets.Publish && pk.FixedHeader.Qos > 0 {
+			cl.discardTooLarge(inflight)
+		}
 		return packets.ErrPacketTooLarge // [MQTT-3.1.2-24] [MQTT-3.1.2-25]
 	}
 

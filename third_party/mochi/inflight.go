@@ -214,8 +214,18 @@ func (i *Inflight) NextImmediate() (packets.Packet, bool) {
 // A message holding a unit of send quota gives it to the first message waiting,
 // which is queued for writing, or back to the quota.
 func (i *Inflight) Delete(id uint16) bool {
+	return i.remove(id, nil)
+}
+
+// remove is Delete, of the message under id only if it is one that match,
+// if not nil, accepts (held: it holds a unit of send quota).
+func (i *Inflight) remove(id uint16, match func(pk packets.Packet, held bool) bool) bool {
 	i.Lock()
-	_, ok := i.internal[id]
+	pk, ok := i.internal[id]
+	if ok && match != nil {
+		_, held := i.held[id]
+		ok = match(pk, held)
+	}
 	var dropped []packets.Packet
 	if ok {
 		delete(i.internal, id)
@@ -232,6 +242,21 @@ func (i *Inflight) Delete(id uint16) bool {
 	i.reportDropped(dropped)
 
 	return ok
+}
+
+// discard deletes packet id if it still holds the message pk, written (or
+// about to be) from a copy of it: an id freed meanwhile may hold another.
+func (i *Inflight) discard(pk packets.Packet) bool {
+	return i.remove(pk.PacketID, func(cur packets.Packet, _ bool) bool {
+		return cur.FixedHeader.Type == pk.FixedHeader.Type && cur.Created == pk.Created &&
+			cur.TopicName == pk.TopicName && samePayload(cur.Payload, pk.Payload)
+	})
+}
+
+// samePayload reports whether a and b are the same bytes in memory (the
+// copies of an in-flight message share its payload).
+func samePayload(a, b []byte) bool {
+	return len(a) == len(b) && (len(a) == 0 || &a[0] == &b[0])
 }
 
 // unqueue takes packet id out of the queue waiting for send quota. The
