@@ -381,8 +381,14 @@ func (cl *Client) ClearInflights() {
 }
 
 // ClearExpiredInflights deletes any inflight messages which have expired.
+// Not, while the client is connected, one holding a unit of its send quota:
+// it was sent (onward delivery has started, [MQTT-3.3.2-5]), and the client
+// counts it against its Receive Maximum until it acknowledges it, so its
+// unit must not go to another message before ([MQTT-3.3.4-9]).
 func (cl *Client) ClearExpiredInflights(now, maximumExpiry int64) []uint16 {
 	deleted := []uint16{}
+	connected := cl.Net.Conn != nil && !cl.Closed()
+	unsent := func(_ packets.Packet, held bool) bool { return !held }
 	for _, tk := range cl.State.Inflight.GetAll(false) {
 		expired := tk.ProtocolVersion == 5 && tk.Expiry > 0 && tk.Expiry < now // [MQTT-3.3.2-5]
 
@@ -391,7 +397,13 @@ func (cl *Client) ClearExpiredInflights(now, maximumExpiry int64) []uint16 {
 		enforced := maximumExpiry > 0 && now-tk.Created > maximumExpiry
 
 		if expired || enforced {
-			if ok := cl.State.Inflight.Delete(tk.PacketID); ok {
+			var ok bool
+			if connected {
+				ok = cl.State.Inflight.remove(tk.PacketID, unsent)
+			} else {
+				ok = cl.State.Inflight.Delete(tk.PacketID)
+			}
+			if ok {
 				cl.ops.hooks.OnQosDropped(cl, tk)
 				atomic.AddInt64(&cl.ops.info.Inflight, -1)
 				deleted = append(deleted, tk.PacketID)
