@@ -34,6 +34,7 @@ type Inflight struct {
 	seq                 uint64                    // the last order given
 	held                map[uint16]struct{}       // outbound packets (a PUBLISH, then its PUBREL) holding a unit of send quota
 	pending             []uint16                  // outbound PUBLISH packets waiting for send quota, in delivery order
+	announcing          map[uint16]uint64         // waiting packets not to release before their OnQosPublish returns (value: their order)
 	resending           bool                      // the session's in-flight messages are being resent: new deliveries wait
 	client              *Client                   // the client whose outbound queue released packets join; nil: none
 }
@@ -41,9 +42,10 @@ type Inflight struct {
 // NewInflights returns a new instance of an Inflight packets map.
 func NewInflights() *Inflight {
 	return &Inflight{
-		internal: map[uint16]packets.Packet{},
-		order:    map[uint16]uint64{},
-		held:     map[uint16]struct{}{},
+		internal:   map[uint16]packets.Packet{},
+		order:      map[uint16]uint64{},
+		held:       map[uint16]struct{}{},
+		announcing: map[uint16]uint64{},
 	}
 }
 
@@ -58,6 +60,9 @@ func (i *Inflight) init() {
 	}
 	if i.held == nil {
 		i.held = map[uint16]struct{}{}
+	}
+	if i.announcing == nil {
+		i.announcing = map[uint16]uint64{}
 	}
 }
 
@@ -90,23 +95,49 @@ func (i *Inflight) Set(m packets.Packet) bool {
 // queue it, the quota's return will. added is false if the packet id was in
 // use (the packet replaced it, with its state).
 func (i *Inflight) admit(m packets.Packet) (added, pending bool) {
+	added, pending, _ = i.enqueue(m, true)
+	return added, pending
+}
+
+// enqueue is admit; if announced is false, m, if it waits, is not released
+// (nor those behind it) until announced(m.PacketID, token) is called: the
+// caller calls OnQosPublish for it first, as for a delivery it writes itself,
+// which the quota's return (another goroutine) could otherwise overtake.
+func (i *Inflight) enqueue(m packets.Packet, announced bool) (added, pending bool, token uint64) {
 	i.Lock()
 	defer i.Unlock()
 	added = i.store(m)
 	if !added {
 		_, held := i.held[m.PacketID]
-		return false, !held && i.waiting(m.PacketID)
+		return false, !held && i.waiting(m.PacketID), 0
 	}
 	limited := atomic.LoadInt32(&i.maximumSendQuota) > 0
 	if i.resending || limited && (len(i.pending) > 0 || atomic.LoadInt32(&i.sendQuota) <= 0) {
 		i.pending = append(i.pending, m.PacketID)
-		return true, true
+		if !announced {
+			token = i.order[m.PacketID]
+			i.announcing[m.PacketID] = token
+		}
+		return true, true, token
 	}
 	if limited {
 		i.held[m.PacketID] = struct{}{}
 		atomic.AddInt32(&i.sendQuota, -1)
 	}
-	return true, false
+	return true, false, 0
+}
+
+// announced lets go packet id, waiting since enqueue gave it token, once its
+// OnQosPublish has returned.
+func (i *Inflight) announced(id uint16, token uint64) {
+	i.Lock()
+	var dropped []packets.Packet
+	if t, ok := i.announcing[id]; ok && t == token {
+		delete(i.announcing, id)
+		dropped = i.release()
+	}
+	i.Unlock()
+	i.reportDropped(dropped)
 }
 
 // waiting reports whether packet id waits for send quota. The caller holds
@@ -234,6 +265,10 @@ func (i *Inflight) remove(id uint16, match func(pk packets.Packet, held bool) bo
 			delete(i.held, id)
 			i.giveSendQuota()
 			dropped = i.release()
+		} else if _, ok := i.announcing[id]; ok {
+			delete(i.announcing, id)
+			i.unqueue(id)
+			dropped = i.release() // it may have held back those behind it
 		} else {
 			i.unqueue(id)
 		}
@@ -287,6 +322,9 @@ func (i *Inflight) release() (dropped []packets.Packet) {
 	limited := atomic.LoadInt32(&i.maximumSendQuota) > 0
 	for len(i.pending) > 0 && !i.resending && (!limited || atomic.LoadInt32(&i.sendQuota) > 0) {
 		id := i.pending[0]
+		if _, ok := i.announcing[id]; ok {
+			return dropped // announced releases it, and those behind it
+		}
 		pk, ok := i.internal[id]
 		if !ok || pk.FixedHeader.Type != packets.Publish { // gone, or replaced by an ack of the client's own flow
 			i.pending = i.pending[1:]

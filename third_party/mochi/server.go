@@ -1066,13 +1066,16 @@ func (s *Server) publishToClient(cl *Client, sub packets.Subscription, pk packet
 
 		out.PacketID = uint16(i) // [MQTT-2.2.1-4]
 
-		added, pending := cl.State.Inflight.admit(out) // [MQTT-4.3.2-3] [MQTT-4.3.3-3] [MQTT-3.3.4-9]
+		added, pending, token := cl.State.Inflight.enqueue(out, false) // [MQTT-4.3.2-3] [MQTT-4.3.3-3] [MQTT-3.3.4-9]
 		if added {
 			atomic.AddInt64(&s.Info.Inflight, 1)
 			s.hooks.OnQosPublish(cl, out, out.Created, 0)
 		}
 
 		if pending {
+			if added {
+				cl.State.Inflight.announced(out.PacketID, token) // not written before its OnQosPublish
+			}
 			return out, nil // sent when a unit of send quota returns
 		}
 	}
