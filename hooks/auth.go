@@ -298,11 +298,13 @@ type Authenticator struct {
 	limiter  *FailureLimiter
 	serials  *FailureLimiter
 	names    *FailureLimiter
-	known    *knownAddresses
-	jwt      *JWTConfig
-	mayWill  func(p policies.Principal, topic string) bool
-	log      zerolog.Logger
-	metrics  *Metrics
+	// knownNames limits a name from a network it logged in from lately.
+	knownNames *FailureLimiter
+	known      *knownAddresses
+	jwt        *JWTConfig
+	mayWill    func(p policies.Principal, topic string) bool
+	log        zerolog.Logger
+	metrics    *Metrics
 }
 
 // AuthConfig wires an Authenticator.
@@ -320,7 +322,11 @@ type AuthConfig struct {
 	// thing's, or one nobody has), against guessing a secret from many
 	// addresses; nil: 20 failures per 15 minutes.
 	NameLimiter *FailureLimiter
-	JWT         *JWTConfig // nil: no bearer tokens
+	// KnownNameLimiter counts them apart from each network the name
+	// logged in from lately; nil: 20 failures per 15 minutes, 64 logins
+	// at once.
+	KnownNameLimiter *FailureLimiter
+	JWT              *JWTConfig // nil: no bearer tokens
 	// MayPublish decides the will of a CONNECT, once its credentials are
 	// good (Enforcer.MayPublish); nil: wills are decided when sent only.
 	MayPublish func(p policies.Principal, topic string) bool
@@ -342,8 +348,12 @@ func NewAuthenticator(c AuthConfig) *Authenticator {
 	if c.NameLimiter == nil {
 		c.NameLimiter = NewFailureLimiter(20, 15*time.Minute, nil)
 	}
+	if c.KnownNameLimiter == nil {
+		c.KnownNameLimiter = NewFailureLimiter(20, 15*time.Minute, nil)
+		c.KnownNameLimiter.Burst = 44
+	}
 	return &Authenticator{engine: c.Engine, creds: c.Credentials, sessions: c.Sessions, server: c.Server,
-		limiter: c.Limiter, serials: c.SerialLimiter, names: c.NameLimiter, known: newKnownAddresses(),
+		limiter: c.Limiter, serials: c.SerialLimiter, names: c.NameLimiter, knownNames: c.KnownNameLimiter, known: newKnownAddresses(),
 		jwt: c.JWT, mayWill: c.MayPublish, log: c.Log, metrics: c.Metrics}
 }
 
@@ -430,16 +440,18 @@ func (a *Authenticator) authenticate(cl *mqtt.Client, pk packets.Packet, addr st
 	// counted and refused alike: neither the answer nor its time tells
 	// which exist.
 	// From a network it logged in from lately, a name is counted apart:
-	// a guesser there (on her LAN) is limited, and locks out no other.
-	key := nameKey(name)
+	// a guesser there (on her LAN) is limited, and locks out no other. A
+	// hub there may log in many connections under one name at once after
+	// a restart: that limiter lets a burst be in flight, paid for after.
+	key, names := nameKey(name), a.names
 	if a.known.has(name, addr) {
-		key += "@" + network(addr)
+		key, names = key+"@"+network(addr), a.knownNames
 	}
-	if !a.names.Try(key) {
+	if !names.Try(key) {
 		return policies.Principal{}, false, reasonNameLimited
 	}
 	failed := false
-	defer func() { a.names.Done(key, failed) }()
+	defer func() { names.Done(key, failed) }()
 	// A thing connects with client id = username = its id.
 	if _, isThing := a.engine.Thing(name); isThing {
 		if cl.ID != name {

@@ -518,3 +518,76 @@ func TestEmptyPasswordSaysNothingOfThings(t *testing.T) {
 		t.Errorf("no password: a thing's client id checked %v, none %v; a thing's name %v, none %v", thingID, noID, thingName, noName)
 	}
 }
+
+// TestManyLoginsOfOneNameAtOnceFromItsNetwork: a hub on an's network logs
+// in 60 connections under her name at once (after a restart, none of them
+// known to the credential cache yet): none is refused for being in flight
+// together, where the name's limiter counted each as a possible failure
+// and refused all past 20. Guesses from there stay limited: the test
+// above.
+func TestManyLoginsOfOneNameAtOnceFromItsNetwork(t *testing.T) {
+	r := newLoginRig(t)
+	if got := r.login("hub-0", "an", "an-pass", "192.0.2.10"); got != "" {
+		t.Fatal(got)
+	}
+	r.creds.mu.Lock()
+	r.creds.verified = map[[32]byte]string{} // a restart: every login is checked again
+	r.creds.mu.Unlock()
+	release := holdSlots(r.creds)
+	results := make([]string, 60)
+	var wg sync.WaitGroup
+	for i := range results {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			results[i] = r.login(fmt.Sprintf("hub-%d", i+1), "an", "an-pass", "192.0.2.10")
+		}()
+	}
+	time.Sleep(200 * time.Millisecond)
+	release()
+	wg.Wait()
+	refused := 0
+	for _, got := range results {
+		if got != "" {
+			refused++
+		}
+	}
+	if refused > 0 {
+		t.Errorf("%d of 60 logins of an from her network at once refused (%v)", refused, results)
+	}
+}
+
+// TestGuessBurstFromTheOwnersNetworkIsPaidFor: 100 guesses sent at once
+// from an's network get at most 64 checks, and the next guess from there
+// waits for the burst's failures to leak away (20 per 15 minutes).
+func TestGuessBurstFromTheOwnersNetworkIsPaidFor(t *testing.T) {
+	r := newLoginRig(t)
+	if got := r.login("an-phone", "an", "an-pass", "192.0.2.10"); got != "" {
+		t.Fatal(got)
+	}
+	release := holdSlots(r.creds)
+	results := make([]string, 100)
+	var wg sync.WaitGroup
+	for i := range results {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			results[i] = r.login(fmt.Sprintf("g%d", i), "an", fmt.Sprintf("guess-%d", i), fmt.Sprintf("192.0.2.%d", 20+i))
+		}()
+	}
+	time.Sleep(200 * time.Millisecond)
+	release()
+	wg.Wait()
+	checked := 0
+	for _, got := range results {
+		if got == "bad-password" {
+			checked++
+		}
+	}
+	if checked > 64 {
+		t.Errorf("%d of 100 guesses sent at once from an's network checked (at most 64)", checked)
+	}
+	if got := r.login("g-next", "an", "guess-next", "192.0.2.200"); got != reasonNameLimited {
+		t.Errorf("a guess from an's network after the burst: %q, want %q", got, reasonNameLimited)
+	}
+}
