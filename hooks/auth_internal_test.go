@@ -105,6 +105,25 @@ func (r *loginRig) login(clientID, user, pass, addr string) string {
 	return reason
 }
 
+// atOnce runs n logins at once, all in flight together: they wait for
+// argon2id slots held until all have started.
+func (r *loginRig) atOnce(n int, login func(i int) string) []string {
+	release := holdSlots(r.creds)
+	results := make([]string, n)
+	var wg sync.WaitGroup
+	for i := range results {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			results[i] = login(i)
+		}()
+	}
+	time.Sleep(200 * time.Millisecond)
+	release()
+	wg.Wait()
+	return results
+}
+
 // checks reports whether login runs an argon2id check: with every slot
 // taken, one that does waits for a slot; one that does not returns at once.
 func (r *loginRig) checks(login func() string) bool {
@@ -533,19 +552,9 @@ func TestManyLoginsOfOneNameAtOnceFromItsNetwork(t *testing.T) {
 	r.creds.mu.Lock()
 	r.creds.verified = map[[32]byte]string{} // a restart: every login is checked again
 	r.creds.mu.Unlock()
-	release := holdSlots(r.creds)
-	results := make([]string, 60)
-	var wg sync.WaitGroup
-	for i := range results {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			results[i] = r.login(fmt.Sprintf("hub-%d", i+1), "an", "an-pass", "192.0.2.10")
-		}()
-	}
-	time.Sleep(200 * time.Millisecond)
-	release()
-	wg.Wait()
+	results := r.atOnce(60, func(i int) string {
+		return r.login(fmt.Sprintf("hub-%d", i+1), "an", "an-pass", "192.0.2.10")
+	})
 	refused := 0
 	for _, got := range results {
 		if got != "" {
@@ -565,19 +574,9 @@ func TestGuessBurstFromTheOwnersNetworkIsPaidFor(t *testing.T) {
 	if got := r.login("an-phone", "an", "an-pass", "192.0.2.10"); got != "" {
 		t.Fatal(got)
 	}
-	release := holdSlots(r.creds)
-	results := make([]string, 100)
-	var wg sync.WaitGroup
-	for i := range results {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			results[i] = r.login(fmt.Sprintf("g%d", i), "an", fmt.Sprintf("guess-%d", i), fmt.Sprintf("192.0.2.%d", 20+i))
-		}()
-	}
-	time.Sleep(200 * time.Millisecond)
-	release()
-	wg.Wait()
+	results := r.atOnce(100, func(i int) string {
+		return r.login(fmt.Sprintf("g%d", i), "an", fmt.Sprintf("guess-%d", i), fmt.Sprintf("192.0.2.%d", 20+i))
+	})
 	checked := 0
 	for _, got := range results {
 		if got == "bad-password" {
