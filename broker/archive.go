@@ -73,7 +73,7 @@ func (b *Broker) addArchive(srv *mqtt.Server) error {
 	if a.store != nil {
 		hs := historySource{a: a.store, engine: b.Engine}
 		src = hs
-		b.Live.SeedFrom(hs)
+		b.Live.SeedFrom(seedSource{hs})
 	}
 	a.history = hooks.NewHistory(hooks.HistoryConfig{
 		Engine: b.Engine, Sessions: b.Sessions, Server: srv, Source: src, Clock: b.cfg.Clock,
@@ -192,6 +192,23 @@ func (s historySource) Latest(ctx context.Context, thing, stream string, before 
 }
 
 var _ hooks.LatestSource = historySource{}
+
+// seedSource is historySource for a stream's first reading since start
+// (LiveValues.SeedFrom): while readings spooled before the start are not
+// all in InfluxDB, the reading before may be one of them, and the archive
+// cannot tell (a rate withholds the reading rather than release a second
+// of its period).
+type seedSource struct{ historySource }
+
+// errBacklog: readings from before the start are still spooled.
+var errBacklog = errors.New("readings from before the start are still on their way to the archive")
+
+func (s seedSource) Latest(ctx context.Context, thing, stream string, before time.Time) (time.Time, []byte, bool, error) {
+	if s.a.Backlog() {
+		return time.Time{}, nil, false, errBacklog
+	}
+	return s.historySource.Latest(ctx, thing, stream, before)
+}
 
 func (s historySource) History(ctx context.Context, thing, stream string, from, to time.Time, fn func(time.Time, []byte) bool) error {
 	t, ok := s.engine.Thing(thing)

@@ -162,6 +162,11 @@ func (a *Archive) AppendLine(line []byte) error {
 	return err
 }
 
+// Backlog reports whether readings spooled before the archive was opened
+// (before a restart) are not all in InfluxDB yet: until they are, a query
+// for a stream's latest reading may miss one taken after it.
+func (a *Archive) Backlog() bool { return a.spool.Backlog() }
+
 // Stats are the archive's counters.
 type Stats struct {
 	Written    int64 // points InfluxDB acknowledged

@@ -67,6 +67,10 @@ type Spool struct {
 
 	overflow atomic.Int64
 	notify   chan struct{}
+
+	// opened is the first segment of this open: the ones before hold the
+	// readings spooled before it (Backlog).
+	opened uint64
 }
 
 type segment struct {
@@ -152,6 +156,7 @@ func OpenSpool(dir string, max int64, log zerolog.Logger) (*Spool, error) {
 		s.closeFiles()
 		return nil, err
 	}
+	s.opened = next
 	if s.size > 0 {
 		s.log.Info().Int64("bytes", s.size).Int("segments", len(s.segs)).Msg("archive spool holds unacknowledged readings from before; draining them")
 		s.signal()
@@ -471,6 +476,26 @@ func (s *Spool) Sync() error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// Backlog reports whether readings spooled before the spool was opened
+// (before a restart) are not all acknowledged yet: until they are, the
+// archive misses readings older than any taken since.
+func (s *Spool) Backlog() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for i, sg := range s.segs {
+		if sg.id >= s.opened {
+			return false
+		}
+		if i == 0 && s.roff >= sg.size {
+			continue // acknowledged to its end, not dropped yet
+		}
+		if sg.size > 0 {
+			return true
+		}
+	}
+	return false
 }
 
 // Len is the number of unacknowledged bytes.

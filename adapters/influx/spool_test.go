@@ -239,3 +239,46 @@ func TestSpoolConcurrentAppendsAllKeptOnce(t *testing.T) {
 		t.Fatalf("%d distinct records, want %d", len(seen), writers*each)
 	}
 }
+
+// TestSpoolBacklog: readings spooled before an open are its backlog until
+// acknowledged, however many segments they fill; readings appended since
+// are not.
+func TestSpoolBacklog(t *testing.T) {
+	dir := t.TempDir()
+	s, err := OpenSpool(dir, 1<<20, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Backlog() {
+		t.Error("a new spool has a backlog")
+	}
+	if err := s.Append(rec(1)); err != nil {
+		t.Fatal(err)
+	}
+	if s.Backlog() {
+		t.Error("a reading appended since the open is a backlog")
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if s, err = OpenSpool(dir, 1<<20, zerolog.Nop()); err != nil {
+		t.Fatal(err)
+	}
+	if !s.Backlog() {
+		t.Error("a reading spooled before the open is no backlog")
+	}
+	if err := s.Append(rec(2)); err != nil {
+		t.Fatal(err)
+	}
+	b, ok, err := s.Next(len(rec(1)))
+	if err != nil || !ok {
+		t.Fatal(ok, err)
+	}
+	s.Ack(b)
+	if s.Backlog() {
+		t.Error("the backlog is acknowledged, still a backlog")
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
