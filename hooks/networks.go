@@ -66,8 +66,8 @@ func network(addr string) string {
 }
 
 // knownPerUser is how many networks a name keeps; knownUsers bounds the
-// names remembered (past it, the memory starts over: at worst a name's next
-// login from a known network waits for its failures to pass). knownFor is
+// names remembered (past it, a new name puts out one other: at worst that
+// name's next login from a known network waits for its failures to pass). knownFor is
 // how long a network stays known without a login from it, and knownResave
 // how stale the stored time may get before a login writes it again (a login
 // from a known network writes nothing in between).
@@ -168,7 +168,13 @@ func (k *knownAddresses) add(user, addr string) {
 		list = list[1:]
 	}
 	if _, ok := k.names[name]; !ok && len(k.names) >= knownUsers {
-		k.names = map[Digest][]KnownNetwork{}
+		// One name goes (the store keeps it), not all: a memory that
+		// started over left every name open to a stranger's guesses,
+		// and wrote each one's next login to the store again.
+		for other := range k.names {
+			delete(k.names, other)
+			break
+		}
 	}
 	list = append(list, entry)
 	k.names[name] = list
