@@ -108,16 +108,23 @@ func (k *knownAddresses) keep(key []byte, store NetworkStore, log zerolog.Logger
 		nets []KnownNetwork
 	}
 	var expired []stale
-	cutoff := k.now().Add(-knownFor)
+	now := k.now()
+	cutoff := now.Add(-knownFor)
 	err := store.LoadNetworks(func(name Digest, nets []KnownNetwork) {
 		kept := nets[:0:0]
+		ahead := false
 		for _, n := range nets {
+			if n.Seen.After(now) {
+				// Stored while the clock was ahead: seen now, not
+				// then (it would stay known until 30 days after).
+				n.Seen, ahead = now, true
+			}
 			if n.Seen.After(cutoff) {
 				n.saved = n.Seen
 				kept = append(kept, n)
 			}
 		}
-		if len(kept) != len(nets) {
+		if ahead || len(kept) != len(nets) {
 			expired = append(expired, stale{name, kept})
 		}
 		if len(kept) > knownPerUser {
@@ -178,7 +185,7 @@ func (k *knownAddresses) add(user, addr string) {
 	}
 	list = append(list, entry)
 	k.names[name] = list
-	if k.store == nil || now.Sub(entry.saved) < knownResave {
+	if k.store == nil || now.Sub(entry.saved) < knownResave && !entry.saved.After(now) {
 		return
 	}
 	// Under the lock: two logins of one name write in the order they
