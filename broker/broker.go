@@ -52,6 +52,8 @@ type Broker struct {
 	control   *controlPlane
 	archive   *archive    // sensor archive and $history (archive.go)
 	state     *stateStore // mochi's session state, written behind
+	auth      *hooks.Authenticator
+	stopDaily chan struct{} // ends the daily refresh of connected names' networks
 	http      *http.Server
 	httpAddr  string
 	listeners map[string]listeners.Listener
@@ -246,6 +248,19 @@ func (b *Broker) startMQTT() error {
 		if err := authn.RememberNetworks(key, b.state); err != nil {
 			return fmt.Errorf("broker state store: %w", err)
 		}
+		b.auth, b.stopDaily = authn, make(chan struct{})
+		go func(stop <-chan struct{}) {
+			t := time.NewTicker(24 * time.Hour)
+			defer t.Stop()
+			for {
+				select {
+				case <-stop:
+					return
+				case <-t.C:
+					authn.RefreshNetworks()
+				}
+			}
+		}(b.stopDaily)
 	}
 
 	if err := b.addArchive(srv); err != nil {
@@ -379,6 +394,13 @@ func (b *Broker) Close() {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		_ = b.http.Shutdown(ctx)
 		cancel()
+	}
+	if b.auth != nil {
+		// Before the state store closes: names connected until now keep
+		// their networks across the restart.
+		close(b.stopDaily)
+		b.auth.RefreshNetworks()
+		b.auth = nil
 	}
 	if b.MQTT != nil {
 		_ = b.MQTT.Close()

@@ -45,20 +45,42 @@ func (s *stateStore) LoadNetworks(visit func(name hooks.Digest, nets []hooks.Kno
 // from a new network is rare; losing it to a crash would leave the name
 // exposed again).
 func (s *stateStore) SaveNetworks(name hooks.Digest, nets []hooks.KnownNetwork) error {
-	v := make([]byte, 0, len(nets)*networkRecord)
-	for _, n := range nets {
-		v = append(v, n.Network[:]...)
-		v = binary.BigEndian.AppendUint64(v, uint64(n.Seen.Unix()))
-	}
 	err := s.db.Update(func(tx *bbolt.Tx) error {
 		b := tx.Bucket(networksBucket)
 		if len(nets) == 0 {
 			return b.Delete(name[:])
 		}
-		return b.Put(name[:], v)
+		return b.Put(name[:], encodeNetworks(nets))
 	})
 	if err != nil {
 		return fmt.Errorf("known networks: %w", err)
 	}
 	return nil
+}
+
+// SaveNetworksBatch implements hooks.NetworkBatch: many names in one
+// transaction.
+func (s *stateStore) SaveNetworksBatch(names map[hooks.Digest][]hooks.KnownNetwork) error {
+	err := s.db.Update(func(tx *bbolt.Tx) error {
+		b := tx.Bucket(networksBucket)
+		for name, nets := range names {
+			if err := b.Put(name[:], encodeNetworks(nets)); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("known networks: %w", err)
+	}
+	return nil
+}
+
+func encodeNetworks(nets []hooks.KnownNetwork) []byte {
+	v := make([]byte, 0, len(nets)*networkRecord)
+	for _, n := range nets {
+		v = append(v, n.Network[:]...)
+		v = binary.BigEndian.AppendUint64(v, uint64(n.Seen.Unix()))
+	}
+	return v
 }

@@ -364,6 +364,23 @@ func (a *Authenticator) RememberNetworks(key []byte, store NetworkStore) error {
 	return a.known.keep(key, store, a.log)
 }
 
+// RefreshNetworks marks the networks of the connections still open as
+// seen now, so that a name connected all along keeps its networks across
+// a restart. The broker calls it once a day and when it stops.
+func (a *Authenticator) RefreshNetworks() {
+	if a.server == nil {
+		return
+	}
+	var pairs [][2]string
+	for _, cl := range a.server.Clients.GetAll() {
+		if cl.Closed() || len(cl.Properties.Username) == 0 {
+			continue
+		}
+		pairs = append(pairs, [2]string{string(cl.Properties.Username), remoteHost(cl.Net.Remote)})
+	}
+	a.known.refresh(pairs)
+}
+
 // ID names the hook.
 func (a *Authenticator) ID() string { return "veil-auth" }
 

@@ -196,3 +196,57 @@ func (k *knownAddresses) add(user, addr string) {
 	}
 	list[len(list)-1].saved = now
 }
+
+// NetworkBatch is a NetworkStore that replaces many names' networks in
+// one write (one fsync): refresh saves every connected name at once.
+type NetworkBatch interface {
+	SaveNetworksBatch(names map[Digest][]KnownNetwork) error
+}
+
+// refresh marks each (name, address) of connections still open as seen
+// now, where the network is remembered (however long ago it was seen): a device connected for months
+// logs in only when it reconnects, and would find its network forgotten
+// at a restart, just when a stranger's guesses could keep it out.
+// Networks saved within knownResave are not written again.
+func (k *knownAddresses) refresh(pairs [][2]string) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	now := k.now()
+	due := map[Digest][]KnownNetwork{}
+	for _, p := range pairs {
+		name, net := k.digest(p[0]), k.digest(p[0], network(p[1]))
+		for i, n := range k.names[name] {
+			if n.Network != net {
+				continue // an open connection from there is a login from there, however long ago
+			}
+			k.names[name][i].Seen = now
+			if now.Sub(n.saved) >= knownResave || n.saved.After(now) {
+				due[name] = k.names[name]
+			}
+		}
+	}
+	if k.store == nil || len(due) == 0 {
+		return
+	}
+	var err error
+	if b, ok := k.store.(NetworkBatch); ok {
+		err = b.SaveNetworksBatch(due)
+	} else {
+		for name, nets := range due {
+			if err = k.store.SaveNetworks(name, nets); err != nil {
+				break
+			}
+		}
+	}
+	if err != nil {
+		k.log.Warn().Err(err).Msg("connected names' networks are not remembered across restarts")
+		return
+	}
+	for _, nets := range due {
+		for i := range nets {
+			if nets[i].Seen.Equal(now) {
+				nets[i].saved = now
+			}
+		}
+	}
+}
