@@ -73,7 +73,7 @@ func (b *Broker) addArchive(srv *mqtt.Server) error {
 	if a.store != nil {
 		hs := historySource{a: a.store, engine: b.Engine}
 		src = hs
-		b.Live.SeedFrom(seedSource{hs})
+		b.Live.SeedFrom(seedSource{hs}, b.Engine.HasRates)
 	}
 	a.history = hooks.NewHistory(hooks.HistoryConfig{
 		Engine: b.Engine, Sessions: b.Sessions, Server: srv, Source: src, Clock: b.cfg.Clock,

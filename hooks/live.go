@@ -31,8 +31,9 @@ type LiveValues struct {
 	misses  int                  // lookups that found a stream only in added; under mu
 	pool    fastjson.ParserPool
 	// before, when set, tells the time of a stream's reading before its
-	// first since start (SeedFrom).
+	// first since start, when needed says so (SeedFrom).
 	before LatestSource
+	needed func() bool
 }
 
 // seedWait bounds how long a stream's first reading since start waits for
@@ -44,9 +45,13 @@ const seedWait = time.Second
 // releases the first reading of each period: without it, the first reading
 // after a restart passed as the first of its period, though one had gone
 // out before the restart. When src cannot answer within seedWait, the
-// reading is taken as not the first (a rate withholds it). Called before
-// the broker serves.
-func (l *LiveValues) SeedFrom(src LatestSource) { l.before = src }
+// reading is taken as not the first (a rate withholds it). needed (nil:
+// always) tells whether a rate could ask (Engine.HasRates): without one,
+// a restart need not send every stream's first reading to the archive.
+// Called before the broker serves.
+func (l *LiveValues) SeedFrom(src LatestSource, needed func() bool) {
+	l.before, l.needed = src, needed
+}
 
 // previous returns when the stream of topic took its reading before at
 // (Unix ns; 0: none), asking the archive.
@@ -142,7 +147,7 @@ func (l *LiveValues) keep(topic string, r *liveReading, created int64, retained 
 	// A stream's first reading since start: the one before it is in the
 	// archive, if anywhere.
 	var seeded int64
-	if l.before != nil && l.latest(topic) == nil {
+	if l.before != nil && (l.needed == nil || l.needed()) && l.latest(topic) == nil {
 		seeded = l.previous(topic, r.at)
 	}
 	r.prevAt = seeded

@@ -40,7 +40,7 @@ func TestFirstReadingSinceStartFindsTheOneBefore(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			l := NewLiveValues()
-			l.SeedFrom(&c.src)
+			l.SeedFrom(&c.src, nil)
 			r := &liveReading{raw: []byte(`{"w":1}`), at: at.UnixNano()}
 			l.keep("things/meter-1/data/power", r, 0, false)
 			if r.prevAt != c.prevAt || firstOfPeriod(r.at, r.prevAt, time.Hour) != c.first {
@@ -52,5 +52,25 @@ func TestFirstReadingSinceStartFindsTheOneBefore(t *testing.T) {
 				t.Errorf("the second reading: prevAt %d, want the first's %d; the archive asked %d times, want 1", next.prevAt, r.at, c.src.asked)
 			}
 		})
+	}
+}
+
+// TestNoRateNoArchiveQuery: with no rate in force, a stream's first
+// reading since start does not ask the archive (a restart of a fleet
+// would send every stream's first reading to it for nothing).
+func TestNoRateNoArchiveQuery(t *testing.T) {
+	src := &latestAnswer{t: time.Now().Add(-time.Minute), found: true}
+	l := NewLiveValues()
+	rates := false
+	l.SeedFrom(src, func() bool { return rates })
+	r := &liveReading{raw: []byte(`{"w":1}`), at: time.Now().UnixNano()}
+	l.keep("things/meter-1/data/power", r, 0, false)
+	if src.asked != 0 || r.prevAt != 0 {
+		t.Errorf("without a rate the archive was asked %d times (prevAt %d)", src.asked, r.prevAt)
+	}
+	rates = true
+	l.keep("things/meter-2/data/power", &liveReading{raw: []byte(`{"w":1}`), at: time.Now().UnixNano()}, 0, false)
+	if src.asked != 1 {
+		t.Errorf("with a rate the archive was asked %d times for a new stream, want 1", src.asked)
 	}
 }

@@ -60,6 +60,21 @@ type Engine struct {
 	global  generation // memberships, places, things
 	cache   *decisionCache
 	changes atomic.Uint64 // configuration changes applied; see Changes
+	rates   atomic.Int64  // policies with a rate constraint; see HasRates
+}
+
+// HasRates reports whether any policy in force has a rate constraint:
+// what a rate needs (when a stream's reading before the first since start
+// was taken: LiveValues.SeedFrom) is not worth an archive query otherwise.
+func (e *Engine) HasRates() bool { return e.rates.Load() > 0 }
+
+func (c *compiled) hasRate() bool { return c.view != nil && c.view.Rate() > 0 }
+
+// countRate adds d for c if it has a rate constraint.
+func (e *Engine) countRate(c *compiled, d int64) {
+	if c.hasRate() {
+		e.rates.Add(d)
+	}
 }
 
 type generation struct{ n atomic.Uint64 }
@@ -342,7 +357,14 @@ func (e *Engine) PutPolicy(owner string, p Policy) error {
 }
 
 func (e *Engine) putCompiled(c *compiled) {
-	list := slices.DeleteFunc(e.policies[c.owner], func(x *compiled) bool { return x.id == c.id })
+	list := slices.DeleteFunc(e.policies[c.owner], func(x *compiled) bool {
+		if x.id == c.id {
+			e.countRate(x, -1)
+			return true
+		}
+		return false
+	})
+	e.countRate(c, 1)
 	i, _ := slices.BinarySearchFunc(list, c, comparePolicies)
 	e.policies[c.owner] = slices.Insert(list, i, c)
 	e.rels.setPolicyOwner(c.owner, true)
@@ -356,7 +378,13 @@ func (e *Engine) DeletePolicy(owner, id string) bool {
 	defer e.changes.Add(1)
 	list := e.policies[owner]
 	n := len(list)
-	list = slices.DeleteFunc(list, func(x *compiled) bool { return x.id == id })
+	list = slices.DeleteFunc(list, func(x *compiled) bool {
+		if x.id == id {
+			e.countRate(x, -1)
+			return true
+		}
+		return false
+	})
 	if len(list) == n {
 		return false
 	}
@@ -475,10 +503,15 @@ func (e *Engine) Load(s Snapshot) error {
 	for _, m := range s.Memberships {
 		e.putMembership(m)
 	}
+	rates := int64(0)
 	for _, c := range compiledPolicies {
 		e.policies[c.owner] = append(e.policies[c.owner], c)
 		e.ensureOwner(c.owner)
+		if c.hasRate() {
+			rates++
+		}
 	}
+	e.rates.Store(rates)
 	for owner, list := range e.policies {
 		slices.SortFunc(list, comparePolicies)
 		rels.setPolicyOwner(owner, true)

@@ -1073,3 +1073,47 @@ func TestViewForRebuildsAPolicysView(t *testing.T) {
 		t.Errorf("another owner's view pseudonymizes alike: key %q, %s", other.Key(), out)
 	}
 }
+
+// TestHasRates: the engine knows whether any policy in force has a rate
+// constraint, through puts, replacements, deletions and loads.
+func TestHasRates(t *testing.T) {
+	parse := func(id string, rate bool) Policy {
+		t.Helper()
+		cs := ``
+		if rate {
+			cs = `,"constraints":[{"kind":"rate","seconds":3600}]`
+		}
+		p, err := ParsePolicy([]byte(`{"id":"` + id + `","priority":1,"effect":"allow","subjects":["user:doctor"],` +
+			`"resources":["things/w/data/hr"],"actions":["read"]` + cs + `}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	e := NewEngine(Options{Secret: []byte("k")})
+	step := func(what string, want bool) {
+		t.Helper()
+		if got := e.HasRates(); got != want {
+			t.Errorf("%s: HasRates %v, want %v", what, got, want)
+		}
+	}
+	step("empty", false)
+	_ = e.PutPolicy("an", parse("a", false))
+	step("a policy without a rate", false)
+	_ = e.PutPolicy("an", parse("a", true))
+	step("a replaced by one with a rate", true)
+	_ = e.PutPolicy("an", parse("b", true))
+	e.DeletePolicy("an", "a")
+	step("a deleted, b with a rate", true)
+	_ = e.PutPolicy("an", parse("b", false))
+	step("b replaced by one without", false)
+	_ = e.PutPolicy("an", parse("c", true))
+	if err := e.Load(Snapshot{Policies: []OwnedPolicy{{Owner: "an", Policy: parse("d", false)}}}); err != nil {
+		t.Fatal(err)
+	}
+	step("a load without rates", false)
+	if err := e.Load(Snapshot{Policies: []OwnedPolicy{{Owner: "an", Policy: parse("d", true)}}}); err != nil {
+		t.Fatal(err)
+	}
+	step("a load with one", true)
+}
