@@ -37,6 +37,7 @@ type Inflight struct {
 	announcing          map[uint16]uint64         // waiting packets not to release before their OnQosPublish returns (value: their order)
 	resending           bool                      // the session's in-flight messages are being resent: new deliveries wait
 	client              *Client                   // the client whose outbound queue released packets join; nil: none
+	movedTo             *Client                   // the client that took the session over: deliveries go to it (moveTo)
 }
 
 // NewInflights returns a new instance of an Inflight packets map.
@@ -95,7 +96,7 @@ func (i *Inflight) Set(m packets.Packet) bool {
 // queue it, the quota's return will. added is false if the packet id was in
 // use (the packet replaced it, with its state).
 func (i *Inflight) admit(m packets.Packet) (added, pending bool) {
-	added, pending, _ = i.enqueue(m, true)
+	added, pending, _, _ = i.enqueue(m, true)
 	return added, pending
 }
 
@@ -103,13 +104,19 @@ func (i *Inflight) admit(m packets.Packet) (added, pending bool) {
 // (nor those behind it) until announced(m.PacketID, token) is called: the
 // caller calls OnQosPublish for it first, as for a delivery it writes itself,
 // which the quota's return (another goroutine) could otherwise overtake.
-func (i *Inflight) enqueue(m packets.Packet, announced bool) (added, pending bool, token uint64) {
+// If another client has taken the session over since its in-flight messages
+// were moved to it (moveTo), m is not added, and moved is that client: the
+// caller delivers m to it instead.
+func (i *Inflight) enqueue(m packets.Packet, announced bool) (added, pending bool, token uint64, moved *Client) {
 	i.Lock()
 	defer i.Unlock()
+	if i.movedTo != nil {
+		return false, false, 0, i.movedTo
+	}
 	added = i.store(m)
 	if !added {
 		_, held := i.held[m.PacketID]
-		return false, !held && i.waiting(m.PacketID), 0
+		return false, !held && i.waiting(m.PacketID), 0, nil
 	}
 	limited := atomic.LoadInt32(&i.maximumSendQuota) > 0
 	if i.resending || limited && (len(i.pending) > 0 || atomic.LoadInt32(&i.sendQuota) <= 0) {
@@ -118,13 +125,13 @@ func (i *Inflight) enqueue(m packets.Packet, announced bool) (added, pending boo
 			token = i.order[m.PacketID]
 			i.announcing[m.PacketID] = token
 		}
-		return true, true, token
+		return true, true, token, nil
 	}
 	if limited {
 		i.held[m.PacketID] = struct{}{}
 		atomic.AddInt32(&i.sendQuota, -1)
 	}
-	return true, false, 0
+	return true, false, 0, nil
 }
 
 // announced lets go packet id, waiting since enqueue gave it token, once its
@@ -175,9 +182,32 @@ func (i *Inflight) Len() int {
 // The messages waiting for send quota still wait, in order; the quota
 // itself, which belongs to a network connection, is not copied.
 func (i *Inflight) Clone() *Inflight {
-	c := NewInflights()
 	i.RLock()
 	defer i.RUnlock()
+	return i.clone()
+}
+
+// moveTo hands the in-flight messages of a session cl takes over to cl:
+// their clone, adopted by cl, becomes cl's inflights (if there were any), and
+// from then on enqueue hands each delivery to this map on to cl. A
+// publisher's fan-out may have found the session's previous client before cl
+// took its place: its delivery, stored here after the clone, was never
+// resent, nor acknowledged. cl's inflights are set under this map's lock,
+// before it is marked moved: a delivery handed on finds them.
+func (i *Inflight) moveTo(cl *Client) {
+	i.Lock()
+	defer i.Unlock()
+	if len(i.internal) > 0 {
+		c := i.clone()
+		c.adopt(cl) // this connection's quotas; deliveries wait for the resend
+		cl.State.Inflight = c
+	}
+	i.movedTo = cl
+}
+
+// clone is Clone. The caller holds the lock.
+func (i *Inflight) clone() *Inflight {
+	c := NewInflights()
 	for k, v := range i.internal {
 		c.internal[k] = v
 	}

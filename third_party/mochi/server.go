@@ -570,11 +570,7 @@ func (s *Server) inheritClientSession(pk packets.Packet, cl *Client) bool {
 		}
 
 		existing.State.isTakenOver.Store(true)
-		if existing.State.Inflight.Len() > 0 {
-			inflight := existing.State.Inflight.Clone() // [MQTT-3.1.2-5]
-			inflight.adopt(cl)                          // this connection's quotas; deliveries wait for the resend
-			cl.State.Inflight = inflight
-		}
+		existing.State.Inflight.moveTo(cl) // [MQTT-3.1.2-5]; later deliveries to existing go to cl
 
 		for _, sub := range existing.State.Subscriptions.GetAll() {
 			existed := !s.Topics.Subscribe(cl.ID, sub) // [MQTT-3.8.4-3]
@@ -1066,7 +1062,10 @@ func (s *Server) publishToClient(cl *Client, sub packets.Subscription, pk packet
 
 		out.PacketID = uint16(i) // [MQTT-2.2.1-4]
 
-		added, pending, token := cl.State.Inflight.enqueue(out, false) // [MQTT-4.3.2-3] [MQTT-4.3.3-3] [MQTT-3.3.4-9]
+		added, pending, token, moved := cl.State.Inflight.enqueue(out, false) // [MQTT-4.3.2-3] [MQTT-4.3.3-3] [MQTT-3.3.4-9]
+		if moved != nil {
+			return s.publishToClient(moved, sub, pk) // the session was taken over since the fan-out found cl: it follows the session
+		}
 		if added {
 			atomic.AddInt64(&s.Info.Inflight, 1)
 			s.hooks.OnQosPublish(cl, out, out.Created, 0)
