@@ -11,15 +11,15 @@ import (
 //
 // Upstream mochi v2.7.9's send quota deadlocked (Inflight.NextImmediate took
 // the in-flight map's read lock twice), leaked quota and reordered; the copy's
-// patch 0003 rebuilds it (third_party/mochi). But with it honoured, a session
-// taken over under a send quota lost a queued message in about one run in 40
-// of TestResendSkipsPayloadsTheViewNowWithholds (paho sets Receive Maximum by
-// default), and none in 100 with this hook: until that is found, Veil keeps
-// clearing it (docs/design.md). Without a quota mochi delivers as to a client
-// that sets none: what is unacknowledged is bounded by mochi's
-// MaximumInflight (8,192 by default; beyond it a QoS 1 or 2 delivery is
-// dropped and counted in mochi's Info.InflightDropped), not by what the
-// client asked for.
+// patch 0003 rebuilds it (third_party/mochi). Veil removed this hook for most
+// of 2026-11-27 and put it back when TestResendSkipsPayloadsTheViewNowWithholds
+// lost a message; the loss turned out to be a takeover race of upstream mochi
+// that never involved a quota (patch 0013 fixes it). Dropping this hook again
+// waits for a test of a takeover under a real Receive Maximum (docs/design.md).
+// Without a quota mochi delivers as to a client that sets none: what is
+// unacknowledged is bounded by mochi's MaximumInflight (8,192 by default;
+// beyond it a QoS 1 or 2 delivery is dropped and counted in mochi's
+// Info.InflightDropped), not by what the client asked for.
 type NoSendQuota struct{ mqtt.HookBase }
 
 // ID names the hook.
