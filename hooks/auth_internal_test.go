@@ -504,18 +504,10 @@ func TestAddressGuessesPerMinute(t *testing.T) {
 	checked := 0
 	for minute := range 5 {
 		before := len(r.a.names.fails) // every checked guess is a failure of its own name
-		release := holdSlots(r.creds)
-		var wg sync.WaitGroup
-		for i := range 64 {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				r.connectFrom(fmt.Sprintf("c%d-%d", minute, i), fmt.Sprintf("u%d-%d", minute, i), "guess", "198.51.100.7")
-			}()
-		}
-		time.Sleep(200 * time.Millisecond)
-		release()
-		wg.Wait()
+		r.atOnce(64, func(i int) string {
+			r.connectFrom(fmt.Sprintf("c%d-%d", minute, i), fmt.Sprintf("u%d-%d", minute, i), "guess", "198.51.100.7")
+			return ""
+		})
 		checked += len(r.a.names.fails) - before
 		clock.Add(61 * time.Second)
 	}
