@@ -354,8 +354,7 @@ func TestCoOwnersSayStartsWhenAccepted(t *testing.T) {
 	start := time.Now()
 	motion(t, cam, id, 1)
 	time.Sleep(10 * time.Millisecond)
-	inv := mustCfg(t, addr, "an", "an-pass").mustOK("$config/things/"+id+"/relations/ruth", `{"relation":"co_owner"}`).Inv
-	mustCfg(t, addr, "ruth", "ruth-pass").mustOK("$config/invitations/ruth/"+inv+"/answer", `{"accept":true}`)
+	anMakesCoOwner(t, mustCfg(t, addr, "an", "an-pass"), mustCfg(t, addr, "ruth", "ruth-pass"), id)
 	motion(t, cam, id, 2)
 	if got := historyValues(t, addr, "ruth", "things/"+id+"/data/motion", "n", start); !slices.Equal(got, []float64{2}) {
 		t.Fatalf("ruth's history: %v, want only the reading since she became co-owner [2]", got)
@@ -370,8 +369,7 @@ func TestNewcomerCannotBackdateAnothersSay(t *testing.T) {
 	addr := b.Addr("mqtt")
 	id, _ := ansCamera(t, b, "RV-BACKDATE")
 	bob := mustCfg(t, addr, "bob", "bob-pass")
-	inv := mustCfg(t, addr, "an", "an-pass").mustOK("$config/things/"+id+"/relations/bob", `{"relation":"co_owner"}`).Inv
-	bob.mustOK("$config/invitations/bob/"+inv+"/answer", `{"accept":true}`)
+	anMakesCoOwner(t, mustCfg(t, addr, "an", "an-pass"), bob, id)
 	bob.mustRefuse("$config/things/"+id+"/relations/ruth", `{"relation":"co_owner","valid_from":"2000-01-01T00:00:00Z"}`, "when your own say over it began")
 	bob.mustOK("$config/things/"+id+"/relations/ruth", `{"relation":"co_owner"}`)
 }
@@ -399,8 +397,7 @@ func TestNewcomersVisitorsReadNoEarlierHistory(t *testing.T) {
 	motion(t, cam, id, 1)
 	time.Sleep(10 * time.Millisecond)
 	bob := mustCfg(t, addr, "bob", "bob-pass")
-	inv := mustCfg(t, addr, "an", "an-pass").mustOK("$config/things/"+id+"/relations/bob", `{"relation":"co_owner"}`).Inv
-	bob.mustOK("$config/invitations/bob/"+inv+"/answer", `{"accept":true}`)
+	anMakesCoOwner(t, mustCfg(t, addr, "an", "an-pass"), bob, id)
 	motion(t, cam, id, 2)
 	until := time.Now().Add(24 * time.Hour).UTC().Format(time.RFC3339)
 	for _, c := range []struct{ who, doc string }{
@@ -461,8 +458,7 @@ func TestInvitersStartCheckedAtAcceptance(t *testing.T) {
 	addr := b.Addr("mqtt")
 	id, _ := ansCamera(t, b, "RV-ACCSTART")
 	an, bob := mustCfg(t, addr, "an", "an-pass"), mustCfg(t, addr, "bob", "bob-pass")
-	inv := an.mustOK("$config/things/"+id+"/relations/bob", `{"relation":"co_owner"}`).Inv
-	bob.mustOK("$config/invitations/bob/"+inv+"/answer", `{"accept":true}`)
+	anMakesCoOwner(t, an, bob, id)
 	bobsStart := func() time.Time {
 		for _, r := range b.Engine.Relationships(id, "") {
 			if r.User == "bob" && r.Status == policies.StatusActive {
@@ -478,7 +474,7 @@ func TestInvitersStartCheckedAtAcceptance(t *testing.T) {
 
 	time.Sleep(1100 * time.Millisecond)
 	later := time.Now().Add(-100 * time.Millisecond).UTC()
-	inv = an.mustOK("$config/things/"+id+"/relations/bob", `{"relation":"co_owner","valid_from":"`+later.Format(time.RFC3339Nano)+`"}`).Inv
+	inv := an.mustOK("$config/things/"+id+"/relations/bob", `{"relation":"co_owner","valid_from":"`+later.Format(time.RFC3339Nano)+`"}`).Inv
 	bob.mustOK("$config/invitations/bob/"+inv+"/answer", `{"accept":true}`)
 	if got := bobsStart(); !got.Equal(later) {
 		t.Fatalf("bob's say starts at %s after an's new window, want %s", got, later)
@@ -490,4 +486,12 @@ func TestInvitersStartCheckedAtAcceptance(t *testing.T) {
 			t.Errorf("ruth's say starts at %s, before bob's (%s), who gave it", r.ValidFrom, later)
 		}
 	}
+}
+
+// anMakesCoOwner: an invites user (connected as c) as co-owner of thing
+// id, and user accepts.
+func anMakesCoOwner(t *testing.T, an, c *cfgClient, id string) {
+	t.Helper()
+	inv := an.mustOK("$config/things/"+id+"/relations/"+c.user, `{"relation":"co_owner"}`).Inv
+	c.mustOK("$config/invitations/"+c.user+"/"+inv+"/answer", `{"accept":true}`)
 }
