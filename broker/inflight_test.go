@@ -3,12 +3,14 @@ package broker
 import (
 	"path/filepath"
 	"reflect"
+	"slices"
 	"sync/atomic"
 	"testing"
 	"time"
 	"unsafe"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/packets"
 )
 
 // restart stops s and opens its file again, as the broker's next start.
@@ -52,4 +54,42 @@ func TestLateDeliveryToATakenOverClientNotStored(t *testing.T) {
 func setTakenOver(cl *mqtt.Client) {
 	f := reflect.ValueOf(&cl.State).Elem().FieldByName("isTakenOver")
 	(*atomic.Bool)(unsafe.Pointer(f.UnsafeAddr())).Store(true)
+}
+
+// The client's own QoS 2 PUBLISH and a delivery to it with the same packet
+// id are two records: the PUBREC mochi answers with does not take the
+// delivery's record, and each flow's end deletes its own (mochi hands the
+// hooks its own records, stamped, and the client's packets as read).
+func TestClientsOwnFlowKeptApartFromTheDeliveryOfItsPacketID(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "mqtt.db")
+	s := openState(t, path, time.Hour)
+	cl := stateClient("an-app")
+	delivery := qosPacket(2, "things/thermo-1/data/temperature")
+	s.OnQosPublish(cl, delivery, delivery.Created, 0)
+	puback := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Puback}, PacketID: 2, Created: time.Now().Unix()}
+	s.OnQosComplete(cl, puback) // the client's QoS 1 PUBLISH with id 2, acknowledged
+	pubrec := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Pubrec}, PacketID: 2, Created: time.Now().Unix()}
+	s.OnQosPublish(cl, pubrec, pubrec.Created, 0) // then its QoS 2 PUBLISH with id 2
+
+	restored := func(when string, want ...byte) {
+		t.Helper()
+		s = restart(t, s, path)
+		msgs, err := s.StoredInflightMessages()
+		var got []byte
+		for _, m := range msgs {
+			got = append(got, m.FixedHeader.Type)
+		}
+		slices.Sort(got)
+		if err != nil || !slices.Equal(got, want) {
+			t.Fatalf("%s: restored packet types %v (%v), want %v", when, got, err, want)
+		}
+	}
+	restored("both flows open", packets.Publish, packets.Pubrec)
+	s.OnQosComplete(cl, packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Pubrel, Qos: 1}, PacketID: 2})
+	restored("the client's PUBREL read", packets.Publish)
+	s.OnQosPublish(cl, pubrec, pubrec.Created, 0)
+	s.OnQosComplete(cl, packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Puback}, PacketID: 2})
+	restored("the delivery's PUBACK read", packets.Pubrec)
+	s.OnQosDropped(cl, pubrec) // as mochi clears an expired session's flows
+	restored("dropped")
 }

@@ -534,9 +534,24 @@ func (s *stateStore) OnRetainMessage(cl *mqtt.Client, pk packets.Packet, r int64
 // OnRetainedExpired implements mqtt.Hook.
 func (s *stateStore) OnRetainedExpired(topic string) { s.record(retainedKey(topic), nil) }
 
+// ownFlowKey is "IFM_{client}:c{packet id}", the key of the state of a QoS
+// flow the client started (hooks.ClientsOwnFlow): its packet ids are the
+// client's, and may be those of deliveries in flight to it.
+func ownFlowKey(client string, packetID uint16) string {
+	return inflightPrefix + client + ":c" + strconv.FormatUint(uint64(packetID), 10)
+}
+
+// flowKey is the key of the QoS flow pk, handed to a QoS hook, belongs to.
+func flowKey(cl *mqtt.Client, pk packets.Packet) string {
+	if hooks.ClientsOwnFlow(pk) {
+		return ownFlowKey(cl.ID, pk.PacketID)
+	}
+	return inflightKey(cl.ID, pk.PacketID)
+}
+
 // OnQosComplete implements mqtt.Hook.
 func (s *stateStore) OnQosComplete(cl *mqtt.Client, pk packets.Packet) {
-	s.record(inflightKey(cl.ID, pk.PacketID), nil)
+	s.record(flowKey(cl, pk), nil)
 }
 
 // OnQosDropped implements mqtt.Hook; not for a session taken over: mochi
@@ -547,7 +562,7 @@ func (s *stateStore) OnQosDropped(cl *mqtt.Client, pk packets.Packet) {
 	if cl.IsTakenOver() {
 		return
 	}
-	s.record(inflightKey(cl.ID, pk.PacketID), nil)
+	s.record(flowKey(cl, pk), nil)
 }
 
 // OnSysInfoTick implements mqtt.Hook.

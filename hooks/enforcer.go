@@ -736,20 +736,20 @@ func (h *Enforcer) currentClient(id string) (*mqtt.Client, bool) {
 }
 
 // OnQosComplete forgets the view kept for an acknowledged delivery. mochi
-// also calls it for the client's own publishes (with the ack it built, or
-// a PUBREL), whose packet ids are the client's: those are not looked at.
+// also calls it for the client's own publishes, whose packet ids are the
+// client's (ClientsOwnFlow): those are not looked at.
 func (h *Enforcer) OnQosComplete(cl *mqtt.Client, pk packets.Packet) {
-	if pk.FixedHeader.Type == packets.Pubrel || pk.FixedHeader.Type == packets.Puback && pk.Created != 0 {
-		return
+	if !ClientsOwnFlow(pk) {
+		h.queued.forget(cl, pk.PacketID)
 	}
-	h.queued.forget(cl, pk.PacketID)
 }
 
 // OnQosDropped forgets the view kept for a delivery mochi gave up on; not
 // for a session taken over, whose in-flight messages mochi moved to the
-// new connection before it dropped them from the old one.
+// new connection before it dropped them from the old one, nor for the
+// client's own flows.
 func (h *Enforcer) OnQosDropped(cl *mqtt.Client, pk packets.Packet) {
-	if !cl.IsTakenOver() {
+	if !cl.IsTakenOver() && !ClientsOwnFlow(pk) {
 		h.queued.forget(cl, pk.PacketID)
 	}
 }
@@ -1276,7 +1276,7 @@ func (h *Enforcer) restoredView(id string, s *session, m packets.Packet) (*polic
 // expiry by as many seconds (the state store keeps the first time). A
 // message no longer in flight (its expiry) is not set back.
 func keepResendOrder(cl *mqtt.Client) {
-	msgs := cl.State.Inflight.GetAll(false)
+	msgs := slices.DeleteFunc(cl.State.Inflight.GetAll(false), ClientsOwnFlow)
 	if len(msgs) < 2 {
 		return
 	}

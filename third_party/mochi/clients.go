@@ -322,7 +322,7 @@ func (cl *Client) ResendInflightMessages(force bool) error {
 		}
 
 		if tk.FixedHeader.Type == packets.Puback || tk.FixedHeader.Type == packets.Pubcomp {
-			if ok := cl.State.Inflight.Delete(tk.PacketID); ok {
+			if ok := cl.State.Inflight.DeleteReceived(tk.PacketID); ok {
 				cl.ops.hooks.OnQosComplete(cl, tk)
 				atomic.AddInt64(&cl.ops.info.Inflight, -1)
 			}
@@ -373,7 +373,7 @@ func (cl *Client) discardTooLarge(pk packets.Packet) {
 // ClearInflights deletes all inflight messages for the client, e.g. for a disconnected user with a clean session.
 func (cl *Client) ClearInflights() {
 	for _, tk := range cl.State.Inflight.GetAll(false) {
-		if ok := cl.State.Inflight.Delete(tk.PacketID); ok {
+		if ok := cl.State.Inflight.deleteFlow(tk); ok {
 			cl.ops.hooks.OnQosDropped(cl, tk)
 			atomic.AddInt64(&cl.ops.info.Inflight, -1)
 		}
@@ -398,10 +398,10 @@ func (cl *Client) ClearExpiredInflights(now, maximumExpiry int64) []uint16 {
 
 		if expired || enforced {
 			var ok bool
-			if connected {
+			if connected && !isReceived(tk) {
 				ok = cl.State.Inflight.remove(tk.PacketID, unsent)
 			} else {
-				ok = cl.State.Inflight.Delete(tk.PacketID)
+				ok = cl.State.Inflight.deleteFlow(tk)
 			}
 			if ok {
 				cl.ops.hooks.OnQosDropped(cl, tk)

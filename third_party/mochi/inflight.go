@@ -14,6 +14,13 @@ import (
 
 // Inflight is a map of InflightMessage keyed on packet id.
 //
+// The client's own QoS 1 and 2 flows (the PUBACK, PUBREC or PUBCOMP the
+// server answers a client's PUBLISH or PUBREL with) are kept apart, in a map
+// of their own: a client picks its packet ids independently of the server's,
+// and a client's PUBLISH may carry the id of a delivery in flight to it
+// (MQTT 5 §2.2.1). Set files a packet by its type; Get and Delete are the
+// server's deliveries, GetReceived and DeleteReceived the client's flows.
+//
 // It also keeps the client's send quota (MQTT 5 §4.9): a QoS 1 or 2 delivery
 // takes a unit of it when it is sent, and gives it back when its flow ends
 // (PUBACK, PUBCOMP, a PUBREC with an error code) or it is deleted for any
@@ -26,6 +33,7 @@ import (
 type Inflight struct {
 	sync.RWMutex
 	internal            map[uint16]packets.Packet // internal contains the inflight packets
+	received            map[uint16]packets.Packet // the acks of the client's own QoS flows, by the client's packet ids
 	receiveQuota        int32                     // remaining inbound qos quota for flow control
 	sendQuota           int32                     // remaining outbound qos quota for flow control (written under the lock)
 	maximumReceiveQuota int32                     // maximum allowed receive quota
@@ -44,6 +52,7 @@ type Inflight struct {
 func NewInflights() *Inflight {
 	return &Inflight{
 		internal:   map[uint16]packets.Packet{},
+		received:   map[uint16]packets.Packet{},
 		order:      map[uint16]uint64{},
 		held:       map[uint16]struct{}{},
 		announcing: map[uint16]uint64{},
@@ -55,6 +64,9 @@ func NewInflights() *Inflight {
 func (i *Inflight) init() {
 	if i.internal == nil {
 		i.internal = map[uint16]packets.Packet{}
+	}
+	if i.received == nil {
+		i.received = map[uint16]packets.Packet{}
 	}
 	if i.order == nil {
 		i.order = map[uint16]uint64{}
@@ -82,11 +94,29 @@ func (i *Inflight) store(m packets.Packet) bool {
 
 // Set adds or updates an inflight packet by packet id. An update keeps the
 // send quota the packet id holds or waits for (a PUBREL replacing its
-// PUBLISH holds the PUBLISH's unit until the PUBCOMP).
+// PUBLISH holds the PUBLISH's unit until the PUBCOMP). An ack of the
+// client's own flow (PUBACK, PUBREC, PUBCOMP) goes with the client's flows.
 func (i *Inflight) Set(m packets.Packet) bool {
 	i.Lock()
 	defer i.Unlock()
+	if isReceived(m) {
+		i.init()
+		_, ok := i.received[m.PacketID]
+		i.received[m.PacketID] = m
+		return !ok
+	}
 	return i.store(m)
+}
+
+// isReceived reports whether m belongs to a QoS flow the client started: the
+// server sends PUBACK, PUBREC and PUBCOMP only in answer to the client's
+// PUBLISH and PUBREL.
+func isReceived(m packets.Packet) bool {
+	switch m.FixedHeader.Type {
+	case packets.Puback, packets.Pubrec, packets.Pubcomp:
+		return true
+	}
+	return false
 }
 
 // admit adds m, a QoS 1 or 2 PUBLISH to the client, and decides under the
@@ -170,11 +200,37 @@ func (i *Inflight) Get(id uint16) (packets.Packet, bool) {
 	return packets.Packet{}, false
 }
 
-// Len returns the size of the inflight messages map.
+// GetReceived returns the ack of the client's own flow with packet id.
+func (i *Inflight) GetReceived(id uint16) (packets.Packet, bool) {
+	i.RLock()
+	defer i.RUnlock()
+	m, ok := i.received[id]
+	return m, ok
+}
+
+// DeleteReceived removes the ack of the client's own flow with packet id.
+// Returns true if it existed.
+func (i *Inflight) DeleteReceived(id uint16) bool {
+	i.Lock()
+	defer i.Unlock()
+	_, ok := i.received[id]
+	delete(i.received, id)
+	return ok
+}
+
+// deleteFlow removes pk, a packet GetAll returned, from the map it is in.
+func (i *Inflight) deleteFlow(pk packets.Packet) bool {
+	if isReceived(pk) {
+		return i.DeleteReceived(pk.PacketID)
+	}
+	return i.Delete(pk.PacketID)
+}
+
+// Len returns the number of inflight messages, of both directions.
 func (i *Inflight) Len() int {
 	i.RLock()
 	defer i.RUnlock()
-	return len(i.internal)
+	return len(i.internal) + len(i.received)
 }
 
 // Clone returns a new instance of Inflight with the same message data.
@@ -197,7 +253,7 @@ func (i *Inflight) Clone() *Inflight {
 func (i *Inflight) moveTo(cl *Client) {
 	i.Lock()
 	defer i.Unlock()
-	if len(i.internal) > 0 {
+	if len(i.internal) > 0 || len(i.received) > 0 {
 		c := i.clone()
 		c.adopt(cl) // this connection's quotas; deliveries wait for the resend
 		cl.State.Inflight = c
@@ -210,6 +266,9 @@ func (i *Inflight) clone() *Inflight {
 	c := NewInflights()
 	for k, v := range i.internal {
 		c.internal[k] = v
+	}
+	for k, v := range i.received {
+		c.received[k] = v
 	}
 	for k, v := range i.order {
 		c.order[k] = v
@@ -237,8 +296,9 @@ func (i *Inflight) sorted(keep func(id uint16) bool) []packets.Packet {
 	return m
 }
 
-// GetAll returns all the inflight messages, or if immediate, those waiting
-// for send quota, in the order they will be sent.
+// GetAll returns all the inflight messages, the server's deliveries in order
+// then the acks of the client's flows, or if immediate, the deliveries
+// waiting for send quota, in the order they will be sent.
 func (i *Inflight) GetAll(immediate bool) []packets.Packet {
 	i.RLock()
 	defer i.RUnlock()
@@ -253,7 +313,23 @@ func (i *Inflight) GetAll(immediate bool) []packets.Packet {
 		return m
 	}
 
-	return i.sorted(func(uint16) bool { return true })
+	return append(i.sorted(func(uint16) bool { return true }), i.receivedSorted()...)
+}
+
+// receivedSorted returns the acks of the client's flows, oldest first. The
+// caller holds the lock.
+func (i *Inflight) receivedSorted() []packets.Packet {
+	m := make([]packets.Packet, 0, len(i.received))
+	for _, v := range i.received {
+		m = append(m, v)
+	}
+	sort.Slice(m, func(a, b int) bool {
+		if m[a].Created != m[b].Created {
+			return m[a].Created < m[b].Created
+		}
+		return m[a].PacketID < m[b].PacketID
+	})
+	return m
 }
 
 // NextImmediate returns the next inflight packet waiting for send quota.
@@ -356,7 +432,7 @@ func (i *Inflight) release() (dropped []packets.Packet) {
 			return dropped // announced releases it, and those behind it
 		}
 		pk, ok := i.internal[id]
-		if !ok || pk.FixedHeader.Type != packets.Publish { // gone, or replaced by an ack of the client's own flow
+		if !ok || pk.FixedHeader.Type != packets.Publish { // gone
 			i.pending = i.pending[1:]
 			continue
 		}
@@ -453,7 +529,7 @@ func (i *Inflight) resend() []packets.Packet {
 		}
 	}
 	i.pending = append(waiting, i.pending...)
-	return out
+	return append(out, i.receivedSorted()...)
 }
 
 // resent ends a resend: the messages waiting are released while quota is free.
