@@ -34,11 +34,19 @@ type LiveValues struct {
 	// first since start, when needed says so (SeedFrom).
 	before LatestSource
 	needed func() bool
+	asking chan struct{} // the archive queries in flight (seedQueries)
 }
 
 // seedWait bounds how long a stream's first reading since start waits for
 // the archive to tell when the reading before it was taken.
 const seedWait = time.Second
+
+// seedQueries bounds the archive queries in flight at once: after a
+// restart every stream's first reading asks, and a fleet reconnecting at
+// once must not open a query per device. A reading that finds no room
+// within seedWait is taken as not the first, as when the archive cannot
+// answer.
+const seedQueries = 16
 
 // SeedFrom makes the first reading of each stream since start find when
 // the stream's reading before it was taken in src (the archive). A rate
@@ -51,6 +59,7 @@ const seedWait = time.Second
 // Called before the broker serves.
 func (l *LiveValues) SeedFrom(src LatestSource, needed func() bool) {
 	l.before, l.needed = src, needed
+	l.asking = make(chan struct{}, seedQueries)
 }
 
 // previous returns when the stream of topic took its reading before at
@@ -62,6 +71,12 @@ func (l *LiveValues) previous(topic string, at int64) int64 {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), seedWait)
 	defer cancel()
+	select {
+	case l.asking <- struct{}{}:
+		defer func() { <-l.asking }()
+	case <-ctx.Done():
+		return at // unknown, as below
+	}
 	t, _, found, err := l.before.Latest(ctx, res.Thing, res.Name, time.Unix(0, at))
 	switch {
 	case err != nil:
