@@ -31,11 +31,13 @@ import (
 // costs two (the in-flight message, then its acknowledgement), which caps
 // QoS 1 throughput at the disk's sync rate. stateStore writes behind: a
 // change is recorded in memory, the latest per key, and all changes of an
-// interval are committed in one transaction. A message acknowledged within
-// the interval never touches the disk. The price is the interval: if the
-// process or the machine dies, the changes of the last interval are lost
-// (a clean shutdown commits everything). Interval 0 commits each change
-// before the hook returns, as mochi's hook does.
+// interval are committed in one transaction. An in-flight message waits
+// for the commit after the one it was recorded before, so one acknowledged
+// within one to two intervals never touches the disk. The price is the
+// interval: if the process or the machine dies, the changes of the last
+// interval are lost, and the in-flight messages of the last two (a clean
+// shutdown commits everything). Interval 0 commits each change before the
+// hook returns, as mochi's hook does.
 //
 // It also restores in-flight messages' packet ids, which mochi v2.7.9's bolt
 // hook does not store: without them every resend after a restart fails
@@ -56,6 +58,13 @@ type stateStore struct {
 	// QoS 1 delivery acknowledged within the interval costs the commit
 	// nothing, not even a lookup.
 	onDisk map[string]struct{}
+	// young holds the in-flight puts recorded since the last commit took
+	// the pending changes. A commit holds them back for the next one: a
+	// delivery acknowledged within one to two intervals never reaches the
+	// disk, and at full rate most are acknowledged before the next commit
+	// but after the one they were recorded before.
+	young map[string]struct{}
+
 	closed bool
 	stop   chan struct{}
 	done   chan struct{}
@@ -91,7 +100,7 @@ var stateBucket = []byte("mochi")
 
 func newStateStore(path string, interval time.Duration) *stateStore {
 	return &stateStore{path: path, interval: interval, pending: map[string]storage.Serializable{}, onDisk: map[string]struct{}{},
-		now: time.Now}
+		young: map[string]struct{}{}, now: time.Now}
 }
 
 // ID implements mqtt.Hook.
@@ -152,7 +161,7 @@ func (s *stateStore) Stop() error {
 	}
 	s.closed = true
 	s.mu.Unlock()
-	err := s.commit()
+	err := s.commitAll()
 	if s.db != nil {
 		err = errors.Join(err, s.db.Close())
 	}
@@ -175,14 +184,20 @@ func (s *stateStore) commitLoop() {
 	}
 }
 
-// commit writes every pending change in one transaction, without holding
+// commit writes the pending changes in one transaction, without holding
 // up the clients recording new ones meanwhile (they go to the next
-// transaction). On failure the changes stay pending, behind any newer
-// change of the same key, for the next attempt.
-func (s *stateStore) commit() error {
+// transaction), except in-flight messages recorded since the last commit
+// (young), which wait for the next. On failure the changes stay pending,
+// behind any newer change of the same key, for the next attempt.
+func (s *stateStore) commit() error { return s.commitOf(s.interval > 0) }
+
+// commitAll is commit of every pending change: at stop, nothing waits.
+func (s *stateStore) commitAll() error { return s.commitOf(false) }
+
+func (s *stateStore) commitOf(holdYoung bool) error {
 	s.commitMu.Lock()
 	defer s.commitMu.Unlock()
-	batch := s.takePending()
+	batch := s.takePending(holdYoung)
 	if len(batch) == 0 {
 		return nil
 	}
@@ -191,8 +206,9 @@ func (s *stateStore) commit() error {
 	return err
 }
 
-// takePending hands the pending changes to a commit, which holds commitMu.
-func (s *stateStore) takePending() map[string]storage.Serializable {
+// takePending hands the pending changes to a commit, which holds commitMu;
+// if holdYoung, the young in-flight puts stay pending, no longer young.
+func (s *stateStore) takePending(holdYoung bool) map[string]storage.Serializable {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	batch := s.pending
@@ -200,6 +216,15 @@ func (s *stateStore) takePending() map[string]storage.Serializable {
 		return nil
 	}
 	s.pending = make(map[string]storage.Serializable, len(batch))
+	if holdYoung {
+		for k := range s.young {
+			if v, ok := batch[k]; ok && v != nil {
+				s.pending[k] = v
+				delete(batch, k)
+			}
+		}
+	}
+	clear(s.young)
 	for k, v := range batch {
 		if v != nil && isInflight(k) {
 			s.onDisk[k] = struct{}{}
@@ -290,6 +315,11 @@ func (s *stateStore) recordIf(key string, v storage.Serializable, ok func() bool
 		delete(s.pending, key)
 	} else {
 		s.pending[key] = v
+	}
+	if v != nil && isInflight(key) {
+		s.young[key] = struct{}{}
+	} else {
+		delete(s.young, key)
 	}
 	if r, put := v.(*inflightRecord); v == nil || put && !r.FixedHeader.Dup {
 		delete(s.restored, key) // the message read at start is gone, its id maybe another's

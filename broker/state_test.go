@@ -161,8 +161,8 @@ func TestStateStoreWritesBehind(t *testing.T) {
 	}
 }
 
-// An in-flight message acknowledged before a commit took it costs the file
-// nothing; one a commit wrote is deleted from the file, also when its
+// An in-flight message acknowledged before the second commit after it was
+// recorded costs the file nothing; one a commit wrote is deleted from the file, also when its
 // packet id is reused meanwhile, and also after a restart.
 func TestStateStoreInflightLifecycle(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "mqtt.db")
@@ -210,11 +210,25 @@ func TestStateStoreInflightLifecycle(t *testing.T) {
 		t.Fatalf("pending after the PUBACK completed: %v", s.pending)
 	}
 
-	// Written, then acknowledged: deleted from the file.
+	// Held back by the commit after it was recorded, acknowledged before
+	// the next: never written.
+	s.OnQosPublish(cl, qosPacket(5, topic), 1, 0)
+	commit(s)
+	s.OnQosComplete(cl, qosPacket(5, topic))
+	commit(s)
+	if n := s.commits.Load(); n != 0 {
+		t.Fatalf("%d transactions for a message acknowledged before the second commit", n)
+	}
+
+	// Written by the second commit, then acknowledged: deleted from the file.
 	s.OnQosPublish(cl, qosPacket(2, topic), 1, 0)
 	commit(s)
+	if got := inFile(s); len(got) != 0 {
+		t.Fatalf("in the file after the commit it was recorded before: %v, want nothing yet", got)
+	}
+	commit(s)
 	if got := inFile(s); len(got) != 1 || got[2] == "" {
-		t.Fatalf("in the file after a commit: %v, want packet 2", got)
+		t.Fatalf("in the file after a second commit: %v, want packet 2", got)
 	}
 	s.OnQosComplete(cl, qosPacket(2, topic))
 	commit(s)
@@ -225,6 +239,7 @@ func TestStateStoreInflightLifecycle(t *testing.T) {
 	// Written; acknowledged; its id reused by a message acknowledged within
 	// the same interval: the file must still lose the first one.
 	s.OnQosPublish(cl, qosPacket(3, topic), 1, 0)
+	commit(s)
 	commit(s)
 	s.OnQosComplete(cl, qosPacket(3, topic))
 	reused := qosPacket(3, topic)
