@@ -2,7 +2,6 @@ package broker_test
 
 import (
 	"context"
-	"net"
 	"testing"
 	"time"
 
@@ -32,7 +31,7 @@ func TestDeliveryOutlivesTheClientsFlowOfItsPacketID(t *testing.T) {
 			clk.Set(time.Now().UTC())
 			b := startWithClock(t, dir, clk)
 			defer func() { b.Close() }()
-			app, got := ownerSession(t, b.Addr("mqtt"), true) // not acknowledged
+			app, got := persistentSession(t, b.Addr("mqtt"), "an-app", "an", "an-pass", true) // not acknowledged
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
 			if sa, err := app.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: topic, QoS: 1}}}); err != nil || sa.Reasons[0] != 1 {
@@ -50,34 +49,8 @@ func TestDeliveryOutlivesTheClientsFlowOfItsPacketID(t *testing.T) {
 				b.Close()
 				b = startWithClock(t, dir, clk)
 			}
-			_, got = ownerSession(t, b.Addr("mqtt"), false)
+			_, got = persistentSession(t, b.Addr("mqtt"), "an-app", "an", "an-pass", false)
 			expect(t, "resumed", got, readings)
 		})
 	}
-}
-
-// ownerSession connects an to the persistent session "an-app" at addr,
-// acknowledging what it receives unless manualAcks, and returns the client
-// and the payloads it receives.
-func ownerSession(t *testing.T, addr string, manualAcks bool) (*paho.Client, chan string) {
-	t.Helper()
-	conn, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	got := make(chan string, 100)
-	pc := paho.NewClient(paho.ClientConfig{Conn: conn, EnableManualAcknowledgment: manualAcks,
-		OnPublishReceived: []func(paho.PublishReceived) (bool, error){func(pr paho.PublishReceived) (bool, error) {
-			got <- string(pr.Packet.Payload)
-			return true, nil
-		}}})
-	expiry := uint32(3600)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if _, err := pc.Connect(ctx, &paho.Connect{ClientID: "an-app", KeepAlive: 30, Username: "an", UsernameFlag: true,
-		Password: []byte("an-pass"), PasswordFlag: true, Properties: &paho.ConnectProperties{SessionExpiryInterval: &expiry}}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = pc.Disconnect(&paho.Disconnect{}) })
-	return pc, got
 }

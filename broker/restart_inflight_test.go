@@ -269,6 +269,14 @@ func startConfigured(t *testing.T, dataDir string, cfg broker.Config) *broker.Br
 // manualAcks, and returns the client and the payloads it receives.
 func doctorSession(t *testing.T, addr string, manualAcks bool) (*paho.Client, chan string) {
 	t.Helper()
+	return persistentSession(t, addr, "doctor-restart", "doctor", "doctor-pass", manualAcks)
+}
+
+// persistentSession connects user to the session clientID at addr (expiry
+// an hour), acknowledging what it receives unless manualAcks, and returns
+// the client and the payloads it receives.
+func persistentSession(t *testing.T, addr, clientID, user, password string, manualAcks bool) (*paho.Client, chan string) {
+	t.Helper()
 	conn, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
@@ -282,8 +290,8 @@ func doctorSession(t *testing.T, addr string, manualAcks bool) (*paho.Client, ch
 	expiry := uint32(3600)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if _, err := pc.Connect(ctx, &paho.Connect{ClientID: "doctor-restart", KeepAlive: 30, Username: "doctor", UsernameFlag: true,
-		Password: []byte("doctor-pass"), PasswordFlag: true, Properties: &paho.ConnectProperties{SessionExpiryInterval: &expiry}}); err != nil {
+	if _, err := pc.Connect(ctx, &paho.Connect{ClientID: clientID, KeepAlive: 30, Username: user, UsernameFlag: true,
+		Password: []byte(password), PasswordFlag: true, Properties: &paho.ConnectProperties{SessionExpiryInterval: &expiry}}); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = pc.Disconnect(&paho.Disconnect{}) })
