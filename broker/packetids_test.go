@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/eclipse/paho.golang/paho"
+	"github.com/mochi-mqtt/server/v2/packets"
 )
 
 // The client and the broker number their QoS flows each in a space of its
@@ -53,4 +54,56 @@ func TestDeliveryOutlivesTheClientsFlowOfItsPacketID(t *testing.T) {
 			expect(t, "resumed", got, readings)
 		})
 	}
+}
+
+// The app's own QoS 2 PUBLISH with packet id 2 has waited for its PUBREL
+// longer than mochi's maximum message expiry (a day) when the reading with
+// packet id 2 is in flight to it: the PUBREC's expiry ends the app's flow,
+// not the reading, which is still resent after a restart. (Upstream mochi
+// reported the expiry a second time by packet id alone, and the state
+// store, taking it for the delivery's, deleted the reading's record.)
+func TestDeliveryOutlivesTheExpiryOfTheClientsFlowOfItsPacketID(t *testing.T) {
+	const topic = "things/thermo-1/data/temperature"
+	readings := []string{`{"temperature":21.37}`, `{"temperature":22.44}`}
+	dir := t.TempDir()
+	clk := &testClock{}
+	clk.Set(time.Now().UTC())
+	b := startWithClock(t, dir, clk)
+	defer func() { b.Close() }()
+	app, got := persistentSession(t, b.Addr("mqtt"), "an-app", "an", "an-pass", true) // not acknowledged
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if sa, err := app.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: topic, QoS: 1}}}); err != nil || sa.Reasons[0] != 1 {
+		t.Fatalf("subscription: %v %v", sa, err)
+	}
+	publishAs(t, b.Addr("mqtt"), "thermo-1", [2]string{topic, readings[0]}, [2]string{topic, readings[1]})
+	expect(t, "published", got, readings)
+
+	cl, ok := b.MQTT.Clients.Get("an-app")
+	if !ok {
+		t.Fatal("no session an-app")
+	}
+	if _, sent := cl.State.Inflight.Get(2); !sent {
+		t.Fatal("the second reading is not in flight with packet id 2")
+	}
+	// The PUBREC mochi answered the app's QoS 2 PUBLISH with id 2 with, two
+	// days ago (the app never sent its PUBREL).
+	cl.State.Inflight.Set(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Pubrec}, PacketID: 2,
+		Created: time.Now().Unix() - 2*24*3600})
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		if _, waiting := cl.State.Inflight.GetReceived(2); !waiting {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the app's flow never expired")
+		}
+	}
+	if _, sent := cl.State.Inflight.Get(2); !sent {
+		t.Fatal("the second reading expired with the app's flow")
+	}
+	_ = app.Disconnect(&paho.Disconnect{})
+	b.Close()
+	b = startWithClock(t, dir, clk)
+	_, got = persistentSession(t, b.Addr("mqtt"), "an-app", "an", "an-pass", false)
+	expect(t, "resumed after a restart", got, readings)
 }

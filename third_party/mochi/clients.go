@@ -385,6 +385,9 @@ func (cl *Client) ClearInflights() {
 // it was sent (onward delivery has started, [MQTT-3.3.2-5]), and the client
 // counts it against its Receive Maximum until it acknowledges it, so its
 // unit must not go to another message before ([MQTT-3.3.4-9]).
+// It returns the packet ids of the deliveries deleted: the expiry of one of
+// the client's own flows is reported with its ack only, its packet id being
+// the client's, maybe that of a delivery still in flight.
 func (cl *Client) ClearExpiredInflights(now, maximumExpiry int64) []uint16 {
 	deleted := []uint16{}
 	connected := cl.Net.Conn != nil && !cl.Closed()
@@ -406,7 +409,9 @@ func (cl *Client) ClearExpiredInflights(now, maximumExpiry int64) []uint16 {
 			if ok {
 				cl.ops.hooks.OnQosDropped(cl, tk)
 				atomic.AddInt64(&cl.ops.info.Inflight, -1)
-				deleted = append(deleted, tk.PacketID)
+				if !isReceived(tk) {
+					deleted = append(deleted, tk.PacketID)
+				}
 			}
 		}
 	}

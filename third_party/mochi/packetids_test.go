@@ -185,6 +185,71 @@ func TestInflightBothDirectionsOfOneID(t *testing.T) {
 	require.Equal(t, int32(2), dropped.Load())
 }
 
+// TestExpiredClientsFlowNamesNoDelivery: the client's QoS 2 PUBLISH has
+// waited for its PUBREL longer than the server's maximum message expiry
+// while a delivery with the same packet id is in flight to the client. The
+// PUBREC's expiry is reported once, with the PUBREC: not again by its packet
+// id alone, which a hook can only take for the delivery's (upstream's
+// clearExpiredInflights reported every expired id a second time, untyped; a
+// store keyed by the direction of the flow then deleted the delivery's
+// record, and the delivery was lost at the next restart).
+func TestExpiredClientsFlowNamesNoDelivery(t *testing.T) {
+	s := newServer()
+	s.Options.Capabilities.MaximumMessageExpiryInterval = 60
+	var dropped []packets.Packet
+	require.NoError(t, s.AddHook(&droppedRecorder{pks: &dropped}, nil))
+	cl, _, _ := newTestClient()
+	cl.ops.info, cl.ops.hooks = s.Info, s.hooks
+	s.Clients.Add(cl)
+
+	n := time.Now().Unix()
+	delivery := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 1}, PacketID: 3, TopicName: "a/b", Created: n - 10}
+	pubrec := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Pubrec}, PacketID: 3, Created: n - 61}
+	require.True(t, cl.State.Inflight.Set(delivery))
+	require.True(t, cl.State.Inflight.Set(pubrec))
+
+	s.clearExpiredInflights(n)
+	_, ok := cl.State.Inflight.GetReceived(3)
+	require.False(t, ok, "the client's flow did not expire")
+	_, ok = cl.State.Inflight.Get(3)
+	require.True(t, ok, "the delivery expired with the client's flow")
+	require.Equal(t, [][2]int{{int(packets.Pubrec), 3}}, typesAndIDs(dropped), "OnQosDropped calls (type, packet id)")
+	require.Equal(t, packets.Pubrec, dropped[0].FixedHeader.Type)
+	require.Equal(t, pubrec.Created, dropped[0].Created)
+
+	// A delivery that expires is still reported (as upstream: with its
+	// packet, then by its id).
+	dropped = nil
+	s.clearExpiredInflights(n + 51)
+	require.NotEmpty(t, dropped)
+	for _, pk := range dropped {
+		require.Equal(t, uint16(3), pk.PacketID)
+		require.NotEqual(t, packets.Pubrec, pk.FixedHeader.Type)
+	}
+	require.Equal(t, 0, cl.State.Inflight.Len())
+}
+
+// typesAndIDs lists the packet type and id of each of pks.
+func typesAndIDs(pks []packets.Packet) [][2]int {
+	var v [][2]int
+	for _, pk := range pks {
+		v = append(v, [2]int{int(pk.FixedHeader.Type), int(pk.PacketID)})
+	}
+	return v
+}
+
+// droppedRecorder records the packets of OnQosDropped.
+type droppedRecorder struct {
+	HookBase
+	pks *[]packets.Packet
+}
+
+func (h *droppedRecorder) ID() string { return "dropped-recorder" }
+
+func (h *droppedRecorder) Provides(b byte) bool { return b == OnQosDropped }
+
+func (h *droppedRecorder) OnQosDropped(_ *Client, pk packets.Packet) { *h.pks = append(*h.pks, pk) }
+
 // droppedCounter counts OnQosDropped.
 type droppedCounter struct {
 	HookBase
