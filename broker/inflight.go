@@ -145,10 +145,22 @@ func (s *stateStore) Restored(client string, packetID uint16) (hooks.RestoredDel
 // StoredInflightMessages implements mqtt.Hook, with packet ids restored
 // from the key ("IFM_{client}:{id}") where the record lacks one. What the
 // enforcer must know of them is kept for Restored.
+//
+// A record of the client's own QoS flow (an ack mochi answered its PUBLISH
+// with) under the key of a delivery, as this store wrote it before the two
+// directions had keys of their own, and as mochi's bolt hook writes it, is
+// moved to its own key (ownFlowKey): its flow's end deletes that one, and
+// a delivery with its packet id takes the other.
 func (s *stateStore) StoredInflightMessages() ([]storage.Message, error) {
 	var msgs []storage.Message
 	var orphans []string
-	defer func() { s.forget(orphans) }()
+	var moved []*inflightRecord // under their new keys, the old ones in orphans
+	defer func() {
+		for _, r := range moved {
+			s.record(r.ID, r) // before the old key goes
+		}
+		s.forget(orphans)
+	}()
 	restored := map[string]hooks.RestoredDelivery{}
 	err := s.each(inflightPrefix, func(b []byte) error {
 		var r inflightRecord
@@ -166,6 +178,15 @@ func (s *stateStore) StoredInflightMessages() ([]storage.Message, error) {
 				}
 			}
 		}
+		if ownFlowRecord(r.FixedHeader.Type) && r.ID != "" && r.PacketID != 0 {
+			if key := ownFlowKey(r.Client, r.PacketID); r.ID != key {
+				orphans = append(orphans, r.ID)
+				m := r
+				m.ID = key
+				moved = append(moved, &m)
+				r.ID = key
+			}
+		}
 		d := hooks.RestoredDelivery{View: r.View, Raw: r.Raw}
 		if r.Sent > 0 {
 			d.DecidedAt = time.Unix(r.Sent, 0)
@@ -178,4 +199,16 @@ func (s *stateStore) StoredInflightMessages() ([]storage.Message, error) {
 	s.restored = restored
 	s.mu.Unlock()
 	return msgs, err
+}
+
+// ownFlowRecord reports whether a stored in-flight record of packet type
+// typ belongs to a QoS flow the client started: the store records the
+// acks mochi answers the client's PUBLISH with, and of the server's
+// deliveries only the PUBLISH and its PUBREL (never a client's packet).
+func ownFlowRecord(typ byte) bool {
+	switch typ {
+	case packets.Puback, packets.Pubrec, packets.Pubcomp:
+		return true
+	}
+	return false
 }

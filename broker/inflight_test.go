@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"fmt"
 	"path/filepath"
 	"reflect"
 	"slices"
@@ -10,6 +11,7 @@ import (
 	"unsafe"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/hooks/storage"
 	"github.com/mochi-mqtt/server/v2/packets"
 )
 
@@ -92,4 +94,57 @@ func TestClientsOwnFlowKeptApartFromTheDeliveryOfItsPacketID(t *testing.T) {
 	restored("the delivery's PUBACK read", packets.Pubrec)
 	s.OnQosDropped(cl, pubrec) // as mochi clears an expired session's flows
 	restored("dropped")
+}
+
+// A state file written before the client's own flows had keys of their own
+// holds the PUBREC of a client's QoS 2 PUBLISH under the key of a delivery
+// with its packet id ("IFM_{client}:{id}", as mochi's bolt hook writes it
+// too). After the upgrade, the flow's end deletes it all the same (else it
+// came back at every start, and answered the client's next QoS 2 PUBLISH,
+// SUBSCRIBE or UNSUBSCRIBE with that id "packet identifier in use"), and a
+// delivery with the id is stored beside it (else it took the PUBREC's
+// record, and a restart lost the client's flow).
+func TestLegacyClientsFlowRecordEndsWithItsFlow(t *testing.T) {
+	for _, interval := range []time.Duration{0, time.Hour} {
+		for _, delivered := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%v delivery %v", interval, delivered), func(t *testing.T) {
+				path := filepath.Join(t.TempDir(), "mqtt.db")
+				s := openState(t, path, interval)
+				cl := stateClient("an-app")
+				pubrec := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Pubrec}, PacketID: 2, Created: time.Now().Unix()}
+				legacy := inflightKey(cl.ID, pubrec.PacketID)
+				s.record(legacy, &inflightRecord{Message: *storedMessage(legacy, storage.InflightKey, cl.ID, pubrec, pubrec.Created)})
+
+				restored := func(when string, want ...byte) {
+					t.Helper()
+					s = restart(t, s, path)
+					msgs, err := s.StoredInflightMessages()
+					var got []byte
+					for _, m := range msgs {
+						got = append(got, m.FixedHeader.Type)
+						if m.PacketID != 2 {
+							t.Errorf("%s: restored %d with packet id %d, want 2", when, m.FixedHeader.Type, m.PacketID)
+						}
+					}
+					slices.Sort(got)
+					if err != nil || !slices.Equal(got, want) {
+						t.Fatalf("%s: restored packet types %v (%v), want %v", when, got, err, want)
+					}
+				}
+				restored("the legacy record", packets.Pubrec)
+				if !delivered {
+					s.OnQosComplete(cl, packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Pubrel, Qos: 1}, PacketID: 2}) // the client's PUBREL, as read
+					restored("the client's PUBREL read")
+					return
+				}
+				delivery := qosPacket(2, "things/thermo-1/data/temperature")
+				s.OnQosPublish(cl, delivery, delivery.Created, 0)
+				restored("a delivery with its packet id", packets.Publish, packets.Pubrec)
+				s.OnQosComplete(cl, packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Pubrel, Qos: 1}, PacketID: 2})
+				restored("the client's PUBREL read", packets.Publish)
+				s.OnQosComplete(cl, packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Puback}, PacketID: 2})
+				restored("the delivery's PUBACK read")
+			})
+		}
+	}
 }
