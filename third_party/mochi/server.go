@@ -407,7 +407,6 @@ func (s *Server) attachClient(cl *Client, listener string) error {
 	defer s.Listeners.ClientsWg.Done()
 	s.Listeners.ClientsWg.Add(1)
 
-	go cl.WriteLoop()
 	defer cl.Stop(nil)
 
 	pk, err := s.readConnectionPacket(cl)
@@ -461,6 +460,17 @@ func (s *Server) attachClient(cl *Client, listener string) error {
 	if err != nil {
 		return fmt.Errorf("ack connection packet: %w", err)
 	}
+
+	// Deliveries queued since the session became cl's (Clients.Add, or
+	// moveTo) are written only now, after the CONNACK [MQTT-3.2.0-1]; the
+	// CONNACK, buffered behind them, goes out first.
+	cl.Lock()
+	err = cl.flushOutbuf()
+	cl.Unlock()
+	if err != nil {
+		return fmt.Errorf("ack connection packet: %w", err)
+	}
+	go cl.WriteLoop()
 
 	s.loop.willDelayed.Delete(cl.ID) // [MQTT-3.1.3-9]
 
