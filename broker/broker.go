@@ -207,9 +207,6 @@ func (b *Broker) startMQTT() error {
 	if err := srv.AddHook(span, nil); err != nil {
 		return err
 	}
-	if err := srv.AddHook(new(hooks.NoSendQuota), nil); err != nil {
-		return err
-	}
 	var authn *hooks.Authenticator
 	if b.cfg.NoEnforcement {
 		b.log.Warn().Msg("enforcement is OFF (--bench-no-enforcement): every client may do anything; benchmark baseline only")

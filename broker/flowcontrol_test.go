@@ -14,9 +14,10 @@ import (
 // TestMosquittoV5QoS1StreamIsDelivered: mosquitto's MQTT v5 clients send
 // Receive Maximum 20 in every CONNECT, and plain mochi v2.7.9 honouring it
 // stops within a few hundred QoS 1 messages from concurrent publishers
-// (Inflight.NextImmediate read-locks twice; docs/design.md). Through Veil,
-// which clears the quota at CONNECT (hooks.NoSendQuota), every message
-// arrives.
+// (Inflight.NextImmediate read-locks twice, and a released message's PUBACK
+// returns no quota; docs/design.md). Through Veil, whose mochi keeps the
+// send quota under one lock (third_party/mochi patch 0003) and honours the
+// Receive Maximum, every message arrives.
 func TestMosquittoV5QoS1StreamIsDelivered(t *testing.T) {
 	sub := needMosquitto(t, "mosquitto_sub")
 	pub := needMosquitto(t, "mosquitto_pub")

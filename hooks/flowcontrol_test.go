@@ -12,11 +12,12 @@ import (
 
 // TestReceiveMaximumDoesNotWedgeTheBroker: a v5 subscriber that sets
 // Receive Maximum gets a QoS 1 stream published from several goroutines at
-// once, with enforcement on and off. mochi v2.7.9 honouring that Receive
-// Maximum calls Inflight.NextImmediate, which takes the in-flight map's read
-// lock twice, after every packet of the subscriber; a publisher's
-// Inflight.Set in between stops the subscriber and the publisher for good
-// (within a second here, before NoSendQuota).
+// once, with enforcement on and off. Plain mochi v2.7.9 honouring that
+// Receive Maximum called Inflight.NextImmediate, which took the in-flight
+// map's read lock twice, after every packet of the subscriber; a
+// publisher's Inflight.Set in between stopped the subscriber and the
+// publisher for good (within a second here). third_party/mochi's patch 0003
+// keeps the send quota under one lock.
 func TestReceiveMaximumDoesNotWedgeTheBroker(t *testing.T) {
 	for _, enforce := range []bool{true, false} {
 		t.Run(fmt.Sprintf("enforcement %v", enforce), func(t *testing.T) {

@@ -74,7 +74,6 @@ func startServer(t testing.TB, enforce bool) (*mqtt.Server, string, *hooks.Enfor
 func serve(t testing.TB, e *policies.Engine, creds *hooks.Credentials, with ...func(*hooks.EnforcerConfig)) (*mqtt.Server, string, *hooks.Enforcer) {
 	t.Helper()
 	srv := mqtt.New(&mqtt.Options{InlineClient: true, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	must(t, srv.AddHook(new(hooks.NoSendQuota), nil))
 	var enf *hooks.Enforcer
 	if e != nil {
 		sessions := &hooks.Sessions{}
