@@ -75,16 +75,7 @@ func TestClientsOwnFlowKeptApartFromTheDeliveryOfItsPacketID(t *testing.T) {
 
 	restored := func(when string, want ...byte) {
 		t.Helper()
-		s = restart(t, s, path)
-		msgs, err := s.StoredInflightMessages()
-		var got []byte
-		for _, m := range msgs {
-			got = append(got, m.FixedHeader.Type)
-		}
-		slices.Sort(got)
-		if err != nil || !slices.Equal(got, want) {
-			t.Fatalf("%s: restored packet types %v (%v), want %v", when, got, err, want)
-		}
+		s = restartRestoring(t, s, path, when, 2, want...)
 	}
 	restored("both flows open", packets.Publish, packets.Pubrec)
 	s.OnQosComplete(cl, packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Pubrel, Qos: 1}, PacketID: 2})
@@ -117,19 +108,7 @@ func TestLegacyClientsFlowRecordEndsWithItsFlow(t *testing.T) {
 
 				restored := func(when string, want ...byte) {
 					t.Helper()
-					s = restart(t, s, path)
-					msgs, err := s.StoredInflightMessages()
-					var got []byte
-					for _, m := range msgs {
-						got = append(got, m.FixedHeader.Type)
-						if m.PacketID != 2 {
-							t.Errorf("%s: restored %d with packet id %d, want 2", when, m.FixedHeader.Type, m.PacketID)
-						}
-					}
-					slices.Sort(got)
-					if err != nil || !slices.Equal(got, want) {
-						t.Fatalf("%s: restored packet types %v (%v), want %v", when, got, err, want)
-					}
+					s = restartRestoring(t, s, path, when, 2, want...)
 				}
 				restored("the legacy record", packets.Pubrec)
 				if !delivered {
@@ -147,4 +126,24 @@ func TestLegacyClientsFlowRecordEndsWithItsFlow(t *testing.T) {
 			})
 		}
 	}
+}
+
+// restartRestoring restarts s (restart) and fails unless the in-flight
+// records it restores are of the packet types want, all with packet id id.
+func restartRestoring(t *testing.T, s *stateStore, path, when string, id uint16, want ...byte) *stateStore {
+	t.Helper()
+	s = restart(t, s, path)
+	msgs, err := s.StoredInflightMessages()
+	var got []byte
+	for _, m := range msgs {
+		got = append(got, m.FixedHeader.Type)
+		if m.PacketID != id {
+			t.Errorf("%s: restored %d with packet id %d, want %d", when, m.FixedHeader.Type, m.PacketID, id)
+		}
+	}
+	slices.Sort(got)
+	if err != nil || !slices.Equal(got, want) {
+		t.Fatalf("%s: restored packet types %v (%v), want %v", when, got, err, want)
+	}
+	return s
 }

@@ -7,6 +7,8 @@ import (
 
 	"github.com/eclipse/paho.golang/paho"
 	"github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/veil-iot/veil/broker"
 )
 
 // The client and the broker number their QoS flows each in a space of its
@@ -19,7 +21,6 @@ import (
 // state store, told the command's flow was complete, deleted the reading's
 // record under the same key.
 func TestDeliveryOutlivesTheClientsFlowOfItsPacketID(t *testing.T) {
-	const topic = "things/thermo-1/data/temperature"
 	readings := []string{`{"temperature":21.37}`, `{"temperature":22.44}`}
 	for _, restart := range []bool{false, true} {
 		name := "reconnect"
@@ -32,15 +33,9 @@ func TestDeliveryOutlivesTheClientsFlowOfItsPacketID(t *testing.T) {
 			clk.Set(time.Now().UTC())
 			b := startWithClock(t, dir, clk)
 			defer func() { b.Close() }()
-			app, got := persistentSession(t, b.Addr("mqtt"), "an-app", "an", "an-pass", true) // not acknowledged
+			app := twoReadingsInFlight(t, b, readings)
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
-			if sa, err := app.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: topic, QoS: 1}}}); err != nil || sa.Reasons[0] != 1 {
-				t.Fatalf("subscription: %v %v", sa, err)
-			}
-			publishAs(t, b.Addr("mqtt"), "thermo-1", [2]string{topic, readings[0]}, [2]string{topic, readings[1]})
-			expect(t, "published", got, readings)
-
 			pr, err := app.Publish(ctx, &paho.Publish{Topic: "things/thermo-1/cmd/calibrate", QoS: 1, Payload: []byte(`{}`)})
 			if err != nil || pr.ReasonCode != 0 {
 				t.Fatalf("command: %v %v", pr, err)
@@ -50,7 +45,7 @@ func TestDeliveryOutlivesTheClientsFlowOfItsPacketID(t *testing.T) {
 				b.Close()
 				b = startWithClock(t, dir, clk)
 			}
-			_, got = persistentSession(t, b.Addr("mqtt"), "an-app", "an", "an-pass", false)
+			_, got := persistentSession(t, b.Addr("mqtt"), "an-app", "an", "an-pass", false)
 			expect(t, "resumed", got, readings)
 		})
 	}
@@ -63,21 +58,13 @@ func TestDeliveryOutlivesTheClientsFlowOfItsPacketID(t *testing.T) {
 // reported the expiry a second time by packet id alone, and the state
 // store, taking it for the delivery's, deleted the reading's record.)
 func TestDeliveryOutlivesTheExpiryOfTheClientsFlowOfItsPacketID(t *testing.T) {
-	const topic = "things/thermo-1/data/temperature"
 	readings := []string{`{"temperature":21.37}`, `{"temperature":22.44}`}
 	dir := t.TempDir()
 	clk := &testClock{}
 	clk.Set(time.Now().UTC())
 	b := startWithClock(t, dir, clk)
 	defer func() { b.Close() }()
-	app, got := persistentSession(t, b.Addr("mqtt"), "an-app", "an", "an-pass", true) // not acknowledged
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if sa, err := app.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: topic, QoS: 1}}}); err != nil || sa.Reasons[0] != 1 {
-		t.Fatalf("subscription: %v %v", sa, err)
-	}
-	publishAs(t, b.Addr("mqtt"), "thermo-1", [2]string{topic, readings[0]}, [2]string{topic, readings[1]})
-	expect(t, "published", got, readings)
+	app := twoReadingsInFlight(t, b, readings)
 
 	cl, ok := b.MQTT.Clients.Get("an-app")
 	if !ok {
@@ -104,6 +91,24 @@ func TestDeliveryOutlivesTheExpiryOfTheClientsFlowOfItsPacketID(t *testing.T) {
 	_ = app.Disconnect(&paho.Disconnect{})
 	b.Close()
 	b = startWithClock(t, dir, clk)
-	_, got = persistentSession(t, b.Addr("mqtt"), "an-app", "an", "an-pass", false)
+	_, got := persistentSession(t, b.Addr("mqtt"), "an-app", "an", "an-pass", false)
 	expect(t, "resumed after a restart", got, readings)
+}
+
+// twoReadingsInFlight connects an's app to its persistent session "an-app"
+// on b, subscribes it at QoS 1 to thermo-1's temperature and has thermo-1
+// publish the two readings, which the app receives and does not
+// acknowledge: in flight with packet ids 1 and 2.
+func twoReadingsInFlight(t *testing.T, b *broker.Broker, readings []string) *paho.Client {
+	t.Helper()
+	const topic = "things/thermo-1/data/temperature"
+	app, got := persistentSession(t, b.Addr("mqtt"), "an-app", "an", "an-pass", true) // not acknowledged
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if sa, err := app.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: topic, QoS: 1}}}); err != nil || sa.Reasons[0] != 1 {
+		t.Fatalf("subscription: %v %v", sa, err)
+	}
+	publishAs(t, b.Addr("mqtt"), "thermo-1", [2]string{topic, readings[0]}, [2]string{topic, readings[1]})
+	expect(t, "published", got, readings)
+	return app
 }
