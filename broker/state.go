@@ -59,10 +59,11 @@ type stateStore struct {
 	// nothing, not even a lookup.
 	onDisk map[string]struct{}
 	// young holds the in-flight puts recorded since the last commit took
-	// the pending changes. A commit holds them back for the next one: a
-	// delivery acknowledged within one to two intervals never reaches the
-	// disk, and at full rate most are acknowledged before the next commit
-	// but after the one they were recorded before.
+	// the pending changes, of keys neither pending nor in the file before.
+	// A commit holds them back for the next one: a delivery acknowledged
+	// within one to two intervals never reaches the disk, and at full rate
+	// most are acknowledged before the next commit but after the one they
+	// were recorded before. A put is held back once (recordIf).
 	young map[string]struct{}
 
 	closed bool
@@ -311,12 +312,21 @@ func (s *stateStore) recordIf(key string, v storage.Serializable, ok func() bool
 		s.mu.Unlock()
 		return
 	}
+	// A put is held back (young) once: not again when it replaces a put
+	// still pending (held back already, or put back by a failed commit),
+	// or a resend at every reconnect faster than the interval kept it from
+	// the file for good; nor when the key may be in the file, whose value
+	// (a message acknowledged meanwhile, its delete pending) the next
+	// commit must replace.
+	prev, hadPut := s.pending[key]
+	hadPut = hadPut && prev != nil
+	_, wasYoung := s.young[key]
 	if v == nil && isInflight(key) && !s.mayBeInFile(key) {
 		delete(s.pending, key)
 	} else {
 		s.pending[key] = v
 	}
-	if v != nil && isInflight(key) {
+	if v != nil && isInflight(key) && (wasYoung || !hadPut && !s.mayBeInFile(key)) {
 		s.young[key] = struct{}{}
 	} else {
 		delete(s.young, key)

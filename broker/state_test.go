@@ -696,3 +696,75 @@ func BenchmarkStateQoS1(b *testing.B) {
 		})
 	}
 }
+
+// committedInflight reads the in-flight records in the file, as a crash
+// would leave them: key → payload (no side effects on the store).
+func committedInflight(t *testing.T, s *stateStore) map[string]string {
+	t.Helper()
+	got := map[string]string{}
+	if err := s.scan(inflightPrefix, func(k, v []byte) {
+		var r inflightRecord
+		if err := r.UnmarshalBinary(v); err != nil {
+			t.Errorf("%s: %v", k, err)
+		}
+		got[string(k)] = string(r.Payload)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return got
+}
+
+// An in-flight message is held back once, by the commit after it was
+// recorded: a resend of it (a client reconnecting faster than the
+// interval, each time given it again with DUP) does not hold it back again,
+// or it never reached the file.
+func TestStateStoreHoldsAnInflightMessageBackOnce(t *testing.T) {
+	s := openState(t, filepath.Join(t.TempDir(), "mqtt.db"), time.Hour)
+	defer s.Stop()
+	cl := stateClient("flapper")
+	pk := qosPacket(1, "things/thermo-1/data/temperature")
+	s.OnQosPublish(cl, pk, pk.Created, 0)
+	resent := pk
+	resent.FixedHeader.Dup = true
+	for range 3 {
+		if err := s.commit(); err != nil {
+			t.Fatal(err)
+		}
+		s.OnQosPublish(cl, resent, resent.Created, 0) // the next connection's resend
+	}
+	if got := committedInflight(t, s); len(got) != 1 {
+		t.Fatalf("in the file after three commits and resends: %v, want the message", got)
+	}
+}
+
+// A commit never leaves in the file an in-flight message acknowledged
+// before it took the pending changes: a new message on its packet id,
+// held back, does not keep the acknowledged one there (a crash would
+// deliver it again, a QoS 2 message twice).
+func TestStateStoreHeldBackMessageDoesNotKeepAnAcknowledgedOne(t *testing.T) {
+	s := openState(t, filepath.Join(t.TempDir(), "mqtt.db"), time.Hour)
+	defer s.Stop()
+	cl := stateClient("doctor-1")
+	old := qosPacket(3, "things/thermo-1/data/temperature")
+	s.OnQosPublish(cl, old, old.Created, 0)
+	for range 2 {
+		if err := s.commit(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := committedInflight(t, s); len(got) != 1 {
+		t.Fatalf("in the file: %v, want packet 3", got)
+	}
+	s.OnQosComplete(cl, old)
+	reused := qosPacket(3, old.TopicName)
+	reused.Payload = []byte(`{"value":22}`)
+	s.OnQosPublish(cl, reused, reused.Created, 0)
+	if err := s.commit(); err != nil {
+		t.Fatal(err)
+	}
+	for k, p := range committedInflight(t, s) {
+		if p == string(old.Payload) {
+			t.Fatalf("%s: the acknowledged message still in the file after a commit", k)
+		}
+	}
+}
