@@ -159,6 +159,13 @@ func (s *stateStore) StoredInflightMessages() ([]storage.Message, error) {
 		for _, r := range moved {
 			s.record(r.ID, r) // before the old key goes
 		}
+		// Not held back: the old key's delete must not reach the file
+		// before the new key does.
+		s.mu.Lock()
+		for _, r := range moved {
+			delete(s.young, r.ID)
+		}
+		s.mu.Unlock()
 		s.forget(orphans)
 	}()
 	restored := map[string]hooks.RestoredDelivery{}

@@ -147,3 +147,29 @@ func restartRestoring(t *testing.T, s *stateStore, path, when string, id uint16,
 	}
 	return s
 }
+
+// The move of a legacy record to its own key at start is one commit: the
+// periodic commit after it does not delete the old key while it holds the
+// new one back (a crash then lost the client's flow).
+func TestLegacyClientsFlowRecordMovedInOneCommit(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "mqtt.db")
+	s := openState(t, path, time.Hour)
+	cl := stateClient("an-app")
+	pubrec := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Pubrec}, PacketID: 2, Created: time.Now().Unix()}
+	legacy := inflightKey(cl.ID, pubrec.PacketID)
+	s.record(legacy, &inflightRecord{Message: *storedMessage(legacy, storage.InflightKey, cl.ID, pubrec, pubrec.Created)})
+	if err := s.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	s = openState(t, path, time.Hour)
+	defer s.Stop()
+	if _, err := s.StoredInflightMessages(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.commit(); err != nil {
+		t.Fatal(err)
+	}
+	if got := committedInflight(t, s); len(got) != 1 {
+		t.Fatalf("in the file after the first commit: %v, want the PUBREC under one key", got)
+	}
+}
