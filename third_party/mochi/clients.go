@@ -311,7 +311,16 @@ func (cl *Client) ResendInflightMessages(force bool) error {
 		return nil
 	}
 
-	for _, tk := range cl.State.Inflight.resend() {
+	out, held := cl.State.Inflight.resend()
+	// The messages held back for the send quota are announced too, before
+	// resent lets them go: a delivery the previous connection got during
+	// the take-over (publishToClient, after the client was taken over) was
+	// announced on that connection, which a store may ignore, and the quota's
+	// return writes it without a hook.
+	for _, tk := range held {
+		cl.ops.hooks.OnQosPublish(cl, tk, tk.Created, 0)
+	}
+	for _, tk := range out {
 		cl.ops.hooks.OnQosPublish(cl, tk, tk.Created, 0)
 		err := cl.WritePacket(tk)
 		if errors.Is(err, packets.ErrPacketTooLarge) && tk.FixedHeader.Type == packets.Publish {

@@ -487,10 +487,11 @@ func (i *Inflight) adopt(cl *Client) {
 
 // resend returns the in-flight packets to write again on a new connection,
 // in order, and waits the PUBLISH packets beyond the connection's send
-// quota, in order, ahead of those that were never sent. It forgets the
-// previous connection's quota: the send quota is re-initialised with each
-// network connection (MQTT 5 §4.9). New deliveries wait until resent.
-func (i *Inflight) resend() []packets.Packet {
+// quota, in order, ahead of those that were never sent; held returns those.
+// It forgets the previous connection's quota: the send quota is
+// re-initialised with each network connection (MQTT 5 §4.9). New deliveries
+// wait until resent.
+func (i *Inflight) resend() (out, held []packets.Packet) {
 	i.Lock()
 	defer i.Unlock()
 	i.init()
@@ -502,7 +503,6 @@ func (i *Inflight) resend() []packets.Packet {
 	for _, id := range i.pending {
 		queued[id] = true
 	}
-	var out []packets.Packet
 	var waiting []uint16
 	for _, pk := range i.sorted(func(id uint16) bool { return !queued[id] }) {
 		switch pk.FixedHeader.Type {
@@ -517,6 +517,7 @@ func (i *Inflight) resend() []packets.Packet {
 				out = append(out, pk)
 			} else {
 				waiting = append(waiting, pk.PacketID)
+				held = append(held, pk)
 			}
 		case packets.Pubrel:
 			if limit > 0 && atomic.LoadInt32(&i.sendQuota) > 0 {
@@ -529,7 +530,7 @@ func (i *Inflight) resend() []packets.Packet {
 		}
 	}
 	i.pending = append(waiting, i.pending...)
-	return append(out, i.receivedSorted()...)
+	return append(out, i.receivedSorted()...), held
 }
 
 // resent ends a resend: the messages waiting are released while quota is free.
