@@ -1027,13 +1027,7 @@ func (s *Server) publishToClient(cl *Client, sub packets.Subscription, pk packet
 		out.FixedHeader.Retain = false // [MQTT-3.3.1-12]
 	}
 
-	if len(sub.Identifiers) > 0 { // [MQTT-3.3.4-3]
-		out.Properties.SubscriptionIdentifier = []int{}
-		for _, id := range sub.Identifiers {
-			out.Properties.SubscriptionIdentifier = append(out.Properties.SubscriptionIdentifier, id) // [MQTT-3.3.4-4] ![MQTT-3.3.4-5]
-		}
-		sort.Ints(out.Properties.SubscriptionIdentifier)
-	}
+	out.Properties.SubscriptionIdentifier = subscriptionIdentifiers(sub) // [MQTT-3.3.4-3]
 
 	if out.FixedHeader.Qos > sub.Qos {
 		out.FixedHeader.Qos = sub.Qos
@@ -1108,6 +1102,28 @@ func (s *Server) publishToClient(cl *Client, sub packets.Subscription, pk packet
 	}
 
 	return out, nil
+}
+
+// subscriptionIdentifiers returns the identifiers a message published to
+// sub carries, in order ([MQTT-3.3.4-4] ![MQTT-3.3.4-5]): those of the
+// client's overlapping subscriptions it matched (gathered in Identifiers),
+// or, for a lone subscription (a retained message sent as the client
+// subscribes), its own. nil when none has one: no slice per delivery.
+func subscriptionIdentifiers(sub packets.Subscription) []int {
+	if len(sub.Identifiers) == 0 {
+		if sub.Identifier > 0 {
+			return []int{sub.Identifier}
+		}
+		return nil
+	}
+	var ids []int
+	for _, id := range sub.Identifiers {
+		if id > 0 {
+			ids = append(ids, id)
+		}
+	}
+	sort.Ints(ids)
+	return ids
 }
 
 func (s *Server) publishRetainedToClient(cl *Client, sub packets.Subscription, existed bool) {

@@ -642,6 +642,10 @@ func (x *TopicsIndex) gatherSubscriptions(topic string, particle *particle, subs
 		}
 
 		cls, ok := subs.Subscriptions[client]
+		if !ok && sub.Identifier == 0 {
+			subs.Subscriptions[client] = sub // no identifiers to gather: no map for them
+			continue
+		}
 		if !ok {
 			cls = sub
 		}

@@ -1169,8 +1169,10 @@ func oldSubscribers(x *TopicsIndex, topic string) *Subscribers {
 	return subs
 }
 
-// normalSubscribers returns subs with nil maps made empty, and inline
-// handlers dropped (funcs are not comparable), for comparison.
+// normalSubscribers returns subs with nil maps made empty, inline
+// handlers dropped (funcs are not comparable), and a lone subscription
+// without an identifier given the map of identifiers v2.7.9 made for it
+// (subscriptionIdentifiers reads both alike), for comparison.
 func normalSubscribers(subs *Subscribers) Subscribers {
 	n := Subscribers{
 		Shared:              map[string]map[string]packets.Subscription{},
@@ -1185,6 +1187,9 @@ func normalSubscribers(subs *Subscribers) Subscribers {
 		n.SharedSelected[k] = v
 	}
 	for k, v := range subs.Subscriptions {
+		if v.Identifiers == nil && v.Identifier == 0 {
+			v.Identifiers = map[string]int{v.Filter: 0}
+		}
 		n.Subscriptions[k] = v
 	}
 	for k, v := range subs.InlineSubscriptions {
