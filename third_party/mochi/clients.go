@@ -18,6 +18,7 @@ import (
 
 	"github.com/rs/xid"
 
+	"github.com/mochi-mqtt/server/v2/mempool"
 	"github.com/mochi-mqtt/server/v2/packets"
 )
 
@@ -195,8 +196,10 @@ func newClient(c net.Conn, o *ops) *Client {
 func (cl *Client) WriteLoop() {
 	for {
 		select {
-		case pk := <-cl.State.outbound:
-			if err := cl.WritePacket(*pk); err != nil {
+		case queued := <-cl.State.outbound:
+			pk := *queued
+			putOutbound(queued)
+			if err := cl.WritePacket(pk); err != nil {
 				// TODO : Figure out what to do with error
 				cl.ops.log.Debug("failed publishing packet", "error", err, "client", cl.ID, "packet", pk)
 			}
@@ -294,7 +297,7 @@ func (cl *Client) NextPacketID() (i uint32, err error) {
 
 		i++
 
-		if _, ok := cl.State.Inflight.Get(uint16(i)); !ok {
+		if !cl.State.Inflight.has(uint16(i)) {
 			atomic.StoreUint32(&cl.State.packetID, i)
 			return i, nil
 		}
@@ -356,11 +359,13 @@ func (cl *Client) queueReleased(pk packets.Packet) releaseResult {
 	if cl == nil || cl.Net.Conn == nil || cl.Closed() {
 		return releaseOffline
 	}
+	queued := getOutbound(pk)
 	select {
-	case cl.State.outbound <- &pk:
+	case cl.State.outbound <- queued:
 		atomic.AddInt32(&cl.State.outboundQty, 1)
 		return releaseQueued
 	default:
+		putOutbound(queued)
 		return releaseDropped
 	}
 }
@@ -625,7 +630,8 @@ func (cl *Client) WritePacket(pk packets.Packet) error {
 	pk = cl.ops.hooks.OnPacketEncode(cl, pk)
 
 	var err error
-	buf := new(bytes.Buffer)
+	buf := writeBuffers.Get()
+	defer writeBuffers.Put(buf) // after OnPacketSent, whose bytes are valid only during the call
 	switch pk.FixedHeader.Type {
 	case packets.Connect:
 		err = pk.ConnectEncode(buf)
@@ -690,7 +696,7 @@ func (cl *Client) WritePacket(pk packets.Packet) error {
 			if buf.Len() >= cl.ops.options.ClientNetWriteBufferSize {
 				return buf.WriteTo(cl.Net.Conn)
 			}
-			cl.Net.outbuf = new(bytes.Buffer)
+			cl.Net.outbuf = writeBuffers.Get()
 		}
 
 		n, _ := cl.Net.outbuf.Write(buf.Bytes()) // will always be successful
@@ -723,7 +729,35 @@ func (cl *Client) flushOutbuf() (err error) {
 
 	_, err = cl.Net.outbuf.WriteTo(cl.Net.Conn)
 	if err == nil {
+		writeBuffers.Put(cl.Net.outbuf)
 		cl.Net.outbuf = nil
 	}
 	return
+}
+
+// writeBuffers holds the buffers packets are encoded and batched in: a
+// delivery would otherwise allocate its encoding, and every batch its
+// buffer, growing it as it fills. A buffer grown past maxPooledWriteBuffer
+// (by a large packet) is left to the garbage collector.
+var writeBuffers = mempool.NewBuffer(maxPooledWriteBuffer)
+
+const maxPooledWriteBuffer = 64 * 1024
+
+// outboundPackets holds the packets queued for a client's write loop, which
+// puts each back once it has copied it out: the queue holds pointers, and a
+// delivery would otherwise allocate one (a Packet is 800 bytes).
+var outboundPackets = sync.Pool{New: func() any { return new(packets.Packet) }}
+
+// getOutbound returns pk in a pooled packet, for the outbound queue.
+func getOutbound(pk packets.Packet) *packets.Packet {
+	queued := outboundPackets.Get().(*packets.Packet)
+	*queued = pk
+	return queued
+}
+
+// putOutbound returns a packet taken from the outbound queue to the pool,
+// emptied so that it does not keep a payload alive.
+func putOutbound(queued *packets.Packet) {
+	*queued = packets.Packet{}
+	outboundPackets.Put(queued)
 }

@@ -32,7 +32,7 @@ import (
 // a delivery waiting while a unit is free.
 type Inflight struct {
 	sync.RWMutex
-	internal            map[uint16]packets.Packet // internal contains the inflight packets
+	internal            map[uint16]*packets.Packet // the server's deliveries, each from inflightPackets, never handed out
 	received            map[uint16]packets.Packet // the acks of the client's own QoS flows, by the client's packet ids
 	receiveQuota        int32                     // remaining inbound qos quota for flow control
 	sendQuota           int32                     // remaining outbound qos quota for flow control (written under the lock)
@@ -51,7 +51,7 @@ type Inflight struct {
 // NewInflights returns a new instance of an Inflight packets map.
 func NewInflights() *Inflight {
 	return &Inflight{
-		internal:   map[uint16]packets.Packet{},
+		internal:   map[uint16]*packets.Packet{},
 		received:   map[uint16]packets.Packet{},
 		order:      map[uint16]uint64{},
 		held:       map[uint16]struct{}{},
@@ -63,7 +63,7 @@ func NewInflights() *Inflight {
 // holds the lock.
 func (i *Inflight) init() {
 	if i.internal == nil {
-		i.internal = map[uint16]packets.Packet{}
+		i.internal = map[uint16]*packets.Packet{}
 	}
 	if i.received == nil {
 		i.received = map[uint16]packets.Packet{}
@@ -83,13 +83,39 @@ func (i *Inflight) init() {
 // holds the lock.
 func (i *Inflight) store(m packets.Packet) bool {
 	i.init()
-	_, ok := i.internal[m.PacketID]
-	i.internal[m.PacketID] = m
-	if !ok {
-		i.seq++
-		i.order[m.PacketID] = i.seq
+	if p, ok := i.internal[m.PacketID]; ok {
+		*p = m
+		return false
 	}
-	return !ok
+	i.internal[m.PacketID] = newInflightPacket(m)
+	i.seq++
+	i.order[m.PacketID] = i.seq
+	return true
+}
+
+// inflightPackets holds the packets the deliveries in flight are kept in:
+// a map of Packets (800 bytes, kept outside the map's slots) allocated one
+// per delivery. A packet never leaves its map, whose readers get copies,
+// so a deleted one goes back to the pool (dropInflight).
+var inflightPackets = sync.Pool{New: func() any { return new(packets.Packet) }}
+
+func newInflightPacket(m packets.Packet) *packets.Packet {
+	p := inflightPackets.Get().(*packets.Packet)
+	*p = m
+	return p
+}
+
+// dropInflight deletes delivery id from the map and returns its packet to
+// the pool, emptied so that it keeps no payload alive. The caller holds the
+// lock.
+func (i *Inflight) dropInflight(id uint16) {
+	p, ok := i.internal[id]
+	if !ok {
+		return
+	}
+	delete(i.internal, id)
+	*p = packets.Packet{}
+	inflightPackets.Put(p)
 }
 
 // Set adds or updates an inflight packet by packet id. An update keeps the
@@ -194,10 +220,19 @@ func (i *Inflight) Get(id uint16) (packets.Packet, bool) {
 	defer i.RUnlock()
 
 	if m, ok := i.internal[id]; ok {
-		return m, true
+		return *m, true
 	}
 
 	return packets.Packet{}, false
+}
+
+// has reports whether a delivery is in flight under packet id, without
+// copying it out (every new delivery asks, to pick its id).
+func (i *Inflight) has(id uint16) bool {
+	i.RLock()
+	defer i.RUnlock()
+	_, ok := i.internal[id]
+	return ok
 }
 
 // GetReceived returns the ack of the client's own flow with packet id.
@@ -265,7 +300,7 @@ func (i *Inflight) moveTo(cl *Client) {
 func (i *Inflight) clone() *Inflight {
 	c := NewInflights()
 	for k, v := range i.internal {
-		c.internal[k] = v
+		c.internal[k] = newInflightPacket(*v) // its own: each map pools what it deletes
 	}
 	for k, v := range i.received {
 		c.received[k] = v
@@ -284,7 +319,7 @@ func (i *Inflight) sorted(keep func(id uint16) bool) []packets.Packet {
 	m := []packets.Packet{}
 	for id, v := range i.internal {
 		if keep(id) {
-			m = append(m, v)
+			m = append(m, *v)
 		}
 	}
 	sort.Slice(m, func(a, b int) bool {
@@ -307,7 +342,7 @@ func (i *Inflight) GetAll(immediate bool) []packets.Packet {
 		m := []packets.Packet{}
 		for _, id := range i.pending {
 			if pk, ok := i.internal[id]; ok {
-				m = append(m, pk)
+				m = append(m, *pk)
 			}
 		}
 		return m
@@ -340,7 +375,7 @@ func (i *Inflight) NextImmediate() (packets.Packet, bool) {
 
 	for _, id := range i.pending {
 		if pk, ok := i.internal[id]; ok {
-			return pk, true
+			return *pk, true
 		}
 	}
 
@@ -361,11 +396,11 @@ func (i *Inflight) remove(id uint16, match func(pk packets.Packet, held bool) bo
 	pk, ok := i.internal[id]
 	if ok && match != nil {
 		_, held := i.held[id]
-		ok = match(pk, held)
+		ok = match(*pk, held)
 	}
 	var dropped []packets.Packet
 	if ok {
-		delete(i.internal, id)
+		i.dropInflight(id)
 		delete(i.order, id)
 		if _, held := i.held[id]; held {
 			delete(i.held, id)
@@ -431,17 +466,18 @@ func (i *Inflight) release() (dropped []packets.Packet) {
 		if _, ok := i.announcing[id]; ok {
 			return dropped // announced releases it, and those behind it
 		}
-		pk, ok := i.internal[id]
-		if !ok || pk.FixedHeader.Type != packets.Publish { // gone
+		p, ok := i.internal[id]
+		if !ok || p.FixedHeader.Type != packets.Publish { // gone
 			i.pending = i.pending[1:]
 			continue
 		}
+		pk := *p
 		switch i.client.queueReleased(pk) {
 		case releaseOffline:
 			return dropped
 		case releaseDropped:
 			i.pending = i.pending[1:]
-			delete(i.internal, id)
+			i.dropInflight(id)
 			delete(i.order, id)
 			dropped = append(dropped, pk)
 			continue
@@ -508,7 +544,7 @@ func (i *Inflight) resend() (out, held []packets.Packet) {
 		switch pk.FixedHeader.Type {
 		case packets.Publish:
 			pk.FixedHeader.Dup = true // [MQTT-3.3.1-1] [MQTT-3.3.1-3]
-			i.internal[pk.PacketID] = pk
+			*i.internal[pk.PacketID] = pk
 			if limit == 0 {
 				out = append(out, pk)
 			} else if len(waiting) == 0 && atomic.LoadInt32(&i.sendQuota) > 0 {

@@ -1087,10 +1087,12 @@ func (s *Server) publishToClient(cl *Client, sub packets.Subscription, pk packet
 		return out, packets.CodeDisconnect
 	}
 
+	queued := getOutbound(out)
 	select {
-	case cl.State.outbound <- &out:
+	case cl.State.outbound <- queued:
 		atomic.AddInt32(&cl.State.outboundQty, 1)
 	default:
+		putOutbound(queued)
 		atomic.AddInt64(&s.Info.MessagesDropped, 1)
 		cl.ops.hooks.OnPublishDropped(cl, pk)
 		if out.FixedHeader.Qos > 0 { // packet was dropped due to irregular circumstances, so rollback inflight (and its send quota).
@@ -1172,10 +1174,7 @@ func (s *Server) buildAck(packetID uint16, pkt, qos byte, properties packets.Pro
 
 // processPuback processes a Puback packet, denoting completion of a QOS 1 packet sent from the server.
 func (s *Server) processPuback(cl *Client, pk packets.Packet) error {
-	if _, ok := cl.State.Inflight.Get(pk.PacketID); !ok {
-		return nil // omit, but would be packets.ErrPacketIdentifierNotFound
-	}
-
+	// An unknown id is omitted, but would be packets.ErrPacketIdentifierNotFound.
 	if ok := cl.State.Inflight.Delete(pk.PacketID); ok { // [MQTT-4.3.2-5] (and returns its send quota)
 		atomic.AddInt64(&s.Info.Inflight, -1)
 		s.hooks.OnQosComplete(cl, pk)
