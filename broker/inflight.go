@@ -63,11 +63,11 @@ func (s *stateStore) OnQosPublish(cl *mqtt.Client, pk packets.Packet, sent int64
 	}
 	if hooks.ClientsOwnFlow(pk) { // a PUBREC (or its PUBCOMP, resent) of the client's QoS 2 PUBLISH
 		key := ownFlowKey(cl.ID, pk.PacketID)
-		s.record(key, &inflightRecord{Message: *storedMessage(key, storage.InflightKey, cl.ID, pk, sent)})
+		s.record(key, &inflightRecord{Message: storedMessage(key, storage.InflightKey, cl.ID, pk, sent)})
 		return
 	}
 	id := inflightKey(cl.ID, pk.PacketID)
-	r := &inflightRecord{Message: *storedMessage(id, storage.InflightKey, cl.ID, pk, sent)}
+	r := &inflightRecord{Message: storedMessage(id, storage.InflightKey, cl.ID, pk, sent)}
 	if pk.FixedHeader.Dup {
 		s.commitMu.Lock()
 		old := s.inflight(id)

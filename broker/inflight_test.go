@@ -104,7 +104,7 @@ func TestLegacyClientsFlowRecordEndsWithItsFlow(t *testing.T) {
 				cl := stateClient("an-app")
 				pubrec := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Pubrec}, PacketID: 2, Created: time.Now().Unix()}
 				legacy := inflightKey(cl.ID, pubrec.PacketID)
-				s.record(legacy, &inflightRecord{Message: *storedMessage(legacy, storage.InflightKey, cl.ID, pubrec, pubrec.Created)})
+				s.record(legacy, &inflightRecord{Message: storedMessage(legacy, storage.InflightKey, cl.ID, pubrec, pubrec.Created)})
 
 				restored := func(when string, want ...byte) {
 					t.Helper()
@@ -157,7 +157,7 @@ func TestLegacyClientsFlowRecordMovedInOneCommit(t *testing.T) {
 	cl := stateClient("an-app")
 	pubrec := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Pubrec}, PacketID: 2, Created: time.Now().Unix()}
 	legacy := inflightKey(cl.ID, pubrec.PacketID)
-	s.record(legacy, &inflightRecord{Message: *storedMessage(legacy, storage.InflightKey, cl.ID, pubrec, pubrec.Created)})
+	s.record(legacy, &inflightRecord{Message: storedMessage(legacy, storage.InflightKey, cl.ID, pubrec, pubrec.Created)})
 	if err := s.Stop(); err != nil {
 		t.Fatal(err)
 	}

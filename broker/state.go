@@ -568,7 +568,8 @@ func (s *stateStore) OnRetainMessage(cl *mqtt.Client, pk packets.Packet, r int64
 		s.record(id, nil)
 		return
 	}
-	s.record(id, storedMessage(id, storage.RetainedKey, cl.ID, pk, 0))
+	m := storedMessage(id, storage.RetainedKey, cl.ID, pk, 0)
+	s.record(id, &m)
 }
 
 // OnRetainedExpired implements mqtt.Hook.
@@ -611,9 +612,9 @@ func (s *stateStore) OnSysInfoTick(info *system.Info) {
 }
 
 // storedMessage is a retained or in-flight message as mochi's bolt hook stores it.
-func storedMessage(id, kind, client string, pk packets.Packet, sent int64) *storage.Message {
+func storedMessage(id, kind, client string, pk packets.Packet, sent int64) storage.Message {
 	props := pk.Properties.Copy(false)
-	return &storage.Message{
+	return storage.Message{
 		ID: id, T: kind, Client: client, Origin: pk.Origin, FixedHeader: pk.FixedHeader,
 		TopicName: pk.TopicName, Payload: pk.Payload, Sent: sent, Created: pk.Created,
 		PacketID: pk.PacketID,
