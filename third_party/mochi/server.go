@@ -991,7 +991,9 @@ func (s *Server) publishToSubscribers(pk packets.Packet) {
 		}
 	}
 
-	subscribers := s.Topics.Subscribers(pk.TopicName)
+	found := s.Topics.subscribersOf(pk.TopicName)
+	defer releaseSubscribers(found) // OnSelectSubscribers may return another: found is the pool's
+	subscribers := found
 	if len(subscribers.Shared) > 0 {
 		subscribers = s.hooks.OnSelectSubscribers(subscribers, pk)
 		if len(subscribers.SharedSelected) == 0 {

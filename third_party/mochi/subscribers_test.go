@@ -155,3 +155,57 @@ func TestPublishToSubscribersSelectHook(t *testing.T) {
 		require.Equal(t, 1, inline)
 	}
 }
+
+// Each publish finds its own subscribers: the pooled Subscribers one
+// publish used is emptied before the next gets it, so nothing of a topic's
+// subscribers reaches another topic's publish.
+func TestPublishesDoNotShareSubscribers(t *testing.T) {
+	s := newServer()
+	clA := s.NewClient(discardConn{}, "t", "on-a", false)
+	clB := s.NewClient(discardConn{}, "t", "on-b", false)
+	for _, cl := range []*Client{clA, clB} {
+		cl.Properties.ProtocolVersion = 5
+		s.Clients.Add(cl)
+	}
+	require.True(t, s.Topics.Subscribe(clA.ID, packets.Subscription{Filter: "a/#"}))
+	require.True(t, s.Topics.Subscribe(clB.ID, packets.Subscription{Filter: "b/#"}))
+	require.True(t, s.Topics.Subscribe("sharer", packets.Subscription{Filter: SharePrefix + "/g/a/#", ShareName: []string{"g"}}))
+	for i := 0; i < 50; i++ {
+		for _, topic := range []string{"a/x", "b/x"} {
+			s.publishToSubscribers(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish}, TopicName: topic, Payload: []byte("p")})
+		}
+	}
+	for cl, want := range map[*Client]string{clA: "a/x", clB: "b/x"} {
+		require.Len(t, cl.State.outbound, 50, cl.ID)
+		for len(cl.State.outbound) > 0 {
+			require.Equal(t, want, (<-cl.State.outbound).TopicName, cl.ID)
+		}
+	}
+}
+
+// releaseSubscribers empties what it pools, and leaves a large fan-out's
+// map (which clear would sweep slot by slot at every later publish) to the
+// garbage collector.
+func TestReleaseSubscribers(t *testing.T) {
+	index := NewTopicsIndex()
+	index.Subscribe("cl1", packets.Subscription{Filter: "a/b"})
+	index.Subscribe("sh1", packets.Subscription{Filter: SharePrefix + "/g/a/b", ShareName: []string{"g"}})
+	index.InlineSubscribe(InlineSubscription{Subscription: packets.Subscription{Filter: "a/b", Identifier: 1}, Handler: func(*Client, packets.Subscription, packets.Packet) {}})
+	subs := index.subscribersOf("a/b")
+	require.Len(t, subs.Subscriptions, 1)
+	require.NotEmpty(t, subs.Shared)
+	require.NotEmpty(t, subs.InlineSubscriptions)
+	releaseSubscribers(subs)
+	require.Empty(t, subs.Subscriptions)
+	require.NotNil(t, subs.Subscriptions)
+	require.Nil(t, subs.Shared)
+	require.Nil(t, subs.SharedSelected)
+	require.Nil(t, subs.InlineSubscriptions)
+
+	large := &Subscribers{Subscriptions: map[string]packets.Subscription{}}
+	for i := 0; i <= maxPooledSubscribers; i++ {
+		large.Subscriptions["cl"+strconv.Itoa(i)] = packets.Subscription{Filter: "#"}
+	}
+	releaseSubscribers(large)
+	require.Len(t, large.Subscriptions, maxPooledSubscribers+1)
+}

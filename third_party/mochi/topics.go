@@ -588,6 +588,32 @@ func (x *TopicsIndex) Subscribers(topic string) *Subscribers {
 	})
 }
 
+// subscribersOf is Subscribers, in a pooled Subscribers which the caller
+// hands back to releaseSubscribers once done with it: a publish would
+// otherwise make a map of its subscribers, and grow it, every time.
+func (x *TopicsIndex) subscribersOf(topic string) *Subscribers {
+	return x.scanSubscribers(topic, 0, nil, subscribersPool.Get().(*Subscribers))
+}
+
+var subscribersPool = sync.Pool{New: func() any {
+	return &Subscribers{Subscriptions: map[string]packets.Subscription{}}
+}}
+
+// maxPooledSubscribers bounds the subscribers of a Subscribers kept for
+// reuse: a map keeps the room it grew to, and a large fan-out's would be
+// cleared, slot by slot, at every later publish.
+const maxPooledSubscribers = 256
+
+// releaseSubscribers empties subs, from subscribersOf, and puts it back.
+func releaseSubscribers(subs *Subscribers) {
+	if len(subs.Subscriptions) > maxPooledSubscribers {
+		return
+	}
+	clear(subs.Subscriptions)
+	subs.Shared, subs.SharedSelected, subs.InlineSubscriptions = nil, nil, nil
+	subscribersPool.Put(subs)
+}
+
 // scanSubscribers returns a list of client subscriptions matching an indexed topic address.
 func (x *TopicsIndex) scanSubscribers(topic string, d int, n *particle, subs *Subscribers) *Subscribers {
 	if n == nil {
