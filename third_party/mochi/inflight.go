@@ -33,19 +33,19 @@ import (
 type Inflight struct {
 	sync.RWMutex
 	internal            map[uint16]*packets.Packet // the server's deliveries, each from inflightPackets, never handed out
-	received            map[uint16]packets.Packet // the acks of the client's own QoS flows, by the client's packet ids
-	receiveQuota        int32                     // remaining inbound qos quota for flow control
-	sendQuota           int32                     // remaining outbound qos quota for flow control (written under the lock)
-	maximumReceiveQuota int32                     // maximum allowed receive quota
-	maximumSendQuota    int32                     // maximum allowed send quota; 0: no send quota (the client set no Receive Maximum)
-	order               map[uint16]uint64         // when each packet was stored, to order packets of the same second
-	seq                 uint64                    // the last order given
-	held                map[uint16]struct{}       // outbound packets (a PUBLISH, then its PUBREL) holding a unit of send quota
-	pending             []uint16                  // outbound PUBLISH packets waiting for send quota, in delivery order
-	announcing          map[uint16]uint64         // waiting packets not to release before their OnQosPublish returns (value: their order)
-	resending           bool                      // the session's in-flight messages are being resent: new deliveries wait
-	client              *Client                   // the client whose outbound queue released packets join; nil: none
-	movedTo             *Client                   // the client that took the session over: deliveries go to it (moveTo)
+	received            map[uint16]packets.Packet  // the acks of the client's own QoS flows, by the client's packet ids
+	receiveQuota        int32                      // remaining inbound qos quota for flow control
+	sendQuota           int32                      // remaining outbound qos quota for flow control (written under the lock)
+	maximumReceiveQuota int32                      // maximum allowed receive quota
+	maximumSendQuota    int32                      // maximum allowed send quota; 0: no send quota (the client set no Receive Maximum)
+	order               map[uint16]uint64          // when each packet was stored, to order packets of the same second
+	seq                 uint64                     // the last order given
+	held                map[uint16]struct{}        // outbound packets (a PUBLISH, then its PUBREL) holding a unit of send quota
+	pending             []uint16                   // outbound PUBLISH packets waiting for send quota, in delivery order
+	announcing          map[uint16]uint64          // waiting packets not to release before their OnQosPublish returns (value: their order)
+	resending           bool                       // the session's in-flight messages are being resent: new deliveries wait
+	client              *Client                    // the client whose outbound queue released packets join; nil: none
+	movedTo             *Client                    // the client that took the session over: deliveries go to it (moveTo)
 }
 
 // NewInflights returns a new instance of an Inflight packets map.
