@@ -40,15 +40,17 @@ func (l *eventLog) String() string {
 	return strings.Join(l.lines, "\n")
 }
 
-// netPeer is an MQTT v5 client on a TCP connection to the server's
-// listener, written with mochi's packet codec: the server runs attachClient
-// (CONNECT, takeover, CONNACK, resend, read loop) as for any client.
+// netPeer is an MQTT v5 (or v3.1.1) client on a TCP connection to the
+// server's listener, written with mochi's packet codec: the server runs
+// attachClient (CONNECT, takeover, CONNACK, resend, read loop) as for any
+// client.
 type netPeer struct {
-	name string
-	conn net.Conn
-	wmu  sync.Mutex
-	wire chan packets.Packet
-	log  *eventLog
+	name    string
+	version byte // the protocol version: 5, or 4 (MQTT 3.1.1)
+	conn    net.Conn
+	wmu     sync.Mutex
+	wire    chan packets.Packet
+	log     *eventLog
 }
 
 // netServer runs s with mochi's default capabilities on a loopback TCP
@@ -69,12 +71,20 @@ func netServer(t *testing.T) (*Server, string) {
 // returns the CONNACK, which must be the first packet the server writes.
 func dialNetPeer(t *testing.T, s *Server, addr, name, id string, clean bool, receiveMax uint16, expiry uint32, log *eventLog) (*netPeer, packets.Packet) {
 	t.Helper()
+	return dialNetPeerVersion(t, s, addr, name, id, 5, clean, receiveMax, expiry, log)
+}
+
+// dialNetPeerVersion is dialNetPeer with protocol version version; a
+// version 4 (MQTT 3.1.1) CONNECT has no properties: no Receive Maximum, and
+// a session that outlives the connection if clean is false.
+func dialNetPeerVersion(t *testing.T, s *Server, addr, name, id string, version byte, clean bool, receiveMax uint16, expiry uint32, log *eventLog) (*netPeer, packets.Packet) {
+	t.Helper()
 	conn, err := net.Dial("tcp", addr)
 	require.NoError(t, err)
-	p := &netPeer{name: name, conn: conn, wire: make(chan packets.Packet, 10000), log: log}
+	p := &netPeer{name: name, version: version, conn: conn, wire: make(chan packets.Packet, 10000), log: log}
 	t.Cleanup(func() { _ = conn.Close() })
 	reader := s.NewClient(conn, "peer", name, false)
-	reader.Properties.ProtocolVersion = 5
+	reader.Properties.ProtocolVersion = version
 	go func() {
 		defer close(p.wire)
 		for {
@@ -121,7 +131,7 @@ func describe(pk packets.Packet) string {
 // send writes pk; it reports whether the connection took it (a peer the
 // server disconnected may still try to acknowledge).
 func (p *netPeer) send(t *testing.T, pk packets.Packet) bool {
-	pk.ProtocolVersion = 5
+	pk.ProtocolVersion = p.version
 	buf := new(bytes.Buffer)
 	var err error
 	switch pk.FixedHeader.Type {
@@ -133,6 +143,12 @@ func (p *netPeer) send(t *testing.T, pk packets.Packet) bool {
 		err = pk.PublishEncode(buf)
 	case packets.Puback:
 		err = pk.PubackEncode(buf)
+	case packets.Pubrec:
+		err = pk.PubrecEncode(buf)
+	case packets.Pubrel:
+		err = pk.PubrelEncode(buf)
+	case packets.Pubcomp:
+		err = pk.PubcompEncode(buf)
 	case packets.Disconnect:
 		err = pk.DisconnectEncode(buf)
 	default:
@@ -171,10 +187,16 @@ func (p *netPeer) expect(t *testing.T, typ byte) packets.Packet {
 
 func (p *netPeer) subscribe(t *testing.T, filter string) {
 	t.Helper()
+	p.subscribeQos(t, filter, 1)
+}
+
+// subscribeQos subscribes to filter at QoS qos, which the server grants.
+func (p *netPeer) subscribeQos(t *testing.T, filter string, qos byte) {
+	t.Helper()
 	p.send(t, packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Subscribe, Qos: 1}, PacketID: 1,
-		Filters: packets.Subscriptions{{Filter: filter, Qos: 1}}})
+		Filters: packets.Subscriptions{{Filter: filter, Qos: qos}}})
 	ack := p.expect(t, packets.Suback)
-	require.Equal(t, []byte{1}, ack.ReasonCodes)
+	require.Equal(t, []byte{qos}, ack.ReasonCodes)
 }
 
 // publish publishes a QoS 1 message, as packet id, and waits for its
@@ -187,6 +209,30 @@ func (p *netPeer) publish(t *testing.T, id uint16, topic, payload string) error 
 	pk, ok := p.next(5 * time.Second)
 	if !ok || pk.FixedHeader.Type != packets.Puback || pk.PacketID != id || pk.ReasonCode != packets.CodeSuccess.Code {
 		return fmt.Errorf("%s: publish %q: got %s, want its PUBACK", p.name, payload, describe(pk))
+	}
+	return nil
+}
+
+// publishQos publishes a message at QoS qos, as packet id, and completes
+// its flow (PUBACK; PUBREC, PUBREL, PUBCOMP) before it returns.
+func (p *netPeer) publishQos(t *testing.T, qos byte, id uint16, topic, payload string) error {
+	if qos < 2 {
+		return p.publish(t, id, topic, payload)
+	}
+	if !p.send(t, packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 2}, PacketID: id,
+		TopicName: topic, Payload: []byte(payload)}) {
+		return fmt.Errorf("%s: publish %q: connection closed", p.name, payload)
+	}
+	pk, ok := p.next(5 * time.Second)
+	if !ok || pk.FixedHeader.Type != packets.Pubrec || pk.PacketID != id || pk.ReasonCode != packets.CodeSuccess.Code {
+		return fmt.Errorf("%s: publish %q: got %s, want its PUBREC", p.name, payload, describe(pk))
+	}
+	if !p.send(t, packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Pubrel, Qos: 1}, PacketID: id}) {
+		return fmt.Errorf("%s: publish %q: connection closed", p.name, payload)
+	}
+	pk, ok = p.next(5 * time.Second)
+	if !ok || pk.FixedHeader.Type != packets.Pubcomp || pk.PacketID != id || pk.ReasonCode != packets.CodeSuccess.Code {
+		return fmt.Errorf("%s: publish %q: got %s, want its PUBCOMP", p.name, payload, describe(pk))
 	}
 	return nil
 }
