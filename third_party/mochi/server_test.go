@@ -851,7 +851,7 @@ func TestEstablishConnectionInheritExistingClean(t *testing.T) {
 	require.ErrorIs(t, retrievedCl.StopCause(), packets.CodeDisconnect) // true error is disconnect
 
 	require.Equal(t, packets.TPacketData[packets.Connack].Get(packets.TConnackAcceptedNoSession).RawBytes, <-recv)
-	require.Equal(t, packets.TPacketData[packets.Disconnect].Get(packets.TDisconnect).RawBytes, <-takeover)
+	require.Equal(t, []byte{}, <-takeover) // a 3.1.1 client: closed, no DISCONNECT (§3.14)
 
 	require.True(t, cl.IsTakenOver())
 
@@ -3114,6 +3114,7 @@ func TestServerRecievePacketDisconnectClientZeroNonZero(t *testing.T) {
 func TestServerRecievePacketDisconnectClient(t *testing.T) {
 	s := newServer()
 	cl, r, w := newTestClient()
+	cl.Properties.ProtocolVersion = 5
 
 	go func() {
 		err := s.DisconnectClient(cl, packets.CodeDisconnect)
@@ -3123,7 +3124,7 @@ func TestServerRecievePacketDisconnectClient(t *testing.T) {
 
 	buf, err := io.ReadAll(r)
 	require.NoError(t, err)
-	require.Equal(t, packets.TPacketData[packets.Disconnect].Get(packets.TDisconnect).RawBytes, buf)
+	require.Equal(t, []byte{packets.Disconnect << 4, 2, packets.CodeDisconnect.Code, 0}, buf) // reason code, no properties (a 3.1.1 client gets nothing: TestDisconnectClientBeforeV5WritesNothing)
 }
 
 func TestServerProcessPacketDisconnect(t *testing.T) {
