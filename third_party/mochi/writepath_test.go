@@ -3,31 +3,45 @@
 package mqtt
 
 import (
+	"bytes"
 	"io"
 	"net"
 	"runtime"
+	"strconv"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/mochi-mqtt/server/v2/packets"
 	"github.com/stretchr/testify/require"
 )
 
-// The write loop empties each packet it takes from the queue before the
-// pool hands it out again: a queued packet never keeps a payload alive,
-// nor reaches two deliveries.
-func TestWriteLoopEmptiesTheQueuedPacket(t *testing.T) {
+// The write loop copies each packet out of the queue before the pool may
+// hand it to the next delivery: packets queued back to back, each in a
+// pooled packet that the one before it may have freed, are written each
+// as it was queued, in order. (What the pool holds is not read here: a
+// packet put back is anyone's.)
+func TestWriteLoopWritesEachQueuedPacketAsQueued(t *testing.T) {
 	cl, r, _ := newTestClient()
 	defer cl.Stop(nil)
-	pk := *packets.TPacketData[packets.Publish].Get(packets.TPublishBasic).Packet
-	queued := getOutbound(pk)
-	require.Equal(t, pk.Payload, queued.Payload)
-	cl.State.outbound <- queued
-
-	buf := make([]byte, 1)
-	_, err := io.ReadFull(r, buf) // written: taken and emptied before
+	cl.Properties.ProtocolVersion = 4
+	var want bytes.Buffer
+	go func() {
+		for i := 0; i < 200; i++ {
+			pk := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish}, TopicName: "a/b", Payload: []byte("message " + strconv.Itoa(i))}
+			cl.State.outbound <- getOutbound(pk)
+			atomic.AddInt32(&cl.State.outboundQty, 1)
+		}
+	}()
+	for i := 0; i < 200; i++ {
+		pk := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish}, TopicName: "a/b", Payload: []byte("message " + strconv.Itoa(i)), ProtocolVersion: 4}
+		require.NoError(t, pk.PublishEncode(&want))
+	}
+	got := make([]byte, want.Len())
+	require.NoError(t, r.SetReadDeadline(time.Now().Add(5*time.Second))) // a packet written empty is not written at all
+	_, err := io.ReadFull(r, got)
 	require.NoError(t, err)
-	require.Equal(t, packets.Packet{}, *queued)
+	require.Equal(t, want.String(), string(got))
 }
 
 // BenchmarkPublishToClient: one delivery to a connected client, from the
@@ -64,18 +78,15 @@ func BenchmarkPublishToClient(b *testing.B) {
 	}
 }
 
-// A delivery deleted from the in-flight map goes back to the pool emptied
-// (keeping no payload alive), and a clone of the map (a session taken over)
-// holds packets of its own: what the original deletes, or reuses, leaves
-// the clone's intact.
+// A clone of the in-flight map (a session taken over) holds packets of its
+// own: what the original deletes, and the pool then hands to its next
+// deliveries, leaves the clone's intact.
 func TestInflightPacketsPooled(t *testing.T) {
 	i := NewInflights()
 	pk := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 1}, PacketID: 1, TopicName: "a/b", Payload: []byte("first")}
 	require.True(t, i.Set(pk))
 	c := i.Clone()
-	kept := i.internal[1]
 	require.True(t, i.Delete(1))
-	require.Equal(t, packets.Packet{}, *kept)
 	for j := 0; j < 100; j++ {
 		other := pk
 		other.PacketID, other.Payload = 2, []byte("other")
