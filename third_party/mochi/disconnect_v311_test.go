@@ -18,14 +18,16 @@ func TestDisconnectClientBeforeV5WritesNothing(t *testing.T) {
 		s := newServer()
 		cl, r, w := newTestClient()
 		cl.Properties.ProtocolVersion = version
+		done := make(chan error)
 		go func() {
 			err := s.DisconnectClient(cl, packets.ErrSessionTakenOver)
-			require.ErrorIs(t, err, packets.ErrSessionTakenOver)
 			_ = w.Close()
+			done <- err
 		}()
-		buf, err := io.ReadAll(r)
+		buf, err := io.ReadAll(r) // ends as Stop closes the connection, before Stop returns
 		require.NoError(t, err)
 		require.Empty(t, buf, "version %d", version)
+		require.ErrorIs(t, <-done, packets.ErrSessionTakenOver)
 		require.True(t, cl.Closed())
 		require.ErrorIs(t, cl.StopCause(), packets.ErrSessionTakenOver)
 	}
