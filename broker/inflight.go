@@ -63,6 +63,9 @@ func (s *stateStore) OnQosPublish(cl *mqtt.Client, pk packets.Packet, sent int64
 	}
 	if hooks.ClientsOwnFlow(pk) { // a PUBREC (or its PUBCOMP, resent) of the client's QoS 2 PUBLISH
 		key := ownFlowKey(cl.ID, pk.PacketID)
+		if !s.ownFlows.Load() { // before the record: its flow's end must see it
+			s.ownFlows.Store(true)
+		}
 		s.record(key, &inflightRecord{Message: storedMessage(key, storage.InflightKey, cl.ID, pk, sent)})
 		return
 	}
@@ -156,6 +159,9 @@ func (s *stateStore) StoredInflightMessages() ([]storage.Message, error) {
 	var orphans []string
 	var moved []*inflightRecord // under their new keys, the old ones in orphans
 	defer func() {
+		if len(moved) > 0 {
+			s.ownFlows.Store(true)
+		}
 		for _, r := range moved {
 			s.record(r.ID, r) // before the old key goes
 		}

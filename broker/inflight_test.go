@@ -87,6 +87,33 @@ func TestClientsOwnFlowKeptApartFromTheDeliveryOfItsPacketID(t *testing.T) {
 	restored("dropped")
 }
 
+// The end of a client's own QoS 1 flow (mochi's PUBACK to its PUBLISH,
+// which the store never records) costs the store nothing until a record of
+// a client's own flow may exist: recorded, or found in the file at start.
+func TestClientsOwnFlowEndSkippedUntilOneIsRecorded(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "mqtt.db")
+	s := openState(t, path, time.Hour)
+	cl := stateClient("an-app")
+	puback := func(id uint16) packets.Packet {
+		return packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Puback}, PacketID: id, Created: time.Now().Unix()}
+	}
+	s.OnQosComplete(cl, puback(1))
+	s.OnQosDropped(cl, puback(2))
+	if n := s.changes.Load(); n != 0 {
+		t.Fatalf("%d changes recorded for the ends of QoS 1 flows nobody recorded, want 0", n)
+	}
+	pubrec := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Pubrec}, PacketID: 3, Created: time.Now().Unix()}
+	s.OnQosPublish(cl, pubrec, pubrec.Created, 0)
+	s.OnQosComplete(cl, puback(4))
+	if n := s.changes.Load(); n != 2 {
+		t.Fatalf("%d changes recorded after a PUBREC and a PUBACK, want 2", n)
+	}
+	s = restart(t, s, path)
+	if !s.ownFlows.Load() {
+		t.Fatal("a PUBREC in the file, and the store skips the ends of clients' flows")
+	}
+}
+
 // A state file written before the client's own flows had keys of their own
 // holds the PUBREC of a client's QoS 2 PUBLISH under the key of a delivery
 // with its packet id ("IFM_{client}:{id}", as mochi's bolt hook writes it

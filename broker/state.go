@@ -73,6 +73,13 @@ type stateStore struct {
 	commits atomic.Int64 // transactions committed
 	changes atomic.Int64 // changes recorded (puts and deletes)
 
+	// ownFlows says a record of a client's own QoS flow (ownFlowKey) may
+	// be pending or in the file: one was recorded, or found at start. Until
+	// then the end of such a flow has nothing to delete, and skips the
+	// lock: mochi ends the flow of every QoS 1 PUBLISH a client sends (its
+	// PUBACK, which is never recorded), as often as the broker delivers.
+	ownFlows atomic.Bool
+
 	// now is the clock the decision times of deliveries are read from (the
 	// enforcer's: it decides a restored message as of that time).
 	now func() time.Time
@@ -135,7 +142,12 @@ func (s *stateStore) Init(any) error {
 		return fmt.Errorf("%s: %w", s.path, err)
 	}
 	s.db = db
-	if err := s.scan(inflightPrefix, func(k, _ []byte) { s.onDisk[string(k)] = struct{}{} }); err != nil {
+	if err := s.scan(inflightPrefix, func(k, _ []byte) {
+		s.onDisk[string(k)] = struct{}{}
+		if isOwnFlowKey(k) {
+			s.ownFlows.Store(true)
+		}
+	}); err != nil {
 		_ = db.Close()
 		return fmt.Errorf("%s: %w", s.path, err)
 	}
@@ -582,6 +594,13 @@ func ownFlowKey(client string, packetID uint16) string {
 	return inflightPrefix + client + ":c" + strconv.FormatUint(uint64(packetID), 10)
 }
 
+// isOwnFlowKey reports whether the in-flight key k is an ownFlowKey: a
+// client id may hold ':', a packet id does not.
+func isOwnFlowKey(k []byte) bool {
+	j := bytes.LastIndexByte(k, ':')
+	return j >= 0 && j+1 < len(k) && k[j+1] == 'c'
+}
+
 // flowKey is the key of the QoS flow pk, handed to a QoS hook, belongs to.
 func flowKey(cl *mqtt.Client, pk packets.Packet) string {
 	if hooks.ClientsOwnFlow(pk) {
@@ -592,6 +611,9 @@ func flowKey(cl *mqtt.Client, pk packets.Packet) string {
 
 // OnQosComplete implements mqtt.Hook.
 func (s *stateStore) OnQosComplete(cl *mqtt.Client, pk packets.Packet) {
+	if hooks.ClientsOwnFlow(pk) && !s.ownFlows.Load() {
+		return
+	}
 	s.record(flowKey(cl, pk), nil)
 }
 
@@ -600,7 +622,7 @@ func (s *stateStore) OnQosComplete(cl *mqtt.Client, pk packets.Packet) {
 // the old one (a clean start drops them before it marks the old one taken
 // over, and they go).
 func (s *stateStore) OnQosDropped(cl *mqtt.Client, pk packets.Packet) {
-	if cl.IsTakenOver() {
+	if cl.IsTakenOver() || hooks.ClientsOwnFlow(pk) && !s.ownFlows.Load() {
 		return
 	}
 	s.record(flowKey(cl, pk), nil)

@@ -697,6 +697,27 @@ func BenchmarkStateQoS1(b *testing.B) {
 	}
 }
 
+// BenchmarkStateQoS1Relay is what the store does for a QoS 1 message relayed
+// from one client to another: mochi acknowledges the publisher's PUBLISH
+// (a flow of the publisher's own, never recorded), then delivers it.
+func BenchmarkStateQoS1Relay(b *testing.B) {
+	s := openState(b, filepath.Join(b.TempDir(), "mqtt.db"), 100*time.Millisecond)
+	pub, sub := stateClient("thermo-1"), stateClient("owner-1")
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := range b.N {
+		id := uint16(i%65535 + 1)
+		ack := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Puback}, PacketID: id, Created: 1}
+		s.OnQosPublish(pub, ack, 1, 0)
+		s.OnQosComplete(pub, ack)
+		pk := qosPacket(id, "things/thermo-1/data/temperature")
+		s.OnQosPublish(sub, pk, 1, 0)
+		s.OnQosComplete(sub, pk)
+	}
+	b.StopTimer()
+	_ = s.Stop()
+}
+
 // committedInflight reads the in-flight records in the file, as a crash
 // would leave them: key → payload (no side effects on the store).
 func committedInflight(t *testing.T, s *stateStore) map[string]string {
