@@ -395,17 +395,14 @@ func (cl *Client) ClearInflights() {
 }
 
 // ClearExpiredInflights deletes any inflight messages which have expired.
-// Not, while the client is connected, one holding a unit of its send quota:
-// it was sent (onward delivery has started, [MQTT-3.3.2-5]), and the client
-// counts it against its Receive Maximum until it acknowledges it, so its
-// unit must not go to another message before ([MQTT-3.3.4-9]).
+// Not a delivery that was sent (unsent): onward delivery has started
+// [MQTT-3.3.2-5], the client may hold it, and one holding a unit of the
+// client's send quota keeps it until acknowledged ([MQTT-3.3.4-9]).
 // It returns the packet ids of the deliveries deleted: the expiry of one of
 // the client's own flows is reported with its ack only, its packet id being
 // the client's, maybe that of a delivery still in flight.
 func (cl *Client) ClearExpiredInflights(now, maximumExpiry int64) []uint16 {
 	deleted := []uint16{}
-	connected := cl.Net.Conn != nil && !cl.Closed()
-	unsent := func(_ packets.Packet, held bool) bool { return !held }
 	for _, tk := range cl.State.Inflight.GetAll(false) {
 		expired := tk.ProtocolVersion == 5 && tk.Expiry > 0 && tk.Expiry < now // [MQTT-3.3.2-5]
 
@@ -415,10 +412,10 @@ func (cl *Client) ClearExpiredInflights(now, maximumExpiry int64) []uint16 {
 
 		if expired || enforced {
 			var ok bool
-			if connected && !isReceived(tk) {
-				ok = cl.State.Inflight.remove(tk.PacketID, unsent)
+			if isReceived(tk) {
+				ok = cl.State.Inflight.DeleteReceived(tk.PacketID)
 			} else {
-				ok = cl.State.Inflight.deleteFlow(tk)
+				ok = cl.State.Inflight.remove(tk.PacketID, unsent)
 			}
 			if ok {
 				cl.ops.hooks.OnQosDropped(cl, tk)
@@ -431,6 +428,18 @@ func (cl *Client) ClearExpiredInflights(now, maximumExpiry int64) []uint16 {
 	}
 
 	return deleted
+}
+
+// unsent reports whether pk, a delivery in flight, was never sent: the
+// server deletes an expired message only if it has not started its onward
+// delivery [MQTT-3.3.2-5]. One sent (marked DUP in the map, see enqueue)
+// stays until its flow ends, connected or not: the client may hold it, and
+// the server resends it on the session's next connection [MQTT-4.4.0-1]. (At
+// QoS 2 the client keeps the id of a PUBLISH it answered until the PUBREL,
+// and takes a new message under that id for the old one [MQTT-4.3.3-10]: an
+// id freed early lost the next message sent under it.) A PUBREL is sent.
+func unsent(pk packets.Packet, _ bool) bool {
+	return !pk.FixedHeader.Dup && pk.FixedHeader.Type != packets.Pubrel
 }
 
 // Read reads incoming packets from the connected client and transforms them into

@@ -82,15 +82,22 @@ func (i *Inflight) init() {
 // store adds or updates m, keeping the order of an update. The caller
 // holds the lock.
 func (i *Inflight) store(m packets.Packet) bool {
+	_, added := i.storeAt(m)
+	return added
+}
+
+// storeAt is store, also returning the map's copy of m.
+func (i *Inflight) storeAt(m packets.Packet) (*packets.Packet, bool) {
 	i.init()
 	if p, ok := i.internal[m.PacketID]; ok {
 		*p = m
-		return false
+		return p, false
 	}
-	i.internal[m.PacketID] = newInflightPacket(m)
+	p := newInflightPacket(m)
+	i.internal[m.PacketID] = p
 	i.seq++
 	i.order[m.PacketID] = i.seq
-	return true
+	return p, true
 }
 
 // inflightPackets holds the packets the deliveries in flight are kept in:
@@ -152,7 +159,7 @@ func isReceived(m packets.Packet) bool {
 // queue it, the quota's return will. added is false if the packet id was in
 // use (the packet replaced it, with its state).
 func (i *Inflight) admit(m packets.Packet) (added, pending bool) {
-	added, pending, _, _ = i.enqueue(m, true)
+	added, pending, _, _ = i.enqueue(m, true, false)
 	return added, pending
 }
 
@@ -163,13 +170,20 @@ func (i *Inflight) admit(m packets.Packet) (added, pending bool) {
 // If another client has taken the session over since its in-flight messages
 // were moved to it (moveTo), m is not added, and moved is that client: the
 // caller delivers m to it instead.
-func (i *Inflight) enqueue(m packets.Packet, announced bool) (added, pending bool, token uint64, moved *Client) {
+//
+// A message sent now to a client connected (as the caller saw it just
+// before) is marked sent in the map: its DUP flag is set there, so that a
+// later send of it, from the map, is a re-delivery [MQTT-3.3.1-1], and its
+// expiry no longer deletes it (ClearExpiredInflights). The caller queues its
+// own copy of m, unmarked.
+func (i *Inflight) enqueue(m packets.Packet, announced, connected bool) (added, pending bool, token uint64, moved *Client) {
 	i.Lock()
 	defer i.Unlock()
 	if i.movedTo != nil {
 		return false, false, 0, i.movedTo
 	}
-	added = i.store(m)
+	var p *packets.Packet
+	p, added = i.storeAt(m)
 	if !added {
 		_, held := i.held[m.PacketID]
 		return false, !held && i.waiting(m.PacketID), 0, nil
@@ -186,6 +200,9 @@ func (i *Inflight) enqueue(m packets.Packet, announced bool) (added, pending boo
 	if limited {
 		i.held[m.PacketID] = struct{}{}
 		atomic.AddInt32(&i.sendQuota, -1)
+	}
+	if connected {
+		p.FixedHeader.Dup = true
 	}
 	return true, false, 0, nil
 }
@@ -429,6 +446,35 @@ func (i *Inflight) discard(pk packets.Packet) bool {
 	})
 }
 
+// unmarkSent takes back the mark enqueue gave delivery pk, added for a
+// client connected then, whose connection closed before pk was queued: it
+// was never sent, and may expire. (The session's next connection has a
+// clone of the map, and sends it in any case.)
+func (i *Inflight) unmarkSent(pk packets.Packet) {
+	i.Lock()
+	defer i.Unlock()
+	if p, ok := i.internal[pk.PacketID]; ok && p.FixedHeader.Type == pk.FixedHeader.Type &&
+		p.Created == pk.Created && p.TopicName == pk.TopicName && samePayload(p.Payload, pk.Payload) {
+		p.FixedHeader.Dup = false
+	}
+}
+
+// SetCreated sets the creation time of delivery id to created, if it is
+// still the message with payload (the same bytes in memory), in place: the
+// rest of the packet, whether it was sent included, stays as it is now,
+// where a Set of a copy read earlier could take back what happened since.
+// It reports whether it did.
+func (i *Inflight) SetCreated(id uint16, payload []byte, created int64) bool {
+	i.Lock()
+	defer i.Unlock()
+	p, ok := i.internal[id]
+	if !ok || !samePayload(p.Payload, payload) {
+		return false
+	}
+	p.Created = created
+	return true
+}
+
 // samePayload reports whether a and b are the same bytes in memory (the
 // copies of an in-flight message share its payload).
 func samePayload(a, b []byte) bool {
@@ -483,6 +529,7 @@ func (i *Inflight) release() (dropped []packets.Packet) {
 			continue
 		}
 		i.pending = i.pending[1:]
+		p.FixedHeader.Dup = true // sent: a later send is a re-delivery (its queued copy is as it was)
 		if limited {
 			i.held[id] = struct{}{}
 			atomic.AddInt32(&i.sendQuota, -1)
@@ -544,14 +591,18 @@ func (i *Inflight) resend() (out, held []packets.Packet) {
 		switch pk.FixedHeader.Type {
 		case packets.Publish:
 			pk.FixedHeader.Dup = true // [MQTT-3.3.1-1] [MQTT-3.3.1-3]
-			*i.internal[pk.PacketID] = pk
 			if limit == 0 {
+				*i.internal[pk.PacketID] = pk // sent now: marked (enqueue)
 				out = append(out, pk)
 			} else if len(waiting) == 0 && atomic.LoadInt32(&i.sendQuota) > 0 {
+				*i.internal[pk.PacketID] = pk
 				i.held[pk.PacketID] = struct{}{}
 				atomic.AddInt32(&i.sendQuota, -1)
 				out = append(out, pk)
 			} else {
+				// The map's copy keeps whether it was ever sent (one made
+				// while the client was away was not, and may still expire);
+				// release marks it when it goes.
 				waiting = append(waiting, pk.PacketID)
 				held = append(held, pk)
 			}

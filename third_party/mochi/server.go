@@ -1050,6 +1050,7 @@ func (s *Server) publishToClient(cl *Client, sub packets.Subscription, pk packet
 		}
 	}
 
+	var connected bool // as enqueue saw it
 	if out.FixedHeader.Qos > 0 {
 		if cl.State.Inflight.Len() >= int(s.Options.Capabilities.MaximumInflight) {
 			// add hook?
@@ -1068,7 +1069,8 @@ func (s *Server) publishToClient(cl *Client, sub packets.Subscription, pk packet
 
 		out.PacketID = uint16(i) // [MQTT-2.2.1-4]
 
-		added, pending, token, moved := cl.State.Inflight.enqueue(out, false) // [MQTT-4.3.2-3] [MQTT-4.3.3-3] [MQTT-3.3.4-9]
+		connected = cl.Net.Conn != nil && !cl.Closed()
+		added, pending, token, moved := cl.State.Inflight.enqueue(out, false, connected) // [MQTT-4.3.2-3] [MQTT-4.3.3-3] [MQTT-3.3.4-9]
 		if moved != nil {
 			return s.publishToClient(moved, sub, pk) // the session was taken over since the fan-out found cl: it follows the session
 		}
@@ -1086,6 +1088,9 @@ func (s *Server) publishToClient(cl *Client, sub packets.Subscription, pk packet
 	}
 
 	if cl.Net.Conn == nil || cl.Closed() {
+		if out.FixedHeader.Qos > 0 && connected {
+			cl.State.Inflight.unmarkSent(out) // closed since enqueue marked it: not sent
+		}
 		return out, packets.CodeDisconnect
 	}
 
@@ -1694,7 +1699,15 @@ func (s *Server) loadClients(v []storage.Client) {
 func (s *Server) loadInflight(v []storage.Message) {
 	for _, msg := range v {
 		if client, ok := s.Clients.Get(msg.Client); ok {
-			client.State.Inflight.Set(msg.ToPacket())
+			pk := msg.ToPacket()
+			if pk.FixedHeader.Type == packets.Publish {
+				// Whether it was sent is not stored: taken as sent, it
+				// stays past its expiry rather than free an id the
+				// client may hold ([MQTT-4.3.3-10]), and is resent with
+				// DUP.
+				pk.FixedHeader.Dup = true
+			}
+			client.State.Inflight.Set(pk)
 		}
 	}
 }
