@@ -1286,9 +1286,9 @@ func keepResendOrder(cl *mqtt.Client) {
 	for i := 1; i < len(msgs); i++ {
 		if msgs[i].Created <= msgs[i-1].Created {
 			msgs[i].Created = msgs[i-1].Created + 1
-			if cur, ok := cl.State.Inflight.Get(msgs[i].PacketID); ok && sameBytes(cur.Payload, msgs[i].Payload) {
-				cl.State.Inflight.Set(msgs[i])
-			}
+			// In place: the old connection may still be sending (and
+			// marking sent) what a copy read above would take back.
+			cl.State.Inflight.SetCreated(msgs[i].PacketID, msgs[i].Payload, msgs[i].Created)
 		}
 	}
 }
