@@ -82,22 +82,15 @@ func (i *Inflight) init() {
 // store adds or updates m, keeping the order of an update. The caller
 // holds the lock.
 func (i *Inflight) store(m packets.Packet) bool {
-	_, added := i.storeAt(m)
-	return added
-}
-
-// storeAt is store, also returning the map's copy of m.
-func (i *Inflight) storeAt(m packets.Packet) (*packets.Packet, bool) {
 	i.init()
 	if p, ok := i.internal[m.PacketID]; ok {
 		*p = m
-		return p, false
+		return false
 	}
-	p := newInflightPacket(m)
-	i.internal[m.PacketID] = p
+	i.internal[m.PacketID] = newInflightPacket(m)
 	i.seq++
 	i.order[m.PacketID] = i.seq
-	return p, true
+	return true
 }
 
 // inflightPackets holds the packets the deliveries in flight are kept in:
@@ -159,7 +152,7 @@ func isReceived(m packets.Packet) bool {
 // queue it, the quota's return will. added is false if the packet id was in
 // use (the packet replaced it, with its state).
 func (i *Inflight) admit(m packets.Packet) (added, pending bool) {
-	added, pending, _, _ = i.enqueue(m, true, false)
+	added, pending, _, _ = i.enqueue(m, true)
 	return added, pending
 }
 
@@ -170,23 +163,18 @@ func (i *Inflight) admit(m packets.Packet) (added, pending bool) {
 // If another client has taken the session over since its in-flight messages
 // were moved to it (moveTo), m is not added, and moved is that client: the
 // caller delivers m to it instead.
-//
-// A message sent now to a client connected (as the caller saw it just
-// before) is marked sent in the map: its DUP flag is set there, so that a
-// later send of it, from the map, is a re-delivery [MQTT-3.3.1-1], and its
-// expiry no longer deletes it (ClearExpiredInflights). The caller queues its
-// own copy of m, unmarked.
-func (i *Inflight) enqueue(m packets.Packet, announced, connected bool) (added, pending bool, token uint64, moved *Client) {
+// A message the caller is to queue now comes with token too, for markSent
+// once it has queued it.
+func (i *Inflight) enqueue(m packets.Packet, announced bool) (added, pending bool, token uint64, moved *Client) {
 	i.Lock()
 	defer i.Unlock()
 	if i.movedTo != nil {
 		return false, false, 0, i.movedTo
 	}
-	var p *packets.Packet
-	p, added = i.storeAt(m)
+	added = i.store(m)
 	if !added {
 		_, held := i.held[m.PacketID]
-		return false, !held && i.waiting(m.PacketID), 0, nil
+		return false, !held && i.waiting(m.PacketID), i.order[m.PacketID], nil
 	}
 	limited := atomic.LoadInt32(&i.maximumSendQuota) > 0
 	if i.resending || limited && (len(i.pending) > 0 || atomic.LoadInt32(&i.sendQuota) <= 0) {
@@ -201,10 +189,7 @@ func (i *Inflight) enqueue(m packets.Packet, announced, connected bool) (added, 
 		i.held[m.PacketID] = struct{}{}
 		atomic.AddInt32(&i.sendQuota, -1)
 	}
-	if connected {
-		p.FixedHeader.Dup = true
-	}
-	return true, false, 0, nil
+	return true, false, i.order[m.PacketID], nil
 }
 
 // announced lets go packet id, waiting since enqueue gave it token, once its
@@ -446,17 +431,19 @@ func (i *Inflight) discard(pk packets.Packet) bool {
 	})
 }
 
-// unmarkSent takes back the mark enqueue gave delivery pk, added for a
-// client connected then, whose connection closed before pk was queued: it
-// was never sent, and may expire. (The session's next connection has a
-// clone of the map, and sends it in any case.)
-func (i *Inflight) unmarkSent(pk packets.Packet) {
+// markSent marks delivery id sent, if it is still the message enqueue gave
+// token (its place in the order): the caller queued it for writing. Its DUP
+// flag is set in the map, not on the copy queued, so that a later send of
+// it, from the map, is a re-delivery [MQTT-3.3.1-1], and its expiry no
+// longer deletes it (ClearExpiredInflights). A clone made before (a session
+// taken over meanwhile: its connection closed first, so nothing was
+// written) stays unmarked.
+func (i *Inflight) markSent(id uint16, token uint64) {
 	i.Lock()
-	defer i.Unlock()
-	if p, ok := i.internal[pk.PacketID]; ok && p.FixedHeader.Type == pk.FixedHeader.Type &&
-		p.Created == pk.Created && p.TopicName == pk.TopicName && samePayload(p.Payload, pk.Payload) {
-		p.FixedHeader.Dup = false
+	if p, ok := i.internal[id]; ok && i.order[id] == token {
+		p.FixedHeader.Dup = true
 	}
+	i.Unlock()
 }
 
 // SetCreated sets the creation time of delivery id to created, if it is
@@ -592,7 +579,7 @@ func (i *Inflight) resend() (out, held []packets.Packet) {
 		case packets.Publish:
 			pk.FixedHeader.Dup = true // [MQTT-3.3.1-1] [MQTT-3.3.1-3]
 			if limit == 0 {
-				*i.internal[pk.PacketID] = pk // sent now: marked (enqueue)
+				*i.internal[pk.PacketID] = pk // sent now: marked (see markSent)
 				out = append(out, pk)
 			} else if len(waiting) == 0 && atomic.LoadInt32(&i.sendQuota) > 0 {
 				*i.internal[pk.PacketID] = pk

@@ -4,6 +4,7 @@ package mqtt
 
 import (
 	"fmt"
+	"sync"
 	"testing"
 	"time"
 
@@ -193,7 +194,8 @@ func TestResendWaitingNeverSentExpires(t *testing.T) {
 }
 
 // stopOnQosPublish closes the client's connection while mochi announces a
-// delivery, after it was added for a client connected then.
+// delivery, after it was added for a client connected then, before it is
+// queued.
 type stopOnQosPublish struct{ HookBase }
 
 func (h *stopOnQosPublish) ID() string           { return "stop-on-qos-publish" }
@@ -202,10 +204,10 @@ func (h *stopOnQosPublish) OnQosPublish(cl *Client, _ packets.Packet, _ int64, _
 	cl.Stop(nil)
 }
 
-// TestMarkTakenBackWhenClosedBeforeQueued: a delivery added for a connected
-// client is marked sent; if the connection closes before it is queued, it
-// was not sent, and expires.
-func TestMarkTakenBackWhenClosedBeforeQueued(t *testing.T) {
+// TestNotMarkedWhenClosedBeforeQueued: a delivery added for a connected
+// client whose connection closes before it is queued was not sent: it is
+// not marked, and expires.
+func TestNotMarkedWhenClosedBeforeQueued(t *testing.T) {
 	s := newServer()
 	require.NoError(t, s.AddHook(&stopOnQosPublish{}, nil))
 	p := newQuotaPeer(t, s, "sub", 5, 0)
@@ -258,4 +260,117 @@ func TestSetCreatedInPlace(t *testing.T) {
 	require.False(t, i.SetCreated(3, payload, 12), "SetCreated on an id not in flight")
 	got, _ = i.Get(2)
 	require.Equal(t, int64(11), got.Created)
+}
+
+// takeOverOnQosPublish takes the session over while mochi announces a
+// delivery ("1") to the old connection, before it is queued there.
+type takeOverOnQosPublish struct {
+	HookBase
+	once    sync.Once
+	s       *Server
+	t       *testing.T
+	old     *Client
+	connect packets.Packet
+	p       *quotaPeer
+	resend  bool // the new connection resends within the hook, before the old one's closed check
+	restamp bool // keepResendOrder restamps the delivery (OnSessionEstablish) before the take-over
+}
+
+func (h *takeOverOnQosPublish) ID() string           { return "take-over-on-qos-publish" }
+func (h *takeOverOnQosPublish) Provides(b byte) bool { return b == OnQosPublish }
+func (h *takeOverOnQosPublish) OnQosPublish(cl *Client, pk packets.Packet, _ int64, _ int) {
+	if cl != h.old || string(pk.Payload) != "1" {
+		return
+	}
+	h.once.Do(func() {
+		if h.restamp {
+			require.True(h.t, cl.State.Inflight.SetCreated(pk.PacketID, pk.Payload, pk.Created+1))
+		}
+		h.p = takeOverPeer(h.t, h.s, h.connect)
+		require.True(h.t, h.s.inheritClientSession(h.connect, h.p.cl))
+		h.s.Clients.Add(h.p.cl)
+		if h.resend {
+			require.NoError(h.t, h.p.cl.ResendInflightMessages(true))
+		}
+	})
+}
+
+// TestTakeOverBeforeQueueingNotMarked: a session taken over after a
+// delivery was added for its old connection, before it was queued there
+// (the take-over closes that connection first): the new connection's clone
+// of the map holds it unmarked, and held back by the new Receive Maximum it
+// still expires. Found by a review of an earlier version, which marked a
+// delivery when it was added and took the mark back on the old map only.
+func TestTakeOverBeforeQueueingNotMarked(t *testing.T) {
+	for _, restamp := range []bool{false, true} {
+		t.Run(fmt.Sprint("restamped ", restamp), func(t *testing.T) {
+			s := newServer()
+			old := newQuotaPeer(t, s, "sub", 5, 0)
+			sub := packets.Subscription{Filter: "a/b", Qos: 1}
+			now := time.Now().Unix()
+			first := quotaPublish("a/b", 1, "0")
+			first.ProtocolVersion = 5
+			_, err := s.publishToClient(old.cl, sub, first)
+			require.NoError(t, err)
+			_, ok := old.next(time.Second)
+			require.True(t, ok)
+
+			h := &takeOverOnQosPublish{s: s, t: t, old: old.cl, restamp: restamp, connect: packets.Packet{ProtocolVersion: 5,
+				Connect:    packets.ConnectParams{ClientIdentifier: "sub", Keepalive: 60},
+				Properties: packets.Properties{ReceiveMaximum: 1, SessionExpiryInterval: 600}}}
+			require.NoError(t, s.AddHook(h, nil))
+			second := quotaPublish("a/b", 1, "1")
+			second.ProtocolVersion = 5
+			second.Expiry = now + 5
+			out, err := s.publishToClient(old.cl, sub, second)
+			require.ErrorIs(t, err, packets.CodeDisconnect)
+			require.NotNil(t, h.p)
+			go func() {
+				for range old.wire { // (drained until closed)
+				}
+			}()
+
+			require.NoError(t, h.p.cl.ResendInflightMessages(true))
+			got, ok := h.p.next(time.Second)
+			require.True(t, ok)
+			require.Equal(t, "0", string(got.Payload))
+
+			s.clearExpiredInflights(now + 10)
+			_, ok = h.p.cl.State.Inflight.Get(out.PacketID)
+			require.False(t, ok, "a delivery never sent (its connection taken over before it was queued) kept past its expiry")
+		})
+	}
+}
+
+// TestMarkKeptWhenTakeOverResentIt: the new connection resent the delivery
+// (no Receive Maximum: at once) before the old connection's publishToClient
+// found its connection closed: the delivery was sent, and stays past its
+// expiry.
+func TestMarkKeptWhenTakeOverResentIt(t *testing.T) {
+	s := newServer()
+	old := newQuotaPeer(t, s, "sub", 5, 0)
+	sub := packets.Subscription{Filter: "a/b", Qos: 1}
+	now := time.Now().Unix()
+	h := &takeOverOnQosPublish{s: s, t: t, old: old.cl, resend: true, connect: packets.Packet{ProtocolVersion: 5,
+		Connect:    packets.ConnectParams{ClientIdentifier: "sub", Keepalive: 60},
+		Properties: packets.Properties{SessionExpiryInterval: 600}}}
+	require.NoError(t, s.AddHook(h, nil))
+	pk := quotaPublish("a/b", 1, "1")
+	pk.ProtocolVersion = 5
+	pk.Expiry = now + 5
+	out, err := s.publishToClient(old.cl, sub, pk)
+	require.ErrorIs(t, err, packets.CodeDisconnect)
+	require.NotNil(t, h.p)
+	go func() {
+		for range old.wire { // (drained until closed)
+		}
+	}()
+	got, ok := h.p.next(time.Second)
+	require.True(t, ok)
+	require.Equal(t, "1", string(got.Payload))
+	require.True(t, got.FixedHeader.Dup)
+	s.clearExpiredInflights(now + 10)
+	kept, ok := h.p.cl.State.Inflight.Get(out.PacketID)
+	require.True(t, ok, "a delivery the new connection resent deleted at its expiry")
+	require.True(t, kept.FixedHeader.Dup)
 }

@@ -1050,7 +1050,7 @@ func (s *Server) publishToClient(cl *Client, sub packets.Subscription, pk packet
 		}
 	}
 
-	var connected bool // as enqueue saw it
+	var token uint64 // the delivery's, from enqueue
 	if out.FixedHeader.Qos > 0 {
 		if cl.State.Inflight.Len() >= int(s.Options.Capabilities.MaximumInflight) {
 			// add hook?
@@ -1069,8 +1069,9 @@ func (s *Server) publishToClient(cl *Client, sub packets.Subscription, pk packet
 
 		out.PacketID = uint16(i) // [MQTT-2.2.1-4]
 
-		connected = cl.Net.Conn != nil && !cl.Closed()
-		added, pending, token, moved := cl.State.Inflight.enqueue(out, false, connected) // [MQTT-4.3.2-3] [MQTT-4.3.3-3] [MQTT-3.3.4-9]
+		var added, pending bool
+		var moved *Client
+		added, pending, token, moved = cl.State.Inflight.enqueue(out, false) // [MQTT-4.3.2-3] [MQTT-4.3.3-3] [MQTT-3.3.4-9]
 		if moved != nil {
 			return s.publishToClient(moved, sub, pk) // the session was taken over since the fan-out found cl: it follows the session
 		}
@@ -1088,9 +1089,6 @@ func (s *Server) publishToClient(cl *Client, sub packets.Subscription, pk packet
 	}
 
 	if cl.Net.Conn == nil || cl.Closed() {
-		if out.FixedHeader.Qos > 0 && connected {
-			cl.State.Inflight.unmarkSent(out) // closed since enqueue marked it: not sent
-		}
 		return out, packets.CodeDisconnect
 	}
 
@@ -1098,6 +1096,9 @@ func (s *Server) publishToClient(cl *Client, sub packets.Subscription, pk packet
 	select {
 	case cl.State.outbound <- queued:
 		atomic.AddInt32(&cl.State.outboundQty, 1)
+		if out.FixedHeader.Qos > 0 {
+			cl.State.Inflight.markSent(out.PacketID, token)
+		}
 	default:
 		putOutbound(queued)
 		atomic.AddInt64(&s.Info.MessagesDropped, 1)
