@@ -22,12 +22,17 @@ import (
 // broker's state file) keeps them across restarts, so that a restart does
 // not leave every name open to being locked out by a stranger's guesses.
 type knownAddresses struct {
-	mu    sync.Mutex
-	key   [32]byte
-	names map[Digest][]KnownNetwork // name → networks, latest last
-	store NetworkStore
-	now   func() time.Time
-	log   zerolog.Logger
+	mu sync.Mutex
+	// writeMu orders the store's writes: each is of the names' networks as
+	// they are once it holds it, so a later write never carries older
+	// networks, and the write (an fsync) holds up no login that checks or
+	// remembers a network meanwhile (mu).
+	writeMu sync.Mutex
+	key     [32]byte
+	names   map[Digest][]KnownNetwork // name → networks, latest last
+	store   NetworkStore
+	now     func() time.Time
+	log     zerolog.Logger
 }
 
 // Digest is a keyed digest of a name, or of a name and a network.
@@ -160,7 +165,6 @@ func (k *knownAddresses) has(user, addr string) bool {
 
 func (k *knownAddresses) add(user, addr string) {
 	k.mu.Lock()
-	defer k.mu.Unlock()
 	name, net, now := k.digest(user), k.digest(user, network(addr)), k.now()
 	list := k.names[name]
 	entry := KnownNetwork{Network: net, Seen: now}
@@ -185,16 +189,57 @@ func (k *knownAddresses) add(user, addr string) {
 	}
 	list = append(list, entry)
 	k.names[name] = list
-	if k.store == nil || now.Sub(entry.saved) < knownResave && !entry.saved.After(now) {
+	due := k.store != nil && (now.Sub(entry.saved) >= knownResave || entry.saved.After(now))
+	k.mu.Unlock()
+	if due { // a login from a new network, or the first in a day
+		k.save([]Digest{name})
+	}
+}
+
+// save writes the networks of names to the store as they are now, and
+// marks what it wrote saved. Names no longer remembered are skipped: their
+// networks stay in the store as last written.
+func (k *knownAddresses) save(names []Digest) {
+	k.writeMu.Lock()
+	defer k.writeMu.Unlock()
+	k.mu.Lock()
+	now := k.now()
+	due := make(map[Digest][]KnownNetwork, len(names))
+	for _, name := range names {
+		if nets, ok := k.names[name]; ok {
+			due[name] = append([]KnownNetwork(nil), nets...)
+		}
+	}
+	k.mu.Unlock()
+	if len(due) == 0 {
 		return
 	}
-	// Under the lock: two logins of one name write in the order they
-	// were remembered. A login from a new network, or the first in a day.
-	if err := k.store.SaveNetworks(name, list); err != nil {
-		k.log.Warn().Err(err).Msg("a login's network is not remembered across restarts")
+	var err error
+	if b, ok := k.store.(NetworkBatch); ok && len(due) > 1 {
+		err = b.SaveNetworksBatch(due)
+	} else {
+		for name, nets := range due {
+			if err = k.store.SaveNetworks(name, nets); err != nil {
+				break
+			}
+		}
+	}
+	if err != nil {
+		k.log.Warn().Err(err).Int("names", len(due)).Msg("logins' networks are not remembered across restarts")
 		return
 	}
-	list[len(list)-1].saved = now
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	for name, written := range due {
+		nets := k.names[name]
+		for i := range nets {
+			for _, w := range written {
+				if nets[i].Network == w.Network && nets[i].Seen.Equal(w.Seen) {
+					nets[i].saved = now
+				}
+			}
+		}
+	}
 }
 
 // NetworkBatch is a NetworkStore that replaces many names' networks in
@@ -210,9 +255,8 @@ type NetworkBatch interface {
 // Networks saved within knownResave are not written again.
 func (k *knownAddresses) refresh(pairs [][2]string) {
 	k.mu.Lock()
-	defer k.mu.Unlock()
 	now := k.now()
-	due := map[Digest][]KnownNetwork{}
+	var due []Digest
 	for _, p := range pairs {
 		name, net := k.digest(p[0]), k.digest(p[0], network(p[1]))
 		for i, n := range k.names[name] {
@@ -221,32 +265,12 @@ func (k *knownAddresses) refresh(pairs [][2]string) {
 			}
 			k.names[name][i].Seen = now
 			if now.Sub(n.saved) >= knownResave || n.saved.After(now) {
-				due[name] = k.names[name]
+				due = append(due, name)
 			}
 		}
 	}
-	if k.store == nil || len(due) == 0 {
-		return
-	}
-	var err error
-	if b, ok := k.store.(NetworkBatch); ok {
-		err = b.SaveNetworksBatch(due)
-	} else {
-		for name, nets := range due {
-			if err = k.store.SaveNetworks(name, nets); err != nil {
-				break
-			}
-		}
-	}
-	if err != nil {
-		k.log.Warn().Err(err).Msg("connected names' networks are not remembered across restarts")
-		return
-	}
-	for _, nets := range due {
-		for i := range nets {
-			if nets[i].Seen.Equal(now) {
-				nets[i].saved = now
-			}
-		}
+	k.mu.Unlock()
+	if k.store != nil && len(due) > 0 {
+		k.save(due)
 	}
 }

@@ -209,3 +209,66 @@ func TestKnownNetworkOfANameConnectedAllAlong(t *testing.T) {
 		t.Error("a connection from a network an never logged in from made it known")
 	}
 }
+
+// blockingNetworks is memNetworks whose writes, once block is set, wait
+// until released, one by one, and tell when each starts.
+type blockingNetworks struct {
+	memNetworks
+	block   bool
+	started chan struct{}
+	release chan struct{}
+}
+
+func (b *blockingNetworks) SaveNetworks(name Digest, nets []KnownNetwork) error {
+	if b.block {
+		b.started <- struct{}{}
+		<-b.release
+	}
+	return b.memNetworks.SaveNetworks(name, nets)
+}
+
+// TestKnownNetworkWriteHoldsNoLogin: while a login's network is being
+// written (an fsync, slow on an SD card), other logins are checked, and
+// remembered if they write nothing, without waiting for it; a write that
+// follows carries the name's networks as they are by then.
+func TestKnownNetworkWriteHoldsNoLogin(t *testing.T) {
+	store := &blockingNetworks{memNetworks: memNetworks{names: map[Digest][]KnownNetwork{}},
+		started: make(chan struct{}, 4), release: make(chan struct{})}
+	k := newKnownAddresses()
+	if err := k.keep([]byte("key"), store, zerolog.Nop()); err != nil {
+		t.Fatal(err)
+	}
+	k.add("bo", "203.0.113.5") // written at once
+	store.block = true
+	done := make(chan struct{})
+	go func() { k.add("an", "192.0.2.7"); close(done) }()
+	<-store.started // the write holds on
+
+	checked := make(chan [2]bool)
+	go func() {
+		k.add("bo", "203.0.113.6") // its network, written within a day: nothing to write
+		checked <- [2]bool{k.has("an", "192.0.2.8"), k.has("bo", "203.0.113.9")}
+	}()
+	select {
+	case known := <-checked:
+		if !known[0] || !known[1] {
+			t.Errorf("networks known meanwhile (an's being written, bo's): %v, want both", known)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("a login waited for another login's network to be written")
+	}
+	second := make(chan struct{})
+	go func() { k.add("an", "198.51.100.1"); close(second) }() // a new network: its write waits for the first
+	time.Sleep(50 * time.Millisecond)
+	store.release <- struct{}{}
+	<-done
+	<-store.started
+	store.release <- struct{}{}
+	<-second
+	if store.writes != 3 {
+		t.Fatalf("%d writes, want 3 (bo's, then an's twice)", store.writes)
+	}
+	if nets := store.names[k.digest("an")]; len(nets) != 2 {
+		t.Fatalf("the store holds %d networks of an, want both", len(nets))
+	}
+}
