@@ -658,10 +658,9 @@ func isDataTopic(topic string) bool {
 func (h *Enforcer) OnClientExpired(cl *mqtt.Client) {
 	if cur, ok := h.currentClient(cl.ID); cl.IsTakenOver() || ok && cur != cl {
 		// Resumed meanwhile: the session lives on in the new connection.
-		// (mochi then deletes the client by id all the same, the new one:
-		// its clearExpiredClients does not look.) A connection still on
-		// its way in finds the session unsubscribed: a loss, where leaving
-		// the filters in mochi's index would deliver them to it unasked.
+		// (mochi's expiry looks too, under the id's lock, since patch
+		// 0024: a connection on its way in waits for the expiry and starts
+		// a session of its own.)
 		return
 	}
 	h.endSession(cl) // first: a parked filter put back meanwhile would outlive it

@@ -136,6 +136,11 @@ func (a *asker) answer(corr string) []historyPage {
 		select {
 		case <-end:
 		case <-time.After(10 * time.Second):
+			a.mu.Lock()
+			for _, p := range a.got[corr] {
+				a.t.Logf("got a page: ok %v, more %v, %d readings, error %q", p.OK, p.More, len(p.Readings), p.Error)
+			}
+			a.mu.Unlock()
 			a.t.Fatalf("request %s: no complete answer within 10 s", corr)
 		}
 	}

@@ -15,6 +15,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -144,6 +145,28 @@ type Server struct {
 	Log          *slog.Logger         // minimal no-alloc logger
 	hooks        *Hooks               // hooks contains hooks for extra functionality such as auth and persistent storage
 	inlineClient *Client              // inlineClient is a special client used for inline subscriptions and inline Publish
+	sessionLocks [sessionLockStripes]sync.Mutex
+}
+
+// sessionLockStripes is how many locks serialise the changes of client ids'
+// sessions (sessionLock).
+const sessionLockStripes = 64
+
+// sessionLock returns the lock that serialises the changes of the session of
+// client id: a connection taking it (inheritClientSession, Clients.Add), the
+// end of a connection (its OnDisconnect, and a clean session's removal) and
+// the expiry of a session (clearExpiredClients). Without it, the end of a
+// connection that had checked it was not taken over removed, by id, the
+// connection that took its id meanwhile (its entry in Clients, its
+// subscriptions), and an expiry did so to a connection that resumed the
+// session meanwhile: that connection then got nothing. The locks are striped
+// by id, so that connections of other ids seldom wait.
+func (s *Server) sessionLock(id string) *sync.Mutex {
+	h := uint32(2166136261) // FNV-1a
+	for i := 0; i < len(id); i++ {
+		h = (h ^ uint32(id[i])) * 16777619
+	}
+	return &s.sessionLocks[h%sessionLockStripes]
 }
 
 // loop contains interval tickers for the system events loop.
@@ -453,8 +476,17 @@ func (s *Server) attachClient(cl *Client, listener string) error {
 
 	s.hooks.OnSessionEstablish(cl, pk)
 
+	// A connection holding the id is stopped before the lock is taken:
+	// writing its DISCONNECT may wait on its peer. inheritClientSession
+	// disconnects whoever holds the id then, at once if it is this one.
+	if existing, ok := s.Clients.Get(cl.ID); ok && !s.Options.Capabilities.Compatibilities.PassiveClientDisconnect {
+		_ = s.DisconnectClient(existing, packets.ErrSessionTakenOver) // [MQTT-3.1.4-3]
+	}
+	lock := s.sessionLock(cl.ID)
+	lock.Lock()
 	sessionPresent := s.inheritClientSession(pk, cl)
 	s.Clients.Add(cl) // [MQTT-4.1.0-1]
+	lock.Unlock()
 
 	err = s.SendConnack(cl, code, sessionPresent, nil) // [MQTT-3.1.4-5] [MQTT-3.2.0-1] [MQTT-3.2.0-2] &[MQTT-3.14.0-1]
 	if err != nil {
@@ -493,6 +525,10 @@ func (s *Server) attachClient(cl *Client, listener string) error {
 	s.Log.Debug("client disconnected", "error", err, "client", cl.ID, "remote", cl.Net.Remote, "listener", listener)
 
 	expire := (cl.Properties.ProtocolVersion == 5 && cl.Properties.Props.SessionExpiryInterval == 0) || (cl.Properties.ProtocolVersion < 5 && cl.Properties.Clean)
+	// A connection taking the id over waits, so that the hooks and the
+	// removal below see it either done (cl.IsTakenOver) or not begun.
+	lock = s.sessionLock(cl.ID)
+	lock.Lock()
 	s.hooks.OnDisconnect(cl, err, expire)
 
 	if expire && !cl.IsTakenOver() {
@@ -500,6 +536,7 @@ func (s *Server) attachClient(cl *Client, listener string) error {
 		s.UnsubscribeClient(cl)
 		s.Clients.Delete(cl.ID) // [MQTT-4.1.0-2] ![MQTT-3.1.2-23]
 	}
+	lock.Unlock()
 
 	return err
 }
@@ -1735,10 +1772,22 @@ func (s *Server) clearExpiredClients(dt int64) {
 		}
 
 		if disconnected+int64(expire) < dt {
-			s.hooks.OnClientExpired(client)
-			s.Clients.Delete(id) // [MQTT-4.1.0-2]
+			s.expireClient(id, client)
 		}
 	}
+}
+
+// expireClient ends the expired session of client, unless a connection
+// resumed it since clearExpiredClients listed the clients.
+func (s *Server) expireClient(id string, client *Client) {
+	lock := s.sessionLock(id)
+	lock.Lock()
+	defer lock.Unlock()
+	if cur, ok := s.Clients.Get(id); !ok || cur != client || client.IsTakenOver() {
+		return
+	}
+	s.hooks.OnClientExpired(client)
+	s.Clients.Delete(id) // [MQTT-4.1.0-2]
 }
 
 // clearExpiredRetainedMessage deletes retained messages from topics if they have expired.
