@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/eclipse/paho.golang/paho"
+
+	"github.com/veil-iot/veil/internal/freeport"
 )
 
 var veilBin string
@@ -89,14 +91,15 @@ func TestVersion(t *testing.T) {
 	}
 }
 
+// freePort is a loopback address for veil serve to bind, outside the
+// ports the kernel hands out for port 0 (which its embedded servers bind).
 func freePort(t *testing.T) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	addr, err := freeport.LoopbackAddr()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close()
-	return l.Addr().String()
+	return addr
 }
 
 // startVeil runs `veil serve` with the example household and waits until it accepts MQTT.

@@ -7,7 +7,6 @@ package influxtest
 import (
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -16,6 +15,8 @@ import (
 	"strconv"
 	"syscall"
 	"time"
+
+	"github.com/veil-iot/veil/internal/freeport"
 )
 
 // Server is one influxd process (restartable on the same port and data).
@@ -63,7 +64,10 @@ func Start(dir string) (*Server, error) {
 			return nil, fmt.Errorf("influxtest: building influxd: %w", err)
 		}
 	}
-	port, err := freePort()
+	// Not a port the kernel hands out for port 0: influxd binds its RPC
+	// listener to port 0 before its HTTP listener, and a test restarts it
+	// on the same port (freeport.Loopback).
+	port, err := freeport.Loopback()
 	if err != nil {
 		return nil, err
 	}
@@ -139,13 +143,4 @@ func (s *Server) Stop() {
 		<-s.exit
 	}
 	s.cmd = nil
-}
-
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
 }
