@@ -139,6 +139,8 @@ func (p *netPeer) send(t *testing.T, pk packets.Packet) bool {
 		err = pk.ConnectEncode(buf)
 	case packets.Subscribe:
 		err = pk.SubscribeEncode(buf)
+	case packets.Unsubscribe:
+		err = pk.UnsubscribeEncode(buf)
 	case packets.Publish:
 		err = pk.PublishEncode(buf)
 	case packets.Puback:

@@ -152,6 +152,27 @@ type Server struct {
 // sessions (sessionLock).
 const sessionLockStripes = 64
 
+// takeSessionLock takes the session lock of client id for a connection
+// taking the id, and returns it. A connection holding the id is stopped
+// first, outside the lock, since writing its DISCONNECT may wait on its
+// peer; one that took the id meanwhile is stopped too, the lock let go for
+// it. (With PassiveClientDisconnect a connection is not stopped, and
+// inheritClientSession writes to it under the lock, as upstream.)
+func (s *Server) takeSessionLock(id string) *sync.Mutex {
+	lock := s.sessionLock(id)
+	passive := s.Options.Capabilities.Compatibilities.PassiveClientDisconnect
+	for {
+		if existing, ok := s.Clients.Get(id); ok && !existing.Closed() && !passive {
+			_ = s.DisconnectClient(existing, packets.ErrSessionTakenOver) // [MQTT-3.1.4-3]
+		}
+		lock.Lock()
+		if existing, ok := s.Clients.Get(id); passive || !ok || existing.Closed() {
+			return lock
+		}
+		lock.Unlock()
+	}
+}
+
 // sessionLock returns the lock that serialises the changes of the session of
 // client id: a connection taking it (inheritClientSession, Clients.Add), the
 // end of a connection (its OnDisconnect, and a clean session's removal) and
@@ -474,16 +495,8 @@ func (s *Server) attachClient(cl *Client, listener string) error {
 	atomic.AddInt64(&s.Info.ClientsConnected, 1)
 	defer atomic.AddInt64(&s.Info.ClientsConnected, -1)
 
+	lock := s.takeSessionLock(cl.ID)
 	s.hooks.OnSessionEstablish(cl, pk)
-
-	// A connection holding the id is stopped before the lock is taken:
-	// writing its DISCONNECT may wait on its peer. inheritClientSession
-	// disconnects whoever holds the id then, at once if it is this one.
-	if existing, ok := s.Clients.Get(cl.ID); ok && !s.Options.Capabilities.Compatibilities.PassiveClientDisconnect {
-		_ = s.DisconnectClient(existing, packets.ErrSessionTakenOver) // [MQTT-3.1.4-3]
-	}
-	lock := s.sessionLock(cl.ID)
-	lock.Lock()
 	sessionPresent := s.inheritClientSession(pk, cl)
 	s.Clients.Add(cl) // [MQTT-4.1.0-1]
 	lock.Unlock()
@@ -1298,6 +1311,7 @@ func (s *Server) processSubscribe(cl *Client, pk packets.Packet) error {
 	}
 
 	filterExisted := make([]bool, len(pk.Filters))
+	granted := make([]bool, len(pk.Filters))
 	reasonCodes := make([]byte, len(pk.Filters))
 	for i, sub := range pk.Filters {
 		if code != packets.CodeSuccess {
@@ -1313,17 +1327,10 @@ func (s *Server) processSubscribe(cl *Client, pk packets.Packet) error {
 				reasonCodes[i] = packets.ErrUnspecifiedError.Code
 			}
 		} else {
-			isNew := s.Topics.Subscribe(cl.ID, sub) // [MQTT-3.8.4-3]
-			if isNew {
-				atomic.AddInt64(&s.Info.Subscriptions, 1)
-			}
-			cl.State.Subscriptions.Add(sub.Filter, sub) // [MQTT-3.2.2-10]
-
+			granted[i] = true
 			if sub.Qos > s.Options.Capabilities.MaximumQos {
 				sub.Qos = s.Options.Capabilities.MaximumQos // [MQTT-3.2.2-9]
 			}
-
-			filterExisted[i] = !isNew
 			reasonCodes[i] = sub.Qos // [MQTT-3.9.3-1] [MQTT-3.8.4-7]
 		}
 
@@ -1331,6 +1338,27 @@ func (s *Server) processSubscribe(cl *Client, pk packets.Packet) error {
 			reasonCodes[i] = packets.ErrUnspecifiedError.Code
 		}
 	}
+
+	// The index holds subscriptions by client id: a connection taken over
+	// meanwhile would subscribe the connection that holds the id now.
+	lock := s.sessionLock(cl.ID)
+	lock.Lock()
+	if cl.IsTakenOver() {
+		lock.Unlock()
+		return packets.ErrSessionTakenOver
+	}
+	for i, sub := range pk.Filters {
+		if !granted[i] {
+			continue
+		}
+		isNew := s.Topics.Subscribe(cl.ID, sub) // [MQTT-3.8.4-3]
+		if isNew {
+			atomic.AddInt64(&s.Info.Subscriptions, 1)
+		}
+		cl.State.Subscriptions.Add(sub.Filter, sub) // [MQTT-3.2.2-10]
+		filterExisted[i] = !isNew
+	}
+	lock.Unlock()
 
 	ack := packets.Packet{ // [MQTT-3.8.4-1] [MQTT-3.8.4-5]
 		FixedHeader: packets.FixedHeader{
@@ -1373,6 +1401,13 @@ func (s *Server) processUnsubscribe(cl *Client, pk packets.Packet) error {
 
 	pk = s.hooks.OnUnsubscribe(cl, pk)
 	reasonCodes := make([]byte, len(pk.Filters))
+	// As processSubscribe: not the subscriptions of the id's next holder.
+	lock := s.sessionLock(cl.ID)
+	lock.Lock()
+	if cl.IsTakenOver() {
+		lock.Unlock()
+		return packets.ErrSessionTakenOver
+	}
 	for i, sub := range pk.Filters { // [MQTT-3.10.4-6] [MQTT-3.11.3-1]
 		if code != packets.CodeSuccess {
 			reasonCodes[i] = code.Code // NB 3.11.3 Non-normative 0x91
@@ -1388,6 +1423,7 @@ func (s *Server) processUnsubscribe(cl *Client, pk packets.Packet) error {
 
 		cl.State.Subscriptions.Delete(sub.Filter) // [MQTT-3.10.4-2] [MQTT-3.10.4-2] ~[MQTT-3.10.4-3]
 	}
+	lock.Unlock()
 
 	ack := packets.Packet{ // [MQTT-3.10.4-4]
 		FixedHeader: packets.FixedHeader{

@@ -3,6 +3,7 @@
 package mqtt
 
 import (
+	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -68,7 +69,7 @@ func (h *holdSessionEnd) OnClientExpired(cl *Client) {
 func delivered(t *testing.T, s *Server, p *netPeer, topic string) bool {
 	t.Helper()
 	s.publishToSubscribers(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish}, TopicName: topic, Payload: []byte("hello")})
-	pk, ok := p.next(time.Second)
+	pk, ok := p.next(300 * time.Millisecond)
 	return ok && pk.FixedHeader.Type == packets.Publish && string(pk.Payload) == "hello"
 }
 
@@ -172,5 +173,100 @@ func TestSessionExpiringWhileResumed(t *testing.T) {
 		require.True(t, ok, "the resuming connection is not among the clients")
 		require.Equal(t, cur.conn.LocalAddr().String(), held.Net.Remote)
 		require.True(t, delivered(t, s, cur, "t/old"), "the resumed session's subscription got nothing")
+	})
+}
+
+// holdSubscription holds the OnSubscribe or OnUnsubscribe of the connection
+// whose remote address is set until released, and tells when that
+// connection ends.
+type holdSubscription struct {
+	HookBase
+	mu      sync.Mutex
+	remote  string
+	held    chan struct{}
+	release chan struct{}
+	ended   chan struct{}
+}
+
+func newHoldSubscription(remote string) *holdSubscription {
+	return &holdSubscription{remote: remote, held: make(chan struct{}), release: make(chan struct{}), ended: make(chan struct{})}
+}
+
+func (h *holdSubscription) ID() string { return "hold-subscription" }
+func (h *holdSubscription) Provides(b byte) bool {
+	return b == OnSubscribe || b == OnUnsubscribe || b == OnDisconnect
+}
+
+func (h *holdSubscription) mine(cl *Client) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return cl.Net.Remote == h.remote
+}
+
+func (h *holdSubscription) hold(cl *Client) {
+	if h.mine(cl) {
+		close(h.held)
+		<-h.release
+	}
+}
+
+func (h *holdSubscription) OnSubscribe(cl *Client, pk packets.Packet) packets.Packet {
+	h.hold(cl)
+	return pk
+}
+
+func (h *holdSubscription) OnUnsubscribe(cl *Client, pk packets.Packet) packets.Packet {
+	h.hold(cl)
+	return pk
+}
+
+func (h *holdSubscription) OnDisconnect(cl *Client, _ error, _ bool) {
+	if h.mine(cl) {
+		close(h.ended)
+	}
+}
+
+// TestLateSubscriptionChangeOfATakenOverConnection: a SUBSCRIBE or
+// UNSUBSCRIBE the previous connection was still processing when a new
+// connection took its client id changes nothing. mochi's index keeps
+// subscriptions by client id: a late SUBSCRIBE gave a new clean session a
+// subscription it never asked for (in no client's own list, so never taken
+// out again), and a late UNSUBSCRIBE took out a resumed session's
+// subscription.
+func TestLateSubscriptionChangeOfATakenOverConnection(t *testing.T) {
+	for _, version := range []byte{4, 5} {
+		t.Run(fmt.Sprintf("subscribe, v%d", version), func(t *testing.T) {
+			s, addr := netServer(t)
+			log := newEventLog()
+			old, _ := dialNetPeerVersion(t, s, addr, "old", "dev", version, true, 0, 0, log)
+			h := newHoldSubscription(old.conn.LocalAddr().String())
+			require.NoError(t, s.AddHook(h, nil))
+			old.send(t, packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Subscribe, Qos: 1}, PacketID: 1,
+				Filters: packets.Subscriptions{{Filter: "t/old"}}})
+			<-h.held
+			cur, ack := dialNetPeerVersion(t, s, addr, "new", "dev", version, true, 0, 0, log)
+			require.False(t, ack.SessionPresent)
+			close(h.release)
+			<-h.ended // the SUBSCRIBE went as far as it goes
+			cl, _ := s.Clients.Get("dev")
+			require.Empty(t, cl.State.Subscriptions.GetAll())
+			require.False(t, delivered(t, s, cur, "t/old"), "the new session got the old connection's late subscription")
+		})
+	}
+	t.Run("unsubscribe, v5", func(t *testing.T) {
+		s, addr := netServer(t)
+		log := newEventLog()
+		old, _ := dialNetPeer(t, s, addr, "old", "dev", false, 0, 600, log)
+		old.subscribe(t, "t/kept")
+		h := newHoldSubscription(old.conn.LocalAddr().String())
+		require.NoError(t, s.AddHook(h, nil))
+		old.send(t, packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Unsubscribe, Qos: 1}, PacketID: 2,
+			Filters: packets.Subscriptions{{Filter: "t/kept"}}})
+		<-h.held
+		cur, ack := dialNetPeer(t, s, addr, "new", "dev", false, 0, 600, log)
+		require.True(t, ack.SessionPresent)
+		close(h.release)
+		<-h.ended
+		require.True(t, delivered(t, s, cur, "t/kept"), "the resumed session lost its subscription to the old connection's late UNSUBSCRIBE")
 	})
 }
