@@ -462,9 +462,15 @@ func (s *stateStore) replaced(cl *mqtt.Client) bool {
 // one taken over by a new connection is not.
 func (s *stateStore) OnDisconnect(cl *mqtt.Client, _ error, expire bool) {
 	switch {
-	case errors.Is(cl.StopCause(), packets.ErrSessionTakenOver) || cl.IsTakenOver():
+	case cl.IsTakenOver(): // the records are the new connection's
 	case expire:
+		// Also one stopped for a new connection taking its id: mochi ends
+		// it first (under the id's lock, patch 0024), and the new
+		// connection starts a session of its own.
 		s.record(clientKey(cl.ID), nil)
+	case errors.Is(cl.StopCause(), packets.ErrSessionTakenOver):
+		// Stopped for a new connection, which takes the session over once
+		// this end is done, and records it.
 	case cl.Net.Conn != nil: // (not a session mochi restores at start)
 		s.saveClientStopped(cl, time.Now().Unix()) // mochi's expiry runs on the wall clock
 	}

@@ -432,7 +432,7 @@ func (cl *Client) ClearExpiredInflights(now, maximumExpiry int64) []uint16 {
 
 // unsent reports whether pk, a delivery in flight, was never sent: the
 // server deletes an expired message only if it has not started its onward
-// delivery [MQTT-3.3.2-5]. One sent (marked DUP in the map, markSent)
+// delivery [MQTT-3.3.2-5]. One sent (marked DUP in the map, queueSent)
 // stays until its flow ends, connected or not: the client may hold it, and
 // the server resends it on the session's next connection [MQTT-4.4.0-1]. (At
 // QoS 2 the client keeps the id of a PUBLISH it answered until the PUBREL,

@@ -163,8 +163,8 @@ func (i *Inflight) admit(m packets.Packet) (added, pending bool) {
 // If another client has taken the session over since its in-flight messages
 // were moved to it (moveTo), m is not added, and moved is that client: the
 // caller delivers m to it instead.
-// A message the caller is to queue now comes with token too, for markSent
-// once it has queued it.
+// A message the caller is to queue now comes with token too, for
+// queueSent.
 func (i *Inflight) enqueue(m packets.Packet, announced bool) (added, pending bool, token uint64, moved *Client) {
 	i.Lock()
 	defer i.Unlock()
@@ -431,19 +431,28 @@ func (i *Inflight) discard(pk packets.Packet) bool {
 	})
 }
 
-// markSent marks delivery id sent, if it is still the message enqueue gave
-// token (its place in the order): the caller queued it for writing. Its DUP
-// flag is set in the map, not on the copy queued, so that a later send of
-// it, from the map, is a re-delivery [MQTT-3.3.1-1], and its expiry no
-// longer deletes it (ClearExpiredInflights). A clone made before (a session
-// taken over meanwhile: its connection closed first, so nothing was
-// written) stays unmarked.
-func (i *Inflight) markSent(id uint16, token uint64) {
+// queueSent queues pk, delivery id, on outbound, if there is room, and
+// then marks it sent, if it is still the message enqueue gave token (its
+// place in the order). Its DUP flag is set in the map, not on the copy
+// queued, so that a later send of it, from the map, is a re-delivery
+// [MQTT-3.3.1-1], and its expiry no longer deletes it
+// (ClearExpiredInflights). Both happen under the map's lock, so that a
+// session taken over (moveTo clones the map after the previous connection
+// is closed) clones it marked if it was queued to that connection while
+// open, and unmarked if not: queued after the close, it is never written.
+// It reports whether outbound took pk.
+func (i *Inflight) queueSent(id uint16, token uint64, outbound chan *packets.Packet, pk *packets.Packet) bool {
 	i.Lock()
+	defer i.Unlock()
+	select {
+	case outbound <- pk:
+	default:
+		return false
+	}
 	if p, ok := i.internal[id]; ok && i.order[id] == token {
 		p.FixedHeader.Dup = true
 	}
-	i.Unlock()
+	return true
 }
 
 // SetCreated sets the creation time of delivery id to created, if it is
@@ -579,7 +588,7 @@ func (i *Inflight) resend() (out, held []packets.Packet) {
 		case packets.Publish:
 			pk.FixedHeader.Dup = true // [MQTT-3.3.1-1] [MQTT-3.3.1-3]
 			if limit == 0 {
-				*i.internal[pk.PacketID] = pk // sent now: marked (see markSent)
+				*i.internal[pk.PacketID] = pk // sent now: marked (see queueSent)
 				out = append(out, pk)
 			} else if len(waiting) == 0 && atomic.LoadInt32(&i.sendQuota) > 0 {
 				*i.internal[pk.PacketID] = pk

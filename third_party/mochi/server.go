@@ -1143,13 +1143,19 @@ func (s *Server) publishToClient(cl *Client, sub packets.Subscription, pk packet
 	}
 
 	queued := getOutbound(out)
-	select {
-	case cl.State.outbound <- queued:
-		atomic.AddInt32(&cl.State.outboundQty, 1)
-		if out.FixedHeader.Qos > 0 {
-			cl.State.Inflight.markSent(out.PacketID, token)
+	var taken bool
+	if out.FixedHeader.Qos > 0 {
+		taken = cl.State.Inflight.queueSent(out.PacketID, token, cl.State.outbound, queued)
+	} else {
+		select {
+		case cl.State.outbound <- queued:
+			taken = true
+		default:
 		}
-	default:
+	}
+	if taken {
+		atomic.AddInt32(&cl.State.outboundQty, 1)
+	} else {
 		putOutbound(queued)
 		atomic.AddInt64(&s.Info.MessagesDropped, 1)
 		cl.ops.hooks.OnPublishDropped(cl, pk)
