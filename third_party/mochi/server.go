@@ -501,7 +501,39 @@ func (s *Server) attachClient(cl *Client, listener string) error {
 	s.Clients.Add(cl) // [MQTT-4.1.0-1]
 	lock.Unlock()
 
-	err = s.SendConnack(cl, code, sessionPresent, nil) // [MQTT-3.1.4-5] [MQTT-3.2.0-1] [MQTT-3.2.0-2] &[MQTT-3.14.0-1]
+	// The session is cl's now: however the connection ends, even before
+	// the CONNACK is written, it ends as below (the hooks told, a clean
+	// session removed), or cl stays under its id with nothing to end it.
+	err = s.serveSession(cl, pk, code, sessionPresent)
+	if err != nil {
+		s.sendLWT(cl)
+		cl.Stop(err)
+	} else {
+		cl.Properties.Will = Will{} // [MQTT-3.14.4-3] [MQTT-3.1.2-10]
+	}
+	s.Log.Debug("client disconnected", "error", err, "client", cl.ID, "remote", cl.Net.Remote, "listener", listener)
+
+	expire := (cl.Properties.ProtocolVersion == 5 && cl.Properties.Props.SessionExpiryInterval == 0) || (cl.Properties.ProtocolVersion < 5 && cl.Properties.Clean)
+	// A connection taking the id over waits, so that the hooks and the
+	// removal below see it either done (cl.IsTakenOver) or not begun.
+	lock = s.sessionLock(cl.ID)
+	lock.Lock()
+	s.hooks.OnDisconnect(cl, err, expire)
+
+	if expire && !cl.IsTakenOver() {
+		cl.ClearInflights()
+		s.UnsubscribeClient(cl)
+		s.Clients.Delete(cl.ID) // [MQTT-4.1.0-2] ![MQTT-3.1.2-23]
+	}
+	lock.Unlock()
+
+	return err
+}
+
+// serveSession acknowledges the connection of cl, whose session it is, and
+// serves it until it ends: nil if the client disconnected.
+func (s *Server) serveSession(cl *Client, pk packets.Packet, code packets.Code, sessionPresent bool) error {
+	err := s.SendConnack(cl, code, sessionPresent, nil) // [MQTT-3.1.4-5] [MQTT-3.2.0-1] [MQTT-3.2.0-2] &[MQTT-3.14.0-1]
 	if err != nil {
 		return fmt.Errorf("ack connection packet: %w", err)
 	}
@@ -528,30 +560,7 @@ func (s *Server) attachClient(cl *Client, listener string) error {
 
 	s.hooks.OnSessionEstablished(cl, pk)
 
-	err = cl.Read(s.receivePacket)
-	if err != nil {
-		s.sendLWT(cl)
-		cl.Stop(err)
-	} else {
-		cl.Properties.Will = Will{} // [MQTT-3.14.4-3] [MQTT-3.1.2-10]
-	}
-	s.Log.Debug("client disconnected", "error", err, "client", cl.ID, "remote", cl.Net.Remote, "listener", listener)
-
-	expire := (cl.Properties.ProtocolVersion == 5 && cl.Properties.Props.SessionExpiryInterval == 0) || (cl.Properties.ProtocolVersion < 5 && cl.Properties.Clean)
-	// A connection taking the id over waits, so that the hooks and the
-	// removal below see it either done (cl.IsTakenOver) or not begun.
-	lock = s.sessionLock(cl.ID)
-	lock.Lock()
-	s.hooks.OnDisconnect(cl, err, expire)
-
-	if expire && !cl.IsTakenOver() {
-		cl.ClearInflights()
-		s.UnsubscribeClient(cl)
-		s.Clients.Delete(cl.ID) // [MQTT-4.1.0-2] ![MQTT-3.1.2-23]
-	}
-	lock.Unlock()
-
-	return err
+	return cl.Read(s.receivePacket)
 }
 
 // readConnectionPacket reads the first incoming header for a connection, and if
