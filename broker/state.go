@@ -51,6 +51,9 @@ type stateStore struct {
 	commitMu sync.Mutex                      // one transaction at a time, in order
 	mu       sync.Mutex                      // guards pending, onDisk, closed and the maps below
 	pending  map[string]storage.Serializable // key → value to put; nil = delete
+	// writing is the batch a commit is writing: out of pending, and not in
+	// the file until the commit ends (keysOf reads it without commitMu).
+	writing map[string]storage.Serializable
 
 	// onDisk holds the in-flight keys that may be in the file: found there
 	// at start, or handed to a commit and not deleted since. Deleting an
@@ -229,6 +232,7 @@ func (s *stateStore) takePending(holdYoung bool) map[string]storage.Serializable
 		return nil
 	}
 	s.pending = make(map[string]storage.Serializable, len(batch))
+	s.writing = batch
 	if holdYoung {
 		for k := range s.young {
 			if v, ok := batch[k]; ok && v != nil {
@@ -251,6 +255,7 @@ func (s *stateStore) takePending(holdYoung bool) map[string]storage.Serializable
 func (s *stateStore) committed(batch map[string]storage.Serializable, err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.writing = nil
 	for k, v := range batch {
 		switch {
 		case err == nil && v == nil:
@@ -502,9 +507,12 @@ func (s *stateStore) OnClientExpired(cl *mqtt.Client) {
 // messages, pending or in the file. Keys alone are ambiguous ("SUB_a:b:c"
 // is client a's filter "b:c" or client "a:b"'s "c"), so the records say
 // whose they are.
+//
+// It waits for no commit (mochi calls OnClientExpired under the client
+// id's lock, which connections of other ids share): it reads the changes
+// pending and those a commit is writing first, then the file, so a change
+// committed in between is read at least once.
 func (s *stateStore) keysOf(id string) []string {
-	s.commitMu.Lock() // the file and the pending changes, with no commit between
-	defer s.commitMu.Unlock()
 	var keys []string
 	whose := func(b []byte) string {
 		var rec struct {
@@ -514,23 +522,28 @@ func (s *stateStore) keysOf(id string) []string {
 		return rec.Client
 	}
 	prefixes := []string{storage.SubscriptionKey + "_" + id + ":", inflightPrefix + id + ":"}
-	for _, p := range prefixes {
-		_ = s.scan(p, func(k, v []byte) {
-			if whose(v) == id {
-				keys = append(keys, string(k))
-			}
-		})
-	}
+	seen := map[string]bool{}
 	s.mu.Lock()
-	for k, v := range s.pending {
-		if v == nil || !(strings.HasPrefix(k, prefixes[0]) || strings.HasPrefix(k, prefixes[1])) {
-			continue
-		}
-		if b, err := v.MarshalBinary(); err == nil && whose(b) == id {
-			keys = append(keys, k)
+	for _, changes := range []map[string]storage.Serializable{s.pending, s.writing} {
+		for k, v := range changes {
+			if v == nil || seen[k] || !(strings.HasPrefix(k, prefixes[0]) || strings.HasPrefix(k, prefixes[1])) {
+				continue
+			}
+			if b, err := v.MarshalBinary(); err == nil && whose(b) == id {
+				keys = append(keys, k)
+				seen[k] = true
+			}
 		}
 	}
 	s.mu.Unlock()
+	for _, p := range prefixes {
+		_ = s.scan(p, func(k, v []byte) {
+			if !seen[string(k)] && whose(v) == id {
+				keys = append(keys, string(k))
+				seen[string(k)] = true
+			}
+		})
+	}
 	return keys
 }
 

@@ -459,6 +459,48 @@ func TestStateStoreExpiryTakesTheSessionsRecords(t *testing.T) {
 	}
 }
 
+// An expiry waits for no commit (mochi expires a session under its client
+// id's lock, which other ids share: a commit's fsync, slow on an SD card,
+// would hold up their connections), and takes the records the commit is
+// writing too.
+func TestStateStoreExpiryWaitsForNoCommit(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "mqtt.db")
+	s := openState(t, path, time.Hour)
+	gone, other := stateClient("doctor-1"), stateClient("doctor-2")
+	for _, cl := range []*mqtt.Client{gone, other} {
+		s.OnSessionEstablished(cl, packets.Packet{})
+		s.OnSubscribed(cl, packets.Packet{Filters: packets.Subscriptions{{Filter: "things/+/data/#", Qos: 1}}}, []byte{1})
+		s.OnQosPublish(cl, qosPacket(1, "things/thermo-1/data/temperature"), 1764100000, 0)
+	}
+	// A commit in progress: the records out of pending, not yet in the file.
+	s.commitMu.Lock()
+	batch := s.takePending(false)
+	expired := make(chan struct{})
+	go func() {
+		s.OnClientExpired(gone)
+		close(expired)
+	}()
+	select {
+	case <-expired:
+	case <-time.After(10 * time.Second):
+		t.Error("the expiry waited for the commit")
+	}
+	s.committed(batch, s.write(batch))
+	s.commitMu.Unlock()
+	<-expired
+	if err := s.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	s = openState(t, path, time.Hour)
+	defer s.Stop()
+	subs, _ := s.StoredSubscriptions()
+	msgs, _ := s.StoredInflightMessages()
+	clients, _ := s.StoredClients()
+	if len(subs) != 1 || subs[0].Client != other.ID || len(msgs) != 1 || msgs[0].Client != other.ID || len(clients) != 1 {
+		t.Errorf("after doctor-1 expired: subscriptions %+v, in flight %d, clients %d; want doctor-2's only", subs, len(msgs), len(clients))
+	}
+}
+
 // A session whose expiry ran out while the broker was down is not restored
 // (mochi would restart its clock), nor its subscriptions and messages: its
 // own interval, or the broker's maximum for a 3.1.1 session; one whose
