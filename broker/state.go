@@ -469,9 +469,9 @@ func (s *stateStore) OnDisconnect(cl *mqtt.Client, _ error, expire bool) {
 	switch {
 	case cl.IsTakenOver(): // the records are the new connection's
 	case expire:
-		// Also one stopped for a new connection taking its id: mochi ends
-		// it first (under the id's lock, patch 0024), and the new
-		// connection starts a session of its own.
+		// Also one stopped for a new connection taking its id whose end
+		// took the id's lock first (patch 0024): the new connection then
+		// starts a session of its own.
 		s.record(clientKey(cl.ID), nil)
 	case errors.Is(cl.StopCause(), packets.ErrSessionTakenOver):
 		// Stopped for a new connection, which takes the session over once

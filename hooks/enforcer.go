@@ -275,23 +275,22 @@ func (h *Enforcer) OnWill(cl *mqtt.Client, will mqtt.Will) (mqtt.Will, error) {
 	if expiry := time.Duration(cl.Properties.Props.SessionExpiryInterval) * time.Second; expiry < delay {
 		delay = expiry
 	}
-	// mochi establishes a new connection's session before it drops the old
-	// one, whose will comes here after the new connection could cancel it:
-	// one that resumed the session cancels it now, a clean start ended the
-	// session and makes it due now.
-	// (A will without a delay is due as its connection ends, taken over
-	// or not.)
-	if cur, ok := h.latest.Load(cl.ID); ok && cur != cl && delay > 0 {
-		if !cur.(*mqtt.Client).Properties.Clean {
+	// A new connection to the session, established before this will or
+	// after it (mochi stops the old connection first), cancels it if it
+	// resumed the session, and makes it due now if it started clean (the
+	// session ended). (A will without a delay is due as its connection
+	// ends, taken over or not.)
+	if delay > 0 && h.server != nil {
+		newer := func() *mqtt.Client {
+			if cur, ok := h.latest.Load(cl.ID); ok && cur != cl {
+				return cur.(*mqtt.Client)
+			}
+			return nil
+		}
+		if h.wills.holdUnlessTaken(cl, s.principal, will, delay, h.sendDelayedWill, newer) != willDueNow {
 			will.TopicName, will.Retain, will.Payload = droppedWillTopic, false, nil
 			return will, nil
 		}
-		delay = 0
-	}
-	if delay > 0 && h.server != nil {
-		h.wills.hold(cl, s.principal, will, delay, h.sendDelayedWill)
-		will.TopicName, will.Retain, will.Payload = droppedWillTopic, false, nil
-		return will, nil
 	}
 	h.willReading(will)
 	return will, nil
@@ -1149,11 +1148,12 @@ func (h *Enforcer) OnSessionEstablish(cl *mqtt.Client, pk packets.Packet) {
 	if h.server == nil {
 		return
 	}
-	h.latest.Store(cl.ID, cl)
-	defer h.restored.Delete(cl.ID) // the session's record has them from now on
 	// A new connection to the session cancels a will held for its delay; a
-	// clean start ends the session, and the will is due now.
-	if d := h.wills.takeNow(cl.ID); d != nil && pk.Connect.Clean {
+	// clean start ends the session, and the will is due now. (The old
+	// connection's will may come after: it reads latest, see OnWill.)
+	d := h.wills.establish(cl.ID, func() { h.latest.Store(cl.ID, cl) })
+	defer h.restored.Delete(cl.ID) // the session's record has them from now on
+	if d != nil && pk.Connect.Clean {
 		h.sendDelayedWill(d)
 	}
 	if pk.Connect.Clean {

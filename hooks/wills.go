@@ -26,14 +26,35 @@ type delayedWill struct {
 	timer *time.Timer
 }
 
-// hold keeps the will of cl for delay, then hands it to send unless it was
-// taken meanwhile. A will held before for the same client id is replaced.
-func (w *delayedWills) hold(cl *mqtt.Client, who policies.Principal, will mqtt.Will, delay time.Duration, send func(*delayedWill)) {
+// willFate is what becomes of a will with a delay as its connection ends.
+type willFate int
+
+const (
+	willHeld    willFate = iota // kept for its delay (or dropped: the broker is closing)
+	willDropped                 // a new connection resumed the session: no will
+	willDueNow                  // a new connection started clean: the session ended
+)
+
+// holdUnlessTaken keeps the will of cl for delay, then hands it to send
+// unless it was taken meanwhile (a will held before for the same client id
+// is replaced) — unless newer, called under the lock establish takes too,
+// names a connection that took the session of cl's id since. Whichever of a
+// new connection's establish and the old connection's will comes first,
+// the new connection cancels the will, or makes it due now: mochi may end
+// the old connection before the new one's session is established.
+func (w *delayedWills) holdUnlessTaken(cl *mqtt.Client, who policies.Principal, will mqtt.Will, delay time.Duration,
+	send func(*delayedWill), newer func() *mqtt.Client) willFate {
 	id := cl.ID
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	if n := newer(); n != nil {
+		if !n.Properties.Clean {
+			return willDropped
+		}
+		return willDueNow
+	}
 	if w.stopped {
-		return
+		return willHeld
 	}
 	if w.pending == nil {
 		w.pending = map[string]*delayedWill{}
@@ -48,6 +69,17 @@ func (w *delayedWills) hold(cl *mqtt.Client, who policies.Principal, will mqtt.W
 		}
 	})
 	w.pending[id] = d
+	return willHeld
+}
+
+// establish runs record, which makes a new connection the one holding
+// client id (what holdUnlessTaken's newer reads), and takes the will held
+// for id, under one lock: see holdUnlessTaken.
+func (w *delayedWills) establish(id string, record func()) *delayedWill {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	record()
+	return w.takeLocked(id)
 }
 
 // take removes the will held for id if it is still d, and reports
@@ -68,6 +100,10 @@ func (w *delayedWills) take(id string, d *delayedWill) bool {
 func (w *delayedWills) takeNow(id string) *delayedWill {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	return w.takeLocked(id)
+}
+
+func (w *delayedWills) takeLocked(id string) *delayedWill {
 	d := w.pending[id]
 	if d == nil || w.stopped {
 		return nil

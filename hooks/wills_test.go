@@ -77,9 +77,9 @@ func TestDelayedWillCancelledByTakeover(t *testing.T) {
 }
 
 // A connection that resumed the session and then ended it (session
-// expiry 0) still cancelled the old connection's delayed will: mochi
-// dropped the old connection after the new one had established the
-// session.
+// expiry 0) still cancelled the old connection's delayed will, whether
+// the old connection's will came before the new one established the
+// session or after (mochi stops the old connection first).
 func TestDelayedWillCancelledByResumeThatEnds(t *testing.T) {
 	_, addr, owner, conn := delayedWillSetup(t)
 	defer conn.Close()

@@ -431,28 +431,32 @@ func (i *Inflight) discard(pk packets.Packet) bool {
 	})
 }
 
-// queueSent queues pk, delivery id, on outbound, if there is room, and
-// then marks it sent, if it is still the message enqueue gave token (its
-// place in the order). Its DUP flag is set in the map, not on the copy
-// queued, so that a later send of it, from the map, is a re-delivery
-// [MQTT-3.3.1-1], and its expiry no longer deletes it
-// (ClearExpiredInflights). Both happen under the map's lock, so that a
-// session taken over (moveTo clones the map after the previous connection
-// is closed) clones it marked if it was queued to that connection while
-// open, and unmarked if not: queued after the close, it is never written.
-// It reports whether outbound took pk.
-func (i *Inflight) queueSent(id uint16, token uint64, outbound chan *packets.Packet, pk *packets.Packet) bool {
+// queueSent queues pk, delivery id, on the outbound queue of cl, if there
+// is room and cl's connection is open, and then marks it sent, if it is
+// still the message enqueue gave token (its place in the order). Its DUP
+// flag is set in the map, not on the copy queued, so that a later send of
+// it, from the map, is a re-delivery [MQTT-3.3.1-1], and its expiry no
+// longer deletes it (ClearExpiredInflights). All of it happens under the
+// map's lock, so that a session taken over (moveTo clones the map after
+// the previous connection is closed) clones it marked if it was queued to
+// that connection while open, and unmarked if not: a delivery for a closed
+// connection is not queued (closed), and stays for the resend. queued
+// reports whether the outbound queue took pk.
+func (i *Inflight) queueSent(id uint16, token uint64, cl *Client, pk *packets.Packet) (queued, closed bool) {
 	i.Lock()
 	defer i.Unlock()
+	if cl.Closed() {
+		return false, true
+	}
 	select {
-	case outbound <- pk:
+	case cl.State.outbound <- pk:
 	default:
-		return false
+		return false, false
 	}
 	if p, ok := i.internal[id]; ok && i.order[id] == token {
 		p.FixedHeader.Dup = true
 	}
-	return true
+	return true, false
 }
 
 // SetCreated sets the creation time of delivery id to created, if it is

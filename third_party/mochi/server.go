@@ -1154,7 +1154,11 @@ func (s *Server) publishToClient(cl *Client, sub packets.Subscription, pk packet
 	queued := getOutbound(out)
 	var taken bool
 	if out.FixedHeader.Qos > 0 {
-		taken = cl.State.Inflight.queueSent(out.PacketID, token, cl.State.outbound, queued)
+		var closed bool
+		if taken, closed = cl.State.Inflight.queueSent(out.PacketID, token, cl, queued); closed {
+			putOutbound(queued)
+			return out, packets.CodeDisconnect // in flight: resent on the session's next connection
+		}
 	} else {
 		select {
 		case cl.State.outbound <- queued:
@@ -1360,7 +1364,7 @@ func (s *Server) processSubscribe(cl *Client, pk packets.Packet) error {
 	lock.Lock()
 	if cl.IsTakenOver() {
 		lock.Unlock()
-		return packets.ErrSessionTakenOver
+		return nil // its connection is closed, and ends as it reads on
 	}
 	for i, sub := range pk.Filters {
 		if !granted[i] {
@@ -1421,7 +1425,7 @@ func (s *Server) processUnsubscribe(cl *Client, pk packets.Packet) error {
 	lock.Lock()
 	if cl.IsTakenOver() {
 		lock.Unlock()
-		return packets.ErrSessionTakenOver
+		return nil
 	}
 	for i, sub := range pk.Filters { // [MQTT-3.10.4-6] [MQTT-3.11.3-1]
 		if code != packets.CodeSuccess {
