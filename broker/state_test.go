@@ -436,16 +436,29 @@ func TestStateStoreExpiryTakesTheSessionsRecords(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "mqtt.db")
 	s := openState(t, path, time.Hour)
 	gone, other := stateClient("doctor-1"), stateClient("doctor-1:b")
-	for _, cl := range []*mqtt.Client{gone, other} {
-		s.OnSessionEstablished(cl, packets.Packet{})
-		s.OnSubscribed(cl, packets.Packet{Filters: packets.Subscriptions{{Filter: "b:things/+/data/#", Qos: 1}}}, []byte{1})
-		s.OnQosPublish(cl, qosPacket(1, "things/thermo-1/data/temperature"), 1764100000, 0)
-	}
+	recordSessions(s, "b:things/+/data/#", gone, other)
 	if err := s.commit(); err != nil { // some in the file, some pending
 		t.Fatal(err)
 	}
 	s.OnQosPublish(gone, qosPacket(2, "things/thermo-1/data/temperature"), 1764100000, 0)
 	s.OnClientExpired(gone)
+	wantOnlyRecordsOf(t, s, path, other.ID)
+}
+
+// recordSessions records, for each of clients, its session, a
+// subscription to filter and a message in flight (packet id 1).
+func recordSessions(s *stateStore, filter string, clients ...*mqtt.Client) {
+	for _, cl := range clients {
+		s.OnSessionEstablished(cl, packets.Packet{})
+		s.OnSubscribed(cl, packets.Packet{Filters: packets.Subscriptions{{Filter: filter, Qos: 1}}}, []byte{1})
+		s.OnQosPublish(cl, qosPacket(1, "things/thermo-1/data/temperature"), 1764100000, 0)
+	}
+}
+
+// wantOnlyRecordsOf stops s and checks that the file at path holds one
+// client, id, with one subscription and one message in flight.
+func wantOnlyRecordsOf(t *testing.T, s *stateStore, path, id string) {
+	t.Helper()
 	if err := s.Stop(); err != nil {
 		t.Fatal(err)
 	}
@@ -454,8 +467,8 @@ func TestStateStoreExpiryTakesTheSessionsRecords(t *testing.T) {
 	subs, _ := s.StoredSubscriptions()
 	msgs, _ := s.StoredInflightMessages()
 	clients, _ := s.StoredClients()
-	if len(subs) != 1 || subs[0].Client != other.ID || len(msgs) != 1 || msgs[0].Client != other.ID || len(clients) != 1 {
-		t.Errorf("after doctor-1 expired: subscriptions %+v, in flight %d, clients %d; want doctor-1:b's only", subs, len(msgs), len(clients))
+	if len(subs) != 1 || subs[0].Client != id || len(msgs) != 1 || msgs[0].Client != id || len(clients) != 1 {
+		t.Errorf("subscriptions %+v, in flight %d, clients %d; want %s's only", subs, len(msgs), len(clients), id)
 	}
 }
 
@@ -467,11 +480,7 @@ func TestStateStoreExpiryWaitsForNoCommit(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "mqtt.db")
 	s := openState(t, path, time.Hour)
 	gone, other := stateClient("doctor-1"), stateClient("doctor-2")
-	for _, cl := range []*mqtt.Client{gone, other} {
-		s.OnSessionEstablished(cl, packets.Packet{})
-		s.OnSubscribed(cl, packets.Packet{Filters: packets.Subscriptions{{Filter: "things/+/data/#", Qos: 1}}}, []byte{1})
-		s.OnQosPublish(cl, qosPacket(1, "things/thermo-1/data/temperature"), 1764100000, 0)
-	}
+	recordSessions(s, "things/+/data/#", gone, other)
 	// A commit in progress: the records out of pending, not yet in the file.
 	s.commitMu.Lock()
 	batch := s.takePending(false)
@@ -488,17 +497,7 @@ func TestStateStoreExpiryWaitsForNoCommit(t *testing.T) {
 	s.committed(batch, s.write(batch))
 	s.commitMu.Unlock()
 	<-expired
-	if err := s.Stop(); err != nil {
-		t.Fatal(err)
-	}
-	s = openState(t, path, time.Hour)
-	defer s.Stop()
-	subs, _ := s.StoredSubscriptions()
-	msgs, _ := s.StoredInflightMessages()
-	clients, _ := s.StoredClients()
-	if len(subs) != 1 || subs[0].Client != other.ID || len(msgs) != 1 || msgs[0].Client != other.ID || len(clients) != 1 {
-		t.Errorf("after doctor-1 expired: subscriptions %+v, in flight %d, clients %d; want doctor-2's only", subs, len(msgs), len(clients))
-	}
+	wantOnlyRecordsOf(t, s, path, other.ID)
 }
 
 // A session whose expiry ran out while the broker was down is not restored
