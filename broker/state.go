@@ -232,7 +232,6 @@ func (s *stateStore) takePending(holdYoung bool) map[string]storage.Serializable
 		return nil
 	}
 	s.pending = make(map[string]storage.Serializable, len(batch))
-	s.writing = batch
 	if holdYoung {
 		for k := range s.young {
 			if v, ok := batch[k]; ok && v != nil {
@@ -242,6 +241,9 @@ func (s *stateStore) takePending(holdYoung bool) map[string]storage.Serializable
 		}
 	}
 	clear(s.young)
+	if len(batch) > 0 {
+		s.writing = batch // until committed
+	}
 	for k, v := range batch {
 		if v != nil && isInflight(k) {
 			s.onDisk[k] = struct{}{}

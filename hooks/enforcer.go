@@ -281,13 +281,7 @@ func (h *Enforcer) OnWill(cl *mqtt.Client, will mqtt.Will) (mqtt.Will, error) {
 	// session ended). (A will without a delay is due as its connection
 	// ends, taken over or not.)
 	if delay > 0 && h.server != nil {
-		newer := func() *mqtt.Client {
-			if cur, ok := h.latest.Load(cl.ID); ok && cur != cl {
-				return cur.(*mqtt.Client)
-			}
-			return nil
-		}
-		if h.wills.holdUnlessTaken(cl, s.principal, will, delay, h.sendDelayedWill, newer) != willDueNow {
+		if h.wills.holdUnlessTaken(cl, s.principal, will, delay, h.sendDelayedWill) != willDueNow {
 			will.TopicName, will.Retain, will.Payload = droppedWillTopic, false, nil
 			return will, nil
 		}
@@ -1150,8 +1144,10 @@ func (h *Enforcer) OnSessionEstablish(cl *mqtt.Client, pk packets.Packet) {
 	}
 	// A new connection to the session cancels a will held for its delay; a
 	// clean start ends the session, and the will is due now. (The old
-	// connection's will may come after: it reads latest, see OnWill.)
-	d := h.wills.establish(cl.ID, func() { h.latest.Store(cl.ID, cl) })
+	// connection's will may come after: this takeover decides it, see
+	// OnWill.)
+	h.latest.Store(cl.ID, cl)
+	d := h.wills.establish(cl, pk.Connect.Clean)
 	defer h.restored.Delete(cl.ID) // the session's record has them from now on
 	if d != nil && pk.Connect.Clean {
 		h.sendDelayedWill(d)
@@ -1295,6 +1291,7 @@ func keepResendOrder(cl *mqtt.Client) {
 // OnDisconnect forgets a session that ends with its connection, and the
 // record of a connection whose session another one took over.
 func (h *Enforcer) OnDisconnect(cl *mqtt.Client, err error, expire bool) {
+	h.wills.ended(cl)
 	switch {
 	case cl.IsTakenOver():
 		// The session lives on in the connection that took it over, which

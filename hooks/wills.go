@@ -17,6 +17,14 @@ import (
 type delayedWills struct {
 	mu      sync.Mutex
 	pending map[string]*delayedWill // by client id
+	// holder is, by client id, the connection that established its
+	// session last and has not ended; takenBy is, for a connection whose
+	// session a new one took over before its will came, whether the first
+	// one to take it started clean: decided at the takeover, since later
+	// connections (or their end) say nothing of it. A connection leaves
+	// both as it ends (ended), after its will.
+	holder  map[string]*mqtt.Client
+	takenBy map[*mqtt.Client]bool
 	stopped bool
 }
 
@@ -37,21 +45,22 @@ const (
 
 // holdUnlessTaken keeps the will of cl for delay, then hands it to send
 // unless it was taken meanwhile (a will held before for the same client id
-// is replaced) — unless newer, called under the lock establish takes too,
-// names a connection that took the session of cl's id since. Whichever of a
-// new connection's establish and the old connection's will comes first,
-// the new connection cancels the will, or makes it due now: mochi may end
-// the old connection before the new one's session is established.
+// is replaced) — unless a new connection took cl's session over already
+// (establish): one that resumed it cancelled the will, one that started
+// clean ended the session and made it due now. Whichever of the two comes
+// first, the takeover decides: mochi may stop the old connection, whose
+// will comes as it ends, before the new one's session is established.
 func (w *delayedWills) holdUnlessTaken(cl *mqtt.Client, who policies.Principal, will mqtt.Will, delay time.Duration,
-	send func(*delayedWill), newer func() *mqtt.Client) willFate {
+	send func(*delayedWill)) willFate {
 	id := cl.ID
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if n := newer(); n != nil {
-		if !n.Properties.Clean {
-			return willDropped
+	if clean, taken := w.takenBy[cl]; taken {
+		delete(w.takenBy, cl)
+		if clean {
+			return willDueNow
 		}
-		return willDueNow
+		return willDropped
 	}
 	if w.stopped {
 		return willHeld
@@ -72,14 +81,32 @@ func (w *delayedWills) holdUnlessTaken(cl *mqtt.Client, who policies.Principal, 
 	return willHeld
 }
 
-// establish runs record, which makes a new connection the one holding
-// client id (what holdUnlessTaken's newer reads), and takes the will held
-// for id, under one lock: see holdUnlessTaken.
-func (w *delayedWills) establish(id string, record func()) *delayedWill {
+// establish makes cl, whose session was just established (clean: by a
+// clean start), the connection holding its client id, and takes the will
+// held for the id: the will of the connection it took over, held already,
+// is decided now; one still to come is decided by this takeover
+// (holdUnlessTaken).
+func (w *delayedWills) establish(cl *mqtt.Client, clean bool) *delayedWill {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	record()
-	return w.takeLocked(id)
+	if w.holder == nil {
+		w.holder, w.takenBy = map[string]*mqtt.Client{}, map[*mqtt.Client]bool{}
+	}
+	if prev := w.holder[cl.ID]; prev != nil && prev != cl {
+		w.takenBy[prev] = clean
+	}
+	w.holder[cl.ID] = cl
+	return w.takeLocked(cl.ID)
+}
+
+// ended forgets cl, whose connection ended (OnDisconnect, after its will).
+func (w *delayedWills) ended(cl *mqtt.Client) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	delete(w.takenBy, cl)
+	if w.holder[cl.ID] == cl {
+		delete(w.holder, cl.ID)
+	}
 }
 
 // take removes the will held for id if it is still d, and reports

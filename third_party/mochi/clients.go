@@ -449,6 +449,13 @@ func (cl *Client) Read(packetHandler ReadFn) error {
 
 	for {
 		if cl.Closed() {
+			// Stopped between two packets: by the client's DISCONNECT, or
+			// by the server (a takeover, a shutdown), whose cause ends the
+			// connection as it would have ended a read waiting for a packet,
+			// with its will.
+			if cause := cl.StopCause(); cause != nil && !errors.Is(cause, packets.CodeDisconnect) {
+				return cause
+			}
 			return nil
 		}
 
