@@ -1512,7 +1512,10 @@ func (s *Server) processDisconnect(cl *Client, pk packets.Packet) error {
 	}
 
 	s.loop.willDelayed.Delete(cl.ID) // [MQTT-3.1.3-9] [MQTT-3.1.2-8]
-	cl.Stop(packets.CodeDisconnect)  // [MQTT-3.14.4-2]
+	// The will goes with the DISCONNECT, also when the server stopped the
+	// client first (its stop cause then ends the read loop, as it would have).
+	atomic.StoreUint32(&cl.Properties.Will.Flag, 0) // [MQTT-3.1.2-8]
+	cl.Stop(packets.CodeDisconnect)                 // [MQTT-3.14.4-2]
 
 	return nil
 }
