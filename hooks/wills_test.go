@@ -1,12 +1,15 @@
 package hooks_test
 
 import (
+	"bytes"
 	"context"
+	"io"
 	"net"
 	"testing"
 	"time"
 
 	"github.com/eclipse/paho.golang/paho"
+	"github.com/mochi-mqtt/server/v2/packets"
 
 	"github.com/veil-iot/veil/policies"
 )
@@ -125,3 +128,53 @@ const resetTopic = "things/thermo-1/cmd/reset"
 
 var mayReset = policies.Policy{ID: "doctor-reset", Priority: 40, Effect: "allow", Subjects: []string{"role:doctor"},
 	Resources: []string{"things/+/cmd/reset"}, Actions: []policies.Action{policies.ActCommand}}
+
+// An MQTT 3.1.1 client whose QoS 1 publish is refused is disconnected (it
+// has no reason codes), and the server closing its connection publishes
+// its will, decided under its rights as any will is [MQTT-3.1.2-8]: the
+// connection did not end with the client's DISCONNECT.
+func TestWillOfA311ClientDisconnectedForARefusedPublish(t *testing.T) {
+	e, creds := household(t)
+	must(t, e.PutPolicy("an", mayReset))
+	_, addr, _ := serve(t, e, creds)
+	owner := new(counter)
+	subscribe(t, dialCounting(t, addr, "an-sub", "an", "an", owner), "things/thermo-1/cmd/#")
+
+	conn, err := net.Dial("tcp", addr)
+	must(t, err)
+	defer conn.Close()
+	send := func(pk packets.Packet) {
+		t.Helper()
+		var b bytes.Buffer
+		pk.ProtocolVersion = 4
+		switch pk.FixedHeader.Type {
+		case packets.Connect:
+			must(t, pk.ConnectEncode(&b))
+		default:
+			must(t, pk.PublishEncode(&b))
+		}
+		_, err := conn.Write(b.Bytes())
+		must(t, err)
+	}
+	send(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Connect}, Connect: packets.ConnectParams{
+		ProtocolName: []byte("MQTT"), Clean: true, Keepalive: 60, ClientIdentifier: "doctor-311",
+		Username: []byte("doctor"), UsernameFlag: true, Password: []byte("doctor"), PasswordFlag: true,
+		WillFlag: true, WillTopic: resetTopic, WillPayload: []byte(`{"reset":true}`)}})
+	must(t, conn.SetReadDeadline(time.Now().Add(5*time.Second)))
+	ack := make([]byte, 4)
+	if _, err := io.ReadFull(conn, ack); err != nil || ack[0]>>4 != packets.Connack || ack[3] != 0 {
+		t.Fatalf("CONNACK %x: %v", ack, err)
+	}
+	// The doctor may not send the thermostat's readings.
+	send(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 1}, PacketID: 1,
+		TopicName: "things/thermo-1/data/temperature", Payload: []byte(`{"temperature":40}`)})
+	if _, err := io.ReadAll(conn); err != nil {
+		t.Fatalf("the connection did not end: %v", err)
+	}
+	for deadline := time.Now().Add(5 * time.Second); owner.n.Load() == 0 && time.Now().Before(deadline); {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n, last := owner.n.Load(), owner.last.Load(); n != 1 || last != `{"reset":true}` {
+		t.Fatalf("%d message(s) at the owner's commands, the last %v; want the will", n, last)
+	}
+}
