@@ -174,14 +174,14 @@ func (s *Server) takeSessionLock(id string) *sync.Mutex {
 }
 
 // sessionLock returns the lock that serialises the changes of the session of
-// client id: a connection taking it (inheritClientSession, Clients.Add), the
-// end of a connection (its OnDisconnect, and a clean session's removal) and
-// the expiry of a session (clearExpiredClients). Without it, the end of a
-// connection that had checked it was not taken over removed, by id, the
-// connection that took its id meanwhile (its entry in Clients, its
-// subscriptions), and an expiry did so to a connection that resumed the
-// session meanwhile: that connection then got nothing. The locks are striped
-// by id, so that connections of other ids seldom wait.
+// client id: a connection taking it (OnSessionEstablish, inheritClientSession,
+// Clients.Add), a connection's end (OnDisconnect, a clean session's removal),
+// a session's expiry, and a SUBSCRIBE's or UNSUBSCRIBE's change to the index.
+// Without it, the end of a connection, or an expiry, removed by id the
+// connection that took the id meanwhile, and a late SUBSCRIBE of a connection
+// taken over changed the subscriptions of the id's next holder: both are
+// kept by id. The locks are striped by id, so that connections of other ids
+// seldom wait.
 func (s *Server) sessionLock(id string) *sync.Mutex {
 	h := uint32(2166136261) // FNV-1a
 	for i := 0; i < len(id); i++ {

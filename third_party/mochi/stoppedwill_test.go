@@ -36,6 +36,19 @@ func (h *holdEstablished) OnSessionEstablished(cl *Client, _ packets.Packet) {
 	}
 }
 
+// connectWithWill writes on conn the CONNECT of client "dev" (MQTT 5, a
+// clean start) with a will on will/dev.
+func connectWithWill(t *testing.T, conn net.Conn) {
+	t.Helper()
+	connect := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Connect}, ProtocolVersion: 5,
+		Connect: packets.ConnectParams{ProtocolName: []byte("MQTT"), ClientIdentifier: "dev", Clean: true, Keepalive: 60,
+			WillFlag: true, WillTopic: "will/dev", WillPayload: []byte("gone")}}
+	buf := new(bytes.Buffer)
+	require.NoError(t, connect.ConnectEncode(buf))
+	_, err := conn.Write(buf.Bytes())
+	require.NoError(t, err)
+}
+
 // TestWillOfAConnectionStoppedBetweenPackets: a connection the server
 // stops between two of its packets (here a takeover, before its read loop
 // began) ends with its will, as one stopped while it waits for a packet
@@ -52,13 +65,7 @@ func TestWillOfAConnectionStoppedBetweenPackets(t *testing.T) {
 	defer conn.Close()
 	h := &holdEstablished{remote: conn.LocalAddr().String(), held: make(chan struct{}), release: make(chan struct{})}
 	require.NoError(t, s.AddHook(h, nil))
-	connect := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Connect}, ProtocolVersion: 5,
-		Connect: packets.ConnectParams{ProtocolName: []byte("MQTT"), ClientIdentifier: "dev", Clean: true, Keepalive: 60,
-			WillFlag: true, WillTopic: "will/dev", WillPayload: []byte("gone")}}
-	buf := new(bytes.Buffer)
-	require.NoError(t, connect.ConnectEncode(buf))
-	_, err = conn.Write(buf.Bytes())
-	require.NoError(t, err)
+	connectWithWill(t, conn)
 	select {
 	case <-h.held:
 	case <-time.After(5 * time.Second):
@@ -106,13 +113,7 @@ func TestNoWillAfterADisconnectTheServerStoppedFirst(t *testing.T) {
 	conn, err := net.Dial("tcp", addr)
 	require.NoError(t, err)
 	defer conn.Close()
-	connect := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Connect}, ProtocolVersion: 5,
-		Connect: packets.ConnectParams{ProtocolName: []byte("MQTT"), ClientIdentifier: "dev", Clean: true, Keepalive: 60,
-			WillFlag: true, WillTopic: "will/dev", WillPayload: []byte("gone")}}
-	buf := new(bytes.Buffer)
-	require.NoError(t, connect.ConnectEncode(buf))
-	_, err = conn.Write(buf.Bytes())
-	require.NoError(t, err)
+	connectWithWill(t, conn)
 	ack := make([]byte, 64)
 	require.NoError(t, conn.SetReadDeadline(time.Now().Add(5*time.Second)))
 	_, err = conn.Read(ack) // the CONNACK
